@@ -1,0 +1,146 @@
+/**
+ * Store API: what processors see. Reads are async (RocksDB lives behind the native boundary; hot keys are
+ * answered from the task's cache without touching it); writes are buffered in the cache and become durable,
+ * together with the consumed offsets, when the task commits.
+ *
+ * Values handed out by `get` belong to the store's cache: mutate a copy, or mutate and `put` it back in the
+ * same `process` call.
+ */
+
+/** Turns values into bytes and back. A codec must be deterministic: equal values give equal bytes. */
+export interface Codec<V> {
+  readonly name: string;
+  encode(value: V): Buffer;
+  decode(bytes: Buffer): V;
+}
+
+export interface KeyValue<V> {
+  readonly key: string;
+  readonly value: V;
+}
+
+/** A key range for scans. Bounds are compared as UTF-8 byte strings. */
+export interface KeyRange {
+  /** Only keys starting with this prefix. */
+  readonly prefix?: string;
+  /** Keys strictly greater than this one: the cursor of the previous page. */
+  readonly after?: string;
+  /** Keys strictly less than this one. */
+  readonly before?: string;
+  /** At most this many entries (a page). @default unlimited */
+  readonly limit?: number;
+}
+
+export interface ReadOnlyKeyValueStore<V> {
+  readonly name: string;
+  get(key: string): Promise<V | undefined>;
+  /** Entries in key order, merged from the cache and RocksDB. Page with `after` = last key seen. */
+  scan(range?: KeyRange): Promise<KeyValue<V>[]>;
+}
+
+export interface KeyValueStore<V> extends ReadOnlyKeyValueStore<V> {
+  put(key: string, value: V): void;
+  delete(key: string): void;
+}
+
+export interface WindowEntry<V> {
+  readonly windowStart: number;
+  readonly value: V;
+}
+
+/** Fixed windows per key; a window is kept for `retentionMs` of stream time after its start. */
+export interface WindowStore<V> {
+  readonly name: string;
+  readonly windowSizeMs: number;
+  put(key: string, windowStart: number, value: V): void;
+  get(key: string, windowStart: number): Promise<V | undefined>;
+  delete(key: string, windowStart: number): void;
+  /** Windows of `key` whose start lies in [fromStart, toStart], oldest first. */
+  fetch(key: string, fromStart: number, toStart: number): Promise<WindowEntry<V>[]>;
+}
+
+export interface SessionWindow {
+  readonly start: number;
+  readonly end: number;
+}
+
+export interface SessionEntry<V> {
+  readonly key: string;
+  readonly window: SessionWindow;
+  readonly value: V;
+}
+
+/** Sessions per key, as in Kafka Streams' SessionStore. */
+export interface SessionStore<V> {
+  readonly name: string;
+  /** Sessions of `key` that end at or after `earliestEnd` and start at or before `latestStart`. */
+  findSessions(key: string, earliestEnd: number, latestStart: number): Promise<SessionEntry<V>[]>;
+  put(key: string, window: SessionWindow, value: V): void;
+  remove(key: string, window: SessionWindow): void;
+}
+
+export type StoreKind = 'key-value' | 'window' | 'session';
+
+interface StoreSpecBase<K extends StoreKind, V> {
+  readonly kind: K;
+  /** Explicit, stable name: part of every RocksDB key and of the changelog topic. [a-z0-9.-]+ */
+  readonly name: string;
+  readonly codec: Codec<V>;
+  /** Entries not written for this long (stream time) read as absent and are purged. @default none */
+  readonly ttlMs?: number;
+  /** Keep a changelog for this store. @default true */
+  readonly changelog?: boolean;
+  readonly doc?: string;
+}
+
+export type KeyValueStoreSpec<V> = StoreSpecBase<'key-value', V>;
+export interface WindowStoreSpec<V> extends StoreSpecBase<'window', V> {
+  readonly windowSizeMs: number;
+  readonly retentionMs: number;
+}
+export interface SessionStoreSpec<V> extends StoreSpecBase<'session', V> {
+  readonly retentionMs: number;
+}
+export type StoreSpec<V = unknown> = KeyValueStoreSpec<V> | WindowStoreSpec<V> | SessionStoreSpec<V>;
+
+/** The store type a spec gives a processor. */
+export type StoreOf<S> = S extends KeyValueStoreSpec<infer V>
+  ? KeyValueStore<V>
+  : S extends WindowStoreSpec<infer V>
+    ? WindowStore<V>
+    : S extends SessionStoreSpec<infer V>
+      ? SessionStore<V>
+      : never;
+
+const STORE_NAME = /^[a-z0-9][a-z0-9.-]{0,127}$/;
+
+function checkName(name: string): string {
+  if (!STORE_NAME.test(name)) {
+    throw new TypeError(`store name "${name}" must match ${String(STORE_NAME)}`);
+  }
+  return name;
+}
+
+export function keyValueStore<V>(name: string, codec: Codec<V>, options: Omit<KeyValueStoreSpec<V>, 'kind' | 'name' | 'codec'> = {}): KeyValueStoreSpec<V> {
+  return { kind: 'key-value', name: checkName(name), codec, ...options };
+}
+
+export function windowStore<V>(
+  name: string,
+  codec: Codec<V>,
+  options: Omit<WindowStoreSpec<V>, 'kind' | 'name' | 'codec'>,
+): WindowStoreSpec<V> {
+  if (!(options.windowSizeMs > 0) || !(options.retentionMs >= options.windowSizeMs)) {
+    throw new TypeError(`window store "${name}": need windowSizeMs > 0 and retentionMs >= windowSizeMs`);
+  }
+  return { kind: 'window', name: checkName(name), codec, ...options };
+}
+
+export function sessionStore<V>(
+  name: string,
+  codec: Codec<V>,
+  options: Omit<SessionStoreSpec<V>, 'kind' | 'name' | 'codec'>,
+): SessionStoreSpec<V> {
+  if (!(options.retentionMs > 0)) throw new TypeError(`session store "${name}": need retentionMs > 0`);
+  return { kind: 'session', name: checkName(name), codec, ...options };
+}

@@ -1,0 +1,418 @@
+/**
+ * A stream task: one input partition of a topology, its state and its timers. Runners (replay, test driver,
+ * Kafka) feed it records in order; it advances stream time, fires due timers before the record that passes
+ * them, routes the record through the processors and hands sink output to the runner's collector.
+ */
+import type { Logger } from 'pino';
+import { KairosError } from '../../errors.js';
+import type { Processor, ProcessorContext, StoreSpecLike, Timer, TimerData, TimerDomain, TimerService } from '../api/processor.js';
+import type { OutputRecord, RecordOrigin, StreamRecord } from '../api/record.js';
+import type { KeyValueStoreSpec, StoreOf, StoreSpec } from '../api/stores.js';
+import { jsonCodec } from '../api/codecs.js';
+import type { ProcessorNode, Topology } from '../api/topology.js';
+import type { ChangelogWriter } from '../state/changelog.js';
+import { createView, type AnyStoreView } from '../state/stores.js';
+import { TaskState, TIMER_STORE } from '../state/task-state.js';
+import { TimerQueue, timerId, type QueuedTimer } from './timer-queue.js';
+
+/** Receives what sinks emit. `origin` is the input record that caused it (undefined from a timer). */
+export interface RecordCollector {
+  send(topic: string, record: OutputRecord, origin: RecordOrigin | undefined): void;
+}
+
+export interface TaskOptions {
+  readonly topology: Topology;
+  readonly taskId: string;
+  readonly partition: number;
+  /** This task's RocksDB directory. */
+  readonly stateDir: string;
+  readonly collector: RecordCollector;
+  readonly logger: Logger;
+  /** Wall clock in epoch ms. */
+  readonly clock: () => number;
+  readonly changelog?: ChangelogWriter;
+  readonly cacheMaxEntries?: number;
+  /**
+   * When no record arrived for this long (wall clock), stream time advances with the wall clock (minus the
+   * lag last observed between wall clock and event time), so stream-time timers fire on quiet partitions.
+   * @default 5000 ms; Infinity turns it off (replay).
+   */
+  readonly idleAdvanceMs?: number;
+}
+
+interface PersistedTimer {
+  node: string;
+  name: string;
+  key: string;
+  time: number;
+  domain: TimerDomain;
+  data?: TimerData;
+}
+
+const timerSpec: KeyValueStoreSpec<PersistedTimer> = { kind: 'key-value', name: TIMER_STORE, codec: jsonCodec<PersistedTimer>() };
+
+interface Pending {
+  readonly node: string;
+  readonly record: StreamRecord;
+}
+
+export interface TaskStats {
+  recordsProcessed: number;
+  recordsSkipped: number;
+  timersFired: number;
+  recordsEmitted: number;
+}
+
+export class StreamTask {
+  readonly taskId: string;
+  readonly partition: number;
+  readonly stats: TaskStats = { recordsProcessed: 0, recordsSkipped: 0, timersFired: 0, recordsEmitted: 0 };
+  readonly state: TaskState;
+  readonly #topology: Topology;
+  readonly #opts: TaskOptions;
+  readonly #processors = new Map<string, Processor<unknown, unknown>>();
+  readonly #contexts = new Map<string, NodeContext>();
+  readonly #sourceByTopic = new Map<string, string>();
+  readonly #timers = new TimerQueue();
+  readonly #queue: Pending[] = [];
+  #origin: RecordOrigin | undefined;
+  #lastRecordWall = -Infinity;
+  #lastLag = 0;
+  #closed = false;
+
+  private constructor(opts: TaskOptions, state: TaskState) {
+    this.#opts = opts;
+    this.#topology = opts.topology;
+    this.taskId = opts.taskId;
+    this.partition = opts.partition;
+    this.state = state;
+    for (const node of this.#topology.nodes.values()) {
+      if (node.kind === 'source') for (const t of node.topics) this.#sourceByTopic.set(t, node.name);
+    }
+  }
+
+  static async create(opts: TaskOptions): Promise<StreamTask> {
+    const stores: StoreSpec<unknown>[] = [...opts.topology.stores.values()].map((s) => s.spec);
+    stores.push(timerSpec as StoreSpec<unknown>);
+    const state = await TaskState.open({
+      dir: opts.stateDir,
+      taskId: opts.taskId,
+      stores,
+      ...(opts.changelog ? { changelog: opts.changelog } : {}),
+      ...(opts.cacheMaxEntries === undefined ? {} : { cacheMaxEntries: opts.cacheMaxEntries }),
+    });
+    const task = new StreamTask(opts, state);
+    try {
+      await task.#init();
+    } catch (err) {
+      await state.close();
+      throw err;
+    }
+    return task;
+  }
+
+  get streamTime(): number {
+    return this.state.streamTime;
+  }
+
+  get pendingTimers(): number {
+    return this.#timers.size;
+  }
+
+  /** Pending timers for a key across all processors (queries, tests). */
+  timersFor(key: string): Timer[] {
+    return this.#timers.forKey(key).map(publicTimer);
+  }
+
+  /** The store a spec names, for queries and the test driver. */
+  store<S extends StoreSpecLike>(spec: S): StoreOf<S> {
+    const view = this.#view(spec.name);
+    return view as unknown as StoreOf<S>;
+  }
+
+  /** Whether the topology reads this topic. */
+  reads(topic: string): boolean {
+    return this.#sourceByTopic.has(topic);
+  }
+
+  /**
+   * Processes one record: stream time moves to its timestamp (timers due by then fire first, in time order),
+   * then the record flows through the topology. Returns false when no source reads its topic.
+   */
+  async process(record: StreamRecord): Promise<boolean> {
+    this.#checkOpen();
+    const source = this.#sourceByTopic.get(record.topic);
+    const now = this.#opts.clock();
+    this.#lastRecordWall = now;
+    this.#lastLag = Math.max(0, now - record.timestamp);
+    if (record.timestamp > this.state.streamTime) await this.advanceStreamTime(record.timestamp);
+    const next = (BigInt(record.offset) + 1n).toString();
+    this.state.setPosition(record.topic, record.partition, next);
+    if (source === undefined) {
+      this.stats.recordsSkipped++;
+      return false;
+    }
+    this.#origin = { topic: record.topic, partition: record.partition, offset: record.offset };
+    try {
+      for (const child of this.#topology.children.get(source) ?? []) this.#dispatch(child, record);
+      await this.#drain();
+    } finally {
+      this.#origin = undefined;
+    }
+    this.stats.recordsProcessed++;
+    return true;
+  }
+
+  /** Moves stream time forward to `time` (never back) and fires the stream-time timers due by then. */
+  async advanceStreamTime(time: number): Promise<number> {
+    this.#checkOpen();
+    let fired = 0;
+    for (;;) {
+      const t = this.#timers.popDue('stream-time', time);
+      if (!t) break;
+      // Stream time steps through each timer, so a timer sees the time it was due at.
+      this.state.streamTime = t.time;
+      await this.#fire(t);
+      fired++;
+    }
+    this.state.streamTime = time;
+    return fired;
+  }
+
+  /**
+   * Wall-clock punctuation: fires wall-clock timers due by `now`, and when the partition has been quiet for
+   * `idleAdvanceMs`, advances stream time to `now` minus the last observed lag.
+   */
+  async punctuateWallClock(now = this.#opts.clock()): Promise<number> {
+    this.#checkOpen();
+    let fired = 0;
+    for (;;) {
+      const t = this.#timers.popDue('wall-clock', now);
+      if (!t) break;
+      await this.#fire(t);
+      fired++;
+    }
+    const idle = this.#opts.idleAdvanceMs ?? 5000;
+    if (Number.isFinite(idle) && now - this.#lastRecordWall >= idle) {
+      const target = now - this.#lastLag;
+      if (target > this.state.streamTime) fired += await this.advanceStreamTime(target);
+    }
+    return fired;
+  }
+
+  commit(): Promise<{ changes: number }> {
+    this.#checkOpen();
+    return this.state.commit();
+  }
+
+  /** Closes processors, then the state. Call commit() first to keep uncommitted work. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    let first: unknown;
+    for (const [name, p] of this.#processors) {
+      try {
+        await p.close?.();
+      } catch (err) {
+        this.#opts.logger.error({ err, processor: name }, 'processor close failed');
+        first ??= err;
+      }
+    }
+    await this.state.close();
+    if (first !== undefined) throw first;
+  }
+
+  async #init(): Promise<void> {
+    for (const row of await this.state.scan(TIMER_STORE)) {
+      const p = row.value as PersistedTimer;
+      this.#timers.add({ ...p, id: row.key });
+    }
+    for (const node of this.#topology.nodes.values()) {
+      if (node.kind !== 'processor') continue;
+      const processor = node.supplier() as Processor<unknown, unknown>;
+      const ctx = new NodeContext(this, node);
+      this.#processors.set(node.name, processor);
+      this.#contexts.set(node.name, ctx);
+    }
+    for (const [name, p] of this.#processors) await p.init?.(this.#contexts.get(name) as NodeContext);
+  }
+
+  readonly #views = new Map<string, AnyStoreView>();
+  #view(name: string): AnyStoreView {
+    let v = this.#views.get(name);
+    if (!v) {
+      const s = this.#topology.stores.get(name);
+      if (!s) throw new KairosError('KAIROS_ERR_STORE_NOT_CONNECTED', `topology ${this.#topology.applicationId} has no store "${name}"`);
+      v = createView(this.state, s.spec);
+      this.#views.set(name, v);
+    }
+    return v;
+  }
+
+  /** @internal used by NodeContext */
+  storeFor(node: ProcessorNode, name: string): AnyStoreView {
+    if (!node.stores.includes(name)) {
+      throw new KairosError('KAIROS_ERR_STORE_NOT_CONNECTED', `processor "${node.name}" is not connected to store "${name}"`);
+    }
+    return this.#view(name);
+  }
+
+  /** @internal */
+  forwardFrom(node: string, record: OutputRecord, child: string | undefined): void {
+    const children = this.#topology.children.get(node) ?? [];
+    if (child !== undefined) {
+      if (!children.includes(child)) throw new KairosError('KAIROS_ERR_TOPOLOGY', `"${node}" has no child "${child}"`);
+      this.#dispatch(child, this.#asStream(record));
+      return;
+    }
+    for (const c of children) this.#dispatch(c, this.#asStream(record));
+  }
+
+  /** @internal */
+  get origin(): RecordOrigin | undefined {
+    return this.#origin;
+  }
+
+  /** @internal */
+  get wallClock(): number {
+    return this.#opts.clock();
+  }
+
+  /** @internal */
+  get logger(): Logger {
+    return this.#opts.logger;
+  }
+
+  /** @internal */
+  get applicationId(): string {
+    return this.#topology.applicationId;
+  }
+
+  /** @internal */
+  registerTimer(node: string, t: Timer): void {
+    if (!Number.isFinite(t.time)) throw new RangeError(`timer "${t.name}" for key "${t.key}": time must be finite`);
+    const id = timerId(node, t.name, t.key);
+    const q: QueuedTimer = { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) };
+    this.#timers.remove(id);
+    this.#timers.add(q);
+    const persisted: PersistedTimer = { node, name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) };
+    this.state.put(TIMER_STORE, id, persisted);
+  }
+
+  /** @internal */
+  cancelTimer(node: string, name: string, key: string): void {
+    const id = timerId(node, name, key);
+    if (this.#timers.remove(id)) this.state.delete(TIMER_STORE, id);
+  }
+
+  /** @internal */
+  getTimer(node: string, name: string, key: string): Timer | undefined {
+    const t = this.#timers.get(timerId(node, name, key));
+    return t && publicTimer(t);
+  }
+
+  /** @internal */
+  timersOf(node: string, key: string): Timer[] {
+    return this.#timers
+      .forKey(key)
+      .filter((t) => t.node === node)
+      .map(publicTimer);
+  }
+
+  #asStream(record: OutputRecord): StreamRecord {
+    const o = this.#origin ?? { topic: '', partition: this.partition, offset: '-1' };
+    return { ...o, key: record.key, value: record.value, timestamp: record.timestamp, ...(record.headers ? { headers: record.headers } : {}) };
+  }
+
+  #dispatch(nodeName: string, record: StreamRecord): void {
+    const node = this.#topology.nodes.get(nodeName);
+    if (node?.kind === 'sink') {
+      this.#opts.collector.send(node.topic, { key: record.key, value: record.value, timestamp: record.timestamp, ...(record.headers ? { headers: record.headers } : {}) }, this.#origin);
+      this.stats.recordsEmitted++;
+    } else this.#queue.push({ node: nodeName, record });
+  }
+
+  async #drain(): Promise<void> {
+    // Breadth-first: a forward is processed after the forwarding call returns, so forward() stays synchronous.
+    while (this.#queue.length > 0) {
+      const next = this.#queue.shift() as Pending;
+      const p = this.#processors.get(next.node) as Processor<unknown, unknown>;
+      await p.process(next.record);
+    }
+  }
+
+  async #fire(t: QueuedTimer): Promise<void> {
+    this.state.delete(TIMER_STORE, t.id);
+    const p = this.#processors.get(t.node);
+    if (!p?.onTimer) {
+      this.#opts.logger.warn({ timer: t.name, node: t.node }, 'timer for a processor without onTimer dropped');
+      return;
+    }
+    const saved = this.#origin;
+    this.#origin = undefined;
+    try {
+      await p.onTimer(publicTimer(t));
+      await this.#drain();
+    } finally {
+      this.#origin = saved;
+    }
+    this.stats.timersFired++;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new KairosError('KAIROS_ERR_STATE_CLOSED', `task ${this.taskId} is closed`);
+  }
+}
+
+function publicTimer(t: QueuedTimer): Timer {
+  return { name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) };
+}
+
+class NodeContext implements ProcessorContext<unknown> {
+  readonly timers: TimerService;
+  readonly logger: Logger;
+
+  constructor(
+    private readonly task: StreamTask,
+    private readonly node: ProcessorNode,
+  ) {
+    this.logger = task.logger.child({ processor: node.name, task: task.taskId });
+    const name = node.name;
+    this.timers = {
+      register: (t) => task.registerTimer(name, t),
+      cancel: (timerName, key) => task.cancelTimer(name, timerName, key),
+      get: (timerName, key) => task.getTimer(name, timerName, key),
+      pending: (key) => task.timersOf(name, key),
+    };
+  }
+
+  get applicationId(): string {
+    return this.task.applicationId;
+  }
+  get taskId(): string {
+    return this.task.taskId;
+  }
+  get partition(): number {
+    return this.task.partition;
+  }
+
+  getStore<S extends StoreSpecLike>(spec: S): StoreOf<S> {
+    return this.task.storeFor(this.node, spec.name) as unknown as StoreOf<S>;
+  }
+
+  streamTime(): number {
+    return this.task.streamTime;
+  }
+
+  wallClockTime(): number {
+    return this.task.wallClock;
+  }
+
+  recordOrigin(): RecordOrigin | undefined {
+    return this.task.origin;
+  }
+
+  forward(record: OutputRecord<unknown>, child?: string): void {
+    this.task.forwardFrom(this.node.name, record, child);
+  }
+}

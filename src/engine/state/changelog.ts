@@ -1,0 +1,57 @@
+/**
+ * The changelog side of a task's state. Every store change of a commit is sent here before the local RocksDB
+ * write, so another instance can rebuild the task. The Kafka implementation lives in src/kafka/; the memory
+ * one serves the test driver and restore tests.
+ */
+export interface ChangelogEntry {
+  /** Store name; the Kafka changelog topic is `<applicationId>-<store>-changelog`. */
+  readonly store: string;
+  /** The key within the store. */
+  readonly key: Buffer;
+  /** Stored bytes (timestamp header + codec bytes), or null for a delete. */
+  readonly value: Buffer | null;
+  /** Stream time of the commit. */
+  readonly timestamp: number;
+}
+
+export interface ChangelogWriter {
+  /** Resolves once the entries are durable (acknowledged). Called once per commit, never concurrently. */
+  send(taskId: string, entries: readonly ChangelogEntry[]): Promise<void>;
+}
+
+export interface ChangelogReader {
+  /** Every entry logged for the task, in log order (a compacted log may have dropped superseded ones). */
+  read(taskId: string): AsyncIterable<readonly ChangelogEntry[]>;
+}
+
+export function changelogTopic(applicationId: string, store: string): string {
+  return `${applicationId}-${store}-changelog`;
+}
+
+/** Keeps the log in memory, compacting per key like a compacted topic. */
+export class MemoryChangelog implements ChangelogWriter, ChangelogReader {
+  readonly #logs = new Map<string, Map<string, ChangelogEntry>>();
+  sent = 0;
+
+  send(taskId: string, entries: readonly ChangelogEntry[]): Promise<void> {
+    let log = this.#logs.get(taskId);
+    if (!log) this.#logs.set(taskId, (log = new Map()));
+    for (const e of entries) {
+      const id = `${e.store}\u0000${e.key.toString('base64')}`;
+      log.delete(id);
+      log.set(id, e);
+    }
+    this.sent += entries.length;
+    return Promise.resolve();
+  }
+
+  async *read(taskId: string): AsyncIterable<readonly ChangelogEntry[]> {
+    const log = this.#logs.get(taskId);
+    if (log) yield [...log.values()];
+    await Promise.resolve();
+  }
+
+  size(taskId: string): number {
+    return this.#logs.get(taskId)?.size ?? 0;
+  }
+}

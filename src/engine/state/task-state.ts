@@ -1,0 +1,436 @@
+/**
+ * The state of one task: one RocksDB database, a write-back cache of decoded values in front of it, and a
+ * commit that writes every store change, the consumed positions and the stream time in one write batch.
+ *
+ * Layers, outermost first (as in Kafka Streams): store views (src/engine/state/stores.ts) → cache (here) →
+ * changelog (sent at commit, before the local write) → RocksDB.
+ *
+ * Stored value layout: 8-byte big-endian float64 timestamp (stream time of the write, used for TTL and
+ * retention) followed by the codec's bytes.
+ */
+import { KairosError } from '../../errors.js';
+import type { Codec, StoreSpec } from '../api/stores.js';
+import type { ChangelogEntry, ChangelogReader, ChangelogWriter } from './changelog.js';
+import { RocksDb, type BatchOp, type RocksOptions } from './rocksdb.js';
+
+const ABSENT: unique symbol = Symbol('absent');
+type Cached = { value: unknown; ts: number; dirty: boolean };
+
+const META = '\u0001';
+const STREAM_TIME_KEY = Buffer.from(`${META}stream-time`);
+const OFFSET_PREFIX = `${META}offset\u0000`;
+const HEADER = 8;
+
+/** Internal store of persisted timers; not nameable by users (their names cannot start with '_'). */
+export const TIMER_STORE = '_timers';
+
+export interface TaskStateOptions {
+  /** Directory of this task's database, e.g. <stateDir>/<applicationId>/<taskId>. */
+  readonly dir: string;
+  readonly taskId: string;
+  readonly stores: readonly StoreSpec<unknown>[];
+  readonly changelog?: ChangelogWriter;
+  /** Cached entries per store (clean entries beyond this are evicted, least recently used first). @default 50000 */
+  readonly cacheMaxEntries?: number;
+  readonly rocks?: RocksOptions;
+}
+
+export interface StateStats {
+  cacheHits: number;
+  cacheMisses: number;
+  puts: number;
+  deletes: number;
+  commits: number;
+  changelogEntries: number;
+  expired: number;
+}
+
+export interface StoredEntry<V> {
+  readonly key: string;
+  readonly value: V;
+  /** Stream time of the write. */
+  readonly ts: number;
+}
+
+export interface StateScan {
+  readonly gte?: string;
+  readonly gt?: string;
+  readonly lt?: string;
+  readonly prefix?: string;
+  readonly limit?: number;
+}
+
+class StoreState {
+  readonly cache = new Map<string, Cached>();
+  readonly dirty = new Set<string>();
+  readonly prefix: string;
+  readonly prefixBuf: Buffer;
+  readonly endBuf: Buffer;
+  /** TTL sweep position: the last key examined. */
+  sweepAfter: string | undefined;
+
+  constructor(readonly spec: StoreSpec<unknown>) {
+    this.prefix = `${spec.name}\u0000`;
+    this.prefixBuf = Buffer.from(this.prefix, 'utf8');
+    this.endBuf = Buffer.from(`${spec.name}\u0001`, 'utf8');
+  }
+
+  /** Entries written at or before this (stream time) are expired, or -Infinity when the store keeps everything. */
+  expiryBefore(streamTime: number): number {
+    const ttl = this.spec.kind === 'key-value' ? this.spec.ttlMs : this.spec.retentionMs;
+    return ttl === undefined ? -Infinity : streamTime - ttl;
+  }
+
+  get codec(): Codec<unknown> {
+    return this.spec.codec;
+  }
+}
+
+function compareUtf8(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+export class TaskState {
+  readonly taskId: string;
+  readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0 };
+  readonly #db: RocksDb;
+  readonly #stores = new Map<string, StoreState>();
+  readonly #changelog: ChangelogWriter | undefined;
+  readonly #cacheMax: number;
+  readonly #positions = new Map<string, string>();
+  readonly #pendingPositions = new Map<string, string>();
+  #streamTime = -Infinity;
+  #committedStreamTime = -Infinity;
+  #closed = false;
+
+  private constructor(db: RocksDb, options: TaskStateOptions) {
+    this.#db = db;
+    this.taskId = options.taskId;
+    this.#changelog = options.changelog;
+    this.#cacheMax = options.cacheMaxEntries ?? 50_000;
+    for (const spec of options.stores) this.#stores.set(spec.name, new StoreState(spec));
+  }
+
+  static async open(options: TaskStateOptions): Promise<TaskState> {
+    const names = new Set<string>();
+    for (const s of options.stores) {
+      if (names.has(s.name)) throw new KairosError('KAIROS_ERR_TOPOLOGY', `store "${s.name}" defined twice in task ${options.taskId}`);
+      names.add(s.name);
+    }
+    const db = await RocksDb.open(options.dir, options.rocks);
+    const state = new TaskState(db, options);
+    const st = await db.get(STREAM_TIME_KEY);
+    if (st) state.#streamTime = state.#committedStreamTime = st.readDoubleBE(0);
+    for (const [k, v] of await db.scan({ gte: Buffer.from(OFFSET_PREFIX), lt: Buffer.from(`${META}offset\u0001`) })) {
+      state.#positions.set(k.toString('utf8').slice(OFFSET_PREFIX.length), v.toString('utf8'));
+    }
+    return state;
+  }
+
+  get location(): string {
+    return this.#db.location;
+  }
+
+  get streamTime(): number {
+    return this.#streamTime;
+  }
+
+  set streamTime(t: number) {
+    if (t > this.#streamTime) this.#streamTime = t;
+  }
+
+  /** Committed position per "topic\u0000partition": the offset of the next record to consume. */
+  positions(): ReadonlyMap<string, string> {
+    return this.#positions;
+  }
+
+  position(topic: string, partition: number): string | undefined {
+    return this.#pendingPositions.get(`${topic}\u0000${partition}`) ?? this.#positions.get(`${topic}\u0000${partition}`);
+  }
+
+  /** Records the next offset to consume; written with the next commit. */
+  setPosition(topic: string, partition: number, nextOffset: string): void {
+    this.#pendingPositions.set(`${topic}\u0000${partition}`, nextOffset);
+  }
+
+  hasStore(name: string): boolean {
+    return this.#stores.has(name);
+  }
+
+  storeNames(): string[] {
+    return [...this.#stores.keys()];
+  }
+
+  async get(store: string, key: string): Promise<unknown> {
+    const s = this.#store(store);
+    const cached = s.cache.get(key);
+    if (cached !== undefined) {
+      this.stats.cacheHits++;
+      if (!cached.dirty) {
+        // Least-recently-used order: re-insert at the end.
+        s.cache.delete(key);
+        s.cache.set(key, cached);
+      }
+      return this.#live(s, cached);
+    }
+    this.stats.cacheMisses++;
+    const bytes = await this.#db.get(Buffer.from(s.prefix + key, 'utf8'));
+    // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
+    const raced = s.cache.get(key);
+    if (raced !== undefined) return this.#live(s, raced);
+    const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes);
+    s.cache.set(key, entry);
+    if (s.cache.size > this.#cacheMax) this.#evict(s);
+    return this.#live(s, entry);
+  }
+
+  put(store: string, key: string, value: unknown, ts = this.#streamTime): void {
+    if (value === undefined) throw new TypeError(`store "${store}": cannot put undefined (use delete)`);
+    this.#write(this.#store(store), key, value, ts);
+    this.stats.puts++;
+  }
+
+  delete(store: string, key: string): void {
+    this.#write(this.#store(store), key, ABSENT, this.#streamTime);
+    this.stats.deletes++;
+  }
+
+  /** Entries in UTF-8 key order, merging uncommitted writes over RocksDB; expired entries are skipped. */
+  async scan(store: string, range: StateScan = {}): Promise<StoredEntry<unknown>[]> {
+    const s = this.#store(store);
+    const lower = range.gt ?? range.gte ?? range.prefix;
+    const lowerInclusive = range.gt === undefined;
+    let upperBuf = s.endBuf;
+    if (range.prefix !== undefined) upperBuf = Buffer.concat([Buffer.from(s.prefix + range.prefix, 'utf8'), Buffer.from([0xff])]);
+    if (range.lt !== undefined) {
+      const lt = Buffer.from(s.prefix + range.lt, 'utf8');
+      if (Buffer.compare(lt, upperBuf) < 0) upperBuf = lt;
+    }
+    const lowerBuf = Buffer.from(s.prefix + (lower ?? ''), 'utf8');
+    const inRange = (key: string): boolean => {
+      if (range.prefix !== undefined && !key.startsWith(range.prefix)) return false;
+      if (lower !== undefined) {
+        const c = compareUtf8(key, lower);
+        if (c < 0 || (c === 0 && !lowerInclusive)) return false;
+      }
+      return Buffer.compare(Buffer.from(s.prefix + key, 'utf8'), upperBuf) < 0;
+    };
+    const limit = range.limit ?? Infinity;
+    // Uncommitted deletes can hide rows, so over-read by the number of dirty entries.
+    const dbLimit = Number.isFinite(limit) ? limit + s.dirty.size : undefined;
+    const rows = await this.#db.scan({
+      ...(lowerInclusive ? { gte: lowerBuf } : { gt: lowerBuf }),
+      lt: upperBuf,
+      ...(dbLimit === undefined ? {} : { limit: dbLimit }),
+    });
+    const merged = new Map<string, Cached>();
+    for (const [k, v] of rows) {
+      const key = k.toString('utf8').slice(s.prefix.length);
+      merged.set(key, s.cache.get(key) ?? this.#decode(s, key, v));
+    }
+    for (const key of s.dirty) {
+      if (inRange(key)) merged.set(key, s.cache.get(key) as Cached);
+    }
+    const keys = [...merged.keys()].sort(compareUtf8);
+    const out: StoredEntry<unknown>[] = [];
+    for (const key of keys) {
+      if (out.length >= limit) break;
+      const e = merged.get(key) as Cached;
+      const value = this.#live(s, e);
+      if (value !== undefined) out.push({ key, value, ts: e.ts });
+    }
+    return out;
+  }
+
+  /** Timestamp of an entry's last write, if it is live. */
+  async timestampOf(store: string, key: string): Promise<number | undefined> {
+    const value = await this.get(store, key);
+    return value === undefined ? undefined : this.#store(store).cache.get(key)?.ts;
+  }
+
+  /** Number of uncommitted changes: the runner commits when this grows large. */
+  get dirtyCount(): number {
+    let n = 0;
+    for (const s of this.#stores.values()) n += s.dirty.size;
+    return n;
+  }
+
+  /**
+   * Makes every change since the last commit durable: changelog first, then one RocksDB write batch holding
+   * the store changes, the positions and the stream time. Also sweeps a bounded number of expired entries.
+   */
+  async commit(options: { sweepLimit?: number } = {}): Promise<{ changes: number }> {
+    this.#checkOpen();
+    await this.#sweepExpired(options.sweepLimit ?? 1000);
+    const ops: BatchOp[] = [];
+    const entries: ChangelogEntry[] = [];
+    const streamTime = this.#streamTime;
+    for (const s of this.#stores.values()) {
+      for (const key of s.dirty) {
+        const e = s.cache.get(key) as Cached;
+        const keyBuf = Buffer.from(key, 'utf8');
+        const full = Buffer.concat([s.prefixBuf, keyBuf]);
+        if (e.value === ABSENT) {
+          ops.push({ type: 'del', key: full });
+          if (s.spec.changelog !== false) entries.push({ store: s.spec.name, key: keyBuf, value: null, timestamp: streamTime });
+        } else {
+          const value = this.#encode(s, e);
+          ops.push({ type: 'put', key: full, value });
+          if (s.spec.changelog !== false) entries.push({ store: s.spec.name, key: keyBuf, value, timestamp: streamTime });
+        }
+      }
+    }
+    for (const [k, v] of this.#pendingPositions) ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: Buffer.from(v, 'utf8') });
+    if (streamTime !== this.#committedStreamTime) {
+      const b = Buffer.allocUnsafe(8);
+      b.writeDoubleBE(streamTime, 0);
+      ops.push({ type: 'put', key: STREAM_TIME_KEY, value: b });
+    }
+    if (ops.length === 0) return { changes: 0 };
+    if (entries.length > 0 && this.#changelog) {
+      try {
+        await this.#changelog.send(this.taskId, entries);
+      } catch (err) {
+        throw new KairosError('KAIROS_ERR_CHANGELOG', `task ${this.taskId}: changelog write failed; nothing committed`, { cause: err });
+      }
+      this.stats.changelogEntries += entries.length;
+    }
+    await this.#db.batch(ops);
+    for (const s of this.#stores.values()) {
+      for (const key of s.dirty) {
+        const e = s.cache.get(key);
+        if (e) e.dirty = false;
+      }
+      s.dirty.clear();
+      if (s.cache.size > this.#cacheMax) this.#evict(s);
+    }
+    for (const [k, v] of this.#pendingPositions) this.#positions.set(k, v);
+    this.#pendingPositions.clear();
+    this.#committedStreamTime = streamTime;
+    this.stats.commits++;
+    return { changes: ops.length };
+  }
+
+  /** Applies changelog entries straight to RocksDB (restore). The cache is dropped. */
+  async restore(entries: readonly ChangelogEntry[]): Promise<number> {
+    this.#checkOpen();
+    const ops: BatchOp[] = [];
+    for (const e of entries) {
+      const s = this.#stores.get(e.store);
+      if (!s) continue;
+      const full = Buffer.concat([s.prefixBuf, e.key]);
+      ops.push(e.value === null ? { type: 'del', key: full } : { type: 'put', key: full, value: e.value });
+      if (e.timestamp > this.#streamTime) this.#streamTime = e.timestamp;
+    }
+    await this.#db.batch(ops);
+    for (const s of this.#stores.values()) {
+      s.cache.clear();
+      s.dirty.clear();
+    }
+    return ops.length;
+  }
+
+  async restoreFrom(reader: ChangelogReader): Promise<number> {
+    let n = 0;
+    for await (const batch of reader.read(this.taskId)) n += await this.restore(batch);
+    return n;
+  }
+
+  /** Approximate on-disk bytes of one store, or of the whole task. */
+  approximateSize(store?: string): Promise<number> {
+    if (store === undefined) return this.#db.approximateSize(Buffer.from([0]), Buffer.from([0xff]));
+    const s = this.#store(store);
+    return this.#db.approximateSize(s.prefixBuf, s.endBuf);
+  }
+
+  rocksProperty(name: string): string {
+    return this.#db.property(name);
+  }
+
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** Closes RocksDB. Uncommitted changes are dropped: commit first. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#db.close();
+  }
+
+  #store(name: string): StoreState {
+    this.#checkOpen();
+    const s = this.#stores.get(name);
+    if (!s) throw new KairosError('KAIROS_ERR_STORE_NOT_CONNECTED', `task ${this.taskId} has no store "${name}"`);
+    return s;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new KairosError('KAIROS_ERR_STATE_CLOSED', `task ${this.taskId}: state is closed`);
+  }
+
+  #live(s: StoreState, e: Cached): unknown {
+    if (e.value === ABSENT) return undefined;
+    const before = s.expiryBefore(this.#streamTime);
+    if (before !== -Infinity && e.ts <= before) return undefined;
+    return e.value;
+  }
+
+  #write(s: StoreState, key: string, value: unknown, ts: number): void {
+    const e = s.cache.get(key);
+    if (e) {
+      e.value = value;
+      e.ts = ts;
+      e.dirty = true;
+    } else s.cache.set(key, { value, ts, dirty: true });
+    s.dirty.add(key);
+  }
+
+  #decode(s: StoreState, key: string, bytes: Buffer): Cached {
+    try {
+      return { value: s.codec.decode(bytes.subarray(HEADER)), ts: bytes.readDoubleBE(0), dirty: false };
+    } catch (err) {
+      throw new KairosError('KAIROS_ERR_STATE_CORRUPT', `store "${s.spec.name}" key "${key}": cannot decode with codec ${s.codec.name}`, { cause: err });
+    }
+  }
+
+  #encode(s: StoreState, e: Cached): Buffer {
+    const body = s.codec.encode(e.value);
+    const out = Buffer.allocUnsafe(HEADER + body.length);
+    out.writeDoubleBE(e.ts, 0);
+    body.copy(out, HEADER);
+    return out;
+  }
+
+  #evict(s: StoreState): void {
+    const target = Math.floor(this.#cacheMax * 0.9);
+    for (const [key, e] of s.cache) {
+      if (s.cache.size <= target) break;
+      if (!e.dirty) s.cache.delete(key);
+    }
+  }
+
+  /** Deletes up to `limit` expired entries per store, resuming where the last sweep stopped. */
+  async #sweepExpired(limit: number): Promise<void> {
+    for (const s of this.#stores.values()) {
+      const before = s.expiryBefore(this.#streamTime);
+      if (before === -Infinity || limit <= 0) continue;
+      const rows = await this.#db.scan({
+        ...(s.sweepAfter === undefined ? { gte: s.prefixBuf } : { gt: Buffer.from(s.prefix + s.sweepAfter, 'utf8') }),
+        lt: s.endBuf,
+        limit,
+      });
+      for (const [k, v] of rows) {
+        const key = k.toString('utf8').slice(s.prefix.length);
+        const cached = s.cache.get(key);
+        const ts = cached ? cached.ts : v.readDoubleBE(0);
+        if (ts <= before && cached?.dirty !== true) {
+          this.#write(s, key, ABSENT, this.#streamTime);
+          this.stats.expired++;
+        }
+      }
+      const last = rows[rows.length - 1];
+      s.sweepAfter = rows.length < limit || !last ? undefined : last[0].toString('utf8').slice(s.prefix.length);
+    }
+  }
+}

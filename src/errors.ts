@@ -1,0 +1,36 @@
+/**
+ * One registry of error codes. Callers switch on `error.code`, never on `instanceof`.
+ * `retriable` tells a runner whether trying the same operation again can succeed.
+ */
+export const ERRORS = {
+  KAIROS_ERR_CONFIG: { retriable: false, doc: 'A configuration value is missing or invalid; the message names the field.' },
+  KAIROS_ERR_TOPOLOGY: { retriable: false, doc: 'The topology is malformed (unknown parent, duplicate name, store not connected).' },
+  KAIROS_ERR_STORE_NOT_CONNECTED: { retriable: false, doc: 'A processor asked for a store it was not connected to.' },
+  KAIROS_ERR_STATE_IO: { retriable: true, doc: 'RocksDB could not open, read or write.' },
+  KAIROS_ERR_STATE_CORRUPT: { retriable: false, doc: 'A stored value could not be decoded with its codec.' },
+  KAIROS_ERR_STATE_CLOSED: { retriable: false, doc: 'A store was used after its task closed.' },
+  KAIROS_ERR_DECODE: { retriable: false, doc: 'An input record is not valid JSON or does not match its topic schema.' },
+  KAIROS_ERR_CHANGELOG: { retriable: true, doc: 'Writing or reading a changelog failed.' },
+  KAIROS_ERR_USAGE: { retriable: false, doc: 'A command was called with wrong arguments.' },
+  KAIROS_ERR_INPUT: { retriable: false, doc: 'An input file could not be read.' },
+} as const satisfies Record<string, { retriable: boolean; doc: string }>;
+
+export type KairosErrorCode = keyof typeof ERRORS;
+
+export class KairosError extends Error {
+  readonly code: KairosErrorCode;
+  readonly retriable: boolean;
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: KairosErrorCode, message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'KairosError';
+    this.code = code;
+    this.retriable = ERRORS[code].retriable;
+    this.details = options.details;
+  }
+}
+
+export function isKairosError(e: unknown, code?: KairosErrorCode): e is KairosError {
+  return e instanceof Error && 'code' in e && typeof e.code === 'string' && e.code.startsWith('KAIROS_ERR_') && (code === undefined || e.code === code);
+}

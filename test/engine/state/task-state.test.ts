@@ -1,0 +1,195 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { jsonCodec, keyValueStore, sessionStore, windowStore } from '../../../src/engine/api/index.js';
+import { TaskState } from '../../../src/engine/state/task-state.js';
+import { MemoryChangelog } from '../../../src/engine/state/changelog.js';
+import { KeyValueView, SessionView, WindowView } from '../../../src/engine/state/stores.js';
+import { tempDir } from '../../helpers.js';
+
+const kv = keyValueStore('things', jsonCodec<{ n: number }>());
+const ttl = keyValueStore('fleeting', jsonCodec<string>(), { ttlMs: 1000 });
+
+test('real RocksDB: writes are invisible on disk until commit, then survive a reopen with positions and stream time', async () => {
+  const t = tempDir();
+  try {
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    s1.streamTime = 5000;
+    s1.put('things', 'a', { n: 1 });
+    s1.setPosition('shop.basket.v1', 0, '42');
+    assert.deepEqual(await s1.get('things', 'a'), { n: 1 });
+    await s1.close(); // closed without commit: the write is lost, as it must be
+    const s2 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    assert.equal(await s2.get('things', 'a'), undefined);
+    assert.equal(s2.position('shop.basket.v1', 0), undefined);
+    s2.streamTime = 7000;
+    s2.put('things', 'a', { n: 2 });
+    s2.setPosition('shop.basket.v1', 0, '43');
+    await s2.commit();
+    await s2.close();
+    const s3 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    assert.deepEqual(await s3.get('things', 'a'), { n: 2 });
+    assert.equal(s3.position('shop.basket.v1', 0), '43');
+    assert.equal(s3.streamTime, 7000);
+    await s3.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('scan merges uncommitted puts and deletes over RocksDB in byte order, and pages with a cursor', async () => {
+  const t = tempDir();
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+  try {
+    for (const k of ['b', 'd', 'f', 'h']) s.put('things', k, { n: k.charCodeAt(0) });
+    await s.commit();
+    s.put('things', 'a', { n: 0 });
+    s.put('things', 'e', { n: 0 });
+    s.delete('things', 'd');
+    const view = new KeyValueView<{ n: number }>(s, 'things');
+    assert.deepEqual((await view.scan()).map((e) => e.key), ['a', 'b', 'e', 'f', 'h']);
+    const page1 = await view.scan({ limit: 2 });
+    assert.deepEqual(page1.map((e) => e.key), ['a', 'b']);
+    const page2 = await view.scan({ limit: 2, after: 'b' });
+    assert.deepEqual(page2.map((e) => e.key), ['e', 'f']);
+    assert.deepEqual((await view.scan({ before: 'f' })).map((e) => e.key), ['a', 'b', 'e']);
+    s.put('things', 'pre:1', { n: 1 });
+    s.put('things', 'pre:2', { n: 2 });
+    s.put('things', 'prf', { n: 3 });
+    assert.deepEqual((await view.scan({ prefix: 'pre:' })).map((e) => e.key), ['pre:1', 'pre:2']);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
+test('TTL: entries older than ttlMs of stream time read as absent and are swept into deletes', async () => {
+  const t = tempDir();
+  const log = new MemoryChangelog();
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [ttl], changelog: log });
+  try {
+    s.streamTime = 1000;
+    s.put('fleeting', 'old', 'x');
+    s.streamTime = 1500;
+    s.put('fleeting', 'new', 'y');
+    await s.commit();
+    s.streamTime = 2000;
+    assert.equal(await s.get('fleeting', 'old'), undefined, 'written at 1000, ttl 1000, now 2000');
+    assert.equal(await s.get('fleeting', 'new'), 'y');
+    await s.commit();
+    assert.equal(s.stats.expired, 1);
+    assert.equal(log.size('0_0'), 2, 'the sweep logged a tombstone for the expired key');
+    assert.equal((await s.scan('fleeting')).length, 1);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
+test('changelog: every committed change is logged and a fresh database restores from it', async () => {
+  const a = tempDir();
+  const b = tempDir();
+  const log = new MemoryChangelog();
+  try {
+    const s1 = await TaskState.open({ dir: a.dir, taskId: '0_3', stores: [kv], changelog: log });
+    s1.streamTime = 10;
+    for (let i = 0; i < 100; i++) s1.put('things', `k${i}`, { n: i });
+    await s1.commit();
+    s1.delete('things', 'k7');
+    s1.put('things', 'k8', { n: 800 });
+    await s1.commit();
+    await s1.close();
+    const s2 = await TaskState.open({ dir: join(b.dir, 'task'), taskId: '0_3', stores: [kv] });
+    const restored = await s2.restoreFrom(log);
+    assert.equal(restored, 100);
+    assert.equal(await s2.get('things', 'k7'), undefined);
+    assert.deepEqual(await s2.get('things', 'k8'), { n: 800 });
+    assert.equal((await s2.scan('things')).length, 99);
+    assert.equal(s2.streamTime, 10);
+    await s2.close();
+  } finally {
+    a.remove();
+    b.remove();
+  }
+});
+
+test('a failing changelog commits nothing locally', async () => {
+  const t = tempDir();
+  const s = await TaskState.open({
+    dir: t.dir,
+    taskId: '0_0',
+    stores: [kv],
+    changelog: { send: () => Promise.reject(new Error('broker down')) },
+  });
+  try {
+    s.put('things', 'a', { n: 1 });
+    await assert.rejects(s.commit(), (e: Error & { code?: string }) => e.code === 'KAIROS_ERR_CHANGELOG');
+    assert.equal(s.dirtyCount, 1, 'the change stays pending for the next try');
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
+test('cache: a bounded number of clean entries stay in memory; misses go to RocksDB', async () => {
+  const t = tempDir();
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv], cacheMaxEntries: 100 });
+  try {
+    for (let i = 0; i < 1000; i++) s.put('things', `k${i}`, { n: i });
+    await s.commit();
+    s.stats.cacheHits = s.stats.cacheMisses = 0;
+    for (let i = 0; i < 1000; i++) assert.deepEqual(await s.get('things', `k${i}`), { n: i });
+    assert.ok(s.stats.cacheMisses > 800, `expected misses after eviction, got ${s.stats.cacheMisses}`);
+    assert.ok((await s.approximateSize()) >= 0);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
+test('window store: fetch by time range, retention from window start', async () => {
+  const t = tempDir();
+  const spec = windowStore('views-per-hour', jsonCodec<number>(), { windowSizeMs: 3_600_000, retentionMs: 7_200_000 });
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [spec] });
+  try {
+    const w = new WindowView(s, spec);
+    s.streamTime = 3_600_000 * 3 - 1;
+    w.put('c1', 0, 1);
+    w.put('c1', 3_600_000, 2);
+    w.put('c1', 7_200_000, 3);
+    w.put('c2', 3_600_000, 9);
+    await s.commit();
+    assert.deepEqual(await w.fetch('c1', 0, 7_200_000), [
+      { windowStart: 3_600_000, value: 2 },
+      { windowStart: 7_200_000, value: 3 },
+    ], 'window at 0 is past its 2 h retention just before stream time 3h');
+    assert.equal(await w.get('c2', 3_600_000), 9);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
+test('session store: findSessions by end/start bounds, remove merges', async () => {
+  const t = tempDir();
+  const spec = sessionStore('sessions', jsonCodec<string[]>(), { retentionMs: 10_000_000 });
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [spec] });
+  try {
+    const ss = new SessionView(s, spec);
+    s.streamTime = 100;
+    ss.put('c1', { start: 10, end: 20 }, ['p1']);
+    ss.put('c1', { start: 50, end: 60 }, ['p2']);
+    ss.put('c10', { start: 15, end: 25 }, ['x']);
+    const hits = await ss.findSessions('c1', 15, 55);
+    assert.deepEqual(hits.map((h) => h.window), [{ start: 10, end: 20 }, { start: 50, end: 60 }]);
+    assert.deepEqual((await ss.findSessions('c1', 21, 100)).map((h) => h.value), [['p2']]);
+    ss.remove('c1', { start: 10, end: 20 });
+    ss.put('c1', { start: 10, end: 60 }, ['p1', 'p2']);
+    ss.remove('c1', { start: 50, end: 60 });
+    await s.commit();
+    assert.deepEqual((await ss.findSessions('c1', 0, 1000)).map((h) => h.value), [['p1', 'p2']]);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
