@@ -1,0 +1,184 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  jsonCodec,
+  keyValueStore,
+  TopologyBuilder,
+  type Processor,
+  type ProcessorContext,
+  type StreamRecord,
+  type Timer,
+} from '../../../src/engine/api/index.js';
+import { TopologyTestDriver } from '../../../src/engine/testing/test-driver.js';
+import { MemoryChangelog } from '../../../src/engine/state/changelog.js';
+import { tempDir } from '../../helpers.js';
+
+interface Ev {
+  id: string;
+  occurredAt: number;
+  kind: 'touch' | 'stop' | 'wall';
+}
+const counts = keyValueStore('counts', jsonCodec<number>());
+
+/** Counts events per key and, 100 ms of stream time after the last one, forwards a "quiet" record. */
+class QuietDetector implements Processor<Ev, { key: string; count: number; at: number }> {
+  #ctx!: ProcessorContext<{ key: string; count: number; at: number }>;
+  init(ctx: ProcessorContext<{ key: string; count: number; at: number }>): void {
+    this.#ctx = ctx;
+  }
+  async process(r: StreamRecord<Ev>): Promise<void> {
+    const key = r.key as string;
+    const store = this.#ctx.getStore(counts);
+    if (r.value.kind === 'stop') {
+      this.#ctx.timers.cancel('quiet', key);
+      return;
+    }
+    if (r.value.kind === 'wall') {
+      this.#ctx.timers.register({ name: 'ping', key, time: this.#ctx.wallClockTime() + 1000, domain: 'wall-clock' });
+      return;
+    }
+    store.put(key, ((await store.get(key)) ?? 0) + 1);
+    this.#ctx.timers.register({ name: 'quiet', key, time: r.timestamp + 100, domain: 'stream-time', data: { eventId: r.value.id } });
+  }
+  async onTimer(t: Timer): Promise<void> {
+    const count = (await this.#ctx.getStore(counts).get(t.key)) ?? 0;
+    this.#ctx.forward({ key: t.key, value: { key: t.key, count, at: t.time }, timestamp: t.time }, t.name === 'ping' ? 'pings' : 'upper');
+  }
+}
+
+class Upper implements Processor<{ key: string; count: number; at: number }, string> {
+  #ctx!: ProcessorContext<string>;
+  init(ctx: ProcessorContext<string>): void {
+    this.#ctx = ctx;
+  }
+  process(r: StreamRecord<{ key: string; count: number; at: number }>): void {
+    this.#ctx.forward({ key: r.key, value: `${r.value.key.toUpperCase()}:${r.value.count}@${r.value.at}`, timestamp: r.timestamp });
+  }
+}
+
+function topology() {
+  return new TopologyBuilder('test-app')
+    .addSource('in', ['events'])
+    .addProcessor('detect', () => new QuietDetector(), ['in'])
+    .addProcessor('upper', () => new Upper(), ['detect'])
+    .addSink('out', 'quiet', ['upper'])
+    .addSink('pings', 'pings', ['detect'])
+    .addStore(counts, ['detect'])
+    .build();
+}
+
+const ev = (id: string, occurredAt: number, kind: Ev['kind'] = 'touch'): Ev => ({ id, occurredAt, kind });
+
+test('stream-time timers fire in time order before the record that passes them, and forwards reach sinks', async () => {
+  const d = await TopologyTestDriver.create(topology());
+  try {
+    await d.pipe('events', 'a', ev('1', 1000));
+    await d.pipe('events', 'b', ev('2', 1050));
+    await d.pipe('events', 'a', ev('3', 1060)); // re-arms a to 1160
+    assert.deepEqual(d.timers('a').map((t) => t.time), [1160]);
+    await d.pipe('events', 'c', ev('4', 1200)); // passes b (1150) and a (1160)
+    assert.deepEqual(d.readOutput<string>('quiet').map((o) => o.value), ['B:1@1150', 'A:2@1160']);
+    assert.equal(d.streamTime, 1200);
+    await d.pipe('events', 'c', ev('5', 1250, 'stop'));
+    assert.equal(await d.advanceStreamTime(10_000), 0, 'cancelled timer does not fire');
+    assert.deepEqual(d.readOutput('quiet'), []);
+  } finally {
+    await d.close();
+  }
+});
+
+test('late records do not move stream time back', async () => {
+  const d = await TopologyTestDriver.create(topology());
+  try {
+    await d.pipe('events', 'a', ev('1', 5000));
+    await d.pipe('events', 'b', ev('2', 4000));
+    assert.equal(d.streamTime, 5000);
+    await d.advanceStreamTime(5100);
+    assert.deepEqual(d.readOutput<string>('quiet').map((o) => o.value), ['B:1@4100', 'A:1@5100']);
+  } finally {
+    await d.close();
+  }
+});
+
+test('timers and stores survive a restart of the task on the same RocksDB directory', async () => {
+  const t = tempDir();
+  const d = await TopologyTestDriver.create(topology(), { stateDir: t.dir });
+  try {
+    await d.pipe('events', 'a', ev('1', 1000));
+    await d.pipe('events', 'a', ev('2', 1010));
+    await d.restart();
+    assert.equal(await d.store(counts).get('a'), 2);
+    assert.deepEqual(d.timers('a'), [{ name: 'quiet', key: 'a', time: 1110, domain: 'stream-time', data: { eventId: '2' } }]);
+    assert.equal(d.streamTime, 1010);
+    await d.advanceStreamTime(2000);
+    assert.deepEqual(d.readOutput<string>('quiet').map((o) => o.value), ['A:2@1110']);
+  } finally {
+    await d.close();
+    t.remove();
+  }
+});
+
+test('wall-clock timers fire on the wall clock; quiet partitions advance stream time', async () => {
+  const d = await TopologyTestDriver.create(topology(), { wallClock: 1_000_000, idleAdvanceMs: 5000 });
+  try {
+    await d.pipe('events', 'w', ev('1', 999_000, 'wall'));
+    await d.pipe('events', 'a', ev('2', 999_000)); // quiet timer at 999_100; lag 1000 ms
+    await d.advanceWallClock(999);
+    assert.deepEqual(d.readOutput('pings'), []);
+    await d.advanceWallClock(1);
+    assert.equal(d.readOutput('pings').length, 1);
+    assert.deepEqual(d.readOutput('quiet'), [], 'not idle long enough yet');
+    await d.advanceWallClock(5000); // idle 6 s: stream time → now - lag = 1_005_000
+    assert.deepEqual(d.readOutput<string>('quiet').map((o) => o.value), ['A:1@999100']);
+    assert.equal(d.streamTime, 1_005_000);
+  } finally {
+    await d.close();
+  }
+});
+
+test('timers move with the changelog: a task restored elsewhere fires them', async () => {
+  const log = new MemoryChangelog();
+  const d1 = await TopologyTestDriver.create(topology(), { changelog: log });
+  await d1.pipe('events', 'a', ev('1', 1000));
+  await d1.close();
+  const t = tempDir();
+  try {
+    const d2 = await TopologyTestDriver.create(topology(), { stateDir: t.dir });
+    await d2.task.state.restoreFrom(log);
+    await d2.restart(); // reload the timer queue from the restored state
+    await d2.advanceStreamTime(1100);
+    assert.deepEqual(d2.readOutput<string>('quiet').map((o) => o.value), ['A:1@1100']);
+    await d2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a processor cannot reach a store it is not connected to', async () => {
+  const other = keyValueStore('other', jsonCodec<number>());
+  const topo = new TopologyBuilder('t2')
+    .addSource('in', ['events'])
+    .addProcessor('p', () => ({ process: async () => void (await ctxRef.ctx?.getStore(other).get('x')) , init: (c: ProcessorContext) => void (ctxRef.ctx = c) }), ['in'])
+    .addProcessor('q', () => ({ process: () => undefined }), ['in'])
+    .addStore(other, ['q'])
+    .build();
+  const ctxRef: { ctx?: ProcessorContext } = {};
+  const d = await TopologyTestDriver.create(topo);
+  try {
+    await assert.rejects(d.pipe('events', 'k', ev('1', 1)), (e: Error & { code?: string }) => e.code === 'KAIROS_ERR_STORE_NOT_CONNECTED');
+  } finally {
+    await d.close();
+  }
+});
+
+test('topology builder rejects malformed graphs and describes itself', () => {
+  assert.throws(() => new TopologyBuilder('x').addProcessor('p', () => ({ process: () => undefined }), ['nope']), /parent "nope" is not defined/);
+  assert.throws(() => new TopologyBuilder('x').addSource('s', ['t']).addSource('s', ['u']), /defined twice/);
+  assert.throws(() => new TopologyBuilder('x').addSource('s', ['t']).build(), /has no processor/);
+  const text = topology().describe();
+  assert.match(text, /Source: in \(topics: \[events\]\) --> detect/);
+  assert.match(text, /counts: key-value, codec json, changelog test-app-counts-changelog/);
+  const mermaid = topology().describeMermaid();
+  assert.match(mermaid, /^flowchart LR/);
+  assert.match(mermaid, /n_detect -\.- s_counts/);
+});
