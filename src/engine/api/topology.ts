@@ -96,6 +96,18 @@ export class TopologyBuilder {
     return this;
   }
 
+  /**
+   * The source node reading `topic`, added (named after the topic) if no source reads it yet. Lets several
+   * topologies composed into one builder share an input topic.
+   */
+  ensureSource(topic: string): string {
+    for (const node of this.#nodes.values()) {
+      if (node.kind === 'source' && node.topics.includes(topic)) return node.name;
+    }
+    this.addSource(topic, [topic]);
+    return topic;
+  }
+
   hasNode(name: string): boolean {
     return this.#nodes.has(name);
   }

@@ -1,0 +1,69 @@
+/**
+ * The `kairos` command. Each subcommand parses its own flags; errors with a KAIROS_ERR_* code print their
+ * message and exit 2 (usage, config) or 1 (everything else).
+ */
+import type { Writable } from 'node:stream';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { isKairosError, KairosError } from '../errors.js';
+import { replayCommand } from './replay-command.js';
+import { describeCommand } from './describe-command.js';
+
+const USAGE = `kairos — real-time CRM trigger engine
+
+Usage:
+  kairos replay --input events.ndjson [--output triggers.ndjson] [--audit audit.ndjson]
+                [--config campaigns.json] [--until <ms|ISO>] [--errors errors.ndjson]
+                [--state-dir dir] [--quiet]
+  kairos describe [--config campaigns.json] [--format text|mermaid]
+  kairos help
+
+Input lines are {"topic": "...", "key": "...", "value": {...}} in event-time order (a .gz file is
+decompressed). Triggers go to --output (default stdout), one JSON object per line.
+`;
+
+export interface Io {
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+}
+
+export async function run(argv: readonly string[], io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'replay':
+        return await replayCommand(rest, io);
+      case 'describe':
+        return describeCommand(rest, io);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        io.stdout.write(USAGE);
+        return 0;
+      default:
+        throw new KairosError('KAIROS_ERR_USAGE', `unknown command "${command}"\n\n${USAGE}`);
+    }
+  } catch (err) {
+    if (isKairosError(err)) {
+      io.stderr.write(`kairos ${command ?? ''}: ${err.message}\n`);
+      return err.code === 'KAIROS_ERR_USAGE' || err.code === 'KAIROS_ERR_CONFIG' ? 2 : 1;
+    }
+    if (err instanceof TypeError && 'code' in err && typeof err.code === 'string' && err.code.startsWith('ERR_PARSE_ARGS')) {
+      io.stderr.write(`kairos ${command ?? ''}: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+/** parseArgs with usage errors turned into KAIROS_ERR_USAGE. */
+export function parseFlags<const O extends NonNullable<ParseArgsConfig['options']>>(
+  args: readonly string[],
+  options: O,
+): ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>> {
+  try {
+    return parseArgs({ args: [...args], options, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw new KairosError('KAIROS_ERR_USAGE', (err as Error).message, { cause: err });
+  }
+}

@@ -1,0 +1,80 @@
+import { basename } from 'node:path';
+import pino from 'pino';
+import { buildTopology } from '../app/topology.js';
+import { loadCampaignsFile, resolveCampaigns } from '../config/campaigns.js';
+import { KairosError } from '../errors.js';
+import { LazyNdjsonFile, NdjsonWriter } from '../replay/ndjson-writer.js';
+import { replay } from '../replay/replay.js';
+import { parseFlags, type Io } from './main.js';
+
+/** Parses --until: epoch milliseconds or an ISO-8601 date-time. */
+export function parseUntil(text: string): number {
+  if (/^[0-9]+$/.test(text)) return Number(text);
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new KairosError('KAIROS_ERR_USAGE', `--until must be epoch milliseconds or an ISO date-time, got "${text}"`);
+  return t;
+}
+
+const MAX_PRINTED_ERRORS = 10;
+
+export async function replayCommand(args: readonly string[], io: Io): Promise<number> {
+  const { values } = parseFlags(args, {
+    input: { type: 'string' },
+    output: { type: 'string' },
+    audit: { type: 'string' },
+    config: { type: 'string' },
+    until: { type: 'string' },
+    errors: { type: 'string' },
+    'state-dir': { type: 'string' },
+    quiet: { type: 'boolean', default: false },
+  });
+  if (values.input === undefined) throw new KairosError('KAIROS_ERR_USAGE', '--input is required (a file of NDJSON envelopes, or - for stdin)');
+  const until = values.until === undefined ? undefined : parseUntil(values.until);
+  const config = values.config === undefined ? resolveCampaigns({}) : loadCampaignsFile(values.config);
+  const topology = buildTopology(config);
+  const errorsPath = values.errors ?? (values.input === '-' ? 'replay-errors.ndjson' : `${basename(values.input)}.errors.ndjson`);
+  const triggers = values.output === undefined ? new NdjsonWriter(io.stdout) : NdjsonWriter.toFile(values.output);
+  const audit = values.audit === undefined ? undefined : NdjsonWriter.toFile(values.audit);
+  const errorFile = new LazyNdjsonFile(errorsPath);
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  let printed = 0;
+  const result = await replay({
+    topology,
+    input: values.input === '-' ? process.stdin : values.input,
+    triggers,
+    ...(audit ? { audit } : {}),
+    errors: errorFile,
+    ...(until === undefined ? {} : { until }),
+    ...(values['state-dir'] === undefined ? {} : { stateDir: values['state-dir'] }),
+    logger,
+    onError: (e) => {
+      if (values.quiet) return;
+      if (printed < MAX_PRINTED_ERRORS) io.stderr.write(`line ${e.line}: ${e.errors.map((x) => `${x.path || '/'}: ${x.message}`).join('; ')}\n`);
+      else if (printed === MAX_PRINTED_ERRORS) io.stderr.write(`… more bad lines, see ${errorsPath}\n`);
+      printed++;
+    },
+    ...(values.quiet
+      ? {}
+      : {
+          onProgress: (p) =>
+            io.stderr.write(
+              `replay: ${p.lines.toLocaleString('en')} lines${p.fraction === undefined ? '' : ` (${(p.fraction * 100).toFixed(1)}%)`}, ` +
+                `${Math.round(p.processed / (p.elapsedMs / 1000)).toLocaleString('en')} events/s, ${p.triggers} triggers, ${p.errors} bad lines, ` +
+                `stream time ${Number.isFinite(p.streamTime) ? new Date(p.streamTime).toISOString() : '-'}\n`,
+            ),
+        }),
+  });
+  await triggers.close();
+  await audit?.close();
+  await errorFile.close();
+  if (!values.quiet) {
+    const secs = result.elapsedMs / 1000;
+    io.stderr.write(
+      `replay: ${result.lines} lines, ${result.processed} processed, ${result.skipped} of unread topics, ${result.errors} bad` +
+        `${result.errors ? ` (written to ${errorsPath})` : ''}; ${result.triggers} triggers, ${result.audits} audit records; ` +
+        `stream time ${Number.isFinite(result.streamTime) ? new Date(result.streamTime).toISOString() : '-'}; ` +
+        `${secs.toFixed(2)} s, ${Math.round(result.processed / Math.max(secs, 1e-9))} events/s\n`,
+    );
+  }
+  return result.errors > 0 ? 3 : 0;
+}

@@ -1,0 +1,234 @@
+/**
+ * BASKET_ABANDONED / CHECKOUT_ABANDONED (DESIGN §3). See README.md beside this file.
+ */
+import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
+import type { BasketEvent, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
+import type { CampaignSettings, TopologyDefinition } from '../common/campaign.js';
+import { auditOf, causedBy, triggerId, type CausedBy } from '../common/triggers.js';
+
+export const NAME = 'basket-abandonment';
+export const BASKET_TOPIC = 'shop.basket.v1';
+export const ORDERS_TOPIC = 'shop.orders.v1';
+export const TRIGGERS_TOPIC = 'crm.triggers.v1';
+export const AUDIT_TOPIC = 'crm.trigger-audit.v1';
+const TIMER = 'inactivity';
+const HOUR = 3_600_000;
+
+export interface BasketAbandonmentParams {
+  /** Quiet time after the last basket activity before the basket counts as abandoned. @default 60 min */
+  readonly inactivityGap: number;
+  /** No new abandonment trigger for a customer this long after the last one. @default 24 h */
+  readonly reentryCooldown: number;
+  /** Customer state not touched for this long is dropped (at least cooldown + gap). @default 30 d */
+  readonly stateTtl: number;
+}
+
+export const defaults: BasketAbandonmentParams = { inactivityGap: HOUR, reentryCooldown: 24 * HOUR, stateTtl: 30 * 24 * HOUR };
+
+export interface BasketItem {
+  sku: string;
+  productId?: string;
+  quantity: number;
+  unitPrice?: Money;
+  addedAt: number;
+}
+
+export interface BasketState {
+  /** Items in the order they were first added. */
+  items: BasketItem[];
+  lastActivityAt: number;
+  lastActivityType: BasketEvent['type'];
+  /** The last basket event: the cause of a trigger. */
+  lastEvent: CausedBy;
+  lastTriggerAt?: number;
+}
+
+export const basketsStore = keyValueStore('basket-abandonment.baskets', jsonCodec<BasketState>(), {
+  doc: 'customerId → basket contents, last activity, last trigger time',
+});
+
+type In = StreamRecord<BasketEvent> | StreamRecord<OrderEvent>;
+type Out = Trigger | TriggerAudit;
+
+function isBasket(r: In): r is StreamRecord<BasketEvent> {
+  return r.topic === BASKET_TOPIC;
+}
+
+/** Applies a basket event to the item list (in place). */
+export function applyBasketEvent(items: BasketItem[], e: BasketEvent): void {
+  if (e.sku === undefined) return;
+  const i = items.findIndex((it) => it.sku === e.sku);
+  const item = items[i];
+  switch (e.type) {
+    case 'ITEM_ADDED': {
+      const q = e.quantity ?? 1;
+      if (item) {
+        item.quantity += q;
+        if (e.unitPrice) item.unitPrice = e.unitPrice;
+      } else {
+        items.push({
+          sku: e.sku,
+          ...(e.productId === undefined ? {} : { productId: e.productId }),
+          quantity: q,
+          ...(e.unitPrice === undefined ? {} : { unitPrice: e.unitPrice }),
+          addedAt: e.occurredAt,
+        });
+      }
+      return;
+    }
+    case 'ITEM_REMOVED':
+      if (!item) return;
+      if (e.quantity !== undefined && e.quantity < item.quantity) item.quantity -= e.quantity;
+      else items.splice(i, 1);
+      return;
+    case 'QUANTITY_CHANGED': {
+      const q = e.quantity ?? 0;
+      if (q <= 0) {
+        if (item) items.splice(i, 1);
+      } else if (item) item.quantity = q;
+      else
+        items.push({
+          sku: e.sku,
+          ...(e.productId === undefined ? {} : { productId: e.productId }),
+          quantity: q,
+          ...(e.unitPrice === undefined ? {} : { unitPrice: e.unitPrice }),
+          addedAt: e.occurredAt,
+        });
+      return;
+    }
+    case 'CHECKOUT_STARTED':
+    case 'BASKET_VIEWED':
+      return;
+  }
+}
+
+/** Sum of quantity × unit price when every item is priced in one currency, else null. */
+export function basketValue(items: readonly BasketItem[]): Money | null {
+  let currency: string | undefined;
+  let amount = 0;
+  for (const it of items) {
+    if (!it.unitPrice) return null;
+    if (currency !== undefined && it.unitPrice.currency !== currency) return null;
+    currency = it.unitPrice.currency;
+    amount += it.unitPrice.amount * it.quantity;
+  }
+  return currency === undefined ? null : { amount, currency };
+}
+
+export class BasketAbandonmentProcessor implements Processor<BasketEvent | OrderEvent, Out> {
+  #ctx!: ProcessorContext<Out>;
+  readonly #settings: CampaignSettings<BasketAbandonmentParams>;
+
+  constructor(settings: CampaignSettings<BasketAbandonmentParams>) {
+    this.#settings = settings;
+  }
+
+  init(ctx: ProcessorContext<Out>): void {
+    this.#ctx = ctx;
+  }
+
+  async process(record: In): Promise<void> {
+    const store = this.#ctx.getStore(basketsStore);
+    const customerId = record.value.customerId;
+    const origin = this.#ctx.recordOrigin();
+    if (!origin) return;
+    if (isBasket(record)) {
+      const e = record.value;
+      const state: BasketState = (await store.get(customerId)) ?? {
+        items: [],
+        lastActivityAt: e.occurredAt,
+        lastActivityType: e.type,
+        lastEvent: causedBy(e.eventId, origin),
+      };
+      applyBasketEvent(state.items, e);
+      // A late event changes the contents but not when the basket was last active.
+      if (e.occurredAt >= state.lastActivityAt) {
+        state.lastActivityAt = e.occurredAt;
+        state.lastActivityType = e.type;
+        state.lastEvent = causedBy(e.eventId, origin);
+      }
+      if (state.items.length > 0) {
+        this.#ctx.timers.register({ name: TIMER, key: customerId, time: state.lastActivityAt + this.#settings.params.inactivityGap, domain: 'stream-time' });
+      } else this.#ctx.timers.cancel(TIMER, customerId);
+      store.put(customerId, state);
+      return;
+    }
+    const order = record.value;
+    const state = await store.get(customerId);
+    this.#ctx.timers.cancel(TIMER, customerId);
+    if (!state) return;
+    const bought = new Set(order.items.map((i) => i.sku));
+    state.items = state.items.filter((i) => !bought.has(i.sku));
+    store.put(customerId, state);
+  }
+
+  async onTimer(timer: Timer): Promise<void> {
+    const store = this.#ctx.getStore(basketsStore);
+    const state = await store.get(timer.key);
+    if (!state || state.items.length === 0) return;
+    const p = this.#settings.params;
+    const type = state.lastActivityType === 'CHECKOUT_STARTED' ? 'CHECKOUT_ABANDONED' : 'BASKET_ABANDONED';
+    const value = basketValue(state.items);
+    const trigger: Trigger = {
+      triggerId: triggerId(NAME, timer.key, type, state.lastEvent.eventId),
+      type,
+      customerId: timer.key,
+      occurredAt: timer.time,
+      campaignId: this.#settings.campaignId,
+      variant: 'default',
+      channels: [...this.#settings.channels],
+      causedBy: state.lastEvent,
+      explanation: {
+        rule:
+          type === 'CHECKOUT_ABANDONED'
+            ? 'checkout started, then no basket activity and no order for inactivityGap'
+            : 'items in the basket, then no basket activity and no order for inactivityGap',
+        params: { inactivityGap: p.inactivityGap, reentryCooldown: p.reentryCooldown },
+        observed: {
+          lastActivityAt: state.lastActivityAt,
+          lastActivityType: state.lastActivityType,
+          itemCount: state.items.length,
+          basketValue: value,
+          ...(state.lastTriggerAt === undefined ? {} : { previousTriggerAt: state.lastTriggerAt }),
+        },
+      },
+      payload: {
+        items: state.items.map((i) => ({
+          sku: i.sku,
+          ...(i.productId === undefined ? {} : { productId: i.productId }),
+          quantity: i.quantity,
+          ...(i.unitPrice === undefined ? {} : { unitPrice: i.unitPrice }),
+        })),
+        basketValue: value,
+      },
+      expiresAt: timer.time + this.#settings.expiresAfterMs,
+    };
+    const ts = timer.time;
+    if (state.lastTriggerAt !== undefined && timer.time - state.lastTriggerAt < p.reentryCooldown) {
+      const detail = `last abandonment trigger at ${new Date(state.lastTriggerAt).toISOString()}, cooldown ${p.reentryCooldown} ms`;
+      this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SUPPRESSED', 'cooldown', detail), timestamp: ts }, 'basket-abandonment.audit');
+      return;
+    }
+    state.lastTriggerAt = timer.time;
+    store.put(timer.key, state);
+    this.#ctx.forward({ key: timer.key, value: trigger, timestamp: ts }, 'basket-abandonment.triggers');
+    this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, 'basket-abandonment.audit');
+  }
+}
+
+export const basketAbandonment: TopologyDefinition<BasketAbandonmentParams> = {
+  name: NAME,
+  description: 'BASKET_ABANDONED / CHECKOUT_ABANDONED after inactivityGap without basket activity or order',
+  defaults,
+  build(builder, settings) {
+    const p = settings.params;
+    const ttlMs = Math.max(p.stateTtl, p.reentryCooldown + p.inactivityGap);
+    const basket = builder.ensureSource(BASKET_TOPIC);
+    const orders = builder.ensureSource(ORDERS_TOPIC);
+    builder
+      .addProcessor(NAME, () => new BasketAbandonmentProcessor(settings), [basket, orders], 'basket state per customer; inactivity timer per customer')
+      .addStore({ ...basketsStore, ttlMs }, [NAME])
+      .addSink(`${NAME}.triggers`, TRIGGERS_TOPIC, [NAME])
+      .addSink(`${NAME}.audit`, AUDIT_TOPIC, [NAME]);
+  },
+};
