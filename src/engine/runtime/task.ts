@@ -91,9 +91,13 @@ export class StreamTask {
     }
   }
 
+  /** Every store a task of `topology` holds: the topology's stores plus the internal timer store. */
+  static storeSpecs(topology: Topology): StoreSpec<unknown>[] {
+    return [...[...topology.stores.values()].map((s) => s.spec), timerSpec as StoreSpec<unknown>];
+  }
+
   static async create(opts: TaskOptions): Promise<StreamTask> {
-    const stores: StoreSpec<unknown>[] = [...opts.topology.stores.values()].map((s) => s.spec);
-    stores.push(timerSpec as StoreSpec<unknown>);
+    const stores = StreamTask.storeSpecs(opts.topology);
     const state = await TaskState.open({
       dir: opts.stateDir,
       taskId: opts.taskId,

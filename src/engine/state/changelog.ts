@@ -14,9 +14,22 @@ export interface ChangelogEntry {
   readonly timestamp: number;
 }
 
+/**
+ * Reserved store name for consumed input positions in the changelog: key `topic\u0000partition`, value the next
+ * offset (UTF-8). Logged with every commit, so state restored from the changelog knows exactly which input
+ * records it already contains, and a new owner skips them instead of applying them twice.
+ */
+export const POSITIONS_STORE = '_positions';
+
+/** Where the changelog got to: `topic\u0000partition` → next offset of each changelog partition written. */
+export type ChangelogCheckpoint = ReadonlyMap<string, string>;
+
 export interface ChangelogWriter {
-  /** Resolves once the entries are durable (acknowledged). Called once per commit, never concurrently. */
-  send(taskId: string, entries: readonly ChangelogEntry[]): Promise<void>;
+  /**
+   * Resolves once the entries are durable (acknowledged), with the changelog positions reached (recorded by
+   * the task as its restore checkpoint) when the log has offsets. Called once per commit, never concurrently.
+   */
+  send(taskId: string, entries: readonly ChangelogEntry[]): Promise<ChangelogCheckpoint | void>;
 }
 
 export interface ChangelogReader {

@@ -10,7 +10,7 @@
  */
 import { KairosError } from '../../errors.js';
 import type { Codec, StoreSpec } from '../api/stores.js';
-import type { ChangelogEntry, ChangelogReader, ChangelogWriter } from './changelog.js';
+import { POSITIONS_STORE, type ChangelogEntry, type ChangelogReader, type ChangelogWriter } from './changelog.js';
 import { RocksDb, type BatchOp, type RocksOptions } from './rocksdb.js';
 
 const ABSENT: unique symbol = Symbol('absent');
@@ -280,7 +280,10 @@ export class TaskState {
         }
       }
     }
-    for (const [k, v] of this.#pendingPositions) ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: Buffer.from(v, 'utf8') });
+    for (const [k, v] of this.#pendingPositions) {
+      ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: Buffer.from(v, 'utf8') });
+      if (this.#changelog) entries.push({ store: POSITIONS_STORE, key: Buffer.from(k, 'utf8'), value: Buffer.from(v, 'utf8'), timestamp: streamTime });
+    }
     if (streamTime !== this.#committedStreamTime) {
       const b = Buffer.allocUnsafe(8);
       b.writeDoubleBE(streamTime, 0);
@@ -289,7 +292,14 @@ export class TaskState {
     if (ops.length === 0) return { changes: 0 };
     if (entries.length > 0 && this.#changelog) {
       try {
-        await this.#changelog.send(this.taskId, entries);
+        const checkpoint = await this.#changelog.send(this.taskId, entries);
+        // The changelog positions reached go into the same batch: local state says how far the log covers it.
+        if (checkpoint) {
+          for (const [k, v] of checkpoint) {
+            ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: Buffer.from(v, 'utf8') });
+            this.#pendingPositions.set(k, v);
+          }
+        }
       } catch (err) {
         throw new KairosError('KAIROS_ERR_CHANGELOG', `task ${this.taskId}: changelog write failed; nothing committed`, { cause: err });
       }
@@ -311,23 +321,41 @@ export class TaskState {
     return { changes: ops.length };
   }
 
-  /** Applies changelog entries straight to RocksDB (restore). The cache is dropped. */
+  /** Applies changelog entries straight to RocksDB (restore); returns how many applied. The cache is dropped. */
   async restore(entries: readonly ChangelogEntry[]): Promise<number> {
     this.#checkOpen();
     const ops: BatchOp[] = [];
+    let applied = 0;
     for (const e of entries) {
+      applied++;
+      if (e.store === POSITIONS_STORE) {
+        const k = e.key.toString('utf8');
+        if (e.value === null) continue;
+        ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: e.value });
+        this.#positions.set(k, e.value.toString('utf8'));
+        continue;
+      }
       const s = this.#stores.get(e.store);
-      if (!s) continue;
+      if (!s) {
+        applied--;
+        continue;
+      }
       const full = Buffer.concat([s.prefixBuf, e.key]);
       ops.push(e.value === null ? { type: 'del', key: full } : { type: 'put', key: full, value: e.value });
       if (e.timestamp > this.#streamTime) this.#streamTime = e.timestamp;
+    }
+    if (Number.isFinite(this.#streamTime) && this.#streamTime !== this.#committedStreamTime) {
+      const b = Buffer.allocUnsafe(8);
+      b.writeDoubleBE(this.#streamTime, 0);
+      ops.push({ type: 'put', key: STREAM_TIME_KEY, value: b });
+      this.#committedStreamTime = this.#streamTime;
     }
     await this.#db.batch(ops);
     for (const s of this.#stores.values()) {
       s.cache.clear();
       s.dirty.clear();
     }
-    return ops.length;
+    return applied;
   }
 
   async restoreFrom(reader: ChangelogReader): Promise<number> {

@@ -94,6 +94,7 @@ test('changelog: every committed change is logged and a fresh database restores 
     const s1 = await TaskState.open({ dir: a.dir, taskId: '0_3', stores: [kv], changelog: log });
     s1.streamTime = 10;
     for (let i = 0; i < 100; i++) s1.put('things', `k${i}`, { n: i });
+    s1.setPosition('shop.basket.v1', 3, '100');
     await s1.commit();
     s1.delete('things', 'k7');
     s1.put('things', 'k8', { n: 800 });
@@ -101,7 +102,8 @@ test('changelog: every committed change is logged and a fresh database restores 
     await s1.close();
     const s2 = await TaskState.open({ dir: join(b.dir, 'task'), taskId: '0_3', stores: [kv] });
     const restored = await s2.restoreFrom(log);
-    assert.equal(restored, 100);
+    assert.equal(restored, 101, '100 store entries and the consumed position');
+    assert.equal(s2.position('shop.basket.v1', 3), '100', 'positions travel with the changelog');
     assert.equal(await s2.get('things', 'k7'), undefined);
     assert.deepEqual(await s2.get('things', 'k8'), { n: 800 });
     assert.equal((await s2.scan('things')).length, 99);
