@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { isKairosError, KairosError } from '../errors.js';
 import { replayCommand } from './replay-command.js';
 import { describeCommand } from './describe-command.js';
+import { startCommand } from './start-command.js';
 
 const USAGE = `kairos — real-time CRM trigger engine
 
@@ -14,6 +15,7 @@ Usage:
   kairos replay --input events.ndjson [--output triggers.ndjson] [--audit audit.ndjson]
                 [--config campaigns.json] [--until <ms|ISO>] [--errors errors.ndjson]
                 [--state-dir dir] [--quiet]
+  kairos start        (configured by environment variables, see README: KAFKA_BROKERS, …)
   kairos describe [--config campaigns.json] [--format text|mermaid]
   kairos help
 
@@ -32,6 +34,8 @@ export async function run(argv: readonly string[], io: Io = { stdout: process.st
     switch (command) {
       case 'replay':
         return await replayCommand(rest, io);
+      case 'start':
+        return await startCommand(rest, io);
       case 'describe':
         return describeCommand(rest, io);
       case undefined:

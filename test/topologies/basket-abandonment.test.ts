@@ -246,3 +246,36 @@ test('pending timers and baskets survive a restart; the trigger id is the same i
   }
   assert.equal(ids[0], ids[1]);
 });
+
+test('inputs from two topics in either order: an add that happened before an order but arrives after it starts no timer', async () => {
+  const d = await driver();
+  try {
+    await d.pipe('shop.orders.v1', 'max', order('max', 10, ['tent']));
+    await pipeBasket(d, basket('max', 5, 'ITEM_ADDED', 'tent'));
+    await pipeBasket(d, basket('max', 6, 'ITEM_ADDED', 'stove'));
+    assert.deepEqual(d.timers('max'), [], 'activity before the order does not start a gap');
+    assert.deepEqual((await d.store(basketsStore).get('max'))?.items.map((i) => i.sku), ['stove']);
+    await d.advanceStreamTime(T0 + 3 * HOUR);
+    assert.deepEqual(triggers(d), []);
+    // Activity after the order starts a new gap for what is left.
+    await pipeBasket(d, basket('max', 200, 'BASKET_VIEWED'));
+    await d.advanceStreamTime(T0 + 260 * MIN);
+    assert.deepEqual(triggers(d).map((t) => (t.payload.items as { sku: string }[]).map((i) => i.sku)), [['stove']]);
+  } finally {
+    await d.close();
+  }
+});
+
+test('a late order (older than the last basket activity) removes its skus but keeps the gap running', async () => {
+  const d = await driver();
+  try {
+    await pipeBasket(d, basket('nia', 0, 'ITEM_ADDED', 'kite'));
+    await pipeBasket(d, basket('nia', 30, 'ITEM_ADDED', 'reel'));
+    await d.pipe('shop.orders.v1', 'nia', order('nia', 20, ['kite']));
+    assert.deepEqual(d.timers('nia').map((t) => t.time), [T0 + 90 * MIN]);
+    await d.advanceStreamTime(T0 + 90 * MIN);
+    assert.deepEqual(triggers(d).map((t) => (t.payload.items as { sku: string }[]).map((i) => i.sku)), [['reel']]);
+  } finally {
+    await d.close();
+  }
+});

@@ -41,6 +41,11 @@ export interface BasketState {
   /** The last basket event: the cause of a trigger. */
   lastEvent: CausedBy;
   lastTriggerAt?: number;
+  /**
+   * The latest order: basket events older than it are applied as if before the order (its skus stay removed,
+   * no timer), since inputs from two topics can arrive in either order.
+   */
+  lastOrder?: { at: number; skus: string[] };
 }
 
 export const basketsStore = keyValueStore('basket-abandonment.baskets', jsonCodec<BasketState>(), {
@@ -141,24 +146,39 @@ export class BasketAbandonmentProcessor implements Processor<BasketEvent | Order
         lastEvent: causedBy(e.eventId, origin),
       };
       applyBasketEvent(state.items, e);
-      // A late event changes the contents but not when the basket was last active.
-      if (e.occurredAt >= state.lastActivityAt) {
+      const order = state.lastOrder;
+      const beforeOrder = order !== undefined && e.occurredAt <= order.at;
+      if (beforeOrder) {
+        // Arrived after an order that happened later: the order already bought these skus and ended the gap.
+        const bought = new Set(order.skus);
+        state.items = state.items.filter((i) => !bought.has(i.sku));
+      } else if (e.occurredAt >= state.lastActivityAt) {
+        // A late event changes the contents but not when the basket was last active.
         state.lastActivityAt = e.occurredAt;
         state.lastActivityType = e.type;
         state.lastEvent = causedBy(e.eventId, origin);
       }
-      if (state.items.length > 0) {
+      if (state.items.length === 0) this.#ctx.timers.cancel(TIMER, customerId);
+      else if (!beforeOrder && (order === undefined || state.lastActivityAt > order.at)) {
         this.#ctx.timers.register({ name: TIMER, key: customerId, time: state.lastActivityAt + this.#settings.params.inactivityGap, domain: 'stream-time' });
-      } else this.#ctx.timers.cancel(TIMER, customerId);
+      }
       store.put(customerId, state);
       return;
     }
     const order = record.value;
-    const state = await store.get(customerId);
-    this.#ctx.timers.cancel(TIMER, customerId);
-    if (!state) return;
-    const bought = new Set(order.items.map((i) => i.sku));
+    const state: BasketState = (await store.get(customerId)) ?? {
+      items: [],
+      lastActivityAt: order.occurredAt,
+      lastActivityType: 'BASKET_VIEWED',
+      lastEvent: causedBy(order.eventId, origin),
+    };
+    const skus = order.items.map((i) => i.sku);
+    if (state.lastOrder === undefined || order.occurredAt >= state.lastOrder.at) state.lastOrder = { at: order.occurredAt, skus };
+    // An order cancels the pending timer unless the basket was active again after it (a late order).
+    if (order.occurredAt >= state.lastActivityAt) this.#ctx.timers.cancel(TIMER, customerId);
+    const bought = new Set(skus);
     state.items = state.items.filter((i) => !bought.has(i.sku));
+    if (state.items.length === 0) this.#ctx.timers.cancel(TIMER, customerId);
     store.put(customerId, state);
   }
 

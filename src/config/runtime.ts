@@ -1,0 +1,86 @@
+/**
+ * Runtime configuration of `kairos start` and `kairos demo`, read from environment variables. The schema is the
+ * single source: validation (every bad variable named), defaults, and the README's configuration table
+ * (`configurationTable()`, checked by a test) all come from it.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { KairosError } from '../errors.js';
+
+interface Var<S extends TSchema, D extends Static<S> | undefined = Static<S> | undefined> {
+  readonly env: string;
+  readonly schema: S;
+  readonly doc: string;
+  readonly default: D;
+}
+
+function v<S extends TSchema>(env: string, schema: S, doc: string): Var<S, undefined>;
+function v<S extends TSchema>(env: string, schema: S, doc: string, dflt: Static<S>): Var<S, Static<S>>;
+function v<S extends TSchema>(env: string, schema: S, doc: string, dflt?: Static<S>): Var<S> {
+  return { env, schema, doc, default: dflt };
+}
+
+const HostPort = Type.String({ pattern: '^[^\\s:,]+:[0-9]{1,5}$' });
+const Bool = Type.Union([Type.Literal('true'), Type.Literal('false')]);
+
+export const RUNTIME_VARS = {
+  brokers: v('KAFKA_BROKERS', Type.Array(HostPort, { minItems: 1 }), 'Kafka bootstrap servers, comma-separated host:port'),
+  clientId: v('KAFKA_CLIENT_ID', Type.String({ minLength: 1 }), 'Kafka client id', 'kairos'),
+  idempotent: v('KAFKA_IDEMPOTENT', Bool, 'idempotent producer (turn off only for brokers without it, like the mock cluster)', 'true'),
+  maxWaitTimeInMs: v('KAFKA_MAX_WAIT_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'longest fetch wait', 500),
+  applicationId: v('KAIROS_APPLICATION_ID', Type.String({ pattern: '^[a-zA-Z0-9._-]{1,100}$' }), 'application id: consumer group `kairos-<id>`, changelog topics `<id>-<store>-changelog`', 'kairos'),
+  stateDir: v('KAIROS_STATE_DIR', Type.String({ minLength: 1 }), 'directory of the RocksDB task databases', './.kairos-state'),
+  campaigns: v('KAIROS_CAMPAIGNS', Type.String({ minLength: 1 }), 'campaign config file (JSON); built-in defaults when unset'),
+  serde: v('KAIROS_SERDE', Type.Union([Type.Literal('json'), Type.Literal('avro')]), 'wire format of input and output topics', 'json'),
+  schemaRegistryUrl: v('SCHEMA_REGISTRY_URL', Type.String({ pattern: '^https?://' }), 'Confluent-compatible Schema Registry (required for avro)'),
+  registerSchemas: v('KAIROS_REGISTER_SCHEMAS', Bool, 'register the schemas/ Avro schemas on start', 'true'),
+  httpPort: v('KAIROS_HTTP_PORT', Type.Integer({ minimum: 0, maximum: 65535 }), 'port of /metrics and health endpoints (0 = any free port)', 9464),
+  idleAdvanceMs: v('KAIROS_IDLE_ADVANCE_MS', Type.Integer({ minimum: 100 }), 'a task quiet this long moves stream time with the wall clock, so timers fire', 5000),
+  logLevel: v('KAIROS_LOG_LEVEL', Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => Type.Literal(l))), 'log level', 'info'),
+} as const;
+
+type Vars = typeof RUNTIME_VARS;
+export type RuntimeConfig = {
+  readonly [K in keyof Vars]: Vars[K]['default'] extends undefined ? Static<Vars[K]['schema']> | undefined : Static<Vars[K]['schema']>;
+};
+
+function parse(name: keyof Vars, raw: string): unknown {
+  const spec = RUNTIME_VARS[name];
+  if (name === 'brokers') return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const kind = (spec.schema as TSchema).type;
+  if (kind === 'integer') return /^-?[0-9]+$/.test(raw.trim()) ? Number(raw.trim()) : raw;
+  return raw;
+}
+
+/** Reads and validates the environment; throws KAIROS_ERR_CONFIG naming every bad or missing variable. */
+export function loadRuntimeConfig(env: NodeJS.ProcessEnv = process.env, required: readonly (keyof Vars)[] = ['brokers']): RuntimeConfig {
+  const out: Record<string, unknown> = {};
+  const errors: string[] = [];
+  for (const [name, spec] of Object.entries(RUNTIME_VARS) as [keyof Vars, Var<TSchema>][]) {
+    const raw = env[spec.env];
+    if (raw === undefined || raw === '') {
+      if (required.includes(name)) errors.push(`${spec.env}: required (${spec.doc})`);
+      out[name] = spec.default;
+      continue;
+    }
+    const value = parse(name, raw);
+    if (!Value.Check(spec.schema, value)) {
+      const first = [...Value.Errors(spec.schema, value)][0];
+      errors.push(`${spec.env}=${JSON.stringify(raw)}: ${first?.message ?? 'invalid'} (${spec.doc})`);
+      continue;
+    }
+    out[name] = value;
+  }
+  if (out.serde === 'avro' && out.schemaRegistryUrl === undefined) errors.push('SCHEMA_REGISTRY_URL: required when KAIROS_SERDE=avro');
+  if (errors.length > 0) throw new KairosError('KAIROS_ERR_CONFIG', `invalid configuration:\n  ${errors.join('\n  ')}`, { details: { errors } });
+  return out as RuntimeConfig;
+}
+
+/** The configuration table for the README, generated from RUNTIME_VARS. */
+export function configurationTable(): string {
+  const rows = Object.values(RUNTIME_VARS).map((s: Var<TSchema>) => {
+    const dflt = s.default === undefined ? '' : `\`${String(s.default)}\``;
+    return `| \`${s.env}\` | ${dflt} | ${s.doc} |`;
+  });
+  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+}

@@ -1,0 +1,143 @@
+/**
+ * The Kafka side of task state: every commit's store changes (and consumed input positions) go to compacted
+ * changelog topics `<applicationId>-<store>-changelog`, partition = task partition; a task whose local state is
+ * missing or behind its changelog is restored from its checkpoint to the log end before it processes anything.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Admin, Kafka, Message, Producer } from 'kafkajs';
+import type { Logger } from 'pino';
+import { changelogTopic, type ChangelogCheckpoint, type ChangelogEntry, type ChangelogWriter } from '../engine/state/changelog.js';
+import type { TaskState } from '../engine/state/task-state.js';
+import { KairosError } from '../errors.js';
+
+const pk = (topic: string, partition: number) => `${topic}\u0000${partition}`;
+
+export class KafkaChangelogWriter implements ChangelogWriter {
+  readonly #producer: Producer;
+  readonly #applicationId: string;
+  readonly #partition: number;
+
+  constructor(producer: Producer, applicationId: string, partition: number) {
+    this.#producer = producer;
+    this.#applicationId = applicationId;
+    this.#partition = partition;
+  }
+
+  async send(_taskId: string, entries: readonly ChangelogEntry[]): Promise<ChangelogCheckpoint> {
+    const byTopic = new Map<string, Message[]>();
+    for (const e of entries) {
+      const topic = changelogTopic(this.#applicationId, e.store);
+      let list = byTopic.get(topic);
+      if (!list) byTopic.set(topic, (list = []));
+      list.push({ key: e.key, value: e.value, partition: this.#partition, ...(Number.isFinite(e.timestamp) && e.timestamp >= 0 ? { timestamp: String(e.timestamp) } : {}) });
+    }
+    const results = await this.#producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+    const checkpoint = new Map<string, string>();
+    for (const r of results) {
+      if (r.baseOffset === undefined || r.baseOffset === '-1') continue;
+      const n = byTopic.get(r.topicName)?.length ?? 0;
+      checkpoint.set(pk(r.topicName, r.partition), (BigInt(r.baseOffset) + BigInt(n)).toString());
+    }
+    return checkpoint;
+  }
+}
+
+export interface RestoreProgress {
+  readonly partition: number;
+  readonly restored: number;
+  /** Records still to read, summed over the changelog topics. */
+  readonly remaining: bigint;
+}
+
+export interface RestoreOptions {
+  readonly kafka: Kafka;
+  readonly admin: Admin;
+  /** The task's state, opened without a changelog writer. */
+  readonly state: TaskState;
+  readonly applicationId: string;
+  /** Store names whose changelogs to read (including the internal ones). */
+  readonly stores: readonly string[];
+  readonly partition: number;
+  readonly groupId: string;
+  readonly logger: Logger;
+  readonly onProgress?: (p: RestoreProgress) => void;
+  readonly maxWaitTimeInMs?: number;
+}
+
+/**
+ * Brings `state` up to the end of its changelog partitions, starting at its checkpoint. Returns the number of
+ * entries applied (0 when the local state was current, without touching the broker's consumer groups).
+ */
+export async function restoreFromChangelog(opts: RestoreOptions): Promise<number> {
+  const { state, partition: p, logger } = opts;
+  const storeByTopic = new Map(opts.stores.map((s) => [changelogTopic(opts.applicationId, s), s]));
+  const todo = new Map<string, { next: bigint; end: bigint }>();
+  for (const topic of storeByTopic.keys()) {
+    const offsets = await opts.admin.fetchTopicOffsets(topic);
+    const o = offsets.find((x) => x.partition === p);
+    if (!o) throw new KairosError('KAIROS_ERR_CHANGELOG', `changelog ${topic} has no partition ${p}`);
+    const end = BigInt(o.high);
+    const low = BigInt(o.low);
+    const checkpoint = state.position(topic, p);
+    let next = checkpoint === undefined ? low : BigInt(checkpoint);
+    if (next > end) {
+      logger.warn({ topic, partition: p, checkpoint, end: o.high }, 'local checkpoint is past the changelog end (topic recreated?); reading the whole log');
+      next = low;
+    }
+    if (next < low) next = low;
+    if (next < end) todo.set(topic, { next, end });
+  }
+  if (todo.size === 0) return 0;
+  const remaining = (): bigint => [...todo.values()].reduce((a, t) => a + (t.end - t.next), 0n);
+  logger.info({ partition: p, topics: [...todo.keys()], records: remaining().toString() }, 'restoring task state from changelog');
+  const consumer = opts.kafka.consumer({ groupId: `${opts.groupId}-restore-${p}-${randomUUID()}`, maxWaitTimeInMs: opts.maxWaitTimeInMs ?? 100, allowAutoTopicCreation: false });
+  let restored = 0;
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topics: [...todo.keys()], fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      const seeked = new Set<string>();
+      consumer
+        .run({
+          autoCommit: false,
+          eachBatch: async ({ batch }) => {
+            const t = todo.get(batch.topic);
+            if (batch.partition !== p || !t) {
+              consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
+              return;
+            }
+            const entries: ChangelogEntry[] = [];
+            const store = storeByTopic.get(batch.topic) as string;
+            let next = t.next;
+            for (const m of batch.messages) {
+              const off = BigInt(m.offset);
+              if (off < t.next || off >= t.end) continue;
+              if (m.key) entries.push({ store, key: m.key, value: m.value, timestamp: Number(m.timestamp) });
+              next = off + 1n;
+            }
+            if (entries.length > 0) restored += await state.restore(entries);
+            if (next > t.next) {
+              t.next = next;
+              state.setPosition(batch.topic, p, next.toString());
+              await state.commit();
+              opts.onProgress?.({ partition: p, restored, remaining: remaining() });
+            }
+            if ([...todo.values()].every((x) => x.next >= x.end)) resolve();
+          },
+        })
+        .catch(reject);
+      consumer.on(consumer.events.GROUP_JOIN, () => {
+        for (const [topic, t] of todo) {
+          if (seeked.has(topic)) continue;
+          seeked.add(topic);
+          consumer.seek({ topic, partition: p, offset: t.next.toString() });
+        }
+      });
+      consumer.on(consumer.events.CRASH, (e) => reject(new KairosError('KAIROS_ERR_CHANGELOG', `restore consumer crashed: ${e.payload.error.message}`, { cause: e.payload.error })));
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  logger.info({ partition: p, restored }, 'task state restored');
+  return restored;
+}

@@ -1,0 +1,38 @@
+/** Prometheus metrics of the Kafka runner (names in the `kairos_` namespace). */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export interface RunnerMetrics {
+  readonly processed: Counter<'topic'>;
+  readonly failed: Counter<'topic' | 'reason'>;
+  readonly dlq: Counter<'topic'>;
+  readonly emitted: Counter<'topic'>;
+  readonly lag: Gauge<'topic' | 'partition'>;
+  readonly tasks: Gauge;
+  readonly timersPending: Gauge<'partition'>;
+  readonly commitSeconds: Histogram;
+  readonly restored: Counter<'partition'>;
+  readonly restoreRemaining: Gauge<'partition'>;
+  readonly rebalances: Counter;
+}
+
+export function runnerMetrics(registry: Registry): RunnerMetrics {
+  const registers = [registry];
+  return {
+    processed: new Counter({ name: 'kairos_records_processed_total', help: 'Input records processed, by topic', labelNames: ['topic'], registers }),
+    failed: new Counter({ name: 'kairos_records_failed_total', help: 'Input records that could not be decoded or validated, by topic and reason', labelNames: ['topic', 'reason'], registers }),
+    dlq: new Counter({ name: 'kairos_dlq_records_total', help: 'Records written to dead-letter topics, by source topic', labelNames: ['topic'], registers }),
+    emitted: new Counter({ name: 'kairos_records_emitted_total', help: 'Records produced by the topology, by output topic', labelNames: ['topic'], registers }),
+    lag: new Gauge({ name: 'kairos_consumer_lag_records', help: 'High watermark minus the next offset to process, per input partition', labelNames: ['topic', 'partition'], registers }),
+    tasks: new Gauge({ name: 'kairos_tasks_assigned', help: 'Tasks (input partitions) owned by this instance', registers }),
+    timersPending: new Gauge({ name: 'kairos_timers_pending', help: 'Timers waiting to fire, per task', labelNames: ['partition'], registers }),
+    commitSeconds: new Histogram({
+      name: 'kairos_commit_duration_seconds',
+      help: 'Time to commit a task: outputs flushed, changelog written, RocksDB batch, offsets',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    restored: new Counter({ name: 'kairos_restore_records_total', help: 'Changelog records applied while restoring tasks', labelNames: ['partition'], registers }),
+    restoreRemaining: new Gauge({ name: 'kairos_restore_remaining_records', help: 'Changelog records still to restore, per task', labelNames: ['partition'], registers }),
+    rebalances: new Counter({ name: 'kairos_rebalances_total', help: 'Consumer group joins (rebalances) seen by this instance', registers }),
+  };
+}

@@ -1,0 +1,393 @@
+/**
+ * The Kafka runner (DESIGN §4): one consumer group over the topology's source topics, one StreamTask per input
+ * partition number (co-partitioned inputs), batches processed through the task, then committed in this order:
+ *   1. outputs and dead letters produced and acknowledged,
+ *   2. task state committed (changelog first, then one RocksDB batch with the consumed positions),
+ *   3. consumer offsets committed.
+ * A crash between steps repeats work but never loses it: outputs may repeat (with the same deterministic
+ * trigger ids), state never applies a record twice, because a task skips records below its own positions.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Consumer, EachBatchPayload, Kafka, Message, PartitionAssigner, Producer, Admin } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { OutputRecord } from '../engine/api/record.js';
+import type { Topology } from '../engine/api/topology.js';
+import { changelogTopic, POSITIONS_STORE } from '../engine/state/changelog.js';
+import { TaskState } from '../engine/state/task-state.js';
+import { StreamTask } from '../engine/runtime/task.js';
+import { KairosError } from '../errors.js';
+import { kairosStickyAssigner } from './assignor.js';
+import { KafkaChangelogWriter, restoreFromChangelog } from './changelog.js';
+import { dlqMessage, dlqTopic } from './dlq.js';
+import type { DecodeResult, TopicSerde } from './serde.js';
+import { isTopicName } from '../../schemas/contract.js';
+import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
+import { checkCopartitioned, ensureTopics, partitionCounts } from './topics.js';
+
+export interface KafkaRunnerOptions {
+  readonly topology: Topology;
+  readonly kafka: Kafka;
+  /** @default `kairos-<applicationId>` */
+  readonly groupId?: string;
+  /** Root of the task directories (`<stateDir>/<groupId>/task-<partition>`). */
+  readonly stateDir: string;
+  /** Wire format of inputs and outputs (JSON, or Avro through a Schema Registry). */
+  readonly serde: TopicSerde;
+  readonly logger: Logger;
+  readonly registry?: Registry;
+  /** @default the co-partitioning, state-sticky 'kairos-sticky' assigner */
+  readonly partitionAssigners?: PartitionAssigner[];
+  /** host:port of this instance's query API, advertised in the group metadata. */
+  readonly apiAddress?: string;
+  /** Producer idempotence (librdkafka's mock cluster does not support it). @default true */
+  readonly idempotent?: boolean;
+  /** @default 500 */
+  readonly maxWaitTimeInMs?: number;
+  /** Wall-clock punctuation and idle flush interval. @default 1000 */
+  readonly punctuateIntervalMs?: number;
+  /** Stream time follows the wall clock after this much quiet on a task. @default 5000 */
+  readonly idleAdvanceMs?: number;
+  /** @default 30000 */
+  readonly sessionTimeout?: number;
+  /** @default 3000 */
+  readonly heartbeatInterval?: number;
+  readonly clock?: () => number;
+}
+
+interface Pending {
+  readonly topic: string;
+  readonly record: OutputRecord;
+}
+
+interface TaskHandle {
+  readonly partition: number;
+  readonly task: StreamTask;
+  outputs: Pending[];
+  dead: { topic: string; message: Message }[];
+  /** Serialises batches, punctuation and close on this task. */
+  chain: Promise<void>;
+  closed: boolean;
+}
+
+export class KafkaRunner {
+  readonly #o: KafkaRunnerOptions;
+  readonly #groupId: string;
+  readonly #log: Logger;
+  readonly #metrics: RunnerMetrics | undefined;
+  readonly #tasks = new Map<number, Promise<TaskHandle>>();
+  readonly #sources: string[];
+  #admin: Admin | undefined;
+  #producer: Producer | undefined;
+  #consumer: Consumer | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #partitions = 0;
+  #stopping = false;
+  #left = false;
+  #started = false;
+  readonly #opened = new Set<number>();
+  #assigned = new Set<number>();
+
+  constructor(options: KafkaRunnerOptions) {
+    this.#o = options;
+    this.#groupId = options.groupId ?? `kairos-${options.topology.applicationId}`;
+    this.#log = options.logger.child({ component: 'kafka-runner', group: this.#groupId });
+    this.#metrics = options.registry ? runnerMetrics(options.registry) : undefined;
+    this.#sources = [...new Set([...options.topology.nodes.values()].flatMap((n) => (n.kind === 'source' ? n.topics : [])))].sort();
+    if (this.#sources.length === 0) throw new KairosError('KAIROS_ERR_TOPOLOGY', 'the topology reads no topic');
+  }
+
+  get groupId(): string {
+    return this.#groupId;
+  }
+
+  /** Started, and every assigned task is open with its state restored. */
+  get ready(): boolean {
+    return this.#started && !this.#stopping && [...this.#assigned].every((p) => this.#opened.has(p));
+  }
+
+  /** Partitions whose tasks this instance holds. */
+  get assignedPartitions(): number[] {
+    return [...this.#assigned].sort((a, b) => a - b);
+  }
+
+  /** Stores of every task, for changelog topics and restore. */
+  get #storeNames(): string[] {
+    return [...StreamTask.storeSpecs(this.#o.topology).map((s) => s.name), POSITIONS_STORE];
+  }
+
+  async start(): Promise<void> {
+    const { kafka } = this.#o;
+    this.#admin = kafka.admin();
+    await this.#admin.connect();
+    const counts = await partitionCounts(this.#admin, this.#sources, this.#log);
+    this.#partitions = checkCopartitioned(counts, this.#sources);
+    const app = this.#o.topology.applicationId;
+    const sinks = [...new Set([...this.#o.topology.nodes.values()].flatMap((n) => (n.kind === 'sink' ? [n.topic] : [])))];
+    await ensureTopics(
+      this.#admin,
+      [
+        ...this.#storeNames.map((s) => ({ topic: changelogTopic(app, s), numPartitions: this.#partitions, compacted: true })),
+        ...this.#sources.map((t) => ({ topic: dlqTopic(t), numPartitions: this.#partitions })),
+      ],
+      this.#log,
+    );
+    await partitionCounts(this.#admin, sinks, this.#log);
+    this.#producer = kafka.producer({
+      idempotent: this.#o.idempotent ?? true,
+      ...(this.#o.idempotent === false ? {} : { maxInFlightRequests: 1 }),
+      allowAutoTopicCreation: true,
+    });
+    await this.#producer.connect();
+    const consumer = kafka.consumer({
+      groupId: this.#groupId,
+      maxWaitTimeInMs: this.#o.maxWaitTimeInMs ?? 500,
+      sessionTimeout: this.#o.sessionTimeout ?? 30_000,
+      heartbeatInterval: this.#o.heartbeatInterval ?? 3000,
+      partitionAssigners: this.#o.partitionAssigners ?? [
+        kairosStickyAssigner({ apiAddress: () => this.#o.apiAddress, ownedPartitions: () => this.#localPartitions() }),
+      ],
+    });
+    this.#consumer = consumer;
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      this.#metrics?.rebalances.inc();
+      const assigned = new Set<number>();
+      for (const parts of Object.values(e.payload.memberAssignment)) for (const p of parts) assigned.add(p);
+      this.#log.info({ partitions: [...assigned].sort((a, b) => a - b) }, 'assignment');
+      for (const p of this.#tasks.keys()) if (!assigned.has(p)) void this.#closeTask(p);
+      this.#assigned = assigned;
+      // Open (and restore) every assigned task now, not on its first batch, so readiness means restored.
+      for (const p of assigned) this.#taskFor(p).catch((err: unknown) => this.#log.error({ err, partition: p }, 'opening task failed'));
+      this.#metrics?.tasks.set(assigned.size);
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topics: this.#sources, fromBeginning: true });
+    await consumer.run({ autoCommit: false, eachBatchAutoResolve: true, partitionsConsumedConcurrently: 1, eachBatch: (b) => this.#eachBatch(b) });
+    const every = this.#o.punctuateIntervalMs ?? 1000;
+    this.#timer = setInterval(() => void this.#punctuate(), every);
+    this.#started = true;
+    this.#log.info({ sources: this.#sources, partitions: this.#partitions }, 'kafka runner started');
+  }
+
+  /** Commits and closes every task, leaves the group, disconnects. */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    if (this.#timer) clearInterval(this.#timer);
+    // Commit every task while still in the group (offsets included), then leave, then close the stores.
+    for (const hp of this.#tasks.values()) {
+      const h = await hp.catch(() => undefined);
+      if (h) await this.#exclusive(h, () => this.#commit(h)).catch((err: unknown) => this.#log.error({ err }, 'final commit failed'));
+    }
+    await this.#consumer?.disconnect();
+    this.#left = true;
+    for (const p of [...this.#tasks.keys()]) await this.#closeTask(p);
+    await this.#producer?.disconnect();
+    await this.#admin?.disconnect();
+    this.#log.info('kafka runner stopped');
+  }
+
+  /** Source partitions whose state this instance holds (open tasks and task directories on disk). */
+  #localPartitions(): Map<string, number[]> {
+    const parts = new Set<number>(this.#tasks.keys());
+    const root = join(this.#o.stateDir, this.#groupId);
+    if (existsSync(root)) {
+      for (const name of readdirSync(root)) {
+        const m = /^task-([0-9]+)$/.exec(name);
+        if (m) parts.add(Number(m[1]));
+      }
+    }
+    const list = [...parts].sort((a, b) => a - b);
+    return new Map(this.#sources.map((t) => [t, list]));
+  }
+
+  #taskFor(partition: number): Promise<TaskHandle> {
+    let h = this.#tasks.get(partition);
+    if (!h) {
+      h = this.#openTask(partition);
+      this.#tasks.set(partition, h);
+      h.catch(() => this.#tasks.delete(partition));
+    }
+    return h;
+  }
+
+  async #openTask(partition: number): Promise<TaskHandle> {
+    const app = this.#o.topology.applicationId;
+    const taskId = `task-${partition}`;
+    const dir = join(this.#o.stateDir, this.#groupId, taskId);
+    // Restore first, on the bare state, so the task starts with complete stores and timers.
+    const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
+    try {
+      const n = await restoreFromChangelog({
+        kafka: this.#o.kafka,
+        admin: this.#admin as Admin,
+        state: bare,
+        applicationId: app,
+        stores: this.#storeNames,
+        partition,
+        groupId: this.#groupId,
+        logger: this.#log,
+        onProgress: (p) => this.#metrics?.restoreRemaining.set({ partition: String(partition) }, Number(p.remaining)),
+      });
+      this.#metrics?.restored.inc({ partition: String(partition) }, n);
+      this.#metrics?.restoreRemaining.set({ partition: String(partition) }, 0);
+    } finally {
+      await bare.close();
+    }
+    const handle: TaskHandle = { partition, task: undefined as unknown as StreamTask, outputs: [], dead: [], chain: Promise.resolve(), closed: false };
+    const task = await StreamTask.create({
+      topology: this.#o.topology,
+      taskId,
+      partition,
+      stateDir: dir,
+      logger: this.#log,
+      clock: this.#o.clock ?? Date.now,
+      changelog: new KafkaChangelogWriter(this.#producer as Producer, app, partition),
+      collector: { send: (topic, record) => handle.outputs.push({ topic, record }) },
+      idleAdvanceMs: this.#o.idleAdvanceMs ?? 5000,
+    });
+    (handle as { task: StreamTask }).task = task;
+    this.#opened.add(partition);
+    this.#log.info({ partition, dir }, 'task opened');
+    return handle;
+  }
+
+  /** Runs `fn` on the task after everything queued before it. */
+  #exclusive(h: TaskHandle, fn: () => Promise<void>): Promise<void> {
+    const run = h.chain.then(() => (h.closed ? undefined : fn()));
+    h.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  async #eachBatch({ batch, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    if (batch.isEmpty()) return;
+    const h = await this.#taskFor(batch.partition);
+    await this.#exclusive(h, async () => {
+      const { topic, partition } = batch;
+      let count = 0;
+      for (const m of batch.messages) {
+        if (!isRunning() || isStale()) break;
+        const done = h.task.state.position(topic, partition);
+        if (done !== undefined && BigInt(m.offset) < BigInt(done)) continue; // already in the state (restored or committed)
+        const d = await this.#decode(topic, m.key, m.value, isRunning);
+        if (!d.ok) {
+          this.#metrics?.failed.inc({ topic, reason: d.reason });
+          h.dead.push({
+            topic: dlqTopic(topic),
+            message: dlqMessage(
+              { topic, partition, offset: m.offset, key: m.key, value: m.value, ...(m.headers ? { headers: m.headers } : {}), timestamp: m.timestamp },
+              { reason: d.reason, errors: d.errors },
+              (this.#o.clock ?? Date.now)(),
+            ),
+          });
+          h.task.state.setPosition(topic, partition, (BigInt(m.offset) + 1n).toString());
+          continue;
+        }
+        await h.task.process({ topic, partition, offset: m.offset, key: d.key, value: d.value, timestamp: d.timestamp ?? Number(m.timestamp) });
+        count++;
+        if ((count & 511) === 0) await heartbeat();
+      }
+      this.#metrics?.processed.inc({ topic }, count);
+      const last = batch.lastOffset();
+      this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(last) - 1n)));
+      await this.#commit(h);
+    });
+    await heartbeat();
+  }
+
+  /** Decodes a record; a registry outage is retried with backoff (never dead-lettered), other failures returned. */
+  async #decode(topic: string, key: Buffer | null, value: Buffer | null, isRunning: () => boolean): Promise<DecodeResult> {
+    if (!isTopicName(topic)) return { ok: false, reason: 'invalid', errors: [{ path: '', message: `no schema for topic ${topic}` }], retriable: false };
+    for (let attempt = 0; ; attempt++) {
+      const d = await this.#o.serde.decode(topic, key, value);
+      if (d.ok || !d.retriable || !isRunning()) return d;
+      const wait = Math.min(100 * 2 ** attempt, 10_000);
+      this.#log.warn({ topic, reason: d.reason, errors: d.errors, retryInMs: wait }, 'decode failed transiently; retrying');
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
+  #encode(topic: string, value: unknown): Promise<Buffer> {
+    if (!isTopicName(topic)) return Promise.resolve(Buffer.from(JSON.stringify(value), 'utf8'));
+    return this.#o.serde.encode(topic, value);
+  }
+
+  async #punctuate(): Promise<void> {
+    for (const [p, hp] of this.#tasks) {
+      if (!this.#assigned.has(p)) continue;
+      try {
+        const h = await hp;
+        await this.#exclusive(h, async () => {
+          const fired = await h.task.punctuateWallClock();
+          this.#metrics?.timersPending.set({ partition: String(p) }, h.task.pendingTimers);
+          if (fired > 0 || h.outputs.length > 0) await this.#commit(h);
+        });
+      } catch (err) {
+        this.#log.error({ err, partition: p }, 'punctuation failed');
+      }
+    }
+  }
+
+  /** Outputs and dead letters first, then state with positions, then consumer offsets. */
+  async #commit(h: TaskHandle): Promise<void> {
+    const end = this.#metrics?.commitSeconds.startTimer();
+    const producer = this.#producer as Producer;
+    const byTopic = new Map<string, Message[]>();
+    for (const o of h.outputs) {
+      let list = byTopic.get(o.topic);
+      if (!list) byTopic.set(o.topic, (list = []));
+      list.push({
+        key: o.record.key === null ? null : String(o.record.key),
+        value: await this.#encode(o.topic, o.record.value),
+        timestamp: String(o.record.timestamp),
+        ...(o.record.headers ? { headers: o.record.headers } : {}),
+      });
+    }
+    for (const d of h.dead) {
+      let list = byTopic.get(d.topic);
+      if (!list) byTopic.set(d.topic, (list = []));
+      list.push(d.message);
+    }
+    if (byTopic.size > 0) {
+      await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+      for (const o of h.outputs) this.#metrics?.emitted.inc({ topic: o.topic });
+      for (const d of h.dead) this.#metrics?.dlq.inc({ topic: d.message.headers?.['kairos-original-topic']?.toString() ?? d.topic });
+    }
+    h.outputs = [];
+    h.dead = [];
+    await h.task.commit();
+    const offsets = this.#sources.flatMap((topic) => {
+      const next = h.task.state.position(topic, h.partition);
+      return next === undefined ? [] : [{ topic, partition: h.partition, offset: next }];
+    });
+    if (offsets.length > 0 && this.#consumer && !this.#left) {
+      try {
+        await this.#consumer.commitOffsets(offsets);
+      } catch (err) {
+        // The state holds the positions; a failed offset commit only means re-reading records we then skip.
+        this.#log.warn({ err: (err as Error).message, partition: h.partition }, 'offset commit failed');
+      }
+    }
+    end?.();
+  }
+
+  async #closeTask(partition: number): Promise<void> {
+    const hp = this.#tasks.get(partition);
+    if (!hp) return;
+    this.#tasks.delete(partition);
+    this.#opened.delete(partition);
+    let h: TaskHandle;
+    try {
+      h = await hp;
+    } catch {
+      return;
+    }
+    await this.#exclusive(h, async () => {
+      await this.#commit(h);
+      h.closed = true;
+      await h.task.close();
+      this.#log.info({ partition }, 'task closed');
+    }).catch((err: unknown) => this.#log.error({ err, partition }, 'closing task failed'));
+  }
+}

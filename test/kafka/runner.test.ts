@@ -1,0 +1,121 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Registry } from 'prom-client';
+import type { BasketEvent, OrderEvent, Trigger } from '../../schemas/contract.js';
+import { buildTopology } from '../../src/app/topology.js';
+import { resolveCampaigns } from '../../src/config/campaigns.js';
+import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
+import { JsonSerde } from '../../src/kafka/serde.js';
+import { tempDir } from '../helpers.js';
+import { collect, json, produce, silent, testKafka } from '../support/kafka.js';
+
+let cluster: MockCluster;
+before(async () => {
+  cluster = await startMockCluster();
+});
+after(async () => {
+  await cluster.stop();
+});
+
+function runner(stateDir: string, extra: Partial<KafkaRunnerOptions> = {}): KafkaRunner {
+  const topology = buildTopology(resolveCampaigns({ campaigns: { 'basket-abandonment': { params: { inactivityGap: '3s' } } } }), extra.topology?.applicationId ?? 'kt');
+  return new KafkaRunner({
+    topology,
+    kafka: testKafka(cluster.brokers),
+    stateDir,
+    serde: new JsonSerde(),
+    logger: silent,
+    idempotent: false,
+    maxWaitTimeInMs: 100,
+    punctuateIntervalMs: 200,
+    idleAdvanceMs: 500,
+    sessionTimeout: 10_000,
+    heartbeatInterval: 1000,
+    ...extra,
+  });
+}
+
+const added = (customerId: string, at: number): BasketEvent => ({
+  eventId: `add-${customerId}-${at}`,
+  customerId,
+  occurredAt: at,
+  type: 'ITEM_ADDED',
+  sku: `sku-${customerId}`,
+  quantity: 1,
+  unitPrice: { amount: 1000, currency: 'EUR' },
+});
+
+test('produce → engine → triggers through librdkafka\'s mock cluster; orders cancel; bad records go to the DLQ with reasons', async () => {
+  const dir = tempDir();
+  const registry = new Registry();
+  const r = runner(dir.dir, { registry, groupId: 'kairos-kt-basic' });
+  const kafka = testKafka(cluster.brokers);
+  try {
+    await r.start();
+    const now = Date.now();
+    const customers = Array.from({ length: 20 }, (_, i) => `c${i}`);
+    await produce(kafka, 'shop.basket.v1', [
+      ...customers.map((c) => ({ key: c, value: JSON.stringify(added(c, now)) })),
+      { key: 'c99', value: '{"not json' },
+      { key: 'c98', value: JSON.stringify({ ...added('c98', now), quantity: -1 }) },
+    ]);
+    const orders: OrderEvent[] = customers.slice(0, 5).map((c) => ({
+      eventId: `o-${c}`,
+      orderId: `ord-${c}`,
+      customerId: c,
+      occurredAt: now + 100,
+      items: [{ sku: `sku-${c}`, productId: 'p', quantity: 1, unitPrice: { amount: 1000, currency: 'EUR' } }],
+    }));
+    await produce(kafka, 'shop.orders.v1', orders.map((o) => ({ key: o.customerId, value: JSON.stringify(o) })));
+
+    const got = await collect(kafka, ['crm.triggers.v1', 'shop.basket.v1.dlq'], (all) => all.length >= 17);
+    const triggers = got.filter((g) => g.topic === 'crm.triggers.v1').map((g) => json<Trigger>(g.message));
+    assert.deepEqual(triggers.map((t) => t.customerId).sort(), customers.slice(5).sort(), 'every basket without an order is abandoned, once');
+    assert.ok(triggers.every((t) => t.type === 'BASKET_ABANDONED' && t.causedBy.topic === 'shop.basket.v1'));
+    for (const g of got.filter((x) => x.topic === 'crm.triggers.v1')) {
+      const t = json<Trigger>(g.message);
+      assert.equal(g.message.key?.toString(), t.customerId, 'triggers are keyed by customerId');
+    }
+    const dead = got.filter((g) => g.topic === 'shop.basket.v1.dlq');
+    assert.deepEqual(dead.map((d) => d.message.headers?.['kairos-error-reason']?.toString()).sort(), ['invalid', 'not-json']);
+    assert.ok(dead.some((d) => d.message.value?.toString() === '{"not json'), 'the original bytes are kept');
+    const metrics = await registry.metrics();
+    assert.match(metrics, /kairos_dlq_records_total\{topic="shop.basket.v1"\} 2/);
+    assert.match(metrics, /kairos_records_failed_total\{topic="shop.basket.v1",reason="not-json"\} 1/);
+    assert.ok(r.ready);
+  } finally {
+    await r.stop();
+    dir.remove();
+  }
+});
+
+test('a new instance with an empty disk restores baskets and timers from the changelog and fires what the first one left pending', async () => {
+  const first = tempDir();
+  const second = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'krestore';
+  const topology = buildTopology(resolveCampaigns({ campaigns: { 'basket-abandonment': { params: { inactivityGap: '6s' } } } }), app);
+  const a = runner(first.dir, { topology, groupId: 'kairos-krestore' });
+  let b: KafkaRunner | undefined;
+  try {
+    await a.start();
+    const now = Date.now();
+    const customers = Array.from({ length: 12 }, (_, i) => `r${i}`);
+    await produce(kafka, 'shop.basket.v1', customers.map((c) => ({ key: c, value: JSON.stringify(added(c, now)) })));
+    // Wait until the first instance has committed all of them (its changelog holds the baskets).
+    await collect(kafka, [`${app}-basket-abandonment.baskets-changelog`], (all) => new Set(all.map((m) => m.message.key?.toString())).size >= 12, 20_000);
+    await a.stop();
+    b = runner(second.dir, { topology, groupId: 'kairos-krestore' });
+    await b.start();
+    const got = await collect(kafka, ['crm.triggers.v1'], (all) => all.filter((m) => json<Trigger>(m.message).customerId.startsWith('r')).length >= 12, 30_000);
+    const mine = got.map((g) => json<Trigger>(g.message)).filter((t) => t.customerId.startsWith('r'));
+    assert.deepEqual(mine.map((t) => t.customerId).sort(), customers.sort());
+    assert.equal(new Set(mine.map((t) => t.triggerId)).size, 12, 'no duplicates');
+  } finally {
+    await a.stop();
+    await b?.stop();
+    first.remove();
+    second.remove();
+  }
+});
