@@ -5,7 +5,7 @@
 import pino, { type Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
-import { loadCampaignsFile, resolveCampaigns } from '../config/campaigns.js';
+import { loadCampaignsFile, resolveCampaigns, type CampaignsConfig } from '../config/campaigns.js';
 import type { RuntimeConfig } from '../config/runtime.js';
 import { startHttpServer } from '../http/server.js';
 import { createKafka } from '../kafka/client.js';
@@ -22,8 +22,8 @@ export interface Instance {
   stop(): Promise<void>;
 }
 
-export async function startInstance(config: RuntimeConfig, logger: Logger = pino({ level: config.logLevel })): Promise<Instance> {
-  const campaigns = config.campaigns === undefined ? resolveCampaigns({}) : loadCampaignsFile(config.campaigns);
+export async function startInstance(config: RuntimeConfig, logger: Logger = pino({ level: config.logLevel }), campaignsOverride?: CampaignsConfig): Promise<Instance> {
+  const campaigns = campaignsOverride ?? (config.campaigns === undefined ? resolveCampaigns({}) : loadCampaignsFile(config.campaigns));
   const topology = buildTopology(campaigns, config.applicationId);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'kairos_' });
@@ -47,6 +47,9 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     idempotent: config.idempotent === 'true',
     maxWaitTimeInMs: config.maxWaitTimeInMs,
     idleAdvanceMs: config.idleAdvanceMs,
+    punctuateIntervalMs: config.punctuateMs,
+    sessionTimeout: config.sessionTimeout,
+    heartbeatInterval: config.heartbeatInterval,
     apiAddress: http.address,
   });
   holder.runner = runner;

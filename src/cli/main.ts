@@ -8,6 +8,7 @@ import { isKairosError, KairosError } from '../errors.js';
 import { replayCommand } from './replay-command.js';
 import { describeCommand } from './describe-command.js';
 import { startCommand } from './start-command.js';
+import { demoCommand } from './demo-command.js';
 
 const USAGE = `kairos — real-time CRM trigger engine
 
@@ -15,6 +16,7 @@ Usage:
   kairos replay --input events.ndjson [--output triggers.ndjson] [--audit audit.ndjson]
                 [--config campaigns.json] [--until <ms|ISO>] [--errors errors.ndjson]
                 [--state-dir dir] [--quiet]
+  kairos demo [--duration 60s] [--gap 15s] [--rate 2] [--port 9464] [--embedded]
   kairos start        (configured by environment variables, see README: KAFKA_BROKERS, …)
   kairos describe [--config campaigns.json] [--format text|mermaid]
   kairos help
@@ -34,6 +36,8 @@ export async function run(argv: readonly string[], io: Io = { stdout: process.st
     switch (command) {
       case 'replay':
         return await replayCommand(rest, io);
+      case 'demo':
+        return await demoCommand(rest, io);
       case 'start':
         return await startCommand(rest, io);
       case 'describe':

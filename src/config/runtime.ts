@@ -28,6 +28,8 @@ export const RUNTIME_VARS = {
   clientId: v('KAFKA_CLIENT_ID', Type.String({ minLength: 1 }), 'Kafka client id', 'kairos'),
   idempotent: v('KAFKA_IDEMPOTENT', Bool, 'idempotent producer (turn off only for brokers without it, like the mock cluster)', 'true'),
   maxWaitTimeInMs: v('KAFKA_MAX_WAIT_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'longest fetch wait', 500),
+  sessionTimeout: v('KAFKA_SESSION_TIMEOUT_MS', Type.Integer({ minimum: 1000, maximum: 300_000 }), 'consumer group session timeout: how soon a dead instance\'s tasks move', 30_000),
+  heartbeatInterval: v('KAFKA_HEARTBEAT_MS', Type.Integer({ minimum: 100, maximum: 60_000 }), 'consumer group heartbeat interval (well below the session timeout)', 3000),
   applicationId: v('KAIROS_APPLICATION_ID', Type.String({ pattern: '^[a-zA-Z0-9._-]{1,100}$' }), 'application id: consumer group `kairos-<id>`, changelog topics `<id>-<store>-changelog`', 'kairos'),
   stateDir: v('KAIROS_STATE_DIR', Type.String({ minLength: 1 }), 'directory of the RocksDB task databases', './.kairos-state'),
   campaigns: v('KAIROS_CAMPAIGNS', Type.String({ minLength: 1 }), 'campaign config file (JSON); built-in defaults when unset'),
@@ -35,6 +37,7 @@ export const RUNTIME_VARS = {
   schemaRegistryUrl: v('SCHEMA_REGISTRY_URL', Type.String({ pattern: '^https?://' }), 'Confluent-compatible Schema Registry (required for avro)'),
   registerSchemas: v('KAIROS_REGISTER_SCHEMAS', Bool, 'register the schemas/ Avro schemas on start', 'true'),
   httpPort: v('KAIROS_HTTP_PORT', Type.Integer({ minimum: 0, maximum: 65535 }), 'port of /metrics and health endpoints (0 = any free port)', 9464),
+  punctuateMs: v('KAIROS_PUNCTUATE_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how often wall-clock timers and idle tasks are checked', 1000),
   idleAdvanceMs: v('KAIROS_IDLE_ADVANCE_MS', Type.Integer({ minimum: 100 }), 'a task quiet this long moves stream time with the wall clock, so timers fire', 5000),
   logLevel: v('KAIROS_LOG_LEVEL', Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => Type.Literal(l))), 'log level', 'info'),
 } as const;
@@ -70,6 +73,9 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv = process.env, required
       continue;
     }
     out[name] = value;
+  }
+  if (typeof out.heartbeatInterval === 'number' && typeof out.sessionTimeout === 'number' && out.heartbeatInterval >= out.sessionTimeout) {
+    errors.push(`KAFKA_HEARTBEAT_MS: must be below KAFKA_SESSION_TIMEOUT_MS (${out.sessionTimeout})`);
   }
   if (out.serde === 'avro' && out.schemaRegistryUrl === undefined) errors.push('SCHEMA_REGISTRY_URL: required when KAIROS_SERDE=avro');
   if (errors.length > 0) throw new KairosError('KAIROS_ERR_CONFIG', `invalid configuration:\n  ${errors.join('\n  ')}`, { details: { errors } });

@@ -140,7 +140,15 @@ export class KafkaRunner {
       allowAutoTopicCreation: true,
     });
     await this.#producer.connect();
-    const consumer = kafka.consumer({
+    await this.#startConsumer();
+    const every = this.#o.punctuateIntervalMs ?? 1000;
+    this.#timer = setInterval(() => void this.#punctuate(), every);
+    this.#started = true;
+    this.#log.info({ sources: this.#sources, partitions: this.#partitions }, 'kafka runner started');
+  }
+
+  async #startConsumer(): Promise<void> {
+    const consumer = this.#o.kafka.consumer({
       groupId: this.#groupId,
       maxWaitTimeInMs: this.#o.maxWaitTimeInMs ?? 500,
       sessionTimeout: this.#o.sessionTimeout ?? 30_000,
@@ -161,13 +169,25 @@ export class KafkaRunner {
       for (const p of assigned) this.#taskFor(p).catch((err: unknown) => this.#log.error({ err, partition: p }, 'opening task failed'));
       this.#metrics?.tasks.set(assigned.size);
     });
+    consumer.on(consumer.events.CRASH, (e) => {
+      if (e.payload.restart || this.#stopping) return; // kafkajs restarts it itself
+      // kafkajs gives up on non-retriable errors (e.g. a coordinator answering SyncGroup out of turn). A
+      // stream processor must not silently stop consuming: start a fresh consumer, which rejoins the group.
+      this.#log.error({ err: e.payload.error.message }, 'consumer crashed without restart; starting a new one');
+      this.#metrics?.consumerRestarts.inc();
+      this.#assigned = new Set();
+      setTimeout(() => {
+        if (this.#stopping || this.#consumer !== consumer) return;
+        consumer
+          .disconnect()
+          .catch(() => undefined)
+          .then(() => (this.#stopping ? undefined : this.#startConsumer()))
+          .catch((err: unknown) => this.#log.error({ err }, 'consumer restart failed'));
+      }, 1000);
+    });
     await consumer.connect();
     await consumer.subscribe({ topics: this.#sources, fromBeginning: true });
-    await consumer.run({ autoCommit: false, eachBatchAutoResolve: true, partitionsConsumedConcurrently: 1, eachBatch: (b) => this.#eachBatch(b) });
-    const every = this.#o.punctuateIntervalMs ?? 1000;
-    this.#timer = setInterval(() => void this.#punctuate(), every);
-    this.#started = true;
-    this.#log.info({ sources: this.#sources, partitions: this.#partitions }, 'kafka runner started');
+    await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch: (b) => this.#eachBatch(b) });
   }
 
   /** Commits and closes every task, leaves the group, disconnects. */
@@ -260,16 +280,20 @@ export class KafkaRunner {
     return run;
   }
 
-  async #eachBatch({ batch, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  async #eachBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
     if (batch.isEmpty()) return;
-    const h = await this.#taskFor(batch.partition);
+    const h = await this.#openWhileHeartbeating(batch.partition, heartbeat, isRunning);
+    if (!h) return; // a rebalance or stop came first; nothing was resolved, so the records are fetched again
     await this.#exclusive(h, async () => {
       const { topic, partition } = batch;
       let count = 0;
       for (const m of batch.messages) {
         if (!isRunning() || isStale()) break;
         const done = h.task.state.position(topic, partition);
-        if (done !== undefined && BigInt(m.offset) < BigInt(done)) continue; // already in the state (restored or committed)
+        if (done !== undefined && BigInt(m.offset) < BigInt(done)) {
+          resolveOffset(m.offset); // already in the state (restored or committed)
+          continue;
+        }
         const d = await this.#decode(topic, m.key, m.value, isRunning);
         if (!d.ok) {
           this.#metrics?.failed.inc({ topic, reason: d.reason });
@@ -282,9 +306,12 @@ export class KafkaRunner {
             ),
           });
           h.task.state.setPosition(topic, partition, (BigInt(m.offset) + 1n).toString());
+          resolveOffset(m.offset);
           continue;
         }
         await h.task.process({ topic, partition, offset: m.offset, key: d.key, value: d.value, timestamp: d.timestamp ?? Number(m.timestamp) });
+        // Resolved only once processed: a batch cut short by a rebalance is fetched again from here.
+        resolveOffset(m.offset);
         count++;
         if ((count & 511) === 0) await heartbeat();
       }
@@ -311,6 +338,34 @@ export class KafkaRunner {
   #encode(topic: string, value: unknown): Promise<Buffer> {
     if (!isTopicName(topic)) return Promise.resolve(Buffer.from(JSON.stringify(value), 'utf8'));
     return this.#o.serde.encode(topic, value);
+  }
+
+  /**
+   * The task of a partition, waiting for it to open (a restore can take a while) without blocking the group:
+   * heartbeats go on, and a pending rebalance (heartbeat throws) or stop ends the wait with undefined.
+   */
+  async #openWhileHeartbeating(partition: number, heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<TaskHandle | undefined> {
+    const hp = this.#taskFor(partition);
+    let settled = false;
+    const ready = hp.then(
+      (h) => ((settled = true), h),
+      (err: unknown) => {
+        settled = true;
+        throw err;
+      },
+    );
+    for (;;) {
+      const h = await Promise.race([ready, new Promise<undefined>((r) => setTimeout(() => r(undefined), 500))]);
+      if (h) return h;
+      if (settled) return ready;
+      if (!isRunning()) return undefined;
+      try {
+        await heartbeat();
+      } catch (err) {
+        this.#log.info({ partition, err: (err as Error).message }, 'rebalance while the task was opening');
+        return undefined;
+      }
+    }
   }
 
   async #punctuate(): Promise<void> {

@@ -1,0 +1,105 @@
+/**
+ * A small simulated shop for `kairos demo`: customers view products, fill baskets, start checkouts, and buy
+ * or leave. Seeded, so a run is reproducible in what it sends (not in when).
+ */
+import type { BasketEvent, OrderEvent, PageviewEvent } from '../../schemas/contract.js';
+
+export type ShopRecord =
+  | { readonly topic: 'shop.basket.v1'; readonly key: string; readonly value: BasketEvent }
+  | { readonly topic: 'shop.orders.v1'; readonly key: string; readonly value: OrderEvent }
+  | { readonly topic: 'shop.pageviews.v1'; readonly key: string; readonly value: PageviewEvent };
+
+const PRODUCTS = [
+  { productId: 'jacket', sku: 'jacket-m', price: 12999 },
+  { productId: 'sneaker', sku: 'sneaker-42', price: 8999 },
+  { productId: 'scarf', sku: 'scarf-one', price: 2499 },
+  { productId: 'backpack', sku: 'backpack-20l', price: 6999 },
+  { productId: 'watch', sku: 'watch-steel', price: 19999 },
+] as const;
+
+/** mulberry32: a tiny seeded PRNG. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Shopper {
+  readonly id: string;
+  basket: string[];
+  checkout: boolean;
+  /** When the shopper leaves for good (no more events). */
+  leavesAt: number;
+  buys: boolean;
+}
+
+export class ShopSimulator {
+  readonly #rand: () => number;
+  readonly #shoppers = new Map<string, Shopper>();
+  #next = 0;
+  #seq = 0;
+
+  constructor(seed = 42) {
+    this.#rand = prng(seed);
+  }
+
+  /** The events of one tick at wall time `now`: new shoppers arrive, active ones act. */
+  tick(now: number, arrivals = 1): ShopRecord[] {
+    const out: ShopRecord[] = [];
+    for (let i = 0; i < arrivals; i++) {
+      const id = `demo-${String(++this.#next).padStart(4, '0')}`;
+      this.#shoppers.set(id, { id, basket: [], checkout: false, leavesAt: now + 2000 + this.#rand() * 8000, buys: this.#rand() < 0.35 });
+    }
+    for (const s of [...this.#shoppers.values()]) {
+      if (now >= s.leavesAt) {
+        if (s.buys && s.basket.length > 0) out.push(this.#order(s, now));
+        this.#shoppers.delete(s.id);
+        continue;
+      }
+      if (this.#rand() > 0.4) continue;
+      const p = PRODUCTS[Math.floor(this.#rand() * PRODUCTS.length)] ?? PRODUCTS[0];
+      const r = this.#rand();
+      if (r < 0.4) out.push({ topic: 'shop.pageviews.v1', key: s.id, value: { eventId: this.#id(), customerId: s.id, occurredAt: now, productId: p.productId, sku: p.sku } });
+      else if (r < 0.75 && !s.basket.includes(p.sku)) {
+        s.basket.push(p.sku);
+        out.push(this.#basket(s, now, 'ITEM_ADDED', p.sku));
+      } else if (r < 0.85 && s.basket.length > 0) {
+        const sku = s.basket.pop() as string;
+        out.push(this.#basket(s, now, 'ITEM_REMOVED', sku));
+      } else if (s.basket.length > 0 && !s.checkout) {
+        s.checkout = true;
+        out.push(this.#basket(s, now, 'CHECKOUT_STARTED'));
+      }
+    }
+    return out;
+  }
+
+  #id(): string {
+    return `demo-ev-${++this.#seq}`;
+  }
+
+  #basket(s: Shopper, now: number, type: BasketEvent['type'], sku?: string): ShopRecord {
+    const p = PRODUCTS.find((x) => x.sku === sku);
+    const value: BasketEvent = {
+      eventId: this.#id(),
+      customerId: s.id,
+      occurredAt: now,
+      type,
+      ...(p ? { sku: p.sku, productId: p.productId, quantity: 1, unitPrice: { amount: p.price, currency: 'EUR' } } : {}),
+    };
+    return { topic: 'shop.basket.v1', key: s.id, value };
+  }
+
+  #order(s: Shopper, now: number): ShopRecord {
+    const items = s.basket.map((sku) => {
+      const p = PRODUCTS.find((x) => x.sku === sku) ?? PRODUCTS[0];
+      return { sku: p.sku, productId: p.productId, quantity: 1, unitPrice: { amount: p.price, currency: 'EUR' } };
+    });
+    return { topic: 'shop.orders.v1', key: s.id, value: { eventId: this.#id(), orderId: `order-${s.id}`, customerId: s.id, occurredAt: now, items } };
+  }
+}
