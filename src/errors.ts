@@ -13,6 +13,7 @@ export const ERRORS = {
   KAIROS_ERR_CHANGELOG: { retriable: true, doc: 'Writing or reading a changelog failed.' },
   KAIROS_ERR_USAGE: { retriable: false, doc: 'A command was called with wrong arguments.' },
   KAIROS_ERR_INPUT: { retriable: false, doc: 'An input file could not be read.' },
+  KAIROS_ERR_OUTPUT: { retriable: false, doc: 'An output file could not be written.' },
   KAIROS_ERR_KAFKA: { retriable: true, doc: 'The Kafka cluster could not be reached or refused a request.' },
   KAIROS_ERR_COPARTITION: { retriable: false, doc: 'Input topics read by one task have different partition counts; the message names them.' },
   KAIROS_ERR_SERDE: { retriable: false, doc: 'A value could not be encoded for its topic (it does not match the schema).' },

@@ -33,8 +33,8 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
   const config = values.config === undefined ? resolveCampaigns({}) : loadCampaignsFile(values.config);
   const topology = buildTopology(config);
   const errorsPath = values.errors ?? (values.input === '-' ? 'replay-errors.ndjson' : `${basename(values.input)}.errors.ndjson`);
-  const triggers = values.output === undefined ? new NdjsonWriter(io.stdout) : NdjsonWriter.toFile(values.output);
-  const audit = values.audit === undefined ? undefined : NdjsonWriter.toFile(values.audit);
+  const triggers = values.output === undefined ? new NdjsonWriter(io.stdout, false, 'stdout') : await NdjsonWriter.openFile(values.output);
+  const audit = values.audit === undefined ? undefined : await NdjsonWriter.openFile(values.audit);
   const errorFile = new LazyNdjsonFile(errorsPath);
   const logger = pino({ level: 'warn' }, pino.destination(2));
   let printed = 0;
@@ -59,7 +59,7 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
           onProgress: (p) =>
             io.stderr.write(
               `replay: ${p.lines.toLocaleString('en')} lines${p.fraction === undefined ? '' : ` (${(p.fraction * 100).toFixed(1)}%)`}, ` +
-                `${Math.round(p.processed / (p.elapsedMs / 1000)).toLocaleString('en')} events/s, ${p.triggers} triggers, ${p.errors} bad lines, ` +
+                `${Math.round(p.lines / (p.elapsedMs / 1000)).toLocaleString('en')} lines/s, ${p.triggers} triggers, ${p.errors} bad lines, ` +
                 `stream time ${Number.isFinite(p.streamTime) ? new Date(p.streamTime).toISOString() : '-'}\n`,
             ),
         }),
@@ -73,7 +73,7 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
       `replay: ${result.lines} lines, ${result.processed} processed, ${result.skipped} of unread topics, ${result.errors} bad` +
         `${result.errors ? ` (written to ${errorsPath})` : ''}; ${result.triggers} triggers, ${result.audits} audit records; ` +
         `stream time ${Number.isFinite(result.streamTime) ? new Date(result.streamTime).toISOString() : '-'}; ` +
-        `${secs.toFixed(2)} s, ${Math.round(result.processed / Math.max(secs, 1e-9))} events/s\n`,
+        `${secs.toFixed(2)} s, ${Math.round(result.lines / Math.max(secs, 1e-9))} lines/s; state ${(result.stateBytes / 1048576).toFixed(1)} MiB\n`,
     );
   }
   return result.errors > 0 ? 3 : 0;

@@ -3,7 +3,7 @@
  * records out. Event time only: the wall clock is never read, so the same input gives byte-identical output.
  * Bad lines are reported with their line number and written to an error file; nothing is dropped silently.
  */
-import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -14,7 +14,7 @@ import type { OutputRecord } from '../engine/api/record.js';
 import type { Topology } from '../engine/api/topology.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import { KairosError } from '../errors.js';
-import { decodeEnvelopeLine, type LineError } from './envelope.js';
+import { decodeEnvelopeLine, type DecodedRecord, type LineError } from './envelope.js';
 import type { LineSink, NdjsonWriter } from './ndjson-writer.js';
 
 export interface ReplayProgress {
@@ -65,12 +65,17 @@ export interface ReplayResult {
   readonly stateBytes: number;
 }
 
+const CHUNK = 512;
 const TRIGGERS = 'crm.triggers.v1';
 const AUDIT = 'crm.trigger-audit.v1';
 
 export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   const started = performance.now();
   const ownsDir = opts.stateDir === undefined;
+  if (opts.stateDir !== undefined && existsSync(opts.stateDir) && readdirSync(opts.stateDir).length > 0) {
+    // A replay starts from nothing: state left by an earlier run would make its events look late.
+    throw new KairosError('KAIROS_ERR_USAGE', `--state-dir ${opts.stateDir} is not empty; a replay needs an empty (or new) directory`);
+  }
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'kairos-replay-'));
   let streamTime = -Infinity;
   let otherOutputs = 0;
@@ -102,6 +107,24 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   const { stream, size, bytesRead } = openInput(opts.input);
   try {
     const rl = createInterface({ input: stream, crlfDelay: Infinity });
+    // Lines are decoded in chunks; the chunk's store keys are loaded with one multi-get, then its records
+    // are processed one by one in line order.
+    let chunk: { line: number; record: DecodedRecord }[] = [];
+    const processChunk = async (): Promise<void> => {
+      await task.prefetch(chunk.map((c) => c.record));
+      for (const { line, record: r } of chunk) {
+        const timestamp = r.timestamp ?? (Number.isFinite(task.streamTime) ? task.streamTime : 0);
+        streamTime = Math.max(streamTime, timestamp);
+        // Offsets are line numbers − 1, so a trigger's causedBy.offset points back at its input line.
+        const routed = await task.process({ topic: r.topic, partition: 0, offset: String(line - 1), key: r.key, value: r.value, timestamp });
+        if (routed) processed++;
+        else skipped++;
+        if ((processed + skipped) % commitEvery === 0) await task.commit();
+      }
+      chunk = [];
+      if (opts.triggers.buffered > 1 << 16) await opts.triggers.flush();
+      if (opts.audit && opts.audit.buffered > 1 << 16) await opts.audit.flush();
+    };
     for await (const text of rl) {
       lines++;
       if (text.trim() === '') continue;
@@ -112,16 +135,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
         opts.onError?.(decoded.error);
         continue;
       }
-      const r = decoded.record;
-      const timestamp = r.timestamp ?? (Number.isFinite(task.streamTime) ? task.streamTime : 0);
-      streamTime = Math.max(streamTime, timestamp);
-      // Offsets are line numbers − 1, so a trigger's causedBy.offset points back at its input line.
-      const routed = await task.process({ topic: r.topic, partition: 0, offset: String(lines - 1), key: r.key, value: r.value, timestamp });
-      if (routed) processed++;
-      else skipped++;
-      if ((processed + skipped) % commitEvery === 0) await task.commit();
-      if (opts.triggers.buffered > 1 << 16) await opts.triggers.flush();
-      if (opts.audit && opts.audit.buffered > 1 << 16) await opts.audit.flush();
+      chunk.push({ line: lines, record: decoded.record });
+      if (chunk.length >= CHUNK) await processChunk();
       if (opts.onProgress && (lines & 1023) === 0) {
         const now = performance.now();
         if (now - lastProgress >= every) {
@@ -130,12 +145,15 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
         }
       }
     }
+    await processChunk();
     if (opts.until !== undefined && opts.until > task.streamTime) {
       streamTime = opts.until;
       await task.advanceStreamTime(opts.until);
     }
     await task.commit();
-    const stateBytes = await task.state.approximateSize();
+    await task.close();
+    // Bytes on disk (SST files, WAL, manifest) of the task's RocksDB after the final commit.
+    const stateBytes = dirSize(stateDir);
     const result: ReplayResult = {
       lines,
       processed,
@@ -151,7 +169,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     };
     return result;
   } finally {
-    await task.close();
+    await task.close(); // no-op when already closed
     await opts.triggers.flush();
     await opts.audit?.flush();
     await opts.errors.flush();
@@ -170,4 +188,13 @@ function openInput(input: string | Readable): { stream: Readable; size: number |
   const file = createReadStream(input, { highWaterMark: 1 << 20 });
   const stream = input.endsWith('.gz') ? file.pipe(createGunzip()) : file;
   return { stream, size, bytesRead: () => file.bytesRead };
+}
+
+function dirSize(dir: string): number {
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    total += e.isDirectory() ? dirSize(p) : statSync(p).size;
+  }
+  return total;
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
@@ -148,6 +148,15 @@ test('usage and config errors exit 2 and name the problem; a missing input exits
     assert.match(badConfig.stderr, /\/campaigns\/basket-abandonment\/params\/inactivityGap/);
     assert.match(badConfig.stderr, /\/campaigns\/basket-abandonment\/params\/cooldown/);
     assert.match(badConfig.stderr, /\/campaigns\/basket-abandonment\/channels\/0/);
+    const used = join(dir, 'used-state');
+    mkdirSync(used);
+    writeFileSync(join(used, 'CURRENT'), 'x');
+    const dirty = await kairos('replay', '--input', scenario, '--state-dir', used);
+    assert.equal(dirty.code, 2);
+    assert.match(dirty.stderr, /--state-dir .*used-state is not empty/);
+    const unwritable = await kairos('replay', '--input', scenario, '--output', join(dir, 'no', 'such', 'dir', 'out.ndjson'));
+    assert.equal(unwritable.code, 1);
+    assert.match(unwritable.stderr, /cannot write .*out\.ndjson: ENOENT/);
     const missing = await kairos('replay', '--input', join(dir, 'nope.ndjson'));
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /cannot read input .*nope\.ndjson/);

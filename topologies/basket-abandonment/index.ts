@@ -50,6 +50,7 @@ export interface BasketState {
 
 export const basketsStore = keyValueStore('basket-abandonment.baskets', jsonCodec<BasketState>(), {
   doc: 'customerId → basket contents, last activity, last trigger time',
+  keyedByRecordKey: true,
 });
 
 type In = StreamRecord<BasketEvent> | StreamRecord<OrderEvent>;

@@ -93,7 +93,13 @@ interface StoreSpecBase<K extends StoreKind, V> {
   readonly doc?: string;
 }
 
-export type KeyValueStoreSpec<V> = StoreSpecBase<'key-value', V>;
+export interface KeyValueStoreSpec<V> extends StoreSpecBase<'key-value', V> {
+  /**
+   * The store is keyed by the input record's key (e.g. customerId). Runners then load the keys of a whole
+   * batch of records from RocksDB in one multi-get before processing it, instead of one read per record.
+   */
+  readonly keyedByRecordKey?: boolean;
+}
 export interface WindowStoreSpec<V> extends StoreSpecBase<'window', V> {
   readonly windowSizeMs: number;
   readonly retentionMs: number;

@@ -75,6 +75,7 @@ export class StreamTask {
   readonly #sourceByTopic = new Map<string, string>();
   readonly #timers = new TimerQueue();
   readonly #queue: Pending[] = [];
+  readonly #prefetchStores: string[] = [];
   #origin: RecordOrigin | undefined;
   #lastRecordWall = -Infinity;
   #lastLag = 0;
@@ -89,6 +90,7 @@ export class StreamTask {
     for (const node of this.#topology.nodes.values()) {
       if (node.kind === 'source') for (const t of node.topics) this.#sourceByTopic.set(t, node.name);
     }
+    for (const { spec } of this.#topology.stores.values()) if (spec.kind === 'key-value' && spec.keyedByRecordKey) this.#prefetchStores.push(spec.name);
   }
 
   /** Every store a task of `topology` holds: the topology's stores plus the internal timer store. */
@@ -134,6 +136,18 @@ export class StreamTask {
     return view as unknown as StoreOf<S>;
   }
 
+  /**
+   * Loads, with one RocksDB multi-get per store, what the given records' processing will read from stores
+   * keyed by the record key (`keyedByRecordKey`). Runners call it with a batch before processing it.
+   */
+  async prefetch(records: Iterable<{ readonly topic: string; readonly key: string | null }>): Promise<void> {
+    if (this.#prefetchStores.length === 0) return;
+    const keys: string[] = [];
+    for (const r of records) if (r.key !== null && this.#sourceByTopic.has(r.topic)) keys.push(r.key);
+    if (keys.length === 0) return;
+    for (const store of this.#prefetchStores) await this.state.prefetch(store, keys);
+  }
+
   /** Whether the topology reads this topic. */
   reads(topic: string): boolean {
     return this.#sourceByTopic.has(topic);
@@ -150,12 +164,12 @@ export class StreamTask {
     this.#lastRecordWall = now;
     this.#lastLag = Math.max(0, now - record.timestamp);
     if (record.timestamp > this.state.streamTime) await this.advanceStreamTime(record.timestamp);
-    const next = (BigInt(record.offset) + 1n).toString();
-    this.state.setPosition(record.topic, record.partition, next);
     if (source === undefined) {
+      // A topic no source reads only moves stream time (replay inputs carry every topic); no position kept.
       this.stats.recordsSkipped++;
       return false;
     }
+    this.state.setPosition(record.topic, record.partition, (BigInt(record.offset) + 1n).toString());
     this.#origin = { topic: record.topic, partition: record.partition, offset: record.offset };
     try {
       for (const child of this.#topology.children.get(source) ?? []) this.#dispatch(child, record);
