@@ -45,6 +45,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     logger,
     registry,
     idempotent: config.idempotent === 'true',
+    processingGuarantee: config.processingGuarantee,
     maxWaitTimeInMs: config.maxWaitTimeInMs,
     idleAdvanceMs: config.idleAdvanceMs,
     punctuateIntervalMs: config.punctuateMs,

@@ -27,6 +27,12 @@ export const RUNTIME_VARS = {
   brokers: v('KAFKA_BROKERS', Type.Array(HostPort, { minItems: 1 }), 'Kafka bootstrap servers, comma-separated host:port'),
   clientId: v('KAFKA_CLIENT_ID', Type.String({ minLength: 1 }), 'Kafka client id', 'kairos'),
   idempotent: v('KAFKA_IDEMPOTENT', Bool, 'idempotent producer (turn off only for brokers without it, like the mock cluster)', 'true'),
+  processingGuarantee: v(
+    'KAIROS_PROCESSING_GUARANTEE',
+    Type.Union([Type.Literal('at_least_once'), Type.Literal('exactly_once')]),
+    'at_least_once (repeats carry equal trigger ids) or exactly_once (Kafka transactions per task; needs a broker with transactions)',
+    'at_least_once',
+  ),
   maxWaitTimeInMs: v('KAFKA_MAX_WAIT_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'longest fetch wait', 500),
   sessionTimeout: v('KAFKA_SESSION_TIMEOUT_MS', Type.Integer({ minimum: 1000, maximum: 300_000 }), 'consumer group session timeout: how soon a dead instance\'s tasks move', 30_000),
   heartbeatInterval: v('KAFKA_HEARTBEAT_MS', Type.Integer({ minimum: 100, maximum: 60_000 }), 'consumer group heartbeat interval (well below the session timeout)', 3000),

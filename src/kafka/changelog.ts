@@ -12,13 +12,16 @@ import { KairosError } from '../errors.js';
 
 const pk = (topic: string, partition: number) => `${topic}\u0000${partition}`;
 
+/** What the writer sends through: the producer, or (exactly-once) the task's open transaction. */
+export type ChangelogSender = Pick<Producer, 'sendBatch'>;
+
 export class KafkaChangelogWriter implements ChangelogWriter {
-  readonly #producer: Producer;
+  readonly #sender: () => ChangelogSender;
   readonly #applicationId: string;
   readonly #partition: number;
 
-  constructor(producer: Producer, applicationId: string, partition: number) {
-    this.#producer = producer;
+  constructor(sender: () => ChangelogSender, applicationId: string, partition: number) {
+    this.#sender = sender;
     this.#applicationId = applicationId;
     this.#partition = partition;
   }
@@ -31,7 +34,7 @@ export class KafkaChangelogWriter implements ChangelogWriter {
       if (!list) byTopic.set(topic, (list = []));
       list.push({ key: e.key, value: e.value, partition: this.#partition, ...(Number.isFinite(e.timestamp) && e.timestamp >= 0 ? { timestamp: String(e.timestamp) } : {}) });
     }
-    const results = await this.#producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+    const results = await this.#sender().sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
     const checkpoint = new Map<string, string>();
     for (const r of results) {
       if (r.baseOffset === undefined || r.baseOffset === '-1') continue;
@@ -115,6 +118,7 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
               if (m.key) entries.push({ store, key: m.key, value: m.value, timestamp: Number(m.timestamp) });
               next = off + 1n;
             }
+            idleRounds.set(batch.topic, 0);
             if (entries.length > 0) restored += await state.restore(entries);
             if (next > t.next) {
               t.next = next;
@@ -126,6 +130,23 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
           },
         })
         .catch(reject);
+      // A transactional (exactly-once) changelog ends in commit markers, which are never delivered: a topic
+      // with nothing fetched for several rounds after its last data is complete too.
+      const idleRounds = new Map<string, number>();
+      consumer.on(consumer.events.FETCH, () => {
+        if (seeked.size < todo.size) return;
+        for (const [topic, t] of todo) {
+          // Only a few offsets short of the end: markers, not unread data.
+          if (t.next >= t.end || t.end - t.next > 10n) continue;
+          const n = (idleRounds.get(topic) ?? 0) + 1;
+          idleRounds.set(topic, n);
+          if (n >= 5) {
+            logger.info({ topic, partition: p, at: t.next.toString(), end: t.end.toString() }, 'changelog has no more records before its end offset (transaction markers); restore of it complete');
+            t.next = t.end;
+          }
+        }
+        if ([...todo.values()].every((x) => x.next >= x.end)) resolve();
+      });
       consumer.on(consumer.events.GROUP_JOIN, () => {
         for (const [topic, t] of todo) {
           if (seeked.has(topic)) continue;

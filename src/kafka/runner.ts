@@ -9,7 +9,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Consumer, EachBatchPayload, Kafka, Message, PartitionAssigner, Producer, Admin } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka, Message, PartitionAssigner, Producer, Transaction } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { OutputRecord } from '../engine/api/record.js';
@@ -41,6 +41,11 @@ export interface KafkaRunnerOptions {
   readonly partitionAssigners?: PartitionAssigner[];
   /** host:port of this instance's query API, advertised in the group metadata. */
   readonly apiAddress?: string;
+  /**
+   * at_least_once: outputs, then state, then offsets (repeats possible, with equal trigger ids).
+   * exactly_once: Kafka transactions per task (needs a real broker; the mock cluster has none). @default at_least_once
+   */
+  readonly processingGuarantee?: 'at_least_once' | 'exactly_once';
   /** Producer idempotence (librdkafka's mock cluster does not support it). @default true */
   readonly idempotent?: boolean;
   /** @default 500 */
@@ -66,6 +71,9 @@ interface TaskHandle {
   readonly task: StreamTask;
   outputs: Pending[];
   dead: { topic: string; message: Message }[];
+  /** Exactly-once: the task's transactional producer and its open transaction. */
+  txProducer: Producer | undefined;
+  txn: Transaction | undefined;
   /** Serialises batches, punctuation and close on this task. */
   chain: Promise<void>;
   closed: boolean;
@@ -255,7 +263,13 @@ export class KafkaRunner {
     } finally {
       await bare.close();
     }
-    const handle: TaskHandle = { partition, task: undefined as unknown as StreamTask, outputs: [], dead: [], chain: Promise.resolve(), closed: false };
+    let txProducer: Producer | undefined;
+    if (this.#o.processingGuarantee === 'exactly_once') {
+      // One transactional producer per input partition: its id fences a zombie owner of the same task.
+      txProducer = this.#o.kafka.producer({ transactionalId: `${this.#groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1 });
+      await txProducer.connect();
+    }
+    const handle: TaskHandle = { partition, task: undefined as unknown as StreamTask, outputs: [], dead: [], chain: Promise.resolve(), closed: false, txProducer, txn: undefined };
     const task = await StreamTask.create({
       topology: this.#o.topology,
       taskId,
@@ -263,7 +277,8 @@ export class KafkaRunner {
       stateDir: dir,
       logger: this.#log,
       clock: this.#o.clock ?? Date.now,
-      changelog: new KafkaChangelogWriter(this.#producer as Producer, app, partition),
+      // Exactly-once: changelog records go into the task's open transaction.
+      changelog: new KafkaChangelogWriter(() => handle.txn ?? (this.#producer as Producer), app, partition),
       collector: { send: (topic, record) => handle.outputs.push({ topic, record }) },
       idleAdvanceMs: this.#o.idleAdvanceMs ?? 5000,
     });
@@ -404,27 +419,83 @@ export class KafkaRunner {
       if (!list) byTopic.set(d.topic, (list = []));
       list.push(d.message);
     }
-    if (byTopic.size > 0) {
-      await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+    const offsets = (): { topic: string; partition: number; offset: string }[] =>
+      this.#sources.flatMap((topic) => {
+        const next = h.task.state.position(topic, h.partition);
+        return next === undefined ? [] : [{ topic, partition: h.partition, offset: next }];
+      });
+    const count = (): void => {
       for (const o of h.outputs) this.#metrics?.emitted.inc({ topic: o.topic });
       for (const d of h.dead) this.#metrics?.dlq.inc({ topic: d.message.headers?.['kairos-original-topic']?.toString() ?? d.topic });
+      h.outputs = [];
+      h.dead = [];
+    };
+    const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+    if (h.txProducer) {
+      await this.#commitTransaction(h, topicMessages, offsets());
+      count();
+      end?.();
+      return;
     }
-    h.outputs = [];
-    h.dead = [];
+    if (topicMessages.length > 0) await producer.sendBatch({ acks: -1, topicMessages });
+    count();
     await h.task.commit();
-    const offsets = this.#sources.flatMap((topic) => {
-      const next = h.task.state.position(topic, h.partition);
-      return next === undefined ? [] : [{ topic, partition: h.partition, offset: next }];
-    });
-    if (offsets.length > 0 && this.#consumer && !this.#left) {
+    const done = offsets();
+    if (done.length > 0 && this.#consumer && !this.#left) {
       try {
-        await this.#consumer.commitOffsets(offsets);
+        await this.#consumer.commitOffsets(done);
       } catch (err) {
         // The state holds the positions; a failed offset commit only means re-reading records we then skip.
         this.#log.warn({ err: (err as Error).message, partition: h.partition }, 'offset commit failed');
       }
     }
     end?.();
+  }
+
+  /**
+   * Exactly-once commit: outputs, dead letters, changelog and consumer offsets in one Kafka transaction of
+   * the task's own transactional producer; the local RocksDB write happens only after the transaction
+   * committed. On failure the transaction is aborted and the task is rebuilt from its last local commit, and
+   * the consumer re-reads from there.
+   */
+  async #commitTransaction(h: TaskHandle, topicMessages: { topic: string; messages: Message[] }[], offsets: { topic: string; partition: number; offset: string }[]): Promise<void> {
+    const txn = await (h.txProducer as Producer).transaction();
+    h.txn = txn;
+    try {
+      if (topicMessages.length > 0) await txn.sendBatch({ acks: -1, topicMessages });
+      await h.task.commit({
+        beforeLocalWrite: async () => {
+          if (offsets.length > 0) {
+            await txn.sendOffsets({
+              consumerGroupId: this.#groupId,
+              topics: offsets.map((o) => ({ topic: o.topic, partitions: [{ partition: o.partition, offset: o.offset }] })),
+            });
+          }
+          await txn.commit();
+        },
+      });
+    } catch (err) {
+      this.#log.error({ err, partition: h.partition }, 'transaction failed; aborting and rebuilding the task from its last commit');
+      if (txn.isActive()) await txn.abort().catch((e: unknown) => this.#log.warn({ err: e }, 'abort failed'));
+      await this.#resetTask(h);
+      throw err;
+    } finally {
+      h.txn = undefined;
+    }
+  }
+
+  /** Drops a task's uncommitted in-memory state and makes the consumer re-read from its last local commit. */
+  async #resetTask(h: TaskHandle): Promise<void> {
+    const committed = new Map(h.task.state.positions());
+    h.closed = true;
+    this.#tasks.delete(h.partition);
+    this.#opened.delete(h.partition);
+    await h.task.close().catch((err: unknown) => this.#log.warn({ err }, 'closing a failed task'));
+    await h.txProducer?.disconnect().catch(() => undefined);
+    for (const topic of this.#sources) {
+      const next = committed.get(`${topic}\u0000${h.partition}`);
+      if (next !== undefined) this.#consumer?.seek({ topic, partition: h.partition, offset: next });
+    }
   }
 
   async #closeTask(partition: number): Promise<void> {
@@ -442,6 +513,7 @@ export class KafkaRunner {
       await this.#commit(h);
       h.closed = true;
       await h.task.close();
+      await h.txProducer?.disconnect();
       this.#log.info({ partition }, 'task closed');
     }).catch((err: unknown) => this.#log.error({ err, partition }, 'closing task failed'));
   }

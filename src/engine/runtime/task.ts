@@ -12,7 +12,7 @@ import { jsonCodec } from '../api/codecs.js';
 import type { ProcessorNode, Topology } from '../api/topology.js';
 import type { ChangelogWriter } from '../state/changelog.js';
 import { createView, type AnyStoreView } from '../state/stores.js';
-import { TaskState, TIMER_STORE } from '../state/task-state.js';
+import { TaskState, TIMER_STORE, type CommitOptions } from '../state/task-state.js';
 import { TimerQueue, timerId, type QueuedTimer } from './timer-queue.js';
 
 /** Receives what sinks emit. `origin` is the input record that caused it (undefined from a timer). */
@@ -218,9 +218,9 @@ export class StreamTask {
     return fired;
   }
 
-  commit(): Promise<{ changes: number }> {
+  commit(options?: CommitOptions): Promise<{ changes: number }> {
     this.#checkOpen();
-    return this.state.commit();
+    return this.state.commit(options);
   }
 
   /** Closes processors, then the state. Call commit() first to keep uncommitted work. */

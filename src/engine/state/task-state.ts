@@ -47,6 +47,13 @@ export interface StateStats {
   prefetched: number;
 }
 
+export interface CommitOptions {
+  /** Expired entries deleted per store and commit. @default 1000 */
+  readonly sweepLimit?: number;
+  /** Runs after the changelog write and before the local RocksDB write; a rejection commits nothing locally. */
+  readonly beforeLocalWrite?: () => Promise<void>;
+}
+
 export interface StoredEntry<V> {
   readonly key: string;
   readonly value: V;
@@ -281,7 +288,7 @@ export class TaskState {
    * Makes every change since the last commit durable: changelog first, then one RocksDB write batch holding
    * the store changes, the positions and the stream time. Also sweeps a bounded number of expired entries.
    */
-  async commit(options: { sweepLimit?: number } = {}): Promise<{ changes: number }> {
+  async commit(options: CommitOptions = {}): Promise<{ changes: number }> {
     this.#checkOpen();
     await this.#sweepExpired(options.sweepLimit ?? 1000);
     const ops: BatchOp[] = [];
@@ -311,7 +318,10 @@ export class TaskState {
       b.writeDoubleBE(streamTime, 0);
       ops.push({ type: 'put', key: STREAM_TIME_KEY, value: b });
     }
-    if (ops.length === 0) return { changes: 0 };
+    if (ops.length === 0) {
+      await options.beforeLocalWrite?.();
+      return { changes: 0 };
+    }
     if (entries.length > 0 && this.#changelog) {
       try {
         const checkpoint = await this.#changelog.send(this.taskId, entries);
@@ -327,6 +337,9 @@ export class TaskState {
       }
       this.stats.changelogEntries += entries.length;
     }
+    // Exactly-once: the Kafka transaction (outputs, changelog, offsets) commits here; if it fails, nothing is
+    // written locally and the caller rebuilds the task from disk.
+    await options.beforeLocalWrite?.();
     await this.#db.batch(ops);
     for (const s of this.#stores.values()) {
       for (const key of s.dirty) {

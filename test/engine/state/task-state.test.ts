@@ -195,3 +195,32 @@ test('session store: findSessions by end/start bounds, remove merges', async () 
     t.remove();
   }
 });
+
+test('beforeLocalWrite (exactly-once transaction commit) runs after the changelog and before RocksDB; a failure writes nothing locally', async () => {
+  const t = tempDir();
+  const order: string[] = [];
+  const changelog = {
+    send: (_task: string, entries: readonly { store: string }[]) => {
+      order.push(`changelog:${entries.length}`);
+      return Promise.resolve();
+    },
+  };
+  try {
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_1', stores: [kv], changelog });
+    s1.put('things', 'a', { n: 1 });
+    s1.setPosition('in', 1, '5');
+    await s1.commit({ beforeLocalWrite: () => Promise.resolve(void order.push('txn-commit')) });
+    assert.deepEqual(order, ['changelog:2', 'txn-commit']);
+    s1.put('things', 'b', { n: 2 });
+    s1.setPosition('in', 1, '9');
+    await assert.rejects(s1.commit({ beforeLocalWrite: () => Promise.reject(new Error('transaction aborted')) }), /transaction aborted/);
+    await s1.close();
+    const s2 = await TaskState.open({ dir: t.dir, taskId: '0_1', stores: [kv] });
+    assert.deepEqual(await s2.get('things', 'a'), { n: 1 });
+    assert.equal(await s2.get('things', 'b'), undefined, 'nothing of the failed commit reached RocksDB');
+    assert.equal(s2.position('in', 1), '5');
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});

@@ -1,0 +1,60 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { resolveCampaigns } from '../../src/config/campaigns.js';
+import { configurationTable, loadRuntimeConfig } from '../../src/config/runtime.js';
+import { isKairosError } from '../../src/errors.js';
+import { checkCopartitioned } from '../../src/kafka/topics.js';
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(isKairosError(err, 'KAIROS_ERR_CONFIG') || isKairosError(err, 'KAIROS_ERR_COPARTITION'), String(err));
+    return (err as Error).message;
+  }
+  assert.fail('expected an error');
+}
+
+test('runtime config: defaults, parsing, and every bad variable named in one error', () => {
+  const ok = loadRuntimeConfig({ KAFKA_BROKERS: 'a:9092, b:9093', KAIROS_HTTP_PORT: '0' });
+  assert.deepEqual(ok.brokers, ['a:9092', 'b:9093']);
+  assert.equal(ok.httpPort, 0);
+  assert.equal(ok.sessionTimeout, 30_000);
+  assert.equal(ok.serde, 'json');
+  assert.equal(ok.campaigns, undefined);
+  const msg = configError(() =>
+    loadRuntimeConfig({ KAFKA_BROKERS: 'localhost', KAIROS_HTTP_PORT: 'eighty', KAIROS_SERDE: 'avro', KAFKA_HEARTBEAT_MS: '40000' }),
+  );
+  assert.match(msg, /KAFKA_BROKERS="localhost"/);
+  assert.match(msg, /KAIROS_HTTP_PORT="eighty"/);
+  assert.match(msg, /KAFKA_HEARTBEAT_MS: must be below KAFKA_SESSION_TIMEOUT_MS/);
+  assert.match(msg, /SCHEMA_REGISTRY_URL: required when KAIROS_SERDE=avro/);
+  assert.match(configError(() => loadRuntimeConfig({})), /KAFKA_BROKERS: required/);
+});
+
+test('the README configuration table is generated from the config schema (no drift)', () => {
+  const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+  assert.ok(readme.includes(configurationTable()), 'README.md must contain configurationTable() verbatim (see src/config/runtime.ts)');
+});
+
+test('campaign config: defaults, durations, and field paths in errors', () => {
+  const d = resolveCampaigns({});
+  assert.deepEqual(d.basketAbandonment?.params, { inactivityGap: 3_600_000, reentryCooldown: 86_400_000, stateTtl: 2_592_000_000 });
+  assert.deepEqual(d.basketAbandonment?.channels, ['push', 'email']);
+  const c = resolveCampaigns({ campaigns: { 'basket-abandonment': { enabled: false, params: { inactivityGap: 90_000, reentryCooldown: '7d' } } } });
+  assert.equal(c.basketAbandonment?.enabled, false);
+  assert.equal(c.basketAbandonment?.params.inactivityGap, 90_000);
+  assert.equal(c.basketAbandonment?.params.reentryCooldown, 7 * 86_400_000);
+  const msg = configError(() => resolveCampaigns({ defaults: { expiresAfter: 'soon' }, campaigns: { 'browse-abandonment': {} } }));
+  assert.match(msg, /\/defaults\/expiresAfter/);
+  assert.match(msg, /\/campaigns\/browse-abandonment/);
+  assert.match(configError(() => resolveCampaigns({ campaigns: { 'basket-abandonment': { params: { inactivityGap: 0 } } } })), /inactivityGap: must be greater than 0/);
+});
+
+test('co-partitioning check names every input topic and its partition count', () => {
+  assert.equal(checkCopartitioned(new Map([['a', 4], ['b', 4]]), ['a', 'b']), 4);
+  const msg = configError(() => checkCopartitioned(new Map([['shop.basket.v1', 4], ['shop.orders.v1', 8]]), ['shop.basket.v1', 'shop.orders.v1']));
+  assert.match(msg, /shop\.basket\.v1=4, shop\.orders\.v1=8/);
+});
