@@ -30,6 +30,7 @@ import { parseArgs } from 'node:util';
 import { TOPICS, type BasketEvent, type CatalogEvent, type OrderEvent, type PageviewEvent, type TopicName, type WishlistEvent } from '../schemas/contract.js';
 import { validateValue } from '../src/serde/validate.js';
 import { fmtInt, isoOf, isUsageError, parseCount, parseTime, UsageError } from './lib/common.js';
+import { mulberry32 } from '../src/util/prng.js';
 
 export interface GenerateOptions {
   /** Number of events (lines). @default 1_000_000 */
@@ -96,17 +97,7 @@ export function newStats(): GeneratorStats {
 // ---------------------------------------------------------------------------------------------------------------
 // Randomness
 
-/** mulberry32: a small, fast, well-distributed 32-bit PRNG; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 class Random {
   readonly #next: () => number;

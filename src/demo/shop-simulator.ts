@@ -3,6 +3,7 @@
  * or leave. Seeded, so a run is reproducible in what it sends (not in when).
  */
 import type { BasketEvent, OrderEvent, PageviewEvent } from '../../schemas/contract.js';
+import { mulberry32 } from '../util/prng.js';
 
 export type ShopRecord =
   | { readonly topic: 'shop.basket.v1'; readonly key: string; readonly value: BasketEvent }
@@ -16,18 +17,6 @@ const PRODUCTS = [
   { productId: 'backpack', sku: 'backpack-20l', price: 6999 },
   { productId: 'watch', sku: 'watch-steel', price: 19999 },
 ] as const;
-
-/** mulberry32: a tiny seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Shopper {
   readonly id: string;
@@ -45,7 +34,7 @@ export class ShopSimulator {
   #seq = 0;
 
   constructor(seed = 42) {
-    this.#rand = prng(seed);
+    this.#rand = mulberry32(seed);
   }
 
   /** The events of one tick at wall time `now`: new shoppers arrive, active ones act. */

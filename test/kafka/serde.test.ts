@@ -8,57 +8,10 @@ import { toAvro } from '../../src/serde/avro-value.js';
 import { AvroSerde, JsonSerde, avroSchemaText, scanAvro, valueSubject, type DecodeResult, type TopicSerde } from '../../src/kafka/serde.js';
 import { dlqMessage, dlqTopic, errorsHeader, MAX_ERROR_HEADER_BYTES } from '../../src/kafka/dlq.js';
 import { startSchemaRegistry } from '../support/schema-registry-server.js';
-
-const eur = (amount: number) => ({ amount, currency: 'EUR' });
-const cause = { eventId: 'e1', topic: 'shop.basket.v1', partition: 3, offset: '9007199254740993' };
-const explanation = { rule: 'r', params: { inactivityGap: 3600000 }, observed: { basketValue: eur(100), nested: [1, 'a', null, true] } };
+import { sampleOf } from '../support/samples.js';
 
 /** One valid value per topic, using optional fields. */
-const samples: { [T in TopicName]: TopicValue<T> } = {
-  'shop.basket.v1': { eventId: 'e1', customerId: 'c1', occurredAt: 1, type: 'ITEM_ADDED', sku: 's1', productId: 'p1', quantity: 2, unitPrice: eur(1999) },
-  'shop.wishlist.v1': { eventId: 'w1', customerId: 'c1', occurredAt: 2, type: 'ITEM_ADDED', productId: 'p1' },
-  'shop.orders.v1': { eventId: 'o1', orderId: 'ord1', customerId: 'c1', occurredAt: 3, items: [{ sku: 's1', productId: 'p1', quantity: 1, unitPrice: eur(1999) }] },
-  'shop.pageviews.v1': { eventId: 'v1', customerId: 'c1', occurredAt: 4, productId: 'p1', sku: 's1' },
-  'shop.catalog.v1': { eventId: 'k1', sku: 's1', productId: 'p1', occurredAt: 5, type: 'PRICE_CHANGED', price: eur(1499) },
-  'crm.customers.v1': {
-    customerId: 'c1',
-    updatedAt: 6,
-    timezone: 'Europe/Berlin',
-    locale: 'de-DE',
-    consents: { push: true, email: false, onsite: true },
-    pushTokens: [{ token: 'tok', platform: 'ios' }],
-    email: 'a@example.com',
-    segments: ['vip'],
-    attributes: { clv: 812.5, tier: 'gold', newsletter: true },
-  },
-  'crm.triggers.v1': {
-    triggerId: '0123456789abcdef0123456789abcdef',
-    type: 'BASKET_ABANDONED',
-    customerId: 'c1',
-    occurredAt: 7,
-    campaignId: 'ba',
-    variant: 'default',
-    channels: ['push', 'email'],
-    causedBy: cause,
-    explanation,
-    payload: { items: [{ sku: 's1', quantity: 1 }], basketValue: null },
-    expiresAt: 20,
-  },
-  'crm.trigger-audit.v1': {
-    auditId: 'abcdefabcdefabcdefabcdefabcdefab',
-    triggerId: '0123456789abcdef0123456789abcdef',
-    type: 'CHECKOUT_ABANDONED',
-    customerId: 'c1',
-    occurredAt: 8,
-    campaignId: 'ba',
-    variant: 'default',
-    decision: 'SUPPRESSED',
-    reason: 'cooldown',
-    detail: 'last at …',
-    causedBy: cause,
-    explanation,
-  },
-};
+const samples = Object.fromEntries((Object.keys(TOPICS) as TopicName[]).map((t) => [t, sampleOf(t)])) as { [T in TopicName]: TopicValue<T> };
 
 const topics = Object.keys(TOPICS) as TopicName[];
 const keyOf = (topic: TopicName): Buffer => Buffer.from(String((samples[topic] as Record<string, unknown>)[TOPICS[topic].keyField]));

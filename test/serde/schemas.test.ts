@@ -3,78 +3,13 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import avro from 'avsc';
-import { TOPICS, type TopicName, type TopicValue } from '../../schemas/contract.js';
+import { TOPICS, type TopicName } from '../../schemas/contract.js';
 import { generatedSchemaFiles } from '../../src/serde/schema-files.js';
 import { fromAvro, toAvro } from '../../src/serde/avro-value.js';
 import { validateValue } from '../../src/serde/validate.js';
+import { eur, validSamples } from '../support/samples.js';
 
 const root = join(import.meta.dirname, '..', '..', 'schemas');
-const eur = (amount: number) => ({ amount, currency: 'EUR' });
-const cause = { eventId: 'e1', topic: 'shop.basket.v1', partition: 3, offset: '9007199254740993' };
-const explanation = { rule: 'r', params: { inactivityGap: 3600000 }, observed: { basketValue: eur(100), nested: [1, 'a', null, true] } };
-
-/** One valid value per topic, using every optional field somewhere. */
-const samples: { [T in TopicName]: TopicValue<T>[] } = {
-  'shop.basket.v1': [
-    { eventId: 'e1', customerId: 'c1', occurredAt: 1, type: 'ITEM_ADDED', sku: 's1', productId: 'p1', quantity: 2, unitPrice: eur(1999) },
-    { eventId: 'e2', customerId: 'c1', occurredAt: 2, type: 'CHECKOUT_STARTED' },
-  ],
-  'shop.wishlist.v1': [
-    { eventId: 'w1', customerId: 'c1', occurredAt: 1, type: 'ITEM_ADDED', productId: 'p1' },
-    { eventId: 'w2', customerId: 'c1', occurredAt: 1, type: 'ITEM_REMOVED', productId: 'p1', sku: 's1' },
-  ],
-  'shop.orders.v1': [{ eventId: 'o1', orderId: 'ord1', customerId: 'c1', occurredAt: 5, items: [{ sku: 's1', productId: 'p1', quantity: 1, unitPrice: eur(1999) }] }],
-  'shop.pageviews.v1': [{ eventId: 'v1', customerId: 'c1', occurredAt: 5, productId: 'p1', sku: 's1' }],
-  'shop.catalog.v1': [
-    { eventId: 'k1', sku: 's1', productId: 'p1', occurredAt: 5, type: 'PRICE_CHANGED', price: eur(1499) },
-    { eventId: 'k2', sku: 's1', productId: 'p1', occurredAt: 6, type: 'STOCK_CHANGED', stock: 0 },
-  ],
-  'crm.customers.v1': [
-    {
-      customerId: 'c1',
-      updatedAt: 7,
-      timezone: 'Europe/Berlin',
-      locale: 'de-DE',
-      consents: { push: true, email: false, onsite: true },
-      pushTokens: [{ token: 'tok', platform: 'ios' }],
-      email: 'a@example.com',
-      segments: ['vip'],
-      attributes: { clv: 812.5, churnRisk: 0.8, tier: 'gold', newsletter: true },
-    },
-  ],
-  'crm.triggers.v1': [
-    {
-      triggerId: '0123456789abcdef0123456789abcdef',
-      type: 'BASKET_ABANDONED',
-      customerId: 'c1',
-      occurredAt: 10,
-      campaignId: 'ba',
-      variant: 'default',
-      channels: ['push', 'email'],
-      causedBy: cause,
-      explanation,
-      payload: { items: [{ sku: 's1', quantity: 1 }], basketValue: null },
-      expiresAt: 20,
-    },
-  ],
-  'crm.trigger-audit.v1': [
-    {
-      auditId: 'abcdefabcdefabcdefabcdefabcdefab',
-      triggerId: '0123456789abcdef0123456789abcdef',
-      type: 'CHECKOUT_ABANDONED',
-      customerId: 'c1',
-      occurredAt: 10,
-      campaignId: 'ba',
-      variant: 'default',
-      decision: 'SUPPRESSED',
-      reason: 'cooldown',
-      detail: 'last at …',
-      causedBy: cause,
-      explanation,
-    },
-  ],
-};
-
 test('schemas/avro and schemas/json on disk are exactly what schemas/contract.ts generates (run npm run schemas:generate)', () => {
   const files = generatedSchemaFiles();
   assert.equal(files.size, Object.keys(TOPICS).length * 2, 'one Avro and one JSON schema per topic');
@@ -87,7 +22,7 @@ test('every sample validates and round-trips through its generated Avro schema u
   for (const topic of Object.keys(TOPICS) as TopicName[]) {
     const type = avro.Type.forSchema(JSON.parse(readFileSync(join(root, 'avro', `${topic}.avsc`), 'utf8')) as avro.Schema);
     const schema = TOPICS[topic].schema;
-    for (const value of samples[topic]) {
+    for (const value of validSamples[topic]) {
       const v = validateValue(topic, value);
       assert.ok(v.ok, `${topic}: ${JSON.stringify(v.ok ? [] : v.errors)}`);
       const buf = type.toBuffer(toAvro(schema, value));

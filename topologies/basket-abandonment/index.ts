@@ -60,6 +60,16 @@ function isBasket(r: In): r is StreamRecord<BasketEvent> {
   return r.topic === BASKET_TOPIC;
 }
 
+function newItem(sku: string, quantity: number, e: BasketEvent): BasketItem {
+  return {
+    sku,
+    ...(e.productId === undefined ? {} : { productId: e.productId }),
+    quantity,
+    ...(e.unitPrice === undefined ? {} : { unitPrice: e.unitPrice }),
+    addedAt: e.occurredAt,
+  };
+}
+
 /** Applies a basket event to the item list (in place). */
 export function applyBasketEvent(items: BasketItem[], e: BasketEvent): void {
   if (e.sku === undefined) return;
@@ -71,15 +81,7 @@ export function applyBasketEvent(items: BasketItem[], e: BasketEvent): void {
       if (item) {
         item.quantity += q;
         if (e.unitPrice) item.unitPrice = e.unitPrice;
-      } else {
-        items.push({
-          sku: e.sku,
-          ...(e.productId === undefined ? {} : { productId: e.productId }),
-          quantity: q,
-          ...(e.unitPrice === undefined ? {} : { unitPrice: e.unitPrice }),
-          addedAt: e.occurredAt,
-        });
-      }
+      } else items.push(newItem(e.sku, q, e));
       return;
     }
     case 'ITEM_REMOVED':
@@ -92,14 +94,7 @@ export function applyBasketEvent(items: BasketItem[], e: BasketEvent): void {
       if (q <= 0) {
         if (item) items.splice(i, 1);
       } else if (item) item.quantity = q;
-      else
-        items.push({
-          sku: e.sku,
-          ...(e.productId === undefined ? {} : { productId: e.productId }),
-          quantity: q,
-          ...(e.unitPrice === undefined ? {} : { unitPrice: e.unitPrice }),
-          addedAt: e.occurredAt,
-        });
+      else items.push(newItem(e.sku, q, e));
       return;
     }
     case 'CHECKOUT_STARTED':
