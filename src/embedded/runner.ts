@@ -46,6 +46,7 @@ export class EmbeddedRunner {
       clock: Date.now,
       collector: { send: (topic, record) => this.#o.onOutput(topic, record) },
       idleAdvanceMs: this.#o.idleAdvanceMs ?? 500,
+      loopbackRepartition: true,
     });
     this.#timer = setInterval(() => {
       this.#chain = this.#chain.then(async () => {

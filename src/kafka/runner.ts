@@ -129,19 +129,23 @@ export class KafkaRunner {
     const { kafka } = this.#o;
     this.#admin = kafka.admin();
     await this.#admin.connect();
-    const counts = await partitionCounts(this.#admin, this.#sources, this.#log);
-    this.#partitions = checkCopartitioned(counts, this.#sources);
+    const internal = new Set(this.#o.topology.repartitionTopics);
+    const external = this.#sources.filter((t) => !internal.has(t));
+    const counts = await partitionCounts(this.#admin, external, this.#log);
+    this.#partitions = checkCopartitioned(counts, external);
     const app = this.#o.topology.applicationId;
-    const sinks = [...new Set([...this.#o.topology.nodes.values()].flatMap((n) => (n.kind === 'sink' ? [n.topic] : [])))];
+    const sinks = [...new Set([...this.#o.topology.nodes.values()].flatMap((n) => (n.kind === 'sink' && !internal.has(n.topic) ? [n.topic] : [])))];
     await ensureTopics(
       this.#admin,
       [
+        // Repartition topics get the inputs' partition count, so a re-keyed record lands in the task owning its key.
+        ...[...internal].map((t) => ({ topic: t, numPartitions: this.#partitions })),
         ...this.#storeNames.map((s) => ({ topic: changelogTopic(app, s), numPartitions: this.#partitions, compacted: true })),
-        ...this.#sources.map((t) => ({ topic: dlqTopic(t), numPartitions: this.#partitions })),
+        ...external.map((t) => ({ topic: dlqTopic(t), numPartitions: this.#partitions })),
       ],
       this.#log,
     );
-    await partitionCounts(this.#admin, sinks, this.#log);
+    if (sinks.length > 0) await partitionCounts(this.#admin, sinks, this.#log);
     this.#producer = kafka.producer({
       idempotent: this.#o.idempotent ?? true,
       ...(this.#o.idempotent === false ? {} : { maxInFlightRequests: 1 }),
@@ -340,6 +344,7 @@ export class KafkaRunner {
 
   /** Decodes a record; a registry outage is retried with backoff (never dead-lettered), other failures returned. */
   async #decode(topic: string, key: Buffer | null, value: Buffer | null, isRunning: () => boolean): Promise<DecodeResult> {
+    if (this.#o.topology.repartitionTopics.includes(topic)) return decodeInternal(key, value);
     if (!isTopicName(topic)) return { ok: false, reason: 'invalid', errors: [{ path: '', message: `no schema for topic ${topic}` }], retriable: false };
     for (let attempt = 0; ; attempt++) {
       const d = await this.#o.serde.decode(topic, key, value);
@@ -516,5 +521,15 @@ export class KafkaRunner {
       await h.txProducer?.disconnect();
       this.#log.info({ partition }, 'task closed');
     }).catch((err: unknown) => this.#log.error({ err, partition }, 'closing task failed'));
+  }
+}
+
+/** Records of the topology's own repartition topics: JSON it wrote itself; the event time is the Kafka timestamp. */
+function decodeInternal(key: Buffer | null, value: Buffer | null): DecodeResult {
+  if (key === null) return { ok: false, reason: 'no-key', errors: [{ path: '/key', message: 'repartitioned records are keyed' }], retriable: false };
+  try {
+    return { ok: true, key: key.toString('utf8'), value: value === null ? null : (JSON.parse(value.toString('utf8')) as unknown), timestamp: undefined };
+  } catch (err) {
+    return { ok: false, reason: 'not-json', errors: [{ path: '/value', message: (err as Error).message }], retriable: false };
   }
 }

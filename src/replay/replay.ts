@@ -96,6 +96,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     clock: () => (Number.isFinite(streamTime) ? streamTime : 0),
     collector: { send: collect },
     idleAdvanceMs: Infinity,
+    loopbackRepartition: true,
   });
   let lines = 0;
   let processed = 0;

@@ -51,7 +51,11 @@ export interface ProcessorContext<Out = unknown> {
   /** Where the record being processed came from; undefined inside a timer callback. */
   recordOrigin(): RecordOrigin | undefined;
   readonly timers: TimerService;
-  /** Sends to all children, or to the named child (a processor or a sink). */
+  /**
+   * Sends to all children, or to the named child (a processor or a sink). The value is handed over, not
+   * copied (sinks serialise it at the next commit): do not mutate it afterwards, e.g. forward a copy of a
+   * list that stays in a store.
+   */
   forward(record: OutputRecord<Out>, child?: string): void;
 }
 

@@ -33,11 +33,21 @@ export interface Topology {
   readonly children: ReadonlyMap<string, readonly string[]>;
   readonly sourceTopics: readonly string[];
   readonly sinkTopics: readonly string[];
+  /**
+   * Internal repartition topics (`<applicationId>-<name>-repartition`): written by the topology, read back by
+   * it, keyed by the forwarded key. Runners with partitions create them with the inputs' partition count; a
+   * single-task runner (replay, test driver) routes them straight back into the task.
+   */
+  readonly repartitionTopics: readonly string[];
   describe(): string;
   describeMermaid(): string;
 }
 
 const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function repartitionTopic(applicationId: string, name: string): string {
+  return `${applicationId}-${name}-repartition`;
+}
 
 /**
  * Builds a topology the Kafka Streams way: sources → processors → sinks, stores connected by name.
@@ -47,6 +57,7 @@ export class TopologyBuilder {
   readonly #applicationId: string;
   readonly #nodes = new Map<string, TopologyNode>();
   readonly #stores = new Map<string, { spec: StoreSpec<unknown>; processors: string[] }>();
+  readonly #repartition = new Set<string>();
 
   constructor(applicationId: string) {
     this.#applicationId = applicationId;
@@ -70,6 +81,19 @@ export class TopologyBuilder {
       ...(doc === undefined ? {} : { doc }),
     };
     this.#add(node);
+    return this;
+  }
+
+  /**
+   * Re-keys a stream: what `parents` forward (with its new key, e.g. sku instead of customerId) goes through
+   * the internal topic `<applicationId>-<name>-repartition` and comes back out of the source node `name`, in
+   * the task that owns the new key. Add processors with `name` as their parent.
+   */
+  addRepartition(name: string, parents: readonly string[]): this {
+    const topic = repartitionTopic(this.#applicationId, name);
+    this.addSink(`${name}.sink`, topic, parents);
+    this.addSource(name, [topic]);
+    this.#repartition.add(topic);
     return this;
   }
 
@@ -148,6 +172,7 @@ export class TopologyBuilder {
       children: frozenChildren,
       sourceTopics,
       sinkTopics,
+      repartitionTopics: [...this.#repartition].sort(),
       describe: () => describeText(applicationId, nodes, frozenChildren, stores),
       describeMermaid: () => describeMermaid(nodes, stores),
     });

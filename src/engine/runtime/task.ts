@@ -38,6 +38,12 @@ export interface TaskOptions {
    * @default 5000 ms; Infinity turns it off (replay).
    */
   readonly idleAdvanceMs?: number;
+  /**
+   * Route records sent to the topology's repartition topics straight back into this task instead of the
+   * collector: for single-task runners (replay, test driver, embedded), where every key lives in this task.
+   * @default false (the Kafka runner produces them, and the owner of the new key reads them)
+   */
+  readonly loopbackRepartition?: boolean;
 }
 
 interface PersistedTimer {
@@ -76,6 +82,7 @@ export class StreamTask {
   readonly #timers = new TimerQueue();
   readonly #queue: Pending[] = [];
   readonly #prefetchStores: string[] = [];
+  readonly #loopback: ReadonlySet<string>;
   #origin: RecordOrigin | undefined;
   #lastRecordWall = -Infinity;
   #lastLag = 0;
@@ -91,6 +98,7 @@ export class StreamTask {
       if (node.kind === 'source') for (const t of node.topics) this.#sourceByTopic.set(t, node.name);
     }
     for (const { spec } of this.#topology.stores.values()) if (spec.kind === 'key-value' && spec.keyedByRecordKey) this.#prefetchStores.push(spec.name);
+    this.#loopback = new Set(opts.loopbackRepartition ? this.#topology.repartitionTopics : []);
   }
 
   /** Every store a task of `topology` holds: the topology's stores plus the internal timer store. */
@@ -344,6 +352,12 @@ export class StreamTask {
 
   #dispatch(nodeName: string, record: StreamRecord): void {
     const node = this.#topology.nodes.get(nodeName);
+    if (node?.kind === 'sink' && this.#loopback.has(node.topic)) {
+      const source = this.#sourceByTopic.get(node.topic) as string;
+      const looped: StreamRecord = { ...record, topic: node.topic };
+      for (const child of this.#topology.children.get(source) ?? []) this.#queue.push({ node: child, record: looped });
+      return;
+    }
     if (node?.kind === 'sink') {
       this.#opts.collector.send(node.topic, { key: record.key, value: record.value, timestamp: record.timestamp, ...(record.headers ? { headers: record.headers } : {}) }, this.#origin);
       this.stats.recordsEmitted++;

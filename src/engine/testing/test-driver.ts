@@ -63,6 +63,7 @@ function taskOptions(topology: Topology, opts: TestDriverOptions, dir: string, i
     clock: () => io.wall,
     collector: { send: (topic, record, origin) => io.outputs.push({ topic, ...record, origin }) },
     idleAdvanceMs: opts.idleAdvanceMs ?? Infinity,
+    loopbackRepartition: true,
     ...(opts.changelog ? { changelog: opts.changelog } : {}),
   };
 }
