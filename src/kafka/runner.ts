@@ -9,7 +9,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Admin, Consumer, EachBatchPayload, Kafka, Message, PartitionAssigner, Producer, Transaction } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, Message, PartitionAssigner, Producer, Transaction } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { OutputRecord } from '../engine/api/record.js';
@@ -54,6 +54,11 @@ export interface KafkaRunnerOptions {
   readonly punctuateIntervalMs?: number;
   /** Stream time follows the wall clock after this much quiet on a task. @default 5000 */
   readonly idleAdvanceMs?: number;
+  /**
+   * How long a task waits for an input that is known to have unfetched records before it processes the
+   * others anyway (Kafka Streams' max.task.idle.ms). @default 2000
+   */
+  readonly maxTaskIdleMs?: number;
   /** @default 30000 */
   readonly sessionTimeout?: number;
   /** @default 3000 */
@@ -66,8 +71,20 @@ interface Pending {
   readonly record: OutputRecord;
 }
 
+interface Buffered {
+  readonly message: KafkaMessage;
+  readonly decoded: DecodeResult;
+  /** Event time: the value's, else the Kafka timestamp. */
+  readonly timestamp: number;
+}
+
 interface TaskHandle {
   readonly partition: number;
+  /** Fetched, not yet processed records per input topic, in offset order. */
+  readonly buffers: Map<string, Buffered[]>;
+  /** Per input topic: the last fetch left records behind (true), reached the end (false), or none yet (absent). */
+  readonly behind: Map<string, boolean>;
+  waitingSince: number | undefined;
   readonly task: StreamTask;
   outputs: Pending[];
   dead: { topic: string; message: Message }[];
@@ -86,6 +103,8 @@ export class KafkaRunner {
   readonly #metrics: RunnerMetrics | undefined;
   readonly #tasks = new Map<number, Promise<TaskHandle>>();
   readonly #sources: string[];
+  readonly #externalSources: string[];
+  readonly #maxTaskIdleMs: number;
   #admin: Admin | undefined;
   #producer: Producer | undefined;
   #consumer: Consumer | undefined;
@@ -104,6 +123,8 @@ export class KafkaRunner {
     this.#metrics = options.registry ? runnerMetrics(options.registry) : undefined;
     this.#sources = [...new Set([...options.topology.nodes.values()].flatMap((n) => (n.kind === 'source' ? n.topics : [])))].sort();
     if (this.#sources.length === 0) throw new KairosError('KAIROS_ERR_TOPOLOGY', 'the topology reads no topic');
+    this.#externalSources = this.#sources.filter((t) => !options.topology.repartitionTopics.includes(t));
+    this.#maxTaskIdleMs = options.maxTaskIdleMs ?? 2000;
   }
 
   get groupId(): string {
@@ -273,7 +294,19 @@ export class KafkaRunner {
       txProducer = this.#o.kafka.producer({ transactionalId: `${this.#groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1 });
       await txProducer.connect();
     }
-    const handle: TaskHandle = { partition, task: undefined as unknown as StreamTask, outputs: [], dead: [], chain: Promise.resolve(), closed: false, txProducer, txn: undefined };
+    const handle: TaskHandle = {
+      partition,
+      task: undefined as unknown as StreamTask,
+      buffers: new Map(),
+      behind: await this.#initialLag(partition, dir),
+      waitingSince: undefined,
+      outputs: [],
+      dead: [],
+      chain: Promise.resolve(),
+      closed: false,
+      txProducer,
+      txn: undefined,
+    };
     const task = await StreamTask.create({
       topology: this.#o.topology,
       taskId,
@@ -292,6 +325,25 @@ export class KafkaRunner {
     return handle;
   }
 
+  /**
+   * Whether each input partition of a new task has records beyond the task's position (end offsets from the
+   * broker), so the first batches wait for each other instead of racing ahead by batch order.
+   */
+  async #initialLag(partition: number, dir: string): Promise<Map<string, boolean>> {
+    const behind = new Map<string, boolean>();
+    const state = await TaskState.open({ dir, taskId: `task-${partition}`, stores: StreamTask.storeSpecs(this.#o.topology) });
+    try {
+      for (const topic of this.#externalSources) {
+        const o = (await (this.#admin as Admin).fetchTopicOffsets(topic)).find((x) => x.partition === partition);
+        const pos = BigInt(state.position(topic, partition) ?? o?.low ?? '0');
+        behind.set(topic, o !== undefined && BigInt(o.high) > pos);
+      }
+    } finally {
+      await state.close();
+    }
+    return behind;
+  }
+
   /** Runs `fn` on the task after everything queued before it. */
   #exclusive(h: TaskHandle, fn: () => Promise<void>): Promise<void> {
     const run = h.chain.then(() => (h.closed ? undefined : fn()));
@@ -299,47 +351,99 @@ export class KafkaRunner {
     return run;
   }
 
+  /**
+   * Fetched records are decoded into the task's per-topic buffers, then the task processes, across its input
+   * topics, always the buffered record with the smallest event time (as Kafka Streams' PartitionGroup does), so
+   * a basket batch and an orders batch of the same partition interleave by event time instead of batch order.
+   */
   async #eachBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
     if (batch.isEmpty()) return;
     const h = await this.#openWhileHeartbeating(batch.partition, heartbeat, isRunning);
     if (!h) return; // a rebalance or stop came first; nothing was resolved, so the records are fetched again
     await this.#exclusive(h, async () => {
       const { topic, partition } = batch;
-      let count = 0;
+      const buffer = h.buffers.get(topic) ?? [];
+      h.buffers.set(topic, buffer);
       for (const m of batch.messages) {
         if (!isRunning() || isStale()) break;
-        const done = h.task.state.position(topic, partition);
-        if (done !== undefined && BigInt(m.offset) < BigInt(done)) {
-          resolveOffset(m.offset); // already in the state (restored or committed)
-          continue;
-        }
-        const d = await this.#decode(topic, m.key, m.value, isRunning);
-        if (!d.ok) {
-          this.#metrics?.failed.inc({ topic, reason: d.reason });
-          h.dead.push({
-            topic: dlqTopic(topic),
-            message: dlqMessage(
-              { topic, partition, offset: m.offset, key: m.key, value: m.value, ...(m.headers ? { headers: m.headers } : {}), timestamp: m.timestamp },
-              { reason: d.reason, errors: d.errors },
-              (this.#o.clock ?? Date.now)(),
-            ),
-          });
-          h.task.state.setPosition(topic, partition, (BigInt(m.offset) + 1n).toString());
-          resolveOffset(m.offset);
-          continue;
-        }
-        await h.task.process({ topic, partition, offset: m.offset, key: d.key, value: d.value, timestamp: d.timestamp ?? Number(m.timestamp) });
-        // Resolved only once processed: a batch cut short by a rebalance is fetched again from here.
+        const decoded = await this.#decode(topic, m.key, m.value, isRunning);
+        const timestamp = decoded.ok && decoded.timestamp !== undefined ? decoded.timestamp : Number(m.timestamp);
+        buffer.push({ message: m, decoded, timestamp });
+        // Resolved once buffered: the consumer fetches on; what is committed follows the task's own positions.
         resolveOffset(m.offset);
-        count++;
-        if ((count & 511) === 0) await heartbeat();
       }
-      this.#metrics?.processed.inc({ topic }, count);
       const last = batch.lastOffset();
-      this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(last) - 1n)));
-      await this.#commit(h);
+      const lag = BigInt(batch.highWatermark) - BigInt(last) - 1n;
+      h.behind.set(topic, lag > 0n);
+      this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(lag)));
+      await heartbeat();
+      const n = await this.#drain(h, false);
+      if (n > 0 || h.outputs.length > 0 || h.dead.length > 0) await this.#commit(h);
     });
     await heartbeat();
+  }
+
+  /**
+   * Processes buffered records in event-time order. It stops when an input topic has nothing buffered but is
+   * known to have more to fetch (its next records may be older), unless `force` (max idle time passed).
+   */
+  async #drain(h: TaskHandle, force: boolean): Promise<number> {
+    let count = 0;
+    for (;;) {
+      let best: string | undefined;
+      let bestTs = Infinity;
+      let waiting = false;
+      for (const topic of this.#externalSources) {
+        const buf = h.buffers.get(topic);
+        const head = buf?.[0];
+        if (!head) {
+          if (h.behind.get(topic) !== false) waiting = true; // unknown or lagging: more may come
+          continue;
+        }
+        if (head.timestamp < bestTs) {
+          bestTs = head.timestamp;
+          best = topic;
+        }
+      }
+      for (const topic of this.#o.topology.repartitionTopics) {
+        const head = h.buffers.get(topic)?.[0];
+        if (head && head.timestamp < bestTs) {
+          bestTs = head.timestamp;
+          best = topic;
+        }
+      }
+      if (best === undefined) break;
+      if (waiting && !force) {
+        h.waitingSince ??= Date.now();
+        if (Date.now() - h.waitingSince < this.#maxTaskIdleMs) break;
+      }
+      h.waitingSince = undefined;
+      const r = (h.buffers.get(best) as Buffered[]).shift() as Buffered;
+      await this.#processOne(h, best, r);
+      count++;
+    }
+    return count;
+  }
+
+  async #processOne(h: TaskHandle, topic: string, { message: m, decoded: d, timestamp }: Buffered): Promise<void> {
+    const partition = h.partition;
+    const done = h.task.state.position(topic, partition);
+    if (done !== undefined && BigInt(m.offset) < BigInt(done)) return; // already in the state (restored or committed)
+    if (!d.ok) {
+      this.#metrics?.failed.inc({ topic, reason: d.reason });
+      h.dead.push({
+        topic: dlqTopic(topic),
+        message: dlqMessage(
+          { topic, partition, offset: m.offset, key: m.key, value: m.value, ...(m.headers ? { headers: m.headers } : {}), timestamp: m.timestamp },
+          { reason: d.reason, errors: d.errors },
+          (this.#o.clock ?? Date.now)(),
+        ),
+      });
+      h.task.state.setPosition(topic, partition, (BigInt(m.offset) + 1n).toString());
+      return;
+    }
+    await h.task.process({ topic, partition, offset: m.offset, key: d.key, value: d.value, timestamp });
+    this.#metrics?.processed.inc({ topic });
   }
 
   /** Decodes a record; a registry outage is retried with backoff (never dead-lettered), other failures returned. */
@@ -394,7 +498,10 @@ export class KafkaRunner {
       try {
         const h = await hp;
         await this.#exclusive(h, async () => {
-          const fired = await h.task.punctuateWallClock();
+          const drained = await this.#drain(h, false);
+          const buffered = [...h.buffers.values()].some((b) => b.length > 0);
+          // Idle advance only once the task has processed what it fetched.
+          const fired = drained + (buffered ? 0 : await h.task.punctuateWallClock());
           this.#metrics?.timersPending.set({ partition: String(p) }, h.task.pendingTimers);
           if (fired > 0 || h.outputs.length > 0) await this.#commit(h);
         });

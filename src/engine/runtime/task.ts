@@ -84,7 +84,7 @@ export class StreamTask {
   readonly #prefetchStores: string[] = [];
   readonly #loopback: ReadonlySet<string>;
   #origin: RecordOrigin | undefined;
-  #lastRecordWall = -Infinity;
+  #lastRecordWall: number;
   #lastLag = 0;
   #closed = false;
 
@@ -94,6 +94,9 @@ export class StreamTask {
     this.taskId = opts.taskId;
     this.partition = opts.partition;
     this.state = state;
+    // Quiet time counts from when the task opened: a new or restored task must not jump its stream time to
+    // the wall clock before it has read its backlog.
+    this.#lastRecordWall = opts.clock();
     for (const node of this.#topology.nodes.values()) {
       if (node.kind === 'source') for (const t of node.topics) this.#sourceByTopic.set(t, node.name);
     }
