@@ -46,6 +46,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     registry,
     idempotent: config.idempotent === 'true',
     processingGuarantee: config.processingGuarantee,
+    standbyReplicas: config.standbyReplicas,
     maxWaitTimeInMs: config.maxWaitTimeInMs,
     idleAdvanceMs: config.idleAdvanceMs,
     punctuateIntervalMs: config.punctuateMs,

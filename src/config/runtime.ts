@@ -43,6 +43,7 @@ export const RUNTIME_VARS = {
   schemaRegistryUrl: v('SCHEMA_REGISTRY_URL', Type.String({ pattern: '^https?://' }), 'Confluent-compatible Schema Registry (required for avro)'),
   registerSchemas: v('KAIROS_REGISTER_SCHEMAS', Bool, 'register the schemas/ Avro schemas on start', 'true'),
   httpPort: v('KAIROS_HTTP_PORT', Type.Integer({ minimum: 0, maximum: 65535 }), 'port of /metrics and health endpoints (0 = any free port)', 9464),
+  standbyReplicas: v('KAIROS_STANDBY_REPLICAS', Type.Integer({ minimum: 0, maximum: 3 }), 'warm standby copies of each task on other instances (fast failover)', 0),
   punctuateMs: v('KAIROS_PUNCTUATE_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how often wall-clock timers and idle tasks are checked', 1000),
   idleAdvanceMs: v('KAIROS_IDLE_ADVANCE_MS', Type.Integer({ minimum: 100 }), 'a task quiet this long moves stream time with the wall clock, so timers fire', 5000),
   logLevel: v('KAIROS_LOG_LEVEL', Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => Type.Literal(l))), 'log level', 'info'),

@@ -13,12 +13,16 @@ import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, Message, P
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { OutputRecord } from '../engine/api/record.js';
+import type { StoreSpecLike } from '../engine/api/processor.js';
+import type { StoreOf } from '../engine/api/stores.js';
 import type { Topology } from '../engine/api/topology.js';
 import { changelogTopic, POSITIONS_STORE } from '../engine/state/changelog.js';
 import { TaskState } from '../engine/state/task-state.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import { KairosError } from '../errors.js';
-import { kairosStickyAssigner } from './assignor.js';
+import { kairosStickyAssigner, type TaskRouting } from './assignor.js';
+import { publishingAssigner, RoutingFollower, routingTopic } from './routing.js';
+import { StandbyFollower, standbyPartitions } from './standby.js';
 import { KafkaChangelogWriter, restoreFromChangelog } from './changelog.js';
 import { dlqMessage, dlqTopic } from './dlq.js';
 import type { DecodeResult, TopicSerde } from './serde.js';
@@ -41,6 +45,11 @@ export interface KafkaRunnerOptions {
   readonly partitionAssigners?: PartitionAssigner[];
   /** host:port of this instance's query API, advertised in the group metadata. */
   readonly apiAddress?: string;
+  /**
+   * Warm copies of other instances' tasks kept by this one (followed from their changelogs), so a failover
+   * restores only the tail. Needs `apiAddress` (placement is by address). @default 0
+   */
+  readonly standbyReplicas?: number;
   /**
    * at_least_once: outputs, then state, then offsets (repeats possible, with equal trigger ids).
    * exactly_once: Kafka transactions per task (needs a real broker; the mock cluster has none). @default at_least_once
@@ -115,6 +124,9 @@ export class KafkaRunner {
   #started = false;
   readonly #opened = new Set<number>();
   #assigned = new Set<number>();
+  #routing: TaskRouting | undefined;
+  #standby: StandbyFollower | undefined;
+  #routingFollower: RoutingFollower | undefined;
 
   constructor(options: KafkaRunnerOptions) {
     this.#o = options;
@@ -163,6 +175,7 @@ export class KafkaRunner {
         ...[...internal].map((t) => ({ topic: t, numPartitions: this.#partitions })),
         ...this.#storeNames.map((s) => ({ topic: changelogTopic(app, s), numPartitions: this.#partitions, compacted: true })),
         ...external.map((t) => ({ topic: dlqTopic(t), numPartitions: this.#partitions })),
+        { topic: routingTopic(app), numPartitions: 1, compacted: true, anyPartitions: true },
       ],
       this.#log,
     );
@@ -173,6 +186,24 @@ export class KafkaRunner {
       allowAutoTopicCreation: true,
     });
     await this.#producer.connect();
+    if ((this.#o.standbyReplicas ?? 0) > 0) {
+      if (this.#o.apiAddress === undefined) throw new KairosError('KAIROS_ERR_CONFIG', 'standby replicas need the instance\'s API address (placement is by address)');
+      this.#standby = new StandbyFollower({
+        kafka,
+        topology: this.#o.topology,
+        groupId: this.#groupId,
+        stateDir: this.#o.stateDir,
+        stores: this.#storeNames,
+        logger: this.#log,
+        maxWaitTimeInMs: this.#o.maxWaitTimeInMs ?? 500,
+        onApplied: (p, n) => this.#metrics?.standbyApplied.inc({ partition: String(p) }, n),
+      });
+    }
+    this.#routingFollower = new RoutingFollower(kafka, routingTopic(app), this.#log, (r) => {
+      this.#routing = r;
+      this.#updateStandby();
+    });
+    await this.#routingFollower.start(this.#o.maxWaitTimeInMs ?? 500);
     await this.#startConsumer();
     const every = this.#o.punctuateIntervalMs ?? 1000;
     this.#timer = setInterval(() => void this.#punctuate(), every);
@@ -187,7 +218,16 @@ export class KafkaRunner {
       sessionTimeout: this.#o.sessionTimeout ?? 30_000,
       heartbeatInterval: this.#o.heartbeatInterval ?? 3000,
       partitionAssigners: this.#o.partitionAssigners ?? [
-        kairosStickyAssigner({ apiAddress: () => this.#o.apiAddress, ownedPartitions: () => this.#localPartitions() }),
+        publishingAssigner(
+          kairosStickyAssigner({
+            apiAddress: () => this.#o.apiAddress,
+            ownedPartitions: () => this.#localPartitions(),
+            standbyOwned: () => new Map(this.#externalSources.map((t) => [t, this.standbyPartitions])),
+          }),
+          () => this.#producer,
+          routingTopic(this.#o.topology.applicationId),
+          this.#log,
+        ),
       ],
     });
     this.#consumer = consumer;
@@ -201,6 +241,7 @@ export class KafkaRunner {
       // Open (and restore) every assigned task now, not on its first batch, so readiness means restored.
       for (const p of assigned) this.#taskFor(p).catch((err: unknown) => this.#log.error({ err, partition: p }, 'opening task failed'));
       this.#metrics?.tasks.set(assigned.size);
+      this.#updateStandby();
     });
     consumer.on(consumer.events.CRASH, (e) => {
       if (e.payload.restart || this.#stopping) return; // kafkajs restarts it itself
@@ -223,6 +264,32 @@ export class KafkaRunner {
     await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch: (b) => this.#eachBatch(b) });
   }
 
+  /** Where every task runs (API addresses), from the assignment the group leader published; undefined before. */
+  get routing(): TaskRouting | undefined {
+    return this.#routing;
+  }
+
+  /** A store of an open task, for reads (the query API); undefined when this instance does not run the task. */
+  async store<S extends StoreSpecLike>(partition: number, spec: S): Promise<StoreOf<S> | undefined> {
+    if (!this.#opened.has(partition)) return undefined;
+    const h = await this.#tasks.get(partition);
+    return h && !h.closed ? h.task.store(spec) : undefined;
+  }
+
+  /** Standby partitions this instance keeps warm. */
+  get standbyPartitions(): number[] {
+    return this.#standby?.partitions ?? [];
+  }
+
+  /** Keeps standby copies of the tasks the current routing places here (none of the tasks this instance runs). */
+  #updateStandby(): void {
+    const me = this.#o.apiAddress;
+    if (!this.#standby || !this.#routing || me === undefined || this.#stopping) return;
+    const wanted = standbyPartitions(this.#routing, me, this.#o.standbyReplicas ?? 0);
+    for (const p of this.#assigned) wanted.delete(p);
+    this.#standby.update(wanted).catch((err: unknown) => this.#log.warn({ err }, 'standby update failed'));
+  }
+
   /** Commits and closes every task, leaves the group, disconnects. */
   async stop(): Promise<void> {
     if (this.#stopping) return;
@@ -235,6 +302,8 @@ export class KafkaRunner {
     }
     await this.#consumer?.disconnect();
     this.#left = true;
+    await this.#standby?.stop();
+    await this.#routingFollower?.stop();
     for (const p of [...this.#tasks.keys()]) await this.#closeTask(p);
     await this.#producer?.disconnect();
     await this.#admin?.disconnect();
@@ -251,6 +320,7 @@ export class KafkaRunner {
         if (m) parts.add(Number(m[1]));
       }
     }
+    for (const p of this.standbyPartitions) if (!this.#tasks.has(p)) parts.delete(p);
     const list = [...parts].sort((a, b) => a - b);
     return new Map(this.#sources.map((t) => [t, list]));
   }
@@ -269,6 +339,8 @@ export class KafkaRunner {
     const app = this.#o.topology.applicationId;
     const taskId = `task-${partition}`;
     const dir = join(this.#o.stateDir, this.#groupId, taskId);
+    // A warm standby copy of this task becomes the starting point; the follower lets go of the directory.
+    await this.#standby?.release(partition);
     // Restore first, on the bare state, so the task starts with complete stores and timers.
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
     try {

@@ -12,6 +12,8 @@ export interface TopicSpec {
   readonly numPartitions: number;
   readonly compacted?: boolean;
   readonly retentionMs?: number;
+  /** Any partition count will do (a topic used through one key, e.g. the routing topic). */
+  readonly anyPartitions?: boolean;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -78,7 +80,7 @@ export async function ensureTopics(admin: Admin, specs: readonly TopicSpec[], lo
     specs.map((s) => s.topic),
     logger,
   );
-  const wrong = specs.filter((s) => counts.get(s.topic) !== s.numPartitions);
+  const wrong = specs.filter((s) => !s.anyPartitions && counts.get(s.topic) !== s.numPartitions);
   if (wrong.length > 0) {
     const list = wrong.map((s) => `${s.topic} has ${counts.get(s.topic) ?? 0}, needs ${s.numPartitions}`).join('; ');
     throw new KairosError('KAIROS_ERR_COPARTITION', `internal topics have the wrong partition count: ${list}`);
