@@ -67,7 +67,9 @@ interface ReplayRun {
 
 /** One replay of the file into NDJSON files in `outDir`, state in `stateDir` (which must not exist or be empty). */
 async function runReplay(input: string, until: number, stateDir: string, outDir: string, label: string): Promise<ReplayRun> {
-  const topology = buildTopology(resolveCampaigns({}));
+  // Detection only: guards off (the generated stream carries no customer profiles, so every trigger would be
+  // suppressed for lack of consent) — what is measured is the detection engine.
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }));
   const base = join(outDir, label.replace(/[^A-Za-z0-9]+/g, '-'));
   const triggersPath = `${base}-triggers.ndjson`;
   const auditPath = `${base}-audit.ndjson`;

@@ -33,7 +33,7 @@ async function probeTask(path: string, until: number, cacheMaxEntries: number | 
   let streamTime = -Infinity;
   let triggers = 0;
   const task = await StreamTask.create({
-    topology: buildTopology(resolveCampaigns({})),
+    topology: buildTopology(resolveCampaigns({ guards: { enabled: false } })),
     taskId: 'probe_0',
     partition: 0,
     stateDir: dir,

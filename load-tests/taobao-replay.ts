@@ -238,7 +238,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const input = values.input ?? DEFAULT_INPUT;
   if (!existsSync(input)) throw new UsageError(`input ${input} not found (the samples live in ../shared/data/taobao/ next to the repo)`);
   const show = parseCount('show', values.show, 10);
-  const config = resolveCampaigns({});
+  const config = resolveCampaigns({ guards: { enabled: false } }); // the data has no customer profiles (consent)
   const params = config.basketAbandonment?.params;
   if (!params) throw new Error('basket-abandonment is not configured');
 

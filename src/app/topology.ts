@@ -1,13 +1,20 @@
-/** Composes the enabled trigger topologies into the one topology every runner executes. */
+/** Composes the guards and the enabled trigger topologies into the one topology every runner executes. */
 import { TopologyBuilder, type Topology } from '../engine/api/index.js';
 import type { CampaignsConfig } from '../config/campaigns.js';
+import type { CampaignGuards } from '../../topologies/common/guards.js';
+import { addGuards } from '../../topologies/common/guards.js';
 import { basketAbandonment } from '../../topologies/basket-abandonment/index.js';
 
 export const APPLICATION_ID = 'kairos';
 
 export function buildTopology(config: CampaignsConfig, applicationId = APPLICATION_ID): Topology {
   const builder = new TopologyBuilder(applicationId);
+  const enabled = [config.basketAbandonment].filter((c) => c?.enabled === true);
+  // The guards come first, so each topology can connect its output to them.
+  const output = config.guards
+    ? addGuards(builder, { ...config.guards, campaigns: new Map<string, CampaignGuards>(enabled.map((c) => [c?.campaignId as string, c?.guards ?? {}])) })
+    : undefined;
   const ba = config.basketAbandonment;
-  if (ba?.enabled) basketAbandonment.build(builder, ba);
+  if (ba?.enabled) basketAbandonment.build(builder, output === undefined ? ba : { ...ba, output });
   return builder.build();
 }

@@ -1,6 +1,7 @@
 /**
- * Campaign config: which trigger topologies run and with which parameters. Validated as a whole (every bad
- * field reported at once, by path), defaults filled in, then frozen.
+ * Campaign config: which trigger topologies run, with which parameters, channels, experiment and audience,
+ * and the guards every trigger passes. Validated as a whole (every bad field reported at once, by path),
+ * defaults filled in, then frozen.
  */
 import { readFileSync } from 'node:fs';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
@@ -8,10 +9,44 @@ import { Value } from '@sinclair/typebox/value';
 import { KairosError } from '../errors.js';
 import { Duration, toMs } from './duration.js';
 import type { CampaignSettings } from '../../topologies/common/campaign.js';
+import { DEFAULT_PRIORITY, localMinutes, type CampaignGuards, type GuardSettings } from '../../topologies/common/guards.js';
 import type { BasketAbandonmentParams } from '../../topologies/basket-abandonment/index.js';
 import { defaults as basketAbandonmentDefaults } from '../../topologies/basket-abandonment/index.js';
+import type { TriggerType } from '../../schemas/contract.js';
 
 const ChannelName = Type.Union([Type.Literal('push'), Type.Literal('email'), Type.Literal('onsite'), Type.Literal('webhook')]);
+const TriggerTypeName = Type.Union(DEFAULT_PRIORITY.map((t) => Type.Literal(t)));
+const TimeOfDay = Type.String({ pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$', description: 'HH:MM, 24 h' });
+
+const Experiment = Type.Object(
+  {
+    holdout: Type.Number({ minimum: 0, maximum: 0.99, description: 'share of customers held out: audited, never sent' }),
+    variants: Type.Array(Type.Object({ name: Type.String({ minLength: 1, maxLength: 64, pattern: '^(?!holdout$)' }), weight: Type.Number({ exclusiveMinimum: 0 }) }, { additionalProperties: false }), {
+      minItems: 1,
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const Audience = Type.Object(
+  {
+    segmentsAny: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
+    segmentsNone: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+    attributes: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            name: Type.String({ minLength: 1 }),
+            op: Type.Union([Type.Literal('>'), Type.Literal('>='), Type.Literal('<'), Type.Literal('<='), Type.Literal('=='), Type.Literal('!=')]),
+            value: Type.Union([Type.Number(), Type.String(), Type.Boolean()]),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+    ),
+  },
+  { additionalProperties: false, description: 'e.g. CLV > 500 and churnRisk > 0.7, not in segment X' },
+);
 
 function campaign<P extends TSchema>(params: P) {
   return Type.Object(
@@ -20,6 +55,8 @@ function campaign<P extends TSchema>(params: P) {
       campaignId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'id reported on triggers; defaults to the topology name' })),
       channels: Type.Optional(Type.Array(ChannelName, { minItems: 1, uniqueItems: true })),
       expiresAfter: Type.Optional(Duration),
+      experiment: Type.Optional(Experiment),
+      audience: Type.Optional(Audience),
       params: Type.Optional(params),
     },
     { additionalProperties: false },
@@ -35,11 +72,23 @@ export const BasketAbandonmentParamsSchema = Type.Object(
   { additionalProperties: false },
 );
 
+const Guards = Type.Object(
+  {
+    enabled: Type.Optional(Type.Boolean({ description: 'run every trigger through the guards (default true)' })),
+    quietHours: Type.Optional(Type.Union([Type.Object({ start: TimeOfDay, end: TimeOfDay }, { additionalProperties: false }), Type.Null()])),
+    defaultTimezone: Type.Optional(Type.String({ minLength: 1, description: 'IANA zone for customers without one' })),
+    cap: Type.Optional(Type.Union([Type.Object({ max: Type.Integer({ minimum: 1 }), window: Duration }, { additionalProperties: false }), Type.Null()])),
+    priority: Type.Optional(Type.Array(TriggerTypeName, { uniqueItems: true, minItems: 1 })),
+  },
+  { additionalProperties: false },
+);
+
 export const CampaignsConfigSchema = Type.Object(
   {
     defaults: Type.Optional(
       Type.Object({ channels: Type.Optional(Type.Array(ChannelName, { minItems: 1, uniqueItems: true })), expiresAfter: Type.Optional(Duration) }, { additionalProperties: false }),
     ),
+    guards: Type.Optional(Guards),
     campaigns: Type.Optional(
       Type.Object({ 'basket-abandonment': Type.Optional(campaign(BasketAbandonmentParamsSchema)) }, { additionalProperties: false }),
     ),
@@ -49,14 +98,20 @@ export const CampaignsConfigSchema = Type.Object(
 
 export type CampaignsConfigInput = Static<typeof CampaignsConfigSchema>;
 
-/** The resolved config: every topology's settings with durations in ms. */
+type Enabled<P> = CampaignSettings<P> & { readonly enabled: boolean; readonly guards: CampaignGuards };
+
+/** The resolved config: every topology's settings with durations in ms, and the guards. */
 export interface CampaignsConfig {
-  readonly basketAbandonment: (CampaignSettings<BasketAbandonmentParams> & { readonly enabled: boolean }) | undefined;
+  readonly basketAbandonment: Enabled<BasketAbandonmentParams> | undefined;
+  /** undefined: guards off (every candidate trigger is sent). */
+  readonly guards: Omit<GuardSettings, 'campaigns'> | undefined;
 }
 
 function fail(source: string, errors: string[]): never {
   throw new KairosError('KAIROS_ERR_CONFIG', `invalid campaign config (${source}):\n  ${errors.join('\n  ')}`, { details: { errors } });
 }
+
+const minutesOf = (hhmm: string): number => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
 
 /** Validates and resolves a campaign config object. Throws KAIROS_ERR_CONFIG naming every bad field. */
 export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsConfig {
@@ -68,24 +123,57 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
     fail(source, errors);
   }
   const cfg = input;
+  const errors: string[] = [];
   const defChannels = cfg.defaults?.channels ?? ['push', 'email'];
   const defExpires = toMs(cfg.defaults?.expiresAfter ?? '24h');
-  const ba = cfg.campaigns?.['basket-abandonment'] ?? {};
-  const bap = ba.params ?? {};
-  const params: BasketAbandonmentParams = {
+
+  const settings = <P>(
+    name: string,
+    c: { enabled?: boolean; campaignId?: string; channels?: ('push' | 'email' | 'onsite' | 'webhook')[]; expiresAfter?: number | string; experiment?: Static<typeof Experiment>; audience?: Static<typeof Audience> } | undefined,
+    params: P,
+  ): Enabled<P> => {
+    const x = c ?? {};
+    return Object.freeze({
+      enabled: x.enabled ?? true,
+      campaignId: x.campaignId ?? name,
+      channels: Object.freeze([...(x.channels ?? defChannels)]),
+      expiresAfterMs: x.expiresAfter === undefined ? defExpires : toMs(x.expiresAfter),
+      params: Object.freeze(params),
+      guards: Object.freeze({ ...(x.experiment ? { experiment: x.experiment } : {}), ...(x.audience ? { filter: x.audience } : {}) }),
+    });
+  };
+
+  const ba = cfg.campaigns?.['basket-abandonment'];
+  const bap = ba?.params ?? {};
+  const baParams: BasketAbandonmentParams = {
     inactivityGap: bap.inactivityGap === undefined ? basketAbandonmentDefaults.inactivityGap : toMs(bap.inactivityGap),
     reentryCooldown: bap.reentryCooldown === undefined ? basketAbandonmentDefaults.reentryCooldown : toMs(bap.reentryCooldown),
     stateTtl: bap.stateTtl === undefined ? basketAbandonmentDefaults.stateTtl : toMs(bap.stateTtl),
   };
-  if (params.inactivityGap <= 0) fail(source, ['/campaigns/basket-abandonment/params/inactivityGap: must be greater than 0']);
+  if (baParams.inactivityGap <= 0) errors.push('/campaigns/basket-abandonment/params/inactivityGap: must be greater than 0');
+
+  const g = cfg.guards ?? {};
+  const defaultTimezone = g.defaultTimezone ?? 'Europe/Berlin';
+  if (localMinutes(0, defaultTimezone) === undefined) errors.push(`/guards/defaultTimezone: unknown time zone "${defaultTimezone}"`);
+  const quiet = g.quietHours === undefined ? { start: '22:00', end: '08:00' } : g.quietHours;
+  if (quiet && quiet.start === quiet.end) errors.push('/guards/quietHours: start and end must differ');
+  const cap = g.cap === undefined ? { max: 3, window: '24h' } : g.cap;
+  const priority = g.priority ?? [...DEFAULT_PRIORITY];
+  const missing = DEFAULT_PRIORITY.filter((t) => !priority.includes(t));
+  if (missing.length > 0) errors.push(`/guards/priority: must rank every trigger type; missing ${missing.join(', ')}`);
+  if (errors.length > 0) fail(source, errors);
+
   return Object.freeze({
-    basketAbandonment: Object.freeze({
-      enabled: ba.enabled ?? true,
-      campaignId: ba.campaignId ?? 'basket-abandonment',
-      channels: Object.freeze([...(ba.channels ?? defChannels)]),
-      expiresAfterMs: ba.expiresAfter === undefined ? defExpires : toMs(ba.expiresAfter),
-      params: Object.freeze(params),
-    }),
+    basketAbandonment: settings('basket-abandonment', ba, baParams),
+    guards:
+      g.enabled === false
+        ? undefined
+        : Object.freeze({
+            quietHours: quiet ? { startMin: minutesOf(quiet.start), endMin: minutesOf(quiet.end) } : null,
+            defaultTimezone,
+            cap: cap ? { max: cap.max, windowMs: toMs(cap.window) } : null,
+            priority: Object.freeze(priority as TriggerType[]),
+          }),
   });
 }
 

@@ -21,7 +21,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 test('three instances in one group, kill -9 one under load: no trigger lost, duplicates only with equal triggerId', async (t) => {
   const dir = tempDir();
   const campaigns = join(dir.dir, 'campaigns.json');
-  writeFileSync(campaigns, JSON.stringify({ campaigns: { 'basket-abandonment': { params: { inactivityGap: '4s' } } } }));
+  writeFileSync(campaigns, JSON.stringify({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '4s' } } } }));
   const env = (i: number): Record<string, string> => ({
     KAFKA_BROKERS: cluster.brokers.join(','),
     KAFKA_IDEMPOTENT: 'false',

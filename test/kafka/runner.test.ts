@@ -19,7 +19,7 @@ after(async () => {
 });
 
 function runner(stateDir: string, extra: Partial<KafkaRunnerOptions> = {}): KafkaRunner {
-  const topology = buildTopology(resolveCampaigns({ campaigns: { 'basket-abandonment': { params: { inactivityGap: '3s' } } } }), extra.topology?.applicationId ?? 'kt');
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '3s' } } } }), extra.topology?.applicationId ?? 'kt');
   return new KafkaRunner({
     topology,
     kafka: testKafka(cluster.brokers),
@@ -95,7 +95,7 @@ test('a new instance with an empty disk restores baskets and timers from the cha
   const second = tempDir();
   const kafka = testKafka(cluster.brokers);
   const app = 'krestore';
-  const topology = buildTopology(resolveCampaigns({ campaigns: { 'basket-abandonment': { params: { inactivityGap: '6s' } } } }), app);
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '6s' } } } }), app);
   const a = runner(first.dir, { topology, groupId: 'kairos-krestore' });
   let b: KafkaRunner | undefined;
   try {

@@ -47,7 +47,7 @@ test('standby placement: each task has a copy on the next owner by address, neve
 test('standby replicas through the mock cluster: the survivor takes over from its warm copy and restores only the tail', async () => {
   const dirs = [tempDir(), tempDir()];
   const registries = [new Registry(), new Registry()];
-  const topology = buildTopology(resolveCampaigns({}), 'ksb');
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), 'ksb');
   const kafka = testKafka(cluster.brokers);
   const make = (i: number) =>
     new KafkaRunner({

@@ -27,6 +27,13 @@ async function kairos(...argv: string[]): Promise<{ code: number; stdout: string
   return { code, stdout: stdout.text, stderr: stderr.text };
 }
 
+/** A campaign config with the guards off: these tests are about the replay mechanics (no profiles in the input). */
+function noGuards(dir: string): string {
+  const path = join(dir, 'no-guards.json');
+  writeFileSync(path, JSON.stringify({ guards: { enabled: false } }));
+  return path;
+}
+
 const readLines = (path: string): unknown[] =>
   readFileSync(path, 'utf8')
     .split('\n')
@@ -87,7 +94,7 @@ test('bad lines are reported with their line number, written to the error file a
         JSON.stringify(add('erin', 90)),
       ].join('\n') + '\n',
     );
-    const r = await kairos('replay', '--input', input, '--output', join(dir, 'out.ndjson'), '--errors', errors);
+    const r = await kairos('replay', '--input', input, '--output', join(dir, 'out.ndjson'), '--errors', errors, '--config', noGuards(dir));
     assert.equal(r.code, 3, 'exit code 3 when lines were bad');
     const bad = readLines(errors) as { line: number; errors: { path: string; message: string }[]; text: string }[];
     assert.deepEqual(
@@ -117,12 +124,13 @@ test('--until fires the timers still pending when the input ends; .gz input is r
   try {
     const input = join(dir, 'events.ndjson.gz');
     writeFileSync(input, gzipSync([add('anna', 0), add('ben', 30)].map((l) => JSON.stringify(l)).join('\n') + '\n'));
-    const without = await kairos('replay', '--input', input, '--quiet');
+    const config = noGuards(dir);
+    const without = await kairos('replay', '--input', input, '--quiet', '--config', config);
     assert.equal(without.code, 0, without.stderr);
     assert.equal(without.stdout, '', 'stream time never passes the gap without --until');
-    const partial = await kairos('replay', '--input', input, '--quiet', '--until', String(T0 + 60 * MIN));
+    const partial = await kairos('replay', '--input', input, '--quiet', '--config', config, '--until', String(T0 + 60 * MIN));
     assert.deepEqual(partial.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Trigger).customerId), ['anna']);
-    const iso = await kairos('replay', '--input', input, '--quiet', '--until', new Date(T0 + 2 * 60 * MIN).toISOString());
+    const iso = await kairos('replay', '--input', input, '--quiet', '--config', config, '--until', new Date(T0 + 2 * 60 * MIN).toISOString());
     assert.deepEqual(iso.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Trigger).customerId), ['anna', 'ben']);
   } finally {
     remove();
@@ -170,7 +178,8 @@ test('kairos describe prints the topology as text and as Mermaid', async () => {
   const text = await kairos('describe');
   assert.equal(text.code, 0);
   assert.match(text.stdout, /Processor: basket-abandonment \(stores: \[basket-abandonment\.baskets\]\)/);
-  assert.match(text.stdout, /Sink: basket-abandonment\.triggers \(topic: crm\.triggers\.v1\)/);
+  assert.match(text.stdout, /Processor: guards \(stores: \[guards\.profiles, guards\.state\]\)/);
+  assert.match(text.stdout, /Sink: guards\.triggers \(topic: crm\.triggers\.v1\)/);
   const mermaid = await kairos('describe', '--format', 'mermaid');
   assert.match(mermaid.stdout, /^flowchart LR/);
   const bad = await kairos('describe', '--format', 'svg');

@@ -3,7 +3,7 @@
  */
 import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
 import type { BasketEvent, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
-import type { CampaignSettings, TopologyDefinition } from '../common/campaign.js';
+import { outputsOf, wireOutputs, type CampaignSettings, type Outputs, type TopologyDefinition } from '../common/campaign.js';
 import { auditOf, causedBy, triggerId, type CausedBy } from '../common/triggers.js';
 
 export const NAME = 'basket-abandonment';
@@ -119,9 +119,11 @@ export function basketValue(items: readonly BasketItem[]): Money | null {
 export class BasketAbandonmentProcessor implements Processor<BasketEvent | OrderEvent, Out> {
   #ctx!: ProcessorContext<Out>;
   readonly #settings: CampaignSettings<BasketAbandonmentParams>;
+  readonly #out: Outputs;
 
   constructor(settings: CampaignSettings<BasketAbandonmentParams>) {
     this.#settings = settings;
+    this.#out = outputsOf(NAME, settings);
   }
 
   init(ctx: ProcessorContext<Out>): void {
@@ -222,13 +224,14 @@ export class BasketAbandonmentProcessor implements Processor<BasketEvent | Order
     const ts = timer.time;
     if (state.lastTriggerAt !== undefined && timer.time - state.lastTriggerAt < p.reentryCooldown) {
       const detail = `last abandonment trigger at ${new Date(state.lastTriggerAt).toISOString()}, cooldown ${p.reentryCooldown} ms`;
-      this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SUPPRESSED', 'cooldown', detail), timestamp: ts }, 'basket-abandonment.audit');
+      this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SUPPRESSED', 'cooldown', detail), timestamp: ts }, this.#out.audit);
       return;
     }
     state.lastTriggerAt = timer.time;
     store.put(timer.key, state);
-    this.#ctx.forward({ key: timer.key, value: trigger, timestamp: ts }, 'basket-abandonment.triggers');
-    this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, 'basket-abandonment.audit');
+    this.#ctx.forward({ key: timer.key, value: trigger, timestamp: ts }, this.#out.trigger);
+    // With guards, the SENT (or HELD/SUPPRESSED) audit comes from them; alone, the topology audits its send.
+    if (this.#settings.output === undefined) this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
   }
 }
 
@@ -243,8 +246,7 @@ export const basketAbandonment: TopologyDefinition<BasketAbandonmentParams> = {
     const orders = builder.ensureSource(ORDERS_TOPIC);
     builder
       .addProcessor(NAME, () => new BasketAbandonmentProcessor(settings), [basket, orders], 'basket state per customer; inactivity timer per customer')
-      .addStore({ ...basketsStore, ttlMs }, [NAME])
-      .addSink(`${NAME}.triggers`, TRIGGERS_TOPIC, [NAME])
-      .addSink(`${NAME}.audit`, AUDIT_TOPIC, [NAME]);
+      .addStore({ ...basketsStore, ttlMs }, [NAME]);
+    wireOutputs(builder, NAME, settings);
   },
 };

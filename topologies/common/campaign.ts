@@ -8,6 +8,30 @@ export interface CampaignSettings<P> {
   /** A trigger expires this long after it fired. */
   readonly expiresAfterMs: number;
   readonly params: P;
+  /**
+   * The node the topology forwards its triggers and audit records to (the shared guards stage) instead of
+   * its own sinks to crm.triggers.v1 / crm.trigger-audit.v1. Unset: own sinks (tests of one topology).
+   */
+  readonly output?: string;
+}
+
+/** Where a topology's processor forwards triggers and audit records (child node names). */
+export interface Outputs {
+  readonly trigger: string;
+  readonly audit: string;
+}
+
+export function outputsOf(name: string, settings: { readonly output?: string }): Outputs {
+  return settings.output === undefined ? { trigger: `${name}.triggers`, audit: `${name}.audit` } : { trigger: settings.output, audit: settings.output };
+}
+
+/** After the emitting processor `name` was added: connects it to the guards stage, or adds its own sinks. */
+export function wireOutputs(builder: TopologyBuilder, name: string, settings: { readonly output?: string }): void {
+  if (settings.output !== undefined) {
+    builder.connect(name, settings.output);
+    return;
+  }
+  builder.addSink(`${name}.triggers`, 'crm.triggers.v1', [name]).addSink(`${name}.audit`, 'crm.trigger-audit.v1', [name]);
 }
 
 /** A trigger topology: adds its processors, stores and sinks to a shared builder. */

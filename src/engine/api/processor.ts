@@ -52,6 +52,11 @@ export interface ProcessorContext<Out = unknown> {
   recordOrigin(): RecordOrigin | undefined;
   readonly timers: TimerService;
   /**
+   * Erasure (GDPR): deletes `key` from every store of the task that is keyed by record key
+   * (`keyedByRecordKey`), in every processor, and cancels every timer of that key. Committed like any write.
+   */
+  eraseKey(key: string): void;
+  /**
    * Sends to all children, or to the named child (a processor or a sink). The value is handed over, not
    * copied (sinks serialise it at the next commit): do not mutate it afterwards, e.g. forward a copy of a
    * list that stays in a store.

@@ -85,6 +85,18 @@ export class TopologyBuilder {
   }
 
   /**
+   * Adds `parent` to the parents of an existing processor or sink: lets a shared stage defined before the
+   * topologies that feed it (e.g. the guards every trigger passes) receive their output.
+   */
+  connect(parent: string, child: string): this {
+    this.#checkParents(child, [parent]);
+    const node = this.#nodes.get(child);
+    if (node === undefined || node.kind === 'source') throw this.#error(`cannot connect "${parent}" to "${child}": not a processor or sink`);
+    if (!node.parents.includes(parent)) (node.parents as string[]).push(parent);
+    return this;
+  }
+
+  /**
    * Re-keys a stream: what `parents` forward (with its new key, e.g. sku instead of customerId) goes through
    * the internal topic `<applicationId>-<name>-repartition` and comes back out of the source node `name`, in
    * the task that owns the new key. Add processors with `name` as their parent.

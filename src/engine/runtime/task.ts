@@ -317,6 +317,13 @@ export class StreamTask {
     return this.#topology.applicationId;
   }
 
+  /** @internal erasure of a key across the task: customer-keyed stores and all timers of the key. */
+  eraseKey(key: string): void {
+    for (const store of this.#prefetchStores) this.state.delete(store, key);
+    for (const t of this.#timers.forKey(key)) this.cancelTimer(t.node, t.name, key);
+    this.#opts.logger.info({ task: this.taskId }, 'key erased from every customer-keyed store');
+  }
+
   /** @internal */
   registerTimer(node: string, t: Timer): void {
     if (!Number.isFinite(t.time)) throw new RangeError(`timer "${t.name}" for key "${t.key}": time must be finite`);
@@ -449,5 +456,9 @@ class NodeContext implements ProcessorContext<unknown> {
 
   forward(record: OutputRecord<unknown>, child?: string): void {
     this.task.forwardFrom(this.node.name, record, child);
+  }
+
+  eraseKey(key: string): void {
+    this.task.eraseKey(key);
   }
 }
