@@ -13,6 +13,13 @@ import { DEFAULT_PRIORITY, localMinutes, type CampaignGuards, type GuardSettings
 import type { BasketAbandonmentParams } from '../../topologies/basket-abandonment/index.js';
 import { defaults as basketAbandonmentDefaults } from '../../topologies/basket-abandonment/index.js';
 import type { TriggerType } from '../../schemas/contract.js';
+import {
+  BasketPriceDropParamsSchema,
+  checkBasketPriceDropParams,
+  resolveBasketPriceDropParams,
+  type BasketPriceDropParams,
+} from '../../topologies/basket-price-drop/index.js';
+import { BrowseAbandonmentParamsSchema, defaults as browseDefaults, type BrowseAbandonmentParams } from '../../topologies/browse-abandonment/index.js';
 
 const ChannelName = Type.Union([Type.Literal('push'), Type.Literal('email'), Type.Literal('onsite'), Type.Literal('webhook')]);
 const TriggerTypeName = Type.Union(DEFAULT_PRIORITY.map((t) => Type.Literal(t)));
@@ -90,7 +97,14 @@ export const CampaignsConfigSchema = Type.Object(
     ),
     guards: Type.Optional(Guards),
     campaigns: Type.Optional(
-      Type.Object({ 'basket-abandonment': Type.Optional(campaign(BasketAbandonmentParamsSchema)) }, { additionalProperties: false }),
+      Type.Object(
+        {
+          'basket-abandonment': Type.Optional(campaign(BasketAbandonmentParamsSchema)),
+          'browse-abandonment': Type.Optional(campaign(BrowseAbandonmentParamsSchema)),
+          'basket-price-drop': Type.Optional(campaign(BasketPriceDropParamsSchema)),
+        },
+        { additionalProperties: false },
+      ),
     ),
   },
   { additionalProperties: false },
@@ -103,6 +117,8 @@ type Enabled<P> = CampaignSettings<P> & { readonly enabled: boolean; readonly gu
 /** The resolved config: every topology's settings with durations in ms, and the guards. */
 export interface CampaignsConfig {
   readonly basketAbandonment: Enabled<BasketAbandonmentParams> | undefined;
+  readonly browseAbandonment: Enabled<BrowseAbandonmentParams> | undefined;
+  readonly basketPriceDrop: Enabled<BasketPriceDropParams> | undefined;
   /** undefined: guards off (every candidate trigger is sent). */
   readonly guards: Omit<GuardSettings, 'campaigns'> | undefined;
 }
@@ -152,6 +168,20 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
   };
   if (baParams.inactivityGap <= 0) errors.push('/campaigns/basket-abandonment/params/inactivityGap: must be greater than 0');
 
+  const bra = cfg.campaigns?.['browse-abandonment'];
+  const brp = bra?.params ?? {};
+  const browseParams: BrowseAbandonmentParams = {
+    sessionGap: brp.sessionGap === undefined ? browseDefaults.sessionGap : toMs(brp.sessionGap),
+    minDistinctProducts: brp.minDistinctProducts ?? browseDefaults.minDistinctProducts,
+    reentryCooldown: brp.reentryCooldown === undefined ? browseDefaults.reentryCooldown : toMs(brp.reentryCooldown),
+    stateTtl: brp.stateTtl === undefined ? browseDefaults.stateTtl : toMs(brp.stateTtl),
+  };
+  if (browseParams.sessionGap <= 0) errors.push('/campaigns/browse-abandonment/params/sessionGap: must be greater than 0');
+
+  const pd = cfg.campaigns?.['basket-price-drop'];
+  const pdParams = resolveBasketPriceDropParams(pd?.params ?? {});
+  for (const e of checkBasketPriceDropParams(pdParams)) errors.push(`/campaigns/basket-price-drop/params/${e}`);
+
   const g = cfg.guards ?? {};
   const defaultTimezone = g.defaultTimezone ?? 'Europe/Berlin';
   if (localMinutes(0, defaultTimezone) === undefined) errors.push(`/guards/defaultTimezone: unknown time zone "${defaultTimezone}"`);
@@ -165,6 +195,8 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
 
   return Object.freeze({
     basketAbandonment: settings('basket-abandonment', ba, baParams),
+    browseAbandonment: settings('browse-abandonment', bra, browseParams),
+    basketPriceDrop: settings('basket-price-drop', pd, pdParams),
     guards:
       g.enabled === false
         ? undefined

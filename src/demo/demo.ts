@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import pino from 'pino';
-import type { Trigger } from '../../schemas/contract.js';
+import type { Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { startInstance } from '../app/instance.js';
 import { buildTopology } from '../app/topology.js';
 import { resolveCampaigns } from '../config/campaigns.js';
@@ -63,6 +63,11 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     triggers++;
     io.stdout.write(describeTrigger(t));
   };
+  // Decisions not to send (or not yet), as the guards audited them.
+  const printAudit = (a: TriggerAudit): void => {
+    if (a.decision === 'SENT') return;
+    io.stdout.write(`${new Date(a.occurredAt).toISOString()}  ${a.decision.padEnd(10)} ${a.type.padEnd(18)} ${a.customerId}  ${a.reason}${a.detail ? `: ${a.detail}` : ''}\n`);
+  };
   const perTick = opts.rate / 4;
   let carry = 0;
   const nextTick = (): ShopRecord[] => {
@@ -83,6 +88,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       logger,
       onOutput: (topic, r) => {
         if (topic === 'crm.triggers.v1') print(r.value as Trigger);
+        else if (topic === 'crm.trigger-audit.v1') printAudit(r.value as TriggerAudit);
       },
     });
     await runner.start();
@@ -120,10 +126,13 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     const consumer = kafka.consumer({ groupId: `kairos-demo-printer-${randomUUID()}`, maxWaitTimeInMs: 100 });
     await producer.connect();
     await consumer.connect();
-    await consumer.subscribe({ topics: ['crm.triggers.v1'], fromBeginning: true });
+    await consumer.subscribe({ topics: ['crm.triggers.v1', 'crm.trigger-audit.v1'], fromBeginning: true });
     await consumer.run({
-      eachMessage: ({ message }) => {
-        if (message.value) print(JSON.parse(message.value.toString('utf8')) as Trigger);
+      eachMessage: ({ topic, message }) => {
+        if (!message.value) return Promise.resolve();
+        const value: unknown = JSON.parse(message.value.toString('utf8'));
+        if (topic === 'crm.triggers.v1') print(value as Trigger);
+        else printAudit(value as TriggerAudit);
         return Promise.resolve();
       },
     });

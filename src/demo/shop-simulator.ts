@@ -2,13 +2,16 @@
  * A small simulated shop for `kairos demo`: customers view products, fill baskets, start checkouts, and buy
  * or leave. Seeded, so a run is reproducible in what it sends (not in when).
  */
-import type { BasketEvent, OrderEvent, PageviewEvent } from '../../schemas/contract.js';
+import type { BasketEvent, CustomerProfile, OrderEvent, PageviewEvent } from '../../schemas/contract.js';
 import { mulberry32 } from '../util/prng.js';
 
 export type ShopRecord =
   | { readonly topic: 'shop.basket.v1'; readonly key: string; readonly value: BasketEvent }
   | { readonly topic: 'shop.orders.v1'; readonly key: string; readonly value: OrderEvent }
-  | { readonly topic: 'shop.pageviews.v1'; readonly key: string; readonly value: PageviewEvent };
+  | { readonly topic: 'shop.pageviews.v1'; readonly key: string; readonly value: PageviewEvent }
+  | { readonly topic: 'crm.customers.v1'; readonly key: string; readonly value: CustomerProfile };
+
+const TIMEZONES = ['Europe/Berlin', 'Europe/London', 'America/New_York', 'Asia/Tokyo'] as const;
 
 const PRODUCTS = [
   { productId: 'jacket', sku: 'jacket-m', price: 12999 },
@@ -43,6 +46,21 @@ export class ShopSimulator {
     for (let i = 0; i < arrivals; i++) {
       const id = `demo-${String(++this.#next).padStart(4, '0')}`;
       this.#shoppers.set(id, { id, basket: [], checkout: false, leavesAt: now + 2000 + this.#rand() * 8000, buys: this.#rand() < 0.35 });
+      // Every shopper has a profile: consents (a few opted out of everything), a time zone for quiet hours.
+      const optedOut = this.#rand() < 0.1;
+      out.push({
+        topic: 'crm.customers.v1',
+        key: id,
+        value: {
+          customerId: id,
+          updatedAt: now,
+          timezone: TIMEZONES[Math.floor(this.#rand() * TIMEZONES.length)] ?? 'Europe/Berlin',
+          consents: { push: !optedOut, email: !optedOut && this.#rand() < 0.7, onsite: !optedOut },
+          pushTokens: [],
+          segments: [],
+          attributes: { clv: Math.round(this.#rand() * 1000) },
+        },
+      });
     }
     for (const s of [...this.#shoppers.values()]) {
       if (now >= s.leavesAt) {

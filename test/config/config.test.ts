@@ -47,9 +47,9 @@ test('campaign config: defaults, durations, and field paths in errors', () => {
   assert.equal(c.basketAbandonment?.enabled, false);
   assert.equal(c.basketAbandonment?.params.inactivityGap, 90_000);
   assert.equal(c.basketAbandonment?.params.reentryCooldown, 7 * 86_400_000);
-  const msg = configError(() => resolveCampaigns({ defaults: { expiresAfter: 'soon' }, campaigns: { 'browse-abandonment': {} } }));
+  const msg = configError(() => resolveCampaigns({ defaults: { expiresAfter: 'soon' }, campaigns: { 'no-such-topology': {} } }));
   assert.match(msg, /\/defaults\/expiresAfter/);
-  assert.match(msg, /\/campaigns\/browse-abandonment/);
+  assert.match(msg, /\/campaigns\/no-such-topology/);
   assert.match(configError(() => resolveCampaigns({ campaigns: { 'basket-abandonment': { params: { inactivityGap: 0 } } } })), /inactivityGap: must be greater than 0/);
 });
 
