@@ -3,10 +3,12 @@
  * /metrics and health probes. Used by `kairos start` and `kairos demo`.
  */
 import pino, { type Logger } from 'pino';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import { loadCampaignsFile, resolveCampaigns, type CampaignsConfig } from '../config/campaigns.js';
 import type { RuntimeConfig } from '../config/runtime.js';
+import { LiveCampaigns, watchCampaignsFile, type ApplyResult } from '../config/live.js';
+import { CampaignTopicFollower } from '../kafka/config-topic.js';
 import { startHttpServer } from '../http/server.js';
 import { createKafka } from '../kafka/client.js';
 import { KafkaRunner } from '../kafka/runner.js';
@@ -19,14 +21,25 @@ export interface Instance {
   /** host:port of the HTTP server. */
   readonly address: string;
   readonly registry: Registry;
+  /** The campaign config in force (reloaded from the file or topic). */
+  readonly live: LiveCampaigns;
   stop(): Promise<void>;
 }
 
 export async function startInstance(config: RuntimeConfig, logger: Logger = pino({ level: config.logLevel }), campaignsOverride?: CampaignsConfig): Promise<Instance> {
   const campaigns = campaignsOverride ?? (config.campaigns === undefined ? resolveCampaigns({}) : loadCampaignsFile(config.campaigns));
-  const topology = buildTopology(campaigns, config.applicationId);
+  const live = new LiveCampaigns(campaigns);
+  const topology = buildTopology(live, config.applicationId);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'kairos_' });
+  const reloads = new Counter({ name: 'kairos_config_reloads_total', help: 'Campaign config reloads, by result (applied or rejected)', labelNames: ['result'], registers: [registry] });
+  const version = new Gauge({ name: 'kairos_config_version', help: 'Version of the campaign config in force (1 = as started)', registers: [registry] });
+  version.set(live.version);
+  const onResult = (r: ApplyResult): void => {
+    reloads.inc({ result: r.ok ? 'applied' : 'rejected' });
+    version.set(live.version);
+  };
+  const unwatch = config.campaigns === undefined || campaignsOverride ? undefined : watchCampaignsFile(live, config.campaigns, logger, onResult);
   const brokers = config.brokers ?? [];
   const kafka = createKafka({ brokers, clientId: config.clientId, logger });
   let serde: TopicSerde;
@@ -55,9 +68,13 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     apiAddress: http.address,
   });
   holder.runner = runner;
+  const follower = config.campaignsTopic === undefined ? undefined : new CampaignTopicFollower(kafka, config.campaignsTopic, live, logger, onResult);
   try {
     await runner.start();
+    await follower?.start(config.maxWaitTimeInMs);
   } catch (err) {
+    unwatch?.();
+    await follower?.stop().catch(() => undefined);
     await runner.stop().catch(() => undefined);
     await http.server.close();
     throw err;
@@ -68,7 +85,10 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     http: http.server,
     address: http.address,
     registry,
+    live,
     stop: async () => {
+      unwatch?.();
+      await follower?.stop();
       await r.stop();
       await http.server.close();
     },

@@ -1,26 +1,29 @@
 /** Composes the guards and the enabled trigger topologies into the one topology every runner executes. */
 import { TopologyBuilder, type Topology } from '../engine/api/index.js';
 import type { CampaignsConfig } from '../config/campaigns.js';
-import type { CampaignGuards } from '../../topologies/common/guards.js';
+import { LiveCampaigns } from '../config/live.js';
 import { addGuards } from '../../topologies/common/guards.js';
 import { basketAbandonment } from '../../topologies/basket-abandonment/index.js';
 import { browseAbandonment } from '../../topologies/browse-abandonment/index.js';
 import { basketPriceDrop } from '../../topologies/basket-price-drop/index.js';
+import { wishlistRestock } from '../../topologies/wishlist-restock/index.js';
 
 export const APPLICATION_ID = 'kairos';
 
-export function buildTopology(config: CampaignsConfig, applicationId = APPLICATION_ID): Topology {
+/**
+ * The topology of a campaign config. Given a LiveCampaigns, parameters, channels, experiments, audiences and
+ * guard settings follow its reloads; which topologies exist is fixed here.
+ */
+export function buildTopology(config: CampaignsConfig | LiveCampaigns, applicationId = APPLICATION_ID): Topology {
+  const live = config instanceof LiveCampaigns ? config : new LiveCampaigns(config);
+  const c = live.current;
   const builder = new TopologyBuilder(applicationId);
-  const enabled = [config.basketAbandonment, config.browseAbandonment, config.basketPriceDrop].filter((c) => c?.enabled === true);
   // The guards come first, so each topology can connect its output to them.
-  const output = config.guards
-    ? addGuards(builder, { ...config.guards, campaigns: new Map<string, CampaignGuards>(enabled.map((c) => [c?.campaignId as string, c?.guards ?? {}])) })
-    : undefined;
-  const ba = config.basketAbandonment;
-  if (ba?.enabled) basketAbandonment.build(builder, output === undefined ? ba : { ...ba, output });
-  const bra = config.browseAbandonment;
-  if (bra?.enabled) browseAbandonment.build(builder, output === undefined ? bra : { ...bra, output });
-  const pd = config.basketPriceDrop;
-  if (pd?.enabled) basketPriceDrop.build(builder, output === undefined ? pd : { ...pd, output });
+  const guards = live.guards();
+  const output = guards ? addGuards(builder, guards) : undefined;
+  if (c.basketAbandonment?.enabled) basketAbandonment.build(builder, live.settings('basketAbandonment', output));
+  if (c.browseAbandonment?.enabled) browseAbandonment.build(builder, live.settings('browseAbandonment', output));
+  if (c.basketPriceDrop?.enabled) basketPriceDrop.build(builder, live.settings('basketPriceDrop', output));
+  if (c.wishlistRestock?.enabled) wishlistRestock.build(builder, live.settings('wishlistRestock', output));
   return builder.build();
 }

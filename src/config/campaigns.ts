@@ -19,6 +19,7 @@ import {
   resolveBasketPriceDropParams,
   type BasketPriceDropParams,
 } from '../../topologies/basket-price-drop/index.js';
+import { WishlistRestockParamsSchema, wishlistRestockParams, type WishlistRestockParams } from '../../topologies/wishlist-restock/index.js';
 import { BrowseAbandonmentParamsSchema, defaults as browseDefaults, type BrowseAbandonmentParams } from '../../topologies/browse-abandonment/index.js';
 
 const ChannelName = Type.Union([Type.Literal('push'), Type.Literal('email'), Type.Literal('onsite'), Type.Literal('webhook')]);
@@ -102,6 +103,7 @@ export const CampaignsConfigSchema = Type.Object(
           'basket-abandonment': Type.Optional(campaign(BasketAbandonmentParamsSchema)),
           'browse-abandonment': Type.Optional(campaign(BrowseAbandonmentParamsSchema)),
           'basket-price-drop': Type.Optional(campaign(BasketPriceDropParamsSchema)),
+          'wishlist-restock': Type.Optional(campaign(WishlistRestockParamsSchema)),
         },
         { additionalProperties: false },
       ),
@@ -119,6 +121,7 @@ export interface CampaignsConfig {
   readonly basketAbandonment: Enabled<BasketAbandonmentParams> | undefined;
   readonly browseAbandonment: Enabled<BrowseAbandonmentParams> | undefined;
   readonly basketPriceDrop: Enabled<BasketPriceDropParams> | undefined;
+  readonly wishlistRestock: Enabled<WishlistRestockParams> | undefined;
   /** undefined: guards off (every candidate trigger is sent). */
   readonly guards: Omit<GuardSettings, 'campaigns'> | undefined;
 }
@@ -182,6 +185,9 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
   const pdParams = resolveBasketPriceDropParams(pd?.params ?? {});
   for (const e of checkBasketPriceDropParams(pdParams)) errors.push(`/campaigns/basket-price-drop/params/${e}`);
 
+  const wr = cfg.campaigns?.['wishlist-restock'];
+  const wrParams = wishlistRestockParams(wr?.params ?? {});
+
   const g = cfg.guards ?? {};
   const defaultTimezone = g.defaultTimezone ?? 'Europe/Berlin';
   if (localMinutes(0, defaultTimezone) === undefined) errors.push(`/guards/defaultTimezone: unknown time zone "${defaultTimezone}"`);
@@ -197,6 +203,7 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
     basketAbandonment: settings('basket-abandonment', ba, baParams),
     browseAbandonment: settings('browse-abandonment', bra, browseParams),
     basketPriceDrop: settings('basket-price-drop', pd, pdParams),
+    wishlistRestock: settings('wishlist-restock', wr, wrParams),
     guards:
       g.enabled === false
         ? undefined

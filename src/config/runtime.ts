@@ -39,6 +39,7 @@ export const RUNTIME_VARS = {
   applicationId: v('KAIROS_APPLICATION_ID', Type.String({ pattern: '^[a-zA-Z0-9._-]{1,100}$' }), 'application id: consumer group `kairos-<id>`, changelog topics `<id>-<store>-changelog`', 'kairos'),
   stateDir: v('KAIROS_STATE_DIR', Type.String({ minLength: 1 }), 'directory of the RocksDB task databases', './.kairos-state'),
   campaigns: v('KAIROS_CAMPAIGNS', Type.String({ minLength: 1 }), 'campaign config file (JSON); built-in defaults when unset'),
+  campaignsTopic: v('KAIROS_CAMPAIGNS_TOPIC', Type.String({ pattern: '^[a-zA-Z0-9._-]{1,249}$' }), 'compacted topic with the campaign config (JSON, newest record wins); followed when set'),
   serde: v('KAIROS_SERDE', Type.Union([Type.Literal('json'), Type.Literal('avro')]), 'wire format of input and output topics', 'json'),
   schemaRegistryUrl: v('SCHEMA_REGISTRY_URL', Type.String({ pattern: '^https?://' }), 'Confluent-compatible Schema Registry (required for avro)'),
   registerSchemas: v('KAIROS_REGISTER_SCHEMAS', Bool, 'register the schemas/ Avro schemas on start', 'true'),

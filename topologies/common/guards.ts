@@ -42,6 +42,8 @@ export interface Experiment {
 }
 
 export interface CampaignGuards {
+  /** false: the campaign was switched off (config reload); its triggers are suppressed. */
+  readonly enabled?: boolean;
   readonly filter?: AudienceFilter;
   readonly experiment?: Experiment;
 }
@@ -214,6 +216,7 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
     const channels: Channel[] = t.channels.filter((c) => (c === 'webhook' ? true : profile.consents[c]));
     if (channels.length === 0) return this.#audit(t, at, 'SUPPRESSED', 'no-consent', `no consent for ${t.channels.join(', ')}`);
     const g = this.#s.campaigns.get(t.campaignId);
+    if (g?.enabled === false) return this.#audit(t, at, 'SUPPRESSED', 'campaign-disabled', `campaign ${t.campaignId} is switched off`);
     const audience = matchesAudience(g?.filter, profile);
     if (!audience.ok) return this.#audit(t, at, 'SUPPRESSED', 'segment', audience.detail);
     let variant = t.variant;

@@ -1,0 +1,54 @@
+/**
+ * Campaign config from a compacted topic (`crm.campaigns.v1` by default): every instance follows it from the
+ * beginning and applies the newest record; a record that does not validate is logged with every error and the
+ * config in force stays.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Consumer, Kafka } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { ApplyResult, LiveCampaigns } from '../config/live.js';
+
+export class CampaignTopicFollower {
+  readonly #kafka: Kafka;
+  readonly #topic: string;
+  readonly #live: LiveCampaigns;
+  readonly #log: Logger;
+  readonly #onResult: ((r: ApplyResult) => void) | undefined;
+  #consumer: Consumer | undefined;
+
+  constructor(kafka: Kafka, topic: string, live: LiveCampaigns, logger: Logger, onResult?: (r: ApplyResult) => void) {
+    this.#kafka = kafka;
+    this.#topic = topic;
+    this.#live = live;
+    this.#log = logger.child({ component: 'campaign-topic' });
+    this.#onResult = onResult;
+  }
+
+  async start(maxWaitTimeInMs = 500): Promise<void> {
+    const consumer = this.#kafka.consumer({ groupId: `kairos-campaigns-${randomUUID()}`, maxWaitTimeInMs });
+    this.#consumer = consumer;
+    await consumer.connect();
+    await consumer.subscribe({ topics: [this.#topic], fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: ({ message, partition }) => {
+        if (!message.value) return Promise.resolve();
+        const source = `${this.#topic}[${partition}]@${message.offset}`;
+        let result: ApplyResult;
+        try {
+          result = this.#live.apply(JSON.parse(message.value.toString('utf8')), source);
+        } catch (err) {
+          result = { ok: false, errors: [`${source}: not valid JSON: ${(err as Error).message}`] };
+        }
+        if (result.ok) this.#log.info({ source, version: this.#live.version }, 'campaign config applied');
+        else this.#log.error({ source, errors: result.errors }, 'campaign config rejected; the previous one stays in force');
+        this.#onResult?.(result);
+        return Promise.resolve();
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.#consumer?.disconnect();
+  }
+}
