@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { changelogTopic, type ChangelogCheckpoint, type ChangelogEntry, type ChangelogWriter } from '../engine/state/changelog.js';
 import type { TaskState } from '../engine/state/task-state.js';
 import { KairosError } from '../errors.js';
+import { partitionOffsets } from './topics.js';
 
 const pk = (topic: string, partition: number) => `${topic}\u0000${partition}`;
 
@@ -65,6 +66,8 @@ export interface RestoreOptions {
   readonly logger: Logger;
   readonly onProgress?: (p: RestoreProgress) => void;
   readonly maxWaitTimeInMs?: number;
+  /** The changelog is written in transactions (exactly-once): its end may be commit markers, never delivered. */
+  readonly transactional?: boolean;
 }
 
 /**
@@ -76,9 +79,7 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
   const storeByTopic = new Map(opts.stores.map((s) => [changelogTopic(opts.applicationId, s), s]));
   const todo = new Map<string, { next: bigint; end: bigint }>();
   for (const topic of storeByTopic.keys()) {
-    const offsets = await opts.admin.fetchTopicOffsets(topic);
-    const o = offsets.find((x) => x.partition === p);
-    if (!o) throw new KairosError('KAIROS_ERR_CHANGELOG', `changelog ${topic} has no partition ${p}`);
+    const o = await partitionOffsets(opts.admin, topic, p, logger);
     const end = BigInt(o.high);
     const low = BigInt(o.low);
     const checkpoint = state.position(topic, p);
@@ -119,6 +120,7 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
               next = off + 1n;
             }
             idleRounds.set(batch.topic, 0);
+            seenData.add(batch.topic);
             if (entries.length > 0) restored += await state.restore(entries);
             if (next > t.next) {
               t.next = next;
@@ -130,23 +132,26 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
           },
         })
         .catch(reject);
-      // A transactional (exactly-once) changelog ends in commit markers, which are never delivered: a topic
-      // with nothing fetched for several rounds after its last data is complete too.
+      // A transactional (exactly-once) changelog ends in commit markers, which are never delivered: a partition
+      // a few offsets short of its end that fetches nothing for several rounds (after data came, or for long)
+      // is complete.
       const idleRounds = new Map<string, number>();
-      consumer.on(consumer.events.FETCH, () => {
-        if (seeked.size < todo.size) return;
-        for (const [topic, t] of todo) {
-          // Only a few offsets short of the end: markers, not unread data.
-          if (t.next >= t.end || t.end - t.next > 10n) continue;
-          const n = (idleRounds.get(topic) ?? 0) + 1;
-          idleRounds.set(topic, n);
-          if (n >= 5) {
-            logger.info({ topic, partition: p, at: t.next.toString(), end: t.end.toString() }, 'changelog has no more records before its end offset (transaction markers); restore of it complete');
-            t.next = t.end;
+      const seenData = new Set<string>();
+      if (opts.transactional) {
+        consumer.on(consumer.events.FETCH, () => {
+          if (seeked.size < todo.size) return;
+          for (const [topic, t] of todo) {
+            if (t.next >= t.end || t.end - t.next > 10n) continue;
+            const n = (idleRounds.get(topic) ?? 0) + 1;
+            idleRounds.set(topic, n);
+            if ((seenData.has(topic) && n >= 5) || n >= 30) {
+              logger.info({ topic, partition: p, at: t.next.toString(), end: t.end.toString() }, 'changelog has no more records before its end offset (transaction markers); restore of it complete');
+              t.next = t.end;
+            }
           }
-        }
-        if ([...todo.values()].every((x) => x.next >= x.end)) resolve();
-      });
+          if ([...todo.values()].every((x) => x.next >= x.end)) resolve();
+        });
+      }
       consumer.on(consumer.events.GROUP_JOIN, () => {
         for (const [topic, t] of todo) {
           if (seeked.has(topic)) continue;

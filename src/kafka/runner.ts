@@ -28,7 +28,7 @@ import { dlqMessage, dlqTopic } from './dlq.js';
 import type { DecodeResult, TopicSerde } from './serde.js';
 import { isTopicName } from '../../schemas/contract.js';
 import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
-import { checkCopartitioned, ensureTopics, partitionCounts } from './topics.js';
+import { checkCopartitioned, ensureTopics, partitionCounts, partitionOffsets } from './topics.js';
 
 export interface KafkaRunnerOptions {
   readonly topology: Topology;
@@ -354,6 +354,7 @@ export class KafkaRunner {
         groupId: this.#groupId,
         logger: this.#log,
         onProgress: (p) => this.#metrics?.restoreRemaining.set({ partition: String(partition) }, Number(p.remaining)),
+        transactional: this.#o.processingGuarantee === 'exactly_once',
       });
       this.#metrics?.restored.inc({ partition: String(partition) }, n);
       this.#metrics?.restoreRemaining.set({ partition: String(partition) }, 0);
@@ -406,9 +407,9 @@ export class KafkaRunner {
     const state = await TaskState.open({ dir, taskId: `task-${partition}`, stores: StreamTask.storeSpecs(this.#o.topology) });
     try {
       for (const topic of this.#externalSources) {
-        const o = (await (this.#admin as Admin).fetchTopicOffsets(topic)).find((x) => x.partition === partition);
-        const pos = BigInt(state.position(topic, partition) ?? o?.low ?? '0');
-        behind.set(topic, o !== undefined && BigInt(o.high) > pos);
+        const o = await partitionOffsets(this.#admin as Admin, topic, partition, this.#log);
+        const pos = BigInt(state.position(topic, partition) ?? o.low);
+        behind.set(topic, BigInt(o.high) > pos);
       }
     } finally {
       await state.close();
@@ -430,7 +431,16 @@ export class KafkaRunner {
    */
   async #eachBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
     if (batch.isEmpty()) return;
-    const h = await this.#openWhileHeartbeating(batch.partition, heartbeat, isRunning);
+    let h: TaskHandle | undefined;
+    try {
+      h = await this.#openWhileHeartbeating(batch.partition, heartbeat, isRunning);
+    } catch (err) {
+      // Opening (restoring) failed; it is retried with the next batch. Nothing was resolved, so the records are
+      // fetched again — failing the batch would make kafkajs restart the whole consumer after a long pause.
+      this.#log.error({ err, partition: batch.partition }, 'task could not be opened; retrying');
+      await new Promise((r) => setTimeout(r, 1000));
+      return;
+    }
     if (!h) return; // a rebalance or stop came first; nothing was resolved, so the records are fetched again
     await this.#exclusive(h, async () => {
       const { topic, partition } = batch;

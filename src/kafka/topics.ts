@@ -86,3 +86,23 @@ export async function ensureTopics(admin: Admin, specs: readonly TopicSpec[], lo
     throw new KairosError('KAIROS_ERR_COPARTITION', `internal topics have the wrong partition count: ${list}`);
   }
 }
+
+/**
+ * Low and high offsets of one partition, retried while the broker's metadata for a just-created topic settles
+ * (kafkajs fails with a TypeError when ListOffsets comes back empty).
+ */
+export async function partitionOffsets(admin: Admin, topic: string, partition: number, logger: Logger, attempts = 15): Promise<{ low: string; high: string }> {
+  let lastErr: unknown;
+  for (let i = 0; i < attempts; i++) {
+    try {
+      const o = (await admin.fetchTopicOffsets(topic)).find((x) => x.partition === partition);
+      if (o) return { low: o.low, high: o.high };
+      lastErr = new Error(`no partition ${partition}`);
+    } catch (err) {
+      lastErr = err;
+    }
+    logger.debug({ topic, partition, attempt: i + 1, err: (lastErr as Error).message }, 'offsets not available yet, retrying');
+    await sleep(Math.min(100 * 2 ** i, 2000));
+  }
+  throw new KairosError('KAIROS_ERR_KAFKA', `offsets of ${topic}[${partition}] not available: ${(lastErr as Error).message}`, { cause: lastErr });
+}
