@@ -263,8 +263,9 @@ export class BrowseAbandonmentProcessor implements Processor<PageviewEvent | Bas
     }
     state.lastTriggerAt = end;
     store.put(timer.key, state);
-    this.#ctx.forward({ key: timer.key, value: trigger, timestamp: end }, `${NAME}.triggers`);
-    this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: end }, this.#out.audit);
+    this.#ctx.forward({ key: timer.key, value: trigger, timestamp: end }, this.#out.trigger);
+    // With guards, the decision (SENT, HELD, SUPPRESSED) is audited by them.
+    if (this.#settings.output === undefined) this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: end }, this.#out.audit);
   }
 }
 
