@@ -188,3 +188,28 @@ test('guards config: bad values are rejected with the field named', () => {
   });
   assert.throws(() => resolveCampaigns({ guards: { quietHours: { start: '25:00', end: '08:00' } } }), /\/guards\/quietHours/);
 });
+
+test('erasure reaches the product-side indexes of the fan-out topologies: no subscription or wish of the customer is left', async () => {
+  const { buildTopology } = await import('../../src/app/topology.js');
+  const { subscribersStore, customersStore } = await import('../../topologies/basket-price-drop/index.js');
+  const { wishesStore, wishOrderStore } = await import('../../topologies/wishlist-restock/index.js');
+  const d = await TopologyTestDriver.create(buildTopology(resolveCampaigns({ guards: { quietHours: null } })));
+  try {
+    await pipeProfile(d, profile('erin'), NOON);
+    await d.pipe('shop.basket.v1', 'erin', { eventId: 'b1', customerId: 'erin', occurredAt: NOON, type: 'ITEM_ADDED', sku: 'coat-m', productId: 'coat', quantity: 1, unitPrice: { amount: 10000, currency: 'EUR' } });
+    await d.pipe('shop.wishlist.v1', 'erin', { eventId: 'w1', customerId: 'erin', occurredAt: NOON, type: 'ITEM_ADDED', productId: 'boots' });
+    const mentions = async () => {
+      const rows = [...(await d.store(subscribersStore).scan()), ...(await d.store(wishesStore).scan()), ...(await d.store(wishOrderStore).scan())];
+      return rows.filter((r) => JSON.stringify(r).includes('erin')).length;
+    };
+    assert.ok((await mentions()) > 0, 'indexed before');
+    await d.pipe('crm.customers.v1', 'erin', null, { timestamp: NOON + 1000 });
+    assert.equal(await mentions(), 0, 'withdrawn from every index');
+    assert.equal(await d.store(customersStore).get('erin'), undefined);
+    await d.pipe('shop.catalog.v1', 'coat-m', { eventId: 'c1', sku: 'coat-m', productId: 'coat', occurredAt: NOON + 2000, type: 'PRICE_CHANGED', price: { amount: 5000, currency: 'EUR' } });
+    await d.advanceStreamTime(NOON + 5 * HOUR);
+    assert.deepEqual(sent(d), []);
+  } finally {
+    await d.close();
+  }
+});

@@ -7,7 +7,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
-import type { BasketEvent, CatalogEvent, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
+import type { BasketEvent, CatalogEvent, CustomerProfile, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { Duration, toMs } from '../../src/config/duration.js';
 import { applyBasketEvent, type BasketItem } from '../basket-abandonment/index.js';
 import { outputsOf, wireOutputs, type CampaignSettings, type Outputs, type TopologyDefinition } from '../common/campaign.js';
@@ -15,6 +15,7 @@ import { auditOf, causedBy, triggerId, type CausedBy } from '../common/triggers.
 
 export const NAME = 'basket-price-drop';
 export const BASKET_TOPIC = 'shop.basket.v1';
+export const CUSTOMERS_TOPIC = 'crm.customers.v1';
 export const ORDERS_TOPIC = 'shop.orders.v1';
 export const CATALOG_TOPIC = 'shop.catalog.v1';
 /** Repartition names: topics `<applicationId>-<name>-repartition`. */
@@ -176,9 +177,9 @@ function sameMoney(a: Money | undefined, b: Money | undefined): boolean {
 // ---------------------------------------------------------------------------------------------------------
 // Customer side, input: basket and orders → subscription changes keyed by sku
 
-type BasketIn = StreamRecord<BasketEvent> | StreamRecord<OrderEvent>;
+type BasketIn = StreamRecord<BasketEvent | OrderEvent | CustomerProfile | null>;
 
-export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent, SubscriptionChange> {
+export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent | CustomerProfile | null, SubscriptionChange> {
   #ctx!: ProcessorContext<SubscriptionChange>;
   readonly #settings: CampaignSettings<BasketPriceDropParams>;
 
@@ -192,11 +193,22 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent,
 
   async process(record: BasketIn): Promise<void> {
     const store = this.#ctx.getStore(customersStore);
-    const customerId = record.value.customerId;
+    if (record.topic === CUSTOMERS_TOPIC) {
+      // Erasure: withdraw the customer from every sku index (the guards erase the customer-side state).
+      if (record.value !== null) return;
+      const customerId = record.key as string;
+      const state = await store.get(customerId);
+      for (const item of state?.items ?? []) {
+        this.#ctx.forward({ key: item.sku, value: { op: 'unsubscribe', customerId, sku: item.sku, at: record.timestamp }, timestamp: record.timestamp });
+      }
+      return;
+    }
+    const value = record.value as BasketEvent | OrderEvent;
+    const customerId = value.customerId;
     const state: CustomerState = (await store.get(customerId)) ?? { items: [], notified: {} };
     const before = new Map(state.items.map((i) => [i.sku, i.unitPrice] as const));
     if (record.topic === BASKET_TOPIC) {
-      const e = (record as StreamRecord<BasketEvent>).value;
+      const e = value as BasketEvent;
       applyBasketEvent(state.items, e);
       const order = state.lastOrder;
       if (order !== undefined && e.occurredAt <= order.at) {
@@ -205,7 +217,7 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent,
         state.items = state.items.filter((i) => !bought.has(i.sku));
       }
     } else {
-      const o = (record as StreamRecord<OrderEvent>).value;
+      const o = value as OrderEvent;
       const skus = o.items.map((i) => i.sku);
       if (state.lastOrder === undefined || o.occurredAt >= state.lastOrder.at) state.lastOrder = { at: o.occurredAt, skus };
       const bought = new Set(skus);
@@ -457,8 +469,9 @@ export const basketPriceDrop: TopologyDefinition<BasketPriceDropParams> = {
     const basket = builder.ensureSource(BASKET_TOPIC);
     const orders = builder.ensureSource(ORDERS_TOPIC);
     const catalog = builder.ensureSource(CATALOG_TOPIC);
+    const customers = builder.ensureSource(CUSTOMERS_TOPIC);
     builder
-      .addProcessor(BASKET_NODE, () => new BasketWatchProcessor(settings), [basket, orders], 'basket lines per customer → subscribe/unsubscribe by sku')
+      .addProcessor(BASKET_NODE, () => new BasketWatchProcessor(settings), [basket, orders, customers], 'basket lines per customer → subscribe/unsubscribe by sku; erasure withdraws them')
       .addRepartition(BY_SKU, [BASKET_NODE])
       .addProcessor(INDEX_NODE, () => new PriceIndexProcessor(settings), [catalog, BY_SKU], 'sku → subscribers index, catalog price and stock; paged fan-out per PRICE_CHANGED')
       .addRepartition(TO_CUSTOMER, [INDEX_NODE])

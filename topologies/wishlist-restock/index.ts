@@ -8,13 +8,14 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { jsonCodec, keyValueStore, type KeyValue, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
 import { Duration, toMs } from '../../src/config/duration.js';
-import type { CatalogEvent, Trigger, TriggerAudit, WishlistEvent } from '../../schemas/contract.js';
+import type { CatalogEvent, CustomerProfile, Trigger, TriggerAudit, WishlistEvent } from '../../schemas/contract.js';
 import { outputsOf, wireOutputs, type CampaignSettings, type Outputs, type TopologyDefinition } from '../common/campaign.js';
 import { auditOf, causedBy, triggerId, type CausedBy } from '../common/triggers.js';
 
 export const NAME = 'wishlist-restock';
 export const WISHLIST_TOPIC = 'shop.wishlist.v1';
 export const CATALOG_TOPIC = 'shop.catalog.v1';
+export const CUSTOMERS_TOPIC = 'crm.customers.v1';
 export const TRIGGERS_TOPIC = 'crm.triggers.v1';
 export const AUDIT_TOPIC = 'crm.trigger-audit.v1';
 /** Repartition node (and topic `<app>-wishlist-restock.by-product-repartition`): wish changes and stock keyed by productId. */
@@ -159,23 +160,45 @@ export const notifiedStore = keyValueStore('wishlist-restock.notified', jsonCode
 /** Ids become parts of composite store keys joined by U+0000. */
 const safeId = (s: string | undefined): boolean => s === undefined || !s.includes(SEP);
 
-class WishesByProduct implements Processor<WishlistEvent, ByProduct> {
+/** customerId → the customer's wishes (so an erasure can withdraw them from the product-side index). */
+export const customerWishesStore = keyValueStore('wishlist-restock.customer-wishes', jsonCodec<{ productId: string; sku: string | null }[]>(), {
+  keyedByRecordKey: true,
+  doc: 'customerId → wished products/skus',
+});
+
+class WishesByProduct implements Processor<WishlistEvent | CustomerProfile | null, ByProduct> {
   #ctx!: ProcessorContext<ByProduct>;
   init(ctx: ProcessorContext<ByProduct>): void {
     this.#ctx = ctx;
   }
-  process(r: StreamRecord<WishlistEvent>): void {
-    const e = r.value;
+  async process(r: StreamRecord<WishlistEvent | CustomerProfile | null>): Promise<void> {
+    const store = this.#ctx.getStore(customerWishesStore);
+    if (r.topic === CUSTOMERS_TOPIC) {
+      // Erasure: withdraw every wish of the customer from the product-side index.
+      if (r.value !== null) return;
+      const customerId = r.key as string;
+      for (const w of (await store.get(customerId)) ?? []) {
+        const value: ByProduct = { kind: 'wish', op: 'remove', productId: w.productId, customerId, sku: w.sku, at: r.timestamp, eventId: `erase-${customerId}` };
+        this.#ctx.forward({ key: w.productId, value, timestamp: r.timestamp });
+      }
+      return;
+    }
+    const e = r.value as WishlistEvent;
     if (!safeId(e.productId) || !safeId(e.sku) || !safeId(e.customerId)) {
       this.#ctx.logger.warn({ eventId: e.eventId }, 'wishlist event with U+0000 in an id ignored');
       return;
     }
+    const sku = e.sku ?? null;
+    const wishes = ((await store.get(e.customerId)) ?? []).filter((w) => !(w.productId === e.productId && w.sku === sku));
+    if (e.type === 'ITEM_ADDED') wishes.push({ productId: e.productId, sku });
+    if (wishes.length > 0) store.put(e.customerId, wishes);
+    else store.delete(e.customerId);
     const value: ByProduct = {
       kind: 'wish',
       op: e.type === 'ITEM_ADDED' ? 'add' : 'remove',
       productId: e.productId,
       customerId: e.customerId,
-      sku: e.sku ?? null,
+      sku,
       at: e.occurredAt,
       eventId: e.eventId,
     };
@@ -446,9 +469,11 @@ export const wishlistRestock: TopologyDefinition<WishlistRestockParams> = {
     const p = settings.params;
     const ttlMs = Math.max(p.stateTtl, p.cooldown);
     const wishlist = builder.ensureSource(WISHLIST_TOPIC);
+    const customers = builder.ensureSource(CUSTOMERS_TOPIC);
     const catalog = builder.ensureSource(CATALOG_TOPIC);
     builder
-      .addProcessor(WISHES_BY_PRODUCT, () => new WishesByProduct(), [wishlist], 'wish changes re-keyed by productId')
+      .addProcessor(WISHES_BY_PRODUCT, () => new WishesByProduct(), [wishlist, customers], 'wish changes re-keyed by productId; erasure withdraws them')
+      .addStore({ ...customerWishesStore, ttlMs }, [WISHES_BY_PRODUCT])
       .addProcessor(STOCK_BY_PRODUCT, () => new StockByProduct(), [catalog], 'STOCK_CHANGED re-keyed by productId, with its cause')
       .addRepartition(BY_PRODUCT, [WISHES_BY_PRODUCT, STOCK_BY_PRODUCT])
       .addProcessor(INDEX, () => new RestockIndexProcessor(settings), [BY_PRODUCT], 'wishes, stock and restock waves per product; paging timer per sku')

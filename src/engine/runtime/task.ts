@@ -82,6 +82,7 @@ export class StreamTask {
   readonly #timers = new TimerQueue();
   readonly #queue: Pending[] = [];
   readonly #prefetchStores: string[] = [];
+  readonly #pendingErase = new Set<string>();
   readonly #loopback: ReadonlySet<string>;
   #origin: RecordOrigin | undefined;
   #lastRecordWall: number;
@@ -185,6 +186,7 @@ export class StreamTask {
     try {
       for (const child of this.#topology.children.get(source) ?? []) this.#dispatch(child, record);
       await this.#drain();
+      this.#applyErasures();
     } finally {
       this.#origin = undefined;
     }
@@ -317,11 +319,22 @@ export class StreamTask {
     return this.#topology.applicationId;
   }
 
-  /** @internal erasure of a key across the task: customer-keyed stores and all timers of the key. */
+  /**
+   * @internal erasure of a key across the task: customer-keyed stores and all timers of the key. Applied once
+   * every processor has seen the current record, so a topology can still read what it must withdraw elsewhere
+   * (e.g. the customer's entries in product-side indexes) when the tombstone reaches it.
+   */
   eraseKey(key: string): void {
-    for (const store of this.#prefetchStores) this.state.delete(store, key);
-    for (const t of this.#timers.forKey(key)) this.cancelTimer(t.node, t.name, key);
-    this.#opts.logger.info({ task: this.taskId }, 'key erased from every customer-keyed store');
+    this.#pendingErase.add(key);
+  }
+
+  #applyErasures(): void {
+    for (const key of this.#pendingErase) {
+      for (const store of this.#prefetchStores) this.state.delete(store, key);
+      for (const t of this.#timers.forKey(key)) this.cancelTimer(t.node, t.name, key);
+      this.#opts.logger.info({ task: this.taskId }, 'key erased from every customer-keyed store');
+    }
+    this.#pendingErase.clear();
   }
 
   /** @internal */
