@@ -138,6 +138,7 @@ async function summarizeOutputs(triggersPath: string, auditPath: string): Promis
   let invalid = 0;
   const sentKeys: string[] = [];
   const suppressedKeys: string[] = [];
+  const MODELLED: ReadonlySet<string> = new Set(['BASKET_ABANDONED', 'CHECKOUT_ABANDONED']);
   for await (const text of lines(triggersPath)) {
     const v = validateValue('crm.triggers.v1', JSON.parse(text));
     if (!v.ok) {
@@ -145,7 +146,8 @@ async function summarizeOutputs(triggersPath: string, auditPath: string): Promis
       continue;
     }
     bump(byType, v.value.type);
-    sentKeys.push(triggerKey({ customerId: v.value.customerId, type: v.value.type, at: v.value.occurredAt, causedByEventId: v.value.causedBy.eventId }));
+    // The reference model covers the abandonment rules; the other topologies' triggers are counted only.
+    if (MODELLED.has(v.value.type)) sentKeys.push(triggerKey({ customerId: v.value.customerId, type: v.value.type, at: v.value.occurredAt, causedByEventId: v.value.causedBy.eventId }));
   }
   for await (const text of lines(auditPath)) {
     const v = validateValue('crm.trigger-audit.v1', JSON.parse(text));
@@ -154,7 +156,7 @@ async function summarizeOutputs(triggersPath: string, auditPath: string): Promis
       continue;
     }
     bump(byDecision, `${v.value.decision}/${v.value.reason}`);
-    if (v.value.decision === 'SUPPRESSED') {
+    if (v.value.decision === 'SUPPRESSED' && MODELLED.has(v.value.type)) {
       suppressedKeys.push(triggerKey({ customerId: v.value.customerId, type: v.value.type, at: v.value.occurredAt, causedByEventId: v.value.causedBy.eventId }));
     }
   }
