@@ -55,7 +55,12 @@ function until(durationMs: number | undefined): Promise<void> {
 export async function runDemo(opts: DemoOptions): Promise<number> {
   const { io } = opts;
   const logger = pino({ level: 'warn' }, pino.destination(2));
-  const campaigns = resolveCampaigns({ campaigns: { 'basket-abandonment': { params: { inactivityGap: opts.gap, reentryCooldown: '1h' } } } });
+  const campaigns = resolveCampaigns({
+    campaigns: {
+      'basket-abandonment': { params: { inactivityGap: opts.gap, reentryCooldown: '1h' } },
+      'browse-abandonment': { params: { sessionGap: opts.gap, reentryCooldown: '1h' } },
+    },
+  });
   const sim = new ShopSimulator();
   let sent = 0;
   let triggers = 0;

@@ -2,14 +2,16 @@
  * A small simulated shop for `kairos demo`: customers view products, fill baskets, start checkouts, and buy
  * or leave. Seeded, so a run is reproducible in what it sends (not in when).
  */
-import type { BasketEvent, CustomerProfile, OrderEvent, PageviewEvent } from '../../schemas/contract.js';
+import type { BasketEvent, CatalogEvent, CustomerProfile, OrderEvent, PageviewEvent, WishlistEvent } from '../../schemas/contract.js';
 import { mulberry32 } from '../util/prng.js';
 
 export type ShopRecord =
   | { readonly topic: 'shop.basket.v1'; readonly key: string; readonly value: BasketEvent }
   | { readonly topic: 'shop.orders.v1'; readonly key: string; readonly value: OrderEvent }
   | { readonly topic: 'shop.pageviews.v1'; readonly key: string; readonly value: PageviewEvent }
-  | { readonly topic: 'crm.customers.v1'; readonly key: string; readonly value: CustomerProfile };
+  | { readonly topic: 'crm.customers.v1'; readonly key: string; readonly value: CustomerProfile }
+  | { readonly topic: 'shop.catalog.v1'; readonly key: string; readonly value: CatalogEvent }
+  | { readonly topic: 'shop.wishlist.v1'; readonly key: string; readonly value: WishlistEvent };
 
 const TIMEZONES = ['Europe/Berlin', 'Europe/London', 'America/New_York', 'Asia/Tokyo'] as const;
 
@@ -41,8 +43,31 @@ export class ShopSimulator {
   }
 
   /** The events of one tick at wall time `now`: new shoppers arrive, active ones act. */
+  #ticks = 0;
+
+  /**
+   * The catalog's side: the watch starts sold out and comes back after ~15 s (restock waves for its
+   * wishers); every ~10 s a product is 20 % off for a while (price drops for baskets holding it).
+   */
+  #catalog(now: number, out: ShopRecord[]): void {
+    const t = this.#ticks++;
+    const watch = PRODUCTS[4];
+    const stock = (stock: number): void => {
+      out.push({ topic: 'shop.catalog.v1', key: watch.sku, value: { eventId: this.#id(), sku: watch.sku, productId: watch.productId, occurredAt: now, type: 'STOCK_CHANGED', stock } });
+    };
+    if (t === 0) stock(0);
+    if (t > 0 && t % 60 === 0) stock(5);
+    if (t > 0 && t % 60 === 30) stock(0);
+    if (t > 0 && t % 40 === 0) {
+      const p = PRODUCTS[Math.floor(this.#rand() * 4)] ?? PRODUCTS[0];
+      const price = (t / 40) % 2 === 1 ? Math.round(p.price * 0.8) : p.price;
+      out.push({ topic: 'shop.catalog.v1', key: p.sku, value: { eventId: this.#id(), sku: p.sku, productId: p.productId, occurredAt: now, type: 'PRICE_CHANGED', price: { amount: price, currency: 'EUR' } } });
+    }
+  }
+
   tick(now: number, arrivals = 1): ShopRecord[] {
     const out: ShopRecord[] = [];
+    this.#catalog(now, out);
     for (let i = 0; i < arrivals; i++) {
       const id = `demo-${String(++this.#next).padStart(4, '0')}`;
       this.#shoppers.set(id, { id, basket: [], checkout: false, leavesAt: now + 2000 + this.#rand() * 8000, buys: this.#rand() < 0.35 });
@@ -71,7 +96,9 @@ export class ShopSimulator {
       if (this.#rand() > 0.4) continue;
       const p = PRODUCTS[Math.floor(this.#rand() * PRODUCTS.length)] ?? PRODUCTS[0];
       const r = this.#rand();
-      if (r < 0.4) out.push({ topic: 'shop.pageviews.v1', key: s.id, value: { eventId: this.#id(), customerId: s.id, occurredAt: now, productId: p.productId, sku: p.sku } });
+      if (r < 0.08 && p.productId === 'watch') {
+        out.push({ topic: 'shop.wishlist.v1', key: s.id, value: { eventId: this.#id(), customerId: s.id, occurredAt: now, type: 'ITEM_ADDED', productId: p.productId } });
+      } else if (r < 0.4) out.push({ topic: 'shop.pageviews.v1', key: s.id, value: { eventId: this.#id(), customerId: s.id, occurredAt: now, productId: p.productId, sku: p.sku } });
       else if (r < 0.75 && !s.basket.includes(p.sku)) {
         s.basket.push(p.sku);
         out.push(this.#basket(s, now, 'ITEM_ADDED', p.sku));
