@@ -68,6 +68,11 @@ export interface KafkaRunnerOptions {
    * others anyway (Kafka Streams' max.task.idle.ms). @default 2000
    */
   readonly maxTaskIdleMs?: number;
+  /**
+   * A task commits (outputs, changelog, RocksDB, offsets) at most this often while batches keep coming, and on
+   * the next punctuation otherwise (Kafka Streams' commit.interval.ms). @default 500
+   */
+  readonly commitIntervalMs?: number;
   /** @default 30000 */
   readonly sessionTimeout?: number;
   /** @default 3000 */
@@ -94,6 +99,9 @@ interface TaskHandle {
   /** Per input topic: the last fetch left records behind (true), reached the end (false), or none yet (absent). */
   readonly behind: Map<string, boolean>;
   waitingSince: number | undefined;
+  /** Processed since the last commit. */
+  pending: boolean;
+  lastCommitAt: number;
   readonly task: StreamTask;
   outputs: Pending[];
   dead: { topic: string; message: Message }[];
@@ -114,6 +122,7 @@ export class KafkaRunner {
   readonly #sources: string[];
   readonly #externalSources: string[];
   readonly #maxTaskIdleMs: number;
+  readonly #commitIntervalMs: number;
   #admin: Admin | undefined;
   #producer: Producer | undefined;
   #consumer: Consumer | undefined;
@@ -137,6 +146,7 @@ export class KafkaRunner {
     if (this.#sources.length === 0) throw new KairosError('KAIROS_ERR_TOPOLOGY', 'the topology reads no topic');
     this.#externalSources = this.#sources.filter((t) => !options.topology.repartitionTopics.includes(t));
     this.#maxTaskIdleMs = options.maxTaskIdleMs ?? 2000;
+    this.#commitIntervalMs = options.commitIntervalMs ?? 500;
   }
 
   get groupId(): string {
@@ -206,7 +216,7 @@ export class KafkaRunner {
     await this.#routingFollower.start(this.#o.maxWaitTimeInMs ?? 500);
     await this.#startConsumer();
     const every = this.#o.punctuateIntervalMs ?? 1000;
-    this.#timer = setInterval(() => void this.#punctuate(), every);
+    this.#timer = setInterval(() => void this.#punctuate(), Math.min(every, this.#commitIntervalMs));
     this.#started = true;
     this.#log.info({ sources: this.#sources, partitions: this.#partitions }, 'kafka runner started');
   }
@@ -373,6 +383,8 @@ export class KafkaRunner {
       buffers: new Map(),
       behind: await this.#initialLag(partition, dir),
       waitingSince: undefined,
+      pending: false,
+      lastCommitAt: Date.now(),
       outputs: [],
       dead: [],
       chain: Promise.resolve(),
@@ -460,7 +472,10 @@ export class KafkaRunner {
       this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(lag)));
       await heartbeat();
       const n = await this.#drain(h, false);
-      if (n > 0 || h.outputs.length > 0 || h.dead.length > 0) await this.#commit(h);
+      if (n > 0 || h.outputs.length > 0 || h.dead.length > 0) h.pending = true;
+      // Commits are batched over commitIntervalMs: one changelog write, RocksDB batch and offset commit for
+      // many small fetches (the punctuation commits what is left when no further batch comes).
+      if (h.pending && Date.now() - h.lastCommitAt >= this.#commitIntervalMs) await this.#commit(h);
     });
     await heartbeat();
   }
@@ -585,7 +600,8 @@ export class KafkaRunner {
           // Idle advance only once the task has processed what it fetched.
           const fired = drained + (buffered ? 0 : await h.task.punctuateWallClock());
           this.#metrics?.timersPending.set({ partition: String(p) }, h.task.pendingTimers);
-          if (fired > 0 || h.outputs.length > 0) await this.#commit(h);
+          if (fired > 0) h.pending = true;
+          if ((h.pending || h.outputs.length > 0) && Date.now() - h.lastCommitAt >= this.#commitIntervalMs) await this.#commit(h);
         });
       } catch (err) {
         this.#log.error({ err, partition: p }, 'punctuation failed');
@@ -596,6 +612,8 @@ export class KafkaRunner {
   /** Outputs and dead letters first, then state with positions, then consumer offsets. */
   async #commit(h: TaskHandle): Promise<void> {
     const end = this.#metrics?.commitSeconds.startTimer();
+    h.pending = false;
+    h.lastCommitAt = Date.now();
     const producer = this.#producer as Producer;
     const byTopic = new Map<string, Message[]>();
     for (const o of h.outputs) {
