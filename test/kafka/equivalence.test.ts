@@ -34,6 +34,7 @@ import { KafkaRunner } from '../../src/kafka/runner.js';
 import { JsonSerde } from '../../src/kafka/serde.js';
 import { tempDir } from '../helpers.js';
 import { produce, silent, testKafka } from '../support/kafka.js';
+import { mulberry32 } from '../../src/util/prng.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -70,17 +71,8 @@ const iso = (ms: number): string => new Date(ms).toISOString().slice(11, 19);
 
 type Input = { readonly topic: typeof BASKET; readonly value: BasketEvent } | { readonly topic: typeof ORDERS; readonly value: OrderEvent };
 
-/** A small, seeded PRNG (mulberry32): the same history on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small, seeded PRNG: the same history on every run. */
+const prng = mulberry32;
 
 const price = (sku: number) => ({ amount: 499 + sku * 250, currency: 'EUR' });
 
