@@ -4,12 +4,13 @@
  *
  *  1. Pre-produce: N generated events (generate-events.ts, seeded) onto their topics, keyed as in the envelope,
  *     JSON values, with one fast producer (sendBatch, acks -1). Prints the produce rate.
- *  2. Catch-up: K runner instances (one group) start on the backlog with the default campaign config (60 min
- *     gap) and the runner's default punctuation (1 s) and idle advance (5 s). Measures records/s from the moment
- *     the instances are started (and from the first committed offset) until the group's committed offsets
- *     (admin.fetchOffsets) reach the end offsets of the source topics (shop.basket.v1, shop.orders.v1; the
- *     other generated topics are not read by any topology yet). RSS and CPU per instance, CPU of the broker.
- *     The triggers produced are compared with the reference model (lib/abandonment-oracle.ts).
+ *  2. Catch-up: K runner instances (one group) start on the backlog with the default campaigns (every topology,
+ *     guards off as in bench:replay; --campaigns replaces them) and the runner's default punctuation (1 s) and
+ *     idle advance (5 s). Measures records/s of the topology's input topics from the moment the instances are
+ *     started (and from the first committed offset) until the group's committed offsets (admin.fetchOffsets)
+ *     reach the end offsets of its input topics and of its repartition topics (which it writes itself). RSS
+ *     and CPU per instance, CPU of the broker. The BASKET/CHECKOUT_ABANDONED triggers are compared one by one
+ *     with the reference model (lib/abandonment-oracle.ts); the other trigger types are counted.
  *  3. Latency: the instances are restarted with inactivityGap --gap (2 s), punctuation --punctuate-ms (100)
  *     and idle advance --idle-advance-ms (200); a steady stream of --rate ITEM_ADDED events/s (one per fresh
  *     customer) runs for --seconds. A consumer of crm.triggers.v1 and of the baskets changelog measures
@@ -35,6 +36,10 @@
  *  - a Fetch that finds no data waits the whole maxWaitTimeInMs (100 ms) even if data arrives meanwhile;
  *  - a stopped member is not released at once: a restart of the group waits about a session timeout, so the
  *    runners here use sessionTimeout 10 s (heartbeat 1 s) as the runner tests do.
+ *
+ * Environment: KAIROS_BENCH_LOG (level of the in-process runners' and clients' logs on stderr, default warn),
+ * KAIROS_BENCH_CHILD_LOGS=<dir> (each child's whole output is written there when it stops),
+ * KAIROS_BENCH_MODEL_DIFF=<file> (every abandonment trigger the model and the engine disagree on, as JSON).
  *
  * Progress on stderr; a summary and one JSON line on stdout. The cluster, the children and the temporary
  * directories are removed at the end, also on errors and on SIGINT/SIGTERM.
