@@ -83,6 +83,7 @@ export class StreamTask {
   readonly #queue: Pending[] = [];
   readonly #prefetchStores: string[] = [];
   readonly #pendingErase = new Set<string>();
+  readonly #repartitionTopics: ReadonlySet<string>;
   readonly #loopback: ReadonlySet<string>;
   #origin: RecordOrigin | undefined;
   #lastRecordWall: number;
@@ -103,6 +104,7 @@ export class StreamTask {
     }
     for (const { spec } of this.#topology.stores.values()) if (spec.kind === 'key-value' && spec.keyedByRecordKey) this.#prefetchStores.push(spec.name);
     this.#loopback = new Set(opts.loopbackRepartition ? this.#topology.repartitionTopics : []);
+    this.#repartitionTopics = new Set(this.#topology.repartitionTopics);
   }
 
   /** Every store a task of `topology` holds: the topology's stores plus the internal timer store. */
@@ -174,7 +176,9 @@ export class StreamTask {
     const source = this.#sourceByTopic.get(record.topic);
     const now = this.#opts.clock();
     this.#lastRecordWall = now;
-    this.#lastLag = Math.max(0, now - record.timestamp);
+    // The lag between wall clock and event time is measured on external inputs only: repartitioned records
+    // come back later with their original event time and would make the idle advance fall behind.
+    if (!this.#repartitionTopics.has(record.topic)) this.#lastLag = Math.max(0, now - record.timestamp);
     if (record.timestamp > this.state.streamTime) await this.advanceStreamTime(record.timestamp);
     if (source === undefined) {
       // A topic no source reads only moves stream time (replay inputs carry every topic); no position kept.
