@@ -353,6 +353,7 @@ export class KafkaRunner {
     await this.#standby?.release(partition);
     // Restore first, on the bare state, so the task starts with complete stores and timers.
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
+    let behind: Map<string, boolean>;
     try {
       const n = await restoreFromChangelog({
         kafka: this.#o.kafka,
@@ -368,6 +369,7 @@ export class KafkaRunner {
       });
       this.#metrics?.restored.inc({ partition: String(partition) }, n);
       this.#metrics?.restoreRemaining.set({ partition: String(partition) }, 0);
+      behind = await this.#initialLag(partition, bare);
     } finally {
       await bare.close();
     }
@@ -381,7 +383,7 @@ export class KafkaRunner {
       partition,
       task: undefined as unknown as StreamTask,
       buffers: new Map(),
-      behind: await this.#initialLag(partition, dir),
+      behind,
       waitingSince: undefined,
       pending: false,
       lastCommitAt: Date.now(),
@@ -414,17 +416,12 @@ export class KafkaRunner {
    * Whether each input partition of a new task has records beyond the task's position (end offsets from the
    * broker), so the first batches wait for each other instead of racing ahead by batch order.
    */
-  async #initialLag(partition: number, dir: string): Promise<Map<string, boolean>> {
+  async #initialLag(partition: number, state: TaskState): Promise<Map<string, boolean>> {
     const behind = new Map<string, boolean>();
-    const state = await TaskState.open({ dir, taskId: `task-${partition}`, stores: StreamTask.storeSpecs(this.#o.topology) });
-    try {
-      for (const topic of this.#externalSources) {
-        const o = await partitionOffsets(this.#admin as Admin, topic, partition, this.#log);
-        const pos = BigInt(state.position(topic, partition) ?? o.low);
-        behind.set(topic, BigInt(o.high) > pos);
-      }
-    } finally {
-      await state.close();
+    for (const topic of this.#externalSources) {
+      const o = await partitionOffsets(this.#admin as Admin, topic, partition, this.#log);
+      const pos = BigInt(state.position(topic, partition) ?? o.low);
+      behind.set(topic, BigInt(o.high) > pos);
     }
     return behind;
   }
