@@ -9,8 +9,6 @@ import { auditOf, causedBy, triggerId, type CausedBy } from '../common/triggers.
 export const NAME = 'basket-abandonment';
 export const BASKET_TOPIC = 'shop.basket.v1';
 export const ORDERS_TOPIC = 'shop.orders.v1';
-export const TRIGGERS_TOPIC = 'crm.triggers.v1';
-export const AUDIT_TOPIC = 'crm.trigger-audit.v1';
 const TIMER = 'inactivity';
 const HOUR = 3_600_000;
 

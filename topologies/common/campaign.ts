@@ -15,6 +15,9 @@ export interface CampaignSettings<P> {
   readonly output?: string;
 }
 
+export const TRIGGERS_TOPIC = 'crm.triggers.v1';
+export const AUDIT_TOPIC = 'crm.trigger-audit.v1';
+
 /** Where a topology's processor forwards triggers and audit records (child node names). */
 export interface Outputs {
   readonly trigger: string;
@@ -31,7 +34,7 @@ export function wireOutputs(builder: TopologyBuilder, name: string, settings: { 
     builder.connect(name, settings.output);
     return;
   }
-  builder.addSink(`${name}.triggers`, 'crm.triggers.v1', [name]).addSink(`${name}.audit`, 'crm.trigger-audit.v1', [name]);
+  builder.addSink(`${name}.triggers`, TRIGGERS_TOPIC, [name]).addSink(`${name}.audit`, AUDIT_TOPIC, [name]);
 }
 
 /** A trigger topology: adds its processors, stores and sinks to a shared builder. */

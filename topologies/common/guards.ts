@@ -13,12 +13,11 @@
 import { createHash } from 'node:crypto';
 import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer, type TopologyBuilder } from '../../src/engine/api/index.js';
 import type { Channel, CustomerProfile, Trigger, TriggerAudit, TriggerType } from '../../schemas/contract.js';
+import { AUDIT_TOPIC, TRIGGERS_TOPIC } from './campaign.js';
 import { auditOf } from './triggers.js';
 
 export const GUARDS = 'guards';
 export const CUSTOMERS_TOPIC = 'crm.customers.v1';
-const TRIGGERS_TOPIC = 'crm.triggers.v1';
-const AUDIT_TOPIC = 'crm.trigger-audit.v1';
 const RELEASE = 'quiet-hours-release';
 
 export interface AttributeCondition {

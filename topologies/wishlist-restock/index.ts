@@ -16,8 +16,6 @@ export const NAME = 'wishlist-restock';
 export const WISHLIST_TOPIC = 'shop.wishlist.v1';
 export const CATALOG_TOPIC = 'shop.catalog.v1';
 export const CUSTOMERS_TOPIC = 'crm.customers.v1';
-export const TRIGGERS_TOPIC = 'crm.triggers.v1';
-export const AUDIT_TOPIC = 'crm.trigger-audit.v1';
 /** Repartition node (and topic `<app>-wishlist-restock.by-product-repartition`): wish changes and stock keyed by productId. */
 export const BY_PRODUCT = 'wishlist-restock.by-product';
 /** Repartition node (and topic `<app>-wishlist-restock.to-customer-repartition`): matches keyed by customerId. */
