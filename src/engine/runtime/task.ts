@@ -82,6 +82,7 @@ export class StreamTask {
   readonly #timers = new TimerQueue();
   readonly #queue: Pending[] = [];
   readonly #prefetchStores: string[] = [];
+  readonly #prefetchTopics = new Map<string, ReadonlySet<string>>();
   readonly #pendingErase = new Set<string>();
   readonly #repartitionTopics: ReadonlySet<string>;
   readonly #loopback: ReadonlySet<string>;
@@ -103,6 +104,7 @@ export class StreamTask {
       if (node.kind === 'source') for (const t of node.topics) this.#sourceByTopic.set(t, node.name);
     }
     for (const { spec } of this.#topology.stores.values()) if (spec.kind === 'key-value' && spec.keyedByRecordKey) this.#prefetchStores.push(spec.name);
+    for (const store of this.#prefetchStores) this.#prefetchTopics.set(store, this.#topicsReaching(store));
     this.#loopback = new Set(opts.loopbackRepartition ? this.#topology.repartitionTopics : []);
     this.#repartitionTopics = new Set(this.#topology.repartitionTopics);
   }
@@ -156,10 +158,37 @@ export class StreamTask {
    */
   async prefetch(records: Iterable<{ readonly topic: string; readonly key: string | null }>): Promise<void> {
     if (this.#prefetchStores.length === 0) return;
-    const keys: string[] = [];
-    for (const r of records) if (r.key !== null && this.#sourceByTopic.has(r.topic)) keys.push(r.key);
-    if (keys.length === 0) return;
-    for (const store of this.#prefetchStores) await this.state.prefetch(store, keys);
+    const list = [...records];
+    for (const store of this.#prefetchStores) {
+      // Only keys of topics whose records reach a processor of this store (a sku-keyed catalog record never
+      // reads a customer-keyed store).
+      const topics = this.#prefetchTopics.get(store);
+      const keys: string[] = [];
+      for (const r of list) if (r.key !== null && topics?.has(r.topic)) keys.push(r.key);
+      if (keys.length > 0) await this.state.prefetch(store, keys);
+    }
+  }
+
+  /** Per store keyed by record key: the source topics whose records reach one of its processors directly. */
+  #topicsReaching(store: string): Set<string> {
+    const processors = new Set(this.#topology.stores.get(store)?.processors ?? []);
+    const topics = new Set<string>();
+    for (const [topic, source] of this.#sourceByTopic) {
+      const seen = new Set<string>();
+      const queue = [...(this.#topology.children.get(source) ?? [])];
+      while (queue.length > 0) {
+        const n = queue.shift() as string;
+        if (seen.has(n)) continue;
+        seen.add(n);
+        if (processors.has(n)) {
+          topics.add(topic);
+          break;
+        }
+        // Sinks end the walk: past a repartition topic the record key is another one.
+        if (this.#topology.nodes.get(n)?.kind === 'processor') queue.push(...(this.#topology.children.get(n) ?? []));
+      }
+    }
+    return topics;
   }
 
   /** Whether the topology reads this topic. */
