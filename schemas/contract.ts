@@ -214,6 +214,46 @@ export const TriggerAudit = Type.Object(
 );
 export type TriggerAudit = Static<typeof TriggerAudit>;
 
+export const DeliveryStatus = Type.Union([Type.Literal('SENT'), Type.Literal('FAILED'), Type.Literal('SKIPPED')], { $id: 'DeliveryStatus' });
+export type DeliveryStatus = Static<typeof DeliveryStatus>;
+
+export const Delivery = Type.Object(
+  {
+    deliveryId: Type.String({ pattern: '^[0-9a-f]{32}$', description: 'deterministic: hash of triggerId and channel' }),
+    triggerId: Type.String({ pattern: '^[0-9a-f]{32}$' }),
+    type: TriggerType,
+    customerId: Id('the customer; equals the Kafka key'),
+    campaignId: Id('the campaign'),
+    variant: Type.String({ minLength: 1, maxLength: 64 }),
+    channel: Channel,
+    status: DeliveryStatus,
+    reason: Type.String({
+      minLength: 1,
+      maxLength: 64,
+      description: 'ok | expired | no-consent | no-address | cap | stale | duplicate | permanent-error | retries-exhausted | …',
+    }),
+    detail: Type.Optional(Type.String({ maxLength: 1024 })),
+    attempts: Type.Integer({ minimum: 0, description: 'provider calls made for this delivery' }),
+    triggeredAt: EpochMs('the trigger\'s occurredAt (event time)'),
+    decidedAt: EpochMs('wall-clock time of the delivery result'),
+    providerMessageId: Type.Optional(Type.String({ maxLength: 512, description: 'id the provider gave the message, when sent' })),
+  },
+  { $id: 'Delivery', additionalProperties: false, description: 'crm.deliveries.v1: one result per trigger and channel' },
+);
+export type Delivery = Static<typeof Delivery>;
+
+export const PushTokenFeedback = Type.Object(
+  {
+    customerId: Id('the customer; equals the Kafka key'),
+    token: Type.String({ minLength: 1, maxLength: 4096, description: 'the FCM registration token the provider rejected' }),
+    reason: Type.Union([Type.Literal('unregistered'), Type.Literal('invalid')], { description: 'unregistered: app removed; invalid: malformed token' }),
+    observedAt: EpochMs('wall-clock time of the rejection'),
+    triggerId: Type.String({ pattern: '^[0-9a-f]{32}$', description: 'the trigger whose send revealed it' }),
+  },
+  { $id: 'PushTokenFeedback', additionalProperties: false, description: 'crm.push-token-feedback.v1: tokens profiles should drop' },
+);
+export type PushTokenFeedback = Static<typeof PushTokenFeedback>;
+
 interface TopicSpec<S extends TSchema> {
   readonly schema: S;
   /** The value field that must equal the record key. */
@@ -241,6 +281,8 @@ export const TOPICS = {
   'crm.customers.v1': topic(CustomerProfile, 'customerId', 'updatedAt', true),
   'crm.triggers.v1': topic(Trigger, 'customerId', 'occurredAt'),
   'crm.trigger-audit.v1': topic(TriggerAudit, 'customerId', 'occurredAt'),
+  'crm.deliveries.v1': topic(Delivery, 'customerId', 'decidedAt'),
+  'crm.push-token-feedback.v1': topic(PushTokenFeedback, 'customerId', 'observedAt'),
 } as const;
 
 export type TopicName = keyof typeof TOPICS;
