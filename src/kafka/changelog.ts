@@ -68,6 +68,12 @@ export interface RestoreOptions {
   readonly maxWaitTimeInMs?: number;
   /** The changelog is written in transactions (exactly-once): its end may be commit markers, never delivered. */
   readonly transactional?: boolean;
+  /**
+   * Called when the changelog's log start has moved past the local checkpoint (or past 0 for an empty state):
+   * records were deleted before this task read them, so keys written only there are lost. Compacted changelog
+   * topics never move their log start; retention by time or size (or the mock broker's 5 MiB cap) does.
+   */
+  readonly onTrimmed?: (topic: string, records: bigint) => void;
 }
 
 /**
@@ -83,12 +89,20 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
     const end = BigInt(o.high);
     const low = BigInt(o.low);
     const checkpoint = state.position(topic, p);
-    let next = checkpoint === undefined ? low : BigInt(checkpoint);
+    // An empty state starts at 0: a compacted changelog keeps its log start there, so a later start means deletion.
+    let next = checkpoint === undefined ? 0n : BigInt(checkpoint);
     if (next > end) {
       logger.warn({ topic, partition: p, checkpoint, end: o.high }, 'local checkpoint is past the changelog end (topic recreated?); reading the whole log');
       next = low;
     }
-    if (next < low) next = low;
+    if (next < low) {
+      logger.error(
+        { topic, partition: p, checkpoint: checkpoint ?? null, logStart: o.low, lost: (low - next).toString() },
+        'changelog records were deleted before this task restored them (the topic must be compacted, without time or size retention); restoring what is left',
+      );
+      opts.onTrimmed?.(topic, low - next);
+      next = low;
+    }
     if (next < end) todo.set(topic, { next, end });
   }
   if (todo.size === 0) return 0;

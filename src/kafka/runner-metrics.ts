@@ -12,6 +12,7 @@ export interface RunnerMetrics {
   readonly commitSeconds: Histogram;
   readonly restored: Counter<'partition'>;
   readonly restoreRemaining: Gauge<'partition'>;
+  readonly restoreTrimmed: Counter<'topic'>;
   readonly rebalances: Counter;
   readonly consumerRestarts: Counter;
   readonly standbyApplied: Counter<'partition'>;
@@ -35,6 +36,12 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
     }),
     restored: new Counter({ name: 'kairos_restore_records_total', help: 'Changelog records applied while restoring tasks', labelNames: ['partition'], registers }),
     restoreRemaining: new Gauge({ name: 'kairos_restore_remaining_records', help: 'Changelog records still to restore, per task', labelNames: ['partition'], registers }),
+    restoreTrimmed: new Counter({
+      name: 'kairos_restore_trimmed_records_total',
+      help: 'Changelog records deleted by the broker before a restore could read them (state lost; changelogs must be compacted)',
+      labelNames: ['topic'],
+      registers,
+    }),
     rebalances: new Counter({ name: 'kairos_rebalances_total', help: 'Consumer group joins (rebalances) seen by this instance', registers }),
     standbyApplied: new Counter({ name: 'kairos_standby_records_total', help: 'Changelog records applied to standby copies, per task', labelNames: ['partition'], registers }),
     consumerRestarts: new Counter({ name: 'kairos_consumer_restarts_total', help: 'Consumers replaced after kafkajs crashed them with a non-retriable error', registers }),

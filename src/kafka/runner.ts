@@ -365,6 +365,7 @@ export class KafkaRunner {
         groupId: this.#groupId,
         logger: this.#log,
         onProgress: (p) => this.#metrics?.restoreRemaining.set({ partition: String(partition) }, Number(p.remaining)),
+        onTrimmed: (topic, n) => this.#metrics?.restoreTrimmed.inc({ topic }, Number(n)),
         transactional: this.#o.processingGuarantee === 'exactly_once',
       });
       this.#metrics?.restored.inc({ partition: String(partition) }, n);

@@ -1,0 +1,67 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { stringCodec } from '../../src/engine/api/codecs.js';
+import { keyValueStore } from '../../src/engine/api/stores.js';
+import { TaskState } from '../../src/engine/state/task-state.js';
+import { KafkaChangelogWriter, restoreFromChangelog } from '../../src/kafka/changelog.js';
+import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { tempDir } from '../helpers.js';
+import { silent, testKafka } from '../support/kafka.js';
+
+let cluster: MockCluster;
+before(async () => {
+  cluster = await startMockCluster();
+});
+after(async () => {
+  await cluster.stop();
+});
+
+const kv = keyValueStore('kv', stringCodec);
+
+test('restore from a changelog whose start the broker deleted (mock cluster: 5 MiB per partition) reports the lost records and restores the rest', async () => {
+  const kafka = testKafka(cluster.brokers);
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  const admin = kafka.admin();
+  await Promise.all([producer.connect(), admin.connect()]);
+  const source = tempDir();
+  const target = tempDir();
+  try {
+    // 8 commits of 10 entries of 100 kB: 8 MB in partition 1 of the changelog, beyond the mock's 5 MiB cap.
+    const state = await TaskState.open({ dir: source.dir, taskId: 'task-1', stores: [kv], changelog: new KafkaChangelogWriter(() => producer, 'ktrim', 1) });
+    const big = 'x'.repeat(100_000);
+    for (let c = 0; c < 8; c++) {
+      for (let i = 0; i < 10; i++) state.put('kv', `k${String(c * 10 + i).padStart(2, '0')}`, big, 1);
+      await state.commit();
+    }
+    await state.close();
+    const trimmed: [string, bigint][] = [];
+    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-1', stores: [kv] });
+    try {
+      const n = await restoreFromChangelog({
+        kafka,
+        admin,
+        state: fresh,
+        applicationId: 'ktrim',
+        stores: ['kv'],
+        partition: 1,
+        groupId: 'ktrim',
+        logger: silent,
+        onTrimmed: (topic, records) => trimmed.push([topic, records]),
+      });
+      assert.equal(trimmed.length, 1, 'the deleted start of the changelog is reported');
+      const [topic, lost] = trimmed[0] as [string, bigint];
+      assert.equal(topic, 'ktrim-kv-changelog');
+      assert.ok(lost >= 10n && lost % 10n === 0n, `whole commits were deleted (${lost})`);
+      assert.equal(BigInt(n) + lost, 80n, 'every entry is either restored or reported lost');
+      const keys = (await fresh.scan('kv')).map((e) => e.key);
+      assert.equal(keys.length, n);
+      assert.equal(keys[0], `k${String(Number(lost)).padStart(2, '0')}`, 'the oldest entries are the lost ones');
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    await Promise.all([producer.disconnect(), admin.disconnect()]);
+    source.remove();
+    target.remove();
+  }
+});
