@@ -17,6 +17,10 @@ export const ERRORS = {
   KAIROS_ERR_KAFKA: { retriable: true, doc: 'The Kafka cluster could not be reached or refused a request.' },
   KAIROS_ERR_COPARTITION: { retriable: false, doc: 'Input topics read by one task have different partition counts; the message names them.' },
   KAIROS_ERR_SERDE: { retriable: false, doc: 'A value could not be encoded for its topic (it does not match the schema).' },
+  KAIROS_ERR_REDIS: { retriable: true, doc: 'Redis could not be reached or is loading; dispatch pauses and retries.' },
+  KAIROS_ERR_DISPATCH: { retriable: false, doc: 'A channel provider refused a message for good (bad address, bad credentials, bad payload).' },
+  KAIROS_ERR_WAREHOUSE: { retriable: true, doc: 'The warehouse (BigQuery or the NDJSON directory) could not be reached or failed a request.' },
+  KAIROS_ERR_WAREHOUSE_SCHEMA: { retriable: false, doc: 'A warehouse table differs from schemas/bigquery in a way BigQuery cannot migrate (type, mode or partitioning); the message names the column.' },
 } as const satisfies Record<string, { retriable: boolean; doc: string }>;
 
 export type KairosErrorCode = keyof typeof ERRORS;
