@@ -14,6 +14,7 @@ import { createKafka } from '../kafka/client.js';
 import { KafkaRunner } from '../kafka/runner.js';
 import { AvroSerde, JsonSerde, type TopicSerde } from '../kafka/serde.js';
 import { buildTopology } from './topology.js';
+import { triggerMetrics } from './trigger-metrics.js';
 
 export interface Instance {
   readonly runner: KafkaRunner;
@@ -66,6 +67,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     sessionTimeout: config.sessionTimeout,
     heartbeatInterval: config.heartbeatInterval,
     apiAddress: http.address,
+    onOutput: triggerMetrics(registry),
   });
   holder.runner = runner;
   const follower = config.campaignsTopic === undefined ? undefined : new CampaignTopicFollower(kafka, config.campaignsTopic, live, logger, onResult);

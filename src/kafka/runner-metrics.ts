@@ -1,5 +1,9 @@
 /** Prometheus metrics of the Kafka runner (names in the `kairos_` namespace). */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { TaskState } from '../engine/state/task-state.js';
+
+/** The open tasks' states, read when Prometheus scrapes. */
+export type OpenStates = () => Promise<{ partition: number; state: TaskState }[]>;
 
 export interface RunnerMetrics {
   readonly processed: Counter<'topic'>;
@@ -14,12 +18,14 @@ export interface RunnerMetrics {
   readonly restoreRemaining: Gauge<'partition'>;
   readonly restoreTrimmed: Counter<'topic'>;
   readonly rebalances: Counter;
+  readonly rebalancePause: Histogram;
   readonly consumerRestarts: Counter;
   readonly standbyApplied: Counter<'partition'>;
 }
 
-export function runnerMetrics(registry: Registry): RunnerMetrics {
+export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMetrics {
   const registers = [registry];
+  if (states) stateMetrics(registry, states);
   return {
     processed: new Counter({ name: 'kairos_records_processed_total', help: 'Input records processed, by topic', labelNames: ['topic'], registers }),
     failed: new Counter({ name: 'kairos_records_failed_total', help: 'Input records that could not be decoded or validated, by topic and reason', labelNames: ['topic', 'reason'], registers }),
@@ -43,7 +49,49 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
       registers,
     }),
     rebalances: new Counter({ name: 'kairos_rebalances_total', help: 'Consumer group joins (rebalances) seen by this instance', registers }),
+    rebalancePause: new Histogram({
+      name: 'kairos_rebalance_pause_seconds',
+      help: 'Time from the consumer starting to rebalance to joining the new generation (processing paused)',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    }),
     standbyApplied: new Counter({ name: 'kairos_standby_records_total', help: 'Changelog records applied to standby copies, per task', labelNames: ['partition'], registers }),
     consumerRestarts: new Counter({ name: 'kairos_consumer_restarts_total', help: 'Consumers replaced after kafkajs crashed them with a non-retriable error', registers }),
   };
+}
+
+/**
+ * State metrics, read from the open tasks when Prometheus scrapes: RocksDB size per task and the write-back
+ * cache's hits and misses (cumulative counters; a task that moves away takes its counts with it, which
+ * `rate()` treats as a counter reset).
+ */
+function stateMetrics(registry: Registry, states: OpenStates): void {
+  const registers = [registry];
+  new Gauge({
+    name: 'kairos_state_store_bytes',
+    help: 'Approximate on-disk size of each open task\'s RocksDB (all stores)',
+    labelNames: ['partition'],
+    registers,
+    async collect() {
+      this.reset();
+      for (const { partition, state } of await states()) this.set({ partition: String(partition) }, await state.approximateSize().catch(() => 0));
+    },
+  });
+  new Counter({
+    name: 'kairos_state_cache_lookups_total',
+    help: 'Store reads by result: hit (answered by the write-back cache) or miss (read from RocksDB), over open tasks',
+    labelNames: ['result'],
+    registers,
+    async collect() {
+      let hits = 0;
+      let misses = 0;
+      for (const { state } of await states()) {
+        hits += state.stats.cacheHits;
+        misses += state.stats.cacheMisses;
+      }
+      this.reset();
+      this.inc({ result: 'hit' }, hits);
+      this.inc({ result: 'miss' }, misses);
+    },
+  });
 }

@@ -78,6 +78,11 @@ export interface KafkaRunnerOptions {
   /** @default 3000 */
   readonly heartbeatInterval?: number;
   readonly clock?: () => number;
+  /**
+   * Called for every output record once it is durably written (after the commit's produce succeeded), in
+   * order: what the application counts as sent (trigger metrics) without the runner knowing the topics.
+   */
+  readonly onOutput?: (topic: string, record: OutputRecord) => void;
 }
 
 interface Pending {
@@ -141,7 +146,7 @@ export class KafkaRunner {
     this.#o = options;
     this.#groupId = options.groupId ?? `kairos-${options.topology.applicationId}`;
     this.#log = options.logger.child({ component: 'kafka-runner', group: this.#groupId });
-    this.#metrics = options.registry ? runnerMetrics(options.registry) : undefined;
+    this.#metrics = options.registry ? runnerMetrics(options.registry, () => this.#openStates()) : undefined;
     this.#sources = [...new Set([...options.topology.nodes.values()].flatMap((n) => (n.kind === 'source' ? n.topics : [])))].sort();
     if (this.#sources.length === 0) throw new KairosError('KAIROS_ERR_TOPOLOGY', 'the topology reads no topic');
     this.#externalSources = this.#sources.filter((t) => !options.topology.repartitionTopics.includes(t));
@@ -156,6 +161,16 @@ export class KafkaRunner {
   /** Started, and every assigned task is open with its state restored. */
   get ready(): boolean {
     return this.#started && !this.#stopping && [...this.#assigned].every((p) => this.#opened.has(p));
+  }
+
+  /** Open tasks' states (for the state metrics collected at scrape time). */
+  async #openStates(): Promise<{ partition: number; state: TaskState }[]> {
+    const out: { partition: number; state: TaskState }[] = [];
+    for (const p of this.#opened) {
+      const h = await this.#tasks.get(p)?.catch(() => undefined);
+      if (h && !h.closed) out.push({ partition: p, state: h.task.state });
+    }
+    return out;
   }
 
   /** Partitions whose tasks this instance holds. */
@@ -241,8 +256,14 @@ export class KafkaRunner {
       ],
     });
     this.#consumer = consumer;
+    let rebalancingSince: number | undefined;
+    consumer.on(consumer.events.REBALANCING, () => {
+      rebalancingSince ??= Date.now();
+    });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       this.#metrics?.rebalances.inc();
+      if (rebalancingSince !== undefined) this.#metrics?.rebalancePause.observe((Date.now() - rebalancingSince) / 1000);
+      rebalancingSince = undefined;
       const assigned = new Set<number>();
       for (const parts of Object.values(e.payload.memberAssignment)) for (const p of parts) assigned.add(p);
       this.#log.info({ partitions: [...assigned].sort((a, b) => a - b) }, 'assignment');
@@ -635,7 +656,10 @@ export class KafkaRunner {
         return next === undefined ? [] : [{ topic, partition: h.partition, offset: next }];
       });
     const count = (): void => {
-      for (const o of h.outputs) this.#metrics?.emitted.inc({ topic: o.topic });
+      for (const o of h.outputs) {
+        this.#metrics?.emitted.inc({ topic: o.topic });
+        this.#o.onOutput?.(o.topic, o.record);
+      }
       for (const d of h.dead) this.#metrics?.dlq.inc({ topic: d.message.headers?.['kairos-original-topic']?.toString() ?? d.topic });
       h.outputs = [];
       h.dead = [];
