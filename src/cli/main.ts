@@ -9,6 +9,7 @@ import { replayCommand } from './replay-command.js';
 import { describeCommand } from './describe-command.js';
 import { startCommand } from './start-command.js';
 import { demoCommand } from './demo-command.js';
+import { dispatchCommand } from './dispatch-command.js';
 
 const USAGE = `kairos — real-time CRM trigger engine
 
@@ -18,6 +19,7 @@ Usage:
                 [--state-dir dir] [--quiet]
   kairos demo [--duration 60s] [--gap 15s] [--rate 2] [--port 9464] [--embedded]
   kairos start        (configured by environment variables, see README: KAFKA_BROKERS, …)
+  kairos dispatch     (channel dispatchers; environment variables, see README: KAFKA_BROKERS, REDIS_URL, …)
   kairos describe [--config campaigns.json] [--format text|mermaid]
   kairos help
 
@@ -40,6 +42,8 @@ export async function run(argv: readonly string[], io: Io = { stdout: process.st
         return await demoCommand(rest, io);
       case 'start':
         return await startCommand(rest, io);
+      case 'dispatch':
+        return await dispatchCommand(rest, io);
       case 'describe':
         return describeCommand(rest, io);
       case undefined:

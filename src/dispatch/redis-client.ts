@@ -1,0 +1,95 @@
+/**
+ * The dispatcher's Redis connection and its outage rule: a command that fails because Redis is down, closing or
+ * loading is retried with backoff until Redis answers again — dispatch pauses there and resumes, it never skips.
+ * Commands fail fast while disconnected (no offline queue, no resend by ioredis), and every script we run is
+ * idempotent, so a command whose reply was lost can simply be run again.
+ */
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { KairosError } from '../errors.js';
+
+/** Connects at once and keeps reconnecting for ever; commands fail fast while it is down. */
+export function createRedis(url: string): Redis {
+  const redis = new Redis(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    connectTimeout: 2000,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 1000),
+  });
+  // Errors surface through the commands; the client reconnects by itself.
+  redis.on('error', () => undefined);
+  return redis;
+}
+
+const TRANSIENT_REPLIES = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)/;
+
+/** Whether an error means "Redis is not available right now" rather than a bug in our command. */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === 'ReplyError') return TRANSIENT_REPLIES.test(err.message);
+  return true;
+}
+
+export interface RedisGate {
+  /** Runs `op` until it succeeds; waits through Redis outages. Rethrows errors that are not about availability. */
+  run<T>(op: () => Promise<T>): Promise<T>;
+  /** True while some operation waits for Redis. */
+  readonly paused: boolean;
+  /** Stops waiting: pending `run`s reject with KAIROS_ERR_REDIS. */
+  close(): void;
+}
+
+export interface RedisGateOptions {
+  readonly logger: Logger;
+  /** Called on every wait while Redis is down (e.g. to heartbeat the consumer group). */
+  readonly onWait?: () => Promise<void>;
+  readonly onPause?: (paused: boolean) => void;
+  /** @default 2000 */
+  readonly maxDelayMs?: number;
+}
+
+export function redisGate(opts: RedisGateOptions): RedisGate {
+  let waiting = 0;
+  let closed = false;
+  const maxDelay = opts.maxDelayMs ?? 2000;
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const gate: RedisGate = {
+    get paused() {
+      return waiting > 0;
+    },
+    close() {
+      closed = true;
+    },
+    async run<T>(op: () => Promise<T>): Promise<T> {
+      let delay = 25;
+      let counted = false;
+      try {
+        for (;;) {
+          try {
+            return await op();
+          } catch (err) {
+            if (!isRedisUnavailable(err)) throw err;
+            if (closed) throw new KairosError('KAIROS_ERR_REDIS', 'Redis unavailable and the dispatcher is closing', { cause: err });
+            if (!counted) {
+              counted = true;
+              if (waiting++ === 0) {
+                opts.logger.warn({ err: (err as Error).message }, 'Redis unavailable: dispatch paused until it answers');
+                opts.onPause?.(true);
+              }
+            }
+            await opts.onWait?.().catch(() => undefined);
+            await sleep(delay);
+            delay = Math.min(delay * 2, maxDelay);
+          }
+        }
+      } finally {
+        if (counted && --waiting === 0) {
+          opts.logger.warn('Redis answers again: dispatch resumed');
+          opts.onPause?.(false);
+        }
+      }
+    },
+  };
+  return gate;
+}
