@@ -3,6 +3,7 @@ import { TopologyBuilder, type Topology } from '../engine/api/index.js';
 import type { CampaignsConfig } from '../config/campaigns.js';
 import { LiveCampaigns } from '../config/live.js';
 import { addGuards } from '../../topologies/common/guards.js';
+import { addHistory } from '../../topologies/common/history.js';
 import { basketAbandonment } from '../../topologies/basket-abandonment/index.js';
 import { browseAbandonment } from '../../topologies/browse-abandonment/index.js';
 import { basketPriceDrop } from '../../topologies/basket-price-drop/index.js';
@@ -18,12 +19,14 @@ export function buildTopology(config: CampaignsConfig | LiveCampaigns, applicati
   const live = config instanceof LiveCampaigns ? config : new LiveCampaigns(config);
   const c = live.current;
   const builder = new TopologyBuilder(applicationId);
-  // The guards come first, so each topology can connect its output to them.
+  // The output stages come first, so each topology can connect to them: history (recent triggers and decisions
+  // per customer, for the query API) and before it the guards, when they are on.
+  const history = addHistory(builder);
   const guards = live.guards();
-  const output = guards ? addGuards(builder, guards) : undefined;
-  if (c.basketAbandonment?.enabled) basketAbandonment.build(builder, live.settings('basketAbandonment', output));
-  if (c.browseAbandonment?.enabled) browseAbandonment.build(builder, live.settings('browseAbandonment', output));
-  if (c.basketPriceDrop?.enabled) basketPriceDrop.build(builder, live.settings('basketPriceDrop', output));
-  if (c.wishlistRestock?.enabled) wishlistRestock.build(builder, live.settings('wishlistRestock', output));
+  const output = guards ? addGuards(builder, guards, history) : history;
+  if (c.basketAbandonment?.enabled) basketAbandonment.build(builder, live.settings('basketAbandonment', output, guards !== undefined));
+  if (c.browseAbandonment?.enabled) browseAbandonment.build(builder, live.settings('browseAbandonment', output, guards !== undefined));
+  if (c.basketPriceDrop?.enabled) basketPriceDrop.build(builder, live.settings('basketPriceDrop', output, guards !== undefined));
+  if (c.wishlistRestock?.enabled) wishlistRestock.build(builder, live.settings('wishlistRestock', output, guards !== undefined));
   return builder.build();
 }

@@ -58,10 +58,11 @@ export class LiveCampaigns {
   }
 
   /** Settings of one topology that always read the current config (enabled = emits). */
-  settings<K extends TopologyKey>(key: K, output?: string): CampaignSettings<ParamsOf<K>> & { readonly enabled: boolean } {
+  settings<K extends TopologyKey>(key: K, output?: string, guarded = false): CampaignSettings<ParamsOf<K>> & { readonly enabled: boolean } {
     const live = (): NonNullable<CampaignsConfig[K]> => this.#current[key] as NonNullable<CampaignsConfig[K]>;
     return {
       ...(output === undefined ? {} : { output }),
+      guarded,
       get enabled() {
         return live().enabled;
       },

@@ -18,6 +18,8 @@ import type { StoreOf } from '../engine/api/stores.js';
 import type { Topology } from '../engine/api/topology.js';
 import { changelogTopic, POSITIONS_STORE } from '../engine/state/changelog.js';
 import { TaskState } from '../engine/state/task-state.js';
+import { stateReader, type StateReader } from '../engine/state/reader.js';
+import { partitionOf } from './partitioner.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import { KairosError } from '../errors.js';
 import { kairosStickyAssigner, type TaskRouting } from './assignor.js';
@@ -298,6 +300,25 @@ export class KafkaRunner {
   /** Where every task runs (API addresses), from the assignment the group leader published; undefined before. */
   get routing(): TaskRouting | undefined {
     return this.#routing;
+  }
+
+  /** The task (partition) that owns a key of the inputs, as producers partition them; undefined before start. */
+  partitionOf(key: string): number | undefined {
+    return this.#partitions > 0 ? partitionOf(key, this.#partitions) : undefined;
+  }
+
+  /**
+   * Read access to a task's state on this instance: the active task when it runs here (open and restored),
+   * else a warm standby copy (with its lag), else undefined.
+   */
+  async reader(partition: number): Promise<StateReader | undefined> {
+    if (this.#opened.has(partition) && this.#assigned.has(partition)) {
+      const h = await this.#tasks.get(partition)?.catch(() => undefined);
+      if (h && !h.closed) return stateReader(h.task.state, { source: 'active', partition, timers: (key) => h.task.timerInfosFor(key) });
+    }
+    const copy = this.#standby?.copy(partition);
+    if (copy) return stateReader(copy.state, { source: 'standby', partition, ...(copy.lagRecords === undefined ? {} : { lagRecords: copy.lagRecords }) });
+    return undefined;
   }
 
   /** A store of an open task, for reads (the query API); undefined when this instance does not run the task. */

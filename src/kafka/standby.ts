@@ -48,6 +48,8 @@ export class StandbyFollower {
   readonly #o: StandbyOptions;
   readonly #log: Logger;
   readonly #states = new Map<number, TaskState>();
+  /** Per standby partition and changelog topic: records between the local copy and the log end, as last fetched. */
+  readonly #lag = new Map<number, Map<string, bigint>>();
   readonly #topics: string[];
   readonly #storeByTopic: Map<string, string>;
   #consumer: Consumer | undefined;
@@ -64,6 +66,19 @@ export class StandbyFollower {
   /** Standby partitions kept now. */
   get partitions(): number[] {
     return [...this.#states.keys()].sort((a, b) => a - b);
+  }
+
+  /**
+   * A standby copy for reads (the query API during a rebalance), with how far it trails its changelogs in
+   * records, summed over the changelogs fetched so far (undefined before the first fetch). Reads see the copy as
+   * of its last applied batch.
+   */
+  copy(partition: number): { state: TaskState; lagRecords: number | undefined } | undefined {
+    const state = this.#states.get(partition);
+    if (!state) return undefined;
+    const lags = this.#lag.get(partition);
+    const lagRecords = lags && lags.size > 0 ? Number([...lags.values()].reduce((a, b) => a + b, 0n)) : undefined;
+    return { state, lagRecords };
   }
 
   /** Follows exactly `partitions` from now on (opening and closing their local states). */
@@ -111,6 +126,7 @@ export class StandbyFollower {
   async #close(p: number): Promise<void> {
     const s = this.#states.get(p);
     this.#states.delete(p);
+    this.#lag.delete(p);
     if (s) {
       await s.commit();
       await s.close();
@@ -157,6 +173,10 @@ export class StandbyFollower {
           if (m.key) entries.push({ store, key: m.key, value: m.value, timestamp: Number(m.timestamp) });
           next = off + 1n;
         }
+        let lags = this.#lag.get(batch.partition);
+        if (!lags) this.#lag.set(batch.partition, (lags = new Map()));
+        const high = BigInt(batch.highWatermark);
+        lags.set(batch.topic, high > next ? high - next : 0n);
         if (next === from) return;
         if (entries.length > 0) await state.restore(entries);
         state.setPosition(batch.topic, batch.partition, next.toString());

@@ -40,7 +40,7 @@ async function driver(guardsConfig: unknown = {}, campaigns: Record<string, Camp
   addGuards(b, { ...(cfg.guards as NonNullable<typeof cfg.guards>), campaigns: new Map(Object.entries(campaigns)) });
   b.addSource('candidates', ['test.candidates']).connect('candidates', GUARDS);
   const ba = cfg.basketAbandonment;
-  if (ba) basketAbandonment.build(b, { ...ba, campaignId: 'c1', output: GUARDS });
+  if (ba) basketAbandonment.build(b, { ...ba, campaignId: 'c1', output: GUARDS, guarded: true });
   return TopologyTestDriver.create(b.build());
 }
 

@@ -229,7 +229,7 @@ export class BasketAbandonmentProcessor implements Processor<BasketEvent | Order
     store.put(timer.key, state);
     this.#ctx.forward({ key: timer.key, value: trigger, timestamp: ts }, this.#out.trigger);
     // With guards, the SENT (or HELD/SUPPRESSED) audit comes from them; alone, the topology audits its send.
-    if (this.#settings.output === undefined) this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
+    if (this.#settings.guarded !== true) this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
   }
 }
 

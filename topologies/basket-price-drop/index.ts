@@ -454,7 +454,7 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
     const ts = c.occurredAt;
     this.#ctx.forward({ key: c.customerId, value: trigger, timestamp: ts }, this.#out.trigger);
     // With guards, the SENT (or HELD/SUPPRESSED) audit comes from them; alone, the topology audits its send.
-    if (this.#settings.output === undefined) this.#ctx.forward({ key: c.customerId, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
+    if (this.#settings.guarded !== true) this.#ctx.forward({ key: c.customerId, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
   }
 }
 

@@ -263,7 +263,7 @@ export class BrowseAbandonmentProcessor implements Processor<PageviewEvent | Bas
     store.put(timer.key, state);
     this.#ctx.forward({ key: timer.key, value: trigger, timestamp: end }, this.#out.trigger);
     // With guards, the decision (SENT, HELD, SUPPRESSED) is audited by them.
-    if (this.#settings.output === undefined) this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: end }, this.#out.audit);
+    if (this.#settings.guarded !== true) this.#ctx.forward({ key: timer.key, value: auditOf(trigger, 'SENT', 'ok'), timestamp: end }, this.#out.audit);
   }
 }
 

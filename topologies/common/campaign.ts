@@ -13,6 +13,8 @@ export interface CampaignSettings<P> {
    * its own sinks to crm.triggers.v1 / crm.trigger-audit.v1. Unset: own sinks (tests of one topology).
    */
   readonly output?: string;
+  /** The output is the guards stage, which audits every decision; otherwise the topology audits its own sends. */
+  readonly guarded?: boolean;
 }
 
 export const TRIGGERS_TOPIC = 'crm.triggers.v1';

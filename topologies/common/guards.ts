@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto';
 import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer, type TopologyBuilder } from '../../src/engine/api/index.js';
 import type { Channel, CustomerProfile, Trigger, TriggerAudit, TriggerType } from '../../schemas/contract.js';
-import { AUDIT_TOPIC, TRIGGERS_TOPIC } from './campaign.js';
+import { AUDIT_TOPIC, TRIGGERS_TOPIC, type Outputs } from './campaign.js';
 import { auditOf } from './triggers.js';
 
 export const GUARDS = 'guards';
@@ -148,9 +148,11 @@ const isAudit = (v: unknown): v is TriggerAudit => typeof v === 'object' && v !=
 export class GuardsProcessor implements Processor<Trigger | TriggerAudit | CustomerProfile | null, Trigger | TriggerAudit> {
   #ctx!: ProcessorContext<Trigger | TriggerAudit>;
   readonly #s: GuardSettings;
+  readonly #out: Outputs;
 
-  constructor(settings: GuardSettings) {
+  constructor(settings: GuardSettings, out: Outputs) {
     this.#s = settings;
+    this.#out = out;
   }
 
   init(ctx: ProcessorContext<Trigger | TriggerAudit>): void {
@@ -171,7 +173,7 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
     const v = record.value;
     if (v === null) return;
     if (isAudit(v)) {
-      this.#ctx.forward({ key: v.customerId, value: v, timestamp: record.timestamp }, 'guards.audit');
+      this.#ctx.forward({ key: v.customerId, value: v, timestamp: record.timestamp }, this.#out.audit);
       return;
     }
     const t = v as Trigger;
@@ -204,7 +206,7 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
   }
 
   #audit(t: Trigger, at: number, decision: TriggerAudit['decision'], reason: string, detail?: string): void {
-    this.#ctx.forward({ key: t.customerId, value: auditOf({ ...t, occurredAt: at }, decision, reason, detail), timestamp: at }, 'guards.audit');
+    this.#ctx.forward({ key: t.customerId, value: auditOf({ ...t, occurredAt: at }, decision, reason, detail), timestamp: at }, this.#out.audit);
   }
 
   async #decide(candidate: Trigger, at: number, state: GuardState): Promise<void> {
@@ -243,19 +245,23 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
       }
     }
     state.sent.push({ at, type: t.type, triggerId: t.triggerId });
-    this.#ctx.forward({ key: t.customerId, value: guarded, timestamp: at }, 'guards.triggers');
+    this.#ctx.forward({ key: t.customerId, value: guarded, timestamp: at }, this.#out.trigger);
     this.#audit(guarded, at, 'SENT', 'ok');
   }
 }
 
-/** Adds the guards stage (before the topologies that feed it) and the trigger and audit sinks. */
-export function addGuards(builder: TopologyBuilder, settings: GuardSettings): string {
+/**
+ * Adds the guards stage (before the topologies that feed it). Its triggers and audit records go to `next` (the
+ * history stage) when given, else to its own sinks on crm.triggers.v1 / crm.trigger-audit.v1.
+ */
+export function addGuards(builder: TopologyBuilder, settings: GuardSettings, next?: string): string {
   const customers = builder.ensureSource(CUSTOMERS_TOPIC);
+  const out: Outputs = next === undefined ? { trigger: 'guards.triggers', audit: 'guards.audit' } : { trigger: next, audit: next };
   builder
-    .addProcessor(GUARDS, () => new GuardsProcessor(settings), [customers], 'consent, audience, A/B + holdout, quiet hours, cap; audits every decision')
+    .addProcessor(GUARDS, () => new GuardsProcessor(settings, out), [customers], 'consent, audience, A/B + holdout, quiet hours, cap; audits every decision')
     .addStore(profilesStore, [GUARDS])
-    .addStore(guardStateStore, [GUARDS])
-    .addSink('guards.triggers', TRIGGERS_TOPIC, [GUARDS])
-    .addSink('guards.audit', AUDIT_TOPIC, [GUARDS]);
+    .addStore(guardStateStore, [GUARDS]);
+  if (next === undefined) builder.addSink('guards.triggers', TRIGGERS_TOPIC, [GUARDS]).addSink('guards.audit', AUDIT_TOPIC, [GUARDS]);
+  else builder.connect(GUARDS, next);
   return GUARDS;
 }

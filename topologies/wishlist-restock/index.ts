@@ -426,7 +426,7 @@ export class RestockNotifyProcessor implements Processor<RestockMatch, Trigger |
     store.put(customerId, state);
     this.#ctx.forward({ key: customerId, value: trigger, timestamp: ts }, this.#out.trigger);
     // With guards, the decision (SENT, HELD, SUPPRESSED) is audited by them.
-    if (this.#settings.output === undefined) this.#ctx.forward({ key: customerId, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
+    if (this.#settings.guarded !== true) this.#ctx.forward({ key: customerId, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
   }
 
   #trigger(customerId: string, m: RestockMatch): Trigger {

@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { KairosError } from '../../errors.js';
+import type { TimerInfo } from '../state/reader.js';
 import type { Processor, ProcessorContext, StoreSpecLike, Timer, TimerData, TimerDomain, TimerService } from '../api/processor.js';
 import type { OutputRecord, RecordOrigin, StreamRecord } from '../api/record.js';
 import type { KeyValueStoreSpec, StoreOf, StoreSpec } from '../api/stores.js';
@@ -144,6 +145,11 @@ export class StreamTask {
   /** Pending timers for a key across all processors (queries, tests). */
   timersFor(key: string): Timer[] {
     return this.#timers.forKey(key).map(publicTimer);
+  }
+
+  /** Pending timers for a key with the processor that registered each (queries). */
+  timerInfosFor(key: string): TimerInfo[] {
+    return this.#timers.forKey(key).map((t) => ({ processor: t.node, name: t.name, time: t.time, domain: t.domain }));
   }
 
   /** The store a spec names, for queries and the test driver. */

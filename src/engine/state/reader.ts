@@ -1,0 +1,51 @@
+/**
+ * Read-only access to one task's state for queries (the HTTP API): an active task, or a standby copy that
+ * says how far behind it is. Reads go through the task state's cache, so they see uncommitted writes of an
+ * active task (as Kafka Streams' interactive queries do).
+ */
+import type { TimerDomain } from '../api/processor.js';
+import type { KeyValueStoreSpec } from '../api/stores.js';
+import type { StateScan, TaskState } from './task-state.js';
+
+export interface TimerInfo {
+  /** The processor that registered it. */
+  readonly processor: string;
+  readonly name: string;
+  /** When it fires (epoch ms, in its domain). */
+  readonly time: number;
+  readonly domain: TimerDomain;
+}
+
+export interface StateReader {
+  readonly source: 'active' | 'standby';
+  readonly partition: number;
+  /** The task's stream time (largest event time applied), -Infinity before any. */
+  readonly streamTime: number;
+  /** Standby only: changelog records the copy has not applied yet (undefined when unknown). */
+  readonly lagRecords: number | undefined;
+  get<V>(spec: KeyValueStoreSpec<V>, key: string): Promise<V | undefined>;
+  scan<V>(spec: KeyValueStoreSpec<V>, range: StateScan): Promise<{ key: string; value: V }[]>;
+  /** Pending timers of a key (undefined where not known: a standby copy keeps timers only on disk). */
+  timers(key: string): TimerInfo[] | undefined;
+}
+
+export function stateReader(
+  state: TaskState,
+  opts: { source: 'active' | 'standby'; partition: number; lagRecords?: number; timers?: (key: string) => TimerInfo[] },
+): StateReader {
+  return {
+    source: opts.source,
+    partition: opts.partition,
+    streamTime: state.streamTime,
+    lagRecords: opts.lagRecords,
+    async get<V>(spec: KeyValueStoreSpec<V>, key: string): Promise<V | undefined> {
+      if (!state.hasStore(spec.name)) return undefined;
+      return (await state.get(spec.name, key)) as V | undefined;
+    },
+    async scan<V>(spec: KeyValueStoreSpec<V>, range: StateScan): Promise<{ key: string; value: V }[]> {
+      if (!state.hasStore(spec.name)) return [];
+      return (await state.scan(spec.name, range)).map((e) => ({ key: e.key, value: e.value as V }));
+    },
+    timers: (key) => opts.timers?.(key),
+  };
+}
