@@ -127,6 +127,7 @@ export class DispatchConsumer {
       const r = await this.#o.serde.decode(topic as TopicName, m.key, m.value);
       if (!r.ok) {
         if (r.retriable) throw new Error(`${topic}[${partition}]@${m.offset}: ${r.reason}`);
+        this.#log.warn({ topic, partition, offset: m.offset, reason: r.reason, errors: r.errors.slice(0, 3) }, 'undecodable record dead-lettered');
         dead.push(dlqMessage({ topic, partition, offset: m.offset, key: m.key, value: m.value, headers: m.headers, timestamp: m.timestamp }, r, Date.now()));
         continue;
       }
@@ -149,6 +150,7 @@ export class DispatchConsumer {
         if (!r.ok) {
           if (r.retriable) throw new Error(`${TRIGGERS_TOPIC}[${partition}]@${m.offset}: ${r.reason}`);
           o.onTrigger?.('invalid');
+          this.#log.warn({ partition, offset: m.offset, reason: r.reason, errors: r.errors.slice(0, 3) }, 'undecodable trigger dead-lettered');
           dead.push(dlqMessage(origin(m), r, Date.now()));
           return;
         }

@@ -21,7 +21,7 @@ export function makeTrigger(n: number | string, over: Partial<Trigger> = {}): Tr
     campaignId: 'ba-2026',
     variant: 'A',
     channels: ['email'],
-    causedBy: { eventId: `e${n}`, topic: 'shop.basket.v1', partition: 0, offset: String(n) },
+    causedBy: { eventId: `e${n}`, topic: 'shop.basket.v1', partition: 0, offset: String(parseInt(hex32(String(n)).slice(0, 8), 16)) },
     explanation: { rule: 'test', params: {}, observed: {} },
     payload: { items: [{ sku: 's1', quantity: 1 }] },
     expiresAt: now + 3600_000,
