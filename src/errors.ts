@@ -21,6 +21,12 @@ export const ERRORS = {
   KAIROS_ERR_DISPATCH: { retriable: false, doc: 'A channel provider refused a message for good (bad address, bad credentials, bad payload).' },
   KAIROS_ERR_WAREHOUSE: { retriable: true, doc: 'The warehouse (BigQuery or the NDJSON directory) could not be reached or failed a request.' },
   KAIROS_ERR_WAREHOUSE_SCHEMA: { retriable: false, doc: 'A warehouse table differs from schemas/bigquery in a way BigQuery cannot migrate (type, mode or partitioning); the message names the column.' },
+  KAIROS_ERR_API_BAD_REQUEST: { retriable: false, doc: 'An API request is malformed (bad id, bad query parameter); the message names the field.' },
+  KAIROS_ERR_API_UNAUTHORIZED: { retriable: false, doc: 'An API request carries no credentials, an unknown API key or an invalid customer token.' },
+  KAIROS_ERR_API_FORBIDDEN: { retriable: false, doc: 'The caller may not read this resource (a customer token for another customer).' },
+  KAIROS_ERR_API_NOT_FOUND: { retriable: false, doc: 'The customer, product or route is unknown.' },
+  KAIROS_ERR_API_RATE_LIMITED: { retriable: true, doc: 'The caller exceeded its request rate; retry after the Retry-After seconds.' },
+  KAIROS_ERR_API_UNAVAILABLE: { retriable: true, doc: 'The task owning the key is moving (rebalance, restore) or its owner is unreachable; retry after Retry-After.' },
 } as const satisfies Record<string, { retriable: boolean; doc: string }>;
 
 export type KairosErrorCode = keyof typeof ERRORS;

@@ -10,6 +10,8 @@ import type { RuntimeConfig } from '../config/runtime.js';
 import { LiveCampaigns, watchCampaignsFile, type ApplyResult } from '../config/live.js';
 import { CampaignTopicFollower } from '../kafka/config-topic.js';
 import { startHttpServer } from '../http/server.js';
+import { parseApiKeys, type AuthConfig } from '../api/auth.js';
+import type { QueryBackend } from '../api/server.js';
 import { createKafka } from '../kafka/client.js';
 import { KafkaRunner } from '../kafka/runner.js';
 import { AvroSerde, JsonSerde, type TopicSerde } from '../kafka/serde.js';
@@ -50,7 +52,33 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     serde = avro;
   } else serde = new JsonSerde();
   const holder: { runner?: KafkaRunner } = {};
-  const http = await startHttpServer({ registry, port: config.httpPort, ready: () => holder.runner?.ready ?? false });
+  const auth: AuthConfig = { mode: config.apiAuth, keys: config.apiKeys === undefined ? [] : parseApiKeys(config.apiKeys), tokenSecret: config.apiTokenSecret };
+  if (auth.mode === 'required' && auth.keys.length === 0 && auth.tokenSecret === undefined) {
+    logger.warn('query API: no KAIROS_API_KEYS and no KAIROS_API_TOKEN_SECRET, so every /v1 request is refused (401); set them, or KAIROS_API_AUTH=none in development');
+  }
+  const backend: QueryBackend = {
+    topology,
+    partitionOf: (key) => holder.runner?.partitionOf(key),
+    owner: (p) => {
+      const routing = holder.runner?.routing;
+      return routing === undefined ? undefined : (routing.tasks.get(p) ?? null);
+    },
+    reader: async (p) => holder.runner?.reader(p),
+  };
+  const http = await startHttpServer({
+    registry,
+    port: config.httpPort,
+    ...(config.advertisedHost === undefined ? {} : { advertisedHost: config.advertisedHost }),
+    ready: () => holder.runner?.ready ?? false,
+    api: {
+      backend,
+      auth,
+      rateLimitService: config.apiRateLimit,
+      rateLimitCustomer: config.apiRateLimitCustomer,
+      forwardTimeoutMs: config.apiForwardTimeoutMs,
+      logger,
+    },
+  });
   const runner = new KafkaRunner({
     topology,
     kafka,

@@ -6,6 +6,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { KairosError } from '../errors.js';
+import { parseApiKeys } from '../api/auth.js';
 
 interface Var<S extends TSchema, D extends Static<S> | undefined = Static<S> | undefined> {
   readonly env: string;
@@ -44,9 +45,29 @@ export const RUNTIME_VARS = {
   schemaRegistryUrl: v('SCHEMA_REGISTRY_URL', Type.String({ pattern: '^https?://' }), 'Confluent-compatible Schema Registry (required for avro)'),
   registerSchemas: v('KAIROS_REGISTER_SCHEMAS', Bool, 'register the schemas/ Avro schemas on start', 'true'),
   httpPort: v('KAIROS_HTTP_PORT', Type.Integer({ minimum: 0, maximum: 65535 }), 'port of /metrics and health endpoints (0 = any free port)', 9464),
+  advertisedHost: v(
+    'KAIROS_ADVERTISED_HOST',
+    Type.String({ pattern: '^[A-Za-z0-9.-]{1,253}$' }),
+    'host name other instances reach this one at (query forwarding, standby placement), e.g. the pod\'s DNS name; 127.0.0.1 when unset',
+  ),
   standbyReplicas: v('KAIROS_STANDBY_REPLICAS', Type.Integer({ minimum: 0, maximum: 3 }), 'warm standby copies of each task on other instances (fast failover)', 0),
   punctuateMs: v('KAIROS_PUNCTUATE_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how often wall-clock timers and idle tasks are checked', 1000),
   idleAdvanceMs: v('KAIROS_IDLE_ADVANCE_MS', Type.Integer({ minimum: 100 }), 'a task quiet this long moves stream time with the wall clock, so timers fire', 5000),
+  apiAuth: v(
+    'KAIROS_API_AUTH',
+    Type.Union([Type.Literal('required'), Type.Literal('none')]),
+    'query API authentication: required (API keys or customer tokens) or none (development only: every caller may read everything)',
+    'required',
+  ),
+  apiKeys: v(
+    'KAIROS_API_KEYS',
+    Type.String({ pattern: '^[^\\s]+$' }),
+    'API keys of internal callers: `name:key[:read+pii]`, comma-separated (key ≥ 16 characters; scope read by default, pii adds e-mail and push tokens)',
+  ),
+  apiTokenSecret: v('KAIROS_API_TOKEN_SECRET', Type.String({ minLength: 32 }), 'HMAC secret of customer tokens (HS256 JWT, `sub` = customer id, `exp` required) that shop sessions send; ≥ 32 characters'),
+  apiRateLimit: v('KAIROS_API_RATE_LIMIT', Type.Integer({ minimum: 1 }), 'query API requests per minute per API key', 600_000),
+  apiRateLimitCustomer: v('KAIROS_API_RATE_LIMIT_CUSTOMER', Type.Integer({ minimum: 1 }), 'query API requests per minute per customer token (and per IP without credentials)', 120),
+  apiForwardTimeoutMs: v('KAIROS_API_FORWARD_TIMEOUT_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how long a forwarded query waits for the owning instance', 2000),
   logLevel: v('KAIROS_LOG_LEVEL', Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => Type.Literal(l))), 'log level', 'info'),
 } as const;
 
@@ -84,6 +105,13 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv = process.env, required
   }
   if (typeof out.heartbeatInterval === 'number' && typeof out.sessionTimeout === 'number' && out.heartbeatInterval >= out.sessionTimeout) {
     errors.push(`KAFKA_HEARTBEAT_MS: must be below KAFKA_SESSION_TIMEOUT_MS (${out.sessionTimeout})`);
+  }
+  if (typeof out.apiKeys === 'string') {
+    try {
+      parseApiKeys(out.apiKeys);
+    } catch (err) {
+      errors.push(`KAIROS_API_KEYS: ${(err as Error).message}`);
+    }
   }
   if (out.serde === 'avro' && out.schemaRegistryUrl === undefined) errors.push('SCHEMA_REGISTRY_URL: required when KAIROS_SERDE=avro');
   if (errors.length > 0) throw new KairosError('KAIROS_ERR_CONFIG', `invalid configuration:\n  ${errors.join('\n  ')}`, { details: { errors } });

@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import pino from 'pino';
 import type { Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { startInstance } from '../app/instance.js';
@@ -113,8 +113,11 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
 
   const cluster = await startMockCluster();
   const stateDir = mkdtempSync(join(tmpdir(), 'kairos-demo-'));
+  // A fresh API key per demo run: the query API is authenticated as in production.
+  const apiKey = randomBytes(16).toString('hex');
   try {
     const config = loadRuntimeConfig({
+      KAIROS_API_KEYS: `demo:${apiKey}:read+pii`,
       KAFKA_BROKERS: cluster.brokers.join(','),
       KAFKA_IDEMPOTENT: 'false',
       KAFKA_MAX_WAIT_MS: '100',
@@ -143,7 +146,9 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     });
     io.stderr.write(
       `kairos demo: simulated shop producing to Kafka; basket abandonment after ${opts.gap} of quiet. ` +
-        `Metrics: http://${instance.address}/metrics, health: http://${instance.address}/health/ready. Ctrl-C stops\n`,
+        `Metrics: http://${instance.address}/metrics, health: http://${instance.address}/health/ready. ` +
+        `Query API: curl -H 'authorization: Bearer ${apiKey}' http://${instance.address}/v1/customers/<customerId> ` +
+        `(OpenAPI: http://${instance.address}/docs/json). Ctrl-C stops\n`,
     );
     let sending = Promise.resolve();
     const timer = setInterval(() => {

@@ -758,6 +758,12 @@ export class KafkaRunner {
     if (!hp) return;
     this.#tasks.delete(partition);
     this.#opened.delete(partition);
+    // Per-task gauges go with the task: a frozen value here would double-count (or alert) once another
+    // instance reports the same partition.
+    const label = String(partition);
+    for (const topic of this.#sources) this.#metrics?.lag.remove({ topic, partition: label });
+    this.#metrics?.timersPending.remove({ partition: label });
+    this.#metrics?.restoreRemaining.remove({ partition: label });
     let h: TaskHandle;
     try {
       h = await hp;

@@ -1,0 +1,113 @@
+/**
+ * Who is calling the query API.
+ *  - Internal services send an API key (`Authorization: Bearer <key>` or `X-Api-Key: <key>`); each key has a
+ *    name (for logs and rate limits) and scopes: `read` (any customer, no personal data) and `pii` (e-mail
+ *    addresses and push tokens too).
+ *  - A shop session sends a customer token: a JWT signed with HMAC-SHA256 (HS256) by the shop backend with
+ *    the shared secret, `sub` = the customer id, `exp` required. It reads only that customer, never PII.
+ * Verification is constant-time and rejects every other algorithm (`alg: none` included).
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+export type Scope = 'read' | 'pii';
+
+export type Principal =
+  | { readonly kind: 'service'; readonly id: string; readonly scopes: ReadonlySet<Scope> }
+  | { readonly kind: 'customer'; readonly id: string; readonly customerId: string; readonly scopes: ReadonlySet<Scope> }
+  | { readonly kind: 'anonymous'; readonly id: string; readonly scopes: ReadonlySet<Scope> };
+
+export interface ApiKey {
+  readonly name: string;
+  readonly key: string;
+  readonly scopes: ReadonlySet<Scope>;
+}
+
+/** `name:key[:scope+scope]`, comma-separated (scopes default to read). Throws a message naming the bad entry. */
+export function parseApiKeys(spec: string): ApiKey[] {
+  const out: ApiKey[] = [];
+  for (const raw of spec.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    const [name, key, scopes, extra] = raw.split(':');
+    if (!name || !key || extra !== undefined) throw new Error(`"${raw.slice(0, 20)}…": expected name:key[:scope+scope]`);
+    if (key.length < 16) throw new Error(`key "${name}": at least 16 characters`);
+    const set = new Set<Scope>();
+    for (const s of (scopes ?? 'read').split('+')) {
+      if (s !== 'read' && s !== 'pii') throw new Error(`key "${name}": unknown scope "${s}" (read, pii)`);
+      set.add(s);
+    }
+    if (out.some((k) => k.name === name)) throw new Error(`key "${name}" given twice`);
+    out.push({ name, key, scopes: set });
+  }
+  return out;
+}
+
+const b64url = (b: Buffer): string => b.toString('base64url');
+
+/** A customer token (HS256 JWT) for `customerId`, valid for `ttlSeconds`: what a shop backend mints per session. */
+export function signCustomerToken(secret: string, customerId: string, ttlSeconds: number, now = Date.now()): string {
+  const header = b64url(Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })));
+  const iat = Math.floor(now / 1000);
+  const payload = b64url(Buffer.from(JSON.stringify({ sub: customerId, iat, exp: iat + ttlSeconds })));
+  const sig = b64url(createHmac('sha256', secret).update(`${header}.${payload}`).digest());
+  return `${header}.${payload}.${sig}`;
+}
+
+export type TokenCheck = { readonly ok: true; readonly customerId: string } | { readonly ok: false; readonly reason: string };
+
+/** Verifies an HS256 customer token: signature, `alg`, `exp` (required), `nbf`, and a string `sub`. */
+export function verifyCustomerToken(secret: string, token: string, now = Date.now(), leewaySeconds = 30): TokenCheck {
+  const parts = token.split('.');
+  if (parts.length !== 3) return { ok: false, reason: 'not a JWT' };
+  const [h, p, s] = parts as [string, string, string];
+  let header: unknown;
+  let payload: unknown;
+  try {
+    header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8'));
+    payload = JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
+  } catch {
+    return { ok: false, reason: 'malformed token' };
+  }
+  if (typeof header !== 'object' || header === null || (header as { alg?: unknown }).alg !== 'HS256') return { ok: false, reason: 'unsupported algorithm (HS256 only)' };
+  const expected = createHmac('sha256', secret).update(`${h}.${p}`).digest();
+  const given = Buffer.from(s, 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'bad signature' };
+  if (typeof payload !== 'object' || payload === null) return { ok: false, reason: 'malformed claims' };
+  const { sub, exp, nbf } = payload as { sub?: unknown; exp?: unknown; nbf?: unknown };
+  const nowS = now / 1000;
+  if (typeof exp !== 'number') return { ok: false, reason: 'exp claim required' };
+  if (exp + leewaySeconds < nowS) return { ok: false, reason: 'token expired' };
+  if (typeof nbf === 'number' && nbf - leewaySeconds > nowS) return { ok: false, reason: 'token not valid yet' };
+  if (typeof sub !== 'string' || sub === '') return { ok: false, reason: 'sub claim (customer id) required' };
+  return { ok: true, customerId: sub };
+}
+
+export interface AuthConfig {
+  /** 'none': every caller is an anonymous service with read and pii (development and the demo only). */
+  readonly mode: 'required' | 'none';
+  readonly keys: readonly ApiKey[];
+  readonly tokenSecret: string | undefined;
+}
+
+export type AuthResult = { readonly ok: true; readonly principal: Principal } | { readonly ok: false; readonly reason: string };
+
+const safeEqual = (a: string, b: string): boolean => {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+};
+
+/** Identifies the caller from its headers. */
+export function authenticate(cfg: AuthConfig, headers: Readonly<Record<string, string | string[] | undefined>>, now = Date.now()): AuthResult {
+  if (cfg.mode === 'none') return { ok: true, principal: { kind: 'anonymous', id: 'anonymous', scopes: new Set<Scope>(['read', 'pii']) } };
+  const auth = headers.authorization;
+  const apiKey = headers['x-api-key'];
+  const bearer = typeof auth === 'string' && /^Bearer\s+/i.test(auth) ? auth.replace(/^Bearer\s+/i, '').trim() : undefined;
+  const candidate = typeof apiKey === 'string' ? apiKey : bearer;
+  if (candidate === undefined || candidate === '') return { ok: false, reason: 'credentials required: Authorization: Bearer <API key or customer token>, or X-Api-Key' };
+  for (const k of cfg.keys) if (safeEqual(k.key, candidate)) return { ok: true, principal: { kind: 'service', id: `key:${k.name}`, scopes: k.scopes } };
+  if (cfg.tokenSecret !== undefined && candidate.split('.').length === 3) {
+    const t = verifyCustomerToken(cfg.tokenSecret, candidate, now);
+    if (!t.ok) return { ok: false, reason: `customer token rejected: ${t.reason}` };
+    return { ok: true, principal: { kind: 'customer', id: `customer:${t.customerId}`, customerId: t.customerId, scopes: new Set<Scope>() } };
+  }
+  return { ok: false, reason: 'unknown API key' };
+}

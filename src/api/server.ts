@@ -1,0 +1,335 @@
+/**
+ * The query API (fastify): customer state, triggers and product watchers for the shop frontend, answered by
+ * any instance. A key's owner is the task (partition) the producers' partitioner gives it; the owner's address
+ * comes from the group's routing. A request for a key owned elsewhere is forwarded once to the owner; during a
+ * rebalance (no owner known, or the task still restoring) it is served from a local standby copy with its lag
+ * stated, or answered 503 with Retry-After. Every answer says where it came from (`freshness`).
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Logger } from 'pino';
+import type { Topology } from '../engine/api/index.js';
+import type { StateReader } from '../engine/state/reader.js';
+import { KairosError, isKairosError, type KairosErrorCode } from '../errors.js';
+import { authenticate, type AuthConfig, type Principal } from './auth.js';
+import { customerView, freshnessOf, productWishers, skuWatchers } from './views.js';
+
+/** What the API needs from the runner. */
+export interface QueryBackend {
+  /** The task owning a key; undefined before the runner knows the partition count. */
+  partitionOf(key: string): number | undefined;
+  /** Task → API address of its owner, from the group's routing; undefined before the first assignment. */
+  owner(partition: number): string | null | undefined;
+  /** Local read access to a task: active, or a standby copy; undefined when this instance has neither. */
+  reader(partition: number): Promise<StateReader | undefined>;
+  readonly topology: Topology;
+}
+
+export interface ApiOptions {
+  readonly backend: QueryBackend;
+  /** This instance's address as published in the routing (host:port). */
+  readonly self: () => string;
+  readonly auth: AuthConfig;
+  /** Requests per minute per API key. */
+  readonly rateLimitService: number;
+  /** Requests per minute per customer token (and per IP for unauthenticated requests). */
+  readonly rateLimitCustomer: number;
+  readonly forwardTimeoutMs: number;
+  readonly logger?: Logger;
+}
+
+export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
+/** Path parameters up to the contract's 128-character ids (fastify's default stops at 100 with a 414). */
+export const FASTIFY_OPTIONS = { logger: false, maxParamLength: 512 } as const;
+/** Ids as the contract allows them (1–128 characters), without control characters or the store key separator. */
+const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[^\\u0000-\\u001f\\u007f]+$' });
+const Params = Type.Object({ id: Id });
+const SkuParams = Type.Object({ sku: Id });
+const ProductParams = Type.Object({ productId: Id });
+const PageQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
+});
+const WishersQuery = Type.Intersect([PageQuery, Type.Object({ sku: Type.Optional(Id) })]);
+const TriggersQuery = Type.Object({ type: Type.Optional(Type.String({ pattern: '^[A-Z_]{1,40}$' })) });
+const ErrorBody = Type.Object({ error: Type.Object({ code: Type.String(), message: Type.String() }), statusCode: Type.Integer() });
+
+/** HTTP status per error code: the one place that maps them. */
+const STATUS: Partial<Record<KairosErrorCode, number>> = {
+  KAIROS_ERR_API_BAD_REQUEST: 400,
+  KAIROS_ERR_API_UNAUTHORIZED: 401,
+  KAIROS_ERR_API_FORBIDDEN: 403,
+  KAIROS_ERR_API_NOT_FOUND: 404,
+  KAIROS_ERR_API_RATE_LIMITED: 429,
+  KAIROS_ERR_API_UNAVAILABLE: 503,
+};
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+function fail(code: KairosErrorCode, message: string): never {
+  throw new KairosError(code, message);
+}
+
+function sendError(reply: FastifyReply, code: KairosErrorCode, message: string, retryAfter?: number): FastifyReply {
+  const status = STATUS[code] ?? 500;
+  if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
+  return reply.code(status).send({ error: { code, message }, statusCode: status });
+}
+
+/** Registers /v1 routes, /docs/json, auth, rate limits and API metrics on `app`. */
+export async function registerApi(app: FastifyInstance, opts: ApiOptions, registry: Registry): Promise<void> {
+  const { backend } = opts;
+  const log = opts.logger?.child({ component: 'api' });
+  const latency = new Histogram({
+    name: 'kairos_api_request_duration_seconds',
+    help: 'Query API latency by method, route (pattern) and status code, as measured by fastify',
+    labelNames: ['method', 'route', 'status_code'],
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5],
+    registers: [registry],
+  });
+  const forwarded = new Counter({
+    name: 'kairos_api_forwarded_total',
+    help: 'Query API requests forwarded to the owning instance, by result (ok, error, unreachable) or served from a standby (standby) or refused during a rebalance (unavailable)',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Kairos query API', version: '1.0.0', description: 'Customer state, triggers and product watchers, answered from the owning task' },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'An API key, or a customer token (HS256 JWT, sub = customer id)' },
+          apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' },
+        },
+      },
+      security: [{ bearer: [] }, { apiKey: [] }],
+    },
+  });
+  await app.register(rateLimit, {
+    global: false,
+    hook: 'preHandler',
+    keyGenerator: (req) => req.principal?.id ?? req.ip,
+    errorResponseBuilder: (_req, ctx) => ({
+      error: { code: 'KAIROS_ERR_API_RATE_LIMITED', message: `rate limit of ${ctx.max} requests per ${ctx.after} exceeded` },
+      statusCode: 429,
+    }),
+  });
+
+  app.addHook('onResponse', (req, reply, done) => {
+    latency.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    done();
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    if (isKairosError(err)) return sendError(reply, err.code, err.message, err.code === 'KAIROS_ERR_API_UNAVAILABLE' ? 1 : undefined);
+    const e = err as { validation?: unknown; statusCode?: number; message: string };
+    if (e.validation !== undefined) return sendError(reply, 'KAIROS_ERR_API_BAD_REQUEST', e.message);
+    if (e.statusCode === 429) return reply.code(429).send(err);
+    if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return reply.code(e.statusCode).send({ error: { code: 'KAIROS_ERR_API_BAD_REQUEST', message: e.message }, statusCode: e.statusCode });
+    log?.error({ err, url: req.url }, 'query API request failed');
+    return reply.code(500).send({ error: { code: 'KAIROS_ERR_INTERNAL', message: 'internal error' }, statusCode: 500 });
+  });
+  app.setNotFoundHandler((req, reply) => sendError(reply, 'KAIROS_ERR_API_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`));
+
+  app.get('/docs/json', { schema: { hide: true } }, () => app.swagger());
+
+  const rateLimitConfig = {
+    rateLimit: {
+      max: (req: FastifyRequest) => (req.principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer),
+      timeWindow: 60_000,
+    },
+  };
+
+  /** Authenticates; a customer token may read only its own customer (`customerId`), nothing else. */
+  function authorize(req: FastifyRequest, customerId?: string): Principal {
+    const a = authenticate(opts.auth, req.headers);
+    if (!a.ok) fail('KAIROS_ERR_API_UNAUTHORIZED', a.reason);
+    req.principal = a.principal;
+    if (a.principal.kind === 'customer' && a.principal.customerId !== customerId) {
+      fail('KAIROS_ERR_API_FORBIDDEN', customerId === undefined ? 'a customer token reads only its own customer' : 'a customer token reads only its own customer, not this one');
+    }
+    return a.principal;
+  }
+  // Authentication runs before the rate limit (preHandler), so limits are per caller, not per IP.
+  app.addHook('onRequest', (req, _reply, done) => {
+    if (req.url.startsWith('/v1/')) {
+      const a = authenticate(opts.auth, req.headers);
+      if (a.ok) req.principal = a.principal;
+    }
+    done();
+  });
+
+  /**
+   * Answers from the task owning `key`: locally (active task, or standby copy during a rebalance), or by
+   * forwarding the request once to the owner.
+   */
+  async function routed<T>(req: FastifyRequest, reply: FastifyReply, key: string, read: (r: StateReader) => Promise<T | undefined>, what: string): Promise<FastifyReply> {
+    const partition = backend.partitionOf(key);
+    if (partition === undefined) fail('KAIROS_ERR_API_UNAVAILABLE', 'the instance is starting: partitions not known yet');
+    const self = opts.self();
+    const owner = backend.owner(partition);
+    const wasForwarded = typeof req.headers[FORWARDED_HEADER] === 'string';
+    const answer = async (r: StateReader): Promise<FastifyReply> => {
+      const body = await read(r);
+      if (body === undefined) fail('KAIROS_ERR_API_NOT_FOUND', `unknown ${what}`);
+      void reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source);
+      return reply.send({ ...body, freshness: freshnessOf(r, self) });
+    };
+    if (owner === self || owner === undefined || owner === null || wasForwarded) {
+      const r = await backend.reader(partition);
+      if (r && (r.source === 'active' || owner !== self)) {
+        if (r.source === 'standby') forwarded.inc({ result: 'standby' });
+        return answer(r);
+      }
+      forwarded.inc({ result: 'unavailable' });
+      fail('KAIROS_ERR_API_UNAVAILABLE', owner === self ? `task ${partition} is being restored here` : `task ${partition} is moving between instances (rebalance)`);
+    }
+    // Owned elsewhere: forward once, with the caller's credentials.
+    const url = `http://${owner}${req.url}`;
+    try {
+      const headers: Record<string, string> = { [FORWARDED_HEADER]: self, accept: 'application/json' };
+      for (const h of ['authorization', 'x-api-key']) {
+        const v = req.headers[h];
+        if (typeof v === 'string') headers[h] = v;
+      }
+      const res = await fetch(url, { headers, signal: AbortSignal.timeout(opts.forwardTimeoutMs) });
+      forwarded.inc({ result: res.ok || res.status === 404 ? 'ok' : 'error' });
+      const retryAfter = res.headers.get('retry-after');
+      if (retryAfter !== null) void reply.header('retry-after', retryAfter);
+      for (const h of ['x-kairos-served-by', 'x-kairos-source']) {
+        const v = res.headers.get(h);
+        if (v !== null) void reply.header(h, v);
+      }
+      return reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(Buffer.from(await res.arrayBuffer()));
+    } catch (err) {
+      forwarded.inc({ result: 'unreachable' });
+      log?.warn({ owner, partition, err: (err as Error).message }, 'owner unreachable; trying a local standby copy');
+      const r = await backend.reader(partition);
+      if (r) return answer(r);
+      fail('KAIROS_ERR_API_UNAVAILABLE', `the owner of task ${partition} (${owner}) is unreachable`);
+    }
+  }
+
+  const secured: { security: Record<string, string[]>[] } = { security: [{ bearer: [] }, { apiKey: [] }] };
+  const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 429: ErrorBody, 503: ErrorBody };
+
+  app.get<{ Params: Static<typeof Params> }>(
+    '/v1/customers/:id',
+    {
+      config: rateLimitConfig,
+      schema: {
+        summary: 'A customer: profile (PII only with the pii scope), basket, wishlist, browsing session, pending timers, recent triggers and decisions',
+        params: Params,
+        ...secured,
+        response: errors,
+      },
+    },
+    (req, reply) => {
+      const p = authorize(req, req.params.id);
+      return routed(req, reply, req.params.id, (r) => customerView(r, req.params.id, p.scopes), `customer "${req.params.id}"`);
+    },
+  );
+
+  app.get<{ Params: Static<typeof Params>; Querystring: Static<typeof TriggersQuery> }>(
+    '/v1/customers/:id/triggers',
+    { config: rateLimitConfig, schema: { summary: 'Recent triggers sent to a customer and the guards\' decisions with reasons', params: Params, querystring: TriggersQuery, ...secured, response: errors } },
+    (req, reply) => {
+      const p = authorize(req, req.params.id);
+      const type = req.query.type;
+      return routed(
+        req,
+        reply,
+        req.params.id,
+        async (r) => {
+          const v = await customerView(r, req.params.id, p.scopes);
+          if (!v) return undefined;
+          return {
+            customerId: v.customerId,
+            triggers: v.triggers.filter((t) => type === undefined || t.type === type),
+            decisions: v.decisions.filter((d) => type === undefined || d.type === type),
+          };
+        },
+        `customer "${req.params.id}"`,
+      );
+    },
+  );
+
+  app.get<{ Params: Static<typeof SkuParams>; Querystring: Static<typeof PageQuery> }>(
+    '/v1/products/:sku/watchers',
+    {
+      config: rateLimitConfig,
+      schema: { summary: 'Customers watching a sku: basket (price drop) and wishlist (restock) watchers, counted and paged', params: SkuParams, querystring: PageQuery, ...secured, response: errors },
+    },
+    async (req, reply) => {
+      authorize(req);
+      const limit = req.query.limit ?? 100;
+      return routed(
+        req,
+        reply,
+        req.params.sku,
+        async (r) => {
+          const w = await skuWatchers(r, req.params.sku, limit, req.query.cursor);
+          if (w.productId === null && w.basket.count === 0) return undefined;
+          return w;
+        },
+        `sku "${req.params.sku}"`,
+      );
+    },
+  );
+
+  app.get<{ Params: Static<typeof ProductParams>; Querystring: Static<typeof WishersQuery> }>(
+    '/v1/products/by-id/:productId/wishers',
+    {
+      config: rateLimitConfig,
+      schema: { summary: 'Customers with the product (optionally one sku of it) on their wishlist, oldest wish first', params: ProductParams, querystring: WishersQuery, ...secured, response: errors },
+    },
+    async (req, reply) => {
+      authorize(req);
+      const limit = req.query.limit ?? 100;
+      return routed(
+        req,
+        reply,
+        req.params.productId,
+        async (r) => {
+          const page = await productWishers(r, req.params.productId, req.query.sku ?? null, limit, req.query.cursor);
+          return page.count === 0 ? undefined : { productId: req.params.productId, sku: req.query.sku ?? null, wishlist: page };
+        },
+        `product "${req.params.productId}" on any wishlist`,
+      );
+    },
+  );
+
+  app.get('/v1/topology', { config: rateLimitConfig, schema: { summary: 'The running topology: nodes, stores, topics (text and Mermaid too)', ...secured } }, (req) => {
+    authorize(req);
+    const t = backend.topology;
+    return {
+      applicationId: t.applicationId,
+      nodes: [...t.nodes.values()].map((n) => ({
+        name: n.name,
+        kind: n.kind,
+        ...(n.kind === 'source' ? { topics: n.topics } : {}),
+        ...(n.kind === 'sink' ? { topic: n.topic } : {}),
+        ...(n.kind === 'processor' ? { stores: n.stores } : {}),
+        children: t.children.get(n.name) ?? [],
+      })),
+      stores: [...t.stores.values()].map((s) => ({ name: s.spec.name, kind: s.spec.kind, processors: s.processors })),
+      repartitionTopics: t.repartitionTopics,
+      text: t.describe(),
+      mermaid: t.describeMermaid(),
+    };
+  });
+}
+
+/** A standalone fastify instance with the API (tests, and the HTTP server of an instance). */
+export function createApiApp(): FastifyInstance {
+  return Fastify(FASTIFY_OPTIONS);
+}

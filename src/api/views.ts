@@ -1,0 +1,183 @@
+/**
+ * What the query API answers, assembled from one task's state (active or standby). Topologies that are not
+ * enabled simply contribute nothing (their stores are absent from the task).
+ */
+import type { CustomerProfile, Money } from '../../schemas/contract.js';
+import type { StateReader, TimerInfo } from '../engine/state/reader.js';
+import { basketsStore, basketValue, type BasketItem } from '../../topologies/basket-abandonment/index.js';
+import { customersStore as priceDropCustomers, skusStore, subscribersStore } from '../../topologies/basket-price-drop/index.js';
+import { sessionsStore } from '../../topologies/browse-abandonment/index.js';
+import { profilesStore } from '../../topologies/common/guards.js';
+import { historyStore, type RecentDecision, type RecentTrigger } from '../../topologies/common/history.js';
+import { customerWishesStore, wishesStore } from '../../topologies/wishlist-restock/index.js';
+import type { Scope } from './auth.js';
+
+const SEP = '\u0000';
+
+export interface Freshness {
+  readonly servedBy: string;
+  readonly source: 'active' | 'standby';
+  readonly partition: number;
+  /** Largest event time the task has applied (null before any). */
+  readonly streamTime: number | null;
+  /** Standby only: changelog records not yet applied (null when unknown). */
+  readonly lagRecords?: number | null;
+}
+
+export function freshnessOf(r: StateReader, servedBy: string): Freshness {
+  return {
+    servedBy,
+    source: r.source,
+    partition: r.partition,
+    streamTime: Number.isFinite(r.streamTime) ? r.streamTime : null,
+    ...(r.source === 'standby' ? { lagRecords: r.lagRecords ?? null } : {}),
+  };
+}
+
+export interface ProfileView {
+  readonly timezone?: string;
+  readonly locale?: string;
+  readonly consents: CustomerProfile['consents'];
+  readonly segments: string[];
+  readonly attributes: CustomerProfile['attributes'];
+  readonly updatedAt: number;
+  /** Only with the pii scope. */
+  readonly email?: string;
+  readonly pushTokens?: CustomerProfile['pushTokens'];
+}
+
+export interface BasketView {
+  readonly items: BasketItem[];
+  readonly value: Money | null;
+  readonly lastActivityAt: number | null;
+  readonly lastActivityType: string | null;
+}
+
+export interface CustomerView {
+  readonly customerId: string;
+  readonly profile: ProfileView | null;
+  readonly basket: BasketView | null;
+  readonly wishlist: { productId: string; sku: string | null }[];
+  readonly browsing: { sessionStart: number; lastViewAt: number; views: number; products: { productId: string; views: number }[] } | null;
+  /** Pending timers of this customer (null when the source cannot list them: a standby copy). */
+  readonly timers: TimerInfo[] | null;
+  readonly triggers: RecentTrigger[];
+  readonly decisions: RecentDecision[];
+}
+
+function profileView(p: CustomerProfile, scopes: ReadonlySet<Scope>): ProfileView {
+  return {
+    ...(p.timezone === undefined ? {} : { timezone: p.timezone }),
+    ...(p.locale === undefined ? {} : { locale: p.locale }),
+    consents: p.consents,
+    segments: p.segments,
+    attributes: p.attributes,
+    updatedAt: p.updatedAt,
+    ...(scopes.has('pii') ? { ...(p.email === undefined ? {} : { email: p.email }), pushTokens: p.pushTokens } : {}),
+  };
+}
+
+/** The customer's state in this task, or undefined when the task knows nothing of the customer. */
+export async function customerView(r: StateReader, customerId: string, scopes: ReadonlySet<Scope>): Promise<CustomerView | undefined> {
+  const [profile, basket, pdCustomer, wishes, session, history] = await Promise.all([
+    r.get(profilesStore, customerId),
+    r.get(basketsStore, customerId),
+    r.get(priceDropCustomers, customerId),
+    r.get(customerWishesStore, customerId),
+    r.get(sessionsStore, customerId),
+    r.get(historyStore, customerId),
+  ]);
+  const timers = r.timers(customerId);
+  const items = basket?.items ?? pdCustomer?.items;
+  const known = [profile, basket, pdCustomer, wishes, session, history].some((x) => x !== undefined) || (timers?.length ?? 0) > 0;
+  if (!known) return undefined;
+  return {
+    customerId,
+    profile: profile ? profileView(profile, scopes) : null,
+    basket: items
+      ? { items, value: basketValue(items), lastActivityAt: basket?.lastActivityAt ?? null, lastActivityType: basket?.lastActivityType ?? null }
+      : null,
+    wishlist: wishes ?? [],
+    browsing: session?.session
+      ? {
+          sessionStart: session.session.start,
+          lastViewAt: session.session.lastViewAt,
+          views: session.session.views,
+          products: session.session.products.map((p) => ({ productId: p.productId, views: p.views })),
+        }
+      : null,
+    timers: timers ?? null,
+    triggers: history?.triggers ?? [],
+    decisions: history?.decisions ?? [],
+  };
+}
+
+export interface Page<T> {
+  readonly count: number;
+  readonly items: T[];
+  /** Pass as `cursor` for the next page; null on the last page. */
+  readonly nextCursor: string | null;
+}
+
+/** A page of a prefix range: the total count, `limit` entries after the cursor, and the next cursor. */
+async function page<V, T>(r: StateReader, spec: Parameters<StateReader['scan']>[0], prefix: string, limit: number, cursor: string | undefined, map: (key: string, value: V) => T): Promise<Page<T>> {
+  // The count reads the whole range (the index has no counters): linear in the watchers of one product.
+  const all = await r.scan<V>(spec as never, { prefix });
+  const after = cursor === undefined ? undefined : prefix + cursor;
+  const rest = after === undefined ? all : all.filter((e) => e.key > after);
+  const items = rest.slice(0, limit);
+  const last = items[items.length - 1];
+  return {
+    count: all.length,
+    items: items.map((e) => map(e.key.slice(prefix.length), e.value)),
+    nextCursor: rest.length > limit && last ? last.key.slice(prefix.length) : null,
+  };
+}
+
+export interface SkuWatchers {
+  readonly sku: string;
+  /** From the catalog (null until a catalog event for the sku was seen). */
+  readonly productId: string | null;
+  readonly price: Money | null;
+  readonly stock: number | null;
+  /** Customers with the sku in their basket (the price-drop index). */
+  readonly basket: Page<{ customerId: string; since: number; reference: Money | null }>;
+}
+
+/** Basket watchers of a sku, from the sku's task (the price-drop index). */
+export async function skuWatchers(r: StateReader, sku: string, limit: number, cursor: string | undefined): Promise<SkuWatchers> {
+  const info = await r.get(skusStore, sku);
+  const basket = await page(r, subscribersStore, `${sku}${SEP}`, limit, cursor, (customerId, v: { since: number; reference?: Money }) => ({
+    customerId,
+    since: v.since,
+    reference: v.reference ?? null,
+  }));
+  return { sku, productId: info?.productId ?? null, price: info?.price ?? null, stock: info?.stock ?? null, basket };
+}
+
+/** Wishlist watchers of a product's sku (and of the product in any size), from the product's task. */
+export async function productWishers(
+  r: StateReader,
+  productId: string,
+  sku: string | null,
+  limit: number,
+  cursor: string | undefined,
+): Promise<Page<{ customerId: string; sku: string | null; wishedAt: number }>> {
+  // Membership keys: productId \0 sku|'' \0 customerId. A sku-less wish (any size) watches every sku.
+  const prefix = `${productId}${SEP}`;
+  const p = await page(r, wishesStore, prefix, Number.MAX_SAFE_INTEGER, undefined, (rest, w: { customerId: string; sku: string | null; wishedAt: number }) => ({
+    rest,
+    customerId: w.customerId,
+    sku: w.sku,
+    wishedAt: w.wishedAt,
+  }));
+  const matching = p.items.filter((w) => sku === null || w.sku === null || w.sku === sku);
+  const start = cursor === undefined ? 0 : matching.findIndex((w) => w.rest > cursor) === -1 ? matching.length : matching.findIndex((w) => w.rest > cursor);
+  const items = matching.slice(start, start + limit);
+  const last = items[items.length - 1];
+  return {
+    count: matching.length,
+    items: items.map(({ customerId, sku: s, wishedAt }) => ({ customerId, sku: s, wishedAt })),
+    nextCursor: start + limit < matching.length && last ? last.rest : null,
+  };
+}
