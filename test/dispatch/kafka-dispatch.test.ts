@@ -16,7 +16,7 @@ import { profileKey } from '../../src/dispatch/state-view.js';
 import { mockClusterAvailable, startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { tempDir } from '../helpers.js';
 import { collect, json, produce, silent, testKafka } from '../support/kafka.js';
-import { startRedis, type RedisServer } from '../support/redis.js';
+import { startRedis } from '../support/redis.js';
 import { startLocalFcm, localFcmCredential, type LocalFcm } from '../support/fcm-server.js';
 import { startLocalSmtp, type LocalSmtp } from '../support/smtp-server.js';
 import { makeProfile, makeTrigger } from '../support/dispatch.js';
