@@ -77,3 +77,20 @@ test('provider errors are classified: bad tokens, transient, permanent', () => {
   assert.equal(classifySmtpError({ responseCode: 550, code: 'EENVELOPE' }).permanent, true);
   assert.equal(classifySmtpError({ code: 'ECONNECTION' }).permanent, false);
 });
+
+test('kairos dispatch with a bad environment exits 2 and names the variables', async () => {
+  const { run } = await import('../../src/cli/main.js');
+  const saved = { ...process.env };
+  let err = '';
+  const io = { stdout: { write: () => true }, stderr: { write: (s: string) => ((err += s), true) } } as unknown as Parameters<typeof run>[1];
+  try {
+    delete process.env.KAFKA_BROKERS;
+    process.env.KAIROS_DISPATCH_CHANNELS = 'onsite';
+    process.env.REDIS_URL = 'nope';
+    assert.equal(await run(['dispatch'], io), 2);
+  } finally {
+    process.env = saved;
+  }
+  assert.match(err, /KAFKA_BROKERS: required/);
+  assert.match(err, /REDIS_URL="nope"/);
+});
