@@ -1,0 +1,124 @@
+/**
+ * Owner routing across two real instances (`startInstance`: Kafka runner + HTTP server with the query API)
+ * in one consumer group on librdkafka's mock cluster: every customer is answered by any instance, from the
+ * instance whose task owns the customer's partition (forwarded once when that is the other one).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { BasketEvent } from '../../schemas/contract.js';
+import { signCustomerToken } from '../../src/api/auth.js';
+import { startInstance, type Instance } from '../../src/app/instance.js';
+import { resolveCampaigns } from '../../src/config/campaigns.js';
+import { loadRuntimeConfig } from '../../src/config/runtime.js';
+import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { partitionOf } from '../../src/kafka/partitioner.js';
+import { tempDir } from '../helpers.js';
+import { produce, silent, testKafka } from '../support/kafka.js';
+
+const KEY = 'routing-test-key-0123456789';
+const SECRET = 'routing-test-secret-of-32-characters-at-least';
+const CUSTOMERS = Array.from({ length: 24 }, (_, i) => `cust-${i}`);
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+
+let cluster: MockCluster;
+const instances: Instance[] = [];
+const dirs: { remove: () => void }[] = [];
+
+before(async () => {
+  cluster = await startMockCluster();
+});
+after(async () => {
+  for (const i of instances) await i.stop().catch(() => undefined);
+  await cluster.stop();
+  for (const d of dirs) d.remove();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 90_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+async function start(): Promise<Instance> {
+  const state = tempDir();
+  dirs.push(state);
+  const config = loadRuntimeConfig({
+    KAFKA_BROKERS: cluster.brokers.join(','),
+    KAFKA_IDEMPOTENT: 'false',
+    KAFKA_MAX_WAIT_MS: '100',
+    KAFKA_SESSION_TIMEOUT_MS: '6000',
+    KAFKA_HEARTBEAT_MS: '500',
+    KAIROS_APPLICATION_ID: 'routing',
+    KAIROS_STATE_DIR: state.dir,
+    KAIROS_HTTP_PORT: '0',
+    KAIROS_API_KEYS: `test:${KEY}:read`,
+    KAIROS_API_TOKEN_SECRET: SECRET,
+    KAIROS_LOG_LEVEL: 'warn',
+  });
+  const i = await startInstance(config, silent, resolveCampaigns({ guards: { enabled: false } }));
+  instances.push(i);
+  return i;
+}
+
+async function get(i: Instance, path: string, credential = KEY): Promise<{ status: number; body: Record<string, unknown>; servedBy: string | null }> {
+  const res = await fetch(`http://${i.address}${path}`, { headers: { authorization: `Bearer ${credential}` } });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown>, servedBy: res.headers.get('x-kairos-served-by') };
+}
+
+test('two instances: any instance answers for any customer, from the owner of its partition (forwarded once), with the same state', async () => {
+  const kafka = testKafka(cluster.brokers);
+  const a = await start();
+  const b = await start();
+  const events: BasketEvent[] = CUSTOMERS.map((c, n) => ({ eventId: `e${n}`, customerId: c, occurredAt: T0 + n, type: 'ITEM_ADDED', sku: `sku-${n}`, quantity: 1 }));
+  await produce(kafka, 'shop.basket.v1', events.map((e) => ({ key: e.customerId, value: JSON.stringify(e) })));
+  // Both instances hold tasks, both know the same routing, and every customer is visible at its owner.
+  await until('both instances running tasks with the same routing', () => {
+    const ra = a.runner.routing;
+    const rb = b.runner.routing;
+    return (
+      a.runner.ready &&
+      b.runner.ready &&
+      a.runner.assignedPartitions.length > 0 &&
+      b.runner.assignedPartitions.length > 0 &&
+      ra !== undefined &&
+      rb !== undefined &&
+      ra.version === rb.version &&
+      [...ra.tasks.values()].every((addr) => addr === a.address || addr === b.address) &&
+      new Set(ra.tasks.values()).size === 2
+    );
+  });
+  await until('every customer readable', async () => {
+    for (const c of CUSTOMERS) if ((await get(a, `/v1/customers/${c}`)).status !== 200) return false;
+    return true;
+  });
+  const routing = a.runner.routing;
+  assert.ok(routing);
+  let forwardedFromA = 0;
+  for (const [n, c] of CUSTOMERS.entries()) {
+    const owner = routing.tasks.get(partitionOf(c, 4));
+    const viaA = await get(a, `/v1/customers/${c}`);
+    const viaB = await get(b, `/v1/customers/${c}`);
+    assert.equal(viaA.status, 200);
+    assert.equal(viaB.status, 200);
+    assert.equal(viaA.servedBy, owner, `${c} is answered by its owner ${String(owner)} via a`);
+    assert.equal(viaB.servedBy, owner, `${c} is answered by its owner ${String(owner)} via b`);
+    assert.deepEqual(viaA.body, viaB.body, 'the same answer whichever instance was asked');
+    assert.deepEqual((viaA.body.basket as { items: { sku: string }[] }).items.map((i) => i.sku), [`sku-${n}`]);
+    assert.equal((viaA.body.freshness as { source: string }).source, 'active');
+    if (owner !== a.address) forwardedFromA++;
+  }
+  assert.ok(forwardedFromA > 0 && forwardedFromA < CUSTOMERS.length, 'some customers live on each instance');
+  // A customer token is checked again by the owner after the forward.
+  const remote = CUSTOMERS.find((c) => routing.tasks.get(partitionOf(c, 4)) === b.address) as string;
+  const own = await get(a, `/v1/customers/${remote}`, signCustomerToken(SECRET, remote, 60));
+  assert.equal(own.status, 200);
+  assert.equal(own.servedBy, b.address);
+  assert.equal((await get(a, `/v1/customers/${remote}`, signCustomerToken(SECRET, 'someone-else', 60))).status, 403);
+  // Unknown customers are 404 wherever they would live.
+  for (const c of ['ghost-1', 'ghost-2', 'ghost-3', 'ghost-4']) assert.equal((await get(a, `/v1/customers/${c}`)).status, 404);
+  const metrics = await a.registry.metrics();
+  assert.match(metrics, /kairos_api_forwarded_total\{result="ok"\} [1-9]/);
+});
