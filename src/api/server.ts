@@ -5,6 +5,7 @@
  * rebalance (no owner known, or the task still restoring) it is served from a local standby copy with its lag
  * stated, or answered 503 with Retry-After. Every answer says where it came from (`freshness`).
  */
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Type, type Static } from '@sinclair/typebox';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
@@ -70,6 +71,8 @@ const STATUS: Partial<Record<KairosErrorCode, number>> = {
 declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
+    /** Why authentication failed (answered 401 by the route). */
+    authFailure?: string;
   }
 }
 
@@ -149,21 +152,22 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     },
   };
 
-  /** Authenticates; a customer token may read only its own customer (`customerId`), nothing else. */
+  /** The caller (authenticated once per request, in onRequest); a customer token reads only its own customer. */
   function authorize(req: FastifyRequest, customerId?: string): Principal {
-    const a = authenticate(opts.auth, req.headers);
-    if (!a.ok) fail('KAIROS_ERR_API_UNAUTHORIZED', a.reason);
-    req.principal = a.principal;
-    if (a.principal.kind === 'customer' && a.principal.customerId !== customerId) {
+    if (req.authFailure !== undefined) fail('KAIROS_ERR_API_UNAUTHORIZED', req.authFailure);
+    const principal = req.principal;
+    if (principal === undefined) fail('KAIROS_ERR_API_UNAUTHORIZED', 'credentials required');
+    if (principal.kind === 'customer' && principal.customerId !== customerId) {
       fail('KAIROS_ERR_API_FORBIDDEN', customerId === undefined ? 'a customer token reads only its own customer' : 'a customer token reads only its own customer, not this one');
     }
-    return a.principal;
+    return principal;
   }
   // Authentication runs before the rate limit (preHandler), so limits are per caller, not per IP.
   app.addHook('onRequest', (req, _reply, done) => {
     if (req.url.startsWith('/v1/')) {
       const a = authenticate(opts.auth, req.headers);
       if (a.ok) req.principal = a.principal;
+      else req.authFailure = a.reason;
     }
     done();
   });
@@ -193,23 +197,20 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       forwarded.inc({ result: 'unavailable' });
       fail('KAIROS_ERR_API_UNAVAILABLE', owner === self ? `task ${partition} is being restored here` : `task ${partition} is moving between instances (rebalance)`);
     }
-    // Owned elsewhere: forward once, with the caller's credentials.
-    const url = `http://${owner}${req.url}`;
+    // Owned elsewhere: forward once, with the caller's credentials, over a pooled keep-alive connection.
     try {
       const headers: Record<string, string> = { [FORWARDED_HEADER]: self, accept: 'application/json' };
       for (const h of ['authorization', 'x-api-key']) {
         const v = req.headers[h];
         if (typeof v === 'string') headers[h] = v;
       }
-      const res = await fetch(url, { headers, signal: AbortSignal.timeout(opts.forwardTimeoutMs) });
-      forwarded.inc({ result: res.ok || res.status === 404 ? 'ok' : 'error' });
-      const retryAfter = res.headers.get('retry-after');
-      if (retryAfter !== null) void reply.header('retry-after', retryAfter);
-      for (const h of ['x-kairos-served-by', 'x-kairos-source']) {
-        const v = res.headers.get(h);
-        if (v !== null) void reply.header(h, v);
+      const res = await forward(owner, req.url, headers, opts.forwardTimeoutMs);
+      forwarded.inc({ result: res.status < 300 || res.status === 404 ? 'ok' : 'error' });
+      for (const h of ['retry-after', 'x-kairos-served-by', 'x-kairos-source']) {
+        const v = res.headers[h];
+        if (typeof v === 'string') void reply.header(h, v);
       }
-      return reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(Buffer.from(await res.arrayBuffer()));
+      return reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(res.body);
     } catch (err) {
       forwarded.inc({ result: 'unreachable' });
       log?.warn({ owner, partition, err: (err as Error).message }, 'owner unreachable; trying a local standby copy');
@@ -326,6 +327,24 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       text: t.describe(),
       mermaid: t.describeMermaid(),
     };
+  });
+}
+
+const agent = new HttpAgent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
+
+/** GET http://<address><path> through the shared keep-alive agent; rejects on network errors and timeouts. */
+function forward(address: string, path: string, headers: Record<string, string>, timeoutMs: number): Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }> {
+  const sep = address.lastIndexOf(':');
+  return new Promise((resolve, reject) => {
+    const r = httpRequest({ host: address.slice(0, sep), port: Number(address.slice(sep + 1)), path, method: 'GET', headers, agent, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    r.on('timeout', () => r.destroy(new Error(`no answer from ${address} within ${timeoutMs} ms`)));
+    r.on('error', reject);
+    r.end();
   });
 }
 
