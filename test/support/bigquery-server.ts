@@ -60,6 +60,8 @@ export interface BigQueryServer {
   failNext(method: string, pathSuffix: string, status: number, options?: { afterStore?: boolean }): void;
   /** Answer queries labelled `kairos_query=<label>` (or whose label starts with it). */
   onQuery(label: string, handler: (ctx: QueryContext) => QueryResult): void;
+  /** Refuse rows for which `why` returns a message (as insertAll does for a row that does not fit the table). */
+  refuseRows(why: (json: Record<string, unknown>) => string | undefined): void;
   /** Hold insertAll requests until `release()`; resolves `held` when one arrives. */
   holdInserts(): { held: Promise<void>; release: () => void };
   close(): Promise<void>;
@@ -169,6 +171,7 @@ export async function startBigQueryServer(): Promise<BigQueryServer> {
   const faults: Fault[] = [];
   const handlers = new Map<string, (ctx: QueryContext) => QueryResult>();
   const results = new Map<string, { fields: QueryResult['fields']; rows: { f: { v: string | null }[] }[] }>();
+  let refuse: (json: Record<string, unknown>) => string | undefined = () => undefined;
   let hold: { arrived: () => void; gate: Promise<void> } | undefined;
   let jobs = 0;
 
@@ -232,7 +235,10 @@ export async function startBigQueryServer(): Promise<BigQueryServer> {
         await h.gate;
       }
       const rows = (b.rows ?? []) as { insertId?: string; json: Record<string, unknown> }[];
-      const bad = rows.map((r) => rowErrors(t.resource.schema.fields, r.json));
+      const bad = rows.map((r) => {
+        const injected = refuse(r.json);
+        return [...rowErrors(t.resource.schema.fields, r.json), ...(injected === undefined ? [] : [injected])];
+      });
       const insertErrors = bad.flatMap((errors, index) => (errors.length === 0 ? [] : [{ index, errors: errors.map((message) => ({ reason: 'invalid', location: '', message })) }]));
       if (insertErrors.length > 0 && b.skipInvalidRows !== true) {
         const stopped = rows.flatMap((_r, index) => (bad[index]?.length === 0 ? [{ index, errors: [{ reason: 'stopped', location: '', message: '' }] }] : []));
@@ -290,6 +296,9 @@ export async function startBigQueryServer(): Promise<BigQueryServer> {
     rows: (dataset, tableId) => tables.get(`${dataset}.${tableId}`)?.rows ?? [],
     failNext: (method, pathSuffix, status, options = {}) => faults.push({ method, pathSuffix, status, afterStore: options.afterStore ?? false }),
     onQuery: (label, handler) => handlers.set(label, handler),
+    refuseRows: (why) => {
+      refuse = why;
+    },
     holdInserts: () => {
       let arrived!: () => void;
       let release!: () => void;
