@@ -33,7 +33,7 @@ export interface FcmPushOptions {
   readonly shopUrl: string;
   /** @default 500 */
   readonly batchSize?: number;
-  /** How long a message waits for others to fill its batch, ms. @default 5 */
+  /** How long a message waits for others to fill its batch, ms. @default 10 */
   readonly lingerMs?: number;
 }
 
@@ -107,7 +107,7 @@ export class FcmPushSender implements ChannelSender {
     this.#messaging = getMessaging(this.#app);
     if (this.#agent !== undefined) this.#messaging.enableLegacyHttpTransport();
     this.#batchSize = Math.min(opts.batchSize ?? FCM_MAX_BATCH, FCM_MAX_BATCH);
-    this.#lingerMs = opts.lingerMs ?? 5;
+    this.#lingerMs = opts.lingerMs ?? 10;
     this.#shopUrl = opts.shopUrl;
   }
 
