@@ -3,6 +3,7 @@
  * enabled simply contribute nothing (their stores are absent from the task).
  */
 import type { CustomerProfile, Money } from '../../schemas/contract.js';
+import type { KeyValueStoreSpec } from '../engine/api/stores.js';
 import type { StateReader, TimerInfo } from '../engine/state/reader.js';
 import { basketsStore, basketValue, type BasketItem } from '../../topologies/basket-abandonment/index.js';
 import { customersStore as priceDropCustomers, skusStore, subscribersStore } from '../../topologies/basket-price-drop/index.js';
@@ -120,9 +121,9 @@ export interface Page<T> {
 }
 
 /** A page of a prefix range: the total count, `limit` entries after the cursor, and the next cursor. */
-async function page<V, T>(r: StateReader, spec: Parameters<StateReader['scan']>[0], prefix: string, limit: number, cursor: string | undefined, map: (key: string, value: V) => T): Promise<Page<T>> {
+async function page<V, T>(r: StateReader, spec: KeyValueStoreSpec<V>, prefix: string, limit: number, cursor: string | undefined, map: (key: string, value: V) => T): Promise<Page<T>> {
   // The count reads the whole range (the index has no counters): linear in the watchers of one product.
-  const all = await r.scan<V>(spec as never, { prefix });
+  const all = await r.scan(spec, { prefix });
   const after = cursor === undefined ? undefined : prefix + cursor;
   const rest = after === undefined ? all : all.filter((e) => e.key > after);
   const items = rest.slice(0, limit);
@@ -147,7 +148,7 @@ export interface SkuWatchers {
 /** Basket watchers of a sku, from the sku's task (the price-drop index). */
 export async function skuWatchers(r: StateReader, sku: string, limit: number, cursor: string | undefined): Promise<SkuWatchers> {
   const info = await r.get(skusStore, sku);
-  const basket = await page(r, subscribersStore, `${sku}${SEP}`, limit, cursor, (customerId, v: { since: number; reference?: Money }) => ({
+  const basket = await page(r, subscribersStore, `${sku}${SEP}`, limit, cursor, (customerId, v) => ({
     customerId,
     since: v.since,
     reference: v.reference ?? null,
@@ -165,7 +166,7 @@ export async function productWishers(
 ): Promise<Page<{ customerId: string; sku: string | null; wishedAt: number }>> {
   // Membership keys: productId \0 sku|'' \0 customerId. A sku-less wish (any size) watches every sku.
   const prefix = `${productId}${SEP}`;
-  const p = await page(r, wishesStore, prefix, Number.MAX_SAFE_INTEGER, undefined, (rest, w: { customerId: string; sku: string | null; wishedAt: number }) => ({
+  const p = await page(r, wishesStore, prefix, Number.MAX_SAFE_INTEGER, undefined, (rest, w) => ({
     rest,
     customerId: w.customerId,
     sku: w.sku,
