@@ -75,8 +75,10 @@ class StoreState {
   readonly prefix: string;
   readonly prefixBuf: Buffer;
   readonly endBuf: Buffer;
-  /** TTL sweep position: the last key examined. */
+  /** TTL sweep position: the last key examined (undefined between passes). */
   sweepAfter: string | undefined;
+  /** The expiry bound of the last completed sweep pass. */
+  sweptBefore = -Infinity;
 
   constructor(readonly spec: StoreSpec<unknown>) {
     this.prefix = `${spec.name}\u0000`;
@@ -473,11 +475,18 @@ export class TaskState {
     }
   }
 
-  /** Deletes up to `limit` expired entries per store, resuming where the last sweep stopped. */
+  /**
+   * Deletes up to `limit` expired entries per store, resuming where the last sweep stopped. A new pass over a
+   * store starts only once its expiry bound moved by a tenth of its TTL (at most a minute of stream time) since
+   * the last pass: reads already hide expired entries, so sweeping is about disk, not correctness, and a scan
+   * on every commit would be hot-path work for nothing.
+   */
   async #sweepExpired(limit: number): Promise<void> {
     for (const s of this.#stores.values()) {
       const before = s.expiryBefore(this.#streamTime);
       if (before === -Infinity || limit <= 0) continue;
+      const ttl = this.#streamTime - before;
+      if (s.sweepAfter === undefined && before - s.sweptBefore < Math.min(ttl / 10, 60_000)) continue;
       const rows = await this.#db.scan({
         ...(s.sweepAfter === undefined ? { gte: s.prefixBuf } : { gt: Buffer.from(s.prefix + s.sweepAfter, 'utf8') }),
         lt: s.endBuf,
@@ -494,6 +503,7 @@ export class TaskState {
       }
       const last = rows[rows.length - 1];
       s.sweepAfter = rows.length < limit || !last ? undefined : last[0].toString('utf8').slice(s.prefix.length);
+      if (s.sweepAfter === undefined) s.sweptBefore = before;
     }
   }
 }

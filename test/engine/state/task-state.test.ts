@@ -63,6 +63,29 @@ test('scan merges uncommitted puts and deletes over RocksDB in byte order, and p
   }
 });
 
+test('TTL sweep passes follow stream time: a new pass starts only after the expiry bound moved a tenth of the TTL', async () => {
+  const t = tempDir();
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [ttl] });
+  try {
+    s.streamTime = 1500;
+    await s.commit(); // first pass (bound 500)
+    s.put('fleeting', 'a', 'x', 1060);
+    s.streamTime = 2050;
+    await s.commit(); // bound 1050 moved 550 ≥ 100: a pass, 'a' (1060) not expired yet
+    assert.equal(s.stats.expired, 0);
+    s.streamTime = 2070;
+    assert.equal(await s.get('fleeting', 'a'), undefined, 'reads hide it at once (1060 ≤ 2070 − 1000)');
+    await s.commit(); // bound 1070 moved 20 < 100: no pass
+    assert.equal(s.stats.expired, 0, 'no sweep pass for a small step of stream time');
+    s.streamTime = 2200;
+    await s.commit(); // bound 1200 moved 150: a pass deletes it
+    assert.equal(s.stats.expired, 1);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
 test('TTL: entries older than ttlMs of stream time read as absent and are swept into deletes', async () => {
   const t = tempDir();
   const log = new MemoryChangelog();
