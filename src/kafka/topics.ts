@@ -18,22 +18,33 @@ export interface TopicSpec {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Partition count per topic (auto-creating missing ones where the broker allows), retrying transient errors. */
-export async function partitionCounts(admin: Admin, topics: readonly string[], logger: Logger, attempts = 20): Promise<Map<string, number>> {
+/**
+ * Retries `attempt` with exponential backoff (100 ms doubling, at most 2 s) while it returns an Error (not ready
+ * yet) or throws; gives up with KAIROS_ERR_KAFKA naming `what` after `attempts`.
+ */
+async function retryMetadata<T>(what: string, attempts: number, logger: Logger, attempt: () => Promise<T | Error>): Promise<T> {
   let lastErr: unknown;
   for (let i = 0; i < attempts; i++) {
     try {
-      const meta = await admin.fetchTopicMetadata({ topics: [...topics] });
-      const counts = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
-      if (topics.every((t) => (counts.get(t) ?? 0) > 0)) return counts;
-      lastErr = new Error(`no partitions yet for ${topics.filter((t) => !counts.get(t)).join(', ')}`);
+      const r = await attempt();
+      if (!(r instanceof Error)) return r;
+      lastErr = r;
     } catch (err) {
       lastErr = err;
     }
-    logger.debug({ err: lastErr, attempt: i + 1 }, 'topic metadata not ready, retrying');
+    logger.debug({ what, attempt: i + 1, err: (lastErr as Error).message }, 'metadata not ready, retrying');
     await sleep(Math.min(100 * 2 ** i, 2000));
   }
-  throw new KairosError('KAIROS_ERR_KAFKA', `metadata for ${topics.join(', ')} not available: ${(lastErr as Error).message}`, { cause: lastErr });
+  throw new KairosError('KAIROS_ERR_KAFKA', `${what} not available: ${(lastErr as Error).message}`, { cause: lastErr });
+}
+
+/** Partition count per topic (auto-creating missing ones where the broker allows), retrying transient errors. */
+export function partitionCounts(admin: Admin, topics: readonly string[], logger: Logger, attempts = 20): Promise<Map<string, number>> {
+  return retryMetadata(`metadata for ${topics.join(', ')}`, attempts, logger, async () => {
+    const meta = await admin.fetchTopicMetadata({ topics: [...topics] });
+    const counts = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
+    return topics.every((t) => (counts.get(t) ?? 0) > 0) ? counts : new Error(`no partitions yet for ${topics.filter((t) => !counts.get(t)).join(', ')}`);
+  });
 }
 
 /**
@@ -91,18 +102,9 @@ export async function ensureTopics(admin: Admin, specs: readonly TopicSpec[], lo
  * Low and high offsets of one partition, retried while the broker's metadata for a just-created topic settles
  * (kafkajs fails with a TypeError when ListOffsets comes back empty).
  */
-export async function partitionOffsets(admin: Admin, topic: string, partition: number, logger: Logger, attempts = 15): Promise<{ low: string; high: string }> {
-  let lastErr: unknown;
-  for (let i = 0; i < attempts; i++) {
-    try {
-      const o = (await admin.fetchTopicOffsets(topic)).find((x) => x.partition === partition);
-      if (o) return { low: o.low, high: o.high };
-      lastErr = new Error(`no partition ${partition}`);
-    } catch (err) {
-      lastErr = err;
-    }
-    logger.debug({ topic, partition, attempt: i + 1, err: (lastErr as Error).message }, 'offsets not available yet, retrying');
-    await sleep(Math.min(100 * 2 ** i, 2000));
-  }
-  throw new KairosError('KAIROS_ERR_KAFKA', `offsets of ${topic}[${partition}] not available: ${(lastErr as Error).message}`, { cause: lastErr });
+export function partitionOffsets(admin: Admin, topic: string, partition: number, logger: Logger, attempts = 15): Promise<{ low: string; high: string }> {
+  return retryMetadata(`offsets of ${topic}[${partition}]`, attempts, logger, async () => {
+    const o = (await admin.fetchTopicOffsets(topic)).find((x) => x.partition === partition);
+    return o ? { low: o.low, high: o.high } : new Error(`no partition ${partition}`);
+  });
 }
