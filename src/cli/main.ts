@@ -9,6 +9,9 @@ import { replayCommand } from './replay-command.js';
 import { describeCommand } from './describe-command.js';
 import { startCommand } from './start-command.js';
 import { demoCommand } from './demo-command.js';
+import { exportCommand } from './export-command.js';
+import { segmentsCommand } from './segments-command.js';
+import { reportCommand } from './report-command.js';
 import { dispatchCommand } from './dispatch-command.js';
 
 const USAGE = `kairos — real-time CRM trigger engine
@@ -21,6 +24,9 @@ Usage:
   kairos start        (configured by environment variables, see README: KAFKA_BROKERS, …)
   kairos dispatch     (channel dispatchers; environment variables, see README: KAFKA_BROKERS, REDIS_URL, …)
   kairos describe [--config campaigns.json] [--format text|mermaid]
+  kairos export       (warehouse export of triggers, audit, deliveries, orders; env: KAIROS_WAREHOUSE, BIGQUERY_*)
+  kairos segments sync [--once] [--config segments.json]
+  kairos report --campaign <campaignId> [--window 7d] [--format table|json]
   kairos help
 
 Input lines are {"topic": "...", "key": "...", "value": {...}} in event-time order (a .gz file is
@@ -44,6 +50,12 @@ export async function run(argv: readonly string[], io: Io = { stdout: process.st
         return await startCommand(rest, io);
       case 'dispatch':
         return await dispatchCommand(rest, io);
+      case 'export':
+        return await exportCommand(rest, io);
+      case 'segments':
+        return await segmentsCommand(rest, io);
+      case 'report':
+        return await reportCommand(rest, io);
       case 'describe':
         return describeCommand(rest, io);
       case undefined:
