@@ -61,8 +61,8 @@ await Promise.all(
 const seconds = (performance.now() - t0) / 1000;
 const hist = await registry.getSingleMetric('kairos_dispatch_send_duration_seconds')?.get();
 const p = (channel: string): string => {
-  const sum = hist?.values.find((v) => v.metricName === 'kairos_dispatch_send_duration_seconds_sum' && v.labels.channel === channel)?.value ?? 0;
-  const count = hist?.values.find((v) => v.metricName === 'kairos_dispatch_send_duration_seconds_count' && v.labels.channel === channel)?.value ?? 0;
+  const sum = hist?.values.find((v) => (v as { metricName?: string }).metricName === 'kairos_dispatch_send_duration_seconds_sum' && v.labels.channel === channel)?.value ?? 0;
+  const count = hist?.values.find((v) => (v as { metricName?: string }).metricName === 'kairos_dispatch_send_duration_seconds_count' && v.labels.channel === channel)?.value ?? 0;
   return count ? `${((sum / count) * 1000).toFixed(1)} ms` : '-';
 };
 console.log(`dispatch: ${n} triggers × [${channels.join(', ')}], concurrency ${concurrency}`);

@@ -105,6 +105,7 @@ export async function startDispatch(config: DispatchConfig, logger: Logger, over
     idempotent: config.idempotent === 'true',
     maxWaitTimeInMs: config.maxWaitTimeInMs,
     concurrency: config.concurrency,
+    profilesCatchUpMs: config.profilesCatchUpMs,
     ...(overrides.sessionTimeout ? { sessionTimeout: overrides.sessionTimeout } : {}),
     ...(overrides.heartbeatInterval ? { heartbeatInterval: overrides.heartbeatInterval } : {}),
     onTrigger: (result) => metrics.triggers.inc({ result }),

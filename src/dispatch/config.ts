@@ -45,6 +45,7 @@ export const DISPATCH_VARS = {
   backoffMs: v('KAIROS_DISPATCH_BACKOFF_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'first retry delay, doubled per attempt with jitter, at most 30 s', 200),
   concurrency: v('KAIROS_DISPATCH_CONCURRENCY', Type.Integer({ minimum: 1, maximum: 5000 }), 'triggers dispatched at once per partition batch', 64),
   dedupeTtlMs: v('KAIROS_DISPATCH_DEDUPE_TTL_MS', Type.Integer({ minimum: 60_000 }), 'how long a delivery result is kept by triggerId and channel (redeliveries within it are not sent again)', 7 * 24 * 3600_000),
+  profilesCatchUpMs: v('KAIROS_DISPATCH_PROFILES_CATCHUP_MS', Type.Integer({ minimum: 0 }), 'at start, triggers wait at most this long for the group to read crm.customers.v1 up to its end', 60_000),
   leaseMs: v('KAIROS_DISPATCH_LEASE_MS', Type.Integer({ minimum: 1000 }), 'how long one instance owns a delivery in progress before another may take it over', 300_000),
   fcmProjectId: v('FCM_PROJECT_ID', Type.String({ minLength: 1 }), 'Firebase project id (required for push)'),
   fcmCredentials: v('GOOGLE_APPLICATION_CREDENTIALS', Type.String({ minLength: 1 }), 'service-account JSON file for FCM; application default credentials when unset'),

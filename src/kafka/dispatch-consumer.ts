@@ -5,7 +5,8 @@
  * (crm.push-token-feedback.v1) and dead letters (crm.triggers.v1.dlq) are produced with acks=all, and only then
  * the offsets committed — at-least-once, with repeats made harmless by the dispatcher's idempotency in Redis.
  * A record that does not decode goes to `<topic>.dlq`. While a batch waits (Redis outage, rate limits, retries)
- * the consumer keeps heartbeating, so the group does not move its partitions.
+ * the consumer keeps heartbeating, so the group does not move its partitions. At start, triggers wait until the
+ * profiles that existed then have been read.
  */
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
@@ -53,6 +54,12 @@ export interface DispatchConsumerOptions {
   readonly sessionTimeout?: number;
   /** @default 3000 */
   readonly heartbeatInterval?: number;
+  /**
+   * At start, triggers wait (paused) until the group has consumed crm.customers.v1 up to its end as of the start,
+   * so a fresh deployment does not skip triggers for profiles it has not read yet; at most this long, ms.
+   * @default 60000
+   */
+  readonly profilesCatchUpMs?: number;
   readonly onTrigger?: (result: 'dispatched' | 'invalid') => void;
   readonly onState?: (topic: string) => void;
 }
@@ -63,6 +70,7 @@ export class DispatchConsumer {
   #consumer: Consumer | undefined;
   #producer: Producer | undefined;
   #running = false;
+  #catchUp: Promise<void> | undefined;
 
   constructor(opts: DispatchConsumerOptions) {
     this.#o = opts;
@@ -94,10 +102,40 @@ export class DispatchConsumer {
       partitionsConsumedConcurrently: o.partitionsConcurrently ?? 4,
       eachBatch: (payload) => this.#batch(payload),
     });
+    consumer.pause([{ topic: TRIGGERS_TOPIC }]);
+    this.#catchUp = this.#resumeWhenProfilesRead(consumer).catch((err: unknown) => {
+      this.#log.warn({ err: (err as Error).message }, 'could not follow the profile catch-up; dispatching now');
+      consumer.resume([{ topic: TRIGGERS_TOPIC }]);
+    });
+  }
+
+  /** Resumes triggers once the group's committed offsets on crm.customers.v1 reach the ends seen at start. */
+  async #resumeWhenProfilesRead(consumer: Consumer): Promise<void> {
+    const admin = this.#o.kafka.admin();
+    await admin.connect();
+    try {
+      const ends = await admin.fetchTopicOffsets(PROFILES_TOPIC).catch(() => []);
+      const deadline = Date.now() + (this.#o.profilesCatchUpMs ?? 60_000);
+      const wanted = ends.filter((e) => BigInt(e.high) > BigInt(e.low));
+      while (this.#running && wanted.length > 0 && Date.now() < deadline) {
+        const [committed] = await admin.fetchOffsets({ groupId: this.#o.groupId, topics: [PROFILES_TOPIC] });
+        const at = new Map((committed?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+        if (wanted.every((e) => (at.get(e.partition) ?? -1n) >= BigInt(e.high))) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      if (Date.now() >= deadline) this.#log.warn('profiles not fully read within the catch-up time; dispatching anyway');
+    } finally {
+      await admin.disconnect();
+    }
+    if (this.#running) {
+      consumer.resume([{ topic: TRIGGERS_TOPIC }]);
+      this.#log.info('profiles read: dispatching triggers');
+    }
   }
 
   async stop(): Promise<void> {
     this.#running = false;
+    await this.#catchUp;
     await this.#consumer?.disconnect();
     await this.#producer?.disconnect();
   }

@@ -116,7 +116,7 @@ describe('kairos dispatch through Kafka (mock cluster, redis-server, local FCM v
         // A redelivery of t1 (same triggerId): its results come again, nothing is sent again.
         { key: t1.customerId, value: JSON.stringify(t1) },
       ]);
-      const got = await collect(kafka, ['crm.deliveries.v1', 'crm.push-token-feedback.v1', 'crm.triggers.v1.dlq', 'crm.customers.v1.dlq'], (all) => all.filter((c) => c.topic === 'crm.deliveries.v1').length >= 10 && all.some((c) => c.topic === 'crm.customers.v1.dlq') && all.filter((c) => c.topic === 'crm.triggers.v1.dlq').length >= 2);
+      const got = await collect(kafka, ['crm.deliveries.v1', 'crm.push-token-feedback.v1', 'crm.triggers.v1.dlq', 'crm.customers.v1.dlq'], (all) => all.filter((c) => c.topic === 'crm.deliveries.v1').length >= 10 && all.some((c) => c.topic === 'crm.push-token-feedback.v1') && all.some((c) => c.topic === 'crm.customers.v1.dlq') && all.filter((c) => c.topic === 'crm.triggers.v1.dlq').length >= 2);
       const deliveries = got.filter((c) => c.topic === 'crm.deliveries.v1').map((c) => json<Delivery>(c.message));
       const byKey = new Map(deliveries.map((d) => [`${d.customerId}/${d.channel}`, d]));
       assert.equal(new Set(deliveries.map((d) => d.deliveryId)).size, 6, 'one result per trigger and channel (the redelivery repeats the same ids)');
@@ -199,6 +199,28 @@ describe('kairos dispatch through Kafka (mock cluster, redis-server, local FCM v
       redis.disconnect();
       await redisServer.stop();
       aof.remove();
+    }
+  });
+
+  test('a fresh deployment with profiles and triggers already on their topics: every trigger sent, none skipped for want of a profile', async () => {
+    const redisServer = await startRedis();
+    let app: DispatchApp | undefined;
+    try {
+      const n = 40;
+      // Many profiles before ours, so reading them takes longer than dispatching the triggers would.
+      const filler = Array.from({ length: 1000 }, (_, i) => makeProfile(`filler${i}`));
+      const customers = Array.from({ length: n }, (_, i) => makeProfile(`fresh${i}`));
+      await produce(kafka, 'crm.customers.v1', [...filler, ...customers].map((p) => ({ key: p.customerId, value: JSON.stringify(p) })));
+      const triggers = customers.map((c, i) => makeTrigger(`fresh-${i}`, { customerId: c.customerId, channels: ['onsite'] }));
+      await produce(kafka, 'crm.triggers.v1', triggers.map((t) => ({ key: t.customerId, value: JSON.stringify(t) })));
+      app = await startDispatch(loadDispatchConfig(env(redisServer.url, { KAIROS_DISPATCH_CHANNELS: 'onsite' })), silent);
+      const got = await collect(kafka, ['crm.deliveries.v1'], (all) => all.map((c) => json<Delivery>(c.message)).filter((d) => d.customerId.startsWith('fresh')).length >= n);
+      const ours = got.map((c) => json<Delivery>(c.message)).filter((d) => d.customerId.startsWith('fresh'));
+      assert.equal(new Set(ours.map((d) => d.deliveryId)).size, n);
+      assert.deepEqual([...new Set(ours.map((d) => `${d.status}/${d.reason}`))], ['SENT/ok']);
+    } finally {
+      await app?.stop();
+      await redisServer.stop();
     }
   });
 });
