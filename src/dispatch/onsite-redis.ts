@@ -7,9 +7,10 @@
 import type { Redis } from 'ioredis';
 import type { CustomerProfile, TriggerType } from '../../schemas/contract.js';
 import type { ChannelSender, SendContext, SendOutcome } from './channel.js';
+import { placementsKey } from './state-view.js';
 import { render } from './templates.js';
 
-export const placementsKey = (customerId: string): string => `kairos:placements:${customerId}`;
+export { placementsKey };
 
 export interface Placement {
   readonly placementId: string;

@@ -2,7 +2,8 @@
  * The dispatcher's own view of what it needs besides the trigger, kept in Redis so every instance shares it:
  *
  * - profiles (`kairos:profile:<customerId>`, JSON of the crm.customers.v1 value; a tombstone deletes it), fed by
- *   the dispatcher consuming crm.customers.v1. Triggers carry no addresses, so this is where push tokens,
+ *   the dispatcher consuming crm.customers.v1 (a tombstone also removes the customer's onsite placements).
+ *   Triggers carry no addresses, so this is where push tokens,
  *   email, consents, locale and time zone come from; a token FCM rejects is also dropped here at once.
  * - the latest catalog price and stock per sku (`kairos:catalog:<sku>`, a hash), fed from shop.catalog.v1, for
  *   the "does the trigger's reason still hold" check at send time. Older events never overwrite newer ones.
@@ -12,6 +13,8 @@ import type { CatalogEvent, CustomerProfile, Trigger } from '../../schemas/contr
 
 export const profileKey = (customerId: string): string => `kairos:profile:${customerId}`;
 export const catalogKey = (sku: string): string => `kairos:catalog:${sku}`;
+/** Onsite placements of a customer (written by onsite-redis.ts); erased with the profile. */
+export const placementsKey = (customerId: string): string => `kairos:placements:${customerId}`;
 
 // Writes a profile unless the stored one is newer (a compacted topic re-read from the start must not roll back).
 const PUT_PROFILE = `
@@ -53,7 +56,8 @@ return 1
 `;
 
 export async function putProfile(redis: Redis, customerId: string, profile: CustomerProfile | null): Promise<void> {
-  if (profile === null) await redis.del(profileKey(customerId));
+  // A tombstone erases the customer (GDPR): the profile and the placements waiting for them.
+  if (profile === null) await redis.del(profileKey(customerId), placementsKey(customerId));
   else await redis.eval(PUT_PROFILE, 1, profileKey(customerId), JSON.stringify(profile), String(profile.updatedAt));
 }
 

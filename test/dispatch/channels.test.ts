@@ -199,7 +199,7 @@ describe('dispatch channels (real redis-server, local FCM v1 endpoint, local SMT
     assert.equal(bounce.deadLetters[0]?.channel, 'email');
   });
 
-  test('onsite placements are written to Redis with a TTL and read back by readPlacements', async () => {
+  test('onsite placements are written to Redis with a TTL, read back by readPlacements, erased with the profile', async () => {
     await putProfile(redis, 'co', makeProfile('co'));
     const onsite = new OnsiteRedisSender(redis, 'https://shop.test');
     const { dispatcher } = testDispatcher(redis, { onsite });
@@ -216,6 +216,10 @@ describe('dispatch channels (real redis-server, local FCM v1 endpoint, local SMT
     const later = await readPlacements(redis, 'co', Date.now() + 120_000);
     assert.deepEqual(later.map((p) => p.triggerId), [t2.triggerId]);
     assert.equal(await redis.hexists(placementsKey('co'), t1.triggerId), 0);
+    // A tombstone on crm.customers.v1 erases the customer: profile and placements.
+    await putProfile(redis, 'co', null);
+    assert.equal(await redis.exists(placementsKey('co')), 0);
+    assert.equal(await getProfile(redis, 'co'), undefined);
   });
 
   test('webhook requests are signed, 503 is retried, 400 fails for good', async () => {
