@@ -40,6 +40,11 @@ export interface ApiOptions {
   readonly rateLimitCustomer: number;
   readonly forwardTimeoutMs: number;
   readonly logger?: Logger;
+  /**
+   * The customer's live onsite placements (written by `kairos dispatch` to Redis); the placements route exists
+   * only when this is given. Not partitioned: any instance reads them directly.
+   */
+  readonly placements?: (customerId: string) => Promise<readonly object[]>;
 }
 
 export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
@@ -263,6 +268,25 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       );
     },
   );
+
+  const placements = opts.placements;
+  if (placements) {
+    app.get<{ Params: Static<typeof Params> }>(
+      '/v1/customers/:id/placements',
+      { config: rateLimitConfig, schema: { summary: 'The customer\'s live onsite placements (from the onsite channel), newest first', params: Params, ...secured, response: errors } },
+      async (req) => {
+        authorize(req, req.params.id);
+        let list: readonly object[];
+        try {
+          list = await placements(req.params.id);
+        } catch (err) {
+          log?.warn({ err: (err as Error).message }, 'placements store unavailable');
+          fail('KAIROS_ERR_API_UNAVAILABLE', 'the placements store (Redis) is unavailable');
+        }
+        return { customerId: req.params.id, placements: list, servedBy: opts.self() };
+      },
+    );
+  }
 
   app.get<{ Params: Static<typeof SkuParams>; Querystring: Static<typeof PageQuery> }>(
     '/v1/products/:sku/watchers',

@@ -12,6 +12,8 @@ import { CampaignTopicFollower } from '../kafka/config-topic.js';
 import { startHttpServer } from '../http/server.js';
 import { parseApiKeys, type AuthConfig } from '../api/auth.js';
 import type { QueryBackend } from '../api/server.js';
+import { Redis } from 'ioredis';
+import { readPlacements } from '../dispatch/onsite-redis.js';
 import { createKafka } from '../kafka/client.js';
 import { KafkaRunner } from '../kafka/runner.js';
 import { AvroSerde, JsonSerde, type TopicSerde } from '../kafka/serde.js';
@@ -65,6 +67,10 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     },
     reader: async (p) => holder.runner?.reader(p),
   };
+  // Onsite placements live in Redis (written by `kairos dispatch`): fail fast while Redis is down (503).
+  const redis = config.redisUrl === undefined ? undefined : new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true });
+  redis?.on('error', (err: Error) => logger.warn({ err: err.message }, 'placements Redis unavailable'));
+  await redis?.connect().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'placements Redis not reachable at start; retrying in the background'));
   const http = await startHttpServer({
     registry,
     port: config.httpPort,
@@ -77,6 +83,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
       rateLimitCustomer: config.apiRateLimitCustomer,
       forwardTimeoutMs: config.apiForwardTimeoutMs,
       logger,
+      ...(redis === undefined ? {} : { placements: (customerId: string) => readPlacements(redis, customerId) }),
     },
   });
   const runner = new KafkaRunner({
@@ -107,6 +114,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     await follower?.stop().catch(() => undefined);
     await runner.stop().catch(() => undefined);
     await http.server.close();
+    redis?.disconnect();
     throw err;
   }
   const r = runner;
@@ -121,6 +129,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
       await follower?.stop();
       await r.stop();
       await http.server.close();
+      redis?.disconnect();
     },
   };
 }

@@ -67,6 +67,7 @@ export const RUNTIME_VARS = {
   apiTokenSecret: v('KAIROS_API_TOKEN_SECRET', Type.String({ minLength: 32 }), 'HMAC secret of customer tokens (HS256 JWT, `sub` = customer id, `exp` required) that shop sessions send; ≥ 32 characters'),
   apiRateLimit: v('KAIROS_API_RATE_LIMIT', Type.Integer({ minimum: 1 }), 'query API requests per minute per API key', 600_000),
   apiRateLimitCustomer: v('KAIROS_API_RATE_LIMIT_CUSTOMER', Type.Integer({ minimum: 1 }), 'query API requests per minute per customer token (and per IP without credentials)', 120),
+  redisUrl: v('KAIROS_REDIS_URL', Type.String({ pattern: '^rediss?://' }), 'Redis with the onsite placements `kairos dispatch` writes; enables GET /v1/customers/:id/placements'),
   apiForwardTimeoutMs: v('KAIROS_API_FORWARD_TIMEOUT_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how long a forwarded query waits for the owning instance', 2000),
   logLevel: v('KAIROS_LOG_LEVEL', Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => Type.Literal(l))), 'log level', 'info'),
 } as const;
