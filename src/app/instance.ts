@@ -6,7 +6,7 @@ import pino, { type Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import { loadCampaignsFile, resolveCampaigns, type CampaignsConfig } from '../config/campaigns.js';
-import type { RuntimeConfig } from '../config/runtime.js';
+import { kafkaSecurity, type RuntimeConfig } from '../config/runtime.js';
 import { LiveCampaigns, watchCampaignsFile, type ApplyResult } from '../config/live.js';
 import { CampaignTopicFollower } from '../kafka/config-topic.js';
 import { startHttpServer } from '../http/server.js';
@@ -46,7 +46,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
   };
   const unwatch = config.campaigns === undefined || campaignsOverride ? undefined : watchCampaignsFile(live, config.campaigns, logger, onResult);
   const brokers = config.brokers ?? [];
-  const kafka = createKafka({ brokers, clientId: config.clientId, logger });
+  const kafka = createKafka({ brokers, clientId: config.clientId, logger, security: kafkaSecurity(config) });
   let serde: TopicSerde;
   if (config.serde === 'avro') {
     const avro = new AvroSerde({ registry: { host: config.schemaRegistryUrl as string }, register: config.registerSchemas === 'true' });

@@ -5,7 +5,7 @@
  */
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
-import { loadRuntimeConfig, type RuntimeConfig } from '../config/runtime.js';
+import { kafkaSecurity, loadRuntimeConfig, type RuntimeConfig } from '../config/runtime.js';
 import { startHttpServer } from '../http/server.js';
 import { createKafka } from '../kafka/client.js';
 import { startExportConsumer, type ExportStats } from '../kafka/export-consumer.js';
@@ -66,7 +66,7 @@ export async function exportCommand(args: readonly string[], io: Io, signal?: Ab
   const metrics = exportMetrics(registry);
   let running = false;
   const http = await startHttpServer({ registry, ready: () => running, port: runtime.httpPort });
-  const kafka = createKafka({ brokers: runtime.brokers ?? [], clientId: runtime.clientId, logger });
+  const kafka = createKafka({ brokers: runtime.brokers ?? [], clientId: runtime.clientId, logger, security: kafkaSecurity(runtime) });
   let consumer;
   try {
     consumer = await startExportConsumer({

@@ -4,7 +4,7 @@
  */
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { loadRuntimeConfig } from '../config/runtime.js';
+import { kafkaSecurity, loadRuntimeConfig } from '../config/runtime.js';
 import { KairosError } from '../errors.js';
 import { startHttpServer } from '../http/server.js';
 import { createKafka } from '../kafka/client.js';
@@ -28,7 +28,7 @@ export async function segmentsCommand(args: readonly string[], io: Io, signal?: 
   const logger = pino({ level: runtime.logLevel }, pino.destination(2));
   const warehouse = openWarehouse(config);
   if (warehouse.kind === 'ndjson') io.stderr.write(`segments: EMBEDDED DEMO WAREHOUSE — segment results read from ${warehouse.location}/segments/<name>.ndjson instead of running the SQL\n`);
-  const kafka = createKafka({ brokers: runtime.brokers ?? [], clientId: runtime.clientId, logger });
+  const kafka = createKafka({ brokers: runtime.brokers ?? [], clientId: runtime.clientId, logger, security: kafkaSecurity(runtime) });
   const registry = new Registry();
   const opts = {
     warehouse,

@@ -6,7 +6,9 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { KairosError } from '../errors.js';
+import { existsSync } from 'node:fs';
 import { parseApiKeys } from '../api/auth.js';
+import type { KafkaSecurity } from '../kafka/client.js';
 
 interface Var<S extends TSchema, D extends Static<S> | undefined = Static<S> | undefined> {
   readonly env: string;
@@ -34,6 +36,15 @@ export const RUNTIME_VARS = {
     'at_least_once (repeats carry equal trigger ids) or exactly_once (Kafka transactions per task; needs a broker with transactions)',
     'at_least_once',
   ),
+  kafkaSsl: v('KAFKA_SSL', Bool, 'TLS to the brokers', 'false'),
+  kafkaSslCaFile: v('KAFKA_SSL_CA_FILE', Type.String({ minLength: 1 }), 'PEM file of the CA that signed the brokers\' certificates (system CAs when unset)'),
+  kafkaSaslMechanism: v(
+    'KAFKA_SASL_MECHANISM',
+    Type.Union([Type.Literal('plain'), Type.Literal('scram-sha-256'), Type.Literal('scram-sha-512')]),
+    'SASL authentication to the brokers (needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD; use with KAFKA_SSL=true)',
+  ),
+  kafkaSaslUsername: v('KAFKA_SASL_USERNAME', Type.String({ minLength: 1 }), 'SASL user name'),
+  kafkaSaslPassword: v('KAFKA_SASL_PASSWORD', Type.String({ minLength: 1 }), 'SASL password (from a secret; never logged)'),
   maxWaitTimeInMs: v('KAFKA_MAX_WAIT_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'longest fetch wait', 500),
   sessionTimeout: v('KAFKA_SESSION_TIMEOUT_MS', Type.Integer({ minimum: 1000, maximum: 300_000 }), 'consumer group session timeout: how soon a dead instance\'s tasks move', 30_000),
   heartbeatInterval: v('KAFKA_HEARTBEAT_MS', Type.Integer({ minimum: 100, maximum: 60_000 }), 'consumer group heartbeat interval (well below the session timeout)', 3000),
@@ -107,6 +118,12 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv = process.env, required
   if (typeof out.heartbeatInterval === 'number' && typeof out.sessionTimeout === 'number' && out.heartbeatInterval >= out.sessionTimeout) {
     errors.push(`KAFKA_HEARTBEAT_MS: must be below KAFKA_SESSION_TIMEOUT_MS (${out.sessionTimeout})`);
   }
+  if (out.kafkaSaslMechanism !== undefined) {
+    for (const [k, env] of [['kafkaSaslUsername', 'KAFKA_SASL_USERNAME'], ['kafkaSaslPassword', 'KAFKA_SASL_PASSWORD']] as const) {
+      if (out[k] === undefined) errors.push(`${env}: required when KAFKA_SASL_MECHANISM is set`);
+    }
+  }
+  if (typeof out.kafkaSslCaFile === 'string' && !existsSync(out.kafkaSslCaFile)) errors.push(`KAFKA_SSL_CA_FILE=${JSON.stringify(out.kafkaSslCaFile)}: no such file`);
   if (typeof out.apiKeys === 'string') {
     try {
       parseApiKeys(out.apiKeys);
@@ -117,6 +134,15 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv = process.env, required
   if (out.serde === 'avro' && out.schemaRegistryUrl === undefined) errors.push('SCHEMA_REGISTRY_URL: required when KAIROS_SERDE=avro');
   if (errors.length > 0) throw new KairosError('KAIROS_ERR_CONFIG', `invalid configuration:\n  ${errors.join('\n  ')}`, { details: { errors } });
   return out as RuntimeConfig;
+}
+
+/** The brokers' TLS and SASL settings of a runtime config. */
+export function kafkaSecurity(c: RuntimeConfig): KafkaSecurity {
+  return {
+    ssl: c.kafkaSsl === 'true',
+    ...(c.kafkaSslCaFile === undefined ? {} : { caFile: c.kafkaSslCaFile }),
+    ...(c.kafkaSaslMechanism === undefined ? {} : { sasl: { mechanism: c.kafkaSaslMechanism, username: c.kafkaSaslUsername ?? '', password: c.kafkaSaslPassword ?? '' } }),
+  };
 }
 
 /** The configuration table for the README, generated from RUNTIME_VARS. */

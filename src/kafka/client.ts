@@ -1,6 +1,15 @@
 /** The kafkajs client, with its log lines routed into pino. */
-import { Kafka, logLevel, type LogEntry } from 'kafkajs';
+import { readFileSync } from 'node:fs';
+import { Kafka, logLevel, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
+
+/** TLS and SASL towards the brokers (managed Kafka: Confluent Cloud, MSK, Aiven, …). */
+export interface KafkaSecurity {
+  readonly ssl: boolean;
+  /** PEM file with the CA that signed the brokers' certificates; the system CAs when unset. */
+  readonly caFile?: string;
+  readonly sasl?: { readonly mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; readonly username: string; readonly password: string };
+}
 
 export interface KafkaClientOptions {
   readonly brokers: readonly string[];
@@ -8,13 +17,19 @@ export interface KafkaClientOptions {
   readonly logger: Logger;
   /** @default 30000 */
   readonly requestTimeout?: number;
+  readonly security?: KafkaSecurity;
 }
 
 export function createKafka(opts: KafkaClientOptions): Kafka {
   const log = opts.logger.child({ component: 'kafkajs' });
+  const sec = opts.security;
+  const ssl = sec?.ssl === true ? (sec.caFile === undefined ? true : { ca: [readFileSync(sec.caFile, 'utf8')] }) : false;
+  const sasl: SASLOptions | undefined = sec?.sasl ? { mechanism: sec.sasl.mechanism, username: sec.sasl.username, password: sec.sasl.password } as SASLOptions : undefined;
   return new Kafka({
     clientId: opts.clientId,
     brokers: [...opts.brokers],
+    ssl,
+    ...(sasl === undefined ? {} : { sasl }),
     requestTimeout: opts.requestTimeout ?? 30_000,
     retry: { retries: 8, initialRetryTime: 200 },
     logLevel: logLevel.INFO,

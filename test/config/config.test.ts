@@ -34,6 +34,21 @@ test('runtime config: defaults, parsing, and every bad variable named in one err
   assert.match(configError(() => loadRuntimeConfig({})), /KAFKA_BROKERS: required/);
 });
 
+test('runtime config: Kafka TLS/SASL and API keys are checked as a whole, naming each missing or bad variable', () => {
+  const base = { KAFKA_BROKERS: 'b:9092' };
+  const sasl = configError(() => loadRuntimeConfig({ ...base, KAFKA_SASL_MECHANISM: 'scram-sha-512' }));
+  assert.match(sasl, /KAFKA_SASL_USERNAME: required when KAFKA_SASL_MECHANISM is set/);
+  assert.match(sasl, /KAFKA_SASL_PASSWORD: required when KAFKA_SASL_MECHANISM is set/);
+  assert.match(configError(() => loadRuntimeConfig({ ...base, KAFKA_SASL_MECHANISM: 'gssapi' })), /KAFKA_SASL_MECHANISM="gssapi"/);
+  assert.match(configError(() => loadRuntimeConfig({ ...base, KAFKA_SSL_CA_FILE: '/nonexistent/ca.pem' })), /KAFKA_SSL_CA_FILE="\/nonexistent\/ca.pem": no such file/);
+  assert.match(configError(() => loadRuntimeConfig({ ...base, KAIROS_API_KEYS: 'shop:short' })), /KAIROS_API_KEYS: key "shop": at least 16 characters/);
+  assert.match(configError(() => loadRuntimeConfig({ ...base, KAIROS_API_KEYS: 'shop:0123456789abcdef:admin' })), /unknown scope "admin"/);
+  assert.match(configError(() => loadRuntimeConfig({ ...base, KAIROS_API_TOKEN_SECRET: 'too-short' })), /KAIROS_API_TOKEN_SECRET/);
+  const ok = loadRuntimeConfig({ ...base, KAFKA_SSL: 'true', KAFKA_SASL_MECHANISM: 'plain', KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD: 'p' });
+  assert.equal(ok.kafkaSsl, 'true');
+  assert.equal(ok.kafkaSaslMechanism, 'plain');
+});
+
 test('the README configuration table is generated from the config schema (no drift)', () => {
   const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
   assert.ok(readme.includes(configurationTable()), 'README.md must contain configurationTable() verbatim (see src/config/runtime.ts)');
