@@ -4,7 +4,7 @@ import { runDemo } from '../demo/demo.js';
 import { KairosError } from '../errors.js';
 import { parseFlags, type Io } from './main.js';
 
-/** `kairos demo [--duration 60s] [--gap 15s] [--rate 2] [--port 9464] [--embedded]` */
+/** `kairos demo [--duration 60s] [--gap 15s] [--rate 2] [--port 9464] [--embedded] [--warehouse dir]` */
 export async function demoCommand(args: readonly string[], io: Io): Promise<number> {
   const { values } = parseFlags(args, {
     duration: { type: 'string' },
@@ -12,6 +12,7 @@ export async function demoCommand(args: readonly string[], io: Io): Promise<numb
     rate: { type: 'string', default: '2' },
     port: { type: 'string', default: '9464' },
     embedded: { type: 'boolean', default: false },
+    warehouse: { type: 'string' },
   });
   for (const [flag, v] of [['--duration', values.duration], ['--gap', values.gap]] as const) {
     if (v !== undefined && !Value.Check(Duration, v)) throw new KairosError('KAIROS_ERR_USAGE', `${flag} must be a duration like 30s or 2m, got "${v}"`);
@@ -26,6 +27,7 @@ export async function demoCommand(args: readonly string[], io: Io): Promise<numb
     rate,
     httpPort: port,
     forceEmbedded: values.embedded,
+    warehouseDir: values.warehouse,
     ...(values.duration === undefined ? {} : { durationMs: toMs(values.duration) }),
   });
 }

@@ -20,7 +20,7 @@ Usage:
   kairos replay --input events.ndjson [--output triggers.ndjson] [--audit audit.ndjson]
                 [--config campaigns.json] [--until <ms|ISO>] [--errors errors.ndjson]
                 [--state-dir dir] [--quiet]
-  kairos demo [--duration 60s] [--gap 15s] [--rate 2] [--port 9464] [--embedded]
+  kairos demo [--duration 60s] [--gap 15s] [--rate 2] [--port 9464] [--embedded] [--warehouse dir]
   kairos start        (configured by environment variables, see README: KAFKA_BROKERS, …)
   kairos dispatch     (channel dispatchers; environment variables, see README: KAFKA_BROKERS, REDIS_URL, …)
   kairos describe [--config campaigns.json] [--format text|mermaid]

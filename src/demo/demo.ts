@@ -19,6 +19,10 @@ import { createKafka } from '../kafka/client.js';
 import { mockClusterAvailable, startMockCluster } from '../kafka/mock-cluster.js';
 import type { Io } from '../cli/main.js';
 import { ShopSimulator, type ShopRecord } from './shop-simulator.js';
+import { startExportConsumer } from '../kafka/export-consumer.js';
+import { JsonSerde } from '../kafka/serde.js';
+import { NdjsonWarehouse } from '../warehouse/ndjson-sink.js';
+import { TABLES } from '../warehouse/tables.js';
 
 export interface DemoOptions {
   readonly io: Io;
@@ -30,6 +34,8 @@ export interface DemoOptions {
   readonly forceEmbedded: boolean;
   /** New shoppers per second. */
   readonly rate: number;
+  /** Export triggers, audit and orders to NDJSON files per table in this directory (the demo warehouse). */
+  readonly warehouseDir?: string | undefined;
 }
 
 function describeTrigger(t: Trigger): string {
@@ -88,6 +94,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
         ? 'kairos demo: --embedded given: running the embedded runner without Kafka\n'
         : "kairos demo: kcat (librdkafka's mock Kafka cluster) is not installed: running the embedded runner WITHOUT Kafka. Install Debian's kcat for the Kafka path.\n",
     );
+    if (opts.warehouseDir !== undefined) io.stderr.write('kairos demo: --warehouse needs the Kafka path (kcat); nothing is exported\n');
     const runner = new EmbeddedRunner({
       topology: buildTopology(campaigns),
       logger,
@@ -130,6 +137,15 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     io.stderr.write(`kairos demo: librdkafka mock Kafka cluster at ${cluster.brokers.join(',')} (pid ${cluster.pid}); starting the engine…\n`);
     const instance = await startInstance(config, logger, campaigns);
     const kafka = createKafka({ brokers: cluster.brokers, clientId: 'kairos-demo', logger });
+    let exporter: Awaited<ReturnType<typeof startExportConsumer>> | undefined;
+    if (opts.warehouseDir !== undefined) {
+      // The embedded demo warehouse: NDJSON files per table, no Google account (kairos export with KAIROS_WAREHOUSE=ndjson:<dir>).
+      const warehouse = new NdjsonWarehouse(opts.warehouseDir);
+      const tables = [TABLES.triggers, TABLES.trigger_audit, TABLES.deliveries, TABLES.orders];
+      await warehouse.ensureTables(tables);
+      exporter = await startExportConsumer({ kafka, serde: new JsonSerde(), warehouse, tables, groupId: `kairos-demo-export-${randomUUID()}`, batchRows: 500, bufferRows: 5000, flushMs: 1000, logger, maxWaitTimeInMs: 100 });
+      io.stderr.write(`kairos demo: exporting triggers, audit and orders to the EMBEDDED DEMO WAREHOUSE (NDJSON files) in ${opts.warehouseDir}\n`);
+    }
     const producer = kafka.producer({ allowAutoTopicCreation: true });
     const consumer = kafka.consumer({ groupId: `kairos-demo-printer-${randomUUID()}`, maxWaitTimeInMs: 100 });
     await producer.connect();
@@ -166,8 +182,12 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     await sending;
     await consumer.disconnect();
     await producer.disconnect();
+    await exporter?.stop();
     await instance.stop();
     io.stderr.write(`kairos demo: ${sent} events sent, ${triggers} triggers\n`);
+    if (opts.warehouseDir !== undefined) {
+      io.stderr.write(`kairos demo: ${exporter?.stats().rows ?? 0} rows in ${opts.warehouseDir}; A/B report: KAIROS_WAREHOUSE=ndjson:${opts.warehouseDir} kairos report --campaign <campaignId>\n`);
+    }
     return 0;
   } finally {
     await cluster.stop();

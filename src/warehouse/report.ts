@@ -149,8 +149,9 @@ export function formatReport(r: Report): string {
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => (row[i] ?? '').length)));
   const line = (cells: readonly string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd();
-  const days = r.windowMs / 86_400_000;
-  const title = `campaign ${r.campaignId} · attribution window ${Number.isInteger(days) ? `${days}d` : `${r.windowMs} ms`}`;
+  const w = r.windowMs;
+  const window = w % 86_400_000 === 0 ? `${w / 86_400_000}d` : w % 3_600_000 === 0 ? `${w / 3_600_000}h` : w % 60_000 === 0 ? `${w / 60_000}m` : `${w} ms`;
+  const title = `campaign ${r.campaignId} · attribution window ${window}`;
   const notes: string[] = [];
   if (r.arms.length === 0) notes.push('no triggers or holdout decisions for this campaign');
   else if (!r.arms.some((a) => a.isHoldout)) notes.push('no holdout: uplift needs a holdout share in the campaign experiment');
