@@ -292,7 +292,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     '/v1/products/:sku/watchers',
     {
       config: rateLimitConfig,
-      schema: { summary: 'Customers watching a sku: basket (price drop) and wishlist (restock) watchers, counted and paged', params: SkuParams, querystring: PageQuery, ...secured, response: errors },
+      schema: { summary: 'A sku: catalog price and stock, and the customers with it in their basket (price-drop watchers), counted and paged; wishlist watchers: /v1/products/by-id/{productId}/wishers', params: SkuParams, querystring: PageQuery, ...secured, response: errors },
     },
     async (req, reply) => {
       authorize(req);
