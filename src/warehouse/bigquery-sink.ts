@@ -57,6 +57,18 @@ function partialFailures(err: unknown): PartialFailure[] | undefined {
   return undefined;
 }
 
+/** Whether `path` (`a` or `a.b`) is a column of the table's schema. */
+function knownColumn(def: TableDef, path: string | undefined): boolean {
+  if (path === undefined) return false;
+  let fields: readonly { name: string; fields?: readonly unknown[] | undefined }[] = def.fields;
+  for (const part of path.split('.')) {
+    const f = fields.find((x) => x.name === part);
+    if (f === undefined) return false;
+    fields = (f.fields ?? []) as typeof fields;
+  }
+  return true;
+}
+
 /** Job labels: lowercase letters, digits, `_` and `-`, at most 63 characters. */
 export const jobLabel = (label: string): string =>
   label
@@ -101,7 +113,7 @@ export class BigQueryWarehouse implements Warehouse {
     return out;
   }
 
-  private async ensureTable(def: TableDef): Promise<TableMigration> {
+  private async ensureTable(def: TableDef, attempt = 1): Promise<TableMigration> {
     const table = this.dataset.table(def.tableId);
     let meta: TableMetadata | undefined;
     try {
@@ -118,6 +130,8 @@ export class BigQueryWarehouse implements Warehouse {
           clustering: { fields: [...def.clustering] },
         });
       } catch (err) {
+        // Another exporter created it meanwhile: check it like an existing table.
+        if (httpCode(err) === 409 && attempt === 1) return this.ensureTable(def, 2);
         throw this.error(`cannot create table ${this.location}.${def.tableId}`, err);
       }
       return { tableId: def.tableId, action: 'created', added: [], relaxed: [] };
@@ -157,6 +171,12 @@ export class BigQueryWarehouse implements Warehouse {
           // "stopped": a valid row that was not inserted because another row of the request was invalid.
           if (errors.length > 0 && errors.every((e) => e.reason === 'stopped')) retry.add(id);
           else rejected.push({ insertId: id, reason: errors[0]?.reason ?? 'invalid', message: errors.map((e) => e.message ?? e.reason ?? '').join('; ') });
+        }
+        // Right after tables.patch added columns, streaming inserts may not see them for a while ("no such
+        // field"): the rows are fine, so the whole request is retried later instead of dead-lettering them.
+        const unknownField = failures.find((f) => (f.errors ?? []).some((e) => e.reason === 'invalid' && knownColumn(def, /no such field:?\s*([\w.]+?)\.?$/i.exec(e.message ?? '')?.[1])));
+        if (unknownField !== undefined) {
+          throw new KairosError('KAIROS_ERR_WAREHOUSE', `BigQuery: ${this.location}.${def.tableId} does not know a column yet (${unknownField.errors?.[0]?.message ?? ''}); retrying`, { cause: err });
         }
         const rejectedIds = new Set(rejected.map((r) => r.insertId));
         const next = pending.filter((r) => retry.has(r.insertId) && !rejectedIds.has(r.insertId));

@@ -73,6 +73,11 @@ test('real BigQuery client against the local BigQuery REST server (apiEndpoint):
     assert.deepEqual(stored?.resource.timePartitioning, { type: 'DAY', field: 'occurredAt' });
     assert.deepEqual(server.tables.get('kairos.deliveries')?.resource.timePartitioning, { type: 'DAY', field: 'decidedAt' });
     assert.equal((await wh.ensureTables([TABLES.triggers]))[0]?.action, 'unchanged');
+    // Two exporters starting together: one creates the table, the other finds it (409 → checked like an existing one).
+    server.tables.delete('kairos.orders');
+    const other = new BigQueryWarehouse({ projectId: 'p1', dataset: 'kairos', apiEndpoint: server.endpoint, accessToken: 'test-token' });
+    const both = await Promise.all([wh.ensureTables([TABLES.orders]), other.ensureTables([TABLES.orders])]);
+    assert.deepEqual(both.map((m) => m[0]?.action).sort(), ['created', 'unchanged']);
 
     // An older table: without `detail` and `kafka_offset`, `reason` still REQUIRED in an older contract was fine; drop two columns.
     const audit = server.tables.get('kairos.trigger_audit');
@@ -113,6 +118,11 @@ test('real BigQuery client against the local BigQuery REST server: insertAll ded
     assert.equal(rejected[0]?.insertId, 'c'.repeat(32));
     assert.match(rejected[0]?.message ?? '', /colour|customerId/);
     assert.deepEqual(server.rows('kairos', 'triggers').map((r) => r.triggerId), ['a'.repeat(32), 'b'.repeat(32), 'd'.repeat(32)]);
+    // Streaming right after a schema patch: "no such field" is not the row's fault, so it is a retriable error.
+    server.refuseRows(() => 'no such field: kafka_offset.');
+    await assert.rejects(wh.insert(TABLES.triggers, [row('e'.repeat(32))]), (err: unknown) => isKairosError(err, 'KAIROS_ERR_WAREHOUSE') && err.retriable);
+    server.refuseRows(() => undefined);
+    assert.deepEqual(await wh.insert(TABLES.triggers, [row('e'.repeat(32))]), []);
   } finally {
     await server.close();
   }
