@@ -19,7 +19,8 @@
  *   chaos     load-tests/chaos.ts, only with --chaos or --only chaos (3 min, kill every 20 s; --quick 1.5 min / 15 s)
  *
  * A step that fails (exit code ≠ 0 or no JSON line) is reported as failed with the tail of its output; the
- * others still run. Exit code 1 if any step failed.
+ * others still run. Exit code 1 if any step failed. With --only, the steps not run are kept from the existing
+ * latest.json (each with its own start time and load average), so one step can be rerun into the report.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -215,7 +216,7 @@ function headline(results: readonly Result[]): string[][] {
     if (l) {
       rows.push([
         `restore ${n0(get(l, 'customers'))} customers (TaskState.restore into empty RocksDB, local)`,
-        `**${secs(get(l, 'restoreMs'))}**`,
+        `**${secs(get(l, 'restoreMs'))}**${num(get(l, 'readMs')) === undefined ? '' : ` (reading the file ${secs(get(l, 'readMs'))}, TaskState.restore ${secs(get(l, 'applyMs'))})`}`,
         `${n0(get(l, 'entries'))} changelog entries (${n0(get(l, 'changelogMiB'))} MiB), ${n0(get(l, 'restoreEntriesPerSec'))} entries/s; peak RSS ${n0(get(l, 'peakRssRestoreMiB'))} MiB; state ${n0(get(l, 'restoredStateDiskMiB'))} MiB on disk`,
       ]);
     }
@@ -266,11 +267,13 @@ function markdown(m: Json, quick: boolean, argv: readonly string[], results: rea
   lines.push('|---|---|---|');
   for (const r of headline(results)) lines.push(`| ${r.join(' | ')} |`);
   lines.push('');
-  lines.push('| step | command | load average before (1/5/15 min) | wall | result |');
-  lines.push('|---|---|---|---|---|');
+  lines.push('| step | command | started (UTC) | load average before (1/5/15 min) | wall | result |');
+  lines.push('|---|---|---|---|---|---|');
   for (const r of results) {
     const ok = r.exitCode === 0 && r.json !== undefined;
-    lines.push(`| ${r.name} | \`${r.command}\` | ${r.loadBefore} | ${secs(r.wallMs, 0)} | ${ok ? 'ok' : `**failed** (exit ${String(r.exitCode)}${r.json ? '' : ', no JSON line'})`} |`);
+    lines.push(
+      `| ${r.name} | \`${r.command}\` | ${r.startedAt.slice(0, 16).replace('T', ' ')} | ${r.loadBefore} | ${secs(r.wallMs, 0)} | ${ok ? 'ok' : `**failed** (exit ${String(r.exitCode)}${r.json ? '' : ', no JSON line'})`} |`,
+    );
   }
   const failed = results.filter((r) => r.exitCode !== 0 || r.json === undefined);
   for (const r of failed) {
@@ -314,8 +317,25 @@ async function main(): Promise<number> {
   mkdirSync(outDir, { recursive: true });
   const m = machine();
   log(`${String(m.nproc)} cores, ${String(m.cpuModel)}, ${String(m.ramGiB)} GiB, node ${String(m.node)}, commit ${String(m.gitCommit)}; steps: ${chosen.map((s) => s.name).join(', ')}`);
-  const results: Result[] = [];
-  for (const s of chosen) results.push(await runStep(s));
+  const fresh: Result[] = [];
+  for (const s of chosen) fresh.push(await runStep(s));
+  // --only updates those steps in the existing report; the other steps are kept from it (with their own date,
+  // load average and command), so a failed step can be rerun alone.
+  const results: Result[] = [...fresh];
+  const previous = join(outDir, 'latest.json');
+  if (values.only !== undefined && existsSync(previous)) {
+    try {
+      const old = JSON.parse(readFileSync(previous, 'utf8')) as { steps?: (Omit<Result, 'json' | 'tail'> & { result: Json | null })[] };
+      for (const st of old.steps ?? []) {
+        if (fresh.some((r) => r.name === st.name)) continue;
+        results.push({ ...st, json: st.result ?? undefined, tail: '(kept from the previous report)', command: st.command, what: st.what });
+      }
+      const order = all.map((x) => x.name);
+      results.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
+    } catch (err) {
+      log(`could not merge ${previous}: ${(err as Error).message}`);
+    }
+  }
   const md = markdown(m, values.quick, argv, results);
   const report = {
     machine: m,
@@ -327,7 +347,7 @@ async function main(): Promise<number> {
   writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write(md);
   log(`wrote ${relative(REPO_ROOT, join(outDir, 'latest.md'))} and latest.json`);
-  return results.every((r) => r.exitCode === 0 && r.json !== undefined) ? 0 : 1;
+  return fresh.every((r) => r.exitCode === 0 && r.json !== undefined) ? 0 : 1;
 }
 
 main().then(
