@@ -1,4 +1,5 @@
 import pino from 'pino';
+import { kafkaSecurity, loadRuntimeConfig } from '../config/runtime.js';
 import { loadDispatchConfig } from '../dispatch/config.js';
 import { startDispatch } from '../dispatch/app.js';
 import { parseFlags, type Io } from './main.js';
@@ -8,7 +9,9 @@ export async function dispatchCommand(args: readonly string[], io: Io): Promise<
   parseFlags(args, {});
   const config = loadDispatchConfig(process.env);
   const logger = pino({ level: config.logLevel });
-  const app = await startDispatch(config, logger);
+  // TLS and SASL to the brokers: the same KAFKA_SSL* / KAFKA_SASL_* variables (and checks) as `kairos start`.
+  const security = kafkaSecurity(loadRuntimeConfig(process.env));
+  const app = await startDispatch(config, logger, { kafkaSecurity: security });
   io.stderr.write(`kairos: dispatching ${config.channels.join(', ')} from ${(config.brokers ?? []).join(',')}; metrics and health on http://${app.address}\n`);
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Channel } from '../../schemas/contract.js';
 import { startHttpServer } from '../http/server.js';
-import { createKafka } from '../kafka/client.js';
+import { createKafka, type KafkaSecurity } from '../kafka/client.js';
 import { DispatchConsumer } from '../kafka/dispatch-consumer.js';
 import { AvroSerde, JsonSerde, type TopicSerde } from '../kafka/serde.js';
 import type { ChannelSender } from './channel.js';
@@ -31,6 +31,8 @@ export interface DispatchOverrides {
   readonly sessionTimeout?: number;
   readonly heartbeatInterval?: number;
   readonly registry?: Registry;
+  /** TLS and SASL to the brokers (`kairos dispatch` takes them from the KAFKA_SSL* / KAFKA_SASL_* variables). */
+  readonly kafkaSecurity?: KafkaSecurity;
 }
 
 export interface DispatchApp {
@@ -91,7 +93,7 @@ export async function startDispatch(config: DispatchConfig, logger: Logger, over
     serde = avro;
   } else serde = new JsonSerde();
 
-  const kafka = createKafka({ brokers: config.brokers ?? [], clientId: config.clientId, logger });
+  const kafka = createKafka({ brokers: config.brokers ?? [], clientId: config.clientId, logger, ...(overrides.kafkaSecurity ? { security: overrides.kafkaSecurity } : {}) });
   const consumer = new DispatchConsumer({
     kafka,
     groupId: config.groupId,
