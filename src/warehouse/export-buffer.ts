@@ -63,6 +63,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export class ExportBuffer<S> {
   private entries: Entry<S>[] = [];
+  /** Rows of the flush in progress: still in memory, so they count against the bound. */
+  private inFlight = 0;
   private positions = new Map<string, Position>();
   private flushing: Promise<unknown> = Promise.resolve();
   private readonly opts: ExportBufferOptions;
@@ -71,8 +73,9 @@ export class ExportBuffer<S> {
     this.opts = opts;
   }
 
+  /** Rows in memory: buffered plus being inserted. */
   get size(): number {
-    return this.entries.length;
+    return this.entries.length + this.inFlight;
   }
 
   /** Whether positions or rows wait for a flush. */
@@ -82,7 +85,7 @@ export class ExportBuffer<S> {
 
   /** At or over the bound: flush before reading more. */
   full(): boolean {
-    return this.entries.length >= this.opts.bufferRows;
+    return this.size >= this.opts.bufferRows;
   }
 
   /** A request's worth of rows is waiting. */
@@ -93,7 +96,7 @@ export class ExportBuffer<S> {
   add(def: TableDef, row: WarehouseRow, position: Position, source: S): void {
     this.entries.push({ def, row, source });
     this.advance(position);
-    this.opts.metrics?.buffered.set(this.entries.length);
+    this.opts.metrics?.buffered.set(this.size);
   }
 
   /** A record handled without a row (dead-lettered): its offset may be committed with the next flush. */
@@ -115,12 +118,15 @@ export class ExportBuffer<S> {
     const positions = [...this.positions.values()];
     this.entries = [];
     this.positions = new Map();
+    this.inFlight = entries.length;
     try {
       const refused = await this.insertAll(entries, hooks);
-      this.opts.metrics?.buffered.set(this.entries.length);
+      this.inFlight = 0;
+      this.opts.metrics?.buffered.set(this.size);
       if (entries.length > 0) this.opts.metrics?.lastFlush.set(Date.now() / 1000);
       return { positions, refused, rows: entries.length - refused.length };
     } catch (err) {
+      this.inFlight = 0;
       // Nothing is committed: put the rows back in front, so a later flush (or a restart) repeats them.
       this.entries = [...entries, ...this.entries];
       for (const p of positions) {

@@ -53,6 +53,30 @@ test('export buffer: bounded (full at bufferRows), requests of at most batchRows
   assert.equal(buf.pending, false);
 });
 
+test('export buffer: rows being inserted count against the bound, so memory holds at most bufferRows rows', async () => {
+  const wh = new FakeWarehouse();
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const insert = wh.insert.bind(wh);
+  wh.insert = async (def, rows) => {
+    await gate;
+    return insert(def, rows);
+  };
+  const buf = new ExportBuffer<string>({ warehouse: wh, batchRows: 2, bufferRows: 3, logger: silent });
+  buf.add(TABLES.triggers, row('a'), { topic: 't', partition: 0, offset: '1' }, 'a');
+  buf.add(TABLES.triggers, row('b'), { topic: 't', partition: 0, offset: '2' }, 'b');
+  const flushing = buf.flush();
+  await new Promise((r) => setImmediate(r)); // the flush has taken a and b
+  buf.add(TABLES.triggers, row('c'), { topic: 't', partition: 0, offset: '3' }, 'c');
+  assert.equal(buf.size, 3, 'two in flight, one buffered');
+  assert.equal(buf.full(), true);
+  release();
+  const r = await flushing;
+  assert.deepEqual(r.positions, [{ topic: 't', partition: 0, offset: '2' }], 'only what was inserted may be committed');
+  assert.equal(buf.size, 1);
+  assert.equal(buf.full(), false);
+});
+
 test('export buffer: a retriable warehouse error is retried with the same insertIds; a schema error keeps the rows and positions for the next flush', async () => {
   const wh = new FakeWarehouse();
   const buf = new ExportBuffer<string>({ warehouse: wh, batchRows: 10, bufferRows: 10, logger: silent, retryMs: 1 });
