@@ -39,6 +39,8 @@ export interface ExportConsumerOptions {
   readonly retryMs?: number | undefined;
   /** @default Date.now */
   readonly now?: (() => number) | undefined;
+  /** How long `stop()` keeps retrying the final flush (ms). @default 30000 */
+  readonly stopTimeoutMs?: number | undefined;
 }
 
 export interface ExportStats {
@@ -84,6 +86,8 @@ export async function startExportConsumer(opts: ExportConsumerOptions): Promise<
   const byTable: Record<string, number> = {};
   let stopping = false;
   let aborted = false;
+  /** On stop, retries of the final flush end here: what is not stored by then is read again on the next start. */
+  let giveUpAt = Number.POSITIVE_INFINITY;
   let fail: (err: unknown) => void = () => undefined;
   const failed = new Promise<never>((_resolve, reject) => (fail = reject));
   failed.catch(() => undefined);
@@ -107,7 +111,7 @@ export async function startExportConsumer(opts: ExportConsumerOptions): Promise<
 
   /** Flushes, dead-letters refused rows, then commits: the only place offsets are committed. */
   const flushAndCommit = async (heartbeat?: () => Promise<void>): Promise<void> => {
-    const result: FlushResult<Source> = await buffer.flush({ ...(heartbeat ? { onWait: heartbeat } : {}), shouldStop: () => aborted });
+    const result: FlushResult<Source> = await buffer.flush({ ...(heartbeat ? { onWait: heartbeat } : {}), shouldStop: () => aborted || Date.now() > giveUpAt });
     if (aborted) return;
     for (const r of result.refused) {
       log.warn({ topic: r.source.topic, partition: r.source.partition, offset: r.source.message.offset, table: r.table, reason: r.reason }, 'the warehouse refused a row; dead-lettered');
@@ -197,6 +201,7 @@ export async function startExportConsumer(opts: ExportConsumerOptions): Promise<
     stop: async () => {
       if (stopping) return;
       stopping = true;
+      giveUpAt = Date.now() + (opts.stopTimeoutMs ?? 30_000);
       clearInterval(timer);
       try {
         // Commit while the consumer is still in the group; a batch in flight sees `stopping` and returns.
