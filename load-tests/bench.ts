@@ -40,6 +40,8 @@ interface Step {
 
 type Json = Record<string, unknown>;
 
+const KEPT = '(kept from the previous report)';
+
 interface Result {
   readonly name: string;
   readonly command: string;
@@ -270,6 +272,11 @@ function markdown(m: Json, quick: boolean, argv: readonly string[], results: rea
       'the load average before each run is given below; treat single figures as ±25 %.',
   );
   lines.push('');
+  const kept = results.filter((r) => r.tail === KEPT).map((r) => r.name);
+  if (kept.length > 0) {
+    lines.push(`Steps kept from earlier runs of \`npm run bench\` (see their start times below): ${kept.join(', ')}.`);
+    lines.push('');
+  }
   lines.push('| figure | value | detail |');
   lines.push('|---|---|---|');
   for (const r of headline(results)) lines.push(`| ${r.join(' | ')} |`);
@@ -335,7 +342,7 @@ async function main(): Promise<number> {
       const old = JSON.parse(readFileSync(previous, 'utf8')) as { steps?: (Omit<Result, 'json' | 'tail'> & { result: Json | null })[] };
       for (const st of old.steps ?? []) {
         if (fresh.some((r) => r.name === st.name)) continue;
-        results.push({ ...st, json: st.result ?? undefined, tail: '(kept from the previous report)', command: st.command, what: st.what });
+        results.push({ ...st, json: st.result ?? undefined, tail: KEPT, command: st.command, what: st.what });
       }
       const order = all.map((x) => x.name);
       results.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
