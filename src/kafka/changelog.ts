@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Admin, Kafka, Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import { changelogTopic, type ChangelogCheckpoint, type ChangelogEntry, type ChangelogWriter } from '../engine/state/changelog.js';
+import { changelogTopic, POSITIONS_STORE, type ChangelogCheckpoint, type ChangelogEntry, type ChangelogWriter } from '../engine/state/changelog.js';
 import type { TaskState } from '../engine/state/task-state.js';
 import { KairosError } from '../errors.js';
 import { partitionOffsets } from './topics.js';
@@ -82,7 +82,12 @@ export interface RestoreOptions {
  */
 export async function restoreFromChangelog(opts: RestoreOptions): Promise<number> {
   const { state, partition: p, logger } = opts;
-  const storeByTopic = new Map(opts.stores.map((s) => [changelogTopic(opts.applicationId, s), s]));
+  // The consumed positions' changelog end is taken first: a previous owner may still be writing its final
+  // commit (store entries and positions go to different topics), and positions that run ahead of the restored
+  // stores would make the task skip records whose effects it does not have. Positions behind the stores only
+  // mean reprocessing.
+  const stores = [...opts.stores].sort((a, b) => Number(b === POSITIONS_STORE) - Number(a === POSITIONS_STORE));
+  const storeByTopic = new Map(stores.map((s) => [changelogTopic(opts.applicationId, s), s]));
   const todo = new Map<string, { next: bigint; end: bigint }>();
   for (const topic of storeByTopic.keys()) {
     const o = await partitionOffsets(opts.admin, topic, p, logger);

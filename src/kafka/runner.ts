@@ -261,6 +261,13 @@ export class KafkaRunner {
     let rebalancingSince: number | undefined;
     consumer.on(consumer.events.REBALANCING, () => {
       rebalancingSince ??= Date.now();
+      // Commit every task now, while the group rebalances: a task that moves is restored elsewhere from its
+      // changelog, and the sooner its last changes are there the less the next owner has to redo.
+      for (const hp of this.#tasks.values()) {
+        void hp
+          .then((h) => this.#exclusive(h, () => (h.pending || h.outputs.length > 0 || h.dead.length > 0 ? this.#commit(h) : Promise.resolve())))
+          .catch((err: unknown) => this.#log.warn({ err }, 'commit at rebalance failed'));
+      }
     });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       this.#metrics?.rebalances.inc();
@@ -396,6 +403,7 @@ export class KafkaRunner {
     // Restore first, on the bare state, so the task starts with complete stores and timers.
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
     let behind: Map<string, boolean>;
+    let restoredPositions: ReadonlyMap<string, string>;
     try {
       const n = await restoreFromChangelog({
         kafka: this.#o.kafka,
@@ -413,6 +421,10 @@ export class KafkaRunner {
       this.#metrics?.restored.inc({ partition: String(partition) }, n);
       this.#metrics?.restoreRemaining.set({ partition: String(partition) }, 0);
       behind = await this.#initialLag(partition, bare);
+      restoredPositions = new Map(this.#sources.flatMap((t) => {
+        const next = bare.position(t, partition);
+        return next === undefined ? [] : [[t, next] as const];
+      }));
     } finally {
       await bare.close();
     }
@@ -450,6 +462,10 @@ export class KafkaRunner {
       idleAdvanceMs: this.#o.idleAdvanceMs ?? 5000,
     });
     (handle as { task: StreamTask }).task = task;
+    // Fetch from the task's own positions, not from the group's committed offsets: a previous owner's last
+    // offset commit can land after its last changelog write was restored here, and records between the two
+    // would be skipped. A batch fetched before this seek is stale and dropped (eachBatch checks isStale()).
+    for (const [topic, offset] of restoredPositions) this.#consumer?.seek({ topic, partition, offset });
     this.#opened.add(partition);
     this.#log.info({ partition, dir }, 'task opened');
     return handle;
