@@ -469,6 +469,11 @@ export class TaskState {
 
   #evict(s: StoreState): void {
     const target = Math.floor(this.#cacheMax * 0.9);
+    // Dirty entries stay until the next commit. When they alone fill the cache, scanning past them for a few
+    // clean ones on every access would make a large uncommitted wave quadratic: wait until a tenth of the cache
+    // (or all that is needed) is clean, so each scan frees many entries.
+    const clean = s.cache.size - s.dirty.size;
+    if (clean < Math.min(s.cache.size - target, Math.ceil(this.#cacheMax * 0.1))) return;
     for (const [key, e] of s.cache) {
       if (s.cache.size <= target) break;
       if (!e.dirty) s.cache.delete(key);
