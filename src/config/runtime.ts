@@ -3,28 +3,14 @@
  * single source: validation (every bad variable named), defaults, and the README's configuration table
  * (`configurationTable()`, checked by a test) all come from it.
  */
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { Type, type Static } from '@sinclair/typebox';
+import { Bool, envVar, envVarsTable, HostPort, readEnvVars } from './env.js';
 import { KairosError } from '../errors.js';
 import { existsSync } from 'node:fs';
 import { parseApiKeys } from '../api/auth.js';
 import type { KafkaSecurity } from '../kafka/client.js';
 
-interface Var<S extends TSchema, D extends Static<S> | undefined = Static<S> | undefined> {
-  readonly env: string;
-  readonly schema: S;
-  readonly doc: string;
-  readonly default: D;
-}
-
-function v<S extends TSchema>(env: string, schema: S, doc: string): Var<S, undefined>;
-function v<S extends TSchema>(env: string, schema: S, doc: string, dflt: Static<S>): Var<S, Static<S>>;
-function v<S extends TSchema>(env: string, schema: S, doc: string, dflt?: Static<S>): Var<S> {
-  return { env, schema, doc, default: dflt };
-}
-
-const HostPort = Type.String({ pattern: '^[^\\s:,]+:[0-9]{1,5}$' });
-const Bool = Type.Union([Type.Literal('true'), Type.Literal('false')]);
+const v = envVar;
 
 export const RUNTIME_VARS = {
   brokers: v('KAFKA_BROKERS', Type.Array(HostPort, { minItems: 1 }), 'Kafka bootstrap servers, comma-separated host:port'),
@@ -88,33 +74,9 @@ export type RuntimeConfig = {
   readonly [K in keyof Vars]: Vars[K]['default'] extends undefined ? Static<Vars[K]['schema']> | undefined : Static<Vars[K]['schema']>;
 };
 
-function parse(name: keyof Vars, raw: string): unknown {
-  const spec = RUNTIME_VARS[name];
-  if (name === 'brokers') return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  const kind = (spec.schema as TSchema).type;
-  if (kind === 'integer') return /^-?[0-9]+$/.test(raw.trim()) ? Number(raw.trim()) : raw;
-  return raw;
-}
-
 /** Reads and validates the environment; throws KAIROS_ERR_CONFIG naming every bad or missing variable. */
 export function loadRuntimeConfig(env: NodeJS.ProcessEnv = process.env, required: readonly (keyof Vars)[] = ['brokers']): RuntimeConfig {
-  const out: Record<string, unknown> = {};
-  const errors: string[] = [];
-  for (const [name, spec] of Object.entries(RUNTIME_VARS) as [keyof Vars, Var<TSchema>][]) {
-    const raw = env[spec.env];
-    if (raw === undefined || raw === '') {
-      if (required.includes(name)) errors.push(`${spec.env}: required (${spec.doc})`);
-      out[name] = spec.default;
-      continue;
-    }
-    const value = parse(name, raw);
-    if (!Value.Check(spec.schema, value)) {
-      const first = [...Value.Errors(spec.schema, value)][0];
-      errors.push(`${spec.env}=${JSON.stringify(raw)}: ${first?.message ?? 'invalid'} (${spec.doc})`);
-      continue;
-    }
-    out[name] = value;
-  }
+  const { values: out, errors } = readEnvVars(RUNTIME_VARS, env, { required, lists: ['brokers'] });
   if (typeof out.heartbeatInterval === 'number' && typeof out.sessionTimeout === 'number' && out.heartbeatInterval >= out.sessionTimeout) {
     errors.push(`KAFKA_HEARTBEAT_MS: must be below KAFKA_SESSION_TIMEOUT_MS (${out.sessionTimeout})`);
   }
@@ -147,9 +109,5 @@ export function kafkaSecurity(c: RuntimeConfig): KafkaSecurity {
 
 /** The configuration table for the README, generated from RUNTIME_VARS. */
 export function configurationTable(): string {
-  const rows = Object.values(RUNTIME_VARS).map((s: Var<TSchema>) => {
-    const dflt = s.default === undefined ? '' : `\`${String(s.default)}\``;
-    return `| \`${s.env}\` | ${dflt} | ${s.doc} |`;
-  });
-  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+  return envVarsTable(RUNTIME_VARS);
 }

@@ -4,26 +4,12 @@
  * README's table (`dispatchConfigurationTable()`, checked by a test).
  */
 import { readFileSync } from 'node:fs';
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { Type, type Static } from '@sinclair/typebox';
+import { Bool, envVar, envVarsTable, HostPort, readEnvVars } from '../config/env.js';
 import type { Channel } from '../../schemas/contract.js';
 import { KairosError } from '../errors.js';
 
-interface Var<S extends TSchema, D extends Static<S> | undefined = Static<S> | undefined> {
-  readonly env: string;
-  readonly schema: S;
-  readonly doc: string;
-  readonly default: D;
-}
-
-function v<S extends TSchema>(env: string, schema: S, doc: string): Var<S, undefined>;
-function v<S extends TSchema>(env: string, schema: S, doc: string, dflt: Static<S>): Var<S, Static<S>>;
-function v<S extends TSchema>(env: string, schema: S, doc: string, dflt?: Static<S>): Var<S> {
-  return { env, schema, doc, default: dflt };
-}
-
-const HostPort = Type.String({ pattern: '^[^\\s:,]+:[0-9]{1,5}$' });
-const Bool = Type.Union([Type.Literal('true'), Type.Literal('false')]);
+const v = envVar;
 const CHANNEL = '(push|email|onsite|webhook)';
 const ChannelList = Type.String({ pattern: `^${CHANNEL}(,${CHANNEL})*$` });
 const ChannelNumbers = Type.String({ pattern: `^(${CHANNEL}=[0-9]+(,${CHANNEL}=[0-9]+)*)?$` });
@@ -94,25 +80,7 @@ function validTimezone(tz: string): boolean {
 
 /** Reads and validates the environment; throws KAIROS_ERR_CONFIG naming every bad or missing variable. */
 export function loadDispatchConfig(env: NodeJS.ProcessEnv = process.env): DispatchConfig {
-  const out: Record<string, unknown> = {};
-  const errors: string[] = [];
-  for (const [name, spec] of Object.entries(DISPATCH_VARS) as [keyof Vars, Var<TSchema>][]) {
-    const raw = env[spec.env];
-    if (raw === undefined || raw === '') {
-      if (name === 'brokers') errors.push(`${spec.env}: required (${spec.doc})`);
-      out[name] = spec.default;
-      continue;
-    }
-    let value: unknown = raw.trim();
-    if (name === 'brokers') value = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    else if ((spec.schema as TSchema).type === 'integer' && /^-?[0-9]+$/.test(raw.trim())) value = Number(raw.trim());
-    if (!Value.Check(spec.schema, value)) {
-      const first = [...Value.Errors(spec.schema, value)][0];
-      errors.push(`${spec.env}=${JSON.stringify(raw)}: ${first?.message ?? 'invalid'} (${spec.doc})`);
-      continue;
-    }
-    out[name] = value;
-  }
+  const { values: out, errors } = readEnvVars(DISPATCH_VARS, env, { required: ['brokers'], lists: ['brokers'], trim: true });
   const channels = typeof out.channels === 'string' ? [...new Set(out.channels.split(','))] as Channel[] : [];
   if (typeof out.defaultTimezone === 'string' && !validTimezone(out.defaultTimezone)) errors.push(`KAIROS_DEFAULT_TIMEZONE=${JSON.stringify(out.defaultTimezone)}: not an IANA time zone`);
   if (channels.includes('push') && out.fcmProjectId === undefined) errors.push('FCM_PROJECT_ID: required when push is in KAIROS_DISPATCH_CHANNELS');
@@ -139,9 +107,5 @@ export function loadDispatchConfig(env: NodeJS.ProcessEnv = process.env): Dispat
 
 /** The configuration table for the README, generated from DISPATCH_VARS. */
 export function dispatchConfigurationTable(): string {
-  const rows = Object.values(DISPATCH_VARS).map((s: Var<TSchema>) => {
-    const dflt = s.default === undefined ? '' : `\`${String(s.default)}\``;
-    return `| \`${s.env}\` | ${dflt} | ${s.doc} |`;
-  });
-  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+  return envVarsTable(DISPATCH_VARS);
 }

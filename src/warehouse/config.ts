@@ -3,21 +3,14 @@
  * (Kafka settings come from src/config/runtime.ts). One declaration per variable: validation (every bad
  * variable named at once, KAIROS_ERR_CONFIG), defaults and the README table (`warehouseConfigurationTable()`).
  */
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { Type } from '@sinclair/typebox';
+import { envVar, envVarsTable, readEnvVars } from '../config/env.js';
 import { isTopicName } from '../../schemas/contract.js';
 import { toMs } from '../config/duration.js';
 import { KairosError } from '../errors.js';
 import { tableForTopic } from './tables.js';
 
-interface Var<S extends TSchema = TSchema> {
-  readonly env: string;
-  readonly schema: S;
-  readonly doc: string;
-  readonly default: Static<S> | undefined;
-}
-
-const v = <S extends TSchema>(env: string, schema: S, doc: string, dflt?: Static<S>): Var<S> => ({ env, schema, doc, default: dflt });
+const v = envVar;
 const DurationText = Type.String({ pattern: '^[0-9]+(ms|s|m|h|d)$' });
 
 export const WAREHOUSE_VARS = {
@@ -47,8 +40,6 @@ export const WAREHOUSE_VARS = {
   reportWindow: v('KAIROS_REPORT_WINDOW', DurationText, 'default attribution window of `kairos report`', '7d'),
 } as const;
 
-type Vars = typeof WAREHOUSE_VARS;
-
 export interface WarehouseConfig {
   readonly warehouse: { readonly kind: 'bigquery' } | { readonly kind: 'ndjson'; readonly dir: string };
   readonly project: string | undefined;
@@ -66,30 +57,9 @@ export interface WarehouseConfig {
   readonly reportWindowMs: number;
 }
 
-function parse(name: keyof Vars, raw: string): unknown {
-  if (name === 'exportTopics') return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if ((WAREHOUSE_VARS[name].schema as TSchema).type === 'integer') return /^-?[0-9]+$/.test(raw.trim()) ? Number(raw.trim()) : raw;
-  return raw;
-}
-
 /** Reads and validates the environment; throws KAIROS_ERR_CONFIG naming every bad or missing variable. */
 export function loadWarehouseConfig(env: NodeJS.ProcessEnv = process.env): WarehouseConfig {
-  const out: Record<string, unknown> = {};
-  const errors: string[] = [];
-  for (const [name, spec] of Object.entries(WAREHOUSE_VARS) as [keyof Vars, Var][]) {
-    const raw = env[spec.env];
-    if (raw === undefined || raw === '') {
-      out[name] = spec.default;
-      continue;
-    }
-    const value = parse(name, raw);
-    if (!Value.Check(spec.schema, value)) {
-      const first = [...Value.Errors(spec.schema, value)][0];
-      errors.push(`${spec.env}=${JSON.stringify(raw)}: ${first?.message ?? 'invalid'} (${spec.doc})`);
-      continue;
-    }
-    out[name] = value;
-  }
+  const { values: out, errors } = readEnvVars(WAREHOUSE_VARS, env, { lists: ['exportTopics'] });
   const wh = String(out.warehouse ?? '');
   if (wh === 'bigquery' && out.project === undefined && errors.every((e) => !e.startsWith('BIGQUERY_PROJECT'))) errors.push('BIGQUERY_PROJECT: required when KAIROS_WAREHOUSE=bigquery');
   for (const t of (out.exportTopics ?? []) as string[]) {
@@ -119,10 +89,5 @@ export function loadWarehouseConfig(env: NodeJS.ProcessEnv = process.env): Wareh
 
 /** The README's warehouse configuration table, generated from WAREHOUSE_VARS. */
 export function warehouseConfigurationTable(): string {
-  const rows = Object.values(WAREHOUSE_VARS).map((s: Var) => {
-    const d = s.default;
-    const dflt = d === undefined ? '' : `\`${Array.isArray(d) ? d.join(',') : String(d)}\``;
-    return `| \`${s.env}\` | ${dflt} | ${s.doc} |`;
-  });
-  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+  return envVarsTable(WAREHOUSE_VARS);
 }
