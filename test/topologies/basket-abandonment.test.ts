@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BasketEvent, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
+import type { BasketEvent, OrderEvent } from '../../schemas/contract.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { buildTopology } from '../../src/app/topology.js';
 import { TopologyTestDriver, type TestDriverOptions } from '../../src/engine/testing/test-driver.js';
 import { basketsStore } from '../../topologies/basket-abandonment/index.js';
 import { tempDir } from '../helpers.js';
+import { audits, triggers } from '../support/outputs.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -39,14 +40,6 @@ function order(customerId: string, atMin: number, skus: string[]): OrderEvent {
 
 async function pipeBasket(d: TopologyTestDriver, e: BasketEvent): Promise<void> {
   await d.pipe('shop.basket.v1', e.customerId, e);
-}
-
-function triggers(d: TopologyTestDriver): Trigger[] {
-  return d.readOutput<Trigger>('crm.triggers.v1').map((o) => o.value);
-}
-
-function audits(d: TopologyTestDriver): TriggerAudit[] {
-  return d.readOutput<TriggerAudit>('crm.trigger-audit.v1').map((o) => o.value);
 }
 
 test('BASKET_ABANDONED fires exactly inactivityGap after the last basket activity, with cause, explanation and payload', async () => {

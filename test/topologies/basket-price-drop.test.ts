@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BasketEvent, CatalogEvent, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
+import type { BasketEvent, CatalogEvent, Money, OrderEvent } from '../../schemas/contract.js';
 import { TopologyBuilder } from '../../src/engine/api/index.js';
 import { TopologyTestDriver, type TestDriverOptions } from '../../src/engine/testing/test-driver.js';
 import {
@@ -19,6 +19,7 @@ import {
 import { triggerId } from '../../topologies/common/triggers.js';
 import { Value } from '@sinclair/typebox/value';
 import { tempDir } from '../helpers.js';
+import { audits, triggers } from '../support/outputs.js';
 
 const MIN = 60_000;
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
@@ -69,14 +70,6 @@ async function order(d: TopologyTestDriver, customerId: string, atMin: number, s
     items: skus.map((sku) => ({ sku, productId: `p-${sku}`, quantity: 1, unitPrice: eur(1000) })),
   };
   await d.pipe('shop.orders.v1', customerId, o);
-}
-
-function triggers(d: TopologyTestDriver): Trigger[] {
-  return d.readOutput<Trigger>('crm.triggers.v1').map((o) => o.value);
-}
-
-function audits(d: TopologyTestDriver): TriggerAudit[] {
-  return d.readOutput<TriggerAudit>('crm.trigger-audit.v1').map((o) => o.value);
 }
 
 test('a drop of at least 10 % below the add price fires, with cause, explanation, payload and a SENT audit', async () => {

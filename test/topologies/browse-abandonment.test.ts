@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Value } from '@sinclair/typebox/value';
-import type { BasketEvent, OrderEvent, PageviewEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
+import type { BasketEvent, OrderEvent, PageviewEvent } from '../../schemas/contract.js';
 import { Trigger as TriggerSchema, TriggerAudit as TriggerAuditSchema } from '../../schemas/contract.js';
 import { TopologyBuilder } from '../../src/engine/api/index.js';
 import { TopologyTestDriver, type TestDriverOptions } from '../../src/engine/testing/test-driver.js';
@@ -15,6 +15,7 @@ import {
   type BrowseAbandonmentParams,
 } from '../../topologies/browse-abandonment/index.js';
 import { tempDir } from '../helpers.js';
+import { audits, triggers } from '../support/outputs.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -57,14 +58,6 @@ async function pipeBasket(d: TopologyTestDriver, e: BasketEvent): Promise<void> 
 
 async function pipeOrder(d: TopologyTestDriver, e: OrderEvent): Promise<void> {
   await d.pipe('shop.orders.v1', e.customerId, e);
-}
-
-function triggers(d: TopologyTestDriver): Trigger[] {
-  return d.readOutput<Trigger>('crm.triggers.v1').map((o) => o.value);
-}
-
-function audits(d: TopologyTestDriver): TriggerAudit[] {
-  return d.readOutput<TriggerAudit>('crm.trigger-audit.v1').map((o) => o.value);
 }
 
 test('fires sessionGap after the last view of a session with 2 distinct products, with cause, explanation and payload', async () => {

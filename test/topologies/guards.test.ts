@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CustomerProfile, Trigger, TriggerAudit, TriggerType } from '../../schemas/contract.js';
+import type { CustomerProfile, Trigger, TriggerType } from '../../schemas/contract.js';
 import { TopologyBuilder } from '../../src/engine/api/index.js';
 import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { basketAbandonment, basketsStore } from '../../topologies/basket-abandonment/index.js';
 import { addGuards, bucketOf, GUARDS, profilesStore, quietUntil, type CampaignGuards } from '../../topologies/common/guards.js';
+import { audits } from '../support/outputs.js';
 
 const HOUR = 3_600_000;
 // 2026-11-20 is a Friday; 12:00 UTC = 13:00 Berlin, 07:00 New York.
@@ -47,7 +48,6 @@ async function driver(guardsConfig: unknown = {}, campaigns: Record<string, Camp
 const pipeProfile = (d: TopologyTestDriver, p: CustomerProfile, at = 0) => d.pipe('crm.customers.v1', p.customerId, p, { timestamp: at });
 const pipeCandidate = (d: TopologyTestDriver, t: Trigger) => d.pipe('test.candidates', t.customerId, t, { timestamp: t.occurredAt });
 const sent = (d: TopologyTestDriver) => d.readOutput<Trigger>('crm.triggers.v1').map((o) => o.value);
-const audits = (d: TopologyTestDriver) => d.readOutput<TriggerAudit>('crm.trigger-audit.v1').map((o) => o.value);
 
 test('consent: unknown profile and no consented channel are suppressed; channels are cut to the consented ones', async () => {
   const d = await driver({ quietHours: null });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Value } from '@sinclair/typebox/value';
-import type { CatalogEvent, Trigger, TriggerAudit, WishlistEvent } from '../../schemas/contract.js';
+import type { CatalogEvent, Trigger, WishlistEvent } from '../../schemas/contract.js';
 import { TopologyBuilder, type Topology } from '../../src/engine/api/index.js';
 import { TopologyTestDriver, type TestDriverOptions } from '../../src/engine/testing/test-driver.js';
 import { triggerId } from '../../topologies/common/triggers.js';
@@ -17,6 +17,7 @@ import {
   type WishlistRestockParams,
 } from '../../topologies/wishlist-restock/index.js';
 import { tempDir } from '../helpers.js';
+import { audits, triggers } from '../support/outputs.js';
 
 const MIN = 60_000;
 const DAY = 24 * 60 * MIN;
@@ -43,14 +44,6 @@ async function stock(d: TopologyTestDriver, productId: string, sku: string, at: 
   const e: CatalogEvent = { eventId, sku, productId, occurredAt: at, type: 'STOCK_CHANGED', stock: units };
   await d.pipe('shop.catalog.v1', sku, e);
   return e;
-}
-
-function triggers(d: TopologyTestDriver): Trigger[] {
-  return d.readOutput<Trigger>('crm.triggers.v1').map((o) => o.value);
-}
-
-function audits(d: TopologyTestDriver): TriggerAudit[] {
-  return d.readOutput<TriggerAudit>('crm.trigger-audit.v1').map((o) => o.value);
 }
 
 const who = (ts: readonly Trigger[]): string[] => ts.map((t) => t.customerId);
