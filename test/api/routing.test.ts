@@ -12,7 +12,7 @@ import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { loadRuntimeConfig } from '../../src/config/runtime.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { partitionOf } from '../../src/kafka/partitioner.js';
-import { tempDir } from '../helpers.js';
+import { tempDir, until } from '../helpers.js';
 import { produce, silent, testKafka } from '../support/kafka.js';
 
 const KEY = 'routing-test-key-0123456789';
@@ -33,14 +33,6 @@ after(async () => {
   for (const d of dirs) d.remove();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 90_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 async function start(): Promise<Instance> {
   const state = tempDir();
@@ -89,11 +81,11 @@ test('two instances: any instance answers for any customer, from the owner of it
       [...ra.tasks.values()].every((addr) => addr === a.address || addr === b.address) &&
       new Set(ra.tasks.values()).size === 2
     );
-  });
+  }, 90_000);
   await until('every customer readable', async () => {
     for (const c of CUSTOMERS) if ((await get(a, `/v1/customers/${c}`)).status !== 200) return false;
     return true;
-  });
+  }, 90_000);
   const routing = a.runner.routing;
   assert.ok(routing);
   let forwardedFromA = 0;

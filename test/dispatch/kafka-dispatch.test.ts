@@ -14,22 +14,14 @@ import { startDispatch, type DispatchApp } from '../../src/dispatch/app.js';
 import { readPlacements } from '../../src/dispatch/onsite-redis.js';
 import { profileKey } from '../../src/dispatch/state-view.js';
 import { mockClusterAvailable, startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
-import { tempDir } from '../helpers.js';
+import { sleep, tempDir, until } from '../helpers.js';
 import { collect, json, produce, silent, testKafka } from '../support/kafka.js';
 import { startRedis } from '../support/redis.js';
 import { startLocalFcm, localFcmCredential, type LocalFcm } from '../support/fcm-server.js';
 import { startLocalSmtp, type LocalSmtp } from '../support/smtp-server.js';
 import { makeProfile, makeTrigger } from '../support/dispatch.js';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 describe('kairos dispatch through Kafka (mock cluster, redis-server, local FCM v1 endpoint, local SMTP server)', { skip: !mockClusterAvailable() && 'kcat not installed' }, () => {
   const tmp = tempDir('kairos-dispatch-kafka-');
@@ -104,8 +96,8 @@ describe('kairos dispatch through Kafka (mock cluster, redis-server, local FCM v
       await produce(kafka, 'shop.catalog.v1', [
         { key: 'sku-9', value: JSON.stringify({ eventId: 'k9', sku: 'sku-9', productId: 'p9', occurredAt: 5, type: 'STOCK_CHANGED', stock: 0 }) },
       ]);
-      await until('profiles in Redis', async () => (await redis.exists(profileKey('k1'), profileKey('k2'), profileKey('k3'))) === 3 && (await redis.hexists('kairos:catalog:sku-9', 'stock')) === 1);
-      await until('tombstone applied', async () => (await redis.exists(profileKey('gone'))) === 0);
+      await until('profiles in Redis', async () => (await redis.exists(profileKey('k1'), profileKey('k2'), profileKey('k3'))) === 3 && (await redis.hexists('kairos:catalog:sku-9', 'stock')) === 1, 60_000, 50);
+      await until('tombstone applied', async () => (await redis.exists(profileKey('gone'))) === 0, 60_000, 50);
 
       const t1 = makeTrigger('kk1', { customerId: 'k1', channels: ['push', 'email', 'onsite', 'webhook'] });
       const t2 = makeTrigger('kk2', { customerId: 'k2', channels: ['email'] });
@@ -159,16 +151,16 @@ describe('kairos dispatch through Kafka (mock cluster, redis-server, local FCM v
       app = await startDispatch(loadDispatchConfig(env(redisServer.url, { KAIROS_DISPATCH_RATES: 'email=40', KAIROS_DISPATCH_CONCURRENCY: '16' })), silent, { fcmCredential: localFcmCredential });
       const customers = Array.from({ length: n }, (_, i) => makeProfile(`rk${i}`, { pushTokens: [{ token: `rk-token-${i}`, platform: 'android' }] }));
       await produce(kafka, 'crm.customers.v1', customers.map((p) => ({ key: p.customerId, value: JSON.stringify(p) })));
-      await until('profiles in Redis', async () => (await redis.exists(...customers.map((c) => profileKey(c.customerId)))) === n);
+      await until('profiles in Redis', async () => (await redis.exists(...customers.map((c) => profileKey(c.customerId)))) === n, 60_000, 50);
       const triggers = customers.map((c, i) => makeTrigger(`rk-${i}`, { customerId: c.customerId, channels: ['push', 'email', 'onsite'] }));
       await produce(kafka, 'crm.triggers.v1', triggers.map((t) => ({ key: t.customerId, value: JSON.stringify(t) })));
 
-      await until('a part of the emails sent', () => rkMails() >= 30);
+      await until('a part of the emails sent', () => rkMails() >= 30, 60_000, 50);
       await redisServer.kill();
       const sentWhileDown = rkMails();
       await sleep(1500);
       redisServer = await startRedis({ port, aofDir: aof.dir });
-      await until('every email sent', () => rkMails() >= n, 90_000);
+      await until('every email sent', () => rkMails() >= n, 90_000, 50);
 
       const got = await collect(kafka, ['crm.deliveries.v1'], (all) => new Set(all.map((c) => json<Delivery>(c.message)).filter((d) => d.customerId.startsWith('rk')).map((d) => d.deliveryId)).size >= 3 * n, 60_000);
       const deliveries = got.map((c) => json<Delivery>(c.message)).filter((d) => d.customerId.startsWith('rk'));

@@ -9,7 +9,7 @@ import { KafkaRunner } from '../../src/kafka/runner.js';
 import { JsonSerde } from '../../src/kafka/serde.js';
 import { standbyPartitions } from '../../src/kafka/standby.js';
 import { basketsStore } from '../../topologies/basket-abandonment/index.js';
-import { tempDir } from '../helpers.js';
+import { sleep, tempDir, until } from '../helpers.js';
 import { produce, silent, testKafka } from '../support/kafka.js';
 
 let cluster: MockCluster;
@@ -20,15 +20,7 @@ after(async () => {
   await cluster.stop();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 async function metric(registry: Registry, name: string): Promise<number> {
   const m = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
