@@ -315,7 +315,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     '/v1/products/by-id/:productId/wishers',
     {
       config: rateLimitConfig,
-      schema: { summary: 'Customers with the product (optionally one sku of it) on their wishlist, oldest wish first', params: ProductParams, querystring: WishersQuery, ...secured, response: errors },
+      schema: { summary: 'Customers with the product (optionally one sku of it) on their wishlist, in key order (sku, then customer id)', params: ProductParams, querystring: WishersQuery, ...secured, response: errors },
     },
     async (req, reply) => {
       authorize(req);

@@ -120,19 +120,20 @@ export interface Page<T> {
   readonly nextCursor: string | null;
 }
 
-/** A page of a prefix range: the total count, `limit` entries after the cursor, and the next cursor. */
-async function page<V, T>(r: StateReader, spec: KeyValueStoreSpec<V>, prefix: string, limit: number, cursor: string | undefined, map: (key: string, value: V) => T): Promise<Page<T>> {
-  // The count reads the whole range (the index has no counters): linear in the watchers of one product.
-  const all = await r.scan(spec, { prefix });
-  const after = cursor === undefined ? undefined : prefix + cursor;
-  const rest = after === undefined ? all : all.filter((e) => e.key > after);
+/**
+ * A page of entries in key order: their total count, `limit` items after the cursor (a key), and the next
+ * cursor. The count needs the whole range (the indexes keep no counters): linear in the watchers of one product.
+ */
+function pageOf<T>(entries: readonly { key: string; item: T }[], limit: number, cursor: string | undefined): Page<T> {
+  const rest = cursor === undefined ? entries : entries.filter((e) => e.key > cursor);
   const items = rest.slice(0, limit);
   const last = items[items.length - 1];
-  return {
-    count: all.length,
-    items: items.map((e) => map(e.key.slice(prefix.length), e.value)),
-    nextCursor: rest.length > limit && last ? last.key.slice(prefix.length) : null,
-  };
+  return { count: entries.length, items: items.map((e) => e.item), nextCursor: rest.length > limit && last ? last.key : null };
+}
+
+/** The entries of a prefix range, keyed by what follows the prefix. */
+async function range<V>(r: StateReader, spec: KeyValueStoreSpec<V>, prefix: string): Promise<{ key: string; value: V }[]> {
+  return (await r.scan(spec, { prefix })).map((e) => ({ key: e.key.slice(prefix.length), value: e.value }));
 }
 
 export interface SkuWatchers {
@@ -148,15 +149,16 @@ export interface SkuWatchers {
 /** Basket watchers of a sku, from the sku's task (the price-drop index). */
 export async function skuWatchers(r: StateReader, sku: string, limit: number, cursor: string | undefined): Promise<SkuWatchers> {
   const info = await r.get(skusStore, sku);
-  const basket = await page(r, subscribersStore, `${sku}${SEP}`, limit, cursor, (customerId, v) => ({
-    customerId,
-    since: v.since,
-    reference: v.reference ?? null,
-  }));
+  const watchers = await range(r, subscribersStore, `${sku}${SEP}`);
+  const basket = pageOf(
+    watchers.map(({ key, value }) => ({ key, item: { customerId: key, since: value.since, reference: value.reference ?? null } })),
+    limit,
+    cursor,
+  );
   return { sku, productId: info?.productId ?? null, price: info?.price ?? null, stock: info?.stock ?? null, basket };
 }
 
-/** Wishlist watchers of a product's sku (and of the product in any size), from the product's task. */
+/** Wishlist watchers of a product's sku (and of the product in any size), from the product's task, in key order (sku, then customer). */
 export async function productWishers(
   r: StateReader,
   productId: string,
@@ -166,19 +168,11 @@ export async function productWishers(
 ): Promise<Page<{ customerId: string; sku: string | null; wishedAt: number }>> {
   // Membership keys: productId \0 sku|'' \0 customerId. A sku-less wish (any size) watches every sku.
   const prefix = `${productId}${SEP}`;
-  const p = await page(r, wishesStore, prefix, Number.MAX_SAFE_INTEGER, undefined, (rest, w) => ({
-    rest,
-    customerId: w.customerId,
-    sku: w.sku,
-    wishedAt: w.wishedAt,
-  }));
-  const matching = p.items.filter((w) => sku === null || w.sku === null || w.sku === sku);
-  const start = cursor === undefined ? 0 : matching.findIndex((w) => w.rest > cursor) === -1 ? matching.length : matching.findIndex((w) => w.rest > cursor);
-  const items = matching.slice(start, start + limit);
-  const last = items[items.length - 1];
-  return {
-    count: matching.length,
-    items: items.map(({ customerId, sku: s, wishedAt }) => ({ customerId, sku: s, wishedAt })),
-    nextCursor: start + limit < matching.length && last ? last.rest : null,
-  };
+  const wishes = await range(r, wishesStore, prefix);
+  const matching = wishes.filter(({ value: w }) => sku === null || w.sku === null || w.sku === sku);
+  return pageOf(
+    matching.map(({ key, value: w }) => ({ key, item: { customerId: w.customerId, sku: w.sku, wishedAt: w.wishedAt } })),
+    limit,
+    cursor,
+  );
 }
