@@ -33,7 +33,7 @@ import { jsonCodec } from '../src/engine/api/index.js';
 import type { StoreSpec } from '../src/engine/api/stores.js';
 import { changelogTopic, type ChangelogEntry, type ChangelogWriter } from '../src/engine/state/changelog.js';
 import { TaskState, TIMER_STORE } from '../src/engine/state/task-state.js';
-import { KafkaChangelogWriter, restoreFromChangelog } from '../src/kafka/changelog.js';
+import { KafkaChangelogWriter, producerSend, restoreFromChangelog } from '../src/kafka/changelog.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
 import { basketsStore } from '../topologies/basket-abandonment/index.js';
@@ -327,7 +327,7 @@ async function viaKafka(o: Options, root: string, cluster: MockCluster, targetCu
     const perTopic = new Map<string, number>();
     let records = 0;
     let bytes = 0;
-    const writer = new KafkaChangelogWriter(() => producer, APP, 0);
+    const writer = new KafkaChangelogWriter(producerSend(producer), APP, 0);
     const counting: ChangelogWriter = {
       send: (taskId, entries) => {
         for (const e of entries) {

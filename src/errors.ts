@@ -16,6 +16,8 @@ export const ERRORS = {
   KAIROS_ERR_OUTPUT: { retriable: false, doc: 'An output file could not be written.' },
   KAIROS_ERR_KAFKA: { retriable: true, doc: 'The Kafka cluster could not be reached or refused a request.' },
   KAIROS_ERR_COPARTITION: { retriable: false, doc: 'Input topics read by one task have different partition counts; the message names them.' },
+  KAIROS_ERR_TOPICS_MISSING: { retriable: false, doc: 'Topics the runner needs do not exist and the broker refused to create them; the message names every one and how to create it.' },
+  KAIROS_ERR_RECORD_TOO_LARGE: { retriable: false, doc: 'One record is larger than the broker\'s or topic\'s message size limit (message.max.bytes / max.message.bytes); the message names the topic and both sizes.' },
   KAIROS_ERR_SERDE: { retriable: false, doc: 'A value could not be encoded for its topic (it does not match the schema).' },
   KAIROS_ERR_REDIS: { retriable: true, doc: 'Redis could not be reached or is loading; dispatch pauses and retries.' },
   KAIROS_ERR_DISPATCH: { retriable: false, doc: 'A channel provider refused a message for good (bad address, bad credentials, bad payload).' },

@@ -10,19 +10,24 @@ import { changelogTopic, POSITIONS_STORE, type ChangelogCheckpoint, type Changel
 import type { TaskState } from '../engine/state/task-state.js';
 import { KairosError } from '../errors.js';
 import { partitionOffsets } from './topics.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, sendBounded, type ProducedOffsets, type TopicMessages } from './record-collector.js';
 
-const pk = (topic: string, partition: number) => `${topic}\u0000${partition}`;
+/** How the writer sends: bounded, in order, returning the next offset reached per explicit partition. */
+export type ChangelogSend = (topicMessages: readonly TopicMessages[]) => Promise<ProducedOffsets>;
 
-/** What the writer sends through: the producer, or (exactly-once) the task's open transaction. */
-export type ChangelogSender = Pick<Producer, 'sendBatch'>;
+/** A send straight through a producer (tests, benchmarks): bounded requests, no retry. */
+export function producerSend(producer: Pick<Producer, 'sendBatch'>, maxRequestBytes = DEFAULT_MAX_MESSAGE_BYTES - 4096): ChangelogSend {
+  return (tm) => sendBounded(producer, tm, maxRequestBytes);
+}
 
 export class KafkaChangelogWriter implements ChangelogWriter {
-  readonly #sender: () => ChangelogSender;
+  readonly #send: ChangelogSend;
   readonly #applicationId: string;
   readonly #partition: number;
 
-  constructor(sender: () => ChangelogSender, applicationId: string, partition: number) {
-    this.#sender = sender;
+  /** `send`: the runner's record collector (at-least-once) or the task's transaction (exactly-once). */
+  constructor(send: ChangelogSend, applicationId: string, partition: number) {
+    this.#send = send;
     this.#applicationId = applicationId;
     this.#partition = partition;
   }
@@ -35,14 +40,8 @@ export class KafkaChangelogWriter implements ChangelogWriter {
       if (!list) byTopic.set(topic, (list = []));
       list.push({ key: e.key, value: e.value, partition: this.#partition, ...(Number.isFinite(e.timestamp) && e.timestamp >= 0 ? { timestamp: String(e.timestamp) } : {}) });
     }
-    const results = await this.#sender().sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
-    const checkpoint = new Map<string, string>();
-    for (const r of results) {
-      if (r.baseOffset === undefined || r.baseOffset === '-1') continue;
-      const n = byTopic.get(r.topicName)?.length ?? 0;
-      checkpoint.set(pk(r.topicName, r.partition), (BigInt(r.baseOffset) + BigInt(n)).toString());
-    }
-    return checkpoint;
+    // Requests are cut at the broker's size limit; the checkpoint is where each changelog partition got to.
+    return this.#send([...byTopic].map(([topic, messages]) => ({ topic, messages })));
   }
 }
 

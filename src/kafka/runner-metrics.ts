@@ -21,6 +21,9 @@ export interface RunnerMetrics {
   readonly rebalancePause: Histogram;
   readonly consumerRestarts: Counter;
   readonly standbyApplied: Counter<'partition'>;
+  readonly rerouted: Counter<'topic'>;
+  readonly idleForced: Counter<'partition'>;
+  readonly producerReplaced: Counter<'reason'>;
 }
 
 export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMetrics {
@@ -56,6 +59,19 @@ export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMe
       registers,
     }),
     standbyApplied: new Counter({ name: 'kairos_standby_records_total', help: 'Changelog records applied to standby copies, per task', labelNames: ['partition'], registers }),
+    rerouted: new Counter({
+      name: 'kairos_rerouted_records_total',
+      help: 'Input records found on a partition their key does not hash to (a producer with another partitioner), routed to the key\'s task',
+      labelNames: ['topic'],
+      registers,
+    }),
+    idleForced: new Counter({
+      name: 'kairos_task_idle_forced_total',
+      help: 'Times a task processed without an input known to lag, after maxTaskIdleMs (event-time order not guaranteed)',
+      labelNames: ['partition'],
+      registers,
+    }),
+    producerReplaced: new Counter({ name: 'kairos_producer_replaced_total', help: 'Producers replaced after a failed produce request, by reason', labelNames: ['reason'], registers }),
     consumerRestarts: new Counter({ name: 'kairos_consumer_restarts_total', help: 'Consumers replaced after kafkajs crashed them with a non-retriable error', registers }),
   };
 }

@@ -1,15 +1,16 @@
 /**
- * The Kafka runner (DESIGN §4): one consumer group over the topology's source topics, one StreamTask per input
- * partition number (co-partitioned inputs), batches processed through the task, then committed in this order:
- *   1. outputs and dead letters produced and acknowledged,
- *   2. task state committed (changelog first, then one RocksDB batch with the consumed positions),
- *   3. consumer offsets committed.
- * A crash between steps repeats work but never loses it: outputs may repeat (with the same deterministic
- * trigger ids), state never applies a record twice, because a task skips records below its own positions.
+ * The Kafka runner (DESIGN §4), the StreamThread of Kafka Streams: one consumer group over the topology's
+ * source topics, one task per input partition number (co-partitioned inputs). This module owns the group's
+ * life (start, topics, assignment, rebalance, consumer restarts, stop); the parts have their own modules:
+ * - active-task.ts: one task — record order, processing, the commit pipeline (outputs → state → offsets);
+ * - partition-group.ts: the event-time merge of a task's inputs (the ordering rule, in one place);
+ * - record-collector.ts: produce requests bounded by the broker's size limit, failed producers replaced;
+ * - topics.ts: topic creation with Kafka Streams' settings, message size limits, co-partitioning.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, Message, PartitionAssigner, Producer, Transaction } from 'kafkajs';
+import { crc32 } from 'node:zlib';
+import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, PartitionAssigner, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { OutputRecord } from '../engine/api/record.js';
@@ -26,11 +27,13 @@ import { kairosStickyAssigner, type TaskRouting } from './assignor.js';
 import { publishingAssigner, RoutingFollower, routingTopic } from './routing.js';
 import { StandbyFollower, standbyPartitions } from './standby.js';
 import { KafkaChangelogWriter, restoreFromChangelog } from './changelog.js';
-import { dlqMessage, dlqTopic } from './dlq.js';
+import { dlqTopic } from './dlq.js';
+import { ActiveTask, REROUTE_HEADERS, type Fetched, type TaskEnv } from './active-task.js';
+import { RecordCollector, sendBounded } from './record-collector.js';
 import type { DecodeResult, TopicSerde } from './serde.js';
 import { isTopicName } from '../../schemas/contract.js';
 import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
-import { checkCopartitioned, ensureTopics, partitionCounts, partitionOffsets } from './topics.js';
+import { checkCopartitioned, ensureTopics, INTERNAL_TOPIC_CONFIGS, messageLimit, partitionOffsets, type NeededTopic } from './topics.js';
 
 export interface KafkaRunnerOptions {
   readonly topology: Topology;
@@ -66,10 +69,21 @@ export interface KafkaRunnerOptions {
   /** Stream time follows the wall clock after this much quiet on a task. @default 5000 */
   readonly idleAdvanceMs?: number;
   /**
-   * How long a task waits for an input that is known to have unfetched records before it processes the
-   * others anyway (Kafka Streams' max.task.idle.ms). @default 2000
+   * Last resort of the event-time merge: how long a task waits for an input known to have unfetched records
+   * before it processes the others anyway (logged and counted; order is then not guaranteed). The wait
+   * normally ends with the input's next fetch. @default 60000
    */
   readonly maxTaskIdleMs?: number;
+  /** Partitions of output (and input) topics the runner creates when missing; default: the inputs' count. */
+  readonly topicPartitions?: number;
+  /** Replication factor of the topics the runner creates; -1: the broker's default. @default -1 */
+  readonly replicationFactor?: number;
+  /** retention.ms of the dead-letter topics the runner creates (records are stamped with their failure time). @default 30 days */
+  readonly dlqRetentionMs?: number;
+  /** Upper bound of one produce request; default: the smallest max.message.bytes of the topics written. */
+  readonly maxRequestBytes?: number;
+  /** How often a task deletes the repartition records it consumed and committed. @default 30000 */
+  readonly purgeIntervalMs?: number;
   /**
    * A task commits (outputs, changelog, RocksDB, offsets) at most this often while batches keep coming, and on
    * the next punctuation otherwise (Kafka Streams' commit.interval.ms). @default 500
@@ -87,37 +101,10 @@ export interface KafkaRunnerOptions {
   readonly onOutput?: (topic: string, record: OutputRecord) => void;
 }
 
-interface Pending {
-  readonly topic: string;
-  readonly record: OutputRecord;
-}
-
-interface Buffered {
-  readonly message: KafkaMessage;
-  readonly decoded: DecodeResult;
-  /** Event time: the value's, else the Kafka timestamp. */
-  readonly timestamp: number;
-}
-
-interface TaskHandle {
-  readonly partition: number;
-  /** Fetched, not yet processed records per input topic, in offset order. */
-  readonly buffers: Map<string, Buffered[]>;
-  /** Per input topic: the last fetch left records behind (true), reached the end (false), or none yet (absent). */
-  readonly behind: Map<string, boolean>;
-  waitingSince: number | undefined;
-  /** Processed since the last commit. */
-  pending: boolean;
-  lastCommitAt: number;
-  readonly task: StreamTask;
-  outputs: Pending[];
-  dead: { topic: string; message: Message }[];
-  /** Exactly-once: the task's transactional producer and its open transaction. */
-  txProducer: Producer | undefined;
-  txn: Transaction | undefined;
-  /** Serialises batches, punctuation and close on this task. */
-  chain: Promise<void>;
-  closed: boolean;
+/** Where each producer pattern of misplaced keys was first seen (logged once per topic and pattern). */
+function partitionerPattern(key: string, partitions: number, actual: number): string {
+  // librdkafka's default (consistent_random) and the Confluent clients hash with CRC32.
+  return (crc32(Buffer.from(key, 'utf8')) >>> 0) % partitions === actual ? 'crc32 (librdkafka consistent_random: kcat, confluent-kafka clients)' : 'unknown partitioner';
 }
 
 export class KafkaRunner {
@@ -125,13 +112,17 @@ export class KafkaRunner {
   readonly #groupId: string;
   readonly #log: Logger;
   readonly #metrics: RunnerMetrics | undefined;
-  readonly #tasks = new Map<number, Promise<TaskHandle>>();
+  readonly #tasks = new Map<number, Promise<ActiveTask>>();
+  /** Every topic the consumer reads: external inputs, repartition topics, the reroute topic. */
   readonly #sources: string[];
   readonly #externalSources: string[];
-  readonly #maxTaskIdleMs: number;
+  readonly #internalSources: string[];
+  readonly #rerouteTopic: string;
   readonly #commitIntervalMs: number;
+  readonly #reroutePatterns = new Set<string>();
+  #env: TaskEnv | undefined;
+  #collector: RecordCollector | undefined;
   #admin: Admin | undefined;
-  #producer: Producer | undefined;
   #consumer: Consumer | undefined;
   #timer: NodeJS.Timeout | undefined;
   #partitions = 0;
@@ -149,10 +140,12 @@ export class KafkaRunner {
     this.#groupId = options.groupId ?? `kairos-${options.topology.applicationId}`;
     this.#log = options.logger.child({ component: 'kafka-runner', group: this.#groupId });
     this.#metrics = options.registry ? runnerMetrics(options.registry, () => this.#openStates()) : undefined;
-    this.#sources = [...new Set([...options.topology.nodes.values()].flatMap((n) => (n.kind === 'source' ? n.topics : [])))].sort();
-    if (this.#sources.length === 0) throw new KairosError('KAIROS_ERR_TOPOLOGY', 'the topology reads no topic');
-    this.#externalSources = this.#sources.filter((t) => !options.topology.repartitionTopics.includes(t));
-    this.#maxTaskIdleMs = options.maxTaskIdleMs ?? 2000;
+    const topologySources = [...new Set([...options.topology.nodes.values()].flatMap((n) => (n.kind === 'source' ? n.topics : [])))].sort();
+    if (topologySources.length === 0) throw new KairosError('KAIROS_ERR_TOPOLOGY', 'the topology reads no topic');
+    this.#externalSources = topologySources.filter((t) => !options.topology.repartitionTopics.includes(t));
+    this.#rerouteTopic = rerouteTopic(options.topology.applicationId);
+    this.#internalSources = [...options.topology.repartitionTopics, this.#rerouteTopic];
+    this.#sources = [...topologySources, this.#rerouteTopic];
     this.#commitIntervalMs = options.commitIntervalMs ?? 500;
   }
 
@@ -185,34 +178,102 @@ export class KafkaRunner {
     return [...StreamTask.storeSpecs(this.#o.topology).map((s) => s.name), POSITIONS_STORE];
   }
 
+  /** Output topics of the topology (sinks that are not its own repartition topics). */
+  get #sinks(): string[] {
+    const internal = new Set(this.#o.topology.repartitionTopics);
+    return [...new Set([...this.#o.topology.nodes.values()].flatMap((n) => (n.kind === 'sink' && !internal.has(n.topic) ? [n.topic] : [])))].sort();
+  }
+
+  /**
+   * Inputs first (existing ones fix the partition count; missing ones are created co-partitioned with them),
+   * then outputs and internal topics with Kafka Streams' settings, then the message size limit.
+   */
+  async #setupTopics(admin: Admin): Promise<void> {
+    const app = this.#o.topology.applicationId;
+    const existing = new Set(await admin.listTopics());
+    const presentInputs = this.#externalSources.filter((t) => existing.has(t));
+    let inputCounts = new Map<string, number>();
+    if (presentInputs.length > 0) {
+      const meta = await admin.fetchTopicMetadata({ topics: presentInputs });
+      inputCounts = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
+      checkCopartitioned(inputCounts, presentInputs);
+    }
+    const inputPartitions = inputCounts.values().next().value ?? this.#o.topicPartitions ?? -1;
+    const missingInputs = this.#externalSources.filter((t) => !existing.has(t));
+    if (missingInputs.length > 0) {
+      this.#log.info({ topics: missingInputs, partitions: inputPartitions }, 'input topics missing; creating them co-partitioned with the others');
+    }
+    const rf = this.#o.replicationFactor ?? -1;
+    const counts = await ensureTopics(admin, this.#externalSources.map((t) => ({ topic: t, numPartitions: inputPartitions, anyPartitions: inputPartitions < 0 })), this.#log, {
+      replicationFactor: rf,
+    });
+    this.#partitions = checkCopartitioned(counts, this.#externalSources);
+    const n = this.#partitions;
+    const repartition = INTERNAL_TOPIC_CONFIGS.repartition;
+    const needed: NeededTopic[] = [
+      ...this.#sinks.map((t) => ({ topic: t, numPartitions: this.#o.topicPartitions ?? n, anyPartitions: true })),
+      // Repartition topics get the inputs' partition count, so a re-keyed record lands in the task owning its key.
+      ...this.#internalSources.map((t) => ({ topic: t, numPartitions: n, configs: repartition })),
+      ...this.#storeNames.map((s) => ({ topic: changelogTopic(app, s), numPartitions: n, configs: INTERNAL_TOPIC_CONFIGS.changelog })),
+      ...this.#externalSources.map((t) => ({
+        topic: dlqTopic(t),
+        numPartitions: n,
+        configs: { 'cleanup.policy': 'delete', 'retention.ms': String(this.#o.dlqRetentionMs ?? 30 * 86_400_000) },
+      })),
+      { topic: routingTopic(app), numPartitions: 1, configs: INTERNAL_TOPIC_CONFIGS.changelog, anyPartitions: true },
+    ];
+    await ensureTopics(admin, needed, this.#log, { replicationFactor: rf });
+    const limit = await messageLimit(admin, needed.map((t) => t.topic), this.#log);
+    if (limit !== undefined) this.#collector?.setMessageLimit(limit);
+    this.#log.info({ partitions: n, maxRequestBytes: this.#collector?.maxRequestBytes }, 'topics ready');
+  }
+
   async start(): Promise<void> {
     const { kafka } = this.#o;
     this.#admin = kafka.admin();
     await this.#admin.connect();
-    const internal = new Set(this.#o.topology.repartitionTopics);
-    const external = this.#sources.filter((t) => !internal.has(t));
-    const counts = await partitionCounts(this.#admin, external, this.#log);
-    this.#partitions = checkCopartitioned(counts, external);
-    const app = this.#o.topology.applicationId;
-    const sinks = [...new Set([...this.#o.topology.nodes.values()].flatMap((n) => (n.kind === 'sink' && !internal.has(n.topic) ? [n.topic] : [])))];
-    await ensureTopics(
-      this.#admin,
-      [
-        // Repartition topics get the inputs' partition count, so a re-keyed record lands in the task owning its key.
-        ...[...internal].map((t) => ({ topic: t, numPartitions: this.#partitions })),
-        ...this.#storeNames.map((s) => ({ topic: changelogTopic(app, s), numPartitions: this.#partitions, compacted: true })),
-        ...external.map((t) => ({ topic: dlqTopic(t), numPartitions: this.#partitions })),
-        { topic: routingTopic(app), numPartitions: 1, compacted: true, anyPartitions: true },
-      ],
-      this.#log,
-    );
-    if (sinks.length > 0) await partitionCounts(this.#admin, sinks, this.#log);
-    this.#producer = kafka.producer({
+    this.#collector = new RecordCollector({
+      kafka,
       idempotent: this.#o.idempotent ?? true,
-      ...(this.#o.idempotent === false ? {} : { maxInFlightRequests: 1 }),
-      allowAutoTopicCreation: true,
+      logger: this.#log,
+      ...(this.#o.maxRequestBytes === undefined ? {} : { maxRequestBytes: this.#o.maxRequestBytes }),
+      onReplaced: (reason) => this.#metrics?.producerReplaced.inc({ reason }),
+      stopping: () => this.#stopping,
     });
-    await this.#producer.connect();
+    await this.#setupTopics(this.#admin);
+    await this.#collector.connect();
+    const app = this.#o.topology.applicationId;
+    const repartition = new Set(this.#o.topology.repartitionTopics);
+    this.#env = {
+      groupId: this.#groupId,
+      logger: this.#log,
+      metrics: this.#metrics,
+      collector: this.#collector,
+      admin: () => this.#admin,
+      consumer: () => this.#consumer,
+      left: () => this.#left,
+      sources: this.#sources,
+      external: this.#externalSources,
+      internal: this.#internalSources,
+      rerouteTopic: this.#rerouteTopic,
+      keepsEventTime: new Set([...repartition, this.#rerouteTopic]),
+      encode: (topic, value) => this.#encode(topic, value),
+      clock: this.#o.clock ?? Date.now,
+      commitIntervalMs: this.#commitIntervalMs,
+      maxTaskIdleMs: this.#o.maxTaskIdleMs ?? 60_000,
+      purgeIntervalMs: this.#o.purgeIntervalMs ?? 30_000,
+      onOutput: this.#o.onOutput,
+      noteRerouted: (topic, key, from, to) => {
+        const pattern = partitionerPattern(key, this.#partitions, from);
+        const id = `${topic}\u0000${pattern}`;
+        if (this.#reroutePatterns.has(id)) return;
+        this.#reroutePatterns.add(id);
+        this.#log.warn(
+          { topic, pattern, example: { partition: from, keyPartition: to } },
+          'records on a partition their key does not hash to (murmur2, the Java and kafkajs default): routed to the key\'s task; configure the producer with the murmur2 partitioner (librdkafka: partitioner=murmur2_random)',
+        );
+      },
+    };
     if ((this.#o.standbyReplicas ?? 0) > 0) {
       if (this.#o.apiAddress === undefined) throw new KairosError('KAIROS_ERR_CONFIG', 'standby replicas need the instance\'s API address (placement is by address)');
       this.#standby = new StandbyFollower({
@@ -251,7 +312,7 @@ export class KafkaRunner {
             ownedPartitions: () => this.#localPartitions(),
             standbyOwned: () => new Map(this.#externalSources.map((t) => [t, this.standbyPartitions])),
           }),
-          () => this.#producer,
+          () => this.#collector?.current,
           routingTopic(this.#o.topology.applicationId),
           this.#log,
         ),
@@ -264,10 +325,15 @@ export class KafkaRunner {
       // Commit every task now, while the group rebalances: a task that moves is restored elsewhere from its
       // changelog, and the sooner its last changes are there the less the next owner has to redo.
       for (const hp of this.#tasks.values()) {
-        void hp
-          .then((h) => this.#exclusive(h, () => (h.pending || h.outputs.length > 0 || h.dead.length > 0 ? this.#commit(h) : Promise.resolve())))
-          .catch((err: unknown) => this.#log.warn({ err }, 'commit at rebalance failed'));
+        void hp.then((h) => h.exclusive(() => h.maybeCommit(true))).catch((err: unknown) => this.#log.warn({ err }, 'commit at rebalance failed'));
       }
+    });
+    // Batches kafkajs does not hand to eachBatch (only transaction markers or aborted records) still say how
+    // far an input goes: without them a task could wait for records that never come.
+    consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
+      const { topic, partition, offsetLag } = e.payload;
+      const hp = this.#tasks.get(partition);
+      if (hp && this.#opened.has(partition)) void hp.then((h) => h.group.setBehind(topic, BigInt(offsetLag) > 0n)).catch(() => undefined);
     });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       this.#metrics?.rebalances.inc();
@@ -357,14 +423,14 @@ export class KafkaRunner {
     // Commit every task while still in the group (offsets included), then leave, then close the stores.
     for (const hp of this.#tasks.values()) {
       const h = await hp.catch(() => undefined);
-      if (h) await this.#exclusive(h, () => this.#commit(h)).catch((err: unknown) => this.#log.error({ err }, 'final commit failed'));
+      if (h) await h.exclusive(() => h.maybeCommit(true)).catch((err: unknown) => this.#log.error({ err }, 'final commit failed'));
     }
     await this.#consumer?.disconnect();
     this.#left = true;
     await this.#standby?.stop();
     await this.#routingFollower?.stop();
     for (const p of [...this.#tasks.keys()]) await this.#closeTask(p);
-    await this.#producer?.disconnect();
+    await this.#collector?.disconnect();
     await this.#admin?.disconnect();
     this.#log.info('kafka runner stopped');
   }
@@ -384,7 +450,7 @@ export class KafkaRunner {
     return new Map(this.#sources.map((t) => [t, list]));
   }
 
-  #taskFor(partition: number): Promise<TaskHandle> {
+  #taskFor(partition: number): Promise<ActiveTask> {
     let h = this.#tasks.get(partition);
     if (!h) {
       h = this.#openTask(partition);
@@ -394,8 +460,9 @@ export class KafkaRunner {
     return h;
   }
 
-  async #openTask(partition: number): Promise<TaskHandle> {
+  async #openTask(partition: number): Promise<ActiveTask> {
     const app = this.#o.topology.applicationId;
+    const env = this.#env as TaskEnv;
     const taskId = `task-${partition}`;
     const dir = join(this.#o.stateDir, this.#groupId, taskId);
     // A warm standby copy of this task becomes the starting point; the follower lets go of the directory.
@@ -421,10 +488,12 @@ export class KafkaRunner {
       this.#metrics?.restored.inc({ partition: String(partition) }, n);
       this.#metrics?.restoreRemaining.set({ partition: String(partition) }, 0);
       behind = await this.#initialLag(partition, bare);
-      restoredPositions = new Map(this.#sources.flatMap((t) => {
-        const next = bare.position(t, partition);
-        return next === undefined ? [] : [[t, next] as const];
-      }));
+      restoredPositions = new Map(
+        this.#sources.flatMap((t) => {
+          const next = bare.position(t, partition);
+          return next === undefined ? [] : [[t, next] as const];
+        }),
+      );
     } finally {
       await bare.close();
     }
@@ -434,22 +503,10 @@ export class KafkaRunner {
       txProducer = this.#o.kafka.producer({ transactionalId: `${this.#groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1 });
       await txProducer.connect();
     }
-    const handle: TaskHandle = {
-      partition,
-      task: undefined as unknown as StreamTask,
-      buffers: new Map(),
-      behind,
-      waitingSince: undefined,
-      pending: false,
-      lastCommitAt: Date.now(),
-      outputs: [],
-      dead: [],
-      chain: Promise.resolve(),
-      closed: false,
-      txProducer,
-      txn: undefined,
-    };
-    const task = await StreamTask.create({
+    const handle = new ActiveTask(env, partition, txProducer);
+    for (const [topic, b] of behind) handle.group.setBehind(topic, b);
+    const collector = this.#collector as RecordCollector;
+    handle.task = await StreamTask.create({
       topology: this.#o.topology,
       taskId,
       partition,
@@ -457,27 +514,31 @@ export class KafkaRunner {
       logger: this.#log,
       clock: this.#o.clock ?? Date.now,
       // Exactly-once: changelog records go into the task's open transaction.
-      changelog: new KafkaChangelogWriter(() => handle.txn ?? (this.#producer as Producer), app, partition),
-      collector: { send: (topic, record) => handle.outputs.push({ topic, record }) },
+      changelog: new KafkaChangelogWriter(
+        (tm) => (handle.txn ? sendBounded(handle.txn, tm, collector.maxRequestBytes) : collector.send(tm)),
+        app,
+        partition,
+      ),
+      collector: { send: (topic, record) => handle.collect(topic, record) },
       idleAdvanceMs: this.#o.idleAdvanceMs ?? 5000,
     });
-    (handle as { task: StreamTask }).task = task;
     // Fetch from the task's own positions, not from the group's committed offsets: a previous owner's last
     // offset commit can land after its last changelog write was restored here, and records between the two
     // would be skipped. A batch fetched before this seek is stale and dropped (eachBatch checks isStale()).
     for (const [topic, offset] of restoredPositions) this.#consumer?.seek({ topic, partition, offset });
     this.#opened.add(partition);
-    this.#log.info({ partition, dir }, 'task opened');
+    this.#log.info({ partition, dir, lagging: [...behind].filter(([, b]) => b).map(([t]) => t) }, 'task opened');
     return handle;
   }
 
   /**
-   * Whether each input partition of a new task has records beyond the task's position (end offsets from the
-   * broker), so the first batches wait for each other instead of racing ahead by batch order.
+   * Whether each waited-for input of a new task has records beyond the task's position (end offsets from the
+   * broker), so the first batches wait for each other instead of racing ahead by batch order — also right
+   * after a restore or a rebalance, when one input's first fetch comes late.
    */
   async #initialLag(partition: number, state: TaskState): Promise<Map<string, boolean>> {
     const behind = new Map<string, boolean>();
-    for (const topic of this.#externalSources) {
+    for (const topic of [...this.#externalSources, this.#rerouteTopic]) {
       const o = await partitionOffsets(this.#admin as Admin, topic, partition, this.#log);
       const pos = BigInt(state.position(topic, partition) ?? o.low);
       behind.set(topic, BigInt(o.high) > pos);
@@ -485,21 +546,13 @@ export class KafkaRunner {
     return behind;
   }
 
-  /** Runs `fn` on the task after everything queued before it. */
-  #exclusive(h: TaskHandle, fn: () => Promise<void>): Promise<void> {
-    const run = h.chain.then(() => (h.closed ? undefined : fn()));
-    h.chain = run.catch(() => undefined);
-    return run;
-  }
-
   /**
-   * Fetched records are decoded into the task's per-topic buffers, then the task processes, across its input
-   * topics, always the buffered record with the smallest event time (as Kafka Streams' PartitionGroup does), so
-   * a basket batch and an orders batch of the same partition interleave by event time instead of batch order.
+   * Fetched records are decoded into the task's partition group; the task then processes, across its inputs,
+   * always the buffered record with the smallest event time (partition-group.ts has the rule).
    */
   async #eachBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
     if (batch.isEmpty()) return;
-    let h: TaskHandle | undefined;
+    let h: ActiveTask | undefined;
     try {
       h = await this.#openWhileHeartbeating(batch.partition, heartbeat, isRunning);
     } catch (err) {
@@ -510,93 +563,65 @@ export class KafkaRunner {
       return;
     }
     if (!h) return; // a rebalance or stop came first; nothing was resolved, so the records are fetched again
-    await this.#exclusive(h, async () => {
+    const task = h;
+    await task.exclusive(async () => {
       const { topic, partition } = batch;
-      const buffer = h.buffers.get(topic) ?? [];
-      h.buffers.set(topic, buffer);
+      const items: { record: Fetched; timestamp: number }[] = [];
+      const external = this.#externalSources.includes(topic);
       for (const m of batch.messages) {
         if (!isRunning() || isStale()) break;
-        const decoded = await this.#decode(topic, m.key, m.value, isRunning);
-        const timestamp = decoded.ok && decoded.timestamp !== undefined ? decoded.timestamp : Number(m.timestamp);
-        buffer.push({ message: m, decoded, timestamp });
+        const fetched = await this.#fetched(topic, partition, m, external, isRunning);
+        const d = fetched.decoded;
+        items.push({ record: fetched, timestamp: d.ok && d.timestamp !== undefined ? d.timestamp : Number(m.timestamp) });
         // Resolved once buffered: the consumer fetches on; what is committed follows the task's own positions.
         resolveOffset(m.offset);
       }
-      const last = batch.lastOffset();
-      const lag = BigInt(batch.highWatermark) - BigInt(last) - 1n;
-      h.behind.set(topic, lag > 0n);
-      this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(lag)));
+      task.group.add(topic, items);
+      const lag = BigInt(batch.highWatermark) - BigInt(batch.lastOffset()) - 1n;
+      task.group.setBehind(topic, lag > 0n);
+      if (external) this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(lag)));
       await heartbeat();
-      const n = await this.#drain(h, false);
-      if (n > 0 || h.outputs.length > 0 || h.dead.length > 0) h.pending = true;
+      await task.drain();
       // Commits are batched over commitIntervalMs: one changelog write, RocksDB batch and offset commit for
       // many small fetches (the punctuation commits what is left when no further batch comes).
-      if (h.pending && Date.now() - h.lastCommitAt >= this.#commitIntervalMs) await this.#commit(h);
+      await this.#commitOrReset(task, false);
     });
     await heartbeat();
   }
 
-  /**
-   * Processes buffered records in event-time order. It stops when an input topic has nothing buffered but is
-   * known to have more to fetch (its next records may be older), unless `force` (max idle time passed).
-   */
-  async #drain(h: TaskHandle, force: boolean): Promise<number> {
-    let count = 0;
-    for (;;) {
-      let best: string | undefined;
-      let bestTs = Infinity;
-      let waiting = false;
-      for (const topic of this.#externalSources) {
-        const buf = h.buffers.get(topic);
-        const head = buf?.[0];
-        if (!head) {
-          if (h.behind.get(topic) !== false) waiting = true; // unknown or lagging: more may come
-          continue;
-        }
-        if (head.timestamp < bestTs) {
-          bestTs = head.timestamp;
-          best = topic;
-        }
-      }
-      for (const topic of this.#o.topology.repartitionTopics) {
-        const head = h.buffers.get(topic)?.[0];
-        if (head && head.timestamp < bestTs) {
-          bestTs = head.timestamp;
-          best = topic;
-        }
-      }
-      if (best === undefined) break;
-      if (waiting && !force) {
-        h.waitingSince ??= Date.now();
-        if (Date.now() - h.waitingSince < this.#maxTaskIdleMs) break;
-      }
-      h.waitingSince = undefined;
-      const r = (h.buffers.get(best) as Buffered[]).shift() as Buffered;
-      await this.#processOne(h, best, r);
-      count++;
+  /** A fetched record decoded, with its origin and, when its key belongs to another task, where it goes. */
+  async #fetched(topic: string, partition: number, m: KafkaMessage, external: boolean, isRunning: () => boolean): Promise<Fetched> {
+    if (topic === this.#rerouteTopic) {
+      const h = m.headers ?? {};
+      const original = h[REROUTE_HEADERS.topic]?.toString() ?? '';
+      const decoded = isTopicName(original)
+        ? await this.#decode(original, m.key, m.value, isRunning)
+        : ({ ok: false, reason: 'invalid', errors: [{ path: '/headers', message: `re-routed record without a known ${REROUTE_HEADERS.topic} header` }], retriable: false } as const);
+      return {
+        message: m,
+        decoded,
+        topic: isTopicName(original) ? original : topic,
+        partition: Number(h[REROUTE_HEADERS.partition]?.toString() ?? partition),
+        offset: h[REROUTE_HEADERS.offset]?.toString() ?? m.offset,
+      };
     }
-    return count;
+    const decoded = await this.#decode(topic, m.key, m.value, isRunning);
+    const base = { message: m, decoded, topic, partition, offset: m.offset };
+    if (external && decoded.ok && decoded.key !== null) {
+      const owner = partitionOf(decoded.key, this.#partitions);
+      if (owner !== partition) return { ...base, rerouteTo: owner };
+    }
+    return base;
   }
 
-  async #processOne(h: TaskHandle, topic: string, { message: m, decoded: d, timestamp }: Buffered): Promise<void> {
-    const partition = h.partition;
-    const done = h.task.state.position(topic, partition);
-    if (done !== undefined && BigInt(m.offset) < BigInt(done)) return; // already in the state (restored or committed)
-    if (!d.ok) {
-      this.#metrics?.failed.inc({ topic, reason: d.reason });
-      h.dead.push({
-        topic: dlqTopic(topic),
-        message: dlqMessage(
-          { topic, partition, offset: m.offset, key: m.key, value: m.value, ...(m.headers ? { headers: m.headers } : {}), timestamp: m.timestamp },
-          { reason: d.reason, errors: d.errors },
-          (this.#o.clock ?? Date.now)(),
-        ),
-      });
-      h.task.state.setPosition(topic, partition, (BigInt(m.offset) + 1n).toString());
-      return;
+  /** Commits when due; an exactly-once commit that failed rebuilds the task from its last local commit. */
+  async #commitOrReset(task: ActiveTask, force: boolean): Promise<void> {
+    try {
+      await task.maybeCommit(force);
+    } catch (err) {
+      if (task.txProducer) await this.#resetTask(task);
+      throw err;
     }
-    await h.task.process({ topic, partition, offset: m.offset, key: d.key, value: d.value, timestamp });
-    this.#metrics?.processed.inc({ topic });
   }
 
   /** Decodes a record; a registry outage is retried with backoff (never dead-lettered), other failures returned. */
@@ -621,7 +646,7 @@ export class KafkaRunner {
    * The task of a partition, waiting for it to open (a restore can take a while) without blocking the group:
    * heartbeats go on, and a pending rebalance (heartbeat throws) or stop ends the wait with undefined.
    */
-  async #openWhileHeartbeating(partition: number, heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<TaskHandle | undefined> {
+  async #openWhileHeartbeating(partition: number, heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<ActiveTask | undefined> {
     const hp = this.#taskFor(partition);
     let settled = false;
     const ready = hp.then(
@@ -650,14 +675,10 @@ export class KafkaRunner {
       if (!this.#assigned.has(p)) continue;
       try {
         const h = await hp;
-        await this.#exclusive(h, async () => {
-          const drained = await this.#drain(h, false);
-          const buffered = [...h.buffers.values()].some((b) => b.length > 0);
-          // Idle advance only once the task has processed what it fetched.
-          const fired = drained + (buffered ? 0 : await h.task.punctuateWallClock());
+        await h.exclusive(async () => {
+          await h.punctuate();
           this.#metrics?.timersPending.set({ partition: String(p) }, h.task.pendingTimers);
-          if (fired > 0) h.pending = true;
-          if ((h.pending || h.outputs.length > 0) && Date.now() - h.lastCommitAt >= this.#commitIntervalMs) await this.#commit(h);
+          await this.#commitOrReset(h, false);
         });
       } catch (err) {
         this.#log.error({ err, partition: p }, 'punctuation failed');
@@ -665,98 +686,8 @@ export class KafkaRunner {
     }
   }
 
-  /** Outputs and dead letters first, then state with positions, then consumer offsets. */
-  async #commit(h: TaskHandle): Promise<void> {
-    const end = this.#metrics?.commitSeconds.startTimer();
-    h.pending = false;
-    h.lastCommitAt = Date.now();
-    const producer = this.#producer as Producer;
-    const byTopic = new Map<string, Message[]>();
-    for (const o of h.outputs) {
-      let list = byTopic.get(o.topic);
-      if (!list) byTopic.set(o.topic, (list = []));
-      list.push({
-        key: o.record.key === null ? null : String(o.record.key),
-        value: await this.#encode(o.topic, o.record.value),
-        timestamp: String(o.record.timestamp),
-        ...(o.record.headers ? { headers: o.record.headers } : {}),
-      });
-    }
-    for (const d of h.dead) {
-      let list = byTopic.get(d.topic);
-      if (!list) byTopic.set(d.topic, (list = []));
-      list.push(d.message);
-    }
-    const offsets = (): { topic: string; partition: number; offset: string }[] =>
-      this.#sources.flatMap((topic) => {
-        const next = h.task.state.position(topic, h.partition);
-        return next === undefined ? [] : [{ topic, partition: h.partition, offset: next }];
-      });
-    const count = (): void => {
-      for (const o of h.outputs) {
-        this.#metrics?.emitted.inc({ topic: o.topic });
-        this.#o.onOutput?.(o.topic, o.record);
-      }
-      for (const d of h.dead) this.#metrics?.dlq.inc({ topic: d.message.headers?.['kairos-original-topic']?.toString() ?? d.topic });
-      h.outputs = [];
-      h.dead = [];
-    };
-    const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
-    if (h.txProducer) {
-      await this.#commitTransaction(h, topicMessages, offsets());
-      count();
-      end?.();
-      return;
-    }
-    if (topicMessages.length > 0) await producer.sendBatch({ acks: -1, topicMessages });
-    count();
-    await h.task.commit();
-    const done = offsets();
-    if (done.length > 0 && this.#consumer && !this.#left) {
-      try {
-        await this.#consumer.commitOffsets(done);
-      } catch (err) {
-        // The state holds the positions; a failed offset commit only means re-reading records we then skip.
-        this.#log.warn({ err: (err as Error).message, partition: h.partition }, 'offset commit failed');
-      }
-    }
-    end?.();
-  }
-
-  /**
-   * Exactly-once commit: outputs, dead letters, changelog and consumer offsets in one Kafka transaction of
-   * the task's own transactional producer; the local RocksDB write happens only after the transaction
-   * committed. On failure the transaction is aborted and the task is rebuilt from its last local commit, and
-   * the consumer re-reads from there.
-   */
-  async #commitTransaction(h: TaskHandle, topicMessages: { topic: string; messages: Message[] }[], offsets: { topic: string; partition: number; offset: string }[]): Promise<void> {
-    const txn = await (h.txProducer as Producer).transaction();
-    h.txn = txn;
-    try {
-      if (topicMessages.length > 0) await txn.sendBatch({ acks: -1, topicMessages });
-      await h.task.commit({
-        beforeLocalWrite: async () => {
-          if (offsets.length > 0) {
-            await txn.sendOffsets({
-              consumerGroupId: this.#groupId,
-              topics: offsets.map((o) => ({ topic: o.topic, partitions: [{ partition: o.partition, offset: o.offset }] })),
-            });
-          }
-          await txn.commit();
-        },
-      });
-    } catch (err) {
-      this.#log.error({ err, partition: h.partition }, 'transaction failed; aborting and rebuilding the task from its last commit');
-      if (txn.isActive()) await txn.abort().catch((e: unknown) => this.#log.warn({ err: e }, 'abort failed'));
-      await this.#resetTask(h);
-      throw err;
-    } finally {
-      h.txn = undefined;
-    }
-  }
-
   /** Drops a task's uncommitted in-memory state and makes the consumer re-read from its last local commit. */
-  async #resetTask(h: TaskHandle): Promise<void> {
+  async #resetTask(h: ActiveTask): Promise<void> {
     const committed = new Map(h.task.state.positions());
     h.closed = true;
     this.#tasks.delete(h.partition);
@@ -780,20 +711,27 @@ export class KafkaRunner {
     for (const topic of this.#sources) this.#metrics?.lag.remove({ topic, partition: label });
     this.#metrics?.timersPending.remove({ partition: label });
     this.#metrics?.restoreRemaining.remove({ partition: label });
-    let h: TaskHandle;
+    let h: ActiveTask;
     try {
       h = await hp;
     } catch {
       return;
     }
-    await this.#exclusive(h, async () => {
-      await this.#commit(h);
-      h.closed = true;
-      await h.task.close();
-      await h.txProducer?.disconnect();
-      this.#log.info({ partition }, 'task closed');
-    }).catch((err: unknown) => this.#log.error({ err, partition }, 'closing task failed'));
+    await h
+      .exclusive(async () => {
+        await h.maybeCommit(true);
+        h.closed = true;
+        await h.task.close();
+        await h.txProducer?.disconnect();
+        this.#log.info({ partition }, 'task closed');
+      })
+      .catch((err: unknown) => this.#log.error({ err, partition }, 'closing task failed'));
   }
+}
+
+/** The internal topic through which records on a partition their key does not hash to reach the key's task. */
+export function rerouteTopic(applicationId: string): string {
+  return `${applicationId}-rerouted-repartition`;
 }
 
 /** Records of the topology's own repartition topics: JSON it wrote itself; the event time is the Kafka timestamp. */

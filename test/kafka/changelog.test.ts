@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { stringCodec } from '../../src/engine/api/codecs.js';
 import { keyValueStore } from '../../src/engine/api/stores.js';
 import { TaskState } from '../../src/engine/state/task-state.js';
-import { KafkaChangelogWriter, restoreFromChangelog } from '../../src/kafka/changelog.js';
+import { KafkaChangelogWriter, producerSend, restoreFromChangelog } from '../../src/kafka/changelog.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { tempDir } from '../helpers.js';
 import { silent, testKafka } from '../support/kafka.js';
@@ -27,7 +27,7 @@ test('restore from a changelog whose start the broker deleted (mock cluster: 5 M
   const target = tempDir();
   try {
     // 8 commits of 10 entries of 100 kB: 8 MB in partition 1 of the changelog, beyond the mock's 5 MiB cap.
-    const state = await TaskState.open({ dir: source.dir, taskId: 'task-1', stores: [kv], changelog: new KafkaChangelogWriter(() => producer, 'ktrim', 1) });
+    const state = await TaskState.open({ dir: source.dir, taskId: 'task-1', stores: [kv], changelog: new KafkaChangelogWriter(producerSend(producer), 'ktrim', 1) });
     const big = 'x'.repeat(100_000);
     for (let c = 0; c < 8; c++) {
       for (let i = 0; i < 10; i++) state.put('kv', `k${String(c * 10 + i).padStart(2, '0')}`, big, 1);

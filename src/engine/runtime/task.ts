@@ -89,7 +89,6 @@ export class StreamTask {
   readonly #loopback: ReadonlySet<string>;
   #origin: RecordOrigin | undefined;
   #lastRecordWall: number;
-  #lastLag = 0;
   #closed = false;
 
   private constructor(opts: TaskOptions, state: TaskState) {
@@ -205,22 +204,24 @@ export class StreamTask {
   /**
    * Processes one record: stream time moves to its timestamp (timers due by then fire first, in time order),
    * then the record flows through the topology. Returns false when no source reads its topic.
+   * `consumed`: where the record was read, recorded as this task's position (default: the record's own
+   * coordinates; a record routed here from another partition is read from an internal topic).
    */
-  async process(record: StreamRecord): Promise<boolean> {
+  async process(record: StreamRecord, consumed: RecordOrigin = record): Promise<boolean> {
     this.#checkOpen();
     const source = this.#sourceByTopic.get(record.topic);
     const now = this.#opts.clock();
     this.#lastRecordWall = now;
     // The lag between wall clock and event time is measured on external inputs only: repartitioned records
     // come back later with their original event time and would make the idle advance fall behind.
-    if (!this.#repartitionTopics.has(record.topic)) this.#lastLag = Math.max(0, now - record.timestamp);
+    if (!this.#repartitionTopics.has(record.topic)) this.state.wallClockLag = Math.max(0, now - record.timestamp);
     if (record.timestamp > this.state.streamTime) await this.advanceStreamTime(record.timestamp);
     if (source === undefined) {
       // A topic no source reads only moves stream time (replay inputs carry every topic); no position kept.
       this.stats.recordsSkipped++;
       return false;
     }
-    this.state.setPosition(record.topic, record.partition, (BigInt(record.offset) + 1n).toString());
+    this.state.setPosition(consumed.topic, consumed.partition, (BigInt(consumed.offset) + 1n).toString());
     this.#origin = { topic: record.topic, partition: record.partition, offset: record.offset };
     try {
       for (const child of this.#topology.children.get(source) ?? []) this.#dispatch(child, record);
@@ -229,6 +230,9 @@ export class StreamTask {
     } finally {
       this.#origin = undefined;
     }
+    // A timer registered at or below stream time fires now (DESIGN §4): a record that reaches this task late
+    // (through a repartition topic, or out of order) must not leave a timer waiting for a later record.
+    await this.advanceStreamTime(this.state.streamTime);
     this.stats.recordsProcessed++;
     return true;
   }
@@ -263,11 +267,16 @@ export class StreamTask {
       fired++;
     }
     const idle = this.#opts.idleAdvanceMs ?? 5000;
-    if (Number.isFinite(idle) && now - this.#lastRecordWall >= idle) {
-      const target = now - this.#lastLag;
+    // Only once this task has seen a record (the lag is kept with the state, so a restored task has it):
+    // without one, the distance between wall clock and event time is unknown, and moving to the wall clock would leave every older event that arrives later below stream
+    // time (a task started on empty topics, then fed a backlog).
+    const lag = this.state.wallClockLag;
+    if (Number.isFinite(idle) && lag !== undefined && now - this.#lastRecordWall >= idle) {
+      const target = now - lag;
       if (target > this.state.streamTime) fired += await this.advanceStreamTime(target);
     }
-    return fired;
+    // Stream-time timers a wall-clock timer registered at or below stream time.
+    return fired + (await this.advanceStreamTime(this.state.streamTime));
   }
 
   commit(options?: CommitOptions): Promise<{ changes: number }> {

@@ -19,6 +19,12 @@ type Cached = { value: unknown; ts: number; dirty: boolean };
 const META = '\u0001';
 const STREAM_TIME_KEY = Buffer.from(`${META}stream-time`);
 const OFFSET_PREFIX = `${META}offset\u0000`;
+const LAG_KEY = Buffer.from(`${META}wall-lag`);
+/**
+ * Key of the wall-clock lag in the positions changelog (input position keys are `topic \0 partition`, and no
+ * topic name is empty, so this cannot collide).
+ */
+const LAG_CHANGELOG_KEY = '\u0000wall-lag';
 const HEADER = 8;
 
 /** Internal store of persisted timers; not nameable by users (their names cannot start with '_'). */
@@ -112,6 +118,8 @@ export class TaskState {
   readonly #pendingPositions = new Map<string, string>();
   #streamTime = -Infinity;
   #committedStreamTime = -Infinity;
+  #lag: number | undefined;
+  #committedLag: number | undefined;
   #closed = false;
 
   private constructor(db: RocksDb, options: TaskStateOptions) {
@@ -132,6 +140,8 @@ export class TaskState {
     const state = new TaskState(db, options);
     const st = await db.get(STREAM_TIME_KEY);
     if (st) state.#streamTime = state.#committedStreamTime = st.readDoubleBE(0);
+    const lag = await db.get(LAG_KEY);
+    if (lag) state.#lag = state.#committedLag = lag.readDoubleBE(0);
     for (const [k, v] of await db.scan({ gte: Buffer.from(OFFSET_PREFIX), lt: Buffer.from(`${META}offset\u0001`) })) {
       state.#positions.set(k.toString('utf8').slice(OFFSET_PREFIX.length), v.toString('utf8'));
     }
@@ -148,6 +158,19 @@ export class TaskState {
 
   set streamTime(t: number) {
     if (t > this.#streamTime) this.#streamTime = t;
+  }
+
+  /**
+   * Wall clock minus event time of the last input record processed (ms), kept with the state (and its
+   * changelog) so a restarted or moved task's idle advance follows the wall clock as before; undefined until a
+   * record was processed.
+   */
+  get wallClockLag(): number | undefined {
+    return this.#lag;
+  }
+
+  set wallClockLag(lag: number | undefined) {
+    this.#lag = lag;
   }
 
   /** Committed position per "topic\u0000partition": the offset of the next record to consume. */
@@ -320,6 +343,14 @@ export class TaskState {
       b.writeDoubleBE(streamTime, 0);
       ops.push({ type: 'put', key: STREAM_TIME_KEY, value: b });
     }
+    const lag = this.#lag;
+    // Only with other changes: a lag alone is not worth a commit.
+    if (lag !== undefined && lag !== this.#committedLag && ops.length > 0) {
+      const b = Buffer.allocUnsafe(8);
+      b.writeDoubleBE(lag, 0);
+      ops.push({ type: 'put', key: LAG_KEY, value: b });
+      if (this.#changelog) entries.push({ store: POSITIONS_STORE, key: Buffer.from(LAG_CHANGELOG_KEY, 'utf8'), value: Buffer.from(String(lag), 'utf8'), timestamp: streamTime });
+    }
     if (ops.length === 0) {
       await options.beforeLocalWrite?.();
       return { changes: 0 };
@@ -354,6 +385,7 @@ export class TaskState {
     for (const [k, v] of this.#pendingPositions) this.#positions.set(k, v);
     this.#pendingPositions.clear();
     this.#committedStreamTime = streamTime;
+    if (ops.some((o) => o.key === LAG_KEY)) this.#committedLag = lag;
     this.stats.commits++;
     return { changes: ops.length };
   }
@@ -368,6 +400,16 @@ export class TaskState {
       if (e.store === POSITIONS_STORE) {
         const k = e.key.toString('utf8');
         if (e.value === null) continue;
+        if (k === LAG_CHANGELOG_KEY) {
+          const lag = Number(e.value.toString('utf8'));
+          if (Number.isFinite(lag)) {
+            const b = Buffer.allocUnsafe(8);
+            b.writeDoubleBE(lag, 0);
+            ops.push({ type: 'put', key: LAG_KEY, value: b });
+            this.#lag = this.#committedLag = lag;
+          }
+          continue;
+        }
         ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: e.value });
         this.#positions.set(k, e.value.toString('utf8'));
         continue;

@@ -1,0 +1,328 @@
+/**
+ * One task as the Kafka runner drives it (Kafka Streams' StreamTask plus its share of the TaskManager): the
+ * fetched records of its partition wait in a PartitionGroup (event-time order), are processed through the
+ * StreamTask, and are committed in this order:
+ *   1. outputs, dead letters and re-routed records produced and acknowledged (RecordCollector),
+ *   2. task state committed (changelog first, then one RocksDB batch with the consumed positions),
+ *   3. consumer offsets committed, and consumed repartition records purged from the broker.
+ * A crash between steps repeats work but never loses it: outputs may repeat (with the same deterministic
+ * trigger ids), state never applies a record twice, because a task skips records below its own positions.
+ * Exactly-once puts 1–3 in one Kafka transaction of the task's own producer instead.
+ */
+import type { Admin, Consumer, IHeaders, KafkaMessage, Message, Producer, Transaction } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { OutputRecord } from '../engine/api/record.js';
+import type { StreamTask } from '../engine/runtime/task.js';
+import { dlqMessage, dlqTopic } from './dlq.js';
+import { PartitionGroup } from './partition-group.js';
+import { sendBounded, type RecordCollector, type TopicMessages } from './record-collector.js';
+import type { RunnerMetrics } from './runner-metrics.js';
+import type { DecodeResult } from './serde.js';
+
+/** Headers of a record routed to its key's task through the reroute topic. */
+export const REROUTE_HEADERS = { topic: 'kairos-reroute-topic', partition: 'kairos-reroute-partition', offset: 'kairos-reroute-offset' } as const;
+
+/** A fetched record as the group keeps it. */
+export interface Fetched {
+  readonly message: KafkaMessage;
+  readonly decoded: DecodeResult;
+  /** The topic the record belongs to: its own, or for a re-routed one the input it was first written to. */
+  readonly topic: string;
+  /** Where it was first written (a re-routed record's origin); else the fetched partition. */
+  readonly partition: number;
+  readonly offset: string;
+  /** Set when the key hashes to another partition: the task that owns the key. */
+  readonly rerouteTo?: number;
+}
+
+/** What every task of one runner shares. */
+export interface TaskEnv {
+  readonly groupId: string;
+  readonly logger: Logger;
+  readonly metrics: RunnerMetrics | undefined;
+  readonly collector: RecordCollector;
+  readonly admin: () => Admin | undefined;
+  readonly consumer: () => Consumer | undefined;
+  /** Left the group: offsets are no longer committed. */
+  readonly left: () => boolean;
+  /** Every topic whose consumed offsets are committed (external inputs, repartition topics, reroute topic). */
+  readonly sources: readonly string[];
+  /** External inputs: waited for by the event-time merge. */
+  readonly external: readonly string[];
+  /** Internal inputs written by the runner's own tasks: merged, never waited for, purged once consumed. */
+  readonly internal: readonly string[];
+  /** The reroute topic (an internal input waited for like an external one). */
+  readonly rerouteTopic: string;
+  /** Topics the runner writes whose records keep event time as their timestamp (repartition topics). */
+  readonly keepsEventTime: ReadonlySet<string>;
+  readonly encode: (topic: string, value: unknown) => Promise<Buffer>;
+  readonly clock: () => number;
+  readonly commitIntervalMs: number;
+  readonly maxTaskIdleMs: number;
+  /** How often consumed repartition records are deleted from the broker (ms). */
+  readonly purgeIntervalMs: number;
+  readonly onOutput: ((topic: string, record: OutputRecord) => void) | undefined;
+  /** Logs a re-routed record's producer pattern once. */
+  readonly noteRerouted: (topic: string, key: string, from: number, to: number) => void;
+}
+
+interface PendingOutput {
+  readonly topic: string;
+  readonly record: OutputRecord;
+}
+
+export class ActiveTask {
+  readonly partition: number;
+  readonly group: PartitionGroup<Fetched>;
+  readonly #env: TaskEnv;
+  readonly #log: Logger;
+  task!: StreamTask;
+  outputs: PendingOutput[] = [];
+  /** Dead letters and re-routed records: already bytes, produced with the outputs. */
+  raw: TopicMessages[] = [];
+  /** Processed since the last commit. */
+  pending = false;
+  lastCommitAt: number;
+  #lastPurgeAt = 0;
+  #purgeDisabled = false;
+  /** Exactly-once: the task's transactional producer and its open transaction. */
+  readonly txProducer: Producer | undefined;
+  txn: Transaction | undefined;
+  /** Serialises batches, punctuation and close on this task. */
+  #chain: Promise<void> = Promise.resolve();
+  closed = false;
+
+  constructor(env: TaskEnv, partition: number, txProducer: Producer | undefined) {
+    this.#env = env;
+    this.partition = partition;
+    this.txProducer = txProducer;
+    this.lastCommitAt = Date.now();
+    this.#log = env.logger.child({ partition });
+    this.group = new PartitionGroup<Fetched>({
+      waitFor: [...env.external, env.rerouteTopic],
+      others: env.internal.filter((t) => t !== env.rerouteTopic),
+      maxIdleMs: env.maxTaskIdleMs,
+    });
+  }
+
+  /** The sink for StreamTask output. */
+  collect(topic: string, record: OutputRecord): void {
+    this.outputs.push({ topic, record });
+  }
+
+  /** Runs `fn` on the task after everything queued before it. */
+  exclusive(fn: () => Promise<void>): Promise<void> {
+    const run = this.#chain.then(() => (this.closed ? undefined : fn()));
+    this.#chain = run.catch(() => undefined);
+    return run;
+  }
+
+  get hasWork(): boolean {
+    return this.pending || this.outputs.length > 0 || this.raw.length > 0;
+  }
+
+  /** Processes buffered records in event-time order until the group is empty or waits for a lagging input. */
+  async drain(): Promise<number> {
+    let count = 0;
+    const forcedBefore = this.group.forcedCount;
+    for (;;) {
+      const n = this.group.next();
+      if (n.kind !== 'record') break;
+      await this.#processOne(n.topic, n.item.record, n.item.timestamp);
+      count++;
+    }
+    if (this.group.forcedCount > forcedBefore) {
+      this.#env.metrics?.idleForced.inc({ partition: String(this.partition) }, this.group.forcedCount - forcedBefore);
+      this.#log.warn({ waitedMs: this.#env.maxTaskIdleMs }, 'an input known to lag sent nothing for maxTaskIdleMs; processing without it (order by event time not guaranteed)');
+    }
+    if (count > 0) this.pending = true;
+    return count;
+  }
+
+  async #processOne(bufferTopic: string, r: Fetched, timestamp: number): Promise<void> {
+    const p = this.partition;
+    const m = r.message;
+    const done = this.task.state.position(bufferTopic, p);
+    if (done !== undefined && BigInt(m.offset) < BigInt(done)) return; // already in the state (restored or committed)
+    const consumed = (): string => (BigInt(m.offset) + 1n).toString();
+    const d = r.decoded;
+    if (!d.ok) {
+      this.#env.metrics?.failed.inc({ topic: r.topic, reason: d.reason });
+      this.raw.push({
+        topic: dlqTopic(r.topic),
+        messages: [
+          dlqMessage(
+            { topic: r.topic, partition: r.partition, offset: r.offset, key: m.key, value: m.value, ...(m.headers ? { headers: m.headers } : {}), timestamp: m.timestamp },
+            { reason: d.reason, errors: d.errors },
+            this.#env.clock(),
+          ),
+        ],
+      });
+      this.task.state.setPosition(bufferTopic, p, consumed());
+      return;
+    }
+    if (r.rerouteTo !== undefined) {
+      // Written by a producer whose partitioner put the key elsewhere: the key's own task processes it, so a
+      // customer's state lives in one task whichever client produced its events, and the query API finds it.
+      const headers: IHeaders = { ...(m.headers ?? {}) };
+      headers[REROUTE_HEADERS.topic] = r.topic;
+      headers[REROUTE_HEADERS.partition] = String(p);
+      headers[REROUTE_HEADERS.offset] = m.offset;
+      this.raw.push({ topic: this.#env.rerouteTopic, messages: [{ key: m.key, value: m.value, partition: r.rerouteTo, timestamp: m.timestamp, headers }] });
+      this.#env.metrics?.rerouted.inc({ topic: r.topic });
+      this.#env.noteRerouted(r.topic, d.key ?? '', p, r.rerouteTo);
+      this.task.state.setPosition(bufferTopic, p, consumed());
+      return;
+    }
+    await this.task.process({ topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp }, { topic: bufferTopic, partition: p, offset: m.offset });
+    this.#env.metrics?.processed.inc({ topic: r.topic });
+  }
+
+  /** Wall-clock punctuation: timers, and idle advance once the task has processed everything there is. */
+  async punctuate(): Promise<number> {
+    const drained = await this.drain();
+    // Idle advance never moves a task past events it has not seen: only with nothing buffered and every
+    // input known to be at its end.
+    const fired = this.group.caughtUp ? await this.task.punctuateWallClock() : 0;
+    if (fired > 0) this.pending = true;
+    return drained + fired;
+  }
+
+  /** Commits when work is pending and the commit interval has passed (or `force`). */
+  async maybeCommit(force = false): Promise<void> {
+    if (!this.hasWork) return;
+    if (!force && Date.now() - this.lastCommitAt < this.#env.commitIntervalMs) return;
+    await this.commit();
+  }
+
+  /** Outputs, dead letters and re-routed records first, then state with positions, then consumer offsets. */
+  async commit(): Promise<void> {
+    const env = this.#env;
+    const end = env.metrics?.commitSeconds.startTimer();
+    this.pending = false;
+    this.lastCommitAt = Date.now();
+    const outputs = this.outputs;
+    const raw = this.raw;
+    const byTopic = new Map<string, Message[]>();
+    const now = String(Date.now());
+    for (const o of outputs) {
+      let list = byTopic.get(o.topic);
+      if (!list) byTopic.set(o.topic, (list = []));
+      list.push({
+        key: o.record.key === null ? null : String(o.record.key),
+        value: await env.encode(o.topic, o.record.value),
+        // Repartition records carry event time (the next task orders by it); outputs carry the time they were
+        // written, so a topic's time retention counts from then, not from a backfill's event times.
+        timestamp: env.keepsEventTime.has(o.topic) ? String(o.record.timestamp) : now,
+        ...(o.record.headers ? { headers: o.record.headers } : {}),
+      });
+    }
+    for (const r of raw) {
+      let list = byTopic.get(r.topic);
+      if (!list) byTopic.set(r.topic, (list = []));
+      list.push(...r.messages);
+    }
+    const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+    const counted = (): void => {
+      for (const o of outputs) {
+        env.metrics?.emitted.inc({ topic: o.topic });
+        env.onOutput?.(o.topic, o.record);
+      }
+      for (const r of raw) if (r.topic.endsWith('.dlq')) env.metrics?.dlq.inc({ topic: r.topic.slice(0, -'.dlq'.length) }, r.messages.length);
+    };
+    // Taken now: what is processed while the produce is in flight belongs to the next commit.
+    this.outputs = [];
+    this.raw = [];
+    try {
+      if (this.txProducer) await this.#commitTransaction(topicMessages);
+      else {
+        if (topicMessages.length > 0) await env.collector.send(topicMessages);
+        await this.task.commit();
+        await this.#commitOffsets();
+      }
+    } catch (err) {
+      if (!this.txProducer) {
+        // Nothing is lost: the outputs go again with the next commit (at-least-once, equal ids).
+        this.outputs = [...outputs, ...this.outputs];
+        this.raw = [...raw, ...this.raw];
+        this.pending = true;
+      }
+      throw err;
+    }
+    counted();
+    end?.();
+    await this.#purge();
+  }
+
+  #offsets(): { topic: string; partition: number; offset: string }[] {
+    return this.#env.sources.flatMap((topic) => {
+      const next = this.task.state.position(topic, this.partition);
+      return next === undefined ? [] : [{ topic, partition: this.partition, offset: next }];
+    });
+  }
+
+  async #commitOffsets(): Promise<void> {
+    const done = this.#offsets();
+    const consumer = this.#env.consumer();
+    if (done.length === 0 || !consumer || this.#env.left()) return;
+    try {
+      await consumer.commitOffsets(done);
+    } catch (err) {
+      // The state holds the positions; a failed offset commit only means re-reading records we then skip.
+      this.#log.warn({ err: (err as Error).message }, 'offset commit failed');
+    }
+  }
+
+  /**
+   * Exactly-once commit: outputs, dead letters, changelog and consumer offsets in one Kafka transaction of the
+   * task's own transactional producer; the local RocksDB write happens only after the transaction committed.
+   * On failure the transaction is aborted and the caller rebuilds the task from its last local commit.
+   */
+  async #commitTransaction(topicMessages: TopicMessages[]): Promise<void> {
+    const txn = await (this.txProducer as Producer).transaction();
+    this.txn = txn;
+    const offsets = this.#offsets();
+    try {
+      if (topicMessages.length > 0) await sendBounded(txn, topicMessages, this.#env.collector.maxRequestBytes);
+      await this.task.commit({
+        beforeLocalWrite: async () => {
+          if (offsets.length > 0) {
+            await txn.sendOffsets({
+              consumerGroupId: this.#env.groupId,
+              topics: offsets.map((o) => ({ topic: o.topic, partitions: [{ partition: o.partition, offset: o.offset }] })),
+            });
+          }
+          await txn.commit();
+        },
+      });
+    } catch (err) {
+      this.#log.error({ err }, 'transaction failed; aborting and rebuilding the task from its last commit');
+      if (txn.isActive()) await txn.abort().catch((e: unknown) => this.#log.warn({ err: e }, 'abort failed'));
+      throw err;
+    } finally {
+      this.txn = undefined;
+    }
+  }
+
+  /**
+   * Deletes the repartition records this task consumed and committed (Kafka Streams purges them the same way):
+   * the topics keep records without time retention, so a backfill's event-time timestamps cannot expire them.
+   */
+  async #purge(): Promise<void> {
+    const admin = this.#env.admin();
+    if (this.#purgeDisabled || !admin || Date.now() - this.#lastPurgeAt < this.#env.purgeIntervalMs) return;
+    this.#lastPurgeAt = Date.now();
+    for (const topic of this.#env.internal) {
+      const offset = this.task.state.position(topic, this.partition);
+      if (offset === undefined) continue;
+      try {
+        await admin.deleteTopicRecords({ topic, partitions: [{ partition: this.partition, offset }] });
+      } catch (err) {
+        // The mock cluster has no DeleteRecords; a broker without the ACL neither. The records then stay.
+        this.#purgeDisabled = true;
+        this.#log.info({ err: (err as Error).message, topic }, 'DeleteRecords refused; consumed repartition records are not purged');
+        return;
+      }
+    }
+  }
+}

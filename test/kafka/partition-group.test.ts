@@ -1,0 +1,98 @@
+/** The event-time merge of a task's inputs (src/kafka/partition-group.ts): the ordering rule of DESIGN §4. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PartitionGroup, type NextResult } from '../../src/kafka/partition-group.js';
+
+const item = (id: string, timestamp: number) => ({ record: id, timestamp });
+const taken = (r: NextResult<string>): string => (r.kind === 'record' ? r.item.record : r.kind);
+
+function drain(g: PartitionGroup<string>): string[] {
+  const out: string[] = [];
+  for (;;) {
+    const n = g.next();
+    if (n.kind !== 'record') return out;
+    out.push(n.item.record);
+  }
+}
+
+test('records of several inputs come out in event-time order, whatever the batch order', () => {
+  const g = new PartitionGroup<string>({ waitFor: ['basket', 'orders'], others: [] });
+  g.add('basket', [item('b1', 10), item('b2', 30), item('b3', 50)]);
+  g.add('orders', [item('o1', 20), item('o2', 40)]);
+  g.setBehind('basket', false);
+  g.setBehind('orders', false);
+  assert.deepEqual(drain(g), ['b1', 'o1', 'b2', 'o2', 'b3']);
+  assert.equal(g.caughtUp, true);
+});
+
+test('an input known to lag is waited for, also before its first fetch; data ends the wait', () => {
+  let now = 0;
+  const g = new PartitionGroup<string>({ waitFor: ['basket', 'orders'], others: [], maxIdleMs: 60_000, clock: () => now });
+  g.setBehind('basket', false);
+  g.setBehind('orders', true); // the broker said: records beyond the task's position (read when the task opened)
+  g.add('basket', [item('b1', 10), item('b2', 30)]);
+  const n = g.next();
+  assert.equal(n.kind, 'waiting');
+  assert.deepEqual(n.kind === 'waiting' ? n.topics : [], ['orders']);
+  now = 59_000;
+  assert.equal(taken(g.next()), 'waiting');
+  // The order at 20 was older than b2: it must come between them.
+  g.add('orders', [item('o1', 20)]);
+  g.setBehind('orders', false);
+  assert.deepEqual(drain(g), ['b1', 'o1', 'b2']);
+});
+
+test('an input nothing is known of yet (no fetch, no end offset) is waited for too', () => {
+  const g = new PartitionGroup<string>({ waitFor: ['basket', 'orders'], others: [] });
+  g.add('basket', [item('b1', 10)]);
+  assert.equal(taken(g.next()), 'waiting');
+  g.setBehind('orders', false);
+  assert.equal(taken(g.next()), 'b1');
+});
+
+test('internal inputs are merged by event time but never waited for', () => {
+  const g = new PartitionGroup<string>({ waitFor: ['basket'], others: ['repartition'] });
+  g.setBehind('basket', false);
+  g.add('repartition', [item('r1', 5), item('r2', 25)]);
+  g.add('basket', [item('b1', 10)]);
+  assert.deepEqual(drain(g), ['r1', 'b1', 'r2']);
+  // Nothing from the repartition topic and nothing known of it: no wait.
+  g.add('basket', [item('b2', 30)]);
+  assert.deepEqual(drain(g), ['b2']);
+});
+
+test('internal records wait for a lagging external input (its next record may be older)', () => {
+  const g = new PartitionGroup<string>({ waitFor: ['basket'], others: ['repartition'] });
+  g.setBehind('basket', true);
+  g.add('repartition', [item('r1', 50)]);
+  assert.equal(taken(g.next()), 'waiting');
+});
+
+test('maxIdleMs is a last resort: taken once, counted, and the wait starts again afterwards', () => {
+  let now = 1000;
+  const g = new PartitionGroup<string>({ waitFor: ['a', 'b'], others: [], maxIdleMs: 100, clock: () => now });
+  g.setBehind('b', true);
+  g.add('a', [item('a1', 1), item('a2', 2)]);
+  assert.equal(taken(g.next()), 'waiting');
+  now += 100;
+  assert.equal(taken(g.next()), 'a1');
+  assert.equal(g.forcedCount, 1);
+  // A fresh wait for the next record.
+  assert.equal(taken(g.next()), 'waiting');
+});
+
+test('long buffers stay in order across the internal compaction of consumed heads', () => {
+  const g = new PartitionGroup<string>({ waitFor: ['a'], others: [] });
+  g.setBehind('a', false);
+  const n = 5000;
+  g.add('a', Array.from({ length: n }, (_, i) => item(String(i), i)));
+  const first = Array.from({ length: 3000 }, () => taken(g.next()));
+  g.add('a', [item('late', n)]);
+  const rest = drain(g);
+  assert.deepEqual([...first, ...rest], [...Array.from({ length: n }, (_, i) => String(i)), 'late']);
+  assert.equal(g.size, 0);
+  g.add('a', [item('x', 1)]);
+  g.clear();
+  assert.equal(g.size, 0);
+  assert.throws(() => g.add('nope', []), RangeError);
+});
