@@ -50,6 +50,15 @@ export const RUNTIME_VARS = {
   standbyReplicas: v('KAIROS_STANDBY_REPLICAS', Type.Integer({ minimum: 0, maximum: 3 }), 'warm standby copies of each task on other instances (fast failover)', 0),
   punctuateMs: v('KAIROS_PUNCTUATE_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how often wall-clock timers and idle tasks are checked', 1000),
   idleAdvanceMs: v('KAIROS_IDLE_ADVANCE_MS', Type.Integer({ minimum: 100 }), 'a task quiet this long moves stream time with the wall clock, so timers fire', 5000),
+  maxTaskIdleMs: v(
+    'KAIROS_MAX_TASK_IDLE_MS',
+    Type.Integer({ minimum: 0 }),
+    'last resort of the event-time merge: how long a task waits for an input known to have unfetched records before processing without it (logged, counted)',
+    60_000,
+  ),
+  topicPartitions: v('KAIROS_TOPIC_PARTITIONS', Type.Integer({ minimum: 1, maximum: 10_000 }), 'partitions of missing output topics Kairos creates (and of missing inputs when none exists); the inputs\' count when unset'),
+  replicationFactor: v('KAIROS_REPLICATION_FACTOR', Type.Integer({ minimum: -1, maximum: 32 }), 'replication factor of the topics Kairos creates (-1: the broker\'s default.replication.factor)', -1),
+  dlqRetentionMs: v('KAIROS_DLQ_RETENTION_MS', Type.Integer({ minimum: 60_000 }), 'retention.ms of the dead-letter topics Kairos creates (records are stamped with their failure time)', 30 * 86_400_000),
   apiAuth: v(
     'KAIROS_API_AUTH',
     Type.Union([Type.Literal('required'), Type.Literal('none')]),
