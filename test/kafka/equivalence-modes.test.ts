@@ -1,0 +1,331 @@
+/**
+ * Kafka == replay (DESIGN §4) for all four topologies with the guards, in three ways of running Kafka.
+ *
+ * One seeded shop history (test/support/shop-history.ts: ~150 customers with profiles, consents and time zones,
+ * 20 skus of 10 products with price drops and rises, sell-outs and restocks, pageviews, baskets, checkouts,
+ * orders, wishes by sku and by product; event times well in the past) goes through `kairos replay`, the
+ * reference, and through the Kafka runner on librdkafka's mock cluster (a fresh cluster per test, so every mode
+ * starts on new topics). Triggers (by triggerId) and audit records (by auditId) must be the same records, apart
+ * from `causedBy.partition/offset` (Kafka coordinates in one runner, line numbers in the other). Kafka may repeat
+ * a record with an equal id (at least once): the de-duplicated sets are compared and the repeats reported.
+ *
+ * - live: the runner runs first; the history is produced in event-time order in small chunks, each after the
+ *   runner processed the one before, and in which no task gets records of two input topics (so every task
+ *   reads its inputs in event-time order whatever the fetch order; only the internal repartition topics, written
+ *   by other tasks, arrive when they arrive — which the topologies must not mind);
+ * - catch-up: the whole history is on the topics before the runner starts;
+ * - kill -9: the history is on the topics, a `kairos start` child is killed with SIGKILL once part of the
+ *   outputs is out, and a new child with an empty state directory restores from the changelogs and finishes;
+ *   the union of both children's outputs is compared;
+ * - idle start: the runner starts on empty topics with a 1 s idle advance and waits, then a small history days
+ *   in the past arrives.
+ *
+ * Stream time: replay has one, Kafka one per task. The history ends with one "clock" record per partition at
+ * T_END (keyed so it hashes to that partition), so every task reaches T_END and both runners fire exactly the
+ * timers due by T_END; the wall-clock idle advance is kept out of the way (idleAdvanceMs far beyond the test)
+ * except in the idle-start test, where timers due after T_END are minutes after it.
+ */
+import { after, before, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import type { Admin, Kafka, Producer } from 'kafkajs';
+import { Registry } from 'prom-client';
+import { buildTopology } from '../../src/app/topology.js';
+import { resolveCampaigns } from '../../src/config/campaigns.js';
+import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { KafkaRunner } from '../../src/kafka/runner.js';
+import { JsonSerde } from '../../src/kafka/serde.js';
+import { sleep, tempDir } from '../helpers.js';
+import { silent, testKafka } from '../support/kafka.js';
+import { startChild, type ChildInstance } from '../support/instance.js';
+import { HOUR, INPUT_TOPICS, shopHistory, type Input, type ShopHistory } from '../support/shop-history.js';
+import {
+  assertEquivalent,
+  groupLag,
+  liveChunks,
+  outputCollector,
+  outputSummary,
+  processedCount,
+  produceAll,
+  produceChunk,
+  replayInputs,
+  tally,
+  untilCaughtUp,
+  viaReplay,
+  type Outputs,
+} from '../support/equivalence.js';
+
+const DAY = 24 * HOUR;
+/** 06:00 UTC: New York, Los Angeles and London customers are in their quiet hours at first, Tokyo ones later. */
+const T0 = Date.UTC(2026, 5, 1, 6, 0, 0);
+const APP = 'equiv';
+const GROUP = `kairos-${APP}`;
+const TEST_TIMEOUT = 300_000;
+
+/** Guards on, short gaps and cooldowns, a tight cap, an experiment, an audience, small fan-out pages. */
+const CAMPAIGNS = {
+  defaults: { channels: ['push', 'email'], expiresAfter: '12h' },
+  guards: { enabled: true, quietHours: { start: '22:00', end: '08:00' }, defaultTimezone: 'Europe/Berlin', cap: { max: 2, window: '6h' } },
+  campaigns: {
+    'basket-abandonment': {
+      params: { inactivityGap: '30m', reentryCooldown: '2h' },
+      experiment: { holdout: 0.1, variants: [{ name: 'A', weight: 1 }, { name: 'B', weight: 1 }] },
+    },
+    'browse-abandonment': { expiresAfter: '3h', audience: { segmentsNone: ['staff'] }, params: { sessionGap: '20m', minDistinctProducts: 2, reentryCooldown: '3h' } },
+    'basket-price-drop': { params: { minDropPercent: 10, pageSize: 3 } },
+    'wishlist-restock': { channels: ['email'], params: { cooldown: '4h', maxPerUnit: 2, pageSize: 2 } },
+  },
+};
+
+const topology = () => buildTopology(resolveCampaigns(CAMPAIGNS), APP);
+/** Inputs and the repartition topics between tasks: the group has caught up when its offsets cover them all. */
+const CONSUMED = [...INPUT_TOPICS, ...topology().repartitionTopics];
+
+function inProcessRunner(kafka: Kafka, stateDir: string, o: { registry?: Registry; idleAdvanceMs?: number } = {}): KafkaRunner {
+  return new KafkaRunner({
+    topology: topology(),
+    kafka,
+    groupId: GROUP,
+    stateDir,
+    serde: new JsonSerde(),
+    logger: silent,
+    idempotent: false,
+    maxWaitTimeInMs: 100,
+    punctuateIntervalMs: 200,
+    // Stream time follows the clock records, never the wall clock (but in the idle-start test).
+    idleAdvanceMs: o.idleAdvanceMs ?? 1e12,
+    sessionTimeout: 10_000,
+    heartbeatInterval: 1000,
+    ...(o.registry ? { registry: o.registry } : {}),
+  });
+}
+
+/** The input topics, created empty (the mock cluster creates a topic on its first metadata request). */
+async function createInputs(admin: Admin): Promise<void> {
+  const meta = await admin.fetchTopicMetadata({ topics: [...INPUT_TOPICS] });
+  for (const t of meta.topics) assert.equal(t.partitions.length, 4, `${t.name}: 4 partitions`);
+}
+
+/**
+ * Produces `inputs` chunk by chunk (liveChunks), each after the runner processed everything before it. Returns
+ * how many chunks there were and how often the runner did not catch up within 30 s (then it goes on anyway).
+ */
+async function feedLive(producer: Producer, registry: Registry, inputs: readonly Input[]): Promise<{ chunks: number; slow: number }> {
+  const chunks = liveChunks(inputs);
+  let produced = await processedCount(registry, INPUT_TOPICS);
+  let slow = 0;
+  for (const chunk of chunks) {
+    await produceChunk(producer, chunk);
+    produced += chunk.length;
+    const deadline = Date.now() + 30_000;
+    while ((await processedCount(registry, INPUT_TOPICS)) < produced) {
+      if (Date.now() > deadline) {
+        slow++;
+        break;
+      }
+      await sleep(15);
+    }
+    await sleep(5);
+  }
+  return { chunks: chunks.length, slow };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The history and its replay, shared by the modes
+
+let h: ShopHistory;
+let expected: Outputs;
+let replayDir: { dir: string; remove: () => void };
+
+before(async () => {
+  replayDir = tempDir('kairos-equivalence-replay-');
+  h = shopHistory({ t0: T0 });
+  expected = await viaReplay(replayDir.dir, replayInputs(h), CAMPAIGNS);
+});
+after(() => replayDir.remove());
+
+function describeHistory(x: ShopHistory): string {
+  const skus = new Set([...x.catalog.keys()]).size;
+  return `${x.customers.size} customers, ${skus} skus; ${x.events.length} events (${tally(x.events.map((e) => e.topic))}) + ${x.clock.length} clock records at T_END`;
+}
+
+test('replay (the reference) of the equivalence history exercises every trigger type and guard decision', (t) => {
+  t.diagnostic(`history: ${describeHistory(h)}`);
+  t.diagnostic(`replay ${outputSummary(expected)}`);
+  const types = new Set(expected.triggers.map((x) => x.type));
+  for (const type of ['BASKET_ABANDONED', 'CHECKOUT_ABANDONED', 'BROWSE_ABANDONED', 'BASKET_PRICE_DROP', 'WISHLIST_BACK_IN_STOCK']) {
+    assert.ok(types.has(type as never), `replay sends no ${type}`);
+  }
+  const decisions = new Set(expected.audits.map((a) => `${a.decision}/${a.reason}`));
+  for (const d of ['SENT/ok', 'HELD/quiet-hours', 'SUPPRESSED/no-consent', 'SUPPRESSED/cap', 'SUPPRESSED/cooldown', 'SUPPRESSED/holdout', 'SUPPRESSED/segment', 'SUPPRESSED/expired']) {
+    assert.ok(decisions.has(d), `replay audits no ${d}`);
+  }
+  // Held triggers are released: some held one is sent later, and some is still held at T_END (Tokyo).
+  const sent = new Set(expected.triggers.map((x) => x.triggerId));
+  const held = expected.audits.filter((a) => a.decision === 'HELD');
+  const decided = new Set(expected.audits.filter((a) => a.decision !== 'HELD').map((a) => a.triggerId));
+  assert.ok(held.some((a) => sent.has(a.triggerId)), 'some held trigger is released and sent');
+  assert.ok(held.some((a) => !decided.has(a.triggerId)), 'some trigger is still held at T_END');
+  // Every trigger sent has its SENT audit, and nothing happens after T_END.
+  const sentAudits = new Set(expected.audits.filter((a) => a.decision === 'SENT').map((a) => a.triggerId));
+  assert.deepEqual([...sent].filter((id) => !sentAudits.has(id)), []);
+  assert.ok([...expected.triggers, ...expected.audits].every((o) => o.occurredAt <= h.tEnd));
+  // The edge customers: due at T_END fires, due after it does not.
+  assert.ok(expected.audits.some((a) => a.customerId === 'edge-0'), 'an abandonment due exactly at T_END is decided');
+  assert.ok(!expected.audits.some((a) => a.customerId === 'edge-1' || a.customerId === 'edge-2'), 'nothing due after T_END fires');
+  // Fan-out waves run over several pages (pageSize 2 and 3).
+  const restocks = tally(expected.audits.filter((a) => a.type === 'WISHLIST_BACK_IN_STOCK').map((a) => a.causedBy.eventId)).split(', ');
+  assert.ok(restocks.some((r) => Number(r.split(' ')[1]) > 2), 'some restock wave has more than one page');
+});
+
+test('live: the runner runs first, the history arrives in event-time order in small chunks — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  await mode(t, 'live', async ({ kafka, admin, dir, producer }) => {
+    const registry = new Registry();
+    await createInputs(admin);
+    const runner = inProcessRunner(kafka, join(dir, 'state'), { registry });
+    const out = await outputCollector(kafka);
+    try {
+      await runner.start();
+      const started = performance.now();
+      const fed = await feedLive(producer, registry, replayInputs(h));
+      t.diagnostic(`live: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runner did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
+      const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
+      return { out, waited };
+    } finally {
+      await runner.stop();
+      await out.stop();
+    }
+  });
+});
+
+test('catch-up: the whole history is on the topics before the runner starts — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  await mode(t, 'catch-up', async ({ kafka, admin, dir, producer }) => {
+    await produceAll(producer, replayInputs(h));
+    const runner = inProcessRunner(kafka, join(dir, 'state'));
+    const out = await outputCollector(kafka);
+    try {
+      await runner.start();
+      const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
+      return { out, waited };
+    } finally {
+      await runner.stop();
+      await out.stop();
+    }
+  });
+});
+
+test('kill -9 mid catch-up, then a new instance on an empty state directory — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  await mode(t, 'kill -9', async ({ kafka, admin, dir, producer, cluster }) => {
+    await produceAll(producer, replayInputs(h));
+    const campaigns = join(dir, 'campaigns.json');
+    writeFileSync(campaigns, JSON.stringify(CAMPAIGNS));
+    const env = (stateDir: string): Record<string, string> => ({
+      KAFKA_BROKERS: cluster.brokers.join(','),
+      KAFKA_IDEMPOTENT: 'false',
+      KAFKA_MAX_WAIT_MS: '100',
+      KAFKA_SESSION_TIMEOUT_MS: '6000',
+      KAFKA_HEARTBEAT_MS: '500',
+      KAIROS_APPLICATION_ID: APP,
+      KAIROS_STATE_DIR: stateDir,
+      KAIROS_CAMPAIGNS: campaigns,
+      KAIROS_HTTP_PORT: '0',
+      KAIROS_PUNCTUATE_MS: '200',
+      KAIROS_IDLE_ADVANCE_MS: String(1e12),
+      KAIROS_LOG_LEVEL: process.env.KAIROS_TEST_CHILD_LOG ?? 'warn',
+    });
+    const out = await outputCollector(kafka);
+    const children: ChildInstance[] = [];
+    try {
+      const first = await startChild(env(join(dir, 'state-1')));
+      children.push(first);
+      // Killed once part of the outputs is out (a third of replay's audit records), or after 60 s in any case.
+      const target = Math.ceil(expected.audits.length / 3);
+      const since = Date.now();
+      while (out.audits.length < target && Date.now() - since < 60_000 && first.child.exitCode === null) await sleep(50);
+      first.child.kill('SIGKILL');
+      await first.exited;
+      const lag = await groupLag(admin, GROUP, CONSUMED);
+      t.diagnostic(
+        `kill -9: first instance killed ${((Date.now() - since) / 1000).toFixed(1)} s after it was ready, with ${out.triggers.length} triggers and ${out.audits.length} audit records out; ` +
+          `${lag.total} input/repartition records not committed`,
+      );
+      assert.equal(first.child.signalCode, 'SIGKILL', `the first instance was killed, not ended:\n${first.stderr().slice(-3000)}`);
+      const second = await startChild(env(join(dir, 'state-2')));
+      children.push(second);
+      const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out, { timeoutMs: 150_000 });
+      second.child.kill('SIGTERM');
+      const code = await second.exited;
+      if (!waited.ok || code !== 0) t.diagnostic(`second instance (exit ${String(code)}):\n${second.stderr().slice(-4000)}`);
+      return { out, waited };
+    } finally {
+      for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
+      await out.stop();
+    }
+  });
+});
+
+test('idle start: the runner waits on empty topics (1 s idle advance), then older events arrive — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  // A small history three days before today's 06:00 UTC (the same quiet-hour pattern as the main one).
+  const t0 = Math.floor(Date.now() / DAY) * DAY - 3 * DAY + 6 * HOUR;
+  const small = shopHistory({ t0, customers: 30, products: 4, seed: 0x1d1e });
+  const dir = tempDir('kairos-equivalence-idle-');
+  const cluster = await startMockCluster();
+  const kafka = testKafka(cluster.brokers);
+  const admin = kafka.admin();
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  try {
+    const reference = await viaReplay(join(dir.dir), replayInputs(small), CAMPAIGNS);
+    t.diagnostic(`history: ${describeHistory(small)}, from ${new Date(t0).toISOString()}; replay ${outputSummary(reference)}`);
+    assert.ok(reference.triggers.length > 0);
+    await admin.connect();
+    await producer.connect();
+    await createInputs(admin);
+    const registry = new Registry();
+    const runner = inProcessRunner(kafka, join(dir.dir, 'state'), { registry, idleAdvanceMs: 1000 });
+    const out = await outputCollector(kafka);
+    let waited: { ok: boolean; text: string };
+    try {
+      await runner.start();
+      await sleep(3000); // every task idle for three idle-advance periods before its first record
+      const fed = await feedLive(producer, registry, replayInputs(small));
+      t.diagnostic(`idle start: ${fed.chunks} chunks produced after 3 s idle`);
+      waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
+    } finally {
+      await runner.stop();
+      await out.stop();
+    }
+    assertEquivalent('idle start', small, reference, out, waited, (s) => t.diagnostic(s));
+  } finally {
+    await producer.disconnect().catch(() => undefined);
+    await admin.disconnect().catch(() => undefined);
+    await cluster.stop();
+    dir.remove();
+  }
+});
+
+/** A fresh mock cluster, a producer and an admin for one mode; compares what the mode's runner wrote with replay. */
+async function mode(
+  t: TestContext,
+  name: string,
+  body: (x: { kafka: Kafka; admin: Admin; producer: Producer; dir: string; cluster: MockCluster }) => Promise<{ out: Outputs; waited: { ok: boolean; text: string } }>,
+): Promise<void> {
+  const dir = tempDir(`kairos-equivalence-${name.replace(/\W+/g, '-')}-`);
+  const cluster = await startMockCluster();
+  const kafka = testKafka(cluster.brokers);
+  const admin = kafka.admin();
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  const started = performance.now();
+  try {
+    await admin.connect();
+    await producer.connect();
+    const { out, waited } = await body({ kafka, admin, producer, dir: dir.dir, cluster });
+    t.diagnostic(`${name}: ${((performance.now() - started) / 1000).toFixed(1)} s in all`);
+    assertEquivalent(name, h, expected, out, waited, (s) => t.diagnostic(s));
+  } finally {
+    await producer.disconnect().catch(() => undefined);
+    await admin.disconnect().catch(() => undefined);
+    await cluster.stop();
+    dir.remove();
+  }
+}
