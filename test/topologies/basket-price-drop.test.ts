@@ -267,7 +267,7 @@ async function wave(pageSize: number, n: number): Promise<{ firstStep: number; i
       assert.ok((await d.store(fanoutStore).get('hot')) !== undefined, 'cursor saved between steps');
       assert.equal(d.timers('hot').length, 1, 'continuation timer pending');
     }
-    await d.advanceStreamTime(d.streamTime);
+    await d.advanceStreamTime(d.streamTime + 1_000); // steps are due one millisecond of stream time apart
     const rest = triggers(d);
     assert.equal(await d.store(fanoutStore).get('hot'), undefined, 'cursor gone when the wave is done');
     assert.deepEqual(d.timers('hot'), []);
@@ -297,7 +297,7 @@ test('paging: a wave stops when the sku sells out between steps; other records r
     await price(d, 'cold', 10, 500); // processed while the hot wave waits for its next step
     assert.deepEqual(triggers(d).map((t) => t.customerId), ['other']);
     await stock(d, 'hot', 10, 0);
-    await d.advanceStreamTime(d.streamTime);
+    await d.advanceStreamTime(d.streamTime + 1_000); // steps are due one millisecond of stream time apart
     assert.deepEqual(triggers(d), [], 'sold out: the rest of the wave is dropped');
     assert.equal(await d.store(fanoutStore).get('hot'), undefined);
   } finally {
@@ -319,7 +319,7 @@ test('trigger ids are deterministic across runs; the index and a wave in progres
       assert.equal(first.length, 2);
       await d.restart();
       assert.equal(d.timers('lamp').length, 1, 'the continuation timer is persisted');
-      await d.advanceStreamTime(d.streamTime);
+      await d.advanceStreamTime(d.streamTime + 1_000); // steps are due one millisecond of stream time apart
       const rest = triggers(d);
       runs.push([...first, ...rest].map((t) => `${t.customerId}:${t.triggerId}`));
     } finally {

@@ -88,23 +88,69 @@ export interface CustomerState {
   notified: Record<string, { price: Money; at: number }>;
   /** The latest order: basket events older than it are applied as if before it (its skus stay removed). */
   lastOrder?: { at: number; skus: string[] };
+  /**
+   * sku → when the current version of the line began (its unit price and quantity hold since then). Absent:
+   * since the line's `addedAt`.
+   */
+  lineSince?: Record<string, number>;
+  /**
+   * Versions of lines that ended (left the basket, or changed unit price or quantity), oldest first, so a
+   * candidate that arrives after the basket moved on is judged against the basket as of the price change.
+   * At most `PAST_LINES_CAP`; none that ended more than `stateTtl` before stream time.
+   */
+  past?: PastLine[];
 }
 
-/** Sku side: one basket line watching the sku. */
+/** One ended version of a basket line: [from, until) in event time. */
+export interface PastLine {
+  sku: string;
+  addedAt: number;
+  from: number;
+  until: number;
+  quantity: number;
+  unitPrice?: Money;
+}
+
+/**
+ * Sku side: one customer watching the sku. The fields are the watch as of the latest change; `changes` is the
+ * log they derive from, so a price event is judged against the watch as of its own time whatever the order
+ * in which the two reached the index.
+ */
 export interface Subscriber {
   /** Event time of the add that started the watch. */
   since: number;
-  /** The add's unit price, else the sku's last known catalog price then; absent when neither was known. */
+  /** The add's unit price, else the sku's catalog price then; absent when neither was known. */
   reference?: Money;
+  /** The subscription changes of this watch (and, for an ended watch, of the earlier ones kept), oldest first. */
+  changes?: WatchChange[];
+  /** Ended watches only: the unsubscribe's time. */
+  until?: number;
 }
 
-/** Sku side: what the catalog said last. */
+/** A subscription change as the index logs it: `at` = when it happened (event time). */
+export type WatchChange = { op: 'subscribe'; at: number; since: number; reference?: Money } | { op: 'unsubscribe'; at: number };
+
+/** A PRICE_CHANGED the index processed (kept in the sku's history). */
+export interface PriceEvent {
+  eventId: string;
+  productId: string;
+  occurredAt: number;
+  price: Money;
+  previousPrice?: Money;
+  causedBy: CausedBy;
+  /** Stock 0 was known when it was processed: it started no wave (the sku's stock history, reduced to its use). */
+  soldOut?: true;
+}
+
+/** Sku side: what the catalog said last, and the recent price changes. */
 export interface SkuState {
   productId?: string;
   price?: Money;
   priceAt?: number;
   stock?: number;
   stockAt?: number;
+  /** Recent PRICE_CHANGED events, oldest first: at most `PRICE_HISTORY_CAP`, none older than `stateTtl` before stream time. */
+  prices?: PriceEvent[];
 }
 
 /** Sku side: a fan-out wave in progress (one per sku; a newer PRICE_CHANGED replaces it). */
@@ -117,12 +163,16 @@ export interface FanoutCursor {
   causedBy: CausedBy;
   /** Last subscriber key handed out; the next step starts after it. */
   after?: string;
+  /** The wave is past the live subscribers and pages through the ended watches (`after` is a key there). */
+  ended?: true;
 }
 
 /** customer → sku, through the by-sku repartition topic (key sku). */
 export type SubscriptionChange =
-  | { op: 'subscribe'; customerId: string; sku: string; at: number; reference?: Money }
-  | { op: 'unsubscribe'; customerId: string; sku: string; at: number };
+  /** `at` = the line's add time; `changedAt` = the basket event that sent it (a re-add; absent: `at`). */
+  | { op: 'subscribe'; customerId: string; sku: string; at: number; changedAt?: number; reference?: Money }
+  /** `erase`: the customer was erased (GDPR): forget the watch at once. */
+  | { op: 'unsubscribe'; customerId: string; sku: string; at: number; erase?: true };
 
 /** sku → customer, through the to-customer repartition topic (key customerId). */
 export interface DropCandidate {
@@ -138,6 +188,11 @@ export interface DropCandidate {
   causedBy: CausedBy;
 }
 
+/** Bounds of the histories that make the fan-out order-insensitive (see README, "Order-insensitivity"). */
+export const PRICE_HISTORY_CAP = 32;
+export const PAST_LINES_CAP = 32;
+export const WATCH_CHANGES_CAP = 16;
+
 export const customersStore = keyValueStore(`${NAME}.customers`, jsonCodec<CustomerState>(), {
   doc: 'customerId → basket lines (with add price) and last notified price per sku',
   keyedByRecordKey: true,
@@ -146,6 +201,9 @@ export const subscribersStore = keyValueStore(`${NAME}.subscribers`, jsonCodec<S
   doc: 'sku \\0 customerId → since, reference price: the sku → customers index',
 });
 export const skusStore = keyValueStore(`${NAME}.skus`, jsonCodec<SkuState>(), { doc: 'sku → last catalog price and stock' });
+export const endedStore = keyValueStore(`${NAME}.ended`, jsonCodec<Subscriber>(), {
+  doc: 'sku \\0 customerId → watches that ended, kept for price events older than their end that reach the index later',
+});
 export const fanoutStore = keyValueStore(`${NAME}.fanout`, jsonCodec<FanoutCursor>(), { doc: 'sku → the fan-out wave in progress (cursor)' });
 
 export function subscriberKey(sku: string, customerId: string): string {
@@ -174,6 +232,91 @@ function sameMoney(a: Money | undefined, b: Money | undefined): boolean {
   return a === b || (a !== undefined && b !== undefined && a.amount === b.amount && a.currency === b.currency);
 }
 
+/** A watch as of some time: the add that started it and the reference then. */
+export interface Watch {
+  readonly since: number;
+  readonly reference?: Money;
+}
+
+/** The change log of a row; rows written before the log existed hold only since and reference. */
+function changesOf(row: Subscriber): WatchChange[] {
+  return row.changes ?? [{ op: 'subscribe', at: row.since, since: row.since, ...(row.reference === undefined ? {} : { reference: row.reference }) }];
+}
+
+/**
+ * The watch as of the price event `prices[upto]` (time `at`), or as of now (`upto` = prices.length, `at` =
+ * Infinity): the subscription changes up to `at` and the price events before it, merged in event time as
+ * replay sees them (a price at the same time as a change counts as before it). A subscribe's reference is its
+ * own (the add's unit price), else the watch's, else the catalog price then; with none, the first price event
+ * after it that started a wave (not sold out) becomes the reference.
+ */
+export function watchAt(changes: readonly WatchChange[], prices: readonly PriceEvent[], upto: number, at: number): Watch | undefined {
+  let w: Watch | undefined;
+  let i = 0;
+  const passPrice = (e: PriceEvent): void => {
+    if (w !== undefined && w.reference === undefined && e.soldOut !== true) w = { since: w.since, reference: e.price };
+  };
+  for (const c of changes) {
+    if (c.at > at) break;
+    for (; i < upto && (prices[i] as PriceEvent).occurredAt <= c.at; i++) passPrice(prices[i] as PriceEvent);
+    if (c.op === 'unsubscribe') {
+      w = undefined;
+      continue;
+    }
+    const reference = c.reference ?? w?.reference ?? (i > 0 ? (prices[i - 1] as PriceEvent).price : undefined);
+    w = { since: w === undefined ? c.since : w.since, ...(reference === undefined ? {} : { reference }) };
+  }
+  for (; i < upto; i++) passPrice(prices[i] as PriceEvent);
+  return w;
+}
+
+/** The candidate a price event gives for a watch (as of that event), as the wave sends it, or null. */
+export function candidateFor(
+  customerId: string,
+  sku: string,
+  w: Watch | undefined,
+  e: PriceEvent,
+  p: Pick<BasketPriceDropParams, 'minDropPercent' | 'minDropAmount'>,
+): DropCandidate | null {
+  // Sold out: no wave. No reference yet: this price becomes it. Added after the price changed: already seen.
+  if (w === undefined || e.soldOut === true || w.reference === undefined || w.since > e.occurredAt) return null;
+  // The customer side may only lower the reference (last notified price), so anything failing here fails there.
+  if (priceDrop(w.reference, e.price, p) === null) return null;
+  return {
+    customerId,
+    sku,
+    productId: e.productId,
+    newPrice: e.price,
+    ...(e.previousPrice === undefined ? {} : { previousPrice: e.previousPrice }),
+    reference: w.reference,
+    occurredAt: e.occurredAt,
+    causedBy: e.causedBy,
+  };
+}
+
+/** Caps a change log: the oldest watches (up to an unsubscribe) go first, else the two oldest changes merge. */
+function capChanges(changes: WatchChange[]): WatchChange[] {
+  while (changes.length > WATCH_CHANGES_CAP) {
+    const end = changes.findIndex((c) => c.op === 'unsubscribe');
+    if (end >= 0 && end < changes.length - 1) {
+      changes = changes.slice(end + 1);
+      continue;
+    }
+    const [a, b, ...rest] = changes;
+    if (a?.op !== 'subscribe' || b?.op !== 'subscribe') return changes.slice(changes.length - WATCH_CHANGES_CAP);
+    const reference = b.reference ?? a.reference;
+    changes = [{ op: 'subscribe', at: b.at, since: a.since, ...(reference === undefined ? {} : { reference }) }, ...rest];
+  }
+  return changes;
+}
+
+/** Keeps the newest price events: at most PRICE_HISTORY_CAP, and of those before `cutoff` only the newest. */
+function capPrices(prices: PriceEvent[], cutoff: number): PriceEvent[] {
+  let from = 0;
+  while (prices.length - from > 1 && (prices.length - from > PRICE_HISTORY_CAP || (prices[from + 1] as PriceEvent).occurredAt <= cutoff)) from++;
+  return from === 0 ? prices : prices.slice(from);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Customer side, input: basket and orders → subscription changes keyed by sku
 
@@ -198,15 +341,16 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
       if (record.value !== null) return;
       const customerId = record.key as string;
       const state = await store.get(customerId);
-      for (const item of state?.items ?? []) {
-        this.#ctx.forward({ key: item.sku, value: { op: 'unsubscribe', customerId, sku: item.sku, at: record.timestamp }, timestamp: record.timestamp });
+      const skus = new Set([...(state?.items ?? []).map((i) => i.sku), ...(state?.past ?? []).map((v) => v.sku)]);
+      for (const sku of skus) {
+        this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: record.timestamp, erase: true }, timestamp: record.timestamp });
       }
       return;
     }
     const value = record.value as BasketEvent | OrderEvent;
     const customerId = value.customerId;
     const state: CustomerState = (await store.get(customerId)) ?? { items: [], notified: {} };
-    const before = new Map(state.items.map((i) => [i.sku, i.unitPrice] as const));
+    const before = new Map(state.items.map((i) => [i.sku, { ...i }] as const));
     if (record.topic === BASKET_TOPIC) {
       const e = value as BasketEvent;
       applyBasketEvent(state.items, e);
@@ -227,13 +371,15 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
     const after = new Set<string>();
     for (const item of state.items) {
       after.add(item.sku);
+      const old = before.get(item.sku);
       // A new line, or a re-add with another unit price (the reference moves to what the customer saw last).
-      if (!before.has(item.sku) || !sameMoney(before.get(item.sku), item.unitPrice)) {
+      if (old === undefined || !sameMoney(old.unitPrice, item.unitPrice)) {
         const change: SubscriptionChange = {
           op: 'subscribe',
           customerId,
           sku: item.sku,
           at: item.addedAt,
+          ...(old === undefined ? {} : { changedAt: ts }),
           ...(item.unitPrice === undefined ? {} : { reference: item.unitPrice }),
         };
         this.#ctx.forward({ key: item.sku, value: change, timestamp: ts });
@@ -242,9 +388,56 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
     for (const sku of before.keys()) {
       if (!after.has(sku)) this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: ts }, timestamp: ts });
     }
-    pruneNotified(state, this.#ctx.streamTime() - this.#settings.params.stateTtl);
+    recordVersions(state, before, ts);
+    const olderThan = this.#ctx.streamTime() - this.#settings.params.stateTtl;
+    pruneNotified(state, olderThan);
+    prunePast(state, olderThan);
     store.put(customerId, state);
   }
+}
+
+/**
+ * Remembers the versions of lines this event ended: a line that left the basket, or whose unit price or
+ * quantity changed, keeps [from, ts) with what it was, so a late candidate is judged as of its own time.
+ */
+function recordVersions(state: CustomerState, before: ReadonlyMap<string, BasketItem>, ts: number): void {
+  const since = { ...(state.lineSince ?? {}) };
+  const past = [...(state.past ?? [])];
+  for (const [sku, old] of before) {
+    const now = state.items.find((i) => i.sku === sku);
+    if (now !== undefined && now.addedAt === old.addedAt && now.quantity === old.quantity && sameMoney(now.unitPrice, old.unitPrice)) continue;
+    const from = since[sku] ?? old.addedAt;
+    if (from < ts) {
+      past.push({ sku, addedAt: old.addedAt, from, until: ts, quantity: old.quantity, ...(old.unitPrice === undefined ? {} : { unitPrice: old.unitPrice }) });
+    }
+    if (now === undefined) delete since[sku];
+    else since[sku] = ts;
+  }
+  // Lines no longer in the basket have no current version.
+  for (const sku of Object.keys(since)) if (!state.items.some((i) => i.sku === sku)) delete since[sku];
+  if (Object.keys(since).length > 0) state.lineSince = since;
+  else delete state.lineSince;
+  if (past.length > 0) state.past = past.length > PAST_LINES_CAP ? past.slice(past.length - PAST_LINES_CAP) : past;
+  else delete state.past;
+}
+
+function prunePast(state: CustomerState, olderThan: number): void {
+  if (state.past === undefined) return;
+  const kept = state.past.filter((v) => v.until >= olderThan);
+  if (kept.length > 0) state.past = kept;
+  else delete state.past;
+}
+
+/** The basket line of `sku` as of `at`: the current line if its version began by then, else an ended version. */
+export function lineAt(state: CustomerState, sku: string, at: number): { quantity: number; unitPrice?: Money } | undefined {
+  const current = state.items.find((i) => i.sku === sku);
+  if (current !== undefined && (state.lineSince?.[sku] ?? current.addedAt) <= at) return current;
+  const past = state.past ?? [];
+  for (let i = past.length - 1; i >= 0; i--) {
+    const v = past[i] as PastLine;
+    if (v.sku === sku && v.from <= at && at < v.until) return v;
+  }
+  return undefined;
 }
 
 function pruneNotified(state: CustomerState, olderThan: number): void {
@@ -282,15 +475,43 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
 
   async #subscription(c: SubscriptionChange): Promise<void> {
     const subs = this.#ctx.getStore(subscribersStore);
+    const ended = this.#ctx.getStore(endedStore);
     const key = subscriberKey(c.sku, c.customerId);
+    const existing = await subs.get(key);
     if (c.op === 'unsubscribe') {
       subs.delete(key);
+      if (c.erase === true) {
+        ended.delete(key);
+        return;
+      }
+      if (existing === undefined) return;
+      // Kept, with its log, for price events older than the end that reach the index later (DESIGN §4).
+      const old = await ended.get(key);
+      const changes = capChanges([...(old?.changes ?? []), ...changesOf(existing), { op: 'unsubscribe', at: c.at }]);
+      ended.put(key, { since: existing.since, ...(existing.reference === undefined ? {} : { reference: existing.reference }), changes, until: c.at });
       return;
     }
-    const existing = await subs.get(key);
-    // Reference: the add's unit price, else the one already held, else the sku's last known catalog price.
-    const reference = c.reference ?? existing?.reference ?? (await this.#ctx.getStore(skusStore).get(c.sku))?.price;
-    subs.put(key, { since: existing?.since ?? c.at, ...(reference === undefined ? {} : { reference }) });
+    const prices = (await this.#ctx.getStore(skusStore).get(c.sku))?.prices ?? [];
+    const at = c.changedAt ?? c.at;
+    const before = existing === undefined ? [] : changesOf(existing);
+    const changes = capChanges([...before, { op: 'subscribe', at, since: c.at, ...(c.reference === undefined ? {} : { reference: c.reference }) }]);
+    const now = watchAt(changes, prices, prices.length, Infinity);
+    subs.put(key, { since: now?.since ?? c.at, ...(now?.reference === undefined ? {} : { reference: now.reference }), changes });
+    // Price events at or after this change that the index already processed: judged now for this subscriber,
+    // as their wave would have (a Kafka Streams foreign-key join re-evaluates from either side).
+    const wave = await this.#ctx.getStore(fanoutStore).get(c.sku);
+    const p = this.#settings.params;
+    for (let i = 0; i < prices.length; i++) {
+      const e = prices[i] as PriceEvent;
+      if (e.occurredAt < at) continue;
+      // The wave in progress has not reached this subscriber yet: it will judge it.
+      if (wave !== undefined && wave.eventId === e.eventId && wave.ended !== true && (wave.after === undefined || key > wave.after)) continue;
+      const candidate = candidateFor(c.customerId, c.sku, watchAt(changes, prices, i, e.occurredAt), e, p);
+      if (candidate === null) continue;
+      // Already sent under the log as it was (by the wave, or by an earlier change).
+      if (before.length > 0 && candidateFor(c.customerId, c.sku, watchAt(before, prices, i, e.occurredAt), e, p) !== null) continue;
+      this.#ctx.forward({ key: c.customerId, value: candidate, timestamp: e.occurredAt });
+    }
   }
 
   async #catalog(record: StreamRecord<CatalogEvent>): Promise<void> {
@@ -308,77 +529,118 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     }
     // A PRICE_CHANGED older than the price already known is stale: no wave for it.
     if (e.price === undefined || (state.priceAt !== undefined && e.occurredAt < state.priceAt)) return;
+    const origin = this.#ctx.recordOrigin();
     const previousPrice = state.price;
     state.price = e.price;
     state.priceAt = e.occurredAt;
+    const soldOut = state.stock === 0;
+    const history = state.prices ?? [];
+    const event: PriceEvent = {
+      eventId: e.eventId,
+      productId: e.productId,
+      occurredAt: e.occurredAt,
+      price: e.price,
+      ...(previousPrice === undefined ? {} : { previousPrice }),
+      causedBy: origin ? causedBy(e.eventId, origin) : { eventId: e.eventId, topic: CATALOG_TOPIC, partition: -1, offset: '-1' },
+      ...(soldOut ? { soldOut: true as const } : {}),
+    };
+    // A redelivery (same event again) is not a second price change in the history.
+    if (history[history.length - 1]?.eventId !== e.eventId) state.prices = capPrices([...history, event], this.#ctx.streamTime() - this.#settings.params.stateTtl);
     skus.put(sku, state);
     const fanout = this.#ctx.getStore(fanoutStore);
     // A newer price replaces a wave still in progress: the older price no longer applies to anyone not reached yet.
     fanout.delete(sku);
     this.#ctx.timers.cancel(FANOUT_TIMER, sku);
-    if (state.stock === 0) return;
-    const origin = this.#ctx.recordOrigin();
-    if (!origin) return;
+    if (soldOut || !origin) return;
     const cursor: FanoutCursor = {
       eventId: e.eventId,
       productId: e.productId,
       occurredAt: e.occurredAt,
       price: e.price,
       ...(previousPrice === undefined ? {} : { previousPrice }),
-      causedBy: causedBy(e.eventId, origin),
+      causedBy: event.causedBy,
     };
     await this.#step(sku, cursor);
   }
 
   /**
-   * One step of a wave: at most pageSize subscribers. When a full page was read, the cursor is saved and a
-   * stream-time timer at the price event's time continues the wave, so other records of the partition are not
-   * held up behind a hot sku and the wave resumes after a restart.
+   * One step of a wave: at most pageSize rows, the live subscribers first, then the watches that ended (for a
+   * price older than their end that reached the index after it). When a full page was read, the cursor is
+   * saved and a stream-time timer one millisecond of stream time later continues the wave, so other records
+   * of the partition run between steps and the wave resumes after a restart.
    */
   async #step(sku: string, cursor: FanoutCursor): Promise<void> {
     const fanout = this.#ctx.getStore(fanoutStore);
-    const current = await this.#ctx.getStore(skusStore).get(sku);
-    if (current?.stock === 0) {
+    const state = await this.#ctx.getStore(skusStore).get(sku);
+    if (state?.stock === 0) {
       // Sold out while the wave ran: stop it.
       fanout.delete(sku);
       return;
     }
     const p = this.#settings.params;
-    const subs = this.#ctx.getStore(subscribersStore);
+    const prices = state?.prices ?? [];
+    let upto = prices.findLastIndex((x) => x.eventId === cursor.eventId);
+    if (upto < 0) upto = prices.length;
+    const event: PriceEvent = prices[upto] ?? cursor;
     const prefix = sku + SEP;
-    const rows = await subs.scan({ prefix, ...(cursor.after === undefined ? {} : { after: cursor.after }), limit: p.pageSize });
-    for (const { key, value } of rows) {
-      if (value.reference === undefined) {
-        // Neither the add nor the catalog knew a price: this first price becomes the reference, nothing to compare.
-        subs.put(key, { ...value, reference: cursor.price });
-        continue;
+    let budget = p.pageSize;
+    let next: FanoutCursor = cursor;
+    if (next.ended !== true) {
+      const subs = this.#ctx.getStore(subscribersStore);
+      const rows = await subs.scan({ prefix, ...(next.after === undefined ? {} : { after: next.after }), limit: budget });
+      for (const { key, value } of rows) {
+        const changes = changesOf(value);
+        const w = watchAt(changes, prices, upto, event.occurredAt);
+        if (w !== undefined && w.reference === undefined) {
+          // Neither the add nor the catalog knew a price: this first price becomes the reference, nothing to compare.
+          const [first, ...rest] = changes;
+          if (first?.op === 'subscribe') subs.put(key, { ...value, reference: event.price, changes: [{ ...first, reference: event.price }, ...rest] });
+          continue;
+        }
+        this.#send(candidateFor(key.slice(prefix.length), sku, w, event, p));
       }
-      // Added after the price changed (event time): the customer already saw this price.
-      if (value.since > cursor.occurredAt) continue;
-      // The customer side may only lower the reference (last notified price), so anything failing here fails there.
-      if (priceDrop(value.reference, cursor.price, p) === null) continue;
-      const customerId = key.slice(prefix.length);
-      const candidate: DropCandidate = {
-        customerId,
-        sku,
-        productId: cursor.productId,
-        newPrice: cursor.price,
-        ...(cursor.previousPrice === undefined ? {} : { previousPrice: cursor.previousPrice }),
-        reference: value.reference,
-        occurredAt: cursor.occurredAt,
-        causedBy: cursor.causedBy,
-      };
-      this.#ctx.forward({ key: customerId, value: candidate, timestamp: cursor.occurredAt });
+      const last = rows[rows.length - 1];
+      if (rows.length < budget || last === undefined) {
+        budget -= rows.length;
+        next = { ...withoutAfter(next), ended: true };
+      } else {
+        budget = 0;
+        next = { ...next, after: last.key };
+      }
     }
-    const last = rows[rows.length - 1];
-    if (rows.length < p.pageSize || last === undefined) {
-      fanout.delete(sku);
-      this.#ctx.timers.cancel(FANOUT_TIMER, sku);
-      return;
+    if (budget > 0) {
+      const ended = this.#ctx.getStore(endedStore);
+      const rows = await ended.scan({ prefix, ...(next.after === undefined ? {} : { after: next.after }), limit: budget });
+      for (const { key, value } of rows) {
+        // Ended at or before this price: no later price can concern it (a newer price is never older than this one).
+        if (value.until !== undefined && value.until <= event.occurredAt) {
+          ended.delete(key);
+          continue;
+        }
+        this.#send(candidateFor(key.slice(prefix.length), sku, watchAt(changesOf(value), prices, upto, event.occurredAt), event, p));
+      }
+      const last = rows[rows.length - 1];
+      if (rows.length < budget || last === undefined) {
+        fanout.delete(sku);
+        this.#ctx.timers.cancel(FANOUT_TIMER, sku);
+        return;
+      }
+      next = { ...next, after: last.key };
     }
-    fanout.put(sku, { ...cursor, after: last.key });
-    this.#ctx.timers.register({ name: FANOUT_TIMER, key: sku, time: cursor.occurredAt, domain: 'stream-time' });
+    fanout.put(sku, next);
+    // Next step one millisecond of stream time later: a timer at or below stream time would fire at once and
+    // run the whole wave before the next record (see README, "Paging").
+    this.#ctx.timers.register({ name: FANOUT_TIMER, key: sku, time: this.#ctx.streamTime() + 1, domain: 'stream-time' });
   }
+
+  #send(candidate: DropCandidate | null): void {
+    if (candidate !== null) this.#ctx.forward({ key: candidate.customerId, value: candidate, timestamp: candidate.occurredAt });
+  }
+}
+
+function withoutAfter(c: FanoutCursor): FanoutCursor {
+  const { after: _after, ...rest } = c;
+  return rest;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -404,9 +666,10 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
     const c = record.value;
     const store = this.#ctx.getStore(customersStore);
     const state = await store.get(c.customerId);
-    const item = state?.items.find((i) => i.sku === c.sku);
-    // Removed or bought since the sku side looked, or added after the price changed.
-    if (!state || !item || item.addedAt > c.occurredAt) return;
+    // The line as of the price change (DESIGN §4: the candidate may arrive after the basket moved on): not in
+    // the basket then (not added yet, or removed or bought before it): nothing.
+    const item = state === undefined ? undefined : lineAt(state, c.sku, c.occurredAt);
+    if (!state || !item) return;
     const added = item.unitPrice ?? c.reference;
     // A price in another currency is not comparable: ignored without an audit (it is not a suppressed trigger).
     if (added.currency !== c.newPrice.currency) return;
@@ -478,6 +741,7 @@ export const basketPriceDrop: TopologyDefinition<BasketPriceDropParams> = {
       .addProcessor(NOTIFY_NODE, () => new PriceDropNotifyProcessor(settings), [TO_CUSTOMER], 're-checks a candidate against the basket and last notified price')
       .addStore({ ...customersStore, ttlMs }, [BASKET_NODE, NOTIFY_NODE])
       .addStore({ ...subscribersStore, ttlMs }, [INDEX_NODE])
+      .addStore({ ...endedStore, ttlMs }, [INDEX_NODE])
       .addStore(skusStore, [INDEX_NODE])
       .addStore(fanoutStore, [INDEX_NODE]);
     wireOutputs(builder, NOTIFY_NODE, settings);
