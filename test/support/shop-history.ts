@@ -399,7 +399,7 @@ export function timeline(h: ShopHistory, customerId: string): string {
   const cat: string[] = [];
   for (const [sku, list] of h.catalog) {
     if (!c.skus.has(sku) && !c.skus.has(productOf(sku))) continue;
-    for (const e of list) if (timeOf(e) >= h.t0) cat.push(`    ${hhmm(timeOf(e))} ${describeInput(e)}  [${(e.value as CatalogEvent).eventId}, partition ${e.partition}]`);
+    for (const e of list) cat.push(`    ${hhmm(timeOf(e))} ${describeInput(e)}  [${(e.value as CatalogEvent).eventId}, partition ${e.partition}]`);
   }
   cat.sort();
   return [`  ${customerId} (${c.profile}; partition ${c.partition}):`, ...rows, ...(cat.length > 0 ? ['    -- catalog of its skus:', ...cat] : [])].join('\n');
