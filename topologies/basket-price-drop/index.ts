@@ -99,6 +99,24 @@ export interface CustomerState {
    * At most `PAST_LINES_CAP`; none that ended more than `stateTtl` before stream time.
    */
   past?: PastLine[];
+  /**
+   * sku → the candidates decided for it (recent, at most `DECISIONS_CAP`), so one that arrives out of
+   * price-event order is decided as replay would, against the price notified before it.
+   */
+  chains?: Record<string, DropChain>;
+}
+
+/** The recent price-drop decisions of one customer and sku, in price-event order. */
+export interface DropChain {
+  /** The price last notified before the first entry (older decisions folded in). */
+  base?: { price: Money; at: number };
+  entries: ChainEntry[];
+}
+
+export interface ChainEntry {
+  candidate: DropCandidate;
+  /** A trigger was emitted for it. */
+  sent: boolean;
 }
 
 /** One ended version of a basket line: [from, until) in event time. */
@@ -183,6 +201,12 @@ export interface DropCandidate {
   previousPrice?: Money;
   /** The subscriber's reference on the sku side (used when the basket line has no unit price). */
   reference: Money;
+  /**
+   * The add time of the watch the sku side judged. The customer side drops a candidate whose line (as of the
+   * price change) was added at another time: the sku side had not yet heard of that line's subscription and
+   * judged an older watch (with its reference); it re-judges when the subscription arrives.
+   */
+  since?: number;
   occurredAt: number;
   /** The PRICE_CHANGED: event id and its catalog topic/partition/offset. */
   causedBy: CausedBy;
@@ -192,6 +216,7 @@ export interface DropCandidate {
 export const PRICE_HISTORY_CAP = 32;
 export const PAST_LINES_CAP = 32;
 export const WATCH_CHANGES_CAP = 16;
+export const DECISIONS_CAP = 16;
 
 export const customersStore = keyValueStore(`${NAME}.customers`, jsonCodec<CustomerState>(), {
   doc: 'customerId → basket lines (with add price) and last notified price per sku',
@@ -289,6 +314,7 @@ export function candidateFor(
     newPrice: e.price,
     ...(e.previousPrice === undefined ? {} : { previousPrice: e.previousPrice }),
     reference: w.reference,
+    since: w.since,
     occurredAt: e.occurredAt,
     causedBy: e.causedBy,
   };
@@ -429,7 +455,7 @@ function prunePast(state: CustomerState, olderThan: number): void {
 }
 
 /** The basket line of `sku` as of `at`: the current line if its version began by then, else an ended version. */
-export function lineAt(state: CustomerState, sku: string, at: number): { quantity: number; unitPrice?: Money } | undefined {
+export function lineAt(state: CustomerState, sku: string, at: number): { addedAt: number; quantity: number; unitPrice?: Money } | undefined {
   const current = state.items.find((i) => i.sku === sku);
   if (current !== undefined && (state.lineSince?.[sku] ?? current.addedAt) <= at) return current;
   const past = state.past ?? [];
@@ -442,6 +468,11 @@ export function lineAt(state: CustomerState, sku: string, at: number): { quantit
 
 function pruneNotified(state: CustomerState, olderThan: number): void {
   for (const [sku, n] of Object.entries(state.notified)) if (n.at < olderThan) delete state.notified[sku];
+  if (state.chains === undefined) return;
+  const chains = { ...state.chains };
+  for (const [sku, chain] of Object.entries(chains)) if (chain.entries.every((e) => e.candidate.occurredAt < olderThan)) delete chains[sku];
+  if (Object.keys(chains).length > 0) state.chains = chains;
+  else delete state.chains;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -508,8 +539,9 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
       if (wave !== undefined && wave.eventId === e.eventId && wave.ended !== true && (wave.after === undefined || key > wave.after)) continue;
       const candidate = candidateFor(c.customerId, c.sku, watchAt(changes, prices, i, e.occurredAt), e, p);
       if (candidate === null) continue;
-      // Already sent under the log as it was (by the wave, or by an earlier change).
-      if (before.length > 0 && candidateFor(c.customerId, c.sku, watchAt(before, prices, i, e.occurredAt), e, p) !== null) continue;
+      // Already sent, alike, under the log as it was (by the wave, or by an earlier change).
+      const sent = before.length === 0 ? null : candidateFor(c.customerId, c.sku, watchAt(before, prices, i, e.occurredAt), e, p);
+      if (sent !== null && sent.since === candidate.since && sameMoney(sent.reference, candidate.reference)) continue;
       this.#ctx.forward({ key: c.customerId, value: candidate, timestamp: e.occurredAt });
     }
   }
@@ -670,18 +702,64 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
     // the basket then (not added yet, or removed or bought before it): nothing.
     const item = state === undefined ? undefined : lineAt(state, c.sku, c.occurredAt);
     if (!state || !item) return;
+    // Judged on another watch of the line (see DropCandidate.since): the right one comes when the sku side knows it.
+    if (c.since !== undefined && c.since !== item.addedAt) return;
+    // Judged with a reference the line did not have then: the sku side had not yet heard of the re-add that set
+    // the line's unit price; it judges this price again when that subscription arrives.
+    if (item.unitPrice !== undefined && !sameMoney(item.unitPrice, c.reference)) return;
+    const chain: DropChain = state.chains?.[c.sku] ?? { entries: [], ...(state.notified[c.sku] === undefined ? {} : { base: state.notified[c.sku] }) };
+    // The same price event again (a redelivery, or judged again by the sku side): already decided.
+    if (chain.entries.some((e) => e.candidate.causedBy.eventId === c.causedBy.eventId)) return;
+    const entries = [...chain.entries, { candidate: c, sent: false }].sort((a, b) => a.candidate.occurredAt - b.candidate.occurredAt || (a.candidate.causedBy.eventId < b.candidate.causedBy.eventId ? -1 : 1));
+    // The decisions in price-event order, whatever order the candidates came in: each drop is measured from the
+    // price last notified before it. A candidate that arrives late may fire now (or, rarely, show that a later
+    // one should not have: that one is not retracted; see README).
+    let notified = chain.base;
+    const out: Trigger[] = [];
+    const fired = new Set<ChainEntry>();
+    for (const e of entries) {
+      const trigger = this.#judge(state, e.candidate, notified);
+      if (trigger === null) continue;
+      fired.add(e);
+      notified = { price: e.candidate.newPrice, at: e.candidate.occurredAt };
+      if (!e.sent) {
+        e.sent = true;
+        out.push(trigger);
+      }
+    }
+    if (notified !== undefined) state.notified[c.sku] = notified;
+    // Bounded: the oldest decisions fold into the base (the price last notified before the kept ones).
+    const cutoff = this.#ctx.streamTime() - this.#settings.params.stateTtl;
+    let base = chain.base;
+    while (entries.length > 0 && (entries.length > DECISIONS_CAP || (entries[0] as ChainEntry).candidate.occurredAt < cutoff)) {
+      const first = entries.shift() as ChainEntry;
+      if (fired.has(first)) base = { price: first.candidate.newPrice, at: first.candidate.occurredAt };
+    }
+    state.chains = { ...(state.chains ?? {}), [c.sku]: { entries, ...(base === undefined ? {} : { base }) } };
+    store.put(c.customerId, state);
+    for (const trigger of out) {
+      const ts = trigger.occurredAt;
+      this.#ctx.forward({ key: c.customerId, value: trigger, timestamp: ts }, this.#out.trigger);
+      // With guards, the SENT (or HELD/SUPPRESSED) audit comes from them; alone, the topology audits its send.
+      if (this.#settings.guarded !== true) this.#ctx.forward({ key: c.customerId, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
+    }
+  }
+
+  /** The trigger a candidate gives against the basket line as of its time and the price notified before it, or null. */
+  #judge(state: CustomerState, c: DropCandidate, last: { price: Money; at: number } | undefined): Trigger | null {
+    const item = lineAt(state, c.sku, c.occurredAt);
+    if (item === undefined) return null;
     const added = item.unitPrice ?? c.reference;
     // A price in another currency is not comparable: ignored without an audit (it is not a suppressed trigger).
-    if (added.currency !== c.newPrice.currency) return;
-    const last = state.notified[c.sku];
+    if (added.currency !== c.newPrice.currency) return null;
     const lastPrice = last !== undefined && last.price.currency === c.newPrice.currency ? last.price : undefined;
     const useLast = lastPrice !== undefined && lastPrice.amount < added.amount;
     const reference = useLast ? lastPrice : added;
     const p = this.#settings.params;
     const drop = priceDrop(reference, c.newPrice, p);
-    if (drop === null) return;
+    if (drop === null) return null;
     const referenceSource = useLast ? 'notified' : item.unitPrice !== undefined ? 'basket' : 'catalog';
-    const trigger: Trigger = {
+    return {
       triggerId: triggerId(NAME, c.customerId, TYPE, c.causedBy.eventId),
       type: TYPE,
       customerId: c.customerId,
@@ -712,12 +790,6 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
       },
       expiresAt: c.occurredAt + this.#settings.expiresAfterMs,
     };
-    state.notified[c.sku] = { price: c.newPrice, at: c.occurredAt };
-    store.put(c.customerId, state);
-    const ts = c.occurredAt;
-    this.#ctx.forward({ key: c.customerId, value: trigger, timestamp: ts }, this.#out.trigger);
-    // With guards, the SENT (or HELD/SUPPRESSED) audit comes from them; alone, the topology audits its send.
-    if (this.#settings.guarded !== true) this.#ctx.forward({ key: c.customerId, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
   }
 }
 
