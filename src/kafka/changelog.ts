@@ -32,18 +32,38 @@ export class KafkaChangelogWriter implements ChangelogWriter {
     this.#partition = partition;
   }
 
+  /**
+   * Store entries first, then the consumed positions, then a commit marker on the positions changelog whose
+   * value is where every store changelog got to. A commit whose requests were cut short (a kill between two
+   * of them) has no marker: a restore stops each store at the last marker's offsets and skips the rest, so
+   * restored stores and positions always belong to one complete commit (no record applied twice).
+   */
   async send(_taskId: string, entries: readonly ChangelogEntry[]): Promise<ChangelogCheckpoint> {
-    const byTopic = new Map<string, Message[]>();
+    const stores = new Map<string, Message[]>();
+    const positions: Message[] = [];
+    const positionsTopic = changelogTopic(this.#applicationId, POSITIONS_STORE);
     for (const e of entries) {
+      const m: Message = { key: e.key, value: e.value, partition: this.#partition, ...(Number.isFinite(e.timestamp) && e.timestamp >= 0 ? { timestamp: String(e.timestamp) } : {}) };
+      if (e.store === POSITIONS_STORE) {
+        positions.push(m);
+        continue;
+      }
       const topic = changelogTopic(this.#applicationId, e.store);
-      let list = byTopic.get(topic);
-      if (!list) byTopic.set(topic, (list = []));
-      list.push({ key: e.key, value: e.value, partition: this.#partition, ...(Number.isFinite(e.timestamp) && e.timestamp >= 0 ? { timestamp: String(e.timestamp) } : {}) });
+      let list = stores.get(topic);
+      if (!list) stores.set(topic, (list = []));
+      list.push(m);
     }
-    // Requests are cut at the broker's size limit; the checkpoint is where each changelog partition got to.
-    return this.#send([...byTopic].map(([topic, messages]) => ({ topic, messages })));
+    const checkpoint = stores.size > 0 ? await this.#send([...stores].map(([topic, messages]) => ({ topic, messages }))) : new Map<string, string>();
+    const ends: Record<string, string> = {};
+    for (const [k, v] of checkpoint) ends[k.slice(0, k.lastIndexOf('\u0000'))] = v;
+    positions.push({ key: COMMIT_MARKER_KEY, value: JSON.stringify(ends), partition: this.#partition });
+    for (const [k, v] of await this.#send([{ topic: positionsTopic, messages: positions }])) checkpoint.set(k, v);
+    return checkpoint;
   }
 }
+
+/** Key of the commit marker in the positions changelog (no input topic name is empty, so no collision). */
+export const COMMIT_MARKER_KEY = '\u0000commit';
 
 export interface RestoreProgress {
   readonly partition: number;
@@ -75,20 +95,28 @@ export interface RestoreOptions {
   readonly onTrimmed?: (topic: string, records: bigint) => void;
 }
 
+/** Keys of store changelog records a restore skipped (a commit without its marker): rewrite them at the next commit. */
+export type RestoreRepair = Map<string, Set<string>>;
+
 /**
- * Brings `state` up to the end of its changelog partitions, starting at its checkpoint. Returns the number of
- * entries applied (0 when the local state was current, without touching the broker's consumer groups).
+ * Brings `state` up to its last complete commit in the changelog, starting at its checkpoint. Returns the
+ * number of entries applied (0 when the local state was current, without touching the broker's groups).
+ *
+ * Consistency: positions and stores are restored to the same commit. The positions changelog is read first,
+ * up to its end taken before anything else (a previous owner may still be writing), and its last commit
+ * marker gives where each store changelog stood after that commit. Store records beyond (a commit cut short
+ * by a kill, whose positions never came) are skipped, and their keys go to `repair`: the task rewrites them
+ * at its first commit, so they are superseded before a later marker covers them. Logs written before commit
+ * markers existed are restored to their ends, as before.
  */
-export async function restoreFromChangelog(opts: RestoreOptions): Promise<number> {
+export async function restoreFromChangelog(opts: RestoreOptions & { readonly repair?: RestoreRepair }): Promise<number> {
   const { state, partition: p, logger } = opts;
-  // The consumed positions' changelog end is taken first: a previous owner may still be writing its final
-  // commit (store entries and positions go to different topics), and positions that run ahead of the restored
-  // stores would make the task skip records whose effects it does not have. Positions behind the stores only
-  // mean reprocessing.
-  const stores = [...opts.stores].sort((a, b) => Number(b === POSITIONS_STORE) - Number(a === POSITIONS_STORE));
-  const storeByTopic = new Map(stores.map((s) => [changelogTopic(opts.applicationId, s), s]));
-  const todo = new Map<string, { next: bigint; end: bigint }>();
-  for (const topic of storeByTopic.keys()) {
+  const positionsTopic = changelogTopic(opts.applicationId, POSITIONS_STORE);
+  const storeByTopic = new Map(opts.stores.map((s) => [changelogTopic(opts.applicationId, s), s]));
+  const ranges = new Map<string, { next: bigint; end: bigint }>();
+  // The positions changelog's end first (see above), then the stores'.
+  for (const topic of [positionsTopic, ...[...storeByTopic.keys()].filter((t) => t !== positionsTopic)]) {
+    if (!storeByTopic.has(topic)) continue;
     const o = await partitionOffsets(opts.admin, topic, p, logger);
     const end = BigInt(o.high);
     const low = BigInt(o.low);
@@ -107,11 +135,103 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
       opts.onTrimmed?.(topic, low - next);
       next = low;
     }
-    if (next < end) todo.set(topic, { next, end });
+    ranges.set(topic, { next, end });
   }
+  const remaining = (): bigint => [...ranges.values()].reduce((a, t) => a + (t.end > t.next ? t.end - t.next : 0n), 0n);
+  if (remaining() === 0n) return 0;
+  logger.info({ partition: p, topics: [...ranges].filter(([, r]) => r.end > r.next).map(([t]) => t), records: remaining().toString() }, 'restoring task state from changelog');
+  let restored = 0;
+  // Phase 1: positions, applied commit by commit (up to each marker); what follows the last marker is dropped.
+  const pos = ranges.get(positionsTopic);
+  let ends: Record<string, string> | undefined;
+  let sawPositions = false;
+  if (pos && pos.end > pos.next) {
+    let held: ChangelogEntry[] = [];
+    let heldUpTo = pos.next;
+    restored += await readRanges(opts, new Map([[positionsTopic, pos]]), async (_topic, messages) => {
+      let applied = 0;
+      for (const m of messages) {
+        sawPositions = true;
+        if (m.key?.toString('utf8') === COMMIT_MARKER_KEY) {
+          ends = m.value ? (JSON.parse(m.value.toString('utf8')) as Record<string, string>) : {};
+          applied += held.length > 0 ? await state.restore(held) : 0;
+          held = [];
+          heldUpTo = BigInt(m.offset) + 1n;
+          continue;
+        }
+        if (m.key) held.push({ store: POSITIONS_STORE, key: m.key, value: m.value, timestamp: Number(m.timestamp) });
+      }
+      return { applied, next: heldUpTo };
+    });
+    if (ends === undefined && held.length > 0) {
+      // No marker at all: a log from before commit markers; restore it as it is.
+      restored += await state.restore(held);
+      heldUpTo = pos.end;
+    } else if (held.length > 0) {
+      logger.warn({ partition: p, dropped: held.length }, 'positions after the last commit marker dropped (a commit cut short); its inputs are processed again');
+      // Rewritten at the next commit, so the dropped ones are superseded before a later marker covers them.
+      opts.repair?.set(POSITIONS_STORE, new Set());
+    }
+    state.setPosition(positionsTopic, p, heldUpTo.toString());
+    await state.commit();
+  }
+  // Phase 2: stores, each up to where the last complete commit left it.
+  const stores = new Map([...ranges].filter(([t, r]) => t !== positionsTopic && r.end > r.next));
+  const limit = (topic: string, r: { next: bigint; end: bigint }): bigint => {
+    const e = ends?.[topic];
+    if (e !== undefined) return BigInt(e) < r.end ? BigInt(e) : r.end;
+    // No new commit since the local checkpoint: whatever follows it belongs to a commit cut short.
+    if (!sawPositions && (pos === undefined || pos.next === pos.end) && state.position(positionsTopic, p) !== undefined) return r.next;
+    return r.end;
+  };
+  let skipped = 0;
+  restored += await readRanges(opts, stores, async (topic, messages) => {
+    const store = storeByTopic.get(topic) as string;
+    const r = stores.get(topic) as { next: bigint; end: bigint };
+    const upTo = limit(topic, r);
+    const entries: ChangelogEntry[] = [];
+    let next = r.next;
+    for (const m of messages) {
+      const off = BigInt(m.offset);
+      if (off >= upTo) {
+        skipped++;
+        if (m.key && opts.repair) {
+          let keys = opts.repair.get(store);
+          if (!keys) opts.repair.set(store, (keys = new Set()));
+          keys.add(m.key.toString('utf8'));
+        }
+        continue;
+      }
+      if (m.key) entries.push({ store, key: m.key, value: m.value, timestamp: Number(m.timestamp) });
+      next = off + 1n;
+    }
+    return { applied: entries.length > 0 ? await state.restore(entries) : 0, next };
+  });
+  if (skipped > 0) logger.warn({ partition: p, skipped }, 'store changelog records after the last commit marker skipped (a commit cut short); their keys are rewritten at the next commit');
+  logger.info({ partition: p, restored }, 'task state restored');
+  return restored;
+}
+
+interface LogMessage {
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  readonly offset: string;
+  readonly timestamp: string;
+}
+
+/**
+ * Reads each topic's partition over its range with one throwaway consumer; `apply` gets the in-range
+ * messages of a batch and returns what it applied and the next offset to record as the topic's checkpoint.
+ */
+async function readRanges(
+  opts: RestoreOptions,
+  ranges: ReadonlyMap<string, { next: bigint; end: bigint }>,
+  apply: (topic: string, messages: LogMessage[]) => Promise<{ applied: number; next: bigint }>,
+): Promise<number> {
+  const { state, partition: p, logger } = opts;
+  const todo = new Map([...ranges].filter(([, r]) => r.end > r.next).map(([t, r]) => [t, { next: r.next, end: r.end }]));
   if (todo.size === 0) return 0;
   const remaining = (): bigint => [...todo.values()].reduce((a, t) => a + (t.end - t.next), 0n);
-  logger.info({ partition: p, topics: [...todo.keys()], records: remaining().toString() }, 'restoring task state from changelog');
   const consumer = opts.kafka.consumer({ groupId: `${opts.groupId}-restore-${p}-${randomUUID()}`, maxWaitTimeInMs: opts.maxWaitTimeInMs ?? 100, allowAutoTopicCreation: false });
   let restored = 0;
   try {
@@ -128,21 +248,15 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
               consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
               return;
             }
-            const entries: ChangelogEntry[] = [];
-            const store = storeByTopic.get(batch.topic) as string;
-            let next = t.next;
-            for (const m of batch.messages) {
-              const off = BigInt(m.offset);
-              if (off < t.next || off >= t.end) continue;
-              if (m.key) entries.push({ store, key: m.key, value: m.value, timestamp: Number(m.timestamp) });
-              next = off + 1n;
-            }
+            const inRange = batch.messages.filter((m) => BigInt(m.offset) >= t.next && BigInt(m.offset) < t.end);
             idleRounds.set(batch.topic, 0);
             seenData.add(batch.topic);
-            if (entries.length > 0) restored += await state.restore(entries);
-            if (next > t.next) {
-              t.next = next;
-              state.setPosition(batch.topic, p, next.toString());
+            const last = inRange.at(-1);
+            if (last) {
+              const r = await apply(batch.topic, inRange);
+              restored += r.applied;
+              t.next = BigInt(last.offset) + 1n;
+              if (r.next > BigInt(state.position(batch.topic, p) ?? '-1')) state.setPosition(batch.topic, p, r.next.toString());
               await state.commit();
               opts.onProgress?.({ partition: p, restored, remaining: remaining() });
             }
@@ -182,6 +296,5 @@ export async function restoreFromChangelog(opts: RestoreOptions): Promise<number
   } finally {
     await consumer.disconnect();
   }
-  logger.info({ partition: p, restored }, 'task state restored');
   return restored;
 }

@@ -26,7 +26,7 @@ import { KairosError } from '../errors.js';
 import { kairosStickyAssigner, type TaskRouting } from './assignor.js';
 import { publishingAssigner, RoutingFollower, routingTopic } from './routing.js';
 import { StandbyFollower, standbyPartitions } from './standby.js';
-import { KafkaChangelogWriter, restoreFromChangelog } from './changelog.js';
+import { KafkaChangelogWriter, restoreFromChangelog, type RestoreRepair } from './changelog.js';
 import { dlqTopic } from './dlq.js';
 import { ActiveTask, REROUTE_HEADERS, type Fetched, type TaskEnv } from './active-task.js';
 import { RecordCollector, sendBounded } from './record-collector.js';
@@ -471,8 +471,10 @@ export class KafkaRunner {
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
     let behind: Map<string, boolean>;
     let restoredPositions: ReadonlyMap<string, string>;
+    const repair: RestoreRepair = new Map();
     try {
       const n = await restoreFromChangelog({
+        repair,
         kafka: this.#o.kafka,
         admin: this.#admin as Admin,
         state: bare,
@@ -522,6 +524,12 @@ export class KafkaRunner {
       collector: { send: (topic, record) => handle.collect(topic, record) },
       idleAdvanceMs: this.#o.idleAdvanceMs ?? 5000,
     });
+    if (repair.size > 0) {
+      // Supersede what a commit cut short left in the changelog, with the next commit.
+      const n = await handle.task.state.rewrite(repair, repair.has(POSITIONS_STORE));
+      handle.pending = true;
+      this.#log.info({ partition, keys: n }, 'changelog keys of an incomplete commit rewritten with the next commit');
+    }
     // Fetch from the task's own positions, not from the group's committed offsets: a previous owner's last
     // offset commit can land after its last changelog write was restored here, and records between the two
     // would be skipped. A batch fetched before this seek is stale and dropped (eachBatch checks isStale()).

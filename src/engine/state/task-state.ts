@@ -390,6 +390,25 @@ export class TaskState {
     return { changes: ops.length };
   }
 
+  /**
+   * Writes the current value (or a delete) of these keys again with the next commit, and every position:
+   * after a restore that skipped changelog records of a commit cut short, the rewrite supersedes them.
+   */
+  async rewrite(keys: ReadonlyMap<string, ReadonlySet<string>>, positions: boolean): Promise<number> {
+    let n = 0;
+    for (const [store, set] of keys) {
+      if (!this.#stores.has(store)) continue;
+      for (const key of set) {
+        const value = await this.get(store, key);
+        if (value === undefined) this.delete(store, key);
+        else this.put(store, key, value);
+        n++;
+      }
+    }
+    if (positions) for (const [k, v] of this.#positions) if (!this.#pendingPositions.has(k)) this.#pendingPositions.set(k, v);
+    return n;
+  }
+
   /** Applies changelog entries straight to RocksDB (restore); returns how many applied. The cache is dropped. */
   async restore(entries: readonly ChangelogEntry[]): Promise<number> {
     this.#checkOpen();
@@ -400,6 +419,8 @@ export class TaskState {
       if (e.store === POSITIONS_STORE) {
         const k = e.key.toString('utf8');
         if (e.value === null) continue;
+        // Other keys starting with U+0000 are the changelog's own (commit markers), not input positions.
+        if (k.startsWith('\u0000') && k !== LAG_CHANGELOG_KEY) continue;
         if (k === LAG_CHANGELOG_KEY) {
           const lag = Number(e.value.toString('utf8'));
           if (Number.isFinite(lag)) {

@@ -1,0 +1,249 @@
+/**
+ * Kafka == replay (DESIGN §4) on any broker: the same NDJSON input through `kairos replay` and through
+ * `kairos start` (a child process, the production path), and the triggers compared by triggerId.
+ *
+ *   npx tsx load-tests/kafka-vs-replay.ts --input load-tests/scenarios/all-triggers.ndjson \
+ *       [--brokers 127.0.0.1:9092] [--mode after|before|kill] [--kill-after-sec 4] [--partitions N]
+ *       [--guarantee at_least_once|exactly_once] [--serde json|avro --registry http://127.0.0.1:8081]
+ *       [--config campaigns.json] [--timeout-sec 300] [--quiet-sec 8]
+ *
+ * Without --brokers it starts librdkafka's mock cluster (kcat). On a broker it first DELETES the contract's
+ * topics and the run's internal topics (a fresh application id per run), so point it at a test broker only.
+ * Modes: after = produce everything, then start the engine (catch-up of a backlog); before = start the engine,
+ * then produce in chunks; kill = produce, start, SIGKILL after --kill-after-sec, start again on an EMPTY
+ * state directory (restore from the changelogs). Idle advance is off in the engine (replay has no wall
+ * clock), so both runners fire exactly the timers their stream time passes. With several partitions, stream
+ * time is per partition in Kafka and global in replay: use one partition, or an input whose tail passes every
+ * partition's timers (the equivalence test adds clock events for that).
+ * Prints per trigger type: replay, kafka, missing, extra, repeated (at-least-once repeats with equal ids); exit
+ * code 0 when the sets are equal.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import type { Admin, Kafka, Message } from 'kafkajs';
+import { isTopicName, TOPICS, type Trigger } from '../schemas/contract.js';
+import { run } from '../src/cli/main.js';
+import { createKafka } from '../src/kafka/client.js';
+import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
+import { AvroSerde, JsonSerde, type TopicSerde } from '../src/kafka/serde.js';
+
+const { values: o } = parseArgs({
+  options: {
+    input: { type: 'string', default: 'load-tests/scenarios/all-triggers.ndjson' },
+    brokers: { type: 'string' },
+    mode: { type: 'string', default: 'after' },
+    'kill-after-sec': { type: 'string', default: '4' },
+    partitions: { type: 'string' },
+    guarantee: { type: 'string', default: 'at_least_once' },
+    serde: { type: 'string', default: 'json' },
+    registry: { type: 'string', default: 'http://127.0.0.1:8081' },
+    config: { type: 'string' },
+    'timeout-sec': { type: 'string', default: '300' },
+    'quiet-sec': { type: 'string', default: '8' },
+  },
+});
+const root = join(import.meta.dirname, '..');
+const log = (s: string): void => void process.stderr.write(`[kafka-vs-replay] ${s}\n`);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const app = `kvr-${randomUUID().slice(0, 8)}`;
+const tmp = mkdtempSync(join(tmpdir(), 'kairos-kvr-'));
+const children: ChildProcess[] = [];
+let mock: MockCluster | undefined;
+
+interface Line {
+  readonly topic: string;
+  readonly key: string | null;
+  readonly value: unknown;
+}
+
+async function replay(): Promise<Trigger[]> {
+  const out = join(tmp, 'replay-triggers.ndjson');
+  const code = await run(['replay', '--input', o.input as string, '--output', out, '--quiet', ...(o.config ? ['--config', o.config] : [])], {
+    stdout: process.stderr,
+    stderr: process.stderr,
+  });
+  if (code !== 0) throw new Error(`replay exited ${code}`);
+  return readFileSync(out, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Trigger);
+}
+
+async function freshTopics(admin: Admin): Promise<void> {
+  const all = await admin.listTopics();
+  const doomed = all.filter((t) => isTopicName(t) || t.endsWith('.dlq') || t.startsWith('kvr-'));
+  if (doomed.length > 0) {
+    await admin.deleteTopics({ topics: doomed, timeout: 30_000 }).catch((err: unknown) => log(`deleteTopics: ${(err as Error).message}`));
+    for (let i = 0; i < 50 && (await admin.listTopics()).some((t) => doomed.includes(t)); i++) await sleep(200);
+    log(`deleted ${doomed.length} topics`);
+  }
+  if (o.partitions) {
+    const n = Number(o.partitions);
+    await admin.createTopics({ waitForLeaders: true, topics: Object.keys(TOPICS).filter((t) => t !== 'crm.triggers.v1' && t !== 'crm.trigger-audit.v1').map((topic) => ({ topic, numPartitions: n })) });
+    log(`created the input topics with ${n} partitions`);
+  }
+}
+
+async function produce(kafka: Kafka, serde: TopicSerde, lines: readonly Line[], chunk: number, pauseMs: number): Promise<void> {
+  const producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: !mock, ...(mock ? {} : { maxInFlightRequests: 1 }) });
+  await producer.connect();
+  try {
+    for (let i = 0; i < lines.length; i += chunk) {
+      const byTopic = new Map<string, Message[]>();
+      for (const l of lines.slice(i, i + chunk)) {
+        if (!isTopicName(l.topic)) continue;
+        const list = byTopic.get(l.topic) ?? [];
+        byTopic.set(l.topic, list);
+        list.push({ key: l.key, value: l.value === null ? null : await serde.encode(l.topic, l.value) });
+      }
+      await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+      if (pauseMs > 0) await sleep(pauseMs);
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+function startEngine(brokers: string, stateDir: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src', 'cli', 'bin.ts'), 'start'], {
+    cwd: root,
+    env: {
+      ...process.env,
+      KAFKA_BROKERS: brokers,
+      KAFKA_IDEMPOTENT: mock ? 'false' : 'true',
+      KAIROS_APPLICATION_ID: app,
+      KAIROS_STATE_DIR: stateDir,
+      KAIROS_HTTP_PORT: '0',
+      KAIROS_API_AUTH: 'none',
+      KAIROS_IDLE_ADVANCE_MS: String(1e12),
+      KAIROS_PROCESSING_GUARANTEE: o.guarantee,
+      KAIROS_SERDE: o.serde,
+      ...(o.serde === 'avro' ? { SCHEMA_REGISTRY_URL: o.registry } : {}),
+      ...(o.config ? { KAIROS_CAMPAIGNS: o.config } : {}),
+      KAIROS_LOG_LEVEL: process.env.KAIROS_LOG_LEVEL ?? 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let err = '';
+  child.stdout?.on('data', (c: Buffer) => void process.stderr.write(c));
+  return new Promise((resolve, reject) => {
+    child.stderr?.on('data', (c: Buffer) => {
+      err += c.toString();
+      process.stderr.write(c);
+      if (err.includes('kairos: running against')) resolve(child);
+    });
+    child.once('exit', (code) => reject(new Error(`engine exited ${String(code)} before it was ready`)));
+  });
+}
+
+async function main(): Promise<number> {
+  const expected = await replay();
+  log(`replay: ${expected.length} triggers`);
+  if (!o.brokers) mock = await startMockCluster();
+  const brokers = o.brokers ?? (mock as MockCluster).brokers.join(',');
+  const kafka = createKafka({ brokers: brokers.split(','), clientId: app, logger: pino({ level: 'silent' }) });
+  const admin = kafka.admin();
+  await admin.connect();
+  const serde: TopicSerde = o.serde === 'avro' ? new AvroSerde({ registry: { host: o.registry as string }, register: true }) : new JsonSerde();
+  if (serde instanceof AvroSerde) await serde.init();
+  const lines = readFileSync(o.input as string, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+  if (!mock) await freshTopics(admin);
+  const got: Trigger[] = [];
+  let lastAt = Date.now();
+  const consumer = kafka.consumer({ groupId: `${app}-reader`, maxWaitTimeInMs: 200 });
+  await consumer.connect();
+  await consumer.subscribe({ topics: ['crm.triggers.v1'], fromBeginning: true }).catch(async () => {
+    await sleep(2000);
+    await consumer.subscribe({ topics: ['crm.triggers.v1'], fromBeginning: true });
+  });
+  const started = Date.now();
+  const mode = o.mode as string;
+  const stateDir = join(tmp, 'state-1');
+  if (mode === 'before') {
+    await startEngine(brokers, stateDir);
+    await sleep(3000);
+    await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100);
+  } else {
+    await produce(kafka, serde, lines, 5000, 0);
+    log(`produced ${lines.length} events`);
+    const engine = await startEngine(brokers, stateDir);
+    if (mode === 'kill') {
+      await sleep(Number(o['kill-after-sec']) * 1000);
+      engine.kill('SIGKILL');
+      log(`killed the engine after ${o['kill-after-sec']} s; starting a new one on an empty state directory`);
+      await startEngine(brokers, join(tmp, 'state-2'));
+    }
+  }
+  // The trigger topic may only now exist (created by the engine): read it from here on.
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const d = await serde.decode('crm.triggers.v1', message.key, message.value);
+      if (d.ok) got.push(d.value as Trigger);
+      lastAt = Date.now();
+    },
+  });
+  const quiet = Number(o['quiet-sec']) * 1000;
+  const inputs = [...new Set(lines.map((l) => l.topic))].filter(isTopicName);
+  for (;;) {
+    await sleep(1000);
+    const offsets = await admin.fetchOffsets({ groupId: `kairos-${app}`, topics: inputs }).catch(() => []);
+    let lag = 0;
+    for (const t of offsets) {
+      const ends = await admin.fetchTopicOffsets(t.topic);
+      for (const p of t.partitions) lag += Math.max(0, Number(ends.find((e) => e.partition === p.partition)?.high ?? 0) - Math.max(0, Number(p.offset)));
+    }
+    const idle = Date.now() - lastAt;
+    process.stderr.write(`[kafka-vs-replay] ${((Date.now() - started) / 1000).toFixed(0)} s: ${got.length} triggers read, input lag ${lag}\r`);
+    if (lag === 0 && idle > quiet) break;
+    if (Date.now() - started > Number(o['timeout-sec']) * 1000) {
+      log(`\ntimeout with input lag ${lag}`);
+      break;
+    }
+  }
+  process.stderr.write('\n');
+  await consumer.disconnect();
+  await admin.disconnect();
+  const want = new Map(expected.map((t) => [t.triggerId, t]));
+  const have = new Map(got.map((t) => [t.triggerId, t]));
+  const types = [...new Set([...expected, ...got].map((t) => t.type))].sort();
+  const rows = types.map((type) => {
+    const e = expected.filter((t) => t.type === type);
+    const g = [...have.values()].filter((t) => t.type === type);
+    return {
+      type,
+      replay: e.length,
+      kafka: g.length,
+      missing: e.filter((t) => !have.has(t.triggerId)).length,
+      extra: g.filter((t) => !want.has(t.triggerId)).length,
+      repeated: got.filter((t) => t.type === type).length - g.length,
+    };
+  });
+  console.table(rows);
+  const missing = expected.filter((t) => !have.has(t.triggerId));
+  const extra = [...have.values()].filter((t) => !want.has(t.triggerId));
+  for (const t of [...missing.slice(0, 5).map((t) => ['missing', t] as const), ...extra.slice(0, 5).map((t) => ['extra', t] as const)]) {
+    log(`${t[0]}: ${t[1].type} ${t[1].customerId} at ${new Date(t[1].occurredAt).toISOString()} caused by ${t[1].causedBy.eventId}`);
+  }
+  const equal = missing.length === 0 && extra.length === 0;
+  console.log(JSON.stringify({ input: o.input, mode, guarantee: o.guarantee, serde: o.serde, brokers: mock ? 'mock' : brokers, equal, rows, seconds: (Date.now() - started) / 1000 }));
+  return equal ? 0 : 1;
+}
+
+const cleanup = async (): Promise<void> => {
+  for (const c of children) c.kill('SIGKILL');
+  await mock?.stop();
+  rmSync(tmp, { recursive: true, force: true });
+};
+main()
+  .then(async (code) => {
+    await cleanup();
+    process.exit(code);
+  })
+  .catch(async (err: unknown) => {
+    log(`failed: ${(err as Error).stack ?? String(err)}`);
+    await cleanup();
+    process.exit(1);
+  });
