@@ -5,7 +5,7 @@
  *   npx tsx load-tests/kafka-vs-replay.ts --input load-tests/scenarios/all-triggers.ndjson \
  *       [--brokers 127.0.0.1:9092] [--mode after|before|kill] [--kill-after-sec 4] [--partitions N]
  *       [--guarantee at_least_once|exactly_once] [--serde json|avro --registry http://127.0.0.1:8081]
- *       [--config campaigns.json] [--timeout-sec 300] [--quiet-sec 8]
+ *       [--config campaigns.json] [--timeout-sec 300] [--quiet-sec 8] [--partitioner murmur2|crc32]
  *
  * Without --brokers it starts librdkafka's mock cluster (kcat). On a broker it first DELETES the contract's
  * topics and the run's internal topics (a fresh application id per run), so point it at a test broker only.
@@ -24,6 +24,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { crc32 } from 'node:zlib';
 import pino from 'pino';
 import type { Admin, Kafka, Message } from 'kafkajs';
 import { isTopicName, TOPICS, type Trigger } from '../schemas/contract.js';
@@ -39,6 +40,8 @@ const { values: o } = parseArgs({
     mode: { type: 'string', default: 'after' },
     'kill-after-sec': { type: 'string', default: '4' },
     partitions: { type: 'string' },
+    /** crc32: put every keyed record where librdkafka's default partitioner (kcat, Confluent clients) would. */
+    partitioner: { type: 'string', default: 'murmur2' },
     guarantee: { type: 'string', default: 'at_least_once' },
     serde: { type: 'string', default: 'json' },
     registry: { type: 'string', default: 'http://127.0.0.1:8081' },
@@ -96,7 +99,8 @@ async function produce(kafka: Kafka, serde: TopicSerde, lines: readonly Line[], 
         if (!isTopicName(l.topic)) continue;
         const list = byTopic.get(l.topic) ?? [];
         byTopic.set(l.topic, list);
-        list.push({ key: l.key, value: l.value === null ? null : await serde.encode(l.topic, l.value) });
+        const partition = o.partitioner === 'crc32' && l.key !== null ? (crc32(Buffer.from(l.key, 'utf8')) >>> 0) % Number(o.partitions ?? 1) : undefined;
+        list.push({ key: l.key, value: l.value === null ? null : await serde.encode(l.topic, l.value), ...(partition === undefined ? {} : { partition }) });
       }
       await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
       if (pauseMs > 0) await sleep(pauseMs);
