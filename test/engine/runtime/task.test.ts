@@ -182,3 +182,50 @@ test('topology builder rejects malformed graphs and describes itself', () => {
   assert.match(mermaid, /^flowchart LR/);
   assert.match(mermaid, /n_detect -\.- s_counts/);
 });
+
+test('a timer registered at or below stream time fires at once, not with a later record (a record that reached the task late)', async () => {
+  const d = await TopologyTestDriver.create(topology());
+  try {
+    await d.pipe('events', 'b', ev('1', 5000)); // stream time 5000; b's timer at 5100
+    await d.pipe('events', 'a', ev('2', 1000)); // late: a's timer at 1100, below stream time
+    assert.deepEqual(d.readOutput<string>('quiet').map((o) => o.value), ['A:1@1100'], 'fired with the record that registered it');
+    assert.equal(d.streamTime, 5000, 'stream time never moves back');
+  } finally {
+    await d.close();
+  }
+});
+
+test('idle advance needs a known lag: a task that has seen no record never jumps to the wall clock; the lag survives a restore', async () => {
+  const d = await TopologyTestDriver.create(topology(), { wallClock: 1_000_000, idleAdvanceMs: 5000 });
+  try {
+    await d.advanceWallClock(60_000);
+    assert.equal(d.streamTime, -Infinity, 'no record, no lag: stream time stays where the data is');
+    // Events of three days ago, produced a minute after the task started: their timers still fire.
+    const old = 1_060_000 - 3 * 86_400_000;
+    await d.pipe('events', 'a', ev('1', old));
+    await d.pipe('events', 'b', ev('2', old + 50));
+    await d.pipe('events', 'c', ev('3', old + 200)); // passes a's and b's timers
+    assert.deepEqual(d.readOutput<string>('quiet').map((o) => o.value), ['A:1@' + String(old + 100), 'B:1@' + String(old + 150)]);
+    // Quiet now: stream time follows the wall clock minus the lag seen on the last record.
+    await d.advanceWallClock(6000);
+    assert.deepEqual(d.readOutput<string>('quiet').map((o) => o.value), ['C:1@' + String(old + 300)]);
+  } finally {
+    await d.close();
+  }
+  const log = new MemoryChangelog();
+  const t = tempDir();
+  try {
+    const d1 = await TopologyTestDriver.create(topology(), { changelog: log, wallClock: 1_000_000, idleAdvanceMs: 5000 });
+    await d1.pipe('events', 'a', ev('1', 999_000)); // lag 1000 ms, timer at 999_100
+    await d1.close();
+    const d2 = await TopologyTestDriver.create(topology(), { stateDir: t.dir, wallClock: 1_000_500, idleAdvanceMs: 5000 });
+    await d2.task.state.restoreFrom(log);
+    await d2.restart();
+    assert.equal(d2.task.state.wallClockLag, 1000, 'the lag travels with the changelog');
+    await d2.advanceWallClock(6000); // quiet since open: stream time → now - 1000
+    assert.deepEqual(d2.readOutput<string>('quiet').map((o) => o.value), ['A:1@999100']);
+    await d2.close();
+  } finally {
+    t.remove();
+  }
+});
