@@ -65,3 +65,40 @@ test('restore from a changelog whose start the broker deleted (mock cluster: 5 M
     target.remove();
   }
 });
+
+test('a commit cut short (store records written, positions and marker not) is not restored: stores and positions stay at the last complete commit, and the skipped keys are named for rewriting', async () => {
+  const kafka = testKafka(cluster.brokers);
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  const admin = kafka.admin();
+  await Promise.all([producer.connect(), admin.connect()]);
+  const source = tempDir();
+  const target = tempDir();
+  try {
+    const state = await TaskState.open({ dir: source.dir, taskId: 'task-2', stores: [kv], changelog: new KafkaChangelogWriter(producerSend(producer), 'kcut', 2) });
+    state.put('kv', 'basket', 'one unit', 1);
+    state.setPosition('shop.basket.v1', 2, '10');
+    await state.commit();
+    await state.close();
+    // The next commit's store request reached the broker; the process was killed before positions and marker.
+    await producer.send({ topic: 'kcut-kv-changelog', messages: [{ key: 'basket', value: 'two units (input offset 10 applied)', partition: 2 }, { key: 'other', value: 'x', partition: 2 }] });
+    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-2', stores: [kv] });
+    try {
+      const repair = new Map<string, Set<string>>();
+      await restoreFromChangelog({ kafka, admin, state: fresh, applicationId: 'kcut', stores: ['kv', '_positions'], partition: 2, groupId: 'kcut', logger: silent, repair });
+      // Restored value is the one the positions belong to: input offset 10 is processed again, once.
+      assert.equal((await fresh.get('kv', 'basket')) as string, 'one unit');
+      assert.equal(await fresh.get('kv', 'other'), undefined);
+      assert.equal(fresh.position('shop.basket.v1', 2), '10');
+      assert.deepEqual([...(repair.get('kv') ?? [])].sort(), ['basket', 'other']);
+      // The rewrite supersedes the cut-short records with the next commit.
+      assert.equal(await fresh.rewrite(repair, false), 2);
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    await producer.disconnect();
+    await admin.disconnect();
+    source.remove();
+    target.remove();
+  }
+});
