@@ -425,6 +425,8 @@ test('a redelivered match (the same restock again through the to-customer topic)
       restockEventId: 'restock-1',
       causedBy: { eventId: 'restock-1', topic: 'shop.catalog.v1', partition: 2, offset: '41' },
     };
+    // The customer task judges a match against the customer's wishes as of the restock: anna wished for the tent.
+    await wish(d, 'anna', 'tent', T0);
     await d.pipe('test-wishlist-restock.to-customer-repartition', 'anna', match);
     await d.pipe('test-wishlist-restock.to-customer-repartition', 'anna', match);
     const ts = triggers(d);

@@ -183,6 +183,8 @@ export interface FanoutCursor {
   after?: string;
   /** The wave is past the live subscribers and pages through the ended watches (`after` is a key there). */
   ended?: true;
+  /** Steps run so far; step k is due at occurredAt + k of stream time (as in replay, where the price sets stream time). */
+  steps?: number;
 }
 
 /** customer → sku, through the by-sku repartition topic (key sku). */
@@ -550,6 +552,8 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     const e = record.value;
     const skus = this.#ctx.getStore(skusStore);
     const sku = e.sku;
+    // Steps of a running wave that replay would have run before this event first (it may end or replace the wave).
+    await this.#catchUp(sku, e.occurredAt);
     const state: SkuState = (await skus.get(sku)) ?? {};
     state.productId = e.productId;
     if (e.type === 'STOCK_CHANGED') {
@@ -616,7 +620,7 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     const event: PriceEvent = prices[upto] ?? cursor;
     const prefix = sku + SEP;
     let budget = p.pageSize;
-    let next: FanoutCursor = cursor;
+    let next: FanoutCursor = { ...cursor, steps: (cursor.steps ?? 0) + 1 };
     if (next.ended !== true) {
       const subs = this.#ctx.getStore(subscribersStore);
       const rows = await subs.scan({ prefix, ...(next.after === undefined ? {} : { after: next.after }), limit: budget });
@@ -663,6 +667,20 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     // Next step one millisecond of stream time later: a timer at or below stream time would fire at once and
     // run the whole wave before the next record (see README, "Paging").
     this.#ctx.timers.register({ name: FANOUT_TIMER, key: sku, time: this.#ctx.streamTime() + 1, domain: 'stream-time' });
+  }
+
+  /**
+   * Runs the steps of the sku's wave due (occurredAt + k) by `at`: replay runs them before a record of that time
+   * (timers due first), while a task whose stream time is ahead of the catalog records it reads would otherwise
+   * let a sell-out or a newer price cut the wave short (DESIGN §4).
+   */
+  async #catchUp(sku: string, at: number): Promise<void> {
+    const fanout = this.#ctx.getStore(fanoutStore);
+    for (;;) {
+      const cursor = await fanout.get(sku);
+      if (!cursor || cursor.occurredAt + (cursor.steps ?? 1) > at) return;
+      await this.#step(sku, cursor);
+    }
   }
 
   #send(candidate: DropCandidate | null): void {

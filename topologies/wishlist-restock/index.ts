@@ -85,7 +85,38 @@ export interface Wish {
   wishedAt: number;
   eventId: string;
   seenAt: number;
+  /**
+   * `wish-order` only: the wish was removed then. The row stays (out of `wishes`) so a restock older than the
+   * removal that reaches the index after it still notifies the customer (DESIGN §4); see README.
+   */
+  removedAt?: number;
 }
+
+/** A restock whose wave ran (kept per product, recent ones), so a wish older than it that arrives later is matched. */
+export interface Restock {
+  productId: string;
+  sku: string;
+  restockAt: number;
+  eventId: string;
+  causedBy: CausedBy;
+  previousStock: number;
+  stock: number;
+  limit: number | null;
+  /** Matches sent for it (by its wave and for late wishes). */
+  sent: number;
+}
+
+/** Customer task: one wish of the customer, [from, until) in event time (`until` absent: still wished). */
+export interface WishInterval {
+  productId: string;
+  sku: string | null;
+  from: number;
+  until?: number;
+}
+
+/** Bounds of the histories that make the fan-out order-insensitive (see README, "Order-insensitivity"). */
+export const RESTOCKS_CAP = 16;
+export const WISH_INTERVALS_CAP = 64;
 
 export interface SkuStock {
   stock: number;
@@ -111,6 +142,8 @@ export interface Wave {
   productCursor: string | null;
   skuDone: boolean;
   productDone: boolean;
+  /** Steps run so far; step k is due at restockAt + k of stream time (as in replay, where the restock sets stream time). */
+  steps?: number;
 }
 
 /** What the index sends through the to-customer repartition topic (JSON). */
@@ -132,7 +165,16 @@ export interface RestockMatch {
 }
 
 /** Per customer: sku → the last restock notified (SENT) for it. */
-export type NotifiedState = Record<string, { at: number; eventId: string }>;
+export type NotifiedState = Record<string, NotifiedSku>;
+
+/** The last restock notified for a sku, and the recent restocks decided for it (newest last, at most DECIDED_CAP). */
+export interface NotifiedSku {
+  at: number;
+  eventId: string;
+  decided?: { eventId: string; at: number; sent: boolean }[];
+}
+
+export const DECIDED_CAP = 16;
 
 const pad = (t: number): string => Math.max(0, Math.trunc(t)).toString().padStart(16, '0');
 /** Membership: `productId \0 sku|'' \0 customerId` → wish. */
@@ -150,6 +192,13 @@ export const wishOrderStore = keyValueStore('wishlist-restock.wish-order', jsonC
 });
 export const stockStore = keyValueStore('wishlist-restock.stock', jsonCodec<SkuStock>(), { doc: 'sku → last known stock (in the product task)' });
 export const wavesStore = keyValueStore('wishlist-restock.waves', jsonCodec<Wave>(), { doc: 'sku → running restock wave and its cursors' });
+export const restocksStore = keyValueStore('wishlist-restock.restocks', jsonCodec<Restock[]>(), {
+  doc: 'productId → recent restocks of its skus (for wishes older than a restock that reach the index after it)',
+});
+export const wishHistoryStore = keyValueStore('wishlist-restock.wish-history', jsonCodec<WishInterval[]>(), {
+  keyedByRecordKey: true,
+  doc: 'customerId → recent wishes with their add and removal times (a match is judged against the wishes as of its restock)',
+});
 export const notifiedStore = keyValueStore('wishlist-restock.notified', jsonCodec<NotifiedState>(), {
   doc: 'customerId → sku → last restock notification (cooldown)',
   keyedByRecordKey: true,
@@ -166,6 +215,10 @@ export const customerWishesStore = keyValueStore('wishlist-restock.customer-wish
 
 class WishesByProduct implements Processor<WishlistEvent | CustomerProfile | null, ByProduct> {
   #ctx!: ProcessorContext<ByProduct>;
+  readonly #ttl: number;
+  constructor(ttl: number) {
+    this.#ttl = ttl;
+  }
   init(ctx: ProcessorContext<ByProduct>): void {
     this.#ctx = ctx;
   }
@@ -187,6 +240,7 @@ class WishesByProduct implements Processor<WishlistEvent | CustomerProfile | nul
       return;
     }
     const sku = e.sku ?? null;
+    await this.#history(e, sku);
     const wishes = ((await store.get(e.customerId)) ?? []).filter((w) => !(w.productId === e.productId && w.sku === sku));
     if (e.type === 'ITEM_ADDED') wishes.push({ productId: e.productId, sku });
     if (wishes.length > 0) store.put(e.customerId, wishes);
@@ -202,6 +256,32 @@ class WishesByProduct implements Processor<WishlistEvent | CustomerProfile | nul
     };
     this.#ctx.forward({ key: e.productId, value, timestamp: r.timestamp });
   }
+
+  /** The customer's wish intervals: an add opens one (unless open), a removal closes it. */
+  async #history(e: WishlistEvent, sku: string | null): Promise<void> {
+    const store = this.#ctx.getStore(wishHistoryStore);
+    const intervals = [...((await store.get(e.customerId)) ?? [])];
+    const open = intervals.findIndex((w) => w.productId === e.productId && w.sku === sku && w.until === undefined);
+    if (e.type === 'ITEM_ADDED') {
+      if (open < 0) intervals.push({ productId: e.productId, sku, from: e.occurredAt });
+    } else if (open >= 0) intervals[open] = { ...(intervals[open] as WishInterval), until: e.occurredAt };
+    else return;
+    const cutoff = this.#ctx.streamTime() - this.#ttl;
+    let kept = intervals.filter((w) => w.until === undefined || w.until >= cutoff);
+    // Over the cap: the oldest closed intervals go first.
+    while (kept.length > WISH_INTERVALS_CAP) {
+      const i = kept.findIndex((w) => w.until !== undefined);
+      if (i < 0) break;
+      kept = [...kept.slice(0, i), ...kept.slice(i + 1)];
+    }
+    if (kept.length > 0) store.put(e.customerId, kept);
+    else store.delete(e.customerId);
+  }
+}
+
+/** Whether the customer wished for the sku, or its product in any size, at `at` (as the index saw it in replay). */
+export function wishedAt(intervals: readonly WishInterval[], productId: string, sku: string, at: number): boolean {
+  return intervals.some((w) => w.productId === productId && (w.sku === sku || w.sku === null) && w.from <= at && (w.until === undefined || at < w.until));
 }
 
 class StockByProduct implements Processor<CatalogEvent, ByProduct> {
@@ -260,7 +340,9 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
     if (v.op === 'remove') {
       if (!existing) return;
       wishes.delete(key);
-      order.delete(orderKey(v.productId, existing));
+      // The order row stays, marked, for restocks older than the removal that reach the index later.
+      if (v.eventId.startsWith('erase-')) order.delete(orderKey(v.productId, existing));
+      else order.put(orderKey(v.productId, existing), { ...existing, removedAt: v.at });
       return;
     }
     // Re-adding keeps the original wish time (its place in the queue) and only refreshes seenAt.
@@ -269,9 +351,66 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
       : { customerId: v.customerId, sku: v.sku, wishedAt: v.at, eventId: v.eventId, seenAt: v.at };
     wishes.put(key, wish);
     order.put(orderKey(v.productId, wish), wish);
+    if (!existing) await this.#late(v.productId, wish);
+  }
+
+  /**
+   * A new wish made at or before restocks the index already ran (it reached the index after them): matched
+   * for each as its wave would have (same restock, time and cause, so the same trigger id), unless the wave is
+   * still to reach it, the customer was matched through their other wish, or a limited quota is used up.
+   */
+  async #late(productId: string, w: Wish): Promise<void> {
+    const restocksAll = this.#ctx.getStore(restocksStore);
+    const restocks = (await restocksAll.get(productId)) ?? [];
+    if (restocks.length === 0) return;
+    const waves = this.#ctx.getStore(wavesStore);
+    const wishes = this.#ctx.getStore(wishesStore);
+    let changed = false;
+    const next = [...restocks];
+    for (const [i, r] of restocks.entries()) {
+      if (w.wishedAt > r.restockAt || (w.sku !== null && w.sku !== r.sku)) continue;
+      // The customer's other wish (sku-specific or any size) for this sku, made by then, was matched instead.
+      const other = await wishes.get(wishKey(productId, w.sku === null ? r.sku : null, w.customerId));
+      if (other && other.wishedAt <= r.restockAt) continue;
+      const wave = await waves.get(r.sku);
+      const running = wave !== undefined && wave.eventId === r.eventId ? wave : undefined;
+      if (running) {
+        const [done, cursor] = w.sku === null ? [running.productDone, running.productCursor] : [running.skuDone, running.skuCursor];
+        // The wave has yet to reach this wish: it will match it in its place.
+        if (!done && (cursor === null || orderKey(productId, w) > cursor)) continue;
+      }
+      const sent = running ? running.sent : r.sent;
+      if (r.limit !== null && sent >= r.limit) continue;
+      if (running) waves.put(r.sku, { ...running, sent: sent + 1 });
+      next[i] = { ...r, sent: sent + 1 };
+      changed = true;
+      this.#ctx.forward({ key: w.customerId, value: matchOf(r, w, sent + 1), timestamp: r.restockAt });
+    }
+    if (changed) restocksAll.put(productId, next);
+  }
+
+  /** Remembers a restock whose wave starts (recent ones per product: RESTOCKS_CAP, none older than stateTtl). */
+  async #remember(r: Restock): Promise<void> {
+    const store = this.#ctx.getStore(restocksStore);
+    const cutoff = this.#ctx.streamTime() - this.#p.stateTtl;
+    const kept = [...((await store.get(r.productId)) ?? []).filter((x) => x.restockAt >= cutoff && x.eventId !== r.eventId), r];
+    store.put(r.productId, kept.length > RESTOCKS_CAP ? kept.slice(kept.length - RESTOCKS_CAP) : kept);
+  }
+
+  /** The wave's count of matches, copied to its restock record (late wishes count against the same quota). */
+  async #syncSent(wave: Wave): Promise<void> {
+    const store = this.#ctx.getStore(restocksStore);
+    const restocks = (await store.get(wave.productId)) ?? [];
+    const i = restocks.findIndex((r) => r.eventId === wave.eventId && r.sku === wave.sku);
+    const r = restocks[i];
+    if (r === undefined || r.sent === wave.sent) return;
+    const next = [...restocks];
+    next[i] = { ...r, sent: wave.sent };
+    store.put(wave.productId, next);
   }
 
   async #stock(v: Extract<ByProduct, { kind: 'stock' }>): Promise<void> {
+    await this.#catchUp(v.sku, v.at);
     const stocks = this.#ctx.getStore(stockStore);
     const prev = await stocks.get(v.sku);
     // A stock event older than the last known one for the sku is stale: neither a transition nor the new level.
@@ -300,9 +439,35 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
       productCursor: null,
       skuDone: false,
       productDone: false,
+      steps: 0,
     };
     this.#ctx.getStore(wavesStore).put(v.sku, wave);
+    await this.#remember({
+      productId: v.productId,
+      sku: v.sku,
+      restockAt: v.at,
+      eventId: v.eventId,
+      causedBy: v.causedBy,
+      previousStock: prev.stock,
+      stock: v.stock,
+      limit: wave.limit,
+      sent: 0,
+    });
     await this.#page(v.sku);
+  }
+
+  /**
+   * Runs the steps of the sku's wave that were due (restockAt + k) by `at`, before a stock event of that time
+   * may end it: replay runs them before the record (timers due first), while a task reading the repartition
+   * topic behind its stream time would otherwise end the wave early (DESIGN §4).
+   */
+  async #catchUp(sku: string, at: number): Promise<void> {
+    const waves = this.#ctx.getStore(wavesStore);
+    for (;;) {
+      const wave = await waves.get(sku);
+      if (!wave || wave.restockAt + (wave.steps ?? 1) > at) return;
+      await this.#page(sku);
+    }
   }
 
   #endWave(sku: string): void {
@@ -315,7 +480,7 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
     const waves = this.#ctx.getStore(wavesStore);
     const found = await waves.get(sku);
     if (!found) return;
-    const wave: Wave = { ...found };
+    const wave: Wave = { ...found, steps: (found.steps ?? 0) + 1 };
     const order = this.#ctx.getStore(wishOrderStore);
     const wishes = this.#ctx.getStore(wishesStore);
     const { pageSize, stateTtl } = this.#p;
@@ -348,7 +513,13 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
       else wave.productCursor = next.key;
       examined++;
       const w = next.value;
-      if (w.seenAt + stateTtl < wave.restockAt) {
+      if (w.removedAt !== undefined) {
+        // Removed by the restock: not wished then. Forgotten once no restock older than the removal can come:
+        // for a sku's own wish after this one (a sku's stock events are in order); for an any-size wish, which
+        // other skus' restocks also reach, after stateTtl.
+        if (w.removedAt <= wave.restockAt && (w.sku !== null || w.removedAt + stateTtl < wave.restockAt)) order.delete(next.key);
+        if (w.removedAt <= wave.restockAt) continue;
+      } else if (w.seenAt + stateTtl < wave.restockAt) {
         // Lazily expire wishes nobody re-added for stateTtl (the store has no TTL: see README).
         order.delete(next.key);
         wishes.delete(wishKey(wave.productId, w.sku, w.customerId));
@@ -360,22 +531,9 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
         if (specific && specific.wishedAt <= wave.restockAt && specific.seenAt + stateTtl >= wave.restockAt) continue;
       }
       wave.sent++;
-      const match: RestockMatch = {
-        customerId: w.customerId,
-        productId: wave.productId,
-        sku: wave.sku,
-        wishedSku: w.sku,
-        wishedAt: w.wishedAt,
-        position: wave.sent,
-        limit: wave.limit,
-        stock: wave.stock,
-        previousStock: wave.previousStock,
-        restockAt: wave.restockAt,
-        restockEventId: wave.eventId,
-        causedBy: wave.causedBy,
-      };
-      this.#ctx.forward({ key: w.customerId, value: match, timestamp: wave.restockAt });
+      this.#ctx.forward({ key: w.customerId, value: matchOf(wave, w, wave.sent), timestamp: wave.restockAt });
     }
+    await this.#syncSent(wave);
     if (full() || (wave.skuDone && wave.productDone)) {
       this.#endWave(sku);
       return;
@@ -384,6 +542,24 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
     // Next step one millisecond of stream time later (see README, "Fan-out and paging").
     this.#ctx.timers.register({ name: PAGE_TIMER, key: sku, time: this.#ctx.streamTime() + 1, domain: 'stream-time' });
   }
+}
+
+/** The match a wave (or a late wish) sends for a restock. */
+function matchOf(r: Pick<Restock, 'productId' | 'sku' | 'restockAt' | 'eventId' | 'causedBy' | 'previousStock' | 'stock' | 'limit'>, w: Wish, position: number): RestockMatch {
+  return {
+    customerId: w.customerId,
+    productId: r.productId,
+    sku: r.sku,
+    wishedSku: w.sku,
+    wishedAt: w.wishedAt,
+    position,
+    limit: r.limit,
+    stock: r.stock,
+    previousStock: r.previousStock,
+    restockAt: r.restockAt,
+    restockEventId: r.eventId,
+    causedBy: r.causedBy,
+  };
 }
 
 function older(a: Wish, b: Wish): boolean {
@@ -412,21 +588,47 @@ export class RestockNotifyProcessor implements Processor<RestockMatch, Trigger |
     const p = this.#settings.params;
     const state: NotifiedState = { ...((await store.get(customerId)) ?? {}) };
     const last = state[m.sku];
-    // The same restock again (a redelivered repartition record): already decided.
-    if (last?.eventId === m.restockEventId) return;
+    const decided = last?.decided ?? (last ? [{ eventId: last.eventId, at: last.at, sent: true }] : []);
+    // The same restock again (a redelivered repartition record, or matched through both wishes, maybe late): already decided.
+    if (decided.some((d) => d.eventId === m.restockEventId)) return;
+    // Not wished at the restock (removed before it, or made after it) though the index had not heard so yet.
+    if (!(await this.#wished(customerId, m))) return;
     const trigger = this.#trigger(customerId, m);
     const ts = m.restockAt;
-    if (last && m.restockAt - last.at < p.cooldown) {
-      const detail = `last restock notification for sku ${m.sku} at ${new Date(last.at).toISOString()}, cooldown ${p.cooldown} ms`;
+    const remember = (sent: boolean): void => {
+      const list = [...decided, { eventId: m.restockEventId, at: m.restockAt, sent }].slice(-DECIDED_CAP);
+      const newest = sent && (last === undefined || m.restockAt >= last.at) ? { at: m.restockAt, eventId: m.restockEventId } : last;
+      if (newest !== undefined) state[m.sku] = { ...newest, decided: list };
+    };
+    // Within the cooldown of a notification (before or after it: a match can arrive out of restock order).
+    const near = decided.find((d) => d.sent && Math.abs(m.restockAt - d.at) < p.cooldown);
+    if (near !== undefined) {
+      const detail = `last restock notification for sku ${m.sku} at ${new Date(near.at).toISOString()}, cooldown ${p.cooldown} ms`;
       this.#ctx.forward({ key: customerId, value: auditOf(trigger, 'SUPPRESSED', 'cooldown', detail), timestamp: ts }, this.#out.audit);
+      remember(false);
+      store.put(customerId, state);
       return;
     }
-    for (const [sku, n] of Object.entries(state)) if (n.at + p.cooldown <= m.restockAt) delete state[sku];
-    state[m.sku] = { at: m.restockAt, eventId: m.restockEventId };
+    // Kept as long as the store keeps the customer (not just the cooldown): a match that arrives late for a
+    // restock already decided (matched again through another wish) must still find it.
+    const horizon = this.#ctx.streamTime() - Math.max(p.cooldown, p.stateTtl);
+    for (const [sku, n] of Object.entries(state)) if (n.at < horizon) delete state[sku];
+    remember(true);
     store.put(customerId, state);
     this.#ctx.forward({ key: customerId, value: trigger, timestamp: ts }, this.#out.trigger);
     // With guards, the decision (SENT, HELD, SUPPRESSED) is audited by them.
     if (this.#settings.guarded !== true) this.#ctx.forward({ key: customerId, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
+  }
+
+  /** The customer's wishes as of the restock (this task sees every wish event of the customer, in order). */
+  async #wished(customerId: string, m: RestockMatch): Promise<boolean> {
+    const intervals = (await this.#ctx.getStore(wishHistoryStore).get(customerId)) ?? [];
+    if (wishedAt(intervals, m.productId, m.sku, m.restockAt)) return true;
+    // A wish older than the intervals (state written before they were kept): judged by the current wishes.
+    const current = (await this.#ctx.getStore(customerWishesStore).get(customerId)) ?? [];
+    return current.some(
+      (w) => w.productId === m.productId && (w.sku === m.sku || w.sku === null) && !intervals.some((i) => i.productId === w.productId && i.sku === w.sku),
+    );
   }
 
   #trigger(customerId: string, m: RestockMatch): Trigger {
@@ -466,12 +668,15 @@ export const wishlistRestock: TopologyDefinition<WishlistRestockParams> = {
   build(builder, settings) {
     const p = settings.params;
     const ttlMs = Math.max(p.stateTtl, p.cooldown);
+    const customerWishes = { ...customerWishesStore, ttlMs };
+    const wishHistory = { ...wishHistoryStore, ttlMs };
     const wishlist = builder.ensureSource(WISHLIST_TOPIC);
     const customers = builder.ensureSource(CUSTOMERS_TOPIC);
     const catalog = builder.ensureSource(CATALOG_TOPIC);
     builder
-      .addProcessor(WISHES_BY_PRODUCT, () => new WishesByProduct(), [wishlist, customers], 'wish changes re-keyed by productId; erasure withdraws them')
-      .addStore({ ...customerWishesStore, ttlMs }, [WISHES_BY_PRODUCT])
+      .addProcessor(WISHES_BY_PRODUCT, () => new WishesByProduct(Math.max(p.stateTtl, p.cooldown)), [wishlist, customers], 'wish changes re-keyed by productId; erasure withdraws them')
+      .addStore(customerWishes, [WISHES_BY_PRODUCT])
+      .addStore(wishHistory, [WISHES_BY_PRODUCT])
       .addProcessor(STOCK_BY_PRODUCT, () => new StockByProduct(), [catalog], 'STOCK_CHANGED re-keyed by productId, with its cause')
       .addRepartition(BY_PRODUCT, [WISHES_BY_PRODUCT, STOCK_BY_PRODUCT])
       .addProcessor(INDEX, () => new RestockIndexProcessor(settings), [BY_PRODUCT], 'wishes, stock and restock waves per product; paging timer per sku')
@@ -479,9 +684,12 @@ export const wishlistRestock: TopologyDefinition<WishlistRestockParams> = {
       .addStore(wishOrderStore, [INDEX])
       .addStore({ ...stockStore, ttlMs: p.stateTtl }, [INDEX])
       .addStore(wavesStore, [INDEX])
+      .addStore({ ...restocksStore, ttlMs: p.stateTtl }, [INDEX])
       .addRepartition(TO_CUSTOMER, [INDEX])
       .addProcessor(NOTIFY, () => new RestockNotifyProcessor(settings), [TO_CUSTOMER], 'cooldown per customer and sku; trigger and audit')
-      .addStore({ ...notifiedStore, ttlMs }, [NOTIFY]);
+      .addStore({ ...notifiedStore, ttlMs }, [NOTIFY])
+      .addStore(customerWishes, [NOTIFY])
+      .addStore(wishHistory, [NOTIFY]);
     wireOutputs(builder, NOTIFY, settings);
   },
 };
