@@ -268,7 +268,14 @@ function history(customers = 100, seed = 0x6b616972): History {
   // Event-time order; ties (none expected) by customer, which keeps each customer's own order.
   const events = [...shoppers.values()].flatMap((s) => s.events.map((e, n) => ({ e, n })));
   events.sort((x, y) => x.e.value.occurredAt - y.e.value.occurredAt || x.e.value.customerId.localeCompare(y.e.value.customerId) || x.n - y.n);
-  const clock = Array.from({ length: PARTITIONS }, (_, p): BasketEvent => ({ eventId: `clock-${p}`, customerId: CLOCK_CUSTOMER, occurredAt: T_END, type: 'BASKET_VIEWED' }));
+  // One dummy customer per partition, keyed so that murmur2 puts it there: a record on a partition its key does
+  // not hash to is routed to its key's task, so one key on every partition would reach one task only.
+  const clockKeys: string[] = [];
+  for (let i = 0; clockKeys.length < PARTITIONS; i++) {
+    const key = `${CLOCK_CUSTOMER}-${i}`;
+    if (partitionOf(key) === clockKeys.length) clockKeys.push(key);
+  }
+  const clock = clockKeys.map((customerId, p): BasketEvent => ({ eventId: `clock-${p}`, customerId, occurredAt: T_END, type: 'BASKET_VIEWED' }));
   return { shoppers, events: events.map((x) => x.e), clock };
 }
 
