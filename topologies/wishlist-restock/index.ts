@@ -357,21 +357,19 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
   /**
    * A new wish made at or before restocks the index already ran (it reached the index after them): matched
    * for each as its wave would have (same restock, time and cause, so the same trigger id), unless the wave is
-   * still to reach it, the customer was matched through their other wish, or a limited quota is used up.
+   * still to reach it or a limited quota is used up.
    */
   async #late(productId: string, w: Wish): Promise<void> {
     const restocksAll = this.#ctx.getStore(restocksStore);
     const restocks = (await restocksAll.get(productId)) ?? [];
     if (restocks.length === 0) return;
     const waves = this.#ctx.getStore(wavesStore);
-    const wishes = this.#ctx.getStore(wishesStore);
     let changed = false;
     const next = [...restocks];
     for (const [i, r] of restocks.entries()) {
       if (w.wishedAt > r.restockAt || (w.sku !== null && w.sku !== r.sku)) continue;
-      // The customer's other wish (sku-specific or any size) for this sku, made by then, was matched instead.
-      const other = await wishes.get(wishKey(productId, w.sku === null ? r.sku : null, w.customerId));
-      if (other && other.wishedAt <= r.restockAt) continue;
+      // Not skipped when the customer's other wish (sku-specific or any size) is here: it may have been removed
+      // before the restock with the removal still on its way. A second match for the restock is decided once.
       const wave = await waves.get(r.sku);
       const running = wave !== undefined && wave.eventId === r.eventId ? wave : undefined;
       if (running) {
