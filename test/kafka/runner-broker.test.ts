@@ -125,3 +125,42 @@ test('a commit larger than one produce request is cut into requests below the bo
     second.remove();
   }
 });
+
+test('start-up asks the broker for every missing topic with Kafka Streams\' settings (repartition topics kept until purged, changelogs compacted, DLQ retention explicit), outputs included', async () => {
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  // The mock cluster refuses CreateTopics and auto-creates instead: record what the runner asked for.
+  const asked: { topic: string; numPartitions?: number; configEntries?: { name: string; value: string }[] }[] = [];
+  const spy = new Proxy(kafka, {
+    get(target, prop, receiver) {
+      if (prop !== 'admin') return Reflect.get(target, prop, receiver) as unknown;
+      return (...args: Parameters<typeof kafka.admin>) => {
+        const admin = target.admin(...args);
+        const create = admin.createTopics.bind(admin);
+        admin.createTopics = (o) => {
+          asked.push(...o.topics);
+          return create(o);
+        };
+        return admin;
+      };
+    },
+  });
+  const r = runner(dir.dir, 'ktopics', { kafka: spy, dlqRetentionMs: 7 * 86_400_000 });
+  try {
+    await r.start();
+    const cfg = (topic: string): Record<string, string> => Object.fromEntries((asked.find((t) => t.topic === topic)?.configEntries ?? []).map((e) => [e.name, e.value]));
+    for (const t of ['ktopics-basket-price-drop.by-sku-repartition', 'ktopics-rerouted-repartition']) assert.equal(cfg(t)['retention.ms'], '-1', t);
+    assert.equal(cfg('ktopics-basket-abandonment.baskets-changelog')['cleanup.policy'], 'compact');
+    assert.equal(cfg('ktopics-_positions-changelog')['cleanup.policy'], 'compact');
+    assert.equal(cfg('shop.basket.v1.dlq')['retention.ms'], String(7 * 86_400_000));
+    // Outputs: asked for when missing (an earlier test of this file may have created them already).
+    const admin = kafka.admin();
+    await admin.connect();
+    const present = await admin.listTopics();
+    await admin.disconnect();
+    for (const t of ['crm.triggers.v1', 'crm.trigger-audit.v1']) assert.ok(present.includes(t), `${t} exists`);
+  } finally {
+    await r.stop();
+    dir.remove();
+  }
+});
