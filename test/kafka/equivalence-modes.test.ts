@@ -35,9 +35,8 @@ import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { KafkaRunner } from '../../src/kafka/runner.js';
-import { JsonSerde } from '../../src/kafka/serde.js';
 import { sleep, tempDir } from '../helpers.js';
-import { silent, testKafka } from '../support/kafka.js';
+import { mockRunnerDefaults, testKafka } from '../support/kafka.js';
 import { startChild, type ChildInstance } from '../support/instance.js';
 import { HOUR, INPUT_TOPICS, shopHistory, type Input, type ShopHistory } from '../support/shop-history.js';
 import {
@@ -88,15 +87,9 @@ function inProcessRunner(kafka: Kafka, stateDir: string, o: { registry?: Registr
     kafka,
     groupId: GROUP,
     stateDir,
-    serde: new JsonSerde(),
-    logger: silent,
-    idempotent: false,
-    maxWaitTimeInMs: 100,
-    punctuateIntervalMs: 200,
+    ...mockRunnerDefaults(),
     // Stream time follows the clock records, never the wall clock (but in the idle-start test).
     idleAdvanceMs: o.idleAdvanceMs ?? 1e12,
-    sessionTimeout: 10_000,
-    heartbeatInterval: 1000,
     ...(o.registry ? { registry: o.registry } : {}),
   });
 }

@@ -6,9 +6,8 @@ import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
-import { JsonSerde } from '../../src/kafka/serde.js';
 import { tempDir } from '../helpers.js';
-import { collect, json, produce, silent, testKafka } from '../support/kafka.js';
+import { collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
 
 let cluster: MockCluster;
 before(async () => {
@@ -24,14 +23,8 @@ function runner(stateDir: string, extra: Partial<KafkaRunnerOptions> = {}): Kafk
     topology,
     kafka: testKafka(cluster.brokers),
     stateDir,
-    serde: new JsonSerde(),
-    logger: silent,
-    idempotent: false,
-    maxWaitTimeInMs: 100,
-    punctuateIntervalMs: 200,
+    ...mockRunnerDefaults(),
     idleAdvanceMs: 500,
-    sessionTimeout: 10_000,
-    heartbeatInterval: 1000,
     ...extra,
   });
 }

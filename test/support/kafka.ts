@@ -3,6 +3,8 @@ import { randomUUID } from 'node:crypto';
 import type { Kafka, KafkaMessage, Message } from 'kafkajs';
 import pino from 'pino';
 import { createKafka } from '../../src/kafka/client.js';
+import type { KafkaRunnerOptions } from '../../src/kafka/runner.js';
+import { JsonSerde } from '../../src/kafka/serde.js';
 
 export const silent = pino({ level: process.env.KAIROS_TEST_LOG ?? 'silent' });
 
@@ -53,3 +55,11 @@ export async function collect(kafka: Kafka, topics: string[], done: (all: readon
 }
 
 export const json = <T>(m: KafkaMessage): T => JSON.parse((m.value as Buffer).toString('utf8')) as T;
+
+/**
+ * KafkaRunner options every test against the mock cluster shares: JSON, silent, no idempotence (the mock has
+ * none), short fetch waits, quick punctuation, a short session so a stopped member is released soon.
+ */
+export function mockRunnerDefaults(): Pick<KafkaRunnerOptions, 'serde' | 'logger' | 'idempotent' | 'maxWaitTimeInMs' | 'punctuateIntervalMs' | 'sessionTimeout' | 'heartbeatInterval'> {
+  return { serde: new JsonSerde(), logger: silent, idempotent: false, maxWaitTimeInMs: 100, punctuateIntervalMs: 200, sessionTimeout: 10_000, heartbeatInterval: 1000 };
+}
