@@ -178,9 +178,9 @@ test('kairos describe prints the topology as text and as Mermaid', async () => {
   const text = await kairos('describe');
   assert.equal(text.code, 0);
   assert.match(text.stdout, /Processor: basket-abandonment \(stores: \[basket-abandonment\.baskets\]\)/);
-  assert.match(text.stdout, /Processor: guards \(stores: \[guards\.profiles, guards\.state\]\)/);
+  assert.match(text.stdout, /Processor: guards \(stores: \[guards\.profiles, guards\.profile-history, guards\.state\]\)/);
   assert.match(text.stdout, /Sink: history\.triggers \(topic: crm\.triggers\.v1\)/);
-  assert.match(text.stdout, /Processor: guards \(stores: \[guards\.profiles, guards\.state\]\) --> history\n/);
+  assert.match(text.stdout, /Processor: guards \(stores: \[guards\.profiles, guards\.profile-history, guards\.state\]\) --> history\n/);
   const mermaid = await kairos('describe', '--format', 'mermaid');
   assert.match(mermaid.stdout, /^flowchart LR/);
   const bad = await kairos('describe', '--format', 'svg');

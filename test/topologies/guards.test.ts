@@ -5,7 +5,7 @@ import { TopologyBuilder } from '../../src/engine/api/index.js';
 import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { basketAbandonment, basketsStore } from '../../topologies/basket-abandonment/index.js';
-import { addGuards, bucketOf, GUARDS, profilesStore, quietUntil, type CampaignGuards } from '../../topologies/common/guards.js';
+import { addGuards, bucketOf, GUARDS, profileHistoryStore, profilesStore, quietUntil, type CampaignGuards } from '../../topologies/common/guards.js';
 import { audits } from '../support/outputs.js';
 
 const HOUR = 3_600_000;
@@ -169,6 +169,7 @@ test('a profile tombstone erases the customer from every customer-keyed store an
     await d.pipe('crm.customers.v1', 'gdpr', null, { timestamp: NOON + 1000 });
     assert.equal(await d.store(basketsStore).get('gdpr'), undefined);
     assert.equal(await d.store(profilesStore).get('gdpr'), undefined);
+    assert.equal(await d.store(profileHistoryStore).get('gdpr'), undefined);
     assert.deepEqual(d.timers('gdpr'), []);
     await d.advanceStreamTime(NOON + 3 * HOUR);
     assert.deepEqual(sent(d), [], 'nothing fires for an erased customer');

@@ -9,6 +9,10 @@
  *      they are decided in priority order (CHECKOUT > BASKET > PRICE_DROP > RESTOCK > BROWSE by default).
  * Every decision is audited (SENT, HELD, or SUPPRESSED with its reason). A profile tombstone erases the
  * customer from every store keyed by customer and cancels the customer's timers, in every topology.
+ *
+ * Steps 1, 2 and 4 read the customer's profile as of the decision time (the trigger's time; at a release, the
+ * release time), from a bounded history of profile versions: a fan-out trigger reaches this task through a
+ * repartition topic, often after later profile updates, and must be decided as replay decides it (DESIGN §4).
  */
 import { createHash } from 'node:crypto';
 import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer, type TopologyBuilder } from '../../src/engine/api/index.js';
@@ -57,6 +61,31 @@ export interface GuardSettings {
   readonly priority: readonly TriggerType[];
   /** Guards per campaignId. */
   readonly campaigns: ReadonlyMap<string, CampaignGuards>;
+  /** Bounds of the per-customer profile history; default {@link DEFAULT_PROFILE_HISTORY}. */
+  readonly profileHistory?: ProfileHistoryBounds;
+}
+
+export interface ProfileHistoryBounds {
+  /** At most this many versions per customer (the oldest go first). */
+  readonly maxVersions: number;
+  /** Versions superseded more than this long before the newest version's updatedAt are dropped. */
+  readonly horizonMs: number;
+}
+
+/**
+ * 8 versions, 30 days: a trigger is decided at most its lifetime (`expiresAt`, 48 h by default) after it
+ * occurred, and reaches the customer's task at most a repartition round trip late.
+ */
+export const DEFAULT_PROFILE_HISTORY: ProfileHistoryBounds = { maxVersions: 8, horizonMs: 30 * 24 * 3_600_000 };
+
+/** What the guards read of a profile version (no e-mail address or push tokens). */
+export type ProfileVersion = Pick<CustomerProfile, 'updatedAt' | 'timezone' | 'consents' | 'segments' | 'attributes'>;
+
+export interface ProfileHistory {
+  /** Ordered by updatedAt; versions with equal updatedAt in arrival order (the later one wins from then on). */
+  readonly versions: ProfileVersion[];
+  /** true once older versions were dropped: a time before the first version is then not "no profile yet". */
+  readonly trimmed?: true;
 }
 
 export const DEFAULT_PRIORITY: readonly TriggerType[] = ['CHECKOUT_ABANDONED', 'BASKET_ABANDONED', 'BASKET_PRICE_DROP', 'WISHLIST_BACK_IN_STOCK', 'BROWSE_ABANDONED'];
@@ -69,6 +98,10 @@ interface GuardState {
 }
 
 export const profilesStore = keyValueStore('guards.profiles', jsonCodec<CustomerProfile>(), { keyedByRecordKey: true, doc: 'customerId → profile (consents, timezone, segments, attributes)' });
+export const profileHistoryStore = keyValueStore('guards.profile-history', jsonCodec<ProfileHistory>(), {
+  keyedByRecordKey: true,
+  doc: 'customerId → recent profile versions by updatedAt (consents, timezone, segments, attributes), to decide a trigger with the profile as of its time',
+});
 export const guardStateStore = keyValueStore('guards.state', jsonCodec<GuardState>(), { keyedByRecordKey: true, doc: 'customerId → triggers sent in the cap window, triggers held for quiet hours' });
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
@@ -110,7 +143,7 @@ export function bucketOf(customerId: string, campaignId: string): number {
   return createHash('sha256').update(`${customerId}\u0000${campaignId}`).digest().readUInt32BE(0) / 2 ** 32;
 }
 
-export function matchesAudience(filter: AudienceFilter | undefined, profile: CustomerProfile): { ok: true } | { ok: false; detail: string } {
+export function matchesAudience(filter: AudienceFilter | undefined, profile: Pick<CustomerProfile, 'segments' | 'attributes'>): { ok: true } | { ok: false; detail: string } {
   if (!filter) return { ok: true };
   if (filter.segmentsAny && filter.segmentsAny.length > 0 && !filter.segmentsAny.some((s) => profile.segments.includes(s))) {
     return { ok: false, detail: `in none of the segments ${filter.segmentsAny.join(', ')}` };
@@ -143,6 +176,59 @@ function variantOf(e: Experiment, bucket: number): string | 'holdout' {
   return e.variants[e.variants.length - 1]?.name ?? 'default';
 }
 
+function versionOf(p: CustomerProfile): ProfileVersion {
+  return {
+    updatedAt: p.updatedAt,
+    ...(p.timezone === undefined ? {} : { timezone: p.timezone }),
+    consents: p.consents,
+    segments: p.segments,
+    attributes: p.attributes,
+  };
+}
+
+const sameVersion = (a: ProfileVersion, b: ProfileVersion) => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * `history` with version `v` inserted in updatedAt order (after versions with the same updatedAt: they arrived
+ * earlier), then bounded: versions superseded before (newest updatedAt − horizon) are dropped — the one valid at
+ * that time is kept —, then the oldest beyond `maxVersions`. A redelivered version (same updatedAt, same content)
+ * changes nothing. Returns a new history; `history` is not modified.
+ */
+export function withVersion(history: ProfileHistory | undefined, v: ProfileVersion, bounds: ProfileHistoryBounds = DEFAULT_PROFILE_HISTORY): ProfileHistory {
+  const versions = [...(history?.versions ?? [])];
+  let trimmed = history?.trimmed === true;
+  if (versions.some((x) => x.updatedAt === v.updatedAt && sameVersion(x, v))) return history ?? { versions };
+  let i = versions.length;
+  while (i > 0 && (versions[i - 1] as ProfileVersion).updatedAt > v.updatedAt) i--;
+  versions.splice(i, 0, v);
+  const boundary = (versions[versions.length - 1] as ProfileVersion).updatedAt - bounds.horizonMs;
+  let keepFrom = 0;
+  // The last version at or before the boundary is valid at the boundary: everything before it is superseded.
+  for (let k = 0; k < versions.length && (versions[k] as ProfileVersion).updatedAt <= boundary; k++) keepFrom = k;
+  const excess = versions.length - keepFrom - Math.max(1, bounds.maxVersions);
+  if (excess > 0) keepFrom += excess;
+  if (keepFrom > 0) {
+    versions.splice(0, keepFrom);
+    trimmed = true;
+  }
+  return trimmed ? { versions, trimmed: true } : { versions };
+}
+
+/**
+ * The version valid at `at`: the latest with updatedAt <= at (a profile and a trigger at the same time: the
+ * profile counts, as replay processes the profile first when it comes first in the input). undefined when the
+ * customer's first profile is newer than `at` (no profile known then). When older versions were dropped by
+ * the bounds, a time before the oldest kept one gets that oldest one (the closest known).
+ */
+export function versionAt(history: ProfileHistory | undefined, at: number): ProfileVersion | undefined {
+  const versions = history?.versions ?? [];
+  for (let i = versions.length - 1; i >= 0; i--) {
+    const v = versions[i] as ProfileVersion;
+    if (v.updatedAt <= at) return v;
+  }
+  return history?.trimmed ? versions[0] : undefined;
+}
+
 const isAudit = (v: unknown): v is TriggerAudit => typeof v === 'object' && v !== null && 'auditId' in v;
 
 export class GuardsProcessor implements Processor<Trigger | TriggerAudit | CustomerProfile | null, Trigger | TriggerAudit> {
@@ -167,7 +253,11 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
         this.#ctx.eraseKey(key);
         return;
       }
-      this.#ctx.getStore(profilesStore).put(key, record.value as CustomerProfile);
+      const p = record.value as CustomerProfile;
+      // The current profile (the query API reads it), then the version history the decisions read.
+      const history = await this.#history(key);
+      this.#ctx.getStore(profilesStore).put(key, p);
+      this.#ctx.getStore(profileHistoryStore).put(key, withVersion(history, versionOf(p), this.#s.profileHistory));
       return;
     }
     const v = record.value;
@@ -195,6 +285,17 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
     this.#save(timer.key, state);
   }
 
+  /**
+   * The customer's profile history. A customer whose profile was stored before the history existed (state of an
+   * earlier version) starts with that profile as its one version.
+   */
+  async #history(customerId: string): Promise<ProfileHistory | undefined> {
+    const history = await this.#ctx.getStore(profileHistoryStore).get(customerId);
+    if (history) return history;
+    const current = await this.#ctx.getStore(profilesStore).get(customerId);
+    return current ? { versions: [versionOf(current)] } : undefined;
+  }
+
   async #state(customerId: string): Promise<GuardState> {
     return (await this.#ctx.getStore(guardStateStore).get(customerId)) ?? { sent: [], held: [] };
   }
@@ -212,7 +313,8 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
   async #decide(candidate: Trigger, at: number, state: GuardState): Promise<void> {
     const t = candidate;
     if (at > t.expiresAt) return this.#audit(t, at, 'SUPPRESSED', 'expired', `expired at ${new Date(t.expiresAt).toISOString()} while held`);
-    const profile = await this.#ctx.getStore(profilesStore).get(t.customerId);
+    // The profile as of the decision time, whatever later versions this task has already seen.
+    const profile = versionAt(await this.#history(t.customerId), at);
     if (!profile) return this.#audit(t, at, 'SUPPRESSED', 'no-consent', 'no profile known for the customer');
     const channels: Channel[] = t.channels.filter((c) => (c === 'webhook' ? true : profile.consents[c]));
     if (channels.length === 0) return this.#audit(t, at, 'SUPPRESSED', 'no-consent', `no consent for ${t.channels.join(', ')}`);
@@ -238,6 +340,8 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
       }
     }
     if (this.#s.cap) {
+      // Every send within the window counts, also one at a later time already made (a trigger that arrived
+      // late): the cap is never exceeded, but which of two out-of-order triggers is sent can differ from replay.
       const from = at - this.#s.cap.windowMs;
       state.sent = state.sent.filter((s) => s.at > from);
       if (state.sent.length >= this.#s.cap.max) {
@@ -260,6 +364,7 @@ export function addGuards(builder: TopologyBuilder, settings: GuardSettings, nex
   builder
     .addProcessor(GUARDS, () => new GuardsProcessor(settings, out), [customers], 'consent, audience, A/B + holdout, quiet hours, cap; audits every decision')
     .addStore(profilesStore, [GUARDS])
+    .addStore(profileHistoryStore, [GUARDS])
     .addStore(guardStateStore, [GUARDS]);
   if (next === undefined) builder.addSink('guards.triggers', TRIGGERS_TOPIC, [GUARDS]).addSink('guards.audit', AUDIT_TOPIC, [GUARDS]);
   else builder.connect(GUARDS, next);
