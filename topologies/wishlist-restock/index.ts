@@ -537,8 +537,11 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
       return;
     }
     waves.put(sku, wave);
-    // Next step one millisecond of stream time later (see README, "Fan-out and paging").
-    this.#ctx.timers.register({ name: PAGE_TIMER, key: sku, time: this.#ctx.streamTime() + 1, domain: 'stream-time' });
+    // Step k is due at restockAt + k of stream time (see README, "Fan-out and paging"), counted from the wave's
+    // own time, not the task's: a restock read behind stream time (it came late through the repartition topic)
+    // then runs its steps at once, as replay ran them before the later records, instead of waiting for stream
+    // time to move past the newest record.
+    this.#ctx.timers.register({ name: PAGE_TIMER, key: sku, time: wave.restockAt + (wave.steps ?? 1), domain: 'stream-time' });
   }
 }
 
