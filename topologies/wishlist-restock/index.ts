@@ -652,7 +652,10 @@ export class RestockNotifyProcessor implements Processor<RestockMatch, Trigger |
           stock: m.stock,
           wishedAt: m.wishedAt,
           wishedSku: m.wishedSku,
-          wavePosition: m.position,
+          // The place in the quota, only where there is one: without a limit the order of matches decides
+          // nothing, and late matches (a wish that reached the product task after the restock) take places in
+          // arrival order, which would make the same trigger differ between replay and Kafka.
+          ...(m.limit === null ? {} : { wavePosition: m.position }),
           waveLimit: m.limit ?? 'unlimited',
         },
       },
