@@ -102,6 +102,9 @@ export const profileHistoryStore = keyValueStore('guards.profile-history', jsonC
   keyedByRecordKey: true,
   doc: 'customerId → recent profile versions by updatedAt (consents, timezone, segments, attributes), to decide a trigger with the profile as of its time',
 });
+/** How late a trigger may reach the guards (behind the newest send) and still see every send around its time. */
+export const CAP_LATENESS_MS = 7 * 86_400_000;
+
 export const guardStateStore = keyValueStore('guards.state', jsonCodec<GuardState>(), { keyedByRecordKey: true, doc: 'customerId → triggers sent in the cap window, triggers held for quiet hours' });
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
@@ -340,12 +343,20 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
       }
     }
     if (this.#s.cap) {
-      // Every send within the window counts, also one at a later time already made (a trigger that arrived
-      // late): the cap is never exceeded, but which of two out-of-order triggers is sent can differ from replay.
-      const from = at - this.#s.cap.windowMs;
-      state.sent = state.sent.filter((s) => s.at > from);
-      if (state.sent.length >= this.#s.cap.max) {
-        return this.#audit(guarded, at, 'SUPPRESSED', 'cap', `${state.sent.length} sent in the last ${this.#s.cap.windowMs} ms (cap ${this.#s.cap.max})`);
+      // The cap holds for every window that would contain this send: the one ending now, and those ending at a
+      // later send already made (a trigger that reached the task late, through a repartition topic). Sends are
+      // kept for the window plus CAP_LATENESS_MS for such late triggers. In event-time order (replay) no send is
+      // later than `at`, so this is the plain sliding window; out of order the cap still holds, but which of
+      // two triggers is sent can differ from replay.
+      const w = this.#s.cap.windowMs;
+      const newest = state.sent.reduce((m, x) => Math.max(m, x.at), at);
+      state.sent = state.sent.filter((x) => x.at > newest - w - CAP_LATENESS_MS);
+      let worst = 0;
+      for (const end of [at, ...state.sent.filter((x) => x.at > at && x.at < at + w).map((x) => x.at)]) {
+        worst = Math.max(worst, state.sent.filter((x) => x.at > end - w && x.at <= end).length);
+      }
+      if (worst >= this.#s.cap.max) {
+        return this.#audit(guarded, at, 'SUPPRESSED', 'cap', `${worst} sent in the last ${w} ms (cap ${this.#s.cap.max})`);
       }
     }
     state.sent.push({ at, type: t.type, triggerId: t.triggerId });
