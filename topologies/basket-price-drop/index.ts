@@ -532,9 +532,13 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     subs.put(key, { since: now?.since ?? c.at, ...(now?.reference === undefined ? {} : { reference: now.reference }), changes });
     // Price events at or after this change that the index already processed: judged now for this subscriber,
     // as their wave would have (a Kafka Streams foreign-key join re-evaluates from either side).
+    // Most changes are newer than every price processed (read in event time): nothing to judge, no wave to read.
+    let first = prices.length;
+    while (first > 0 && (prices[first - 1] as PriceEvent).occurredAt >= at) first--;
+    if (first === prices.length) return;
     const wave = await this.#ctx.getStore(fanoutStore).get(c.sku);
     const p = this.#settings.params;
-    for (let i = 0; i < prices.length; i++) {
+    for (let i = first; i < prices.length; i++) {
       const e = prices[i] as PriceEvent;
       if (e.occurredAt < at) continue;
       // The wave in progress has not reached this subscriber yet: it will judge it.

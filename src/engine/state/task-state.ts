@@ -85,6 +85,11 @@ class StoreState {
   sweepAfter: string | undefined;
   /** The expiry bound of the last completed sweep pass. */
   sweptBefore = -Infinity;
+  /**
+   * Every entry RocksDB holds for this store is also in the cache (its range was empty when the task opened or
+   * restored, and no live entry was evicted since): a key the cache does not hold is absent, with no read.
+   */
+  complete = false;
 
   constructor(readonly spec: StoreSpec<unknown>) {
     this.prefix = `${spec.name}\u0000`;
@@ -145,6 +150,7 @@ export class TaskState {
     for (const [k, v] of await db.scan({ gte: Buffer.from(OFFSET_PREFIX), lt: Buffer.from(`${META}offset\u0001`) })) {
       state.#positions.set(k.toString('utf8').slice(OFFSET_PREFIX.length), v.toString('utf8'));
     }
+    await state.#checkComplete();
     return state;
   }
 
@@ -208,6 +214,8 @@ export class TaskState {
       return this.#live(s, cached);
     }
     this.stats.cacheMisses++;
+    // Nothing on disk that the cache does not hold (a fresh task, e.g. a replay): absent, without a read.
+    if (s.complete) return undefined;
     const bytes = await this.#db.get(Buffer.from(s.prefix + key, 'utf8'));
     // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
     const raced = s.cache.get(key);
@@ -224,6 +232,7 @@ export class TaskState {
    */
   async prefetch(store: string, keys: Iterable<string>): Promise<number> {
     const s = this.#store(store);
+    if (s.complete) return 0;
     const missing = [...new Set(keys)].filter((k) => !s.cache.has(k));
     if (missing.length === 0) return 0;
     const values = await this.#db.getMany(missing.map((k) => Buffer.from(s.prefix + k, 'utf8')));
@@ -455,6 +464,7 @@ export class TaskState {
       s.cache.clear();
       s.dirty.clear();
     }
+    await this.#checkComplete();
     return applied;
   }
 
@@ -539,7 +549,17 @@ export class TaskState {
     if (clean < Math.min(s.cache.size - target, Math.ceil(this.#cacheMax * 0.1))) return;
     for (const [key, e] of s.cache) {
       if (s.cache.size <= target) break;
-      if (!e.dirty) s.cache.delete(key);
+      if (e.dirty) continue;
+      s.cache.delete(key);
+      // A live entry leaves the cache: from now on a miss must read RocksDB.
+      if (e.value !== ABSENT) s.complete = false;
+    }
+  }
+
+  /** Marks complete the stores whose range holds nothing in RocksDB (their caches must be empty). */
+  async #checkComplete(): Promise<void> {
+    for (const s of this.#stores.values()) {
+      s.complete = s.cache.size === 0 && (await this.#db.scan({ gte: s.prefixBuf, lt: s.endBuf, limit: 1 })).length === 0;
     }
   }
 
