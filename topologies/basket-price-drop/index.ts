@@ -169,6 +169,11 @@ export interface SkuState {
   stockAt?: number;
   /** Recent PRICE_CHANGED events, oldest first: at most `PRICE_HISTORY_CAP`, none older than `stateTtl` before stream time. */
   prices?: PriceEvent[];
+  /**
+   * The sku has no row in `ended`: set by a wave step that read the whole range and deleted every row, cleared
+   * when an unsubscribe adds one. Absent: unknown (a wave reads the range).
+   */
+  noEnded?: true;
 }
 
 /** Sku side: a fan-out wave in progress (one per sku; a newer PRICE_CHANGED replaces it). */
@@ -429,28 +434,44 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
  * quantity changed, keeps [from, ts) with what it was, so a late candidate is judged as of its own time.
  */
 function recordVersions(state: CustomerState, before: ReadonlyMap<string, BasketItem>, ts: number): void {
-  const since = { ...(state.lineSince ?? {}) };
-  const past = [...(state.past ?? [])];
+  // In place: the state is this event's to write. Most events (views, checkout) change no line: no allocation.
+  const since = state.lineSince;
+  let past = state.past;
+  let current: Map<string, BasketItem> | undefined;
   for (const [sku, old] of before) {
-    const now = state.items.find((i) => i.sku === sku);
+    if (current === undefined) {
+      current = new Map();
+      for (const i of state.items) if (!current.has(i.sku)) current.set(i.sku, i);
+    }
+    const now = current.get(sku);
     if (now !== undefined && now.addedAt === old.addedAt && now.quantity === old.quantity && sameMoney(now.unitPrice, old.unitPrice)) continue;
-    const from = since[sku] ?? old.addedAt;
+    const from = since?.[sku] ?? old.addedAt;
     if (from < ts) {
+      past ??= [];
       past.push({ sku, addedAt: old.addedAt, from, until: ts, quantity: old.quantity, ...(old.unitPrice === undefined ? {} : { unitPrice: old.unitPrice }) });
     }
-    if (now === undefined) delete since[sku];
-    else since[sku] = ts;
+    if (now === undefined) {
+      if (since !== undefined) delete since[sku];
+    } else (state.lineSince ??= {})[sku] = ts;
   }
-  // Lines no longer in the basket have no current version.
-  for (const sku of Object.keys(since)) if (!state.items.some((i) => i.sku === sku)) delete since[sku];
-  if (Object.keys(since).length > 0) state.lineSince = since;
-  else delete state.lineSince;
-  if (past.length > 0) state.past = past.length > PAST_LINES_CAP ? past.slice(past.length - PAST_LINES_CAP) : past;
+  const lineSince = state.lineSince;
+  if (lineSince !== undefined) {
+    // Lines no longer in the basket have no current version.
+    for (const sku of Object.keys(lineSince)) if (!state.items.some((i) => i.sku === sku)) delete lineSince[sku];
+    let any = false;
+    for (const _ in lineSince) {
+      any = true;
+      break;
+    }
+    if (!any) delete state.lineSince;
+  }
+  if (past !== undefined && past.length > 0) state.past = past.length > PAST_LINES_CAP ? past.slice(past.length - PAST_LINES_CAP) : past;
   else delete state.past;
 }
 
 function prunePast(state: CustomerState, olderThan: number): void {
   if (state.past === undefined) return;
+  if (state.past.every((v) => v.until >= olderThan)) return;
   const kept = state.past.filter((v) => v.until >= olderThan);
   if (kept.length > 0) state.past = kept;
   else delete state.past;
@@ -469,12 +490,15 @@ export function lineAt(state: CustomerState, sku: string, at: number): { addedAt
 }
 
 function pruneNotified(state: CustomerState, olderThan: number): void {
-  for (const [sku, n] of Object.entries(state.notified)) if (n.at < olderThan) delete state.notified[sku];
-  if (state.chains === undefined) return;
-  const chains = { ...state.chains };
-  for (const [sku, chain] of Object.entries(chains)) if (chain.entries.every((e) => e.candidate.occurredAt < olderThan)) delete chains[sku];
-  if (Object.keys(chains).length > 0) state.chains = chains;
-  else delete state.chains;
+  for (const sku in state.notified) if ((state.notified[sku] as { at: number }).at < olderThan) delete state.notified[sku];
+  const chains = state.chains;
+  if (chains === undefined) return;
+  let any = false;
+  for (const sku in chains) {
+    if ((chains[sku] as DropChain).entries.every((e) => e.candidate.occurredAt < olderThan)) delete chains[sku];
+    else any = true;
+  }
+  if (!any) delete state.chains;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -522,6 +546,12 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
       const old = await ended.get(key);
       const changes = capChanges([...(old?.changes ?? []), ...changesOf(existing), { op: 'unsubscribe', at: c.at }]);
       ended.put(key, { since: existing.since, ...(existing.reference === undefined ? {} : { reference: existing.reference }), changes, until: c.at });
+      const skus = this.#ctx.getStore(skusStore);
+      const sku = await skus.get(c.sku);
+      if (sku?.noEnded === true) {
+        delete sku.noEnded;
+        skus.put(c.sku, sku);
+      }
       return;
     }
     const prices = (await this.#ctx.getStore(skusStore).get(c.sku))?.prices ?? [];
@@ -650,17 +680,26 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     }
     if (budget > 0) {
       const ended = this.#ctx.getStore(endedStore);
-      const rows = await ended.scan({ prefix, ...(next.after === undefined ? {} : { after: next.after }), limit: budget });
+      // Known to hold no ended watch of the sku: nothing to read, the wave ends.
+      const skip = state?.noEnded === true && next.after === undefined;
+      const rows = skip ? [] : await ended.scan({ prefix, ...(next.after === undefined ? {} : { after: next.after }), limit: budget });
+      let kept = 0;
       for (const { key, value } of rows) {
         // Ended at or before this price: no later price can concern it (a newer price is never older than this one).
         if (value.until !== undefined && value.until <= event.occurredAt) {
           ended.delete(key);
           continue;
         }
+        kept++;
         this.#send(candidateFor(key.slice(prefix.length), sku, watchAt(changesOf(value), prices, upto, event.occurredAt), event, p));
       }
       const last = rows[rows.length - 1];
       if (rows.length < budget || last === undefined) {
+        // The whole range read in this step and emptied: the next waves need not read it until an unsubscribe.
+        if (!skip && state !== undefined && next.after === undefined && kept === 0) {
+          state.noEnded = true;
+          this.#ctx.getStore(skusStore).put(sku, state);
+        }
         fanout.delete(sku);
         this.#ctx.timers.cancel(FANOUT_TIMER, sku);
         return;
