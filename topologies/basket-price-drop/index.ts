@@ -170,8 +170,9 @@ export interface SkuState {
   /** Recent PRICE_CHANGED events, oldest first: at most `PRICE_HISTORY_CAP`, none older than `stateTtl` before stream time. */
   prices?: PriceEvent[];
   /**
-   * The sku has no row in `ended`: set by a wave step that read the whole range and deleted every row, cleared
-   * when an unsubscribe adds one. Absent: unknown (a wave reads the range).
+   * The sku has no row in `ended`: set when the catalog creates the sku's row (an unsubscribe that adds a row
+   * to `ended` first creates the sku's row without it) and by a wave step that read the whole range and
+   * deleted every row; cleared when an unsubscribe adds one. Absent: unknown (a wave reads the range).
    */
   noEnded?: true;
 }
@@ -548,7 +549,9 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
       ended.put(key, { since: existing.since, ...(existing.reference === undefined ? {} : { reference: existing.reference }), changes, until: c.at });
       const skus = this.#ctx.getStore(skusStore);
       const sku = await skus.get(c.sku);
-      if (sku?.noEnded === true) {
+      // The sku's row says whether waves must read `ended`: written (empty) when the catalog has not spoken yet.
+      if (sku === undefined) skus.put(c.sku, {});
+      else if (sku.noEnded === true) {
         delete sku.noEnded;
         skus.put(c.sku, sku);
       }
@@ -588,7 +591,8 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     const sku = e.sku;
     // Steps of a running wave that replay would have run before this event first (it may end or replace the wave).
     await this.#catchUp(sku, e.occurredAt);
-    const state: SkuState = (await skus.get(sku)) ?? {};
+    // No row yet: no unsubscribe of the sku was seen either (it would have written one), so `ended` holds none.
+    const state: SkuState = (await skus.get(sku)) ?? { noEnded: true };
     state.productId = e.productId;
     if (e.type === 'STOCK_CHANGED') {
       if (e.stock === undefined || (state.stockAt !== undefined && e.occurredAt < state.stockAt)) return;
