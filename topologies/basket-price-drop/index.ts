@@ -711,9 +711,11 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
       next = { ...next, after: last.key };
     }
     fanout.put(sku, next);
-    // Next step one millisecond of stream time later: a timer at or below stream time would fire at once and
-    // run the whole wave before the next record (see README, "Paging").
-    this.#ctx.timers.register({ name: FANOUT_TIMER, key: sku, time: this.#ctx.streamTime() + 1, domain: 'stream-time' });
+    // Step k is due at the price event's time + k ms (see README, "Paging"): one millisecond after the previous
+    // step when the price set the task's stream time, so pages interleave with later records; counted from the
+    // wave's own time, so a price read behind stream time (catch-up) runs its steps at once, as replay ran them
+    // before the later records, instead of waiting for stream time to pass the newest record.
+    this.#ctx.timers.register({ name: FANOUT_TIMER, key: sku, time: next.occurredAt + (next.steps ?? 1), domain: 'stream-time' });
   }
 
   /**
