@@ -215,7 +215,11 @@ export class StreamTask {
     // The lag between wall clock and event time is measured on external inputs only: repartitioned records
     // come back later with their original event time and would make the idle advance fall behind.
     if (!this.#repartitionTopics.has(record.topic)) this.state.wallClockLag = Math.max(0, now - record.timestamp);
-    if (record.timestamp > this.state.streamTime) await this.advanceStreamTime(record.timestamp);
+    if (record.timestamp > this.state.streamTime) {
+      // Most records have no timer due before them: stream time moves without a trip through the timer loop.
+      if (this.#streamTimerDue(record.timestamp)) await this.advanceStreamTime(record.timestamp);
+      else this.state.streamTime = record.timestamp;
+    }
     if (source === undefined) {
       // A topic no source reads only moves stream time (replay inputs carry every topic); no position kept.
       this.stats.recordsSkipped++;
@@ -232,9 +236,14 @@ export class StreamTask {
     }
     // A timer registered at or below stream time fires now (DESIGN §4): a record that reaches this task late
     // (through a repartition topic, or out of order) must not leave a timer waiting for a later record.
-    await this.advanceStreamTime(this.state.streamTime);
+    if (this.#streamTimerDue(this.state.streamTime)) await this.advanceStreamTime(this.state.streamTime);
     this.stats.recordsProcessed++;
     return true;
+  }
+
+  #streamTimerDue(time: number): boolean {
+    const next = this.#timers.nextTime('stream-time');
+    return next !== undefined && next <= time;
   }
 
   /** Moves stream time forward to `time` (never back) and fires the stream-time timers due by then. */
