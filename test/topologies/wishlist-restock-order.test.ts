@@ -179,3 +179,22 @@ test('quota (maxPerUnit): a late older wish takes a spare place or, when the quo
   // Unlimited: always both.
   for (let seed = 1; seed <= 4; seed++) assert.equal((await multi(inputs, END, { partitions: 3, seed, schedule: 'random', publishProbability: 0.3 })).length, 2);
 });
+
+test('quota (maxPerUnit): a place taken by a wish removed before the restock, its removal arriving late, goes back to the next wisher', async () => {
+  // gone wished coat-m and removed it before the restock; kate (any size) wished before it too. One unit, one
+  // place: replay notifies kate. When gone's wish reaches the index before its removal (after the restock, or
+  // before it with the removal after), it takes the place and the customer task drops that match; the removal
+  // then gives the place back, to kate's late wish or by resuming the wave that ended with the quota used up.
+  const inputs = [
+    stock('coat', 'coat-m', 0, 0),
+    wish('gone', 5, 'coat', 'coat-m'),
+    wish('kate', 8, 'coat'),
+    wish('gone', 10, 'coat', 'coat-m', 'ITEM_REMOVED'),
+    stock('coat', 'coat-m', 30, 1, 'restock-1'),
+  ];
+  const expected = await replay(inputs, END, { maxPerUnit: 1 });
+  assert.deepEqual(expected, [`${triggerId(NAME, 'kate', 'WISHLIST_BACK_IN_STOCK', 'restock-1')} WISHLIST_BACK_IN_STOCK kate`]);
+  const runs: Run[] = [];
+  for (let seed = 1; seed <= 6; seed++) runs.push({ partitions: 3, seed, schedule: 'inputs-first' }, { partitions: 3, seed, schedule: 'random', publishProbability: 0.3 });
+  for (const run of runs) assert.deepEqual(await multi(inputs, END, run, { maxPerUnit: 1 }), expected, JSON.stringify(run));
+});

@@ -104,6 +104,11 @@ export interface Restock {
   limit: number | null;
   /** Matches sent for it (by its wave and for late wishes). */
   sent: number;
+  /**
+   * With a limit only: the wishes (`wishes` keys) that took a place. A removal older than the restock that reaches
+   * the index after the match gives the place back (the customer task drops that match), see README.
+   */
+  matched?: string[];
 }
 
 /** Customer task: one wish of the customer, [from, until) in event time (`until` absent: still wished). */
@@ -343,6 +348,7 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
       // The order row stays, marked, for restocks older than the removal that reach the index later.
       if (v.eventId.startsWith('erase-')) order.delete(orderKey(v.productId, existing));
       else order.put(orderKey(v.productId, existing), { ...existing, removedAt: v.at });
+      await this.#release(v.productId, existing, v.at);
       return;
     }
     // Re-adding keeps the original wish time (its place in the queue) and only refreshes seenAt.
@@ -377,14 +383,53 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
         // The wave has yet to reach this wish: it will match it in its place.
         if (!done && (cursor === null || orderKey(productId, w) > cursor)) continue;
       }
+      const key = wishKey(productId, w.sku, w.customerId);
+      if (r.matched?.includes(key) === true) continue;
       const sent = running ? running.sent : r.sent;
       if (r.limit !== null && sent >= r.limit) continue;
       if (running) waves.put(r.sku, { ...running, sent: sent + 1 });
-      next[i] = { ...r, sent: sent + 1 };
+      next[i] = { ...r, sent: sent + 1, ...(r.limit === null ? {} : { matched: [...(r.matched ?? []), key] }) };
       changed = true;
       this.#ctx.forward({ key: w.customerId, value: matchOf(r, w, sent + 1), timestamp: r.restockAt });
     }
     if (changed) restocksAll.put(productId, next);
+  }
+
+  /**
+   * A removal made at or before restocks for which the wish already took a place of a limited quota (the
+   * removal reached the index after the match): the customer task drops that match (not wished at the
+   * restock), so the place goes back to the restock: its running wave goes on, or, when its wave has ended, the
+   * wave runs again from the oldest wish, skipping the wishes already matched (a late wish the quota turned away
+   * gets its place back, oldest first), see README, Order-insensitivity.
+   */
+  async #release(productId: string, w: Wish, removedAt: number): Promise<void> {
+    const restocksAll = this.#ctx.getStore(restocksStore);
+    const restocks = (await restocksAll.get(productId)) ?? [];
+    const key = wishKey(productId, w.sku, w.customerId);
+    if (!restocks.some((r) => r.matched?.includes(key) === true && removedAt <= r.restockAt)) return;
+    const waves = this.#ctx.getStore(wavesStore);
+    const wishes = this.#ctx.getStore(wishesStore);
+    const next = [...restocks];
+    const resumed: string[] = [];
+    for (const [i, r] of restocks.entries()) {
+      if (r.matched?.includes(key) !== true || removedAt > r.restockAt) continue;
+      // The customer's other wish (any size, or this sku) still covers the restock: the match stands.
+      const other = await wishes.get(wishKey(productId, w.sku === null ? r.sku : null, w.customerId));
+      if (other && other.wishedAt <= r.restockAt) continue;
+      const released: Restock = { ...r, sent: Math.max(0, r.sent - 1), matched: r.matched.filter((k) => k !== key) };
+      const wave = await waves.get(r.sku);
+      if (wave !== undefined && wave.eventId === r.eventId) {
+        waves.put(r.sku, { ...wave, sent: Math.max(0, wave.sent - 1) });
+      } else if (wave === undefined) {
+        const { productId: p, sku, restockAt, eventId, causedBy: cause, previousStock, stock, limit } = r;
+        const cursors = { skuCursor: null, productCursor: null, skuDone: false, productDone: false };
+        waves.put(sku, { productId: p, sku, restockAt, eventId, causedBy: cause, previousStock, stock, limit, sent: released.sent, ...cursors, steps: 0 });
+        resumed.push(sku);
+      }
+      next[i] = released;
+    }
+    restocksAll.put(productId, next);
+    for (const sku of resumed) await this.#page(sku);
   }
 
   /** Remembers a restock whose wave starts (recent ones per product: RESTOCKS_CAP, none older than stateTtl). */
@@ -395,16 +440,21 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
     store.put(r.productId, kept.length > RESTOCKS_CAP ? kept.slice(kept.length - RESTOCKS_CAP) : kept);
   }
 
-  /** The wave's count of matches, copied to its restock record (late wishes count against the same quota). */
-  async #syncSent(wave: Wave): Promise<void> {
-    const store = this.#ctx.getStore(restocksStore);
-    const restocks = (await store.get(wave.productId)) ?? [];
-    const i = restocks.findIndex((r) => r.eventId === wave.eventId && r.sku === wave.sku);
+  /** The wave's restock record (its index among the product's recent restocks). */
+  async #restockOf(wave: Wave): Promise<{ restocks: Restock[]; i: number }> {
+    const restocks = (await this.#ctx.getStore(restocksStore).get(wave.productId)) ?? [];
+    return { restocks, i: restocks.findIndex((r) => r.eventId === wave.eventId && r.sku === wave.sku) };
+  }
+
+  /** The wave's count of matches and the wishes matched, copied to its restock record (late wishes count against the same quota). */
+  async #syncSent(wave: Wave, matched: readonly string[] | undefined): Promise<void> {
+    const { restocks, i } = await this.#restockOf(wave);
     const r = restocks[i];
-    if (r === undefined || r.sent === wave.sent) return;
+    if (r === undefined) return;
+    if (r.sent === wave.sent && (matched === undefined || matched.length === (r.matched ?? []).length)) return;
     const next = [...restocks];
-    next[i] = { ...r, sent: wave.sent };
-    store.put(wave.productId, next);
+    next[i] = { ...r, sent: wave.sent, ...(matched === undefined ? {} : { matched: [...matched] }) };
+    this.#ctx.getStore(restocksStore).put(wave.productId, next);
   }
 
   async #stock(v: Extract<ByProduct, { kind: 'stock' }>): Promise<void> {
@@ -450,6 +500,7 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
       stock: v.stock,
       limit: wave.limit,
       sent: 0,
+      ...(wave.limit === null ? {} : { matched: [] }),
     });
     await this.#page(v.sku);
   }
@@ -488,6 +539,8 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
     const bufs: [KeyValue<Wish>[], KeyValue<Wish>[]] = [[], []];
     let examined = 0;
     const full = (): boolean => wave.limit !== null && wave.sent >= wave.limit;
+    // With a limit: the wishes that took a place (a late match may have given one to a wish still ahead).
+    const matched = wave.limit === null ? undefined : [...((await this.#restockOf(wave)).restocks.find((r) => r.eventId === wave.eventId && r.sku === wave.sku)?.matched ?? [])];
     while (examined < pageSize && !full()) {
       for (const i of [0, 1] as const) {
         const done = i === 0 ? wave.skuDone : wave.productDone;
@@ -528,10 +581,15 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
         const specific = await wishes.get(wishKey(wave.productId, wave.sku, w.customerId));
         if (specific && specific.wishedAt <= wave.restockAt && specific.seenAt + stateTtl >= wave.restockAt) continue;
       }
+      if (matched !== undefined) {
+        const key = wishKey(wave.productId, w.sku, w.customerId);
+        if (matched.includes(key)) continue;
+        matched.push(key);
+      }
       wave.sent++;
       this.#ctx.forward({ key: w.customerId, value: matchOf(wave, w, wave.sent), timestamp: wave.restockAt });
     }
-    await this.#syncSent(wave);
+    await this.#syncSent(wave, matched);
     if (full() || (wave.skuDone && wave.productDone)) {
       this.#endWave(sku);
       return;
