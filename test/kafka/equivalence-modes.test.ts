@@ -75,7 +75,10 @@ const CAMPAIGNS = {
     },
     'browse-abandonment': { expiresAfter: '3h', audience: { segmentsNone: ['staff'] }, params: { sessionGap: '20m', minDistinctProducts: 2, reentryCooldown: '3h' } },
     'basket-price-drop': { params: { minDropPercent: 10, pageSize: 3 } },
-    'wishlist-restock': { channels: ['email'], params: { cooldown: '4h', maxPerUnit: 2, pageSize: 2 } },
+    // No quota (maxPerUnit): with one, who gets the places depends on the order in which late wishes reach the
+    // product task, by design (topologies/wishlist-restock/README.md, "Order-insensitivity"); the quota's own
+    // rules are tested with shuffled delivery in test/topologies/wishlist-restock-order.test.ts.
+    'wishlist-restock': { channels: ['email'], params: { cooldown: '4h', pageSize: 2 } },
   },
 };
 
@@ -195,14 +198,15 @@ test('live: the runner runs first, the history arrives in event-time order in sm
 });
 
 /**
- * Known to differ still (issue 13 stays open): in catch-up of this guard-heavy history, a few restock triggers
- * that replay decides (SUPPRESSED cap in the runs seen: c080, c082, c132) never reach the guards in Kafka.
- * The runs on a real broker with guards off (README, Kafka on a real broker) are equal; live mode and the
- * idle start are equal here. Reported as TODO, not as a pass: the comparison is not weakened.
+ * Known to differ still (issue 13 stays open): after kill -9 mid catch-up and a restore on an empty state
+ * directory, a customer's price-drop candidates were seen to be lost (c041: four BASKET_PRICE_DROP that replay
+ * holds for quiet hours never reach the guards). Catch-up without the kill, live and idle start are equal; the
+ * real-broker kill -9 runs with guards off are equal (README). Reported as TODO, not as a pass: the comparison
+ * is not weakened.
  */
-const RESTOCK_GAP = 'restock candidates missing for a few capped customers in catch-up (issue 13, open)';
+const KILL_GAP = 'price-drop candidates lost across kill -9 and restore on an empty state dir (issue 13, open)';
 
-test('catch-up: the whole history is on the topics before the runner starts — Kafka == replay', { timeout: TEST_TIMEOUT, todo: RESTOCK_GAP }, async (t) => {
+test('catch-up: the whole history is on the topics before the runner starts — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
   await mode(t, 'catch-up', async ({ kafka, admin, dir, producer }) => {
     await produceAll(producer, replayInputs(h));
     const runner = inProcessRunner(kafka, join(dir, 'state'));
@@ -218,7 +222,7 @@ test('catch-up: the whole history is on the topics before the runner starts — 
   });
 });
 
-test('kill -9 mid catch-up, then a new instance on an empty state directory — Kafka == replay', { timeout: TEST_TIMEOUT, todo: RESTOCK_GAP }, async (t) => {
+test('kill -9 mid catch-up, then a new instance on an empty state directory — Kafka == replay', { timeout: TEST_TIMEOUT, todo: KILL_GAP }, async (t) => {
   await mode(t, 'kill -9', async ({ kafka, admin, dir, producer, cluster }) => {
     await produceAll(producer, replayInputs(h));
     const campaigns = join(dir, 'campaigns.json');
