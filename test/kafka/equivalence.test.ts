@@ -20,20 +20,18 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { Partitioners, type Admin, type Kafka, type Message, type PartitionMetadata } from 'kafkajs';
+import { Partitioners, type Message, type PartitionMetadata } from 'kafkajs';
 import type { BasketEvent, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { buildTopology } from '../../src/app/topology.js';
-import { run } from '../../src/cli/main.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { KafkaRunner } from '../../src/kafka/runner.js';
 import { JsonSerde } from '../../src/kafka/serde.js';
 import { tempDir } from '../helpers.js';
 import { produce, silent, testKafka } from '../support/kafka.js';
+import { groupLag, outputCollector, viaReplay as replayInputs, type Outputs } from '../support/equivalence.js';
+import type { Input as ReplayInput } from '../support/shop-history.js';
 import { mulberry32 } from '../../src/util/prng.js';
 
 const MIN = 60_000;
@@ -48,8 +46,6 @@ const PARTITIONS = 4;
 const CAMPAIGNS = { guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '30m', reentryCooldown: '2h' } } } };
 const BASKET = 'shop.basket.v1';
 const ORDERS = 'shop.orders.v1';
-const TRIGGERS = 'crm.triggers.v1';
-const AUDIT = 'crm.trigger-audit.v1';
 const CLOCK_CUSTOMER = 'zz-clock';
 /** The runner has caught up and nothing new was output for this long: done. */
 const QUIET_MS = 3000;
@@ -382,71 +378,15 @@ function timeline(h: History, customerId: string): string {
 // ---------------------------------------------------------------------------------------------------------
 // The two runners
 
-class Capture extends Writable {
-  text = '';
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
-    this.text += chunk.toString();
-    cb();
-  }
-}
-
-const readNdjson = <T>(path: string): T[] =>
-  readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as T);
-
-async function viaReplay(dir: string, h: History): Promise<{ triggers: Trigger[]; audits: TriggerAudit[] }> {
-  const input = join(dir, 'events.ndjson');
-  const lines = [...h.events, ...h.clock.map((value) => ({ topic: BASKET, value }))].map((e) => JSON.stringify({ topic: e.topic, key: e.value.customerId, value: e.value }));
-  writeFileSync(input, lines.join('\n') + '\n');
-  const config = join(dir, 'campaigns.json');
-  writeFileSync(config, JSON.stringify(CAMPAIGNS));
-  const out = join(dir, 'triggers.ndjson');
-  const audit = join(dir, 'audit.ndjson');
-  const stdout = new Capture();
-  const stderr = new Capture();
-  const code = await run(['replay', '--input', input, '--output', out, '--audit', audit, '--config', config, '--errors', join(dir, 'errors.ndjson'), '--quiet'], { stdout, stderr });
-  assert.equal(code, 0, `kairos replay failed: ${stderr.text}`);
-  return { triggers: readNdjson<Trigger>(out), audits: readNdjson<TriggerAudit>(audit) };
-}
-
-/** Reads the output topics from the beginning for as long as it runs; remembers when the last record came. */
-async function outputCollector(kafka: Kafka): Promise<{ triggers: Trigger[]; audits: TriggerAudit[]; lastAt: () => number; stop: () => Promise<void> }> {
-  const consumer = kafka.consumer({ groupId: `equivalence-collect-${randomUUID()}`, maxWaitTimeInMs: 100 });
-  const triggers: Trigger[] = [];
-  const audits: TriggerAudit[] = [];
-  let last = Date.now();
-  await consumer.connect();
-  await consumer.subscribe({ topics: [TRIGGERS, AUDIT], fromBeginning: true });
-  await consumer.run({
-    eachMessage: ({ topic, message }) => {
-      const value = JSON.parse((message.value as Buffer).toString('utf8')) as Output;
-      if (topic === TRIGGERS) triggers.push(value as Trigger);
-      else audits.push(value as TriggerAudit);
-      last = Date.now();
-      return Promise.resolve();
-    },
-  });
-  return { triggers, audits, lastAt: () => last, stop: () => consumer.disconnect() };
-}
-
-/** Records of `topics` not yet covered by the group's committed offsets. */
-async function groupLag(admin: Admin, groupId: string, topics: readonly string[]): Promise<{ total: number; detail: string }> {
-  const committed = await admin.fetchOffsets({ groupId, topics: [...topics] });
-  let total = 0;
-  const detail: string[] = [];
-  for (const topic of topics) {
-    const ends = await admin.fetchTopicOffsets(topic);
-    for (const e of ends) {
-      const c = committed.find((x) => x.topic === topic)?.partitions.find((p) => p.partition === e.partition)?.offset ?? '-1';
-      const done = BigInt(c) < 0n ? BigInt(e.low) : BigInt(c);
-      const lag = Number(BigInt(e.high) - done);
-      total += Math.max(0, lag);
-      detail.push(`${topic}[${e.partition}] committed ${c} / end ${e.high}`);
-    }
-  }
-  return { total, detail: detail.join('; ') };
+/** `kairos replay` over the history and its clock events (support/equivalence.ts runs it). */
+function viaReplay(dir: string, h: History): Promise<Outputs> {
+  const inputs: ReplayInput[] = [...h.events, ...h.clock.map((value) => ({ topic: BASKET as typeof BASKET, value }))].map((e) => ({
+    topic: e.topic,
+    key: e.value.customerId,
+    value: e.value,
+    partition: partitionOf(e.value.customerId),
+  }));
+  return replayInputs(dir, inputs, CAMPAIGNS);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -277,8 +277,9 @@ export class StreamTask {
     }
     const idle = this.#opts.idleAdvanceMs ?? 5000;
     // Only once this task has seen a record (the lag is kept with the state, so a restored task has it):
-    // without one, the distance between wall clock and event time is unknown, and moving to the wall clock would leave every older event that arrives later below stream
-    // time (a task started on empty topics, then fed a backlog).
+    // without one, the distance between wall clock and event time is unknown, and moving to the wall clock
+    // would leave every older event that arrives later below stream time (a task started on empty topics,
+    // then fed a backlog).
     const lag = this.state.wallClockLag;
     if (Number.isFinite(idle) && lag !== undefined && now - this.#lastRecordWall >= idle) {
       const target = now - lag;
