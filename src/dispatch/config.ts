@@ -8,6 +8,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Bool, envVar, envVarsTable, HostPort, readEnvVars } from '../config/env.js';
 import type { Channel } from '../../schemas/contract.js';
 import { KairosError } from '../errors.js';
+import { isTimeZone } from '../util/local-time.js';
 
 const v = envVar;
 const CHANNEL = '(push|email|onsite|webhook)';
@@ -69,20 +70,11 @@ function channelNumbers(raw: string): Partial<Record<Channel, number>> {
   return out;
 }
 
-function validTimezone(tz: string): boolean {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone: tz });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Reads and validates the environment; throws KAIROS_ERR_CONFIG naming every bad or missing variable. */
 export function loadDispatchConfig(env: NodeJS.ProcessEnv = process.env): DispatchConfig {
   const { values: out, errors } = readEnvVars(DISPATCH_VARS, env, { required: ['brokers'], lists: ['brokers'], trim: true });
   const channels = typeof out.channels === 'string' ? [...new Set(out.channels.split(','))] as Channel[] : [];
-  if (typeof out.defaultTimezone === 'string' && !validTimezone(out.defaultTimezone)) errors.push(`KAIROS_DEFAULT_TIMEZONE=${JSON.stringify(out.defaultTimezone)}: not an IANA time zone`);
+  if (typeof out.defaultTimezone === 'string' && !isTimeZone(out.defaultTimezone)) errors.push(`KAIROS_DEFAULT_TIMEZONE=${JSON.stringify(out.defaultTimezone)}: not an IANA time zone`);
   if (channels.includes('push') && out.fcmProjectId === undefined) errors.push('FCM_PROJECT_ID: required when push is in KAIROS_DISPATCH_CHANNELS');
   if (channels.includes('email') && out.smtpUrl === undefined) errors.push('SMTP_URL: required when email is in KAIROS_DISPATCH_CHANNELS');
   if (channels.includes('webhook') && out.webhookUrl === undefined) errors.push('KAIROS_WEBHOOK_URL: required when webhook is in KAIROS_DISPATCH_CHANNELS');

@@ -27,6 +27,7 @@ import type { DispatchMetrics } from './metrics.js';
 import type { RedisGate } from './redis-client.js';
 import { admit, deliveryKey, finish } from './redis-guards.js';
 import { checkStaleness, dropPushToken, getProfile, type Staleness } from './state-view.js';
+import { isTimeZone } from '../util/local-time.js';
 
 export const deliveryIdOf = (triggerId: string, channel: Channel): string => createHash('sha256').update(`${triggerId}:${channel}`).digest('hex').slice(0, 32);
 
@@ -69,13 +70,7 @@ const MAX_BACKOFF_MS = 30_000;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function validTimezone(tz: string | undefined): tz is string {
-  if (tz === undefined) return false;
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone: tz });
-    return true;
-  } catch {
-    return false;
-  }
+  return tz !== undefined && isTimeZone(tz);
 }
 
 interface ChannelResult {

@@ -15,6 +15,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Channel, Delivery } from '../../schemas/contract.js';
+import { wallClock } from '../util/local-time.js';
 
 const ADMIT = `
 local done = redis.call('GET', KEYS[1])
@@ -76,18 +77,17 @@ export const claimKey = (deliveryId: string): string => `kairos:claim:${delivery
 export const capKey = (channel: Channel, customerId: string, day: string): string => `kairos:cap:${channel}:${customerId}:${day}`;
 export const rateKey = (channel: Channel): string => `kairos:rate:${channel}`;
 
-const dayFormats = new Map<string, Intl.DateTimeFormat>();
+const pad = (n: number, width = 2): string => String(n).padStart(width, '0');
 
-/** The calendar day (YYYY-MM-DD) of `at` in `timezone`, and ms until that day ends there (at least 1 h kept). */
+/**
+ * The calendar day (YYYY-MM-DD) of `at` in `timezone`, and ms until that day ends there (at least 1 h kept).
+ * `timezone` must be a known zone (the dispatcher checks it): a RangeError otherwise.
+ */
 export function localDay(at: number, timezone: string): { day: string; msToEnd: number } {
-  let fmt = dayFormats.get(timezone);
-  if (!fmt) {
-    fmt = new Intl.DateTimeFormat('en-CA', { timeZone: timezone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
-    dayFormats.set(timezone, fmt);
-  }
-  const parts = Object.fromEntries(fmt.formatToParts(new Date(at)).map((p) => [p.type, p.value]));
-  const day = `${parts.year}-${parts.month}-${parts.day}`;
-  const elapsed = (Number(parts.hour) * 3600 + Number(parts.minute) * 60 + Number(parts.second)) * 1000 + (at % 1000);
+  const w = wallClock(at, timezone);
+  if (w === undefined) throw new RangeError(`not a time zone: ${timezone}`);
+  const day = `${pad(w.year, 4)}-${pad(w.month)}-${pad(w.day)}`;
+  const elapsed = (w.hour * 3600 + w.minute * 60 + w.second) * 1000 + (at % 1000);
   // A DST change makes the day 23 or 25 h long; the extra hour of margin keeps the count until the day is over.
   return { day, msToEnd: 24 * 3600_000 - elapsed + 3600_000 };
 }

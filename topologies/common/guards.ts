@@ -4,7 +4,8 @@
  *   1. consent for at least one of the trigger's channels (from crm.customers.v1; unknown profile: none);
  *   2. the campaign's segment and attribute filters;
  *   3. A/B variant and holdout by a stable hash of (customerId, campaignId) — holdouts are audited, not sent;
- *   4. quiet hours in the customer's time zone: held until they end, then everything is checked again;
+ *   4. quiet hours in the customer's local wall-clock time (time-zone database, clock changes included): held
+ *      until the clock there reads their end, then everything is checked again;
  *   5. a per-customer cap over all types in a sliding window; when held triggers are released together,
  *      they are decided in priority order (CHECKOUT > BASKET > PRICE_DROP > RESTOCK > BROWSE by default).
  * Every decision is audited (SENT, HELD, or SUPPRESSED with its reason). A profile tombstone erases the
@@ -19,6 +20,9 @@ import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type S
 import type { Channel, CustomerProfile, Trigger, TriggerAudit, TriggerType } from '../../schemas/contract.js';
 import { AUDIT_TOPIC, TRIGGERS_TOPIC, type Outputs } from './campaign.js';
 import { auditOf } from './triggers.js';
+import { firstInstantAtLocal, isTimeZone, localMinutes, localMs, wallClock } from '../../src/util/local-time.js';
+
+export { localMinutes };
 
 export const GUARDS = 'guards';
 export const CUSTOMERS_TOPIC = 'crm.customers.v1';
@@ -107,38 +111,28 @@ export const CAP_LATENESS_MS = 7 * 86_400_000;
 
 export const guardStateStore = keyValueStore('guards.state', jsonCodec<GuardState>(), { keyedByRecordKey: true, doc: 'customerId → triggers sent in the cap window, triggers held for quiet hours' });
 
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-/** Minutes since local midnight in `timeZone`, or undefined for an unknown zone. */
-export function localMinutes(at: number, timeZone: string): number | undefined {
-  let f = formatters.get(timeZone);
-  if (!f) {
-    try {
-      f = new Intl.DateTimeFormat('en-GB', { timeZone, hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
-    } catch {
-      return undefined;
-    }
-    formatters.set(timeZone, f);
-  }
-  let h = 0;
-  let m = 0;
-  for (const p of f.formatToParts(new Date(at))) {
-    if (p.type === 'hour') h = Number(p.value);
-    else if (p.type === 'minute') m = Number(p.value);
-  }
-  return h * 60 + m;
-}
-
-/** When the quiet hours containing `at` end (epoch ms), or undefined when `at` is outside them. */
+/**
+ * When the quiet hours containing `at` end (epoch ms), or undefined when `at` is outside them. Local wall-clock
+ * time in `timeZone`, from the time-zone database: `at` is inside when the clock there reads a time in
+ * [startMin, endMin) (overnight when startMin > endMin); they end at the first instant after `at` at which
+ * the clock reads endMin on the local day they end (the next day for an overnight window entered in the
+ * evening, else the day of `at`). Clock changes: an end time the clocks skip (spring forward) ends them at the
+ * first instant after the gap; an end time read twice (autumn) at its first occurrence after `at`. The same
+ * instant for everything held that night, whatever the offset (+05:30, +05:45, a 30-minute DST shift).
+ */
 export function quietUntil(at: number, timeZone: string, quiet: { startMin: number; endMin: number }): number | undefined {
-  const local = localMinutes(at, timeZone);
-  if (local === undefined) return undefined;
+  const w = wallClock(at, timeZone);
+  if (w === undefined) return undefined;
+  const local = w.hour * 60 + w.minute;
   const { startMin, endMin } = quiet;
-  const inside = startMin <= endMin ? local >= startMin && local < endMin : local >= startMin || local < endMin;
+  const overnight = startMin > endMin;
+  const inside = overnight ? local >= startMin || local < endMin : local >= startMin && local < endMin;
   if (!inside) return undefined;
-  const minutes = (endMin - local + 1440) % 1440 || 1440;
-  // To the start of the minute the quiet hours end (seconds of `at` dropped); a DST shift is re-checked on release.
-  return at - (at % 60_000) + minutes * 60_000;
+  const endDay = overnight && local >= startMin ? w.day + 1 : w.day;
+  const end = firstInstantAtLocal(localMs(w.year, w.month, endDay, endMin), timeZone, at);
+  // Not reached with the time-zone database (it needs two clock changes within a day): local minutes added to
+  // `at`, released at the start of that minute; the release re-checks and holds again if still quiet.
+  return end ?? at - (at % 60_000) + ((endMin - local + 1440) % 1440 || 1440) * 60_000;
 }
 
 /** A stable number in [0, 1) for (customerId, campaignId). */
@@ -333,7 +327,7 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
     }
     const guarded: Trigger = { ...t, channels, variant };
     if (this.#s.quietHours) {
-      const tz = profile.timezone && localMinutes(at, profile.timezone) !== undefined ? profile.timezone : this.#s.defaultTimezone;
+      const tz = profile.timezone && isTimeZone(profile.timezone) ? profile.timezone : this.#s.defaultTimezone;
       const until = quietUntil(at, tz, this.#s.quietHours);
       if (until !== undefined) {
         state.held.push(t);
