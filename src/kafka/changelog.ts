@@ -24,19 +24,28 @@ export class KafkaChangelogWriter implements ChangelogWriter {
   readonly #send: ChangelogSend;
   readonly #applicationId: string;
   readonly #partition: number;
+  /** Store changelog topic → its end after the last complete commit, over every commit (see send). */
+  readonly #ends: Map<string, string>;
 
-  /** `send`: the runner's record collector (at-least-once) or the task's transaction (exactly-once). */
-  constructor(send: ChangelogSend, applicationId: string, partition: number) {
+  /**
+   * `send`: the runner's record collector (at-least-once) or the task's transaction (exactly-once).
+   * `committed`: where each store changelog stood after the last complete commit before this writer (the
+   * restored state's checkpoints), so the first marker covers stores this writer has not written yet.
+   */
+  constructor(send: ChangelogSend, applicationId: string, partition: number, committed: ReadonlyMap<string, string> = new Map()) {
     this.#send = send;
     this.#applicationId = applicationId;
     this.#partition = partition;
+    this.#ends = new Map(committed);
   }
 
   /**
    * Store entries first, then the consumed positions, then a commit marker on the positions changelog whose
-   * value is where every store changelog got to. A commit whose requests were cut short (a kill between two
-   * of them) has no marker: a restore stops each store at the last marker's offsets and skips the rest, so
-   * restored stores and positions always belong to one complete commit (no record applied twice).
+   * value is where every store changelog got to — every store, also those this commit did not write, so the
+   * last marker alone is enough (the compacted positions log keeps only the last one). A commit whose
+   * requests were cut short (a kill between two of them) has no marker: a restore stops each store at the
+   * last marker's offsets and skips the rest, so restored stores and positions always belong to one complete
+   * commit (no record applied twice).
    */
   async send(_taskId: string, entries: readonly ChangelogEntry[]): Promise<ChangelogCheckpoint> {
     const stores = new Map<string, Message[]>();
@@ -54,10 +63,12 @@ export class KafkaChangelogWriter implements ChangelogWriter {
       list.push(m);
     }
     const checkpoint = stores.size > 0 ? await this.#send([...stores].map(([topic, messages]) => ({ topic, messages }))) : new Map<string, string>();
-    const ends: Record<string, string> = {};
-    for (const [k, v] of checkpoint) ends[k.slice(0, k.lastIndexOf('\u0000'))] = v;
-    positions.push({ key: COMMIT_MARKER_KEY, value: JSON.stringify(ends), partition: this.#partition });
+    const ends = new Map(this.#ends);
+    for (const [k, v] of checkpoint) ends.set(k.slice(0, k.lastIndexOf('\u0000')), v);
+    positions.push({ key: COMMIT_MARKER_KEY, value: JSON.stringify(Object.fromEntries(ends)), partition: this.#partition });
     for (const [k, v] of await this.#send([{ topic: positionsTopic, messages: positions }])) checkpoint.set(k, v);
+    // Only now is the commit complete; a failed send leaves the ends where the last complete commit put them.
+    for (const [k, v] of ends) this.#ends.set(k, v);
     return checkpoint;
   }
 }
@@ -106,13 +117,15 @@ export type RestoreRepair = Map<string, Set<string>>;
  * up to its end taken before anything else (a previous owner may still be writing), and its last commit
  * marker gives where each store changelog stood after that commit. Store records beyond (a commit cut short
  * by a kill, whose positions never came) are skipped, and their keys go to `repair`: the task rewrites them
- * at its first commit, so they are superseded before a later marker covers them. Logs written before commit
- * markers existed are restored to their ends, as before.
+ * at its first commit, so they are superseded before a later marker covers them. No marker after the local
+ * checkpoint (or none at all, for an empty state) means no commit completed since: everything after the
+ * checkpoint is skipped, stores and positions alike — the inputs behind it are processed again.
  */
 export async function restoreFromChangelog(opts: RestoreOptions & { readonly repair?: RestoreRepair }): Promise<number> {
   const { state, partition: p, logger } = opts;
   const positionsTopic = changelogTopic(opts.applicationId, POSITIONS_STORE);
-  const storeByTopic = new Map(opts.stores.map((s) => [changelogTopic(opts.applicationId, s), s]));
+  // The positions changelog always: its commit markers say how far each store's log is complete.
+  const storeByTopic = new Map([...new Set([...opts.stores, POSITIONS_STORE])].map((s) => [changelogTopic(opts.applicationId, s), s]));
   const ranges = new Map<string, { next: bigint; end: bigint }>();
   // The positions changelog's end first (see above), then the stores'.
   for (const topic of [positionsTopic, ...[...storeByTopic.keys()].filter((t) => t !== positionsTopic)]) {
@@ -144,16 +157,15 @@ export async function restoreFromChangelog(opts: RestoreOptions & { readonly rep
   // Phase 1: positions, applied commit by commit (up to each marker); what follows the last marker is dropped.
   const pos = ranges.get(positionsTopic);
   let ends: Record<string, string> | undefined;
-  let sawPositions = false;
   if (pos && pos.end > pos.next) {
     let held: ChangelogEntry[] = [];
     let heldUpTo = pos.next;
     restored += await readRanges(opts, new Map([[positionsTopic, pos]]), async (_topic, messages) => {
       let applied = 0;
       for (const m of messages) {
-        sawPositions = true;
         if (m.key?.toString('utf8') === COMMIT_MARKER_KEY) {
-          ends = m.value ? (JSON.parse(m.value.toString('utf8')) as Record<string, string>) : {};
+          // Markers name every store's end; merged anyway, so a store a marker leaves out keeps an earlier end.
+          ends = { ...ends, ...(m.value ? (JSON.parse(m.value.toString('utf8')) as Record<string, string>) : {}) };
           applied += held.length > 0 ? await state.restore(held) : 0;
           held = [];
           heldUpTo = BigInt(m.offset) + 1n;
@@ -163,11 +175,7 @@ export async function restoreFromChangelog(opts: RestoreOptions & { readonly rep
       }
       return { applied, next: heldUpTo };
     });
-    if (ends === undefined && held.length > 0) {
-      // No marker at all: a log from before commit markers; restore it as it is.
-      restored += await state.restore(held);
-      heldUpTo = pos.end;
-    } else if (held.length > 0) {
+    if (held.length > 0) {
       logger.warn({ partition: p, dropped: held.length }, 'positions after the last commit marker dropped (a commit cut short); its inputs are processed again');
       // Rewritten at the next commit, so the dropped ones are superseded before a later marker covers them.
       opts.repair?.set(POSITIONS_STORE, new Set());
@@ -178,11 +186,14 @@ export async function restoreFromChangelog(opts: RestoreOptions & { readonly rep
   // Phase 2: stores, each up to where the last complete commit left it.
   const stores = new Map([...ranges].filter(([t, r]) => t !== positionsTopic && r.end > r.next));
   const limit = (topic: string, r: { next: bigint; end: bigint }): bigint => {
-    const e = ends?.[topic];
-    if (e !== undefined) return BigInt(e) < r.end ? BigInt(e) : r.end;
-    // No new commit since the local checkpoint: whatever follows it belongs to a commit cut short.
-    if (!sawPositions && (pos === undefined || pos.next === pos.end) && state.position(positionsTopic, p) !== undefined) return r.next;
-    return r.end;
+    // No marker read: no commit completed after the local checkpoint (an empty state: none at all, e.g. the
+    // first commit was cut short by a kill), so whatever follows the checkpoint belongs to a commit cut short.
+    if (ends === undefined) return r.next;
+    // A store no complete commit wrote to since the checkpoint: its records after it belong to a commit cut short.
+    const e = ends[topic];
+    if (e === undefined) return r.next;
+    const upTo = BigInt(e);
+    return upTo < r.next ? r.next : upTo > r.end ? r.end : upTo;
   };
   let skipped = 0;
   restored += await readRanges(opts, stores, async (topic, messages) => {
@@ -194,6 +205,8 @@ export async function restoreFromChangelog(opts: RestoreOptions & { readonly rep
     for (const m of messages) {
       const off = BigInt(m.offset);
       if (off >= upTo) {
+        // Everything below upTo is read (compaction may have removed its last records): the checkpoint is upTo.
+        if (upTo > next) next = upTo;
         skipped++;
         if (m.key && opts.repair) {
           let keys = opts.repair.get(store);

@@ -471,6 +471,7 @@ export class KafkaRunner {
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
     let behind: Map<string, boolean>;
     let restoredPositions: ReadonlyMap<string, string>;
+    let committedEnds: ReadonlyMap<string, string>;
     const repair: RestoreRepair = new Map();
     try {
       const n = await restoreFromChangelog({
@@ -490,12 +491,16 @@ export class KafkaRunner {
       this.#metrics?.restored.inc({ partition: String(partition) }, n);
       this.#metrics?.restoreRemaining.set({ partition: String(partition) }, 0);
       behind = await this.#initialLag(partition, bare);
-      restoredPositions = new Map(
-        this.#sources.flatMap((t) => {
-          const next = bare.position(t, partition);
-          return next === undefined ? [] : [[t, next] as const];
-        }),
-      );
+      const positionsOf = (topics: readonly string[]): Map<string, string> =>
+        new Map(
+          topics.flatMap((t) => {
+            const next = bare.position(t, partition);
+            return next === undefined ? [] : [[t, next] as const];
+          }),
+        );
+      restoredPositions = positionsOf(this.#sources);
+      // Where the store changelogs stood after the last complete commit: the writer's first marker names them.
+      committedEnds = positionsOf(this.#storeNames.filter((s) => s !== POSITIONS_STORE).map((s) => changelogTopic(app, s)));
     } finally {
       await bare.close();
     }
@@ -520,6 +525,7 @@ export class KafkaRunner {
         (tm) => (handle.txn ? sendBounded(handle.txn, tm, collector.maxRequestBytes) : collector.send(tm)),
         app,
         partition,
+        committedEnds,
       ),
       collector: { send: (topic, record) => handle.collect(topic, record) },
       idleAdvanceMs: this.#o.idleAdvanceMs ?? 5000,

@@ -12,10 +12,11 @@ import { join } from 'node:path';
 import type { Consumer, Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Topology } from '../engine/api/topology.js';
-import { changelogTopic, type ChangelogEntry } from '../engine/state/changelog.js';
+import { changelogTopic, POSITIONS_STORE, type ChangelogEntry } from '../engine/state/changelog.js';
 import { TaskState } from '../engine/state/task-state.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import type { TaskRouting } from './assignor.js';
+import { COMMIT_MARKER_KEY } from './changelog.js';
 
 /** The partitions `me` keeps standby copies of, given the routing of the current generation. */
 export function standbyPartitions(routing: TaskRouting, me: string, replicas: number): Set<number> {
@@ -44,14 +45,125 @@ export interface StandbyOptions {
   readonly onApplied?: (partition: number, records: number) => void;
 }
 
+interface Fetched {
+  readonly offset: bigint;
+  readonly entry: ChangelogEntry;
+}
+
+/** A commit marker seen, with the positions records before it. */
+interface PendingCommit {
+  readonly offset: bigint;
+  readonly entries: readonly Fetched[];
+  readonly ends: ReadonlyMap<string, bigint>;
+}
+
+/**
+ * One standby partition's view of its changelogs, applied commit by commit as the active restore does
+ * (src/kafka/changelog.ts): a store record is applied once a commit marker covers it (the marker names where
+ * every store log stood after that commit), and a commit's positions are applied, and the positions log's
+ * checkpoint moved past its marker, only once the stores hold everything up to that marker's ends. A commit
+ * cut short by a kill never reaches the copy, and a copy promoted to active restores the rest from its own
+ * checkpoints. What is held here is refetched after a consumer restart (it reseeks to the checkpoints).
+ */
+class CommittedCut {
+  /** Store changelog topic → its end after the last commit marker seen (markers name every store). */
+  readonly #ends = new Map<string, bigint>();
+  /** Store records fetched beyond the ends known, per topic, in offset order. */
+  readonly #pending = new Map<string, Fetched[]>();
+  /** Per topic: the offset after the last record fetched (nothing below it is still to come). */
+  readonly #fetched = new Map<string, bigint>();
+  /** Positions records after the last marker whose commit is complete here; each marker closes a group. */
+  #held: Fetched[] = [];
+  readonly #commits: PendingCommit[] = [];
+
+  constructor(
+    readonly state: TaskState,
+    readonly partition: number,
+    readonly positionsTopic: string,
+  ) {}
+
+  /** Forgets what was fetched and not applied (the consumer starts again from the checkpoints). */
+  reset(): void {
+    this.#pending.clear();
+    this.#fetched.clear();
+    this.#held = [];
+    this.#commits.length = 0;
+  }
+
+  /** Takes a batch of `topic` (records at or past the checkpoint); returns how many entries were applied. */
+  async take(topic: string, store: string, messages: readonly { offset: string; key: Buffer | null; value: Buffer | null; timestamp: string }[]): Promise<number> {
+    const from = this.#from(topic);
+    const fresh: Fetched[] = [];
+    for (const m of messages) {
+      const offset = BigInt(m.offset);
+      if (offset < from || !m.key) continue;
+      fresh.push({ offset, entry: { store, key: m.key, value: m.value, timestamp: Number(m.timestamp) } });
+    }
+    const last = messages.at(-1);
+    if (last && BigInt(last.offset) + 1n > from) this.#fetched.set(topic, BigInt(last.offset) + 1n);
+    if (topic === this.positionsTopic) {
+      for (const f of fresh) {
+        if (f.entry.key.toString('utf8') !== COMMIT_MARKER_KEY) {
+          this.#held.push(f);
+          continue;
+        }
+        const ends = new Map(Object.entries(f.entry.value ? (JSON.parse(f.entry.value.toString('utf8')) as Record<string, string>) : {}).map(([t, e]) => [t, BigInt(e)]));
+        for (const [t, e] of ends) if (e > (this.#ends.get(t) ?? -1n)) this.#ends.set(t, e);
+        this.#commits.push({ offset: f.offset, entries: this.#held, ends });
+        this.#held = [];
+      }
+    } else {
+      let list = this.#pending.get(topic);
+      if (!list) this.#pending.set(topic, (list = []));
+      list.push(...fresh);
+    }
+    return this.#apply();
+  }
+
+  /** Where the next fetch of `topic` starts: after what was fetched, or the checkpoint. */
+  #from(topic: string): bigint {
+    return this.#fetched.get(topic) ?? BigInt(this.state.position(topic, this.partition) ?? '0');
+  }
+
+  async #apply(): Promise<number> {
+    const entries: ChangelogEntry[] = [];
+    const moved = new Map<string, bigint>();
+    // Store records a marker covers.
+    for (const [topic, list] of this.#pending) {
+      const end = this.#ends.get(topic);
+      if (end === undefined) continue;
+      let n = 0;
+      while (n < list.length && (list[n] as Fetched).offset < end) entries.push((list[n++] as Fetched).entry);
+      if (n === 0) continue;
+      moved.set(topic, (list[n - 1] as Fetched).offset + 1n);
+      list.splice(0, n);
+    }
+    // Complete commits: every store fetched up to the marker's ends (or already past them here).
+    while (this.#commits.length > 0) {
+      const c = this.#commits[0] as PendingCommit;
+      const complete = [...c.ends].every(([topic, end]) => this.#from(topic) >= end);
+      if (!complete) break;
+      this.#commits.shift();
+      for (const f of c.entries) entries.push(f.entry);
+      moved.set(this.positionsTopic, c.offset + 1n);
+    }
+    if (moved.size === 0) return 0;
+    const applied = entries.length > 0 ? await this.state.restore(entries) : 0;
+    for (const [topic, next] of moved) this.state.setPosition(topic, this.partition, next.toString());
+    await this.state.commit();
+    return applied;
+  }
+}
+
 export class StandbyFollower {
   readonly #o: StandbyOptions;
   readonly #log: Logger;
-  readonly #states = new Map<number, TaskState>();
+  readonly #states = new Map<number, CommittedCut>();
   /** Per standby partition and changelog topic: records between the local copy and the log end, as last fetched. */
   readonly #lag = new Map<number, Map<string, bigint>>();
   readonly #topics: string[];
   readonly #storeByTopic: Map<string, string>;
+  readonly #positionsTopic: string;
   #consumer: Consumer | undefined;
   /** Serialises updates, releases and stop. */
   #chain: Promise<void> = Promise.resolve();
@@ -61,6 +173,7 @@ export class StandbyFollower {
     this.#log = options.logger.child({ component: 'standby' });
     this.#storeByTopic = new Map(options.stores.map((s) => [changelogTopic(options.topology.applicationId, s), s]));
     this.#topics = [...this.#storeByTopic.keys()];
+    this.#positionsTopic = changelogTopic(options.topology.applicationId, POSITIONS_STORE);
   }
 
   /** Standby partitions kept now. */
@@ -74,7 +187,7 @@ export class StandbyFollower {
    * of its last applied batch.
    */
   copy(partition: number): { state: TaskState; lagRecords: number | undefined } | undefined {
-    const state = this.#states.get(partition);
+    const state = this.#states.get(partition)?.state;
     if (!state) return undefined;
     const lags = this.#lag.get(partition);
     const lagRecords = lags && lags.size > 0 ? Number([...lags.values()].reduce((a, b) => a + b, 0n)) : undefined;
@@ -92,7 +205,7 @@ export class StandbyFollower {
         if (this.#states.has(p)) continue;
         const taskId = `task-${p}`;
         const dir = join(this.#o.stateDir, this.#o.groupId, taskId);
-        this.#states.set(p, await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) }));
+        this.#states.set(p, new CommittedCut(await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) }), p, this.#positionsTopic));
       }
       this.#log.info({ partitions: this.partitions }, 'standby partitions');
       if (this.#states.size > 0) await this.#startConsumer();
@@ -124,7 +237,7 @@ export class StandbyFollower {
   }
 
   async #close(p: number): Promise<void> {
-    const s = this.#states.get(p);
+    const s = this.#states.get(p)?.state;
     this.#states.delete(p);
     this.#lag.delete(p);
     if (s) {
@@ -148,9 +261,10 @@ export class StandbyFollower {
     this.#consumer = consumer;
     const states = this.#states;
     consumer.on(consumer.events.GROUP_JOIN, () => {
-      // Each standby partition resumes where its local copy ends (its changelog checkpoint).
-      for (const [p, state] of states) {
-        for (const topic of this.#topics) consumer.seek({ topic, partition: p, offset: state.position(topic, p) ?? '0' });
+      // Each standby partition resumes where its local copy ends (its changelog checkpoints).
+      for (const [p, cut] of states) {
+        cut.reset();
+        for (const topic of this.#topics) consumer.seek({ topic, partition: p, offset: cut.state.position(topic, p) ?? '0' });
       }
     });
     await consumer.connect();
@@ -158,30 +272,20 @@ export class StandbyFollower {
     await consumer.run({
       autoCommit: false,
       eachBatch: async ({ batch }) => {
-        const state = states.get(batch.partition);
-        if (!state || this.#consumer !== consumer) {
+        const cut = states.get(batch.partition);
+        if (!cut || this.#consumer !== consumer) {
           consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
           return;
         }
-        const from = BigInt(state.position(batch.topic, batch.partition) ?? '0');
-        const store = this.#storeByTopic.get(batch.topic) as string;
-        const entries: ChangelogEntry[] = [];
-        let next = from;
-        for (const m of batch.messages) {
-          const off = BigInt(m.offset);
-          if (off < from) continue;
-          if (m.key) entries.push({ store, key: m.key, value: m.value, timestamp: Number(m.timestamp) });
-          next = off + 1n;
-        }
+        const last = batch.messages.at(-1);
         let lags = this.#lag.get(batch.partition);
         if (!lags) this.#lag.set(batch.partition, (lags = new Map()));
         const high = BigInt(batch.highWatermark);
+        const next = last ? BigInt(last.offset) + 1n : BigInt(cut.state.position(batch.topic, batch.partition) ?? '0');
         lags.set(batch.topic, high > next ? high - next : 0n);
-        if (next === from) return;
-        if (entries.length > 0) await state.restore(entries);
-        state.setPosition(batch.topic, batch.partition, next.toString());
-        await state.commit();
-        this.#o.onApplied?.(batch.partition, entries.length);
+        if (!last) return;
+        const applied = await cut.take(batch.topic, this.#storeByTopic.get(batch.topic) as string, batch.messages);
+        if (applied > 0) this.#o.onApplied?.(batch.partition, applied);
       },
     });
   }

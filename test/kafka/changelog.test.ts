@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { stringCodec } from '../../src/engine/api/codecs.js';
 import { keyValueStore } from '../../src/engine/api/stores.js';
 import { TaskState } from '../../src/engine/state/task-state.js';
-import { KafkaChangelogWriter, producerSend, restoreFromChangelog } from '../../src/kafka/changelog.js';
+import { COMMIT_MARKER_KEY, KafkaChangelogWriter, producerSend, restoreFromChangelog } from '../../src/kafka/changelog.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { tempDir } from '../helpers.js';
-import { silent, testKafka } from '../support/kafka.js';
+import { collect, json, silent, testKafka } from '../support/kafka.js';
 
 let cluster: MockCluster;
 before(async () => {
@@ -17,6 +17,7 @@ after(async () => {
 });
 
 const kv = keyValueStore('kv', stringCodec);
+const other = keyValueStore('other', stringCodec);
 
 test('restore from a changelog whose start the broker deleted (mock cluster: 5 MiB per partition) reports the lost records and restores the rest', async () => {
   const kafka = testKafka(cluster.brokers);
@@ -98,6 +99,75 @@ test('a commit cut short (store records written, positions and marker not) is no
   } finally {
     await producer.disconnect();
     await admin.disconnect();
+    source.remove();
+    target.remove();
+  }
+});
+
+test('the first commit cut short (an empty state, no marker in the log): nothing is restored, every key is named for rewriting', async () => {
+  const kafka = testKafka(cluster.brokers);
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  const admin = kafka.admin();
+  await Promise.all([producer.connect(), admin.connect()]);
+  const target = tempDir();
+  try {
+    // A killed first commit: its store request and part of its positions reached the broker, the marker not.
+    await producer.send({ topic: 'kfirst-kv-changelog', messages: [{ key: 'basket', value: 'one unit', partition: 0 }] });
+    await producer.send({ topic: 'kfirst-_positions-changelog', messages: [{ key: 'shop.basket.v1\u00000', value: '7', partition: 0 }] });
+    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-0', stores: [kv] });
+    try {
+      const repair = new Map<string, Set<string>>();
+      await restoreFromChangelog({ kafka, admin, state: fresh, applicationId: 'kfirst', stores: ['kv', '_positions'], partition: 0, groupId: 'kfirst', logger: silent, repair });
+      assert.equal(await fresh.get('kv', 'basket'), undefined, 'the store is as before the first commit: empty');
+      assert.equal(fresh.position('shop.basket.v1', 0), undefined, 'the inputs are processed again from the group offset');
+      assert.deepEqual([...(repair.get('kv') ?? [])], ['basket']);
+      assert.ok(repair.has('_positions'), 'the positions are rewritten too');
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    await Promise.all([producer.disconnect(), admin.disconnect()]);
+    target.remove();
+  }
+});
+
+test('every commit marker names every store, also those its commit did not write (a compacted log keeps only the last marker)', async () => {
+  const kafka = testKafka(cluster.brokers);
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  const admin = kafka.admin();
+  await Promise.all([producer.connect(), admin.connect()]);
+  const source = tempDir();
+  const target = tempDir();
+  try {
+    const stores = [kv, other];
+    const state = await TaskState.open({ dir: source.dir, taskId: 'task-3', stores, changelog: new KafkaChangelogWriter(producerSend(producer), 'kmark', 3) });
+    state.put('kv', 'a', 'a1', 1);
+    state.put('other', 'b', 'b1', 1);
+    await state.commit();
+    state.put('kv', 'a', 'a2', 2);
+    state.setPosition('shop.basket.v1', 3, '2');
+    await state.commit();
+    await state.close();
+    const markers = await collect(kafka, ['kmark-_positions-changelog'], (all) => all.filter((m) => m.message.key?.toString() === COMMIT_MARKER_KEY).length >= 2);
+    const last = markers.filter((m) => m.message.key?.toString() === COMMIT_MARKER_KEY).at(-1);
+    assert.ok(last);
+    assert.deepEqual(Object.keys(json<Record<string, string>>(last.message)).sort(), ['kmark-kv-changelog', 'kmark-other-changelog']);
+    assert.equal(json<Record<string, string>>(last.message)['kmark-other-changelog'], '1', 'the end of the store the second commit did not write');
+    // A third commit writing `other` is cut short: its record must not be restored.
+    await producer.send({ topic: 'kmark-other-changelog', messages: [{ key: 'b', value: 'b2 (cut short)', partition: 3 }] });
+    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-3', stores });
+    try {
+      const repair = new Map<string, Set<string>>();
+      await restoreFromChangelog({ kafka, admin, state: fresh, applicationId: 'kmark', stores: ['kv', 'other'], partition: 3, groupId: 'kmark', logger: silent, repair });
+      assert.equal(await fresh.get('kv', 'a'), 'a2');
+      assert.equal(await fresh.get('other', 'b'), 'b1');
+      assert.equal(fresh.position('shop.basket.v1', 3), '2');
+      assert.deepEqual([...(repair.get('other') ?? [])], ['b']);
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    await Promise.all([producer.disconnect(), admin.disconnect()]);
     source.remove();
     target.remove();
   }

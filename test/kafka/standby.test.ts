@@ -1,5 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import type { BasketEvent } from '../../schemas/contract.js';
 import { buildTopology } from '../../src/app/topology.js';
@@ -7,8 +8,12 @@ import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { KafkaRunner } from '../../src/kafka/runner.js';
 import { JsonSerde } from '../../src/kafka/serde.js';
-import { standbyPartitions } from '../../src/kafka/standby.js';
-import { basketsStore } from '../../topologies/basket-abandonment/index.js';
+import { StandbyFollower, standbyPartitions } from '../../src/kafka/standby.js';
+import { KafkaChangelogWriter, producerSend } from '../../src/kafka/changelog.js';
+import { TaskState } from '../../src/engine/state/task-state.js';
+import { StreamTask } from '../../src/engine/runtime/task.js';
+import { POSITIONS_STORE } from '../../src/engine/state/changelog.js';
+import { basketsStore, type BasketState } from '../../topologies/basket-abandonment/index.js';
 import { sleep, tempDir, until } from '../helpers.js';
 import { produce, silent, testKafka } from '../support/kafka.js';
 
@@ -92,5 +97,60 @@ test('standby replicas through the mock cluster: the survivor takes over from it
     await a.stop();
     await b.stop();
     for (const d of dirs) d.remove();
+  }
+});
+
+test('a standby copy applies whole commits only: a commit cut short by a kill (store records without positions and marker) stays out until a later marker covers it', async () => {
+  const app = 'ksbc';
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), app);
+  const kafka = testKafka(cluster.brokers);
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  await producer.connect();
+  const owner = tempDir();
+  const copy = tempDir();
+  const specs = StreamTask.storeSpecs(topology);
+  const now = Date.now(); // the store has a TTL: entries written at `now`, and the copy's stream time follows the log
+  const basket = (sku: string): BasketState => ({ items: [{ sku, quantity: 1 }] }) as unknown as BasketState;
+  const follower = new StandbyFollower({ kafka, topology, groupId: app, stateDir: copy.dir, stores: [...specs.map((x) => x.name), POSITIONS_STORE], logger: silent, maxWaitTimeInMs: 100 });
+  try {
+    // The owner's complete commit 1.
+    const send = producerSend(producer);
+    const state = await TaskState.open({ dir: owner.dir, taskId: 'task-0', stores: specs, changelog: new KafkaChangelogWriter(send, app, 0) });
+    state.streamTime = now;
+    state.put(basketsStore.name, 'c1', basket('one'), now);
+    state.setPosition('shop.basket.v1', 0, '1');
+    await state.commit();
+    // Commit 2 is cut short: its store records reach the broker, its positions and marker never do.
+    const killed = await TaskState.open({
+      dir: join(owner.dir, 'killed'),
+      taskId: 'task-0',
+      stores: specs,
+      changelog: new KafkaChangelogWriter((tm) => (tm.some((t) => t.topic.endsWith(`${POSITIONS_STORE}-changelog`)) ? Promise.reject(new Error('killed')) : send(tm)), app, 0),
+    });
+    killed.streamTime = now;
+    killed.put(basketsStore.name, 'c1', basket('two (cut short)'), now);
+    killed.setPosition('shop.basket.v1', 0, '2');
+    await assert.rejects(killed.commit());
+    await killed.close();
+
+    await follower.update(new Set([0]));
+    const view = () => follower.copy(0) as NonNullable<ReturnType<StandbyFollower['copy']>>;
+    await until('the standby copy fetched its changelogs to their ends', () => view().lagRecords === 0 && view().state.position('shop.basket.v1', 0) === '1');
+    await sleep(500);
+    assert.equal(((await view().state.get(basketsStore.name, 'c1')) as BasketState).items[0]?.sku, 'one', 'the copy holds commit 1, not the cut-short commit');
+    assert.equal(view().state.position('shop.basket.v1', 0), '1');
+
+    // The next complete commit (the new owner's): its marker covers everything before it.
+    state.put(basketsStore.name, 'c2', basket('three'), now);
+    state.setPosition('shop.basket.v1', 0, '3');
+    await state.commit();
+    await state.close();
+    await until('the copy applied commit 3', () => view().state.position('shop.basket.v1', 0) === '3');
+    assert.equal(((await view().state.get(basketsStore.name, 'c2')) as BasketState).items[0]?.sku, 'three');
+  } finally {
+    await follower.stop();
+    await producer.disconnect();
+    owner.remove();
+    copy.remove();
   }
 });
