@@ -19,6 +19,7 @@ import { KafkaRunner } from '../kafka/runner.js';
 import { AvroSerde, JsonSerde, type TopicSerde } from '../kafka/serde.js';
 import { buildTopology } from './topology.js';
 import { triggerMetrics } from './trigger-metrics.js';
+import { inputDedupMetrics } from './input-metrics.js';
 
 export interface Instance {
   readonly runner: KafkaRunner;
@@ -34,8 +35,8 @@ export interface Instance {
 export async function startInstance(config: RuntimeConfig, logger: Logger = pino({ level: config.logLevel }), campaignsOverride?: CampaignsConfig): Promise<Instance> {
   const campaigns = campaignsOverride ?? (config.campaigns === undefined ? resolveCampaigns({}) : loadCampaignsFile(config.campaigns));
   const live = new LiveCampaigns(campaigns);
-  const topology = buildTopology(live, config.applicationId);
   const registry = new Registry();
+  const topology = buildTopology(live, config.applicationId, { onInputDuplicate: inputDedupMetrics(registry) });
   collectDefaultMetrics({ register: registry, prefix: 'kairos_' });
   const reloads = new Counter({ name: 'kairos_config_reloads_total', help: 'Campaign config reloads, by result (applied or rejected)', labelNames: ['result'], registers: [registry] });
   const version = new Gauge({ name: 'kairos_config_version', help: 'Version of the campaign config in force (1 = as started)', registers: [registry] });

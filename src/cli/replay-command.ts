@@ -31,7 +31,13 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
   if (values.input === undefined) throw new KairosError('KAIROS_ERR_USAGE', '--input is required (a file of NDJSON envelopes, or - for stdin)');
   const until = values.until === undefined ? undefined : parseUntil(values.until);
   const config = values.config === undefined ? resolveCampaigns({}) : loadCampaignsFile(values.config);
-  const topology = buildTopology(config);
+  // Input records dropped as redeliveries (same key and eventId within the dedup window), for the summary.
+  const duplicates = { redelivery: 0, conflict: 0 };
+  const topology = buildTopology(config, undefined, {
+    onInputDuplicate: (d) => {
+      duplicates[d.conflict ? 'conflict' : 'redelivery'] += 1;
+    },
+  });
   const errorsPath = values.errors ?? (values.input === '-' ? 'replay-errors.ndjson' : `${basename(values.input)}.errors.ndjson`);
   const triggers = values.output === undefined ? new NdjsonWriter(io.stdout, false, 'stdout') : await NdjsonWriter.openFile(values.output);
   const audit = values.audit === undefined ? undefined : await NdjsonWriter.openFile(values.audit);
@@ -71,7 +77,8 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
     const secs = result.elapsedMs / 1000;
     io.stderr.write(
       `replay: ${result.lines} lines, ${result.processed} processed, ${result.skipped} of unread topics, ${result.errors} bad` +
-        `${result.errors ? ` (written to ${errorsPath})` : ''}; ${result.triggers} triggers, ${result.audits} audit records; ` +
+        `${result.errors ? ` (written to ${errorsPath})` : ''}, ${duplicates.redelivery + duplicates.conflict} duplicates dropped` +
+        `${duplicates.conflict ? ` (${duplicates.conflict} with other content)` : ''}; ${result.triggers} triggers, ${result.audits} audit records; ` +
         `stream time ${Number.isFinite(result.streamTime) ? new Date(result.streamTime).toISOString() : '-'}; ` +
         `${secs.toFixed(2)} s, ${Math.round(result.lines / Math.max(secs, 1e-9))} lines/s; state ${(result.stateBytes / 1048576).toFixed(1)} MiB\n`,
     );

@@ -20,6 +20,7 @@ import {
   type BasketPriceDropParams,
 } from '../../topologies/basket-price-drop/index.js';
 import { WishlistRestockParamsSchema, wishlistRestockParams, type WishlistRestockParams } from '../../topologies/wishlist-restock/index.js';
+import { DEFAULT_DEDUP_WINDOW_MS } from '../../topologies/common/dedup.js';
 import { BrowseAbandonmentParamsSchema, defaults as browseDefaults, type BrowseAbandonmentParams } from '../../topologies/browse-abandonment/index.js';
 
 const ChannelName = Type.Union([Type.Literal('push'), Type.Literal('email'), Type.Literal('onsite'), Type.Literal('webhook')]);
@@ -97,6 +98,16 @@ export const CampaignsConfigSchema = Type.Object(
       Type.Object({ channels: Type.Optional(Type.Array(ChannelName, { minItems: 1, uniqueItems: true })), expiresAfter: Type.Optional(Duration) }, { additionalProperties: false }),
     ),
     guards: Type.Optional(Guards),
+    input: Type.Optional(
+      Type.Object(
+        {
+          // How long (stream time) a (record key, eventId) is remembered: a redelivery within it is dropped.
+          // 0 turns deduplication off. Fixed at start (a store TTL).
+          dedupWindow: Type.Optional(Duration),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     campaigns: Type.Optional(
       Type.Object(
         {
@@ -124,6 +135,8 @@ export interface CampaignsConfig {
   readonly wishlistRestock: Enabled<WishlistRestockParams> | undefined;
   /** undefined: guards off (every candidate trigger is sent). */
   readonly guards: Omit<GuardSettings, 'campaigns'> | undefined;
+  /** Input deduplication (topologies/common/dedup.ts); fixed when the topology is built. */
+  readonly input: { readonly dedupWindowMs: number };
 }
 
 function fail(source: string, errors: string[]): never {
@@ -204,6 +217,7 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
     browseAbandonment: settings('browse-abandonment', bra, browseParams),
     basketPriceDrop: settings('basket-price-drop', pd, pdParams),
     wishlistRestock: settings('wishlist-restock', wr, wrParams),
+    input: Object.freeze({ dedupWindowMs: cfg.input?.dedupWindow === undefined ? DEFAULT_DEDUP_WINDOW_MS : toMs(cfg.input.dedupWindow) }),
     guards:
       g.enabled === false
         ? undefined

@@ -20,5 +20,5 @@ export type {
 export { keyValueStore, sessionStore, windowStore } from './stores.js';
 export { jsonCodec, numberCodec, stringCodec } from './codecs.js';
 export type { Processor, ProcessorContext, ProcessorSupplier, StoreSpecLike, Timer, TimerData, TimerDomain, TimerService } from './processor.js';
-export type { ProcessorNode, SinkNode, SourceNode, Topology, TopologyNode } from './topology.js';
+export type { ProcessorNode, SinkNode, SourceNode, SourceStage, Topology, TopologyNode } from './topology.js';
 export { TopologyBuilder } from './topology.js';

@@ -43,6 +43,9 @@ export interface Topology {
   describeMermaid(): string;
 }
 
+/** Adds the nodes that records of `topic` pass after its source node `source`; returns the last one. */
+export type SourceStage = (topic: string, source: string) => string;
+
 const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function repartitionTopic(applicationId: string, name: string): string {
@@ -58,6 +61,9 @@ export class TopologyBuilder {
   readonly #nodes = new Map<string, TopologyNode>();
   readonly #stores = new Map<string, { spec: StoreSpec<unknown>; processors: string[] }>();
   readonly #repartition = new Set<string>();
+  /** What `ensureSource` returns per topic: its source node, or the last node of the source stage after it. */
+  readonly #sourceOutputs = new Map<string, string>();
+  #sourceStage: SourceStage | undefined;
 
   constructor(applicationId: string) {
     this.#applicationId = applicationId;
@@ -137,11 +143,27 @@ export class TopologyBuilder {
    * topologies composed into one builder share an input topic.
    */
   ensureSource(topic: string): string {
+    const output = this.#sourceOutputs.get(topic);
+    if (output !== undefined) return output;
     for (const node of this.#nodes.values()) {
       if (node.kind === 'source' && node.topics.includes(topic)) return node.name;
     }
     this.addSource(topic, [topic]);
-    return topic;
+    const staged = this.#sourceStage?.(topic, topic) ?? topic;
+    this.#sourceOutputs.set(topic, staged);
+    return staged;
+  }
+
+  /**
+   * Puts a stage between every input topic that `ensureSource` adds and the topologies reading it (e.g. input
+   * deduplication): called once per topic, with the source node's name; returns the node the readers of the
+   * topic connect to (the source itself to leave a topic alone). So a topic read by several topologies passes
+   * the stage once. Set it before the first `ensureSource`; sources added with `addSource` do not pass it.
+   */
+  setSourceStage(stage: SourceStage): this {
+    if (this.#sourceOutputs.size > 0) throw this.#error('setSourceStage must be called before the first ensureSource');
+    this.#sourceStage = stage;
+    return this;
   }
 
   hasNode(name: string): boolean {

@@ -354,7 +354,10 @@ export class StreamTask {
       this.#dispatch(child, this.#asStream(record));
       return;
     }
-    for (const c of children) this.#dispatch(c, this.#asStream(record));
+    if (children.length === 0) return;
+    // One record for all children, as a source record is: processors get it read-only.
+    const stream = this.#asStream(record);
+    for (const c of children) this.#dispatch(c, stream);
   }
 
   /** @internal */
@@ -427,8 +430,17 @@ export class StreamTask {
   }
 
   #asStream(record: OutputRecord): StreamRecord {
-    const o = this.#origin ?? { topic: '', partition: this.partition, offset: '-1' };
-    return { ...o, key: record.key, value: record.value, timestamp: record.timestamp, ...(record.headers ? { headers: record.headers } : {}) };
+    // Literals of one shape (no spreads): this runs for every forward, and spreads made it a hot spot.
+    const o = this.#origin;
+    const stream: StreamRecord = {
+      topic: o === undefined ? '' : o.topic,
+      partition: o === undefined ? this.partition : o.partition,
+      offset: o === undefined ? '-1' : o.offset,
+      key: record.key,
+      value: record.value,
+      timestamp: record.timestamp,
+    };
+    return record.headers === undefined ? stream : { ...stream, headers: record.headers };
   }
 
   #dispatch(nodeName: string, record: StreamRecord): void {

@@ -1,0 +1,175 @@
+/**
+ * Idempotent input (DESIGN §3): an input record redelivered with the same eventId for the same record key
+ * (producer retries, at-least-once upstream) is dropped before any topology sees it.
+ *
+ * One stage per input topic, put between the topic's source and every topology reading it (through
+ * `TopologyBuilder.setSourceStage`), so a topic read by several topologies is deduplicated once. Its state is
+ * an ordinary store of the task, `<topic>.dedup` (record key → eventIds first seen within the window), with a
+ * changelog: replay, the test drivers and the Kafka runner keep it, restore it and expire it alike.
+ *
+ * Time is stream time throughout: an eventId first processed at stream time `t` drops every record of the same
+ * key and eventId processed while stream time is below `t + window`; later, the record is applied again. The
+ * first delivery wins: a redelivery with other content is dropped too, logged and counted as a conflict.
+ */
+import type { Codec, KeyValueStore, KeyValueStoreSpec, Processor, ProcessorContext, StreamRecord, TopologyBuilder } from '../../src/engine/api/index.js';
+
+/** The input topics whose records carry an eventId (schemas/contract.ts); crm.customers.v1 does not. */
+export const DEDUP_TOPICS: readonly string[] = ['shop.basket.v1', 'shop.wishlist.v1', 'shop.orders.v1', 'shop.pageviews.v1', 'shop.catalog.v1'];
+
+/** @default window: one day of stream time. */
+export const DEFAULT_DEDUP_WINDOW_MS = 24 * 3_600_000;
+
+/**
+ * At most this many eventIds are kept per record key (the oldest are forgotten first): bounds one key's
+ * value (≈ 40 bytes an id) for a key with an unusual event rate, such as a bot's page views.
+ */
+export const DEDUP_MAX_IDS_PER_KEY = 10_000;
+
+/** When an eventId was first seen (stream time) and a fingerprint of the record's value then. */
+export interface SeenEvent {
+  readonly at: number;
+  readonly hash: number;
+}
+
+/** eventId → first sighting, in order of first sighting (which is stream-time order). */
+export type SeenEvents = Map<string, SeenEvent>;
+
+/** Stored as JSON `[[eventId, at, hash], …]`, oldest first. */
+export const seenEventsCodec: Codec<SeenEvents> = {
+  name: 'dedup-seen-v1',
+  encode: (seen) => {
+    const rows: [string, number, number][] = [];
+    for (const [id, e] of seen) rows.push([id, e.at, e.hash]);
+    return Buffer.from(JSON.stringify(rows), 'utf8');
+  },
+  decode: (bytes) => {
+    const rows = JSON.parse(bytes.toString('utf8')) as [string, number, number][];
+    return new Map(rows.map(([id, at, hash]) => [id, { at, hash }]));
+  },
+};
+
+export function dedupStoreName(topic: string): string {
+  return `${topic}.dedup`;
+}
+
+/** A record dropped as a redelivery. `conflict`: its value differs from the first delivery's (which stays). */
+export interface InputDuplicate {
+  readonly topic: string;
+  readonly conflict: boolean;
+}
+
+export interface InputDedupSettings {
+  /** How long (stream time) after its first sighting an eventId is remembered; 0 turns deduplication off. */
+  readonly windowMs: number;
+  /** Topics to deduplicate. @default DEDUP_TOPICS */
+  readonly topics?: readonly string[];
+  /** Called for every record dropped (metrics, replay's summary). */
+  readonly onDuplicate?: (d: InputDuplicate) => void;
+}
+
+/** The store of one topic's stage: keyed by the record key, so it lives in the key's task and is prefetched. */
+export function dedupStore(topic: string, windowMs: number): KeyValueStoreSpec<SeenEvents> {
+  return {
+    kind: 'key-value',
+    name: dedupStoreName(topic),
+    codec: seenEventsCodec,
+    // A key not written for a window holds only expired ids: the whole entry goes (stream-time TTL sweep).
+    ttlMs: windowMs,
+    keyedByRecordKey: true,
+    doc: `record key → eventIds of ${topic} first seen within the last ${windowMs} ms of stream time`,
+  };
+}
+
+/**
+ * Registers the dedup stage on a builder: every later `ensureSource` of a topic in `settings.topics` returns
+ * the stage's processor (`<topic>.dedup`) instead of the source. Call before adding the topologies.
+ */
+export function addInputDedup(builder: TopologyBuilder, settings: InputDedupSettings): TopologyBuilder {
+  if (!(settings.windowMs >= 0) || !Number.isFinite(settings.windowMs)) throw new RangeError(`input dedup window must be a finite number ≥ 0, got ${settings.windowMs}`);
+  if (settings.windowMs === 0) return builder;
+  const topics = new Set(settings.topics ?? DEDUP_TOPICS);
+  return builder.setSourceStage((topic, source) => {
+    if (!topics.has(topic)) return source;
+    const name = dedupStoreName(topic);
+    const spec = dedupStore(topic, settings.windowMs);
+    builder.addProcessor(
+      name,
+      () => new DedupProcessor(topic, spec, settings.windowMs, settings.onDuplicate),
+      [source],
+      `drops records of ${topic} whose (key, eventId) was seen in the last ${settings.windowMs} ms of stream time`,
+    );
+    builder.addStore(spec, [name]);
+    return name;
+  });
+}
+
+class DedupProcessor implements Processor<unknown, unknown> {
+  #ctx!: ProcessorContext<unknown>;
+  #store!: KeyValueStore<SeenEvents>;
+
+  constructor(
+    private readonly topic: string,
+    private readonly spec: KeyValueStoreSpec<SeenEvents>,
+    private readonly windowMs: number,
+    private readonly onDuplicate: ((d: InputDuplicate) => void) | undefined,
+  ) {}
+
+  init(ctx: ProcessorContext<unknown>): void {
+    this.#ctx = ctx;
+    this.#store = ctx.getStore(this.spec);
+  }
+
+  async process(record: StreamRecord<unknown>): Promise<void> {
+    const eventId = eventIdOf(record.value);
+    if (record.key === null || eventId === undefined) {
+      this.#forward(record);
+      return;
+    }
+    const now = this.#ctx.streamTime();
+    const stored = await this.#store.get(record.key);
+    const hash = fingerprint(record.value);
+    const prior = stored?.get(eventId);
+    if (prior !== undefined && now - prior.at < this.windowMs) {
+      const conflict = prior.hash !== hash;
+      if (conflict) {
+        this.#ctx.logger.warn(
+          { topic: this.topic, key: record.key, eventId, offset: record.offset, firstSeenAt: prior.at },
+          'input record with an eventId already seen but other content dropped (the first delivery wins)',
+        );
+      }
+      this.onDuplicate?.({ topic: this.topic, conflict });
+      return;
+    }
+    const seen: SeenEvents = stored ?? new Map();
+    // Oldest first: drop the ids whose window has passed, and the oldest beyond the cap.
+    for (const [id, e] of seen) {
+      if (now - e.at < this.windowMs && seen.size < DEDUP_MAX_IDS_PER_KEY) break;
+      seen.delete(id);
+    }
+    seen.delete(eventId);
+    seen.set(eventId, { at: now, hash });
+    this.#store.put(record.key, seen);
+    this.#forward(record);
+  }
+
+  #forward(record: StreamRecord<unknown>): void {
+    this.#ctx.forward({ key: record.key, value: record.value, timestamp: record.timestamp, ...(record.headers ? { headers: record.headers } : {}) });
+  }
+}
+
+function eventIdOf(value: unknown): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  const id = (value as { eventId?: unknown }).eventId;
+  return typeof id === 'string' ? id : undefined;
+}
+
+/** 32-bit FNV-1a of the value's JSON: tells a redelivery (same bytes) from an eventId reused for other content. */
+function fingerprint(value: unknown): number {
+  const text = JSON.stringify(value);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
