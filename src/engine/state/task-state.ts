@@ -25,6 +25,12 @@ const LAG_KEY = Buffer.from(`${META}wall-lag`);
  * topic name is empty, so this cannot collide).
  */
 const LAG_CHANGELOG_KEY = '\u0000wall-lag';
+/**
+ * Key of the stream time in the positions changelog, written with every commit that moves it: a restore takes
+ * stream time from here, never from changelog record timestamps (a broker may set those, e.g. for a commit
+ * made before the first record, or with LogAppendTime, and a wall-clock stream time would drop every event).
+ */
+const STREAM_TIME_CHANGELOG_KEY = '\u0000stream-time';
 const HEADER = 8;
 
 /** Internal store of persisted timers; not nameable by users (their names cannot start with '_'). */
@@ -351,6 +357,9 @@ export class TaskState {
       const b = Buffer.allocUnsafe(8);
       b.writeDoubleBE(streamTime, 0);
       ops.push({ type: 'put', key: STREAM_TIME_KEY, value: b });
+      if (this.#changelog && Number.isFinite(streamTime)) {
+        entries.push({ store: POSITIONS_STORE, key: Buffer.from(STREAM_TIME_CHANGELOG_KEY, 'utf8'), value: Buffer.from(String(streamTime), 'utf8'), timestamp: streamTime });
+      }
     }
     const lag = this.#lag;
     // Only with other changes: a lag alone is not worth a commit.
@@ -428,7 +437,12 @@ export class TaskState {
       if (e.store === POSITIONS_STORE) {
         const k = e.key.toString('utf8');
         if (e.value === null) continue;
-        // Other keys starting with U+0000 are the changelog's own (commit markers), not input positions.
+        if (k === STREAM_TIME_CHANGELOG_KEY) {
+          const t = Number(e.value.toString('utf8'));
+          if (Number.isFinite(t) && t > this.#streamTime) this.#streamTime = t;
+          continue;
+        }
+        // Other keys starting with U+0000 are the changelog's own (commit markers, outbox), not input positions.
         if (k.startsWith('\u0000') && k !== LAG_CHANGELOG_KEY) continue;
         if (k === LAG_CHANGELOG_KEY) {
           const lag = Number(e.value.toString('utf8'));
@@ -451,7 +465,6 @@ export class TaskState {
       }
       const full = Buffer.concat([s.prefixBuf, e.key]);
       ops.push(e.value === null ? { type: 'del', key: full } : { type: 'put', key: full, value: e.value });
-      if (e.timestamp > this.#streamTime) this.#streamTime = e.timestamp;
     }
     if (Number.isFinite(this.#streamTime) && this.#streamTime !== this.#committedStreamTime) {
       const b = Buffer.allocUnsafe(8);

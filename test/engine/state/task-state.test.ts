@@ -101,11 +101,32 @@ test('TTL: entries older than ttlMs of stream time read as absent and are swept 
     assert.equal(await s.get('fleeting', 'new'), 'y');
     await s.commit();
     assert.equal(s.stats.expired, 1);
-    assert.equal(log.size('0_0'), 2, 'the sweep logged a tombstone for the expired key');
+    assert.equal(log.size('0_0'), 3, 'the sweep logged a tombstone for the expired key (beside the live key and the stream time)');
     assert.equal((await s.scan('fleeting')).length, 1);
   } finally {
     await s.close();
     t.remove();
+  }
+});
+
+test('restore takes stream time from the committed stream time, never from changelog record timestamps (a broker may stamp them with the wall clock)', async () => {
+  const a = tempDir();
+  const b = tempDir();
+  const log = new MemoryChangelog();
+  try {
+    const s1 = await TaskState.open({ dir: a.dir, taskId: '0_4', stores: [kv], changelog: log });
+    s1.streamTime = 10;
+    s1.put('things', 'k', { n: 1 });
+    await s1.commit();
+    await s1.close();
+    const s2 = await TaskState.open({ dir: join(b.dir, 'task'), taskId: '0_4', stores: [kv] });
+    for await (const batch of log.read('0_4')) await s2.restore(batch.map((e) => ({ ...e, timestamp: Date.now() })));
+    assert.equal(s2.streamTime, 10);
+    assert.deepEqual(await s2.get('things', 'k'), { n: 1 });
+    await s2.close();
+  } finally {
+    a.remove();
+    b.remove();
   }
 });
 
@@ -125,7 +146,7 @@ test('changelog: every committed change is logged and a fresh database restores 
     await s1.close();
     const s2 = await TaskState.open({ dir: join(b.dir, 'task'), taskId: '0_3', stores: [kv] });
     const restored = await s2.restoreFrom(log);
-    assert.equal(restored, 101, '100 store entries and the consumed position');
+    assert.equal(restored, 102, '100 store entries, the consumed position and the stream time');
     assert.equal(s2.position('shop.basket.v1', 3), '100', 'positions travel with the changelog');
     assert.equal(await s2.get('things', 'k7'), undefined);
     assert.deepEqual(await s2.get('things', 'k8'), { n: 800 });
