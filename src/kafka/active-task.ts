@@ -2,17 +2,22 @@
  * One task as the Kafka runner drives it (Kafka Streams' StreamTask plus its share of the TaskManager): the
  * fetched records of its partition wait in a PartitionGroup (event-time order), are processed through the
  * StreamTask, and are committed in this order:
- *   1. outputs, dead letters and re-routed records produced and acknowledged (RecordCollector),
- *   2. task state committed (changelog first, then one RocksDB batch with the consumed positions),
- *   3. consumer offsets committed, and consumed repartition records purged from the broker.
- * A crash between steps repeats work but never loses it: outputs may repeat (with the same deterministic
- * trigger ids), state never applies a record twice, because a task skips records below its own positions.
- * Exactly-once puts 1–3 in one Kafka transaction of the task's own producer instead.
+ *   1. records for the runner's own tasks (repartition topics, re-routed records) produced and acknowledged,
+ *   2. task state committed (changelog first, then one RocksDB batch with the consumed positions), with the
+ *      commit's external outputs (triggers, audit records, dead letters) in its outbox store,
+ *   3. the outbox produced and acknowledged,
+ *   4. consumer offsets committed, and consumed repartition records purged from the broker.
+ * A crash between steps repeats work but never loses it, and never shows a decision the state does not hold:
+ * an external output exists only once its commit is complete (src/engine/state/outbox.ts), and a new owner
+ * first sends what the last commit's outbox still holds (repeats have the same deterministic ids). Internal
+ * records may repeat, and the state never applies a record twice: a task skips records below its positions.
+ * Exactly-once puts everything in one Kafka transaction of the task's own producer instead.
  */
 import type { Admin, Consumer, IHeaders, KafkaMessage, Message, Producer, Transaction } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { OutputRecord } from '../engine/api/record.js';
 import type { StreamTask } from '../engine/runtime/task.js';
+import { fromOutbox, OUTBOX_STORE, outboxKey, toOutbox, type OutboxEntry } from '../engine/state/outbox.js';
 import { dlqMessage, dlqTopic } from './dlq.js';
 import { PartitionGroup } from './partition-group.js';
 import { sendBounded, type RecordCollector, type TopicMessages } from './record-collector.js';
@@ -80,6 +85,8 @@ export class ActiveTask {
   outputs: PendingOutput[] = [];
   /** Dead letters and re-routed records: already bytes, produced with the outputs. */
   raw: TopicMessages[] = [];
+  /** Per input: the offset after the last record buffered (from the restored position when the task opened). */
+  readonly fetchedTo = new Map<string, bigint>();
   /** Processed since the last commit. */
   pending = false;
   lastCommitAt: number;
@@ -88,6 +95,12 @@ export class ActiveTask {
   /** Exactly-once: the task's transactional producer and its open transaction. */
   readonly txProducer: Producer | undefined;
   txn: Transaction | undefined;
+  /** Outbox store keys written by a commit (deleted by the next commit once `#outboxSent`). */
+  #outboxKeys: string[] = [];
+  /** External outputs of complete commits not yet acknowledged by the broker. */
+  #outboxUnsent: TopicMessages[] = [];
+  #outboxSent = true;
+  #outboxSeq = 0;
   /** Serialises batches, punctuation and close on this task. */
   #chain: Promise<void> = Promise.resolve();
   closed = false;
@@ -118,7 +131,25 @@ export class ActiveTask {
   }
 
   get hasWork(): boolean {
-    return this.pending || this.outputs.length > 0 || this.raw.length > 0;
+    return this.pending || this.outputs.length > 0 || this.raw.length > 0 || this.#outboxUnsent.length > 0;
+  }
+
+  /**
+   * Takes over what the previous owner's last complete commit left in the outbox (its outputs may not have
+   * gone out): sent with this task's first commit. Returns how many.
+   */
+  async recoverOutbox(): Promise<number> {
+    const entries = await this.task.state.scan(OUTBOX_STORE);
+    if (entries.length === 0) return 0;
+    this.#outboxKeys = entries.map((e) => e.key);
+    this.#outboxUnsent = entries.map((e) => {
+      const o = e.value as OutboxEntry;
+      return { topic: o.topic, messages: [fromOutbox(o)] };
+    });
+    this.#outboxSent = false;
+    this.#outboxSeq = Math.max(...entries.map((e) => parseInt(e.key, 36))) + 1;
+    this.pending = true;
+    return entries.length;
   }
 
   /** Processes buffered records in event-time order until the group is empty or waits for a lagging input. */
@@ -233,25 +264,61 @@ export class ActiveTask {
     // Taken now: what is processed while the produce is in flight belongs to the next commit.
     this.outputs = [];
     this.raw = [];
+    let stateCommitted = false;
     try {
-      if (this.txProducer) await this.#commitTransaction(topicMessages);
-      else {
-        if (topicMessages.length > 0) await env.collector.send(topicMessages);
+      if (this.txProducer) {
+        // Outputs an at-least-once run left in the outbox go in this transaction.
+        this.#clearOutbox();
+        await this.#commitTransaction([...this.#outboxUnsent, ...topicMessages]);
+        this.#outboxUnsent = [];
+      } else {
+        const internal = topicMessages.filter((t) => this.#internal(t.topic));
+        const external = topicMessages.filter((t) => !this.#internal(t.topic));
+        if (internal.length > 0) await env.collector.send(internal);
+        if (this.#outboxSent) this.#clearOutbox();
+        for (const t of external) {
+          for (const m of t.messages) {
+            const key = outboxKey(this.#outboxSeq++);
+            this.task.state.put(OUTBOX_STORE, key, toOutbox(t.topic, m));
+            this.#outboxKeys.push(key);
+          }
+        }
+        if (external.length > 0) this.#outboxSent = false;
         await this.task.commit();
+        stateCommitted = true;
+        this.#outboxUnsent.push(...external);
+        if (this.#outboxUnsent.length > 0) {
+          await env.collector.send(this.#outboxUnsent);
+          this.#outboxUnsent = [];
+          this.#outboxSent = true;
+        }
         await this.#commitOffsets();
       }
     } catch (err) {
-      if (!this.txProducer) {
-        // Nothing is lost: the outputs go again with the next commit (at-least-once, equal ids).
+      if (!this.txProducer && !stateCommitted) {
+        // Nothing is lost: the outputs go again with the next commit (at-least-once, equal ids). After the state
+        // commit, the outbox holds them (#outboxUnsent, sent by the next commit).
         this.outputs = [...outputs, ...this.outputs];
         this.raw = [...raw, ...this.raw];
         this.pending = true;
       }
+      if (stateCommitted) this.pending = true;
       throw err;
     }
     counted();
     end?.();
     await this.#purge();
+  }
+
+  /** Records for the runner's own tasks (produced before the state commit, not through the outbox). */
+  #internal(topic: string): boolean {
+    return this.#env.keepsEventTime.has(topic) || topic === this.#env.rerouteTopic;
+  }
+
+  /** Deletes the outbox entries of earlier commits (their outputs were acknowledged), with the next commit. */
+  #clearOutbox(): void {
+    for (const key of this.#outboxKeys) this.task.state.delete(OUTBOX_STORE, key);
+    this.#outboxKeys = [];
   }
 
   #offsets(): { topic: string; partition: number; offset: string }[] {

@@ -330,10 +330,19 @@ export class KafkaRunner {
     });
     // Batches kafkajs does not hand to eachBatch (only transaction markers or aborted records) still say how
     // far an input goes: without them a task could wait for records that never come.
+    // Only a batch without records (eachBatch saw those) that starts where the task has fetched to: one fetched
+    // before a seek back (a restore, a reset) says nothing about the records the task still has to read.
     consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
-      const { topic, partition, offsetLag } = e.payload;
+      const { topic, partition, offsetLag, batchSize, firstOffset } = e.payload;
       const hp = this.#tasks.get(partition);
-      if (hp && this.#opened.has(partition)) void hp.then((h) => h.group.setBehind(topic, BigInt(offsetLag) > 0n)).catch(() => undefined);
+      if (!hp || !this.#opened.has(partition) || batchSize > 0) return;
+      void hp
+        .then((h) => {
+          const to = h.fetchedTo.get(topic);
+          if (to !== undefined && firstOffset !== null && BigInt(firstOffset) > to) return;
+          h.group.setBehind(topic, BigInt(offsetLag) > 0n);
+        })
+        .catch(() => undefined);
     });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       this.#metrics?.rebalances.inc();
@@ -512,6 +521,7 @@ export class KafkaRunner {
     }
     const handle = new ActiveTask(env, partition, txProducer);
     for (const [topic, b] of behind) handle.group.setBehind(topic, b);
+    for (const [topic, offset] of restoredPositions) handle.fetchedTo.set(topic, BigInt(offset));
     const collector = this.#collector as RecordCollector;
     handle.task = await StreamTask.create({
       topology: this.#o.topology,
@@ -536,6 +546,8 @@ export class KafkaRunner {
       handle.pending = true;
       this.#log.info({ partition, keys: n }, 'changelog keys of an incomplete commit rewritten with the next commit');
     }
+    const unsent = await handle.recoverOutbox();
+    if (unsent > 0) this.#log.info({ partition, outputs: unsent }, 'outputs of the last complete commit taken from its outbox; sent again with the first commit');
     // Fetch from the task's own positions, not from the group's committed offsets: a previous owner's last
     // offset commit can land after its last changelog write was restored here, and records between the two
     // would be skipped. A batch fetched before this seek is stale and dropped (eachBatch checks isStale()).
@@ -591,9 +603,16 @@ export class KafkaRunner {
         resolveOffset(m.offset);
       }
       task.group.add(topic, items);
-      const lag = BigInt(batch.highWatermark) - BigInt(batch.lastOffset()) - 1n;
-      task.group.setBehind(topic, lag > 0n);
-      if (external) this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(lag)));
+      const last = items.at(-1);
+      if (last) task.fetchedTo.set(topic, BigInt(last.record.message.offset) + 1n);
+      // Only a batch taken whole says how far the input goes: one cut short (a stale batch from before a seek,
+      // or a stop) leaves records behind it, and marking the input caught up would let later records of other
+      // inputs run ahead of them (stream time jumps, and their events are dropped as too late).
+      if (items.length === batch.messages.length) {
+        const lag = BigInt(batch.highWatermark) - BigInt(batch.lastOffset()) - 1n;
+        task.group.setBehind(topic, lag > 0n);
+        if (external) this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(lag)));
+      }
       await heartbeat();
       await task.drain();
       // Commits are batched over commitIntervalMs: one changelog write, RocksDB batch and offset commit for

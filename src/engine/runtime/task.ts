@@ -15,6 +15,7 @@ import type { ChangelogWriter } from '../state/changelog.js';
 import { createView, type AnyStoreView } from '../state/stores.js';
 import { TaskState, TIMER_STORE, type CommitOptions } from '../state/task-state.js';
 import { TimerQueue, timerId, type QueuedTimer } from './timer-queue.js';
+import { outboxSpec } from '../state/outbox.js';
 
 /** Receives what sinks emit. `origin` is the input record that caused it (undefined from a timer). */
 export interface RecordCollector {
@@ -109,9 +110,9 @@ export class StreamTask {
     this.#repartitionTopics = new Set(this.#topology.repartitionTopics);
   }
 
-  /** Every store a task of `topology` holds: the topology's stores plus the internal timer store. */
+  /** Every store a task of `topology` holds: the topology's stores plus the internal timer and outbox stores. */
   static storeSpecs(topology: Topology): StoreSpec<unknown>[] {
-    return [...[...topology.stores.values()].map((s) => s.spec), timerSpec as StoreSpec<unknown>];
+    return [...[...topology.stores.values()].map((s) => s.spec), timerSpec as StoreSpec<unknown>, outboxSpec as StoreSpec<unknown>];
   }
 
   static async create(opts: TaskOptions): Promise<StreamTask> {
