@@ -2,24 +2,43 @@ import pino from 'pino';
 import { startInstance } from '../app/instance.js';
 import { loadRuntimeConfig } from '../config/runtime.js';
 import { parseFlags, type Io } from './main.js';
+import { untilDeadline } from '../util/deadline.js';
 
-/** `kairos start`: the engine against KAFKA_BROKERS until SIGTERM/SIGINT, then a graceful stop. */
+/**
+ * `kairos start`: the engine against KAFKA_BROKERS until SIGTERM/SIGINT, then a graceful stop bounded by
+ * STOP_TIMEOUT_MS (exit 1 when it ran out); a second signal exits at once (128 + signal number).
+ */
 export async function startCommand(args: readonly string[], io: Io): Promise<number> {
   parseFlags(args, {});
   const config = loadRuntimeConfig(process.env);
   const logger = pino({ level: config.logLevel });
   const instance = await startInstance(config, logger);
   io.stderr.write(`kairos: running against ${(config.brokers ?? []).join(',')}; metrics and health on http://${instance.address}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
+  const code = await new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        // A second signal: out at once. The state is safe: what was not committed is processed again.
+        io.stderr.write(`kairos: ${signal} again: exiting without waiting for the stop\n`);
+        resolve(128 + (signal === 'SIGINT' ? 2 : 15));
+        return;
+      }
+      stopping = true;
       logger.info({ signal }, 'stopping');
-      instance.stop().then(resolve, (err: unknown) => {
-        logger.error({ err }, 'stop failed');
-        resolve();
+      io.stderr.write(`kairos: stopping (committing and leaving the group, at most ${STOP_TIMEOUT_MS / 1000} s; ${signal === 'SIGINT' ? 'Ctrl-C' : signal} again exits at once)\n`);
+      const deadline = Date.now() + STOP_TIMEOUT_MS;
+      void untilDeadline(instance.stop(), deadline, 'stopping the instance', logger).then((r) => {
+        if (!r.done) io.stderr.write('kairos: the stop did not finish in time (broker or Redis unreachable?); exiting — the next start restores the last complete commit\n');
+        resolve(r.done ? 0 : 1);
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
   });
-  return 0;
+  // Clients still retrying a lost broker keep timers alive: the process ends here whatever is left.
+  setTimeout(() => process.exit(code), 200).unref();
+  return code;
 }
+
+/** The whole graceful stop, below Kubernetes' default 30 s grace period; the runner's own part ends sooner. */
+const STOP_TIMEOUT_MS = 28_000;

@@ -19,10 +19,27 @@ export function mockClusterAvailable(kcat = 'kcat'): boolean {
   return r.error === undefined && r.status === 0;
 }
 
+/**
+ * Runs kcat ("$@") in the background and waits: ends with it, and kills it once the Node process that started
+ * it ($PPID) is gone. SIGTERM to the group ends both.
+ */
+const WATCHDOG = 'p=$PPID; "$@" & k=$!; trap \'kill $k 2>/dev/null; exit 0\' TERM; while kill -0 $k 2>/dev/null; do kill -0 $p 2>/dev/null || { kill $k; exit 0; }; sleep 1; done; wait $k';
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
 export function startMockCluster(options: { brokers?: number; kcat?: string; timeoutMs?: number } = {}): Promise<MockCluster> {
   const kcat = options.kcat ?? 'kcat';
-  const child: ChildProcess = spawn(kcat, ['-b', 'mock:1', '-X', `test.mock.num.brokers=${options.brokers ?? 3}`, '-d', 'mock', '-C', '-t', 'kairos-mock-keepalive', '-q'], {
+  // In its own process group (detached), so a terminal's Ctrl-C reaches only Kairos, which then stops in order
+  // and stops the cluster last; a watchdog shell ends kcat when this process is gone (even after kill -9).
+  const child: ChildProcess = spawn('sh', ['-c', WATCHDOG, 'kairos-mock-cluster', kcat, '-b', 'mock:1', '-X', `test.mock.num.brokers=${options.brokers ?? 3}`, '-d', 'mock', '-C', '-t', 'kairos-mock-keepalive', '-q'], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
   });
   return new Promise<MockCluster>((resolve, reject) => {
     let stderr = '';
@@ -53,9 +70,10 @@ export function startMockCluster(options: { brokers?: number; kcat?: string; tim
           new Promise<void>((done) => {
             if (child.exitCode !== null || child.signalCode !== null) return done();
             child.once('exit', () => done());
-            process.kill(pid, 'SIGTERM');
+            // The whole group: the watchdog shell and kcat.
+            killGroup(pid, 'SIGTERM');
             setTimeout(() => {
-              if (child.exitCode === null && child.signalCode === null) process.kill(pid, 'SIGKILL');
+              if (child.exitCode === null && child.signalCode === null) killGroup(pid, 'SIGKILL');
             }, 2000).unref();
           }),
       });

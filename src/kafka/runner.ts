@@ -18,6 +18,7 @@ import type { StoreSpecLike } from '../engine/api/processor.js';
 import type { StoreOf } from '../engine/api/stores.js';
 import type { Topology } from '../engine/api/topology.js';
 import { changelogTopic, POSITIONS_STORE } from '../engine/state/changelog.js';
+import { untilDeadline } from '../util/deadline.js';
 import { TaskState } from '../engine/state/task-state.js';
 import { stateReader, type StateReader } from '../engine/state/reader.js';
 import { partitionOf } from './partitioner.js';
@@ -68,6 +69,8 @@ export interface KafkaRunnerOptions {
   readonly punctuateIntervalMs?: number;
   /** Stream time follows the wall clock after this much quiet on a task. @default 5000 */
   readonly idleAdvanceMs?: number;
+  /** How long stop() may take before it closes the stores without the final commit (broker gone). @default 25000 */
+  readonly stopTimeoutMs?: number;
   /**
    * Last resort of the event-time merge: how long a task waits for an input known to have unfetched records
    * before it processes the others anyway (logged and counted; order is then not guaranteed). The wait
@@ -425,22 +428,28 @@ export class KafkaRunner {
   }
 
   /** Commits and closes every task, leaves the group, disconnects. */
+  /**
+   * Commits every task while still in the group (offsets included), leaves, closes the stores. Bounded by
+   * `stopTimeoutMs`: with the broker gone, a commit or a leave would retry for minutes, so past the deadline the
+   * stores are closed without it (the next owner restores the last complete commit; nothing is lost).
+   */
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#timer) clearInterval(this.#timer);
-    // Commit every task while still in the group (offsets included), then leave, then close the stores.
-    for (const hp of this.#tasks.values()) {
+    const deadline = Date.now() + (this.#o.stopTimeoutMs ?? 25_000);
+    const log = this.#log;
+    for (const [p, hp] of this.#tasks) {
       const h = await hp.catch(() => undefined);
-      if (h) await h.exclusive(() => h.maybeCommit(true)).catch((err: unknown) => this.#log.error({ err }, 'final commit failed'));
+      if (h) await untilDeadline(h.exclusive(() => h.maybeCommit(true)), deadline, `final commit of task ${p}`, log);
     }
-    await this.#consumer?.disconnect();
+    if (this.#consumer) await untilDeadline(this.#consumer.disconnect(), deadline, 'leaving the consumer group', log);
     this.#left = true;
-    await this.#standby?.stop();
-    await this.#routingFollower?.stop();
-    for (const p of [...this.#tasks.keys()]) await this.#closeTask(p);
-    await this.#collector?.disconnect();
-    await this.#admin?.disconnect();
+    if (this.#standby) await untilDeadline(this.#standby.stop(), deadline, 'stopping the standby follower', log);
+    if (this.#routingFollower) await untilDeadline(this.#routingFollower.stop(), deadline, 'stopping the routing follower', log);
+    for (const p of [...this.#tasks.keys()]) await this.#closeTask(p, deadline);
+    if (this.#collector) await untilDeadline(this.#collector.disconnect(), deadline, 'disconnecting the producer', log);
+    if (this.#admin) await untilDeadline(this.#admin.disconnect(), deadline, 'disconnecting the admin client', log);
     this.#log.info('kafka runner stopped');
   }
 
@@ -733,7 +742,8 @@ export class KafkaRunner {
     }
   }
 
-  async #closeTask(partition: number): Promise<void> {
+  /** Commits and closes a task; with a `deadline` (stop), closes its stores without the commit once it passes. */
+  async #closeTask(partition: number, deadline?: number): Promise<void> {
     const hp = this.#tasks.get(partition);
     if (!hp) return;
     this.#tasks.delete(partition);
@@ -750,7 +760,7 @@ export class KafkaRunner {
     } catch {
       return;
     }
-    await h
+    const closing = h
       .exclusive(async () => {
         await h.maybeCommit(true);
         h.closed = true;
@@ -759,6 +769,13 @@ export class KafkaRunner {
         this.#log.info({ partition }, 'task closed');
       })
       .catch((err: unknown) => this.#log.error({ err, partition }, 'closing task failed'));
+    if (deadline === undefined) return closing;
+    const r = await untilDeadline(closing, deadline, `closing task ${partition}`, this.#log);
+    if (r.done || h.closed) return;
+    // A commit still waits on the broker: close the stores under it (its local write then fails, harmlessly).
+    h.closed = true;
+    await h.task.close().catch((err: unknown) => this.#log.warn({ err, partition }, 'closing the task state failed'));
+    this.#log.info({ partition }, 'task closed without its last commit');
   }
 }
 
