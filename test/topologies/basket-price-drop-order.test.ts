@@ -5,14 +5,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BasketEvent, CatalogEvent, Money, OrderEvent, Trigger } from '../../schemas/contract.js';
+import type { BasketEvent, CatalogEvent, CustomerProfile, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
+import { buildTopology } from '../../src/app/topology.js';
+import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { TopologyBuilder, type Topology } from '../../src/engine/api/index.js';
 import { MultiTaskDriver, type MultiTaskSchedule } from '../../src/engine/testing/multi-task-driver.js';
 import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 import { partitionOf } from '../../src/kafka/partitioner.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { basketPriceDrop, defaults, type BasketPriceDropParams } from '../../topologies/basket-price-drop/index.js';
-import { TRIGGERS_TOPIC } from '../../topologies/common/campaign.js';
+import { AUDIT_TOPIC, TRIGGERS_TOPIC } from '../../topologies/common/campaign.js';
 import { triggerId } from '../../topologies/common/triggers.js';
 
 const MIN = 60_000;
@@ -213,4 +215,84 @@ test('a re-add at another price: each price change is judged against the unit pr
   const { replayed, kafka } = await both(inputs);
   assert.equal(replayed.length, 1);
   assert.deepEqual(kafka, replayed);
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// With the guards (issue 14, item 2): only a sent trigger (or a holdout) is the next reference. The guards'
+// decisions come back to the customer side in the customer's task, so they are as order-insensitive as the
+// rest: profiles whose consent changes over time, a holdout share and quiet hours (held triggers released,
+// or dropped for consent withdrawn by the release).
+
+function guardedTopology(): Topology {
+  return buildTopology(
+    resolveCampaigns({
+      defaults: { channels: ['push'], expiresAfter: '48h' },
+      // Tokyo: 09:00 UTC is 18:00 there, so the histories run into the quiet hours (22:00-08:00 local).
+      guards: { defaultTimezone: 'Asia/Tokyo', quietHours: { start: '22:00', end: '08:00' }, cap: null },
+      campaigns: {
+        'basket-abandonment': { enabled: false },
+        'browse-abandonment': { enabled: false },
+        'wishlist-restock': { enabled: false },
+        'basket-price-drop': { campaignId: 'pd', experiment: { holdout: 0.2, variants: [{ name: 'A', weight: 1 }] } },
+      },
+    }),
+    'guarded',
+  );
+}
+
+/** The history with a profile per customer and consent changes spread over the day (before and after the release). */
+function guardedHistory(seed: number): { inputs: Input[]; end: number } {
+  const { inputs } = history(seed);
+  const rnd = mulberry32(seed * 7919);
+  const profiles: { at: number; input: { topic: string; key: string; value: CustomerProfile } }[] = [];
+  for (let i = 0; i < 10; i++) {
+    const customerId = `cust-${i}`;
+    let at = T0 - 1 - i;
+    for (let k = 0; k < 4; k++) {
+      const push = k === 0 ? rnd() < 0.8 : rnd() < 0.5;
+      const value: CustomerProfile = { customerId, updatedAt: at, consents: { push, email: false, onsite: false }, pushTokens: [], segments: [], attributes: {} };
+      profiles.push({ at, input: { topic: 'crm.customers.v1', key: customerId, value } });
+      at += 1 + Math.floor(rnd() * 6 * 60 * MIN);
+    }
+  }
+  const all = [...inputs.map((input) => ({ at: (input.value as { occurredAt: number }).occurredAt, input })), ...profiles].sort((a, b) => a.at - b.at);
+  return { inputs: all.map((x) => x.input as Input), end: T0 + 36 * 60 * MIN };
+}
+
+/** Triggers (id, customer, send time) and decisions (trigger id, decision/reason, time). */
+async function guardedOutputs(d: TopologyTestDriver | MultiTaskDriver): Promise<{ triggers: string[]; decisions: string[] }> {
+  return {
+    triggers: d.readOutput<Trigger>(TRIGGERS_TOPIC).map((o) => `${key(o.value)} ${o.timestamp}`).sort(),
+    decisions: d.readOutput<TriggerAudit>(AUDIT_TOPIC).map((o) => `${o.value.triggerId} ${o.value.decision}/${o.value.reason} ${o.value.occurredAt}`).sort(),
+  };
+}
+
+test('property, with guards: suppressed drops are no reference; N tasks in any order decide as replay', async () => {
+  let fired = 0;
+  let suppressed = 0;
+  for (const historySeed of [51, 52, 53, 54]) {
+    const { inputs, end } = guardedHistory(historySeed);
+    const r = await TopologyTestDriver.create(guardedTopology());
+    let expected: { triggers: string[]; decisions: string[] };
+    try {
+      for (const i of inputs) await r.pipe(i.topic, i.key, i.value);
+      await r.advanceStreamTime(end);
+      expected = await guardedOutputs(r);
+    } finally {
+      await r.close();
+    }
+    fired += expected.triggers.length;
+    suppressed += expected.decisions.filter((x) => /SUPPRESSED\/(no-consent)/.test(x)).length;
+    for (const run of RUNS.slice(0, 4)) {
+      const d = await MultiTaskDriver.create(guardedTopology(), { partitioner: partitionOf, ...run });
+      try {
+        for (const i of inputs) d.send(i.topic, i.key, i.value);
+        await d.finish(end);
+        assert.deepEqual(await guardedOutputs(d), expected, `history ${historySeed}, ${JSON.stringify(run)}`);
+      } finally {
+        await d.close();
+      }
+    }
+  }
+  assert.ok(fired >= 10 && suppressed >= 5, `the histories send and suppress enough to mean something (${fired} sent, ${suppressed} suppressed)`);
 });

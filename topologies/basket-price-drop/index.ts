@@ -12,6 +12,7 @@ import { Duration, toMs } from '../../src/config/duration.js';
 import { applyBasketEvent, type BasketItem } from '../basket-abandonment/index.js';
 import { outputsOf, wireOutputs, type CampaignSettings, type Outputs, type TopologyDefinition } from '../common/campaign.js';
 import { auditOf, causedBy, triggerId, type CausedBy } from '../common/triggers.js';
+import { outcomeOf, subscribeDecisions } from '../common/guards.js';
 
 export const NAME = 'basket-price-drop';
 export const BASKET_TOPIC = 'shop.basket.v1';
@@ -25,6 +26,8 @@ export const TO_CUSTOMER = `${NAME}.to-customer`;
 export const BASKET_NODE = `${NAME}.basket`;
 export const INDEX_NODE = `${NAME}.index`;
 export const NOTIFY_NODE = NAME;
+/** With guards: their decisions on this topology's triggers (decision feedback). */
+export const DECISIONS_NODE = `${NAME}.decisions`;
 const FANOUT_TIMER = 'fanout';
 const TYPE = 'BASKET_PRICE_DROP';
 const DAY = 86_400_000;
@@ -117,6 +120,44 @@ export interface ChainEntry {
   candidate: DropCandidate;
   /** A trigger was emitted for it. */
   sent: boolean;
+  /**
+   * With guards: the time they decided that its trigger notified nobody (SUPPRESSED for a reason other than
+   * holdout, at once or when released after being held). From then on its price is no reference: it counts as
+   * notified for the entries before that time only (while held it reserved its place), see {@link walkChain}.
+   */
+  droppedAt?: number;
+}
+
+/**
+ * The decisions of a chain in price-event order: each entry is judged against the price last notified before
+ * it — the newest earlier entry that fired and had not been dropped by the guards by the entry's own time
+ * (`droppedAt > occurredAt`; SENT, holdout and held ones always count), else `base`. Returns the entries that
+ * fire and the price notified as of now (the newest firing entry not dropped, else `base`).
+ */
+export function walkChain<T>(
+  entries: readonly ChainEntry[],
+  base: { price: Money; at: number } | undefined,
+  judge: (c: DropCandidate, last: { price: Money; at: number } | undefined) => T | null,
+): { fired: Map<ChainEntry, T>; notified: { price: Money; at: number } | undefined } {
+  const fired = new Map<ChainEntry, T>();
+  const firing: ChainEntry[] = [];
+  for (const e of entries) {
+    const at = e.candidate.occurredAt;
+    let last = base;
+    for (let i = firing.length - 1; i >= 0; i--) {
+      const f = firing[i] as ChainEntry;
+      if (f.droppedAt === undefined || f.droppedAt > at) {
+        last = { price: f.candidate.newPrice, at: f.candidate.occurredAt };
+        break;
+      }
+    }
+    const t = judge(e.candidate, last);
+    if (t === null) continue;
+    fired.set(e, t);
+    firing.push(e);
+  }
+  const kept = firing.findLast((f) => f.droppedAt === undefined);
+  return { fired, notified: kept === undefined ? base : { price: kept.candidate.newPrice, at: kept.candidate.occurredAt } };
 }
 
 /** One ended version of a basket line: [from, until) in event time. */
@@ -781,14 +822,10 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
     // The decisions in price-event order, whatever order the candidates came in: each drop is measured from the
     // price last notified before it. A candidate that arrives late may fire now (or, rarely, show that a later
     // one should not have: that one is not retracted; see README).
-    let notified = chain.base;
+    // With guards, an entry they suppressed (not for holdout) is no reference from its decision on (walkChain).
+    const { fired, notified } = walkChain(entries, chain.base, (x, last) => judgeDrop(this.#settings, state, x, last));
     const out: Trigger[] = [];
-    const fired = new Set<ChainEntry>();
-    for (const e of entries) {
-      const trigger = this.#judge(state, e.candidate, notified);
-      if (trigger === null) continue;
-      fired.add(e);
-      notified = { price: e.candidate.newPrice, at: e.candidate.occurredAt };
+    for (const [e, trigger] of fired) {
       if (!e.sent) {
         e.sent = true;
         out.push(trigger);
@@ -800,7 +837,7 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
     let base = chain.base;
     while (entries.length > 0 && (entries.length > DECISIONS_CAP || (entries[0] as ChainEntry).candidate.occurredAt < cutoff)) {
       const first = entries.shift() as ChainEntry;
-      if (fired.has(first)) base = { price: first.candidate.newPrice, at: first.candidate.occurredAt };
+      if (fired.has(first) && first.droppedAt === undefined) base = { price: first.candidate.newPrice, at: first.candidate.occurredAt };
     }
     state.chains = { ...(state.chains ?? {}), [c.sku]: { entries, ...(base === undefined ? {} : { base }) } };
     store.put(c.customerId, state);
@@ -811,53 +848,93 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
       if (this.#settings.guarded !== true) this.#ctx.forward({ key: c.customerId, value: auditOf(trigger, 'SENT', 'ok'), timestamp: ts }, this.#out.audit);
     }
   }
+}
 
-  /** The trigger a candidate gives against the basket line as of its time and the price notified before it, or null. */
-  #judge(state: CustomerState, c: DropCandidate, last: { price: Money; at: number } | undefined): Trigger | null {
-    const item = lineAt(state, c.sku, c.occurredAt);
-    if (item === undefined) return null;
-    const added = item.unitPrice ?? c.reference;
-    // A price in another currency is not comparable: ignored without an audit (it is not a suppressed trigger).
-    if (added.currency !== c.newPrice.currency) return null;
-    const lastPrice = last !== undefined && last.price.currency === c.newPrice.currency ? last.price : undefined;
-    const useLast = lastPrice !== undefined && lastPrice.amount < added.amount;
-    const reference = useLast ? lastPrice : added;
-    const p = this.#settings.params;
-    const drop = priceDrop(reference, c.newPrice, p);
-    if (drop === null) return null;
-    const referenceSource = useLast ? 'notified' : item.unitPrice !== undefined ? 'basket' : 'catalog';
-    return {
-      triggerId: triggerId(NAME, c.customerId, TYPE, c.causedBy.eventId),
-      type: TYPE,
-      customerId: c.customerId,
-      occurredAt: c.occurredAt,
-      campaignId: this.#settings.campaignId,
-      variant: 'default',
-      channels: [...this.#settings.channels],
-      causedBy: c.causedBy,
-      explanation: {
-        rule: 'a sku in the basket got a price at least minDropPercent and minDropAmount below the reference (add price, or last notified price if lower)',
-        params: { minDropPercent: p.minDropPercent, minDropAmount: p.minDropAmount },
-        observed: {
-          referencePrice: reference,
-          referenceSource,
-          newPrice: c.newPrice,
-          dropPercent: Math.round(drop.dropPercent * 100) / 100,
-          dropAmount: drop.dropAmount,
-          ...(lastPrice === undefined ? {} : { lastNotifiedPrice: lastPrice }),
-          ...(c.previousPrice === undefined ? {} : { previousCatalogPrice: c.previousPrice }),
-        },
-      },
-      payload: {
-        sku: c.sku,
-        productId: c.productId,
-        oldPrice: reference,
-        newPrice: c.newPrice,
-        quantity: item.quantity,
-      },
-      expiresAt: c.occurredAt + this.#settings.expiresAfterMs,
-    };
+/**
+ * Customer side, decision feedback (with guards): the guards' decision on a BASKET_PRICE_DROP of this campaign.
+ * A trigger that notified nobody (SUPPRESSED for a reason other than holdout: cap, no consent, audience, …, or
+ * dropped when released after being held) is marked `droppedAt` = the decision time in its chain, and the last
+ * notified price is recomputed without it: DESIGN §3, only a sent trigger (or a holdout) lowers the reference.
+ * SENT and holdout leave it notified, HELD reserves it (nothing to do). Runs in the same task and processing
+ * step as the decision, so replay and the Kafka runner see the same chain.
+ */
+export class PriceDropDecisionsProcessor implements Processor<TriggerAudit, never> {
+  #ctx!: ProcessorContext<never>;
+  readonly #settings: CampaignSettings<BasketPriceDropParams>;
+
+  constructor(settings: CampaignSettings<BasketPriceDropParams>) {
+    this.#settings = settings;
   }
+
+  init(ctx: ProcessorContext<never>): void {
+    this.#ctx = ctx;
+  }
+
+  async process(record: StreamRecord<TriggerAudit>): Promise<void> {
+    const a = record.value;
+    if (a.type !== TYPE || a.campaignId !== this.#settings.campaignId || outcomeOf(a) !== 'not-notified') return;
+    const store = this.#ctx.getStore(customersStore);
+    const state = await store.get(a.customerId);
+    if (state?.chains === undefined) return;
+    for (const [sku, chain] of Object.entries(state.chains)) {
+      const e = chain.entries.find((x) => x.candidate.causedBy.eventId === a.causedBy.eventId);
+      if (e === undefined) continue;
+      if (e.droppedAt !== undefined) return;
+      e.droppedAt = a.occurredAt;
+      const { notified } = walkChain(chain.entries, chain.base, (x, last) => judgeDrop(this.#settings, state, x, last));
+      if (notified === undefined) delete state.notified[sku];
+      else state.notified[sku] = notified;
+      store.put(a.customerId, state);
+      return;
+    }
+  }
+}
+
+/** The trigger a candidate gives against the basket line as of its time and the price notified before it, or null. */
+function judgeDrop(settings: CampaignSettings<BasketPriceDropParams>, state: CustomerState, c: DropCandidate, last: { price: Money; at: number } | undefined): Trigger | null {
+  const item = lineAt(state, c.sku, c.occurredAt);
+  if (item === undefined) return null;
+  const added = item.unitPrice ?? c.reference;
+  // A price in another currency is not comparable: ignored without an audit (it is not a suppressed trigger).
+  if (added.currency !== c.newPrice.currency) return null;
+  const lastPrice = last !== undefined && last.price.currency === c.newPrice.currency ? last.price : undefined;
+  const useLast = lastPrice !== undefined && lastPrice.amount < added.amount;
+  const reference = useLast ? lastPrice : added;
+  const p = settings.params;
+  const drop = priceDrop(reference, c.newPrice, p);
+  if (drop === null) return null;
+  const referenceSource = useLast ? 'notified' : item.unitPrice !== undefined ? 'basket' : 'catalog';
+  return {
+    triggerId: triggerId(NAME, c.customerId, TYPE, c.causedBy.eventId),
+    type: TYPE,
+    customerId: c.customerId,
+    occurredAt: c.occurredAt,
+    campaignId: settings.campaignId,
+    variant: 'default',
+    channels: [...settings.channels],
+    causedBy: c.causedBy,
+    explanation: {
+      rule: 'a sku in the basket got a price at least minDropPercent and minDropAmount below the reference (add price, or last notified price if lower)',
+      params: { minDropPercent: p.minDropPercent, minDropAmount: p.minDropAmount },
+      observed: {
+        referencePrice: reference,
+        referenceSource,
+        newPrice: c.newPrice,
+        dropPercent: Math.round(drop.dropPercent * 100) / 100,
+        dropAmount: drop.dropAmount,
+        ...(lastPrice === undefined ? {} : { lastNotifiedPrice: lastPrice }),
+        ...(c.previousPrice === undefined ? {} : { previousCatalogPrice: c.previousPrice }),
+      },
+    },
+    payload: {
+      sku: c.sku,
+      productId: c.productId,
+      oldPrice: reference,
+      newPrice: c.newPrice,
+      quantity: item.quantity,
+    },
+    expiresAt: c.occurredAt + settings.expiresAfterMs,
+  };
 }
 
 export const basketPriceDrop: TopologyDefinition<BasketPriceDropParams> = {
@@ -868,6 +945,7 @@ export const basketPriceDrop: TopologyDefinition<BasketPriceDropParams> = {
     const errors = checkBasketPriceDropParams(settings.params);
     if (errors.length > 0) throw new RangeError(`${NAME}: invalid params: ${errors.join('; ')}`);
     const ttlMs = settings.params.stateTtl;
+    const customerState = { ...customersStore, ttlMs };
     const basket = builder.ensureSource(BASKET_TOPIC);
     const orders = builder.ensureSource(ORDERS_TOPIC);
     const catalog = builder.ensureSource(CATALOG_TOPIC);
@@ -878,11 +956,17 @@ export const basketPriceDrop: TopologyDefinition<BasketPriceDropParams> = {
       .addProcessor(INDEX_NODE, () => new PriceIndexProcessor(settings), [catalog, BY_SKU], 'sku → subscribers index, catalog price and stock; paged fan-out per PRICE_CHANGED')
       .addRepartition(TO_CUSTOMER, [INDEX_NODE])
       .addProcessor(NOTIFY_NODE, () => new PriceDropNotifyProcessor(settings), [TO_CUSTOMER], 're-checks a candidate against the basket and last notified price')
-      .addStore({ ...customersStore, ttlMs }, [BASKET_NODE, NOTIFY_NODE])
+      .addStore(customerState, [BASKET_NODE, NOTIFY_NODE])
       .addStore({ ...subscribersStore, ttlMs }, [INDEX_NODE])
       .addStore({ ...endedStore, ttlMs }, [INDEX_NODE])
       .addStore(skusStore, [INDEX_NODE])
       .addStore(fanoutStore, [INDEX_NODE]);
     wireOutputs(builder, NOTIFY_NODE, settings);
+    // With guards: their decisions come back, so only a sent trigger (or a holdout) stays the last notified price.
+    if (settings.guarded === true && settings.output !== undefined) {
+      builder.addProcessor(DECISIONS_NODE, () => new PriceDropDecisionsProcessor(settings), [settings.output], 'guard decisions on its triggers: a suppressed one is no reference');
+      builder.addStore(customerState, [DECISIONS_NODE]);
+      subscribeDecisions(builder, DECISIONS_NODE, [TYPE]);
+    }
   },
 };

@@ -228,14 +228,54 @@ export function versionAt(history: ProfileHistory | undefined, at: number): Prof
 
 const isAudit = (v: unknown): v is TriggerAudit => typeof v === 'object' && v !== null && 'auditId' in v;
 
+/**
+ * What a guard decision means for the notified state of the topology that made the trigger (DESIGN §3: only a
+ * sent trigger counts as notified, and a holdout assignment): `notified` (SENT, or SUPPRESSED `holdout`),
+ * `held` (HELD: it reserves its place until it is sent or dropped), `not-notified` (any other suppression:
+ * no consent, audience, cap, campaign switched off, expired while held).
+ */
+export type DecisionOutcome = 'notified' | 'held' | 'not-notified';
+
+export function outcomeOf(audit: Pick<TriggerAudit, 'decision' | 'reason'>): DecisionOutcome {
+  if (audit.decision === 'SENT') return 'notified';
+  if (audit.decision === 'HELD') return 'held';
+  return audit.reason === 'holdout' ? 'notified' : 'not-notified';
+}
+
+/** Decision subscribers per trigger type (node names), filled by {@link subscribeDecisions} after the guards were added. */
+type DecisionSubscribers = Map<TriggerType, string[]>;
+const subscribersOf = new WeakMap<TopologyBuilder, DecisionSubscribers>();
+
+/**
+ * Decision feedback: the guards forward the audit record of every decision they take on a trigger of one of
+ * `types` (SENT, HELD, SUPPRESSED, also the final decision of a held trigger at its release) to the processor
+ * `node`, in the same task and the same processing step (after the decision is stored). A topology subscribes
+ * to keep its notified state (price-drop reference, restock cooldown and quota) to what was actually sent; see
+ * {@link outcomeOf}. The node must already exist; it is connected as a child of the guards. Returns false (and
+ * does nothing) when the builder has no guards stage: then a topology's own send is the decision.
+ */
+export function subscribeDecisions(builder: TopologyBuilder, node: string, types: readonly TriggerType[]): boolean {
+  const subs = subscribersOf.get(builder);
+  if (subs === undefined) return false;
+  builder.connect(GUARDS, node);
+  for (const type of types) {
+    const list = subs.get(type) ?? [];
+    if (!list.includes(node)) list.push(node);
+    subs.set(type, list);
+  }
+  return true;
+}
+
 export class GuardsProcessor implements Processor<Trigger | TriggerAudit | CustomerProfile | null, Trigger | TriggerAudit> {
   #ctx!: ProcessorContext<Trigger | TriggerAudit>;
   readonly #s: GuardSettings;
   readonly #out: Outputs;
+  readonly #subscribers: ReadonlyMap<TriggerType, readonly string[]>;
 
-  constructor(settings: GuardSettings, out: Outputs) {
+  constructor(settings: GuardSettings, out: Outputs, subscribers: ReadonlyMap<TriggerType, readonly string[]> = new Map()) {
     this.#s = settings;
     this.#out = out;
+    this.#subscribers = subscribers;
   }
 
   init(ctx: ProcessorContext<Trigger | TriggerAudit>): void {
@@ -304,7 +344,11 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
   }
 
   #audit(t: Trigger, at: number, decision: TriggerAudit['decision'], reason: string, detail?: string): void {
-    this.#ctx.forward({ key: t.customerId, value: auditOf({ ...t, occurredAt: at }, decision, reason, detail), timestamp: at }, this.#out.audit);
+    const audit = auditOf({ ...t, occurredAt: at }, decision, reason, detail);
+    this.#ctx.forward({ key: t.customerId, value: audit, timestamp: at }, this.#out.audit);
+    // Decision feedback to the topologies that subscribed to this trigger type (the same read-only record).
+    const subs = this.#subscribers.get(t.type);
+    if (subs !== undefined) for (const node of subs) this.#ctx.forward({ key: t.customerId, value: audit, timestamp: at }, node);
   }
 
   async #decide(candidate: Trigger, at: number, state: GuardState): Promise<void> {
@@ -366,8 +410,10 @@ export class GuardsProcessor implements Processor<Trigger | TriggerAudit | Custo
 export function addGuards(builder: TopologyBuilder, settings: GuardSettings, next?: string): string {
   const customers = builder.ensureSource(CUSTOMERS_TOPIC);
   const out: Outputs = next === undefined ? { trigger: 'guards.triggers', audit: 'guards.audit' } : { trigger: next, audit: next };
+  const subscribers: DecisionSubscribers = new Map();
+  subscribersOf.set(builder, subscribers);
   builder
-    .addProcessor(GUARDS, () => new GuardsProcessor(settings, out), [customers], 'consent, audience, A/B + holdout, quiet hours, cap; audits every decision')
+    .addProcessor(GUARDS, () => new GuardsProcessor(settings, out, subscribers), [customers], 'consent, audience, A/B + holdout, quiet hours, cap; audits every decision')
     .addStore(profilesStore, [GUARDS])
     .addStore(profileHistoryStore, [GUARDS])
     .addStore(guardStateStore, [GUARDS]);
