@@ -8,5 +8,5 @@ if (!existsSync(main)) {
   process.stderr.write('kairos: not built yet; run `npm run build` in the kairos directory first\n');
   process.exit(1);
 }
-const { run } = await import(main);
-process.exitCode = await run(process.argv.slice(2));
+const cli = await import(main);
+await cli.main(process.argv.slice(2));

@@ -14,6 +14,7 @@ export const ERRORS = {
   KAIROS_ERR_USAGE: { retriable: false, doc: 'A command was called with wrong arguments.' },
   KAIROS_ERR_INPUT: { retriable: false, doc: 'An input file could not be read.' },
   KAIROS_ERR_OUTPUT: { retriable: false, doc: 'An output file could not be written.' },
+  KAIROS_ERR_LISTEN: { retriable: false, doc: 'The HTTP server could not listen: the port is in use, or the host is not an address of this machine; the message names host, port and the setting.' },
   KAIROS_ERR_KAFKA: { retriable: true, doc: 'The Kafka cluster could not be reached or refused a request.' },
   KAIROS_ERR_COPARTITION: { retriable: false, doc: 'Input topics read by one task have different partition counts; the message names them.' },
   KAIROS_ERR_TOPICS_MISSING: { retriable: false, doc: 'Topics the runner needs do not exist and the broker refused to create them; the message names every one and how to create it.' },
@@ -32,6 +33,18 @@ export const ERRORS = {
 } as const satisfies Record<string, { retriable: boolean; doc: string }>;
 
 export type KairosErrorCode = keyof typeof ERRORS;
+
+/**
+ * Exit codes of the `kairos` command, in one place (README, Commands): 0 ok, 1 a failure at run time (an input
+ * that cannot be read, a port in use, a broker or service that fails), 2 bad usage or configuration (the
+ * argument or variable is named), 3 bad input lines (replay; each one reported).
+ */
+export const EXIT = { ok: 0, failure: 1, usage: 2, badLines: 3 } as const;
+
+/** The exit code of a command that stopped with this error code. */
+export function exitCodeOf(code: KairosErrorCode): number {
+  return code === 'KAIROS_ERR_USAGE' || code === 'KAIROS_ERR_CONFIG' ? EXIT.usage : EXIT.failure;
+}
 
 export class KairosError extends Error {
   readonly code: KairosErrorCode;

@@ -25,9 +25,14 @@ export interface ApiKey {
 /** `name:key[:scope+scope]`, comma-separated (scopes default to read). Throws a message naming the bad entry. */
 export function parseApiKeys(spec: string): ApiKey[] {
   const out: ApiKey[] = [];
-  for (const raw of spec.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+  // Messages name the entry by position and name, never by its text: the key must not reach a log.
+  const entries = spec.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const [i, raw] of entries.entries()) {
     const [name, key, scopes, extra] = raw.split(':');
-    if (!name || !key || extra !== undefined) throw new Error(`"${raw.slice(0, 20)}…": expected name:key[:scope+scope]`);
+    if (!name || !key || extra !== undefined) {
+      const which = name && key ? `entry ${i + 1} ("${name}")` : `entry ${i + 1}`;
+      throw new Error(`${which}: expected name:key[:scope+scope] (scopes read, pii; key ≥ 16 characters)`);
+    }
     if (key.length < 16) throw new Error(`key "${name}": at least 16 characters`);
     const set = new Set<Scope>();
     for (const s of (scopes ?? 'read').split('+')) {

@@ -49,7 +49,7 @@ export interface ApiOptions {
 
 export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
 /** Path parameters up to the contract's 128-character ids (fastify's default stops at 100 with a 414). */
-export const FASTIFY_OPTIONS = { logger: false, maxParamLength: 512 } as const;
+export const FASTIFY_OPTIONS = { logger: false, routerOptions: { maxParamLength: 512 } } as const;
 /** Ids as the contract allows them (1–128 characters), without control characters or the store key separator. */
 const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[^\\u0000-\\u001f\\u007f]+$' });
 const Params = Type.Object({ id: Id });

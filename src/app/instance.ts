@@ -75,6 +75,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
   const http = await startHttpServer({
     registry,
     port: config.httpPort,
+    host: config.httpHost,
     ...(config.advertisedHost === undefined ? {} : { advertisedHost: config.advertisedHost }),
     ready: () => holder.runner?.ready ?? false,
     api: {
@@ -86,6 +87,11 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
       logger,
       ...(redis === undefined ? {} : { placements: (customerId: string) => readPlacements(redis, customerId) }),
     },
+  }).catch((err: unknown) => {
+    // Nothing else may keep the process alive after a failed start (a port in use).
+    unwatch?.();
+    redis?.disconnect();
+    throw err;
   });
   const runner = new KafkaRunner({
     topology,

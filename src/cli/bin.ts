@@ -1,4 +1,4 @@
 /** Process entry of the `kairos` command (bin/kairos.js runs the compiled form). */
-import { run } from './main.js';
+import { main } from './main.js';
 
-process.exitCode = await run(process.argv.slice(2));
+await main(process.argv.slice(2));

@@ -4,6 +4,8 @@
  * 10 s, /metrics and /health/* on KAIROS_HTTP_PORT.
  */
 import pino, { type Logger } from 'pino';
+import { configuredSecrets } from './failure.js';
+import { createLogger } from '../util/logger.js';
 import { Registry } from 'prom-client';
 import { kafkaSecurity, loadRuntimeConfig, type RuntimeConfig } from '../config/runtime.js';
 import { startHttpServer } from '../http/server.js';
@@ -54,7 +56,7 @@ export async function exportCommand(args: readonly string[], io: Io, signal?: Ab
   parseFlags(args, {});
   const runtime = loadRuntimeConfig(process.env);
   const config = loadWarehouseConfig(process.env);
-  const logger = pino({ level: runtime.logLevel }, pino.destination(2));
+  const logger = createLogger({ level: runtime.logLevel, destination: pino.destination(2), secrets: configuredSecrets() });
   const warehouse = openWarehouse(config);
   if (warehouse.kind === 'ndjson') io.stderr.write(`export: EMBEDDED DEMO WAREHOUSE — NDJSON files per table in ${warehouse.location} (set KAIROS_WAREHOUSE=bigquery for BigQuery)\n`);
   const tables = config.exportTopics.map((t) => tableForTopic(t)).filter((t): t is TableDef => t !== undefined);
@@ -65,7 +67,7 @@ export async function exportCommand(args: readonly string[], io: Io, signal?: Ab
   const registry = new Registry();
   const metrics = exportMetrics(registry);
   let running = false;
-  const http = await startHttpServer({ registry, ready: () => running, port: runtime.httpPort });
+  const http = await startHttpServer({ registry, ready: () => running, port: runtime.httpPort, host: runtime.httpHost });
   const kafka = createKafka({ brokers: runtime.brokers ?? [], clientId: runtime.clientId, logger, security: kafkaSecurity(runtime) });
   let consumer;
   try {

@@ -1,10 +1,11 @@
 /**
- * The `kairos` command. Each subcommand parses its own flags; errors with a KAIROS_ERR_* code print their
- * message and exit 2 (usage, config) or 1 (everything else).
+ * The `kairos` command. Each subcommand parses its own flags; whatever stops a command is printed as one line
+ * by `describeFailure` (src/cli/failure.ts) and exits 2 (usage, config) or 1 (everything else), see `EXIT`.
  */
 import type { Writable } from 'node:stream';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { isKairosError, KairosError } from '../errors.js';
+import { KairosError } from '../errors.js';
+import { describeFailure } from './failure.js';
 import { replayCommand } from './replay-command.js';
 import { describeCommand } from './describe-command.js';
 import { startCommand } from './start-command.js';
@@ -68,16 +69,28 @@ export async function run(argv: readonly string[], io: Io = { stdout: process.st
         throw new KairosError('KAIROS_ERR_USAGE', `unknown command "${command}"\n\n${USAGE}`);
     }
   } catch (err) {
-    if (isKairosError(err)) {
-      io.stderr.write(`kairos ${command ?? ''}: ${err.message}\n`);
-      return err.code === 'KAIROS_ERR_USAGE' || err.code === 'KAIROS_ERR_CONFIG' ? 2 : 1;
-    }
-    if (err instanceof TypeError && 'code' in err && typeof err.code === 'string' && err.code.startsWith('ERR_PARSE_ARGS')) {
-      io.stderr.write(`kairos ${command ?? ''}: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
+    const failure = describeFailure(err, command);
+    io.stderr.write(`${failure.message}\n`);
+    return failure.exitCode;
   }
+}
+
+/** How long a failed command may take to exit once it returned (a client library may hold a socket open). */
+const EXIT_GRACE_MS = 5000;
+
+/**
+ * The process entry (bin/kairos.js, src/cli/bin.ts): runs the command and sets the exit code. An error thrown
+ * outside the command's own path (an event emitter's, a timer's) goes through the same error path.
+ */
+export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  process.on('uncaughtException', (err) => {
+    const failure = describeFailure(err, argv[0]);
+    process.stderr.write(`${failure.message}\n`);
+    process.exit(failure.exitCode);
+  });
+  const code = await run(argv);
+  process.exitCode = code;
+  if (code !== 0) setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
 }
 
 /** parseArgs with usage errors turned into KAIROS_ERR_USAGE. */

@@ -3,6 +3,8 @@
  * profiles to crm.customers.v1, then again every `interval` until SIGTERM/SIGINT (metrics on KAIROS_HTTP_PORT).
  */
 import pino from 'pino';
+import { configuredSecrets } from './failure.js';
+import { createLogger } from '../util/logger.js';
 import { Registry } from 'prom-client';
 import { kafkaSecurity, loadRuntimeConfig } from '../config/runtime.js';
 import { KairosError } from '../errors.js';
@@ -25,7 +27,7 @@ export async function segmentsCommand(args: readonly string[], io: Io, signal?: 
   const file = values.config ?? config.segmentsConfig;
   if (file === undefined) throw new KairosError('KAIROS_ERR_CONFIG', 'KAIROS_SEGMENTS_CONFIG (or --config): required — the segment definitions');
   const segments = loadSegmentsConfig(file);
-  const logger = pino({ level: runtime.logLevel }, pino.destination(2));
+  const logger = createLogger({ level: runtime.logLevel, destination: pino.destination(2), secrets: configuredSecrets() });
   const warehouse = openWarehouse(config);
   if (warehouse.kind === 'ndjson') io.stderr.write(`segments: EMBEDDED DEMO WAREHOUSE — segment results read from ${warehouse.location}/segments/<name>.ndjson instead of running the SQL\n`);
   const kafka = createKafka({ brokers: runtime.brokers ?? [], clientId: runtime.clientId, logger, security: kafkaSecurity(runtime) });
@@ -41,7 +43,7 @@ export async function segmentsCommand(args: readonly string[], io: Io, signal?: 
     await syncSegmentsOnce(opts);
     return 0;
   }
-  const http = await startHttpServer({ registry, ready: () => true, port: runtime.httpPort });
+  const http = await startHttpServer({ registry, ready: () => true, port: runtime.httpPort, host: runtime.httpHost });
   io.stderr.write(`segments: ${segments.segments.length} segments every ${segments.intervalMs / 1000} s; metrics on http://${http.address}/metrics\n`);
   const stopped = untilStopped(logger, signal);
   let stop = false;

@@ -1,7 +1,8 @@
-import pino from 'pino';
 import { startInstance } from '../app/instance.js';
 import { loadRuntimeConfig } from '../config/runtime.js';
 import { parseFlags, type Io } from './main.js';
+import { configuredSecrets } from './failure.js';
+import { createLogger } from '../util/logger.js';
 import { untilDeadline } from '../util/deadline.js';
 
 /**
@@ -11,7 +12,7 @@ import { untilDeadline } from '../util/deadline.js';
 export async function startCommand(args: readonly string[], io: Io): Promise<number> {
   parseFlags(args, {});
   const config = loadRuntimeConfig(process.env);
-  const logger = pino({ level: config.logLevel });
+  const logger = createLogger({ level: config.logLevel, secrets: configuredSecrets() });
   const instance = await startInstance(config, logger);
   io.stderr.write(`kairos: running against ${(config.brokers ?? []).join(',')}; metrics and health on http://${instance.address}\n`);
   const code = await new Promise<number>((resolve) => {

@@ -4,9 +4,9 @@
  * (`configurationTable()`, checked by a test) all come from it.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { Bool, envVar, envVarsTable, HostPort, readEnvVars } from './env.js';
+import { Bool, envVar, envVarsTable, HostPort, readEnvVars, secretVar, urlVar } from './env.js';
 import { KairosError } from '../errors.js';
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { parseApiKeys } from '../api/auth.js';
 import type { KafkaSecurity } from '../kafka/client.js';
 
@@ -30,7 +30,7 @@ export const RUNTIME_VARS = {
     'SASL authentication to the brokers (needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD; use with KAFKA_SSL=true)',
   ),
   kafkaSaslUsername: v('KAFKA_SASL_USERNAME', Type.String({ minLength: 1 }), 'SASL user name'),
-  kafkaSaslPassword: v('KAFKA_SASL_PASSWORD', Type.String({ minLength: 1 }), 'SASL password (from a secret; never logged)'),
+  kafkaSaslPassword: secretVar('KAFKA_SASL_PASSWORD', Type.String({ minLength: 1 }), 'SASL password (from a secret; never logged)'),
   maxWaitTimeInMs: v('KAFKA_MAX_WAIT_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'longest fetch wait', 500),
   sessionTimeout: v('KAFKA_SESSION_TIMEOUT_MS', Type.Integer({ minimum: 1000, maximum: 300_000 }), 'consumer group session timeout: how soon a dead instance\'s tasks move', 30_000),
   heartbeatInterval: v('KAFKA_HEARTBEAT_MS', Type.Integer({ minimum: 100, maximum: 60_000 }), 'consumer group heartbeat interval (well below the session timeout)', 3000),
@@ -39,9 +39,15 @@ export const RUNTIME_VARS = {
   campaigns: v('KAIROS_CAMPAIGNS', Type.String({ minLength: 1 }), 'campaign config file (JSON); built-in defaults when unset'),
   campaignsTopic: v('KAIROS_CAMPAIGNS_TOPIC', Type.String({ pattern: '^[a-zA-Z0-9._-]{1,249}$' }), 'compacted topic with the campaign config (JSON, newest record wins); followed when set'),
   serde: v('KAIROS_SERDE', Type.Union([Type.Literal('json'), Type.Literal('avro')]), 'wire format of input and output topics', 'json'),
-  schemaRegistryUrl: v('SCHEMA_REGISTRY_URL', Type.String({ pattern: '^https?://' }), 'Confluent-compatible Schema Registry (required for avro)'),
+  schemaRegistryUrl: urlVar('SCHEMA_REGISTRY_URL', ['http', 'https'], 'Confluent-compatible Schema Registry (required for avro)'),
   registerSchemas: v('KAIROS_REGISTER_SCHEMAS', Bool, 'register the schemas/ Avro schemas on start', 'true'),
   httpPort: v('KAIROS_HTTP_PORT', Type.Integer({ minimum: 0, maximum: 65535 }), 'port of /metrics and health endpoints (0 = any free port)', 9464),
+  httpHost: v(
+    'KAIROS_HTTP_HOST',
+    Type.String({ pattern: '^[A-Za-z0-9.:-]{1,253}$' }),
+    'address the HTTP server (query API, /metrics, health) listens on: 0.0.0.0 = every interface (containers), 127.0.0.1 = this machine only',
+    '0.0.0.0',
+  ),
   advertisedHost: v(
     'KAIROS_ADVERTISED_HOST',
     Type.String({ pattern: '^[A-Za-z0-9.-]{1,253}$' }),
@@ -65,15 +71,15 @@ export const RUNTIME_VARS = {
     'query API authentication: required (API keys or customer tokens) or none (development only: every caller may read everything)',
     'required',
   ),
-  apiKeys: v(
+  apiKeys: secretVar(
     'KAIROS_API_KEYS',
     Type.String({ pattern: '^[^\\s]+$' }),
     'API keys of internal callers: `name:key[:read+pii]`, comma-separated (key ≥ 16 characters; scope read by default, pii adds e-mail and push tokens)',
   ),
-  apiTokenSecret: v('KAIROS_API_TOKEN_SECRET', Type.String({ minLength: 32 }), 'HMAC secret of customer tokens (HS256 JWT, `sub` = customer id, `exp` required) that shop sessions send; ≥ 32 characters'),
+  apiTokenSecret: secretVar('KAIROS_API_TOKEN_SECRET', Type.String({ minLength: 32 }), 'HMAC secret of customer tokens (HS256 JWT, `sub` = customer id, `exp` required) that shop sessions send; ≥ 32 characters'),
   apiRateLimit: v('KAIROS_API_RATE_LIMIT', Type.Integer({ minimum: 1 }), 'query API requests per minute per API key', 600_000),
   apiRateLimitCustomer: v('KAIROS_API_RATE_LIMIT_CUSTOMER', Type.Integer({ minimum: 1 }), 'query API requests per minute per customer token (and per IP without credentials)', 120),
-  redisUrl: v('KAIROS_REDIS_URL', Type.String({ pattern: '^rediss?://' }), 'Redis with the onsite placements `kairos dispatch` writes; enables GET /v1/customers/:id/placements'),
+  redisUrl: urlVar('KAIROS_REDIS_URL', ['redis', 'rediss'], 'Redis with the onsite placements `kairos dispatch` writes; enables GET /v1/customers/:id/placements'),
   apiForwardTimeoutMs: v('KAIROS_API_FORWARD_TIMEOUT_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how long a forwarded query waits for the owning instance', 2000),
   logLevel: v('KAIROS_LOG_LEVEL', Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => Type.Literal(l))), 'log level', 'info'),
 } as const;
@@ -94,7 +100,9 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv = process.env, required
       if (out[k] === undefined) errors.push(`${env}: required when KAFKA_SASL_MECHANISM is set`);
     }
   }
-  if (typeof out.kafkaSslCaFile === 'string' && !existsSync(out.kafkaSslCaFile)) errors.push(`KAFKA_SSL_CA_FILE=${JSON.stringify(out.kafkaSslCaFile)}: no such file`);
+  if (typeof out.kafkaSslCaFile === 'string' && statSync(out.kafkaSslCaFile, { throwIfNoEntry: false })?.isFile() !== true) {
+    errors.push(`KAFKA_SSL_CA_FILE=${JSON.stringify(out.kafkaSslCaFile)}: no such file (a PEM file is needed)`);
+  }
   if (typeof out.apiKeys === 'string') {
     try {
       parseApiKeys(out.apiKeys);

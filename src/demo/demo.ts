@@ -130,6 +130,8 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       KAFKA_MAX_WAIT_MS: '100',
       KAIROS_STATE_DIR: stateDir,
       KAIROS_HTTP_PORT: String(opts.httpPort),
+      // The demo's API key is printed: only this machine may use it.
+      KAIROS_HTTP_HOST: '127.0.0.1',
       KAIROS_PUNCTUATE_MS: '250',
       KAIROS_IDLE_ADVANCE_MS: '1000',
       KAIROS_LOG_LEVEL: 'warn',

@@ -113,7 +113,7 @@ export async function startDispatch(config: DispatchConfig, logger: Logger, over
     onTrigger: (result) => metrics.triggers.inc({ result }),
     onState: (topic) => metrics.stateUpdates.inc({ topic }),
   });
-  const http = await startHttpServer({ registry, port: config.httpPort, ready: () => consumer.running && !gate.paused });
+  const http = await startHttpServer({ registry, port: config.httpPort, host: config.httpHost, ready: () => consumer.running && !gate.paused });
   await consumer.start();
   log.info({ channels: config.channels, group: config.groupId, http: http.address }, 'dispatch running');
 

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Type, type Static } from '@sinclair/typebox';
-import { Bool, envVar, envVarsTable, HostPort, readEnvVars } from '../config/env.js';
+import { Bool, envVar, envVarsTable, HostPort, readEnvVars, secretVar, urlVar } from '../config/env.js';
 import type { Channel } from '../../schemas/contract.js';
 import { KairosError } from '../errors.js';
 import { isTimeZone } from '../util/local-time.js';
@@ -22,8 +22,8 @@ export const DISPATCH_VARS = {
   maxWaitTimeInMs: v('KAFKA_MAX_WAIT_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'longest fetch wait', 500),
   groupId: v('KAIROS_DISPATCH_GROUP', Type.String({ pattern: '^[a-zA-Z0-9._-]{1,200}$' }), 'consumer group of the dispatchers (crm.triggers.v1, crm.customers.v1, shop.catalog.v1)', 'kairos-dispatch'),
   serde: v('KAIROS_SERDE', Type.Union([Type.Literal('json'), Type.Literal('avro')]), 'wire format of input and output topics', 'json'),
-  schemaRegistryUrl: v('SCHEMA_REGISTRY_URL', Type.String({ pattern: '^https?://' }), 'Confluent-compatible Schema Registry (required for avro)'),
-  redisUrl: v('REDIS_URL', Type.String({ pattern: '^rediss?://' }), 'Redis for idempotency, caps, send rates, profiles, catalog view and onsite placements', 'redis://127.0.0.1:6379'),
+  schemaRegistryUrl: urlVar('SCHEMA_REGISTRY_URL', ['http', 'https'], 'Confluent-compatible Schema Registry (required for avro)'),
+  redisUrl: urlVar('REDIS_URL', ['redis', 'rediss'], 'Redis for idempotency, caps, send rates, profiles, catalog view and onsite placements', 'redis://127.0.0.1:6379'),
   channels: v('KAIROS_DISPATCH_CHANNELS', ChannelList, 'channels this instance delivers; a trigger\'s other channels are skipped with reason channel-disabled', 'push,email,onsite,webhook'),
   caps: v('KAIROS_DISPATCH_CAPS', ChannelNumbers, 'contacts per customer, channel and day in the customer\'s time zone (absent channel: no cap)', 'push=3,email=2,onsite=20'),
   rates: v('KAIROS_DISPATCH_RATES', ChannelNumbers, 'provider send rate per channel, per second over all instances (token bucket, burst = one second; absent: unlimited)', 'push=500,email=50,webhook=100'),
@@ -38,13 +38,19 @@ export const DISPATCH_VARS = {
   fcmCredentials: v('GOOGLE_APPLICATION_CREDENTIALS', Type.String({ minLength: 1 }), 'service-account JSON file for FCM; application default credentials when unset'),
   fcmConnectTo: v('KAIROS_FCM_CONNECT_TO', HostPort, 'connect to this host:port instead of fcm.googleapis.com (TLS name stays fcm.googleapis.com; HTTP/1.1); for proxies and tests'),
   fcmCaFile: v('KAIROS_FCM_CA_FILE', Type.String({ minLength: 1 }), 'extra CA certificate (PEM) trusted for FCM, with KAIROS_FCM_CONNECT_TO'),
-  smtpUrl: v('SMTP_URL', Type.String({ pattern: '^smtps?://' }), 'SMTP server, e.g. smtp://user:pass@mail:587 (required for email)'),
+  smtpUrl: urlVar('SMTP_URL', ['smtp', 'smtps'], 'SMTP server, e.g. smtp://user:pass@mail:587 (required for email)'),
   emailFrom: v('KAIROS_EMAIL_FROM', Type.String({ minLength: 3 }), 'sender address of emails', 'Kairos <no-reply@example.com>'),
-  shopUrl: v('KAIROS_SHOP_URL', Type.String({ pattern: '^https?://' }), 'base URL for product and basket links in messages', 'https://shop.example.com'),
-  webhookUrl: v('KAIROS_WEBHOOK_URL', Type.String({ pattern: '^https?://' }), 'partner endpoint for the webhook channel (required for webhook)'),
-  webhookSecret: v('KAIROS_WEBHOOK_SECRET', Type.String({ minLength: 16 }), 'HMAC-SHA256 key signing webhook requests (required with KAIROS_WEBHOOK_URL)'),
+  shopUrl: urlVar('KAIROS_SHOP_URL', ['http', 'https'], 'base URL for product and basket links in messages', 'https://shop.example.com'),
+  webhookUrl: urlVar('KAIROS_WEBHOOK_URL', ['http', 'https'], 'partner endpoint for the webhook channel (required for webhook)'),
+  webhookSecret: secretVar('KAIROS_WEBHOOK_SECRET', Type.String({ minLength: 16 }), 'HMAC-SHA256 key signing webhook requests (required with KAIROS_WEBHOOK_URL)'),
   webhookTimeoutMs: v('KAIROS_WEBHOOK_TIMEOUT_MS', Type.Integer({ minimum: 100, maximum: 120_000 }), 'webhook request timeout', 5000),
   httpPort: v('KAIROS_HTTP_PORT', Type.Integer({ minimum: 0, maximum: 65535 }), 'port of /metrics and health endpoints (0 = any free port)', 9465),
+  httpHost: v(
+    'KAIROS_HTTP_HOST',
+    Type.String({ pattern: '^[A-Za-z0-9.:-]{1,253}$' }),
+    'address the HTTP server (/metrics, health) listens on: 0.0.0.0 = every interface (containers), 127.0.0.1 = this machine only',
+    '0.0.0.0',
+  ),
   logLevel: v('KAIROS_LOG_LEVEL', Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => Type.Literal(l))), 'log level', 'info'),
 } as const;
 

@@ -4,6 +4,22 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { FASTIFY_OPTIONS, registerApi, type ApiOptions } from '../api/server.js';
+import { KairosError } from '../errors.js';
+
+/** A listen failure in words: which address, why, and which settings choose another. */
+function listenError(err: unknown, host: string, port: number): unknown {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? err.code : undefined;
+  const why =
+    code === 'EADDRINUSE'
+      ? 'the port is in use (another kairos, or another program)'
+      : code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+        ? 'the host is not an address of this machine'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'permission denied (ports below 1024 need privileges)'
+          : undefined;
+  if (why === undefined) return err;
+  return new KairosError('KAIROS_ERR_LISTEN', `cannot listen on ${host}:${port}: ${why}; choose another with KAIROS_HTTP_PORT / KAIROS_HTTP_HOST (kairos demo: --port)`, { cause: err });
+}
 
 export interface HttpServerOptions {
   readonly registry: Registry;
@@ -29,9 +45,15 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<{ server
   server.get('/health/ready', (_req, reply) =>
     opts.ready() ? reply.send({ status: 'ready' }) : reply.code(503).header('retry-after', '1').send({ status: 'restoring' }),
   );
-  await server.listen({ port: opts.port, host: opts.host ?? '0.0.0.0' });
+  const host = opts.host ?? '0.0.0.0';
+  try {
+    await server.listen({ port: opts.port, host });
+  } catch (err) {
+    await server.close().catch(() => undefined);
+    throw listenError(err, host, opts.port);
+  }
   const addr = server.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : opts.port;
-  address = `${opts.advertisedHost ?? (opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1')}:${port}`;
+  address = `${opts.advertisedHost ?? (host !== '0.0.0.0' && host !== '::' ? host : '127.0.0.1')}:${port}`;
   return { server, address };
 }

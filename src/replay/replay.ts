@@ -72,6 +72,9 @@ const AUDIT = 'crm.trigger-audit.v1';
 export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   const started = performance.now();
   const ownsDir = opts.stateDir === undefined;
+  if (opts.stateDir !== undefined && existsSync(opts.stateDir) && !statSync(opts.stateDir).isDirectory()) {
+    throw new KairosError('KAIROS_ERR_USAGE', `--state-dir ${opts.stateDir} is a file; give a directory (new or empty)`);
+  }
   if (opts.stateDir !== undefined && existsSync(opts.stateDir) && readdirSync(opts.stateDir).length > 0) {
     // A replay starts from nothing: state left by an earlier run would make its events look late.
     throw new KairosError('KAIROS_ERR_USAGE', `--state-dir ${opts.stateDir} is not empty; a replay needs an empty (or new) directory`);
@@ -105,7 +108,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   let lastProgress = started;
   const every = opts.progressEveryMs ?? 2000;
   const commitEvery = opts.commitEvery ?? 20_000;
-  const { stream, size, bytesRead } = openInput(opts.input);
+  const { stream, size, bytesRead, readErrors } = openInput(opts.input);
   try {
     const rl = createInterface({ input: stream, crlfDelay: Infinity });
     // Lines are decoded in chunks; the chunk's store keys are loaded with one multi-get, then its records
@@ -169,6 +172,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
       stateBytes,
     };
     return result;
+  } catch (err) {
+    // A read error of the input (truncated or non-gzip .gz, a directory, a vanished file) ends the replay with
+    // one message naming the file, not a stack trace.
+    throw typeof opts.input === 'string' && typeof err === 'object' && err !== null && readErrors.has(err) ? inputError(opts.input, err) : err;
   } finally {
     await task.close(); // no-op when already closed
     await opts.triggers.flush();
@@ -178,17 +185,54 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   }
 }
 
-function openInput(input: string | Readable): { stream: Readable; size: number | undefined; bytesRead: () => number } {
-  if (typeof input !== 'string') return { stream: input, size: undefined, bytesRead: () => 0 };
+/** Why an input file cannot be read, in words (Node's error codes mean nothing to a user). */
+export function inputError(input: string, err: unknown): KairosError {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? err.code : undefined;
+  const reason =
+    code === 'Z_BUF_ERROR'
+      ? 'the gzip data ends early (truncated file)'
+      : code === 'Z_DATA_ERROR'
+        ? 'not gzip data (the name ends in .gz, so it is decompressed; rename it if it is plain NDJSON)'
+        : code === 'EISDIR'
+          ? 'it is a directory; give a file'
+          : code === 'ENOENT'
+            ? 'no such file'
+            : code === 'EACCES' || code === 'EPERM'
+              ? 'permission denied'
+              : err instanceof Error
+                ? err.message
+                : String(err);
+  return new KairosError('KAIROS_ERR_INPUT', `cannot read input ${input}: ${reason}`, { cause: err });
+}
+
+function openInput(input: string | Readable): { stream: Readable; size: number | undefined; bytesRead: () => number; readErrors: WeakSet<object> } {
+  const readErrors = new WeakSet<object>();
+  const track = (s: Readable): void => {
+    s.on('error', (err: unknown) => {
+      if (typeof err === 'object' && err !== null) readErrors.add(err);
+    });
+  };
+  if (typeof input !== 'string') {
+    track(input);
+    return { stream: input, size: undefined, bytesRead: () => 0, readErrors };
+  }
   let size: number;
   try {
-    size = statSync(input).size;
+    const stat = statSync(input);
+    if (stat.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+    size = stat.size;
   } catch (err) {
-    throw new KairosError('KAIROS_ERR_INPUT', `cannot read input ${input}: ${(err as Error).message}`, { cause: err });
+    throw inputError(input, err);
   }
   const file = createReadStream(input, { highWaterMark: 1 << 20 });
-  const stream = input.endsWith('.gz') ? file.pipe(createGunzip()) : file;
-  return { stream, size, bytesRead: () => file.bytesRead };
+  track(file);
+  if (!input.endsWith('.gz')) return { stream: file, size, bytesRead: () => file.bytesRead, readErrors };
+  const gunzip = createGunzip();
+  track(gunzip);
+  // pipe() does not forward the file's errors; the reader sees the gunzip stream only.
+  file.on('error', (err) => gunzip.destroy(err));
+  file.pipe(gunzip);
+  return { stream: gunzip, size, bytesRead: () => file.bytesRead, readErrors };
 }
 
 function dirSize(dir: string): number {

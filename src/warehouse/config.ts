@@ -4,7 +4,7 @@
  * variable named at once, KAIROS_ERR_CONFIG), defaults and the README table (`warehouseConfigurationTable()`).
  */
 import { Type } from '@sinclair/typebox';
-import { envVar, envVarsTable, readEnvVars } from '../config/env.js';
+import { envVar, envVarsTable, readEnvVars, secretVar, urlVar } from '../config/env.js';
 import { isTopicName } from '../../schemas/contract.js';
 import { toMs } from '../config/duration.js';
 import { KairosError } from '../errors.js';
@@ -24,8 +24,8 @@ export const WAREHOUSE_VARS = {
   dataset: v('BIGQUERY_DATASET', Type.String({ pattern: '^[A-Za-z0-9_]{1,1024}$' }), 'dataset of the Kairos tables (created on start if missing)', 'kairos'),
   location: v('BIGQUERY_LOCATION', Type.String({ pattern: '^[A-Za-z0-9-]{2,40}$' }), 'dataset and query location, e.g. EU or europe-west3'),
   keyFile: v('BIGQUERY_KEY_FILE', Type.String({ minLength: 1 }), 'service-account key file; unset = Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server)'),
-  apiEndpoint: v('BIGQUERY_API_ENDPOINT', Type.String({ pattern: '^https?://' }), 'another BigQuery REST endpoint (an emulator); unset = Google'),
-  accessToken: v('BIGQUERY_ACCESS_TOKEN', Type.String({ minLength: 1 }), 'a fixed bearer token instead of Google credentials (emulators only)'),
+  apiEndpoint: urlVar('BIGQUERY_API_ENDPOINT', ['http', 'https'], 'another BigQuery REST endpoint (an emulator); unset = Google'),
+  accessToken: secretVar('BIGQUERY_ACCESS_TOKEN', Type.String({ minLength: 1 }), 'a fixed bearer token instead of Google credentials (emulators only)'),
   exportTopics: v(
     'KAIROS_EXPORT_TOPICS',
     Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
