@@ -188,7 +188,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     await instance.stop();
     io.stderr.write(`kairos demo: ${sent} events sent, ${triggers} triggers\n`);
     if (opts.warehouseDir !== undefined) {
-      io.stderr.write(`kairos demo: ${exporter?.stats().rows ?? 0} rows in ${opts.warehouseDir}; A/B report: KAIROS_WAREHOUSE=ndjson:${opts.warehouseDir} kairos report --campaign <campaignId>\n`);
+      io.stderr.write(`kairos demo: ${exporter?.stats().rows ?? 0} rows in ${opts.warehouseDir}; A/B report: KAIROS_WAREHOUSE=ndjson:${opts.warehouseDir} npx kairos report --campaign basket-abandonment --window 1h\n`);
     }
     return 0;
   } finally {
