@@ -6,13 +6,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CatalogEvent, Trigger, WishlistEvent } from '../../schemas/contract.js';
+import type { CatalogEvent, CustomerProfile, Trigger, TriggerAudit, WishlistEvent } from '../../schemas/contract.js';
+import { buildTopology } from '../../src/app/topology.js';
+import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { TopologyBuilder, type Topology } from '../../src/engine/api/index.js';
 import { MultiTaskDriver, type MultiTaskSchedule } from '../../src/engine/testing/multi-task-driver.js';
 import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 import { partitionOf } from '../../src/kafka/partitioner.js';
 import { mulberry32 } from '../../src/util/prng.js';
-import { TRIGGERS_TOPIC } from '../../topologies/common/campaign.js';
+import { AUDIT_TOPIC, TRIGGERS_TOPIC } from '../../topologies/common/campaign.js';
 import { triggerId } from '../../topologies/common/triggers.js';
 import { defaults, NAME, wishlistRestock, type WishlistRestockParams } from '../../topologies/wishlist-restock/index.js';
 
@@ -197,4 +199,117 @@ test('quota (maxPerUnit): a place taken by a wish removed before the restock, it
   const runs: Run[] = [];
   for (let seed = 1; seed <= 6; seed++) runs.push({ partitions: 3, seed, schedule: 'inputs-first' }, { partitions: 3, seed, schedule: 'random', publishProbability: 0.3 });
   for (const run of runs) assert.deepEqual(await multi(inputs, END, run, { maxPerUnit: 1 }), expected, JSON.stringify(run));
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// With the guards and a limited quota (issue 14, item 3): places go back from the customers' tasks (cooldown,
+// suppressed by the guards, dropped after being held) through the by-product repartition topic, and the wave
+// tops up. The wishes are all in the index before the restocks (phase 1, run to the end), so what is tested is
+// the feedback: matches, decisions and returned places crossing tasks in any order must give replay's triggers.
+
+function guardedTopology(): Topology {
+  return buildTopology(
+    resolveCampaigns({
+      defaults: { channels: ['push'], expiresAfter: '48h' },
+      guards: { defaultTimezone: 'Europe/Berlin', quietHours: { start: '22:00', end: '08:00' }, cap: null },
+      campaigns: {
+        'basket-abandonment': { enabled: false },
+        'browse-abandonment': { enabled: false },
+        'basket-price-drop': { enabled: false },
+        'wishlist-restock': { campaignId: 'rs', experiment: { holdout: 0.15, variants: [{ name: 'A', weight: 1 }] }, params: { maxPerUnit: 1, cooldown: '3d' } },
+      },
+    }),
+    'guarded',
+  );
+}
+
+interface AnyInput {
+  readonly topic: string;
+  readonly key: string;
+  readonly value: WishlistEvent | CatalogEvent | CustomerProfile;
+}
+
+/**
+ * Phase 1: profiles and wishes, all indexed before anything else. Then restock cycles of three skus over days
+ * (restock, maybe a consent change, sell-out), each run to quiescence with every task's stream time moved to just
+ * before the next cycle (as the runner's idle advance does on a live, caught-up partition), so each wave's
+ * feedback (held triggers released at 08:00 local included) is in before the sku's next restock.
+ */
+function quotaHistory(seed: number): { wishes: AnyInput[]; cycles: { inputs: AnyInput[]; until: number }[]; end: number } {
+  const rnd = mulberry32(seed);
+  const customers = Array.from({ length: 14 }, (_, i) => `cust-${i}`);
+  const skus = ['coat-s', 'coat-m', 'coat-l'];
+  const profileOf = (customerId: string, at: number, push: boolean): AnyInput => ({
+    topic: 'crm.customers.v1',
+    key: customerId,
+    value: { customerId, updatedAt: at, timezone: rnd() < 0.3 ? 'Asia/Tokyo' : 'Europe/Berlin', consents: { push, email: false, onsite: false }, pushTokens: [], segments: [], attributes: {} },
+  });
+  const wishes: AnyInput[] = [];
+  let t = T0;
+  for (const c of customers) wishes.push(profileOf(c, (t += MIN), rnd() < 0.85));
+  for (const c of customers) {
+    for (const s of skus) {
+      if (rnd() < 0.6) {
+        const any = rnd() < 0.3;
+        wishes.push({ topic: 'shop.wishlist.v1', key: c, value: { eventId: `w-${c}-${s}`, customerId: c, occurredAt: (t += MIN), type: 'ITEM_ADDED', productId: 'coat', ...(any ? {} : { sku: s }) } });
+      }
+    }
+  }
+  for (const s of skus) wishes.push({ topic: 'shop.catalog.v1', key: s, value: { eventId: `init-${s}`, sku: s, productId: 'coat', occurredAt: (t += MIN), type: 'STOCK_CHANGED', stock: 0 } });
+  const cycles: { inputs: AnyInput[]; until: number }[] = [];
+  t = T0 + DAY;
+  for (let k = 0; k < 18; k++) {
+    const s = skus[k % 3] as string;
+    const inputs: AnyInput[] = [{ topic: 'shop.catalog.v1', key: s, value: { eventId: `up-${seed}-${k}`, sku: s, productId: 'coat', occurredAt: t, type: 'STOCK_CHANGED', stock: 1 + Math.floor(rnd() * 3) } }];
+    if (rnd() < 0.6) inputs.push(profileOf(customers[Math.floor(rnd() * customers.length)] as string, t + 1 + Math.floor(rnd() * 6 * 60 * MIN), rnd() < 0.6));
+    const down = t + 6 * 60 * MIN + Math.floor(rnd() * 12 * 60 * MIN);
+    inputs.push({ topic: 'shop.catalog.v1', key: s, value: { eventId: `down-${seed}-${k}`, sku: s, productId: 'coat', occurredAt: down, type: 'STOCK_CHANGED', stock: 0 } });
+    t = down + 1 + Math.floor(rnd() * 6 * 60 * MIN);
+    cycles.push({ inputs, until: t - 1 });
+  }
+  return { wishes, cycles, end: t + 3 * DAY };
+}
+
+async function quotaOutputs(d: TopologyTestDriver | MultiTaskDriver): Promise<{ triggers: string[]; decisions: string[] }> {
+  return {
+    triggers: d.readOutput<Trigger>(TRIGGERS_TOPIC).map((o) => `${key(o.value)} ${o.timestamp}`).sort(),
+    decisions: d.readOutput<TriggerAudit>(AUDIT_TOPIC).map((o) => `${o.value.triggerId} ${o.value.decision}/${o.value.reason} ${o.value.occurredAt}`).sort(),
+  };
+}
+
+test('property, with guards and a quota: places given back (cooldown, suppressed, dropped after held) top the wave up as in replay, N tasks in any order', async () => {
+  let sentTotal = 0;
+  let returned = 0;
+  for (const historySeed of [61, 62, 63, 64]) {
+    const { wishes, cycles, end } = quotaHistory(historySeed);
+    const r = await TopologyTestDriver.create(guardedTopology());
+    let expected: { triggers: string[]; decisions: string[] };
+    try {
+      for (const i of [...wishes, ...cycles.flatMap((c) => c.inputs)]) await r.pipe(i.topic, i.key, i.value);
+      await r.advanceStreamTime(end);
+      expected = await quotaOutputs(r);
+    } finally {
+      await r.close();
+    }
+    sentTotal += expected.triggers.length;
+    returned += expected.decisions.filter((x) => /SUPPRESSED\/(cooldown|no-consent)/.test(x)).length;
+    for (const run of RUNS) {
+      const d = await MultiTaskDriver.create(guardedTopology(), { partitioner: partitionOf, ...run });
+      try {
+        for (const i of wishes) d.send(i.topic, i.key, i.value);
+        await d.run();
+        for (const c of cycles) {
+          for (const i of c.inputs) d.send(i.topic, i.key, i.value);
+          await d.run();
+          for (const task of d.tasks) await task.advanceStreamTime(c.until);
+          await d.run();
+        }
+        await d.finish(end);
+        assert.deepEqual(await quotaOutputs(d), expected, `history ${historySeed}, ${JSON.stringify(run)}`);
+      } finally {
+        await d.close();
+      }
+    }
+  }
+  assert.ok(sentTotal >= 20 && returned >= 20, `the histories send and give places back enough to mean something (${sentTotal} sent, ${returned} returned)`);
 });

@@ -11,6 +11,7 @@ import { Duration, toMs } from '../../src/config/duration.js';
 import type { CatalogEvent, CustomerProfile, Trigger, TriggerAudit, WishlistEvent } from '../../schemas/contract.js';
 import { outputsOf, wireOutputs, type CampaignSettings, type Outputs, type TopologyDefinition } from '../common/campaign.js';
 import { auditOf, causedBy, triggerId, type CausedBy } from '../common/triggers.js';
+import { outcomeOf, subscribeDecisions } from '../common/guards.js';
 
 export const NAME = 'wishlist-restock';
 export const WISHLIST_TOPIC = 'shop.wishlist.v1';
@@ -24,6 +25,10 @@ const WISHES_BY_PRODUCT = 'wishlist-restock.wishes-by-product';
 const STOCK_BY_PRODUCT = 'wishlist-restock.stock-by-product';
 const INDEX = 'wishlist-restock.index';
 const NOTIFY = 'wishlist-restock.notify';
+/** With guards: their decisions on this topology's triggers (decision feedback). */
+export const DECISIONS = 'wishlist-restock.decisions';
+/** The sink node of the by-product repartition (see TopologyBuilder.addRepartition). */
+const BY_PRODUCT_SINK = `${BY_PRODUCT}.sink`;
 const PAGE_TIMER = 'page';
 const TYPE = 'WISHLIST_BACK_IN_STOCK';
 const DAY = 86_400_000;
@@ -76,7 +81,13 @@ export function wishlistRestockParams(input: WishlistRestockParamsInput = {}): W
 export type ByProduct =
   | { kind: 'wish'; op: 'add' | 'remove'; productId: string; customerId: string; sku: string | null; at: number; eventId: string }
   /** `causedBy` names the catalog record itself: past the repartition topic the record origin is that topic's. */
-  | { kind: 'stock'; productId: string; sku: string; stock: number; at: number; eventId: string; causedBy: CausedBy };
+  | { kind: 'stock'; productId: string; sku: string; stock: number; at: number; eventId: string; causedBy: CausedBy }
+  /**
+   * From the customer's task (limited quota only): the match of restock `eventId` through the wish
+   * (`wishedSku`, customer) notified nobody — cooldown, or the guards suppressed it (not holdout), at once or
+   * when released after being held — decided at `at`: its place goes back to the wave (DESIGN §3).
+   */
+  | { kind: 'return'; productId: string; sku: string; customerId: string; wishedSku: string | null; eventId: string; at: number };
 
 /** A wish in the product's task. `seenAt` is the last ITEM_ADDED for it (re-adding keeps `wishedAt`). */
 export interface Wish {
@@ -149,7 +160,16 @@ export interface Wave {
   productDone: boolean;
   /** Steps run so far; step k is due at restockAt + k of stream time (as in replay, where the restock sets stream time). */
   steps?: number;
+  /**
+   * The sku sold out (below minStock) at this time: the wave stops where it is. Kept (until the wave's ranges
+   * end or the sku's next restock replaces it) so a place returned by a decision taken before this time still
+   * tops the wave up, as it did in replay, where that decision came before the sell-out.
+   */
+  stoppedAt?: number;
 }
+
+/** A wave with a limit whose places are all taken (sent, held or in flight): it waits for places to come back. */
+const paused = (w: Pick<Wave, 'limit' | 'sent'>): boolean => w.limit !== null && w.sent >= w.limit;
 
 /** What the index sends through the to-customer repartition topic (JSON). */
 export interface RestockMatch {
@@ -176,7 +196,32 @@ export type NotifiedState = Record<string, NotifiedSku>;
 export interface NotifiedSku {
   at: number;
   eventId: string;
-  decided?: { eventId: string; at: number; sent: boolean }[];
+  decided?: DecidedRestock[];
+}
+
+/** One restock decided for a customer and sku. */
+export interface DecidedRestock {
+  eventId: string;
+  /** The restock's time. */
+  at: number;
+  /** A trigger was emitted (not suppressed for cooldown). */
+  sent: boolean;
+  /**
+   * With guards: when they decided the trigger notified nobody (suppressed, not for holdout; or dropped when
+   * released after being held). It starts no cooldown: it counts only for restocks in [at, droppedAt), while
+   * it was held (reserved), see {@link countsAt}.
+   */
+  droppedAt?: number;
+  /** With a limited quota: the wish that took the place (to give it back). */
+  place?: { productId: string; wishedSku: string | null };
+}
+
+/**
+ * Whether a decided restock starts a cooldown that covers a restock at `t`: it was sent (emitted), and the guards
+ * did not drop it — or dropped it only after `t`, while it was held from `at` on (a held trigger reserves).
+ */
+export function countsAt(d: DecidedRestock, t: number): boolean {
+  return d.sent && (d.droppedAt === undefined || (d.at <= t && t < d.droppedAt));
 }
 
 export const DECIDED_CAP = 16;
@@ -330,6 +375,7 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
   async process(r: StreamRecord<ByProduct>): Promise<void> {
     const v = r.value;
     if (v.kind === 'wish') await this.#wish(v);
+    else if (v.kind === 'return') await this.#return(v);
     else await this.#stock(v);
   }
 
@@ -419,7 +465,14 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
       const released: Restock = { ...r, sent: Math.max(0, r.sent - 1), matched: r.matched.filter((k) => k !== key) };
       const wave = await waves.get(r.sku);
       if (wave !== undefined && wave.eventId === r.eventId) {
-        waves.put(r.sku, { ...wave, sent: Math.max(0, wave.sent - 1) });
+        if (paused(wave) && (wave.stoppedAt === undefined || removedAt < wave.stoppedAt)) {
+          // A wave that waited with every place taken runs again from the oldest wish, as an ended one does below
+          // (a late wish the quota turned away may be behind its cursor); matched wishes are skipped, and one whose
+          // place came back before (cooldown, suppressed) gives it back again from the customer's task.
+          const cursors = { skuCursor: null, productCursor: null, skuDone: false, productDone: false };
+          waves.put(r.sku, { ...wave, ...cursors, sent: Math.max(0, wave.sent - 1) });
+          resumed.push(r.sku);
+        } else waves.put(r.sku, { ...wave, sent: Math.max(0, wave.sent - 1) });
       } else if (wave === undefined) {
         const { productId: p, sku, restockAt, eventId, causedBy: cause, previousStock, stock, limit } = r;
         const cursors = { skuCursor: null, productCursor: null, skuDone: false, productDone: false };
@@ -430,6 +483,31 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
     }
     restocksAll.put(productId, next);
     for (const sku of resumed) await this.#page(sku);
+  }
+
+  /**
+   * A place comes back from the customer's task (DESIGN §3: only a send or a holdout uses the quota): the match
+   * took it, the customer was in cooldown or the guards suppressed the trigger. The wish stays out of the wave
+   * (its cursor is past it); the wave, if it waits with every place taken, goes on from its cursor, oldest
+   * first — unless the sku sold out before the decision (`stoppedAt <= at`: replay took the decision after the
+   * sell-out). A return for a match that holds no place (already returned, or a redelivery) changes nothing.
+   */
+  async #return(v: Extract<ByProduct, { kind: 'return' }>): Promise<void> {
+    const restocksAll = this.#ctx.getStore(restocksStore);
+    const restocks = (await restocksAll.get(v.productId)) ?? [];
+    const i = restocks.findIndex((r) => r.eventId === v.eventId && r.sku === v.sku);
+    const r = restocks[i];
+    const key = wishKey(v.productId, v.wishedSku, v.customerId);
+    if (r === undefined || r.limit === null || r.matched?.includes(key) !== true) return;
+    const next = [...restocks];
+    next[i] = { ...r, sent: Math.max(0, r.sent - 1), matched: r.matched.filter((k) => k !== key) };
+    restocksAll.put(v.productId, next);
+    const waves = this.#ctx.getStore(wavesStore);
+    const wave = await waves.get(v.sku);
+    if (wave === undefined || wave.eventId !== v.eventId) return;
+    const wasPaused = paused(wave);
+    waves.put(v.sku, { ...wave, sent: Math.max(0, wave.sent - 1) });
+    if (wasPaused && (wave.stoppedAt === undefined || v.at < wave.stoppedAt)) await this.#page(v.sku);
   }
 
   /** Remembers a restock whose wave starts (recent ones per product: RESTOCKS_CAP, none older than stateTtl). */
@@ -466,8 +544,13 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
     stocks.put(v.sku, { stock: v.stock, at: v.at, eventId: v.eventId });
     const min = this.#p.minStock;
     if (v.stock < min) {
-      // Sold out (below minStock): the running wave of this sku ends where it is.
-      this.#endWave(v.sku);
+      // Sold out (below minStock): the running wave of this sku stops where it is; with a limit it is kept
+      // (stopped) for places returned by decisions taken before the sell-out.
+      const wave = await this.#ctx.getStore(wavesStore).get(v.sku);
+      if (wave !== undefined && wave.limit !== null && wave.stoppedAt === undefined) {
+        this.#ctx.getStore(wavesStore).put(v.sku, { ...wave, stoppedAt: v.at });
+        this.#ctx.timers.cancel(PAGE_TIMER, v.sku);
+      } else if (wave !== undefined && wave.stoppedAt === undefined) this.#endWave(v.sku);
       return;
     }
     // Unknown previous stock is no transition: the first stock event of a sku must not notify everyone.
@@ -514,7 +597,8 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
     const waves = this.#ctx.getStore(wavesStore);
     for (;;) {
       const wave = await waves.get(sku);
-      if (!wave || wave.restockAt + (wave.steps ?? 1) > at) return;
+      // A paused or stopped wave has no step due: it goes on only when a place comes back.
+      if (!wave || paused(wave) || wave.stoppedAt !== undefined || wave.restockAt + (wave.steps ?? 1) > at) return;
       await this.#page(sku);
     }
   }
@@ -590,8 +674,15 @@ export class RestockIndexProcessor implements Processor<ByProduct, RestockMatch>
       this.#ctx.forward({ key: w.customerId, value: matchOf(wave, w, wave.sent), timestamp: wave.restockAt });
     }
     await this.#syncSent(wave, matched);
-    if (full() || (wave.skuDone && wave.productDone)) {
+    if (wave.skuDone && wave.productDone) {
       this.#endWave(sku);
+      return;
+    }
+    if (full()) {
+      // Every place taken (sent, held, or a match in flight): the wave waits, without a timer, for places that
+      // come back (cooldown, suppressed by the guards, a removal), then goes on from its cursor.
+      waves.put(sku, wave);
+      this.#ctx.timers.cancel(PAGE_TIMER, sku);
       return;
     }
     waves.put(sku, wave);
@@ -626,8 +717,8 @@ function older(a: Wish, b: Wish): boolean {
 }
 
 /** The customer's task: cooldown per customer and sku, then the trigger and its audit. */
-export class RestockNotifyProcessor implements Processor<RestockMatch, Trigger | TriggerAudit> {
-  #ctx!: ProcessorContext<Trigger | TriggerAudit>;
+export class RestockNotifyProcessor implements Processor<RestockMatch, Trigger | TriggerAudit | ByProduct> {
+  #ctx!: ProcessorContext<Trigger | TriggerAudit | ByProduct>;
   readonly #settings: CampaignSettings<WishlistRestockParams>;
   readonly #out: Outputs;
 
@@ -636,8 +727,15 @@ export class RestockNotifyProcessor implements Processor<RestockMatch, Trigger |
     this.#out = outputsOf(NOTIFY, settings);
   }
 
-  init(ctx: ProcessorContext<Trigger | TriggerAudit>): void {
+  init(ctx: ProcessorContext<Trigger | TriggerAudit | ByProduct>): void {
     this.#ctx = ctx;
+  }
+
+  /** Gives the match's place in a limited quota back to the product task (it notified nobody). */
+  #giveBack(customerId: string, m: RestockMatch, at: number): void {
+    if (m.limit === null) return;
+    const value: ByProduct = { kind: 'return', productId: m.productId, sku: m.sku, customerId, wishedSku: m.wishedSku, eventId: m.restockEventId, at };
+    this.#ctx.forward({ key: m.productId, value, timestamp: at }, BY_PRODUCT_SINK);
   }
 
   async process(r: StreamRecord<RestockMatch>): Promise<void> {
@@ -648,24 +746,33 @@ export class RestockNotifyProcessor implements Processor<RestockMatch, Trigger |
     const state: NotifiedState = { ...((await store.get(customerId)) ?? {}) };
     const last = state[m.sku];
     const decided = last?.decided ?? (last ? [{ eventId: last.eventId, at: last.at, sent: true }] : []);
-    // The same restock again (a redelivered repartition record, or matched through both wishes, maybe late): already decided.
-    if (decided.some((d) => d.eventId === m.restockEventId)) return;
+    // The same restock again (a redelivered repartition record, or matched through both wishes, maybe late): already
+    // decided. If it notified nobody, the place this match took goes back (a wave run again from the oldest wish).
+    const before = decided.find((d) => d.eventId === m.restockEventId);
+    if (before !== undefined) {
+      if (!before.sent || before.droppedAt !== undefined) this.#giveBack(customerId, m, before.droppedAt ?? m.restockAt);
+      return;
+    }
     // Not wished at the restock (removed before it, or made after it) though the index had not heard so yet.
     if (!(await this.#wished(customerId, m))) return;
     const trigger = this.#trigger(customerId, m);
     const ts = m.restockAt;
     const remember = (sent: boolean): void => {
-      const list = [...decided, { eventId: m.restockEventId, at: m.restockAt, sent }].slice(-DECIDED_CAP);
+      const entry: DecidedRestock = { eventId: m.restockEventId, at: m.restockAt, sent, ...(m.limit === null ? {} : { place: { productId: m.productId, wishedSku: m.wishedSku } }) };
+      const list = [...decided, entry].slice(-DECIDED_CAP);
       const newest = sent && (last === undefined || m.restockAt >= last.at) ? { at: m.restockAt, eventId: m.restockEventId } : last;
       if (newest !== undefined) state[m.sku] = { ...newest, decided: list };
     };
-    // Within the cooldown of a notification (before or after it: a match can arrive out of restock order).
-    const near = decided.find((d) => d.sent && Math.abs(m.restockAt - d.at) < p.cooldown);
+    // Within the cooldown of a notification (before or after it: a match can arrive out of restock order). Only a
+    // trigger that notified someone counts (DESIGN §3): not one the guards suppressed, a held one while held.
+    const near = decided.find((d) => countsAt(d, m.restockAt) && Math.abs(m.restockAt - d.at) < p.cooldown);
     if (near !== undefined) {
       const detail = `last restock notification for sku ${m.sku} at ${new Date(near.at).toISOString()}, cooldown ${p.cooldown} ms`;
       this.#ctx.forward({ key: customerId, value: auditOf(trigger, 'SUPPRESSED', 'cooldown', detail), timestamp: ts }, this.#out.audit);
       remember(false);
       store.put(customerId, state);
+      // In cooldown: not notified, the place goes back to the wave (the next waiting wisher gets it).
+      this.#giveBack(customerId, m, ts);
       return;
     }
     // Kept as long as the store keeps the customer (not just the cooldown): a match that arrives late for a
@@ -723,6 +830,46 @@ export class RestockNotifyProcessor implements Processor<RestockMatch, Trigger |
   }
 }
 
+/**
+ * The customer's task, decision feedback (with guards): the guards' decision on a WISHLIST_BACK_IN_STOCK of this
+ * campaign. One that notified nobody (SUPPRESSED for a reason other than holdout, at once or at the release of a
+ * held one) is marked `droppedAt` = the decision time, so it starts no cooldown, and with a limited quota its place
+ * goes back to the product task (a `return` through the by-product repartition topic), where the wave tops up.
+ * SENT and holdout keep the place and start the cooldown; HELD reserves both until it is sent or dropped.
+ */
+export class RestockDecisionsProcessor implements Processor<TriggerAudit, ByProduct> {
+  #ctx!: ProcessorContext<ByProduct>;
+  readonly #campaignId: string;
+
+  constructor(settings: CampaignSettings<WishlistRestockParams>) {
+    this.#campaignId = settings.campaignId;
+  }
+
+  init(ctx: ProcessorContext<ByProduct>): void {
+    this.#ctx = ctx;
+  }
+
+  async process(record: StreamRecord<TriggerAudit>): Promise<void> {
+    const a = record.value;
+    if (a.type !== TYPE || a.campaignId !== this.#campaignId || outcomeOf(a) !== 'not-notified') return;
+    const store = this.#ctx.getStore(notifiedStore);
+    const state = await store.get(a.customerId);
+    if (state === undefined) return;
+    for (const [sku, n] of Object.entries(state)) {
+      const d = n.decided?.find((x) => x.eventId === a.causedBy.eventId);
+      if (d === undefined) continue;
+      if (d.droppedAt !== undefined || !d.sent) return;
+      d.droppedAt = a.occurredAt;
+      store.put(a.customerId, state);
+      if (d.place !== undefined) {
+        const value: ByProduct = { kind: 'return', productId: d.place.productId, sku, customerId: a.customerId, wishedSku: d.place.wishedSku, eventId: d.eventId, at: a.occurredAt };
+        this.#ctx.forward({ key: d.place.productId, value, timestamp: a.occurredAt }, BY_PRODUCT_SINK);
+      }
+      return;
+    }
+  }
+}
+
 export const wishlistRestock: TopologyDefinition<WishlistRestockParams> = {
   name: NAME,
   description: 'WISHLIST_BACK_IN_STOCK when a wished sku (or any size of a wished product) is back in stock',
@@ -732,6 +879,7 @@ export const wishlistRestock: TopologyDefinition<WishlistRestockParams> = {
     const ttlMs = Math.max(p.stateTtl, p.cooldown);
     const customerWishes = { ...customerWishesStore, ttlMs };
     const wishHistory = { ...wishHistoryStore, ttlMs };
+    const notified = { ...notifiedStore, ttlMs };
     const wishlist = builder.ensureSource(WISHLIST_TOPIC);
     const customers = builder.ensureSource(CUSTOMERS_TOPIC);
     const catalog = builder.ensureSource(CATALOG_TOPIC);
@@ -749,9 +897,18 @@ export const wishlistRestock: TopologyDefinition<WishlistRestockParams> = {
       .addStore({ ...restocksStore, ttlMs: p.stateTtl }, [INDEX])
       .addRepartition(TO_CUSTOMER, [INDEX])
       .addProcessor(NOTIFY, () => new RestockNotifyProcessor(settings), [TO_CUSTOMER], 'cooldown per customer and sku; trigger and audit')
-      .addStore({ ...notifiedStore, ttlMs }, [NOTIFY])
+      .addStore(notified, [NOTIFY])
       .addStore(customerWishes, [NOTIFY])
       .addStore(wishHistory, [NOTIFY]);
     wireOutputs(builder, NOTIFY, settings);
+    // Places given back (cooldown; with guards, their suppressions) go to the product task through by-product.
+    builder.connect(NOTIFY, BY_PRODUCT_SINK);
+    if (settings.guarded === true && settings.output !== undefined) {
+      builder
+        .addProcessor(DECISIONS, () => new RestockDecisionsProcessor(settings), [settings.output], 'guard decisions on its triggers: no cooldown, place back to the wave')
+        .addStore(notified, [DECISIONS]);
+      subscribeDecisions(builder, DECISIONS, [TYPE]);
+      builder.connect(DECISIONS, BY_PRODUCT_SINK);
+    }
   },
 };
