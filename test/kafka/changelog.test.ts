@@ -1,4 +1,5 @@
 import { after, before, test } from 'node:test';
+import type { Admin, Kafka, Producer } from 'kafkajs';
 import assert from 'node:assert/strict';
 import { stringCodec } from '../../src/engine/api/codecs.js';
 import { keyValueStore } from '../../src/engine/api/stores.js';
@@ -19,7 +20,18 @@ after(async () => {
 const kv = keyValueStore('kv', stringCodec);
 const other = keyValueStore('other', stringCodec);
 
-test('restore from a changelog whose start the broker deleted (mock cluster: 5 MiB per partition) reports the lost records and restores the rest', async () => {
+interface Clients {
+  readonly kafka: Kafka;
+  readonly producer: Producer;
+  readonly admin: Admin;
+  /** Directory of the state that writes the changelog. */
+  readonly source: string;
+  /** Directory of the state restored from it. */
+  readonly target: string;
+}
+
+/** Clients on the shared mock cluster and two temporary state directories, closed and removed after `body`. */
+async function withClients(body: (c: Clients) => Promise<void>): Promise<void> {
   const kafka = testKafka(cluster.brokers);
   const producer = kafka.producer({ allowAutoTopicCreation: true });
   const admin = kafka.admin();
@@ -27,8 +39,18 @@ test('restore from a changelog whose start the broker deleted (mock cluster: 5 M
   const source = tempDir();
   const target = tempDir();
   try {
+    await body({ kafka, producer, admin, source: source.dir, target: target.dir });
+  } finally {
+    await Promise.all([producer.disconnect(), admin.disconnect()]);
+    source.remove();
+    target.remove();
+  }
+}
+
+test('restore from a changelog whose start the broker deleted (mock cluster: 5 MiB per partition) reports the lost records and restores the rest', () =>
+  withClients(async ({ kafka, producer, admin, source, target }) => {
     // 8 commits of 10 entries of 100 kB: 8 MB in partition 1 of the changelog, beyond the mock's 5 MiB cap.
-    const state = await TaskState.open({ dir: source.dir, taskId: 'task-1', stores: [kv], changelog: new KafkaChangelogWriter(producerSend(producer), 'ktrim', 1) });
+    const state = await TaskState.open({ dir: source, taskId: 'task-1', stores: [kv], changelog: new KafkaChangelogWriter(producerSend(producer), 'ktrim', 1) });
     const big = 'x'.repeat(100_000);
     for (let c = 0; c < 8; c++) {
       for (let i = 0; i < 10; i++) state.put('kv', `k${String(c * 10 + i).padStart(2, '0')}`, big, 1);
@@ -36,7 +58,7 @@ test('restore from a changelog whose start the broker deleted (mock cluster: 5 M
     }
     await state.close();
     const trimmed: [string, bigint][] = [];
-    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-1', stores: [kv] });
+    const fresh = await TaskState.open({ dir: target, taskId: 'task-1', stores: [kv] });
     try {
       const n = await restoreFromChangelog({
         kafka,
@@ -60,29 +82,18 @@ test('restore from a changelog whose start the broker deleted (mock cluster: 5 M
     } finally {
       await fresh.close();
     }
-  } finally {
-    await Promise.all([producer.disconnect(), admin.disconnect()]);
-    source.remove();
-    target.remove();
-  }
-});
+  }));
 
-test('a commit cut short (store records written, positions and marker not) is not restored: stores and positions stay at the last complete commit, and the skipped keys are named for rewriting', async () => {
-  const kafka = testKafka(cluster.brokers);
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
-  const admin = kafka.admin();
-  await Promise.all([producer.connect(), admin.connect()]);
-  const source = tempDir();
-  const target = tempDir();
-  try {
-    const state = await TaskState.open({ dir: source.dir, taskId: 'task-2', stores: [kv], changelog: new KafkaChangelogWriter(producerSend(producer), 'kcut', 2) });
+test('a commit cut short (store records written, positions and marker not) is not restored: stores and positions stay at the last complete commit, and the skipped keys are named for rewriting', () =>
+  withClients(async ({ kafka, producer, admin, source, target }) => {
+    const state = await TaskState.open({ dir: source, taskId: 'task-2', stores: [kv], changelog: new KafkaChangelogWriter(producerSend(producer), 'kcut', 2) });
     state.put('kv', 'basket', 'one unit', 1);
     state.setPosition('shop.basket.v1', 2, '10');
     await state.commit();
     await state.close();
     // The next commit's store request reached the broker; the process was killed before positions and marker.
     await producer.send({ topic: 'kcut-kv-changelog', messages: [{ key: 'basket', value: 'two units (input offset 10 applied)', partition: 2 }, { key: 'other', value: 'x', partition: 2 }] });
-    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-2', stores: [kv] });
+    const fresh = await TaskState.open({ dir: target, taskId: 'task-2', stores: [kv] });
     try {
       const repair = new Map<string, Set<string>>();
       await restoreFromChangelog({ kafka, admin, state: fresh, applicationId: 'kcut', stores: ['kv', '_positions'], partition: 2, groupId: 'kcut', logger: silent, repair });
@@ -96,25 +107,14 @@ test('a commit cut short (store records written, positions and marker not) is no
     } finally {
       await fresh.close();
     }
-  } finally {
-    await producer.disconnect();
-    await admin.disconnect();
-    source.remove();
-    target.remove();
-  }
-});
+  }));
 
-test('the first commit cut short (an empty state, no marker in the log): nothing is restored, every key is named for rewriting', async () => {
-  const kafka = testKafka(cluster.brokers);
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
-  const admin = kafka.admin();
-  await Promise.all([producer.connect(), admin.connect()]);
-  const target = tempDir();
-  try {
+test('the first commit cut short (an empty state, no marker in the log): nothing is restored, every key is named for rewriting', () =>
+  withClients(async ({ kafka, producer, admin, target }) => {
     // A killed first commit: its store request and part of its positions reached the broker, the marker not.
     await producer.send({ topic: 'kfirst-kv-changelog', messages: [{ key: 'basket', value: 'one unit', partition: 0 }] });
     await producer.send({ topic: 'kfirst-_positions-changelog', messages: [{ key: 'shop.basket.v1\u00000', value: '7', partition: 0 }] });
-    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-0', stores: [kv] });
+    const fresh = await TaskState.open({ dir: target, taskId: 'task-0', stores: [kv] });
     try {
       const repair = new Map<string, Set<string>>();
       await restoreFromChangelog({ kafka, admin, state: fresh, applicationId: 'kfirst', stores: ['kv', '_positions'], partition: 0, groupId: 'kfirst', logger: silent, repair });
@@ -125,22 +125,12 @@ test('the first commit cut short (an empty state, no marker in the log): nothing
     } finally {
       await fresh.close();
     }
-  } finally {
-    await Promise.all([producer.disconnect(), admin.disconnect()]);
-    target.remove();
-  }
-});
+  }));
 
-test('every commit marker names every store, also those its commit did not write (a compacted log keeps only the last marker)', async () => {
-  const kafka = testKafka(cluster.brokers);
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
-  const admin = kafka.admin();
-  await Promise.all([producer.connect(), admin.connect()]);
-  const source = tempDir();
-  const target = tempDir();
-  try {
+test('every commit marker names every store, also those its commit did not write (a compacted log keeps only the last marker)', () =>
+  withClients(async ({ kafka, producer, admin, source, target }) => {
     const stores = [kv, other];
-    const state = await TaskState.open({ dir: source.dir, taskId: 'task-3', stores, changelog: new KafkaChangelogWriter(producerSend(producer), 'kmark', 3) });
+    const state = await TaskState.open({ dir: source, taskId: 'task-3', stores, changelog: new KafkaChangelogWriter(producerSend(producer), 'kmark', 3) });
     state.put('kv', 'a', 'a1', 1);
     state.put('other', 'b', 'b1', 1);
     await state.commit();
@@ -155,7 +145,7 @@ test('every commit marker names every store, also those its commit did not write
     assert.equal(json<Record<string, string>>(last.message)['kmark-other-changelog'], '1', 'the end of the store the second commit did not write');
     // A third commit writing `other` is cut short: its record must not be restored.
     await producer.send({ topic: 'kmark-other-changelog', messages: [{ key: 'b', value: 'b2 (cut short)', partition: 3 }] });
-    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-3', stores });
+    const fresh = await TaskState.open({ dir: target, taskId: 'task-3', stores });
     try {
       const repair = new Map<string, Set<string>>();
       await restoreFromChangelog({ kafka, admin, state: fresh, applicationId: 'kmark', stores: ['kv', 'other'], partition: 3, groupId: 'kmark', logger: silent, repair });
@@ -166,9 +156,4 @@ test('every commit marker names every store, also those its commit did not write
     } finally {
       await fresh.close();
     }
-  } finally {
-    await Promise.all([producer.disconnect(), admin.disconnect()]);
-    source.remove();
-    target.remove();
-  }
-});
+  }));
