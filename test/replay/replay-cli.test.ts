@@ -180,7 +180,8 @@ test('kairos describe prints the topology as text and as Mermaid', async () => {
   assert.match(text.stdout, /Processor: basket-abandonment \(stores: \[basket-abandonment\.baskets\]\)/);
   assert.match(text.stdout, /Processor: guards \(stores: \[guards\.profiles, guards\.profile-history, guards\.state\]\)/);
   assert.match(text.stdout, /Sink: history\.triggers \(topic: crm\.triggers\.v1\)/);
-  assert.match(text.stdout, /Processor: guards \(stores: \[guards\.profiles, guards\.profile-history, guards\.state\]\) --> history\n/);
+  // The guards pass everything to history, and their decisions back to the topologies that subscribe (issue 14).
+  assert.match(text.stdout, /Processor: guards \(stores: \[guards\.profiles, guards\.profile-history, guards\.state\]\) --> history, basket-price-drop\.decisions, wishlist-restock\.decisions\n/);
   const mermaid = await kairos('describe', '--format', 'mermaid');
   assert.match(mermaid.stdout, /^flowchart LR/);
   const bad = await kairos('describe', '--format', 'svg');
