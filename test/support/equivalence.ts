@@ -340,6 +340,11 @@ const isCapOrSent = (a: TriggerAudit): boolean => a.decision === 'SENT' || (a.de
  * - every trigger was decided by both runners (the same ids, with an audit record each);
  * - every decision but SENT and SUPPRESSED/cap is the same (consent, quiet hours, cooldown, holdout, audience);
  * - Kafka never sent more than the cap within any window.
+ * Only a sent trigger counts as notified (DESIGN §3, issue 14): the topologies' notified state follows the
+ * guards' decisions, so for these customers it follows the cap's order too — a restock trigger may be
+ * SUPPRESSED/cooldown in one runner and sent or capped in the other (the earlier restock it is measured from was
+ * capped in one of them), and a price drop may be a candidate in one runner only (the drop before it was capped
+ * there, so it is no reference). Those two are allowed; everything else above still holds.
  */
 function capContested(expected: Outputs, actual: Outputs, cap: { readonly max: number; readonly windowMs: number }, diagnostic: (s: string) => void): Set<string> {
   const audits = (o: Outputs, c: string) => dedupe(o.audits, (a) => a.auditId).filter((a) => a.customerId === c);
@@ -356,10 +361,14 @@ function capContested(expected: Outputs, actual: Outputs, cap: { readonly max: n
     const rd = decisions(r);
     const kd = decisions(k);
     const show = (list: readonly TriggerAudit[]) => list.map((a) => `${new Date(a.occurredAt).toISOString().slice(11, 19)} ${a.type} ${a.decision}/${a.reason} ${a.triggerId.slice(0, 8)}`).join('; ');
-    assert.deepEqual([...kd.keys()].sort(), [...rd.keys()].sort(), `${c}: the same triggers decided by both runners\n  replay: ${show(r)}\n  kafka:  ${show(k)}`);
+    const typeOf = new Map([...r, ...k].map((a) => [a.triggerId, a.type] as const));
+    const both = (ids: Iterable<string>) => [...ids].filter((id) => typeOf.get(id) !== 'BASKET_PRICE_DROP' || (rd.has(id) && kd.has(id))).sort();
+    assert.deepEqual(both(kd.keys()), both(rd.keys()), `${c}: the same triggers decided by both runners\n  replay: ${show(r)}\n  kafka:  ${show(k)}`);
     for (const [id, list] of rd) {
-      const other = (kd.get(id) ?? []).filter((d) => d !== 'SENT/ok' && d !== 'SUPPRESSED/cap');
-      assert.deepEqual(other, list.filter((d) => d !== 'SENT/ok' && d !== 'SUPPRESSED/cap'), `${c}: decisions of ${id} other than sent/cap`);
+      if (!kd.has(id)) continue;
+      const follows = (d: string) => d === 'SENT/ok' || d === 'SUPPRESSED/cap' || (typeOf.get(id) === 'WISHLIST_BACK_IN_STOCK' && d === 'SUPPRESSED/cooldown');
+      const other = (kd.get(id) ?? []).filter((d) => !follows(d));
+      assert.deepEqual(other, list.filter((d) => !follows(d)), `${c}: decisions of ${id} other than sent/cap`);
     }
     const sent = k.filter((a) => a.decision === 'SENT').map((a) => a.occurredAt).sort((a, b) => a - b);
     for (const t of sent) assert.ok(sent.filter((x) => x > t - cap.windowMs && x <= t).length <= cap.max, `${c}: kafka sent more than ${cap.max} within ${cap.windowMs} ms\n  replay: ${show(r)}\n  kafka:  ${show(k)}`);
