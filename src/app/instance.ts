@@ -110,6 +110,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     dlqRetentionMs: config.dlqRetentionMs,
     ...(config.topicPartitions === undefined ? {} : { topicPartitions: config.topicPartitions }),
     punctuateIntervalMs: config.punctuateMs,
+    commitIntervalMs: config.commitIntervalMs,
     sessionTimeout: config.sessionTimeout,
     heartbeatInterval: config.heartbeatInterval,
     apiAddress: http.address,

@@ -54,6 +54,12 @@ export const RUNTIME_VARS = {
     'host name other instances reach this one at (query forwarding, standby placement), e.g. the pod\'s DNS name; 127.0.0.1 when unset',
   ),
   standbyReplicas: v('KAIROS_STANDBY_REPLICAS', Type.Integer({ minimum: 0, maximum: 3 }), 'warm standby copies of each task on other instances (fast failover)', 0),
+  commitIntervalMs: v(
+    'KAIROS_COMMIT_INTERVAL_MS',
+    Type.Integer({ minimum: 10, maximum: 60_000 }),
+    'how often a task commits (outputs, changelog, RocksDB, offsets), as Kafka Streams\' commit.interval.ms: lower = triggers out sooner, more broker round trips',
+    500,
+  ),
   punctuateMs: v('KAIROS_PUNCTUATE_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how often wall-clock timers and idle tasks are checked', 1000),
   idleAdvanceMs: v('KAIROS_IDLE_ADVANCE_MS', Type.Integer({ minimum: 100 }), 'a task quiet this long moves stream time with the wall clock, so timers fire', 5000),
   maxTaskIdleMs: v(

@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import pino from 'pino';
+import { createLogger } from '../util/logger.js';
+import { describeAudit, describeTrigger } from './describe.js';
 import type { Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { startInstance } from '../app/instance.js';
 import { buildTopology } from '../app/topology.js';
@@ -38,12 +40,8 @@ export interface DemoOptions {
   readonly warehouseDir?: string | undefined;
 }
 
-function describeTrigger(t: Trigger): string {
-  const items = Array.isArray(t.payload.items) ? t.payload.items.length : 0;
-  const value = t.payload.basketValue as { amount: number; currency: string } | null | undefined;
-  const money = value ? ` worth ${(value.amount / 100).toFixed(2)} ${value.currency}` : '';
-  return `${new Date(t.occurredAt).toISOString()}  ${t.type.padEnd(18)} ${t.customerId}  ${items} item(s)${money}  → ${t.channels.join('+')}  (caused by ${t.causedBy.eventId}, id ${t.triggerId.slice(0, 8)})\n`;
-}
+/** Where the demo's log lines go (the screen shows triggers and decisions; errors are shown too). */
+export const DEMO_LOG = join(tmpdir(), 'kairos-demo.log');
 
 function until(durationMs: number | undefined): Promise<void> {
   return new Promise((resolve) => {
@@ -60,7 +58,15 @@ function until(durationMs: number | undefined): Promise<void> {
 
 export async function runDemo(opts: DemoOptions): Promise<number> {
   const { io } = opts;
-  const logger = pino({ level: 'warn' }, pino.destination(2));
+  // Log details go to a file, so the first screen shows only what the demo does; errors reach the screen too.
+  const logger = createLogger({
+    level: 'info',
+    destination: pino.multistream([
+      { level: 'info', stream: pino.destination({ dest: DEMO_LOG, sync: true, append: false }) },
+      { level: 'error', stream: pino.destination(2) },
+    ]),
+  });
+  io.stderr.write(`kairos demo: log details in ${DEMO_LOG}\n`);
   const campaigns = resolveCampaigns({
     campaigns: {
       'basket-abandonment': { params: { inactivityGap: opts.gap, reentryCooldown: '1h' } },
@@ -70,22 +76,38 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
   const sim = new ShopSimulator();
   let sent = 0;
   let triggers = 0;
+  let firstTriggerS: number | undefined;
+  // Triggers per campaign, so the closing hint reports on a campaign this run has data for.
+  const sentByCampaign = new Map<string, number>();
   const print = (t: Trigger): void => {
     triggers++;
+    // Seconds since the process started (what a user waits), for the summary.
+    firstTriggerS ??= process.uptime();
+    sentByCampaign.set(t.campaignId, (sentByCampaign.get(t.campaignId) ?? 0) + 1);
     io.stdout.write(describeTrigger(t));
   };
+  const summary = (): string =>
+    `kairos demo: ${sent} events sent, ${triggers} triggers${firstTriggerS === undefined ? '' : ` (the first ${firstTriggerS.toFixed(1)} s after start)`}\n`;
   // Decisions not to send (or not yet), as the guards audited them.
   const printAudit = (a: TriggerAudit): void => {
     if (a.decision === 'SENT') return;
-    io.stdout.write(`${new Date(a.occurredAt).toISOString()}  ${a.decision.padEnd(10)} ${a.type.padEnd(18)} ${a.customerId}  ${a.reason}${a.detail ? `: ${a.detail}` : ''}\n`);
+    io.stdout.write(describeAudit(a, (eventId) => catalogSkus.get(eventId)));
   };
   const perTick = opts.rate / 4;
   let carry = 0;
+  // The sku of each catalog event sent (an audit names its cause by event id only); the newest 1000.
+  const catalogSkus = new Map<string, string>();
   const nextTick = (): ShopRecord[] => {
     carry += perTick;
     const n = Math.floor(carry);
     carry -= n;
-    return sim.tick(Date.now(), n);
+    const records = sim.tick(Date.now(), n);
+    for (const r of records) {
+      if (r.topic !== 'shop.catalog.v1') continue;
+      catalogSkus.set(r.value.eventId, r.value.sku);
+      if (catalogSkus.size > 1000) catalogSkus.delete(catalogSkus.keys().next().value ?? '');
+    }
+    return records;
   };
 
   if (opts.forceEmbedded || !mockClusterAvailable()) {
@@ -104,7 +126,10 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       },
     });
     await runner.start();
-    io.stderr.write(`kairos demo: simulated shop running, basket abandonment after ${opts.gap} of quiet; Ctrl-C stops\n`);
+    io.stderr.write(
+      `kairos demo: simulated shop running: a sale on a basket item every 10 s, a restock of the watch, abandonment after ${opts.gap} of quiet; Ctrl-C stops\n` +
+        `time      decision   type                   customer   what and why\n`,
+    );
     const timer = setInterval(() => {
       for (const r of nextTick()) {
         sent++;
@@ -114,7 +139,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     await until(opts.durationMs);
     clearInterval(timer);
     await runner.stop();
-    io.stderr.write(`kairos demo: ${sent} events sent, ${triggers} triggers\n`);
+    io.stderr.write(summary());
     return 0;
   }
 
@@ -133,12 +158,57 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       // The demo's API key is printed: only this machine may use it.
       KAIROS_HTTP_HOST: '127.0.0.1',
       KAIROS_PUNCTUATE_MS: '250',
+      // A price drop reaches its customers through two repartition hops, each a commit away.
+      KAIROS_COMMIT_INTERVAL_MS: '100',
       KAIROS_IDLE_ADVANCE_MS: '1000',
       KAIROS_LOG_LEVEL: 'warn',
     });
     io.stderr.write(`kairos demo: librdkafka mock Kafka cluster at ${cluster.brokers.join(',')} (pid ${cluster.pid}); starting the engine…\n`);
-    const instance = await startInstance(config, logger, campaigns);
     const kafka = createKafka({ brokers: cluster.brokers, clientId: 'kairos-demo', logger });
+    const producer = kafka.producer({ allowAutoTopicCreation: true });
+    const consumer = kafka.consumer({ groupId: `kairos-demo-printer-${randomUUID()}`, maxWaitTimeInMs: 100 });
+    let sending = Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    const shop = async (): Promise<void> => {
+      await producer.connect();
+      timer = setInterval(() => {
+        const records = nextTick();
+        if (records.length === 0) return;
+        sent += records.length;
+        sending = sending
+          .then(async () => {
+            await producer.sendBatch({ topicMessages: records.map((r) => ({ topic: r.topic, messages: [{ key: r.key, value: JSON.stringify(r.value) }] })) });
+          })
+          .catch((err: unknown) => logger.error({ err }, 'demo producer failed'));
+      }, 250);
+      await consumer.connect();
+      await consumer.subscribe({ topics: ['crm.triggers.v1', 'crm.trigger-audit.v1'], fromBeginning: true });
+      await consumer.run({
+        eachMessage: ({ topic, message }) => {
+          if (!message.value) return Promise.resolve();
+          const value: unknown = JSON.parse(message.value.toString('utf8'));
+          if (topic === 'crm.triggers.v1') print(value as Trigger);
+          else printAudit(value as TriggerAudit);
+          return Promise.resolve();
+        },
+      });
+    };
+    const stopShop = async (): Promise<void> => {
+      clearInterval(timer);
+      await sending;
+      await consumer.disconnect();
+      await producer.disconnect();
+    };
+    // Joining a consumer group takes seconds on the mock cluster: the shop and the printer start while the engine
+    // joins (it reads its inputs from the beginning, so nothing sent meanwhile is missed), and the first triggers
+    // come seconds after start instead of after two group joins.
+    const [started, shopStarted] = await Promise.allSettled([startInstance(config, logger, campaigns), shop()]);
+    if (started.status === 'rejected' || shopStarted.status === 'rejected') {
+      await stopShop().catch(() => undefined);
+      if (started.status === 'fulfilled') await started.value.stop().catch(() => undefined);
+      throw started.status === 'rejected' ? started.reason : (shopStarted as PromiseRejectedResult).reason;
+    }
+    const instance = started.value;
     let exporter: Awaited<ReturnType<typeof startExportConsumer>> | undefined;
     if (opts.warehouseDir !== undefined) {
       // The embedded demo warehouse: NDJSON files per table, no Google account (kairos export with KAIROS_WAREHOUSE=ndjson:<dir>).
@@ -148,47 +218,21 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       exporter = await startExportConsumer({ kafka, serde: new JsonSerde(), warehouse, tables, groupId: `kairos-demo-export-${randomUUID()}`, batchRows: 500, bufferRows: 5000, flushMs: 1000, logger, maxWaitTimeInMs: 100 });
       io.stderr.write(`kairos demo: exporting triggers, audit and orders to the EMBEDDED DEMO WAREHOUSE (NDJSON files) in ${opts.warehouseDir}\n`);
     }
-    const producer = kafka.producer({ allowAutoTopicCreation: true });
-    const consumer = kafka.consumer({ groupId: `kairos-demo-printer-${randomUUID()}`, maxWaitTimeInMs: 100 });
-    await producer.connect();
-    await consumer.connect();
-    await consumer.subscribe({ topics: ['crm.triggers.v1', 'crm.trigger-audit.v1'], fromBeginning: true });
-    await consumer.run({
-      eachMessage: ({ topic, message }) => {
-        if (!message.value) return Promise.resolve();
-        const value: unknown = JSON.parse(message.value.toString('utf8'));
-        if (topic === 'crm.triggers.v1') print(value as Trigger);
-        else printAudit(value as TriggerAudit);
-        return Promise.resolve();
-      },
-    });
     io.stderr.write(
-      `kairos demo: simulated shop producing to Kafka; basket abandonment after ${opts.gap} of quiet. ` +
-        `Metrics: http://${instance.address}/metrics, health: http://${instance.address}/health/ready. ` +
-        `Query API: curl -H 'authorization: Bearer ${apiKey}' http://${instance.address}/v1/customers/<customerId> ` +
-        `(OpenAPI: http://${instance.address}/docs/json). Ctrl-C stops\n`,
+      `kairos demo: HTTP on ${instance.address} (127.0.0.1: this machine only): http://${instance.address}/metrics, ` +
+        `http://${instance.address}/health/ready, OpenAPI http://${instance.address}/docs/json\n` +
+        `kairos demo: query API: curl -H 'authorization: Bearer ${apiKey}' http://${instance.address}/v1/customers/demo-0001\n` +
+        `kairos demo: simulated shop producing to Kafka: a sale on a basket item every 10 s, a restock of the watch, ` +
+        `abandonment after ${opts.gap} of quiet. Ctrl-C stops\n` +
+        `time      decision   type                   customer   what and why\n`,
     );
-    let sending = Promise.resolve();
-    const timer = setInterval(() => {
-      const records = nextTick();
-      if (records.length === 0) return;
-      sent += records.length;
-      sending = sending
-        .then(async () => {
-          await producer.sendBatch({ topicMessages: records.map((r) => ({ topic: r.topic, messages: [{ key: r.key, value: JSON.stringify(r.value) }] })) });
-        })
-        .catch((err: unknown) => logger.error({ err }, 'demo producer failed'));
-    }, 250);
     await until(opts.durationMs);
-    clearInterval(timer);
-    await sending;
-    await consumer.disconnect();
-    await producer.disconnect();
+    await stopShop();
     await exporter?.stop();
     await instance.stop();
-    io.stderr.write(`kairos demo: ${sent} events sent, ${triggers} triggers\n`);
+    io.stderr.write(summary());
     if (opts.warehouseDir !== undefined) {
-      io.stderr.write(`kairos demo: ${exporter?.stats().rows ?? 0} rows in ${opts.warehouseDir}; A/B report: KAIROS_WAREHOUSE=ndjson:${opts.warehouseDir} npx kairos report --campaign basket-abandonment --window 1h\n`);
+      io.stderr.write(`kairos demo: ${exporter?.stats().rows ?? 0} rows in ${opts.warehouseDir}; A/B report: KAIROS_WAREHOUSE=ndjson:${opts.warehouseDir} npx kairos report --campaign ${[...sentByCampaign].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'basket-abandonment'} --window 1h\n`);
     }
     return 0;
   } finally {

@@ -45,9 +45,14 @@ export class ShopSimulator {
   /** The events of one tick at wall time `now`: new shoppers arrive, active ones act. */
   #ticks = 0;
 
+  /** The product on sale (20 % off) until the next catalog step, if any. */
+  #onSale: (typeof PRODUCTS)[number] | undefined;
+
   /**
-   * The catalog's side: the watch starts sold out and comes back after ~15 s (restock waves for its
-   * wishers); every ~10 s a product is 20 % off for a while (price drops for baskets holding it).
+   * The catalog's side (ticks of 250 ms), early enough that the first triggers come within seconds: the watch
+   * starts sold out and comes back after 7 s, then every 15 s (restock waves for its wishers); from 4 s on,
+   * every 5 s a sale alternates with its end: 20 % off the product most often in a basket (price drops for the
+   * baskets holding it), then back to its price.
    */
   #catalog(now: number, out: ShopRecord[]): void {
     const t = this.#ticks++;
@@ -56,13 +61,33 @@ export class ShopSimulator {
       out.push({ topic: 'shop.catalog.v1', key: watch.sku, value: { eventId: this.#id(), sku: watch.sku, productId: watch.productId, occurredAt: now, type: 'STOCK_CHANGED', stock } });
     };
     if (t === 0) stock(0);
-    if (t > 0 && t % 60 === 0) stock(5);
-    if (t > 0 && t % 60 === 30) stock(0);
-    if (t > 0 && t % 40 === 0) {
-      const p = PRODUCTS[Math.floor(this.#rand() * 4)] ?? PRODUCTS[0];
-      const price = (t / 40) % 2 === 1 ? Math.round(p.price * 0.8) : p.price;
-      out.push({ topic: 'shop.catalog.v1', key: p.sku, value: { eventId: this.#id(), sku: p.sku, productId: p.productId, occurredAt: now, type: 'PRICE_CHANGED', price: { amount: price, currency: 'EUR' } } });
+    if (t >= 28 && (t - 28) % 60 === 0) stock(5);
+    if (t >= 28 && (t - 28) % 60 === 30) stock(0);
+    if (t >= 24 && (t - 24) % 20 === 0) {
+      const ended = this.#onSale;
+      const price = (p: (typeof PRODUCTS)[number], amount: number): void => {
+        out.push({ topic: 'shop.catalog.v1', key: p.sku, value: { eventId: this.#id(), sku: p.sku, productId: p.productId, occurredAt: now, type: 'PRICE_CHANGED', price: { amount, currency: 'EUR' } } });
+      };
+      if (ended !== undefined) {
+        price(ended, ended.price);
+        this.#onSale = undefined;
+      } else {
+        const p = this.#mostInBaskets();
+        price(p, Math.round(p.price * 0.8));
+        this.#onSale = p;
+      }
     }
+  }
+
+  /** Baskets left behind by shoppers who did not buy (still baskets for the engine, until they expire). */
+  readonly #leftBaskets: string[][] = [];
+
+  /** Of the products that go on sale (not the watch), the one in most baskets now (ties: catalog order). */
+  #mostInBaskets(): (typeof PRODUCTS)[number] {
+    const onSale = PRODUCTS.slice(0, 4);
+    const baskets = [...[...this.#shoppers.values()].map((s) => s.basket), ...this.#leftBaskets];
+    const count = (sku: string): number => baskets.filter((b) => b.includes(sku)).length;
+    return onSale.reduce((best, p) => (count(p.sku) > count(best.sku) ? p : best), onSale[0] ?? PRODUCTS[0]);
   }
 
   tick(now: number, arrivals = 1): ShopRecord[] {
@@ -90,6 +115,7 @@ export class ShopSimulator {
     for (const s of [...this.#shoppers.values()]) {
       if (now >= s.leavesAt) {
         if (s.buys && s.basket.length > 0) out.push(this.#order(s, now));
+        else if (s.basket.length > 0 && this.#leftBaskets.push(s.basket) > 100) this.#leftBaskets.shift();
         this.#shoppers.delete(s.id);
         continue;
       }
