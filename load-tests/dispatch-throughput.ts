@@ -8,12 +8,12 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { Redis } from 'ioredis';
 import type { Channel } from '../schemas/contract.js';
 import type { ChannelSender } from '../src/dispatch/channel.js';
 import { SmtpEmailSender } from '../src/dispatch/email-smtp.js';
 import { OnsiteRedisSender } from '../src/dispatch/onsite-redis.js';
 import { FcmPushSender } from '../src/dispatch/push-fcm.js';
+import { createRedis } from '../src/dispatch/redis-client.js';
 import { putProfile } from '../src/dispatch/state-view.js';
 import { tempDir } from '../test/helpers.js';
 import { makeProfile, makeTrigger, testDispatcher } from '../test/support/dispatch.js';
@@ -30,7 +30,12 @@ const channels = values.channels.split(',') as Channel[];
 
 const tmp = tempDir('kairos-dispatch-bench-');
 const redisServer = await startRedis();
-const redis = new Redis(redisServer.url);
+// The dispatcher's own client settings (kairos dispatch: createRedis, auto-pipelined).
+const redis = createRedis(redisServer.url);
+await redis.ping().catch(async () => {
+  await new Promise((r) => setTimeout(r, 200));
+  await redis.ping();
+});
 const fcm = await startLocalFcm(tmp.dir);
 const smtp = await startLocalSmtp();
 const push = new FcmPushSender({ projectId: 'bench', credential: localFcmCredential, connectTo: fcm.address, ca: readFileSync(fcm.caFile), shopUrl: 'https://shop.test' });

@@ -26,7 +26,7 @@ import { errorText } from './channel.js';
 import type { DispatchMetrics } from './metrics.js';
 import type { RedisGate } from './redis-client.js';
 import { admit, deliveryKey, finish } from './redis-guards.js';
-import { checkStaleness, dropPushToken, getProfile, type Staleness } from './state-view.js';
+import { checkStaleness, dropPushToken, parseProfile, profileKey, type Staleness } from './state-view.js';
 import { isTimeZone } from '../util/local-time.js';
 
 export const deliveryIdOf = (triggerId: string, channel: Channel): string => createHash('sha256').update(`${triggerId}:${channel}`).digest('hex').slice(0, 32);
@@ -93,10 +93,13 @@ export class Dispatcher {
 
   async dispatch(trigger: Trigger): Promise<DispatchOutput> {
     const { gate, redis } = this.#o;
-    const profile = await gate.run(() => getProfile(redis, trigger.customerId));
-    const staleness = await gate.run(() => checkStaleness(redis, trigger));
+    // One round trip for what the trigger needs to read: the profile and the stored result of every channel's
+    // delivery (one MGET), and the live catalog state (sent in the same pipeline).
+    const keys = [profileKey(trigger.customerId), ...trigger.channels.map((channel) => deliveryKey(deliveryIdOf(trigger.triggerId, channel)))];
+    const [values, staleness] = await Promise.all([gate.run(() => redis.mget(keys)), gate.run(() => checkStaleness(redis, trigger))]);
+    const profile = parseProfile(values[0]);
     if (staleness.stale) this.#log.info({ triggerId: trigger.triggerId, type: trigger.type, detail: staleness.detail }, 'trigger no longer holds: not sent');
-    const results = await Promise.all(trigger.channels.map((channel) => this.#deliver(trigger, channel, profile, staleness)));
+    const results = await Promise.all(trigger.channels.map((channel, i) => this.#deliver(trigger, channel, profile, staleness, values[i + 1] ?? null)));
     const now = this.#now();
     const seen = new Set<string>();
     const feedback: PushTokenFeedback[] = [];
@@ -116,7 +119,8 @@ export class Dispatcher {
     return { deliveries: results.map((r) => r.delivery), feedback, deadLetters };
   }
 
-  async #deliver(trigger: Trigger, channel: Channel, profile: CustomerProfile | undefined, staleness: Staleness): Promise<ChannelResult> {
+  /** `existing`: the delivery's stored result (`kairos:delivery:<deliveryId>`) as read with the profile, or null. */
+  async #deliver(trigger: Trigger, channel: Channel, profile: CustomerProfile | undefined, staleness: Staleness, existing: string | null): Promise<ChannelResult> {
     const { gate, redis, metrics } = this.#o;
     const started = performance.now();
     const deliveryId = deliveryIdOf(trigger.triggerId, channel);
@@ -144,7 +148,6 @@ export class Dispatcher {
     const skip = (reason: string, detail?: string): Promise<ChannelResult> =>
       conclude({ status: 'SKIPPED', reason, attempts: 0, ...(detail === undefined ? {} : { detail }) }, undefined);
 
-    const existing = await gate.run(() => redis.get(deliveryKey(deliveryId)));
     if (existing !== null) return { delivery: JSON.parse(existing) as Delivery, feedback };
 
     const sender = this.#o.senders[channel];

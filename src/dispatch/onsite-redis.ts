@@ -7,6 +7,7 @@
 import type { Redis } from 'ioredis';
 import type { CustomerProfile, TriggerType } from '../../schemas/contract.js';
 import type { ChannelSender, SendContext, SendOutcome } from './channel.js';
+import { redisScript } from './redis-client.js';
 import { placementsKey } from './state-view.js';
 import { render } from './templates.js';
 
@@ -35,9 +36,10 @@ local want = tonumber(ARGV[3])
 if ttl < want then redis.call('PEXPIRE', KEYS[1], want) end
 return 1
 `;
+const putScript = redisScript('kairosPutPlacement', 1, PUT);
 
 export async function writePlacement(redis: Redis, customerId: string, p: Placement, now: number): Promise<void> {
-  await redis.eval(PUT, 1, placementsKey(customerId), p.triggerId, JSON.stringify(p), String(Math.max(1, p.expiresAt - now)));
+  await putScript(redis, placementsKey(customerId), p.triggerId, JSON.stringify(p), String(Math.max(1, p.expiresAt - now)));
 }
 
 /** The customer's live placements, newest first. */

@@ -16,6 +16,7 @@
 import type { Redis } from 'ioredis';
 import type { Channel, Delivery } from '../../schemas/contract.js';
 import { wallClock } from '../util/local-time.js';
+import { redisScript } from './redis-client.js';
 
 const ADMIT = `
 local done = redis.call('GET', KEYS[1])
@@ -72,6 +73,9 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return ARGV[2]
 `;
 
+const admitScript = redisScript('kairosAdmit', 4, ADMIT);
+const finishScript = redisScript('kairosFinish', 3, FINISH);
+
 export const deliveryKey = (deliveryId: string): string => `kairos:delivery:${deliveryId}`;
 export const claimKey = (deliveryId: string): string => `kairos:claim:${deliveryId}`;
 export const capKey = (channel: Channel, customerId: string, day: string): string => `kairos:cap:${channel}:${customerId}:${day}`;
@@ -120,9 +124,8 @@ export async function admit(redis: Redis, req: AdmitRequest): Promise<AdmitResul
   const { day, msToEnd } = localDay(req.now, req.timezone);
   const cap = capKey(req.channel, req.customerId, day);
   const rate = req.ratePerSecond ?? 0;
-  const reply = (await redis.eval(
-    ADMIT,
-    4,
+  const reply = (await admitScript(
+    redis,
     deliveryKey(req.deliveryId),
     claimKey(req.deliveryId),
     cap,
@@ -153,9 +156,8 @@ export async function admit(redis: Redis, req: AdmitRequest): Promise<AdmitResul
 /** Stores the result (first one wins), releases the lease, gives the cap back when nothing was sent. */
 export async function finish(redis: Redis, opts: { delivery: Delivery; owner: string; capKey: string | undefined; dedupeTtlMs: number }): Promise<Delivery> {
   const release = opts.delivery.status !== 'SENT' && opts.capKey !== undefined ? '1' : '0';
-  const stored = (await redis.eval(
-    FINISH,
-    3,
+  const stored = (await finishScript(
+    redis,
     deliveryKey(opts.delivery.deliveryId),
     claimKey(opts.delivery.deliveryId),
     opts.capKey ?? 'kairos:cap:none',

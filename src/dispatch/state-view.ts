@@ -10,6 +10,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { CatalogEvent, CustomerProfile, Trigger } from '../../schemas/contract.js';
+import { redisScript } from './redis-client.js';
 
 export const profileKey = (customerId: string): string => `kairos:profile:${customerId}`;
 export const catalogKey = (sku: string): string => `kairos:catalog:${sku}`;
@@ -55,24 +56,30 @@ redis.call('SET', KEYS[1], cjson.encode(p))
 return 1
 `;
 
+const putProfileScript = redisScript('kairosPutProfile', 1, PUT_PROFILE);
+const putCatalogScript = redisScript('kairosPutCatalog', 1, PUT_CATALOG);
+const dropTokenScript = redisScript('kairosDropToken', 1, DROP_TOKEN);
+
 export async function putProfile(redis: Redis, customerId: string, profile: CustomerProfile | null): Promise<void> {
   // A tombstone erases the customer (GDPR): the profile and the placements waiting for them.
   if (profile === null) await redis.del(profileKey(customerId), placementsKey(customerId));
-  else await redis.eval(PUT_PROFILE, 1, profileKey(customerId), JSON.stringify(profile), String(profile.updatedAt));
+  else await putProfileScript(redis, profileKey(customerId), JSON.stringify(profile), String(profile.updatedAt));
 }
 
 export async function getProfile(redis: Redis, customerId: string): Promise<CustomerProfile | undefined> {
-  const raw = await redis.get(profileKey(customerId));
-  return raw === null ? undefined : (JSON.parse(raw) as CustomerProfile);
+  return parseProfile(await redis.get(profileKey(customerId)));
 }
+
+/** A stored profile (`kairos:profile:<customerId>`) as read by GET or MGET. */
+export const parseProfile = (raw: string | null | undefined): CustomerProfile | undefined => (raw == null ? undefined : (JSON.parse(raw) as CustomerProfile));
 
 /** Removes a token FCM rejected from the stored profile (the CRM drops it too, from the feedback topic). */
 export async function dropPushToken(redis: Redis, customerId: string, token: string): Promise<boolean> {
-  return (await redis.eval(DROP_TOKEN, 1, profileKey(customerId), token)) === 1;
+  return (await dropTokenScript(redis, profileKey(customerId), token)) === 1;
 }
 
 export async function putCatalog(redis: Redis, e: CatalogEvent): Promise<void> {
-  await redis.eval(PUT_CATALOG, 1, catalogKey(e.sku), String(e.occurredAt), e.price ? String(e.price.amount) : '', e.price?.currency ?? '', e.stock === undefined ? '' : String(e.stock));
+  await putCatalogScript(redis, catalogKey(e.sku), String(e.occurredAt), e.price ? String(e.price.amount) : '', e.price?.currency ?? '', e.stock === undefined ? '' : String(e.stock));
 }
 
 export interface CatalogState {
