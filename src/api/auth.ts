@@ -116,3 +116,59 @@ export function authenticate(cfg: AuthConfig, headers: Readonly<Record<string, s
   }
   return { ok: false, reason: 'unknown API key' };
 }
+
+/** Entries an {@link Authenticator} remembers before it starts over (bounds memory against random credentials). */
+export const AUTH_CACHE_MAX = 10_000;
+
+interface CachedCredential {
+  readonly principal: Principal;
+  /** Customer tokens: the claims their validity depends on over time (seconds); absent for API keys. */
+  readonly exp?: number;
+  readonly nbf?: number;
+}
+
+/**
+ * {@link authenticate} with its successes remembered per credential: an API key is compared once, a customer
+ * token's signature verified once; a remembered token is still checked against `exp` and `nbf` (with the same
+ * leeway) on every request, and goes through the full check again once it no longer passes them. Failures are
+ * not remembered (they answer 401 with their reason each time).
+ */
+export function createAuthenticator(cfg: AuthConfig, maxEntries = AUTH_CACHE_MAX): (headers: Readonly<Record<string, string | string[] | undefined>>, now?: number) => AuthResult {
+  if (cfg.mode === 'none') return (headers, now) => authenticate(cfg, headers, now);
+  const cache = new Map<string, CachedCredential>();
+  const leewaySeconds = 30;
+  return (headers, now = Date.now()) => {
+    const auth = headers.authorization;
+    const apiKey = headers['x-api-key'];
+    const bearer = typeof auth === 'string' && /^Bearer\s+/i.test(auth) ? auth.replace(/^Bearer\s+/i, '').trim() : undefined;
+    const candidate = typeof apiKey === 'string' ? apiKey : bearer;
+    if (candidate !== undefined && candidate !== '') {
+      const hit = cache.get(candidate);
+      if (hit !== undefined) {
+        const nowS = now / 1000;
+        const timely = (hit.exp === undefined || hit.exp + leewaySeconds >= nowS) && (hit.nbf === undefined || hit.nbf - leewaySeconds <= nowS);
+        if (timely) return { ok: true, principal: hit.principal };
+        cache.delete(candidate);
+      }
+    }
+    const result = authenticate(cfg, headers, now);
+    if (result.ok && candidate !== undefined) {
+      if (cache.size >= maxEntries) cache.clear();
+      if (result.principal.kind === 'customer') {
+        const { exp, nbf } = tokenTimes(candidate);
+        cache.set(candidate, { principal: result.principal, ...(exp === undefined ? {} : { exp }), ...(nbf === undefined ? {} : { nbf }) });
+      } else cache.set(candidate, { principal: result.principal });
+    }
+    return result;
+  };
+}
+
+/** `exp` and `nbf` of a token that passed {@link verifyCustomerToken} (so its claims parse). */
+function tokenTimes(token: string): { exp?: number; nbf?: number } {
+  const p = token.split('.')[1] ?? '';
+  const claims = JSON.parse(Buffer.from(p, 'base64url').toString('utf8')) as { exp?: unknown; nbf?: unknown };
+  return {
+    ...(typeof claims.exp === 'number' ? { exp: claims.exp } : {}),
+    ...(typeof claims.nbf === 'number' ? { nbf: claims.nbf } : {}),
+  };
+}

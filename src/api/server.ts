@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { Topology } from '../engine/api/index.js';
 import type { StateReader } from '../engine/state/reader.js';
 import { KairosError, isKairosError, type KairosErrorCode } from '../errors.js';
-import { authenticate, type AuthConfig, type Principal } from './auth.js';
+import { createAuthenticator, type AuthConfig, type Principal } from './auth.js';
 import { customerView, freshnessOf, productWishers, skuWatchers } from './views.js';
 
 /** What the API needs from the runner. */
@@ -132,8 +132,17 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     }),
   });
 
+  // One histogram child per method, route and status, resolved once: no label object hashed per request.
+  const latencyChildren = new Map<string, { observe(value: number): void }>();
   app.addHook('onResponse', (req, reply, done) => {
-    latency.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    const route = req.routeOptions.url ?? 'unmatched';
+    const id = `${req.method} ${reply.statusCode} ${route}`;
+    let child = latencyChildren.get(id);
+    if (child === undefined) {
+      child = latency.labels({ method: req.method, route, status_code: String(reply.statusCode) });
+      latencyChildren.set(id, child);
+    }
+    child.observe(reply.elapsedTime / 1000);
     done();
   });
 
@@ -168,9 +177,11 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     return principal;
   }
   // Authentication runs before the rate limit (preHandler), so limits are per caller, not per IP.
+  // Verified credentials are remembered (createAuthenticator): a key or token is checked in full once.
+  const authenticate = createAuthenticator(opts.auth);
   app.addHook('onRequest', (req, _reply, done) => {
     if (req.url.startsWith('/v1/')) {
-      const a = authenticate(opts.auth, req.headers);
+      const a = authenticate(req.headers);
       if (a.ok) req.principal = a.principal;
       else req.authFailure = a.reason;
     }
