@@ -11,6 +11,10 @@
  * Every decision is audited (SENT, HELD, or SUPPRESSED with its reason). A profile tombstone erases the
  * customer from every store keyed by customer and cancels the customer's timers, in every topology.
  *
+ * Decision feedback: a topology that keeps notified state (price-drop reference, restock cooldown and quota)
+ * subscribes to the decisions on its trigger type (`subscribeDecisions`) and gets each decision's audit record in
+ * the same task and step, so only a sent trigger (or a holdout) counts as notified (DESIGN §3; `outcomeOf`).
+ *
  * Steps 1, 2 and 4 read the customer's profile as of the decision time (the trigger's time; at a release, the
  * release time), from a bounded history of profile versions: a fan-out trigger reaches this task through a
  * repartition topic, often after later profile updates, and must be decided as replay decides it (DESIGN §4).
