@@ -1,18 +1,31 @@
 /**
  * Dispatch throughput: triggers through the Dispatcher (Redis guards, live-state check, templates, providers)
  * against local endpoints — a redis-server on a free port, the real firebase-admin client against a local FCM v1
- * endpoint, a local SMTP server — without Kafka. Prints triggers/s and provider latency.
+ * endpoint, a local SMTP server — without Kafka. Prints triggers/s and provider latency, and (with --baseline,
+ * the default) the providers' own clients on the same endpoints, run just before: firebase-admin `sendEach` in
+ * batches of 500 (one call at a time) with as many messages, and pooled nodemailer (same 10 connections, 64
+ * mails in flight) with as many mails — and the dispatcher's ratio to each. The local FCM and SMTP endpoints run
+ * in a child process of their own, so they do not share the dispatcher's event loop.
  *
- *   npx tsx load-tests/dispatch-throughput.ts [--triggers 3000] [--concurrency 64] [--channels push,email,onsite]
+ *   npx tsx load-tests/dispatch-throughput.ts [--triggers 3000] [--concurrency 64] [--channels push,email,onsite] [--no-baseline]
  */
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import https from 'node:https';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { deleteApp, initializeApp } from 'firebase-admin/app';
+import { getMessaging, type Message } from 'firebase-admin/messaging';
+import nodemailer from 'nodemailer';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import type { Channel } from '../schemas/contract.js';
 import type { ChannelSender } from '../src/dispatch/channel.js';
-import { SmtpEmailSender } from '../src/dispatch/email-smtp.js';
+import { SmtpEmailSender, smtpOptions } from '../src/dispatch/email-smtp.js';
 import { OnsiteRedisSender } from '../src/dispatch/onsite-redis.js';
-import { FcmPushSender } from '../src/dispatch/push-fcm.js';
+import { FCM_HOST, FcmPushSender } from '../src/dispatch/push-fcm.js';
 import { createRedis } from '../src/dispatch/redis-client.js';
 import { putProfile } from '../src/dispatch/state-view.js';
 import { tempDir } from '../test/helpers.js';
@@ -21,8 +34,28 @@ import { localFcmCredential, startLocalFcm } from '../test/support/fcm-server.js
 import { startRedis } from '../test/support/redis.js';
 import { startLocalSmtp } from '../test/support/smtp-server.js';
 
+// Child mode: the local FCM and SMTP endpoints; prints their addresses, answers "counts" on stdin, stops at its end.
+const endpointsDir = process.env.KAIROS_BENCH_ENDPOINTS_DIR;
+if (endpointsDir !== undefined) {
+  const fcmChild = await startLocalFcm(endpointsDir);
+  const smtpChild = await startLocalSmtp();
+  process.stdout.write(`${JSON.stringify({ fcm: fcmChild.address, caFile: fcmChild.caFile, smtp: smtpChild.url })}\n`);
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (line === 'counts') process.stdout.write(`${JSON.stringify({ fcm: fcmChild.requests.length, smtp: smtpChild.received.length })}\n`);
+  }
+  await fcmChild.stop();
+  await smtpChild.stop();
+  process.exit(0);
+}
+
 const { values } = parseArgs({
-  options: { triggers: { type: 'string', default: '3000' }, concurrency: { type: 'string', default: '64' }, channels: { type: 'string', default: 'push,email,onsite' } },
+  options: {
+    triggers: { type: 'string', default: '3000' },
+    concurrency: { type: 'string', default: '64' },
+    channels: { type: 'string', default: 'push,email,onsite' },
+    baseline: { type: 'boolean', default: true },
+  },
+  allowNegative: true,
 });
 const n = Number(values.triggers);
 const concurrency = Number(values.concurrency);
@@ -36,8 +69,19 @@ await redis.ping().catch(async () => {
   await new Promise((r) => setTimeout(r, 200));
   await redis.ping();
 });
-const fcm = await startLocalFcm(tmp.dir);
-const smtp = await startLocalSmtp();
+const endpoints = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url)], {
+  env: { ...process.env, KAIROS_BENCH_ENDPOINTS_DIR: tmp.dir },
+  stdio: ['pipe', 'pipe', 'inherit'],
+});
+const replies = createInterface({ input: endpoints.stdout })[Symbol.asyncIterator]();
+const reply = async (): Promise<string> => {
+  const r = await replies.next();
+  if (r.done === true) throw new Error('the endpoints process ended');
+  return r.value;
+};
+const { fcm: fcmAddress, caFile, smtp: smtpUrl } = JSON.parse(await reply()) as { fcm: string; caFile: string; smtp: string };
+const fcm = { address: fcmAddress, caFile };
+const smtp = { url: smtpUrl };
 const push = new FcmPushSender({ projectId: 'bench', credential: localFcmCredential, connectTo: fcm.address, ca: readFileSync(fcm.caFile), shopUrl: 'https://shop.test' });
 const email = new SmtpEmailSender({ url: smtp.url, from: 'bench@shop.test', shopUrl: 'https://shop.test', maxConnections: 10 });
 const senders: Partial<Record<Channel, ChannelSender>> = { push, email, onsite: new OnsiteRedisSender(redis, 'https://shop.test') };
@@ -45,6 +89,43 @@ const { dispatcher, registry } = testDispatcher(redis, senders, { caps: { push: 
 
 for (let i = 0; i < n; i++) await putProfile(redis, `bench${i}`, makeProfile(`bench${i}`, { pushTokens: [{ token: `bench-${i}-a`, platform: 'android' }, { token: `bench-${i}-i`, platform: 'ios' }] }));
 const triggers = Array.from({ length: n }, (_, i) => makeTrigger(`bench-${i}`, { customerId: `bench${i}`, channels }));
+
+/** The providers' own clients on the same endpoints: messages (or mails) per second. */
+const baseline: { push?: number; email?: number } = {};
+if (values.baseline && channels.includes('push')) {
+  const [host, port] = [fcm.address.slice(0, fcm.address.lastIndexOf(':')), Number(fcm.address.slice(fcm.address.lastIndexOf(':') + 1))];
+  const ca = readFileSync(fcm.caFile);
+  const agent = new (class extends https.Agent {
+    override createConnection(options: https.RequestOptions): Duplex {
+      const { host: _h, port: _p, hostname: _n, ...rest } = options;
+      return tls.connect({ ...(rest as tls.ConnectionOptions), ca, host, port, servername: FCM_HOST });
+    }
+  })({ keepAlive: true, maxSockets: 64, ca });
+  const app = initializeApp({ credential: localFcmCredential, projectId: 'bench', httpAgent: agent }, 'bench-baseline');
+  const messaging = getMessaging(app);
+  messaging.enableLegacyHttpTransport();
+  const messages: Message[] = Array.from({ length: n * 2 }, (_, i) => ({ token: `base-${i}`, data: { i: String(i) }, android: { ttl: 3600_000, priority: 'high' as const, notification: { title: 'Your basket', body: 'Still there' } } }));
+  const b0 = performance.now();
+  for (let i = 0; i < messages.length; i += 500) await messaging.sendEach(messages.slice(i, i + 500));
+  baseline.push = messages.length / ((performance.now() - b0) / 1000);
+  await deleteApp(app);
+  agent.destroy();
+}
+if (values.baseline && channels.includes('email')) {
+  const transport = nodemailer.createTransport(smtpOptions(smtp.url, 10));
+  const b0 = performance.now();
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      while (i < n) {
+        const k = i++;
+        await transport.sendMail({ from: 'bench@shop.test', to: `base${k}@example.com`, subject: 'Your basket', text: 'Still there', html: '<p>Still there</p>' });
+      }
+    }),
+  );
+  baseline.email = n / ((performance.now() - b0) / 1000);
+  transport.close();
+}
 
 const t0 = performance.now();
 let next = 0;
@@ -73,12 +154,22 @@ const p = (channel: string): string => {
 console.log(`dispatch: ${n} triggers × [${channels.join(', ')}], concurrency ${concurrency}`);
 console.log(`  ${(n / seconds).toFixed(0)} triggers/s, ${((sent + other) / seconds).toFixed(0)} deliveries/s (${sent} sent, ${other} other) in ${seconds.toFixed(2)} s`);
 console.log(`  mean provider call: push ${p('push')}, email ${p('email')}, onsite ${p('onsite')}; sendEach calls ${push.stats.batches} for ${push.stats.messages} push messages`);
-console.log(`  received: SMTP ${smtp.received.length}, FCM ${fcm.requests.length}`);
+endpoints.stdin.write('counts\n');
+const received = JSON.parse(await reply()) as { fcm: number; smtp: number };
+console.log(`  received (baseline included): SMTP ${received.smtp}, FCM ${received.fcm}`);
+if (channels.length === 1 && channels[0] === 'push' && baseline.push !== undefined) {
+  const rate = push.stats.messages / seconds;
+  console.log(`  push: ${rate.toFixed(0)} FCM messages/s vs firebase-admin sendEach (batches of 500) ${baseline.push.toFixed(0)}/s: ratio ${(rate / baseline.push).toFixed(2)}`);
+}
+if (channels.length === 1 && channels[0] === 'email' && baseline.email !== undefined) {
+  const rate = sent / seconds;
+  console.log(`  email: ${rate.toFixed(0)} mails/s vs pooled nodemailer ${baseline.email.toFixed(0)}/s: ratio ${(rate / baseline.email).toFixed(2)}`);
+}
 
 await push.close();
 await email.close();
-await fcm.stop();
-await smtp.stop();
+endpoints.stdin.end();
+await new Promise((r) => endpoints.once('exit', r));
 redis.disconnect();
 await redisServer.stop();
 tmp.remove();
