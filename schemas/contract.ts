@@ -133,8 +133,10 @@ export const CustomerProfile = Type.Object(
     pushTokens: Type.Array(PushToken, { maxItems: 100 }),
     email: Type.Optional(Type.String({ minLength: 3, maxLength: 320, pattern: '^[^@\\s]+@[^@\\s]+$' })),
     segments: Type.Array(Type.String({ minLength: 1, maxLength: 128 }), { maxItems: 1000 }),
-    attributes: Type.Record(Type.String(), Type.Union([Type.Number(), Type.String(), Type.Boolean()]), {
-      description: 'name → number | string | boolean, e.g. clv, churnRisk',
+    // Bounded like every other field, so a profile stays small (at most ~250 KB of attributes).
+    attributes: Type.Record(Type.String(), Type.Union([Type.Number(), Type.String({ maxLength: 1024 }), Type.Boolean()]), {
+      maxProperties: 200,
+      description: 'name → number | string (≤ 1024 characters) | boolean, at most 200 names, e.g. clv, churnRisk',
     }),
   },
   { $id: 'CustomerProfile', additionalProperties: false, description: 'crm.customers.v1 (compacted; a null value erases the customer)' },

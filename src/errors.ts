@@ -28,6 +28,9 @@ export const ERRORS = {
   KAIROS_ERR_API_UNAUTHORIZED: { retriable: false, doc: 'An API request carries no credentials, an unknown API key or an invalid customer token.' },
   KAIROS_ERR_API_FORBIDDEN: { retriable: false, doc: 'The caller may not read this resource (a customer token for another customer).' },
   KAIROS_ERR_API_NOT_FOUND: { retriable: false, doc: 'The customer, product or route is unknown.' },
+  KAIROS_ERR_API_REQUEST_TIMEOUT: { retriable: true, doc: 'An API request did not arrive completely in time (answered 408 before any route ran).' },
+  KAIROS_ERR_API_URI_TOO_LONG: { retriable: false, doc: 'An API path parameter is longer than 512 characters (ids are 1–128); answered 414.' },
+  KAIROS_ERR_API_HEADERS_TOO_LARGE: { retriable: false, doc: 'An API request\'s request line and headers exceed 16 KiB; answered 431.' },
   KAIROS_ERR_API_RATE_LIMITED: { retriable: true, doc: 'The caller exceeded its request rate; retry after the Retry-After seconds.' },
   KAIROS_ERR_API_UNAVAILABLE: { retriable: true, doc: 'The task owning the key is moving (rebalance, restore) or its owner is unreachable; retry after Retry-After.' },
 } as const satisfies Record<string, { retriable: boolean; doc: string }>;

@@ -5,14 +5,16 @@
  * rebalance (no owner known, or the task still restoring) it is served from a local standby copy with its lag
  * stated, or answered 503 with Retry-After. Every answer says where it came from (`freshness`).
  */
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { Type, type Static } from '@sinclair/typebox';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Topology } from '../engine/api/index.js';
+import { TriggerType, type TriggerType as TriggerTypeName } from '../../schemas/contract.js';
 import type { StateReader } from '../engine/state/reader.js';
 import { KairosError, isKairosError, type KairosErrorCode } from '../errors.js';
 import { createAuthenticator, type AuthConfig, type Principal } from './auth.js';
@@ -49,7 +51,34 @@ export interface ApiOptions {
 
 export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
 /** Path parameters up to the contract's 128-character ids (fastify's default stops at 100 with a 414). */
-export const FASTIFY_OPTIONS = { logger: false, routerOptions: { maxParamLength: 512 } } as const;
+export const FASTIFY_OPTIONS = {
+  logger: false,
+  routerOptions: { maxParamLength: 512 },
+  // Errors fastify answers before any route runs, in the documented shape too.
+  frameworkErrors: (err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void => {
+    if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') void sendError(reply, 'KAIROS_ERR_API_URI_TOO_LONG', 'a path parameter is longer than 512 characters (ids are 1–128 characters)');
+    else if (err.code === 'FST_ERR_BAD_URL') void sendError(reply, 'KAIROS_ERR_API_BAD_REQUEST', 'malformed URL (bad percent-encoding in the path)');
+    else void sendError(reply, 'KAIROS_ERR_API_BAD_REQUEST', err.message);
+  },
+  clientErrorHandler: answerClientError,
+} satisfies FastifyServerOptions;
+
+/** Errors Node's HTTP parser raises before fastify sees a request (headers too large, timeouts, garbage). */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [code, message]: [KairosErrorCode, string] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? ['KAIROS_ERR_API_HEADERS_TOO_LARGE', 'request line and headers larger than 16 KiB']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? ['KAIROS_ERR_API_REQUEST_TIMEOUT', 'the request did not arrive in time']
+        : ['KAIROS_ERR_API_BAD_REQUEST', 'malformed HTTP request'];
+  const status = STATUS[code] ?? 400;
+  const body = JSON.stringify({ error: { code, message }, statusCode: status });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
+}
 /** Ids as the contract allows them (1–128 characters), without control characters or the store key separator. */
 const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[^\\u0000-\\u001f\\u007f]+$' });
 const Params = Type.Object({ id: Id });
@@ -60,7 +89,9 @@ const PageQuery = Type.Object({
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
 });
 const WishersQuery = Type.Intersect([PageQuery, Type.Object({ sku: Type.Optional(Id) })]);
-const TriggersQuery = Type.Object({ type: Type.Optional(Type.String({ pattern: '^[A-Z_]{1,40}$' })) });
+const TRIGGER_TYPES = TriggerType.anyOf.map((t) => t.const);
+/** An enum (not a union of literals): a bad value is answered 400 naming the accepted values. */
+const TriggersQuery = Type.Object({ type: Type.Optional(Type.Unsafe<TriggerTypeName>({ type: 'string', enum: TRIGGER_TYPES, description: 'one trigger type' })) });
 const ErrorBody = Type.Object({ error: Type.Object({ code: Type.String(), message: Type.String() }), statusCode: Type.Integer() });
 
 /** HTTP status per error code: the one place that maps them. */
@@ -69,6 +100,9 @@ const STATUS: Partial<Record<KairosErrorCode, number>> = {
   KAIROS_ERR_API_UNAUTHORIZED: 401,
   KAIROS_ERR_API_FORBIDDEN: 403,
   KAIROS_ERR_API_NOT_FOUND: 404,
+  KAIROS_ERR_API_REQUEST_TIMEOUT: 408,
+  KAIROS_ERR_API_URI_TOO_LONG: 414,
+  KAIROS_ERR_API_HEADERS_TOO_LARGE: 431,
   KAIROS_ERR_API_RATE_LIMITED: 429,
   KAIROS_ERR_API_UNAVAILABLE: 503,
 };
@@ -83,6 +117,27 @@ declare module 'fastify' {
 
 function fail(code: KairosErrorCode, message: string): never {
   throw new KairosError(code, message);
+}
+
+interface ValidationIssue {
+  readonly instancePath?: string;
+  readonly message?: string;
+  readonly params?: { readonly allowedValues?: readonly unknown[] };
+}
+
+/** A request validation failure naming the field (`?type`, `:id`) and what it accepts. */
+function validationMessage(err: unknown): string {
+  const e = err as { validation?: readonly ValidationIssue[]; validationContext?: string; message: string };
+  if (!Array.isArray(e.validation) || e.validation.length === 0) return e.message;
+  const where = (path: string | undefined): string => {
+    const name = (path ?? '').replace(/^\//, '').replace(/\//g, '.');
+    if (e.validationContext === 'querystring') return name === '' ? 'query string' : `?${name}`;
+    if (e.validationContext === 'params') return name === '' ? 'path' : `:${name}`;
+    return `${e.validationContext ?? 'request'}${name === '' ? '' : `.${name}`}`;
+  };
+  return e.validation
+    .map((v) => `${where(v.instancePath)}: ${v.params?.allowedValues ? `must be one of ${v.params.allowedValues.map(String).join(', ')}` : (v.message ?? 'invalid')}`)
+    .join('; ');
 }
 
 function sendError(reply: FastifyReply, code: KairosErrorCode, message: string, retryAfter?: number): FastifyReply {
@@ -149,7 +204,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   app.setErrorHandler((err, req, reply) => {
     if (isKairosError(err)) return sendError(reply, err.code, err.message, err.code === 'KAIROS_ERR_API_UNAVAILABLE' ? 1 : undefined);
     const e = err as { validation?: unknown; statusCode?: number; message: string };
-    if (e.validation !== undefined) return sendError(reply, 'KAIROS_ERR_API_BAD_REQUEST', e.message);
+    if (e.validation !== undefined) return sendError(reply, 'KAIROS_ERR_API_BAD_REQUEST', validationMessage(err));
     if (e.statusCode === 429) return reply.code(429).send(err);
     if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return reply.code(e.statusCode).send({ error: { code: 'KAIROS_ERR_API_BAD_REQUEST', message: e.message }, statusCode: e.statusCode });
     log?.error({ err, url: req.url }, 'query API request failed');

@@ -8,6 +8,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { KairosError } from '../errors.js';
 import { Duration, toMs } from './duration.js';
+import { schemaErrors } from './schema-errors.js';
 import type { CampaignSettings } from '../../topologies/common/campaign.js';
 import { DEFAULT_PRIORITY, localMinutes, type CampaignGuards, type GuardSettings } from '../../topologies/common/guards.js';
 import type { BasketAbandonmentParams } from '../../topologies/basket-abandonment/index.js';
@@ -145,17 +146,45 @@ function fail(source: string, errors: string[]): never {
 
 const minutesOf = (hhmm: string): number => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
 
-/** Validates and resolves a campaign config object. Throws KAIROS_ERR_CONFIG naming every bad field. */
-export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsConfig {
-  if (!Value.Check(CampaignsConfigSchema, input)) {
-    const errors = [...Value.Errors(CampaignsConfigSchema, input)]
-      // Union branches repeat the same path; keep the first message per path.
-      .filter((e, i, all) => all.findIndex((x) => x.path === e.path) === i)
-      .map((e) => `${e.path || '/'}: ${e.message}${e.value === undefined ? '' : ` (got ${JSON.stringify(e.value)})`}`);
-    fail(source, errors);
-  }
-  const cfg = input;
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The rules a schema cannot state, checked on whatever parts of `input` are well-formed, so that they are
+ * reported together with the schema errors (a bad time zone is not hidden behind a bad cap).
+ */
+function semanticErrors(input: unknown): string[] {
+  const at = (...keys: string[]): unknown => keys.reduce<unknown>((v, k) => (isObject(v) ? v[k] : undefined), input);
   const errors: string[] = [];
+  for (const [topology, param] of [['basket-abandonment', 'inactivityGap'], ['browse-abandonment', 'sessionGap']] as const) {
+    const gap = at('campaigns', topology, 'params', param);
+    if (Value.Check(Duration, gap) && toMs(gap) <= 0) errors.push(`/campaigns/${topology}/params/${param}: must be greater than 0`);
+  }
+  const pd = at('campaigns', 'basket-price-drop', 'params');
+  if (pd === undefined || Value.Check(BasketPriceDropParamsSchema, pd)) {
+    for (const e of checkBasketPriceDropParams(resolveBasketPriceDropParams(pd ?? {}))) errors.push(`/campaigns/basket-price-drop/params/${e}`);
+  }
+  const tz = at('guards', 'defaultTimezone');
+  if (typeof tz === 'string' && tz !== '' && localMinutes(0, tz) === undefined) {
+    errors.push(`/guards/defaultTimezone: unknown time zone ${JSON.stringify(tz)} (expected an IANA zone, e.g. Europe/Berlin)`);
+  }
+  const quiet = at('guards', 'quietHours');
+  if (isObject(quiet) && typeof quiet.start === 'string' && quiet.start === quiet.end) errors.push('/guards/quietHours: start and end must differ');
+  const priority = at('guards', 'priority');
+  if (Array.isArray(priority)) {
+    const missing = DEFAULT_PRIORITY.filter((t) => !priority.includes(t));
+    if (missing.length > 0) errors.push(`/guards/priority: must rank every trigger type; missing ${missing.join(', ')}`);
+  }
+  return errors;
+}
+
+/**
+ * Validates and resolves a campaign config object. Throws KAIROS_ERR_CONFIG naming every bad field at once
+ * (schema and semantic errors together), each with what the field accepts.
+ */
+export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsConfig {
+  const problems = [...schemaErrors(CampaignsConfigSchema, input), ...semanticErrors(input)];
+  if (problems.length > 0 || !Value.Check(CampaignsConfigSchema, input)) fail(source, problems);
+  const cfg = input;
   const defChannels = cfg.defaults?.channels ?? ['push', 'email'];
   const defExpires = toMs(cfg.defaults?.expiresAfter ?? '24h');
 
@@ -182,7 +211,6 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
     reentryCooldown: bap.reentryCooldown === undefined ? basketAbandonmentDefaults.reentryCooldown : toMs(bap.reentryCooldown),
     stateTtl: bap.stateTtl === undefined ? basketAbandonmentDefaults.stateTtl : toMs(bap.stateTtl),
   };
-  if (baParams.inactivityGap <= 0) errors.push('/campaigns/basket-abandonment/params/inactivityGap: must be greater than 0');
 
   const bra = cfg.campaigns?.['browse-abandonment'];
   const brp = bra?.params ?? {};
@@ -192,25 +220,18 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
     reentryCooldown: brp.reentryCooldown === undefined ? browseDefaults.reentryCooldown : toMs(brp.reentryCooldown),
     stateTtl: brp.stateTtl === undefined ? browseDefaults.stateTtl : toMs(brp.stateTtl),
   };
-  if (browseParams.sessionGap <= 0) errors.push('/campaigns/browse-abandonment/params/sessionGap: must be greater than 0');
 
   const pd = cfg.campaigns?.['basket-price-drop'];
   const pdParams = resolveBasketPriceDropParams(pd?.params ?? {});
-  for (const e of checkBasketPriceDropParams(pdParams)) errors.push(`/campaigns/basket-price-drop/params/${e}`);
 
   const wr = cfg.campaigns?.['wishlist-restock'];
   const wrParams = wishlistRestockParams(wr?.params ?? {});
 
   const g = cfg.guards ?? {};
   const defaultTimezone = g.defaultTimezone ?? 'Europe/Berlin';
-  if (localMinutes(0, defaultTimezone) === undefined) errors.push(`/guards/defaultTimezone: unknown time zone "${defaultTimezone}"`);
   const quiet = g.quietHours === undefined ? { start: '22:00', end: '08:00' } : g.quietHours;
-  if (quiet && quiet.start === quiet.end) errors.push('/guards/quietHours: start and end must differ');
   const cap = g.cap === undefined ? { max: 3, window: '24h' } : g.cap;
   const priority = g.priority ?? [...DEFAULT_PRIORITY];
-  const missing = DEFAULT_PRIORITY.filter((t) => !priority.includes(t));
-  if (missing.length > 0) errors.push(`/guards/priority: must rank every trigger type; missing ${missing.join(', ')}`);
-  if (errors.length > 0) fail(source, errors);
 
   return Object.freeze({
     basketAbandonment: settings('basket-abandonment', ba, baParams),

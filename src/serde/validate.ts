@@ -4,7 +4,20 @@
  */
 import type { Static, TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
-import { TOPICS, type BasketEvent, type CatalogEvent, type TopicName, type TopicValue } from '../../schemas/contract.js';
+import { ValueErrorType } from '@sinclair/typebox/value';
+import { TOPICS, type BasketEvent, type CatalogEvent, type Money, type TopicName, type TopicValue } from '../../schemas/contract.js';
+import { acceptedForms } from '../config/schema-errors.js';
+
+let iso4217: ReadonlySet<string> | undefined;
+/** ISO 4217 currency codes (the ones ICU knows; built on first use). */
+export function isIso4217(code: string): boolean {
+  iso4217 ??= new Set(Intl.supportedValuesOf('currency'));
+  return iso4217.has(code);
+}
+
+function currencyError(path: string, money: Money | undefined): FieldError[] {
+  return money === undefined || isIso4217(money.currency) ? [] : [{ path: `${path}/currency`, message: `not an ISO 4217 currency code (got "${money.currency}"), e.g. EUR, USD, GBP` }];
+}
 
 export interface FieldError {
   /** JSON pointer of the bad field ('' = the whole value). */
@@ -39,7 +52,9 @@ export function schemaErrors<S extends TSchema>(check: TypeCheck<S>, value: unkn
     if (seen.has(e.path)) continue;
     // A parent union error is followed by its branch errors; they say more.
     seen.add(e.path);
-    out.push({ path: e.path, message: `${e.message} (got ${describe(e.value)})` });
+    // A union says what it accepts ("one of ITEM_ADDED, …"), not just "Expected union value".
+    const message = e.type === ValueErrorType.Union ? `expected ${acceptedForms(e.schema)}` : e.message;
+    out.push({ path: e.path, message: `${message} (got ${describe(e.value)})` });
   }
   return out;
 }
@@ -54,16 +69,19 @@ function crossFieldErrors(topic: TopicName, value: unknown): FieldError[] {
     if (SKU_REQUIRED.has(e.type) && e.sku === undefined) errors.push({ path: '/sku', message: `required for ${e.type}` });
     if (e.type === 'QUANTITY_CHANGED' && e.quantity === undefined) errors.push({ path: '/quantity', message: 'required for QUANTITY_CHANGED' });
     if (e.type === 'ITEM_ADDED' && e.quantity === 0) errors.push({ path: '/quantity', message: 'must be at least 1 for ITEM_ADDED' });
+    errors.push(...currencyError('/unitPrice', e.unitPrice));
   } else if (topic === 'shop.catalog.v1') {
     const e = value as CatalogEvent;
     if (e.type === 'PRICE_CHANGED' && e.price === undefined) errors.push({ path: '/price', message: 'required for PRICE_CHANGED' });
     if (e.type === 'STOCK_CHANGED' && e.stock === undefined) errors.push({ path: '/stock', message: 'required for STOCK_CHANGED' });
+    errors.push(...currencyError('/price', e.price));
   } else if (topic === 'shop.orders.v1') {
     const items = (value as TopicValue<'shop.orders.v1'>).items;
     const seen = new Set<string>();
     items.forEach((it, i) => {
       if (seen.has(it.sku)) errors.push({ path: `/items/${i}/sku`, message: `sku ${it.sku} appears twice in the order` });
       seen.add(it.sku);
+      errors.push(...currencyError(`/items/${i}/unitPrice`, it.unitPrice));
     });
   }
   return errors;

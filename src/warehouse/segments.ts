@@ -11,13 +11,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { Type, type Static } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
 import type { CustomerProfile } from '../../schemas/contract.js';
 import { Duration, toMs } from '../config/duration.js';
 import { KairosError } from '../errors.js';
 import type { SegmentMetrics } from './metrics.js';
 import { SEGMENT_LABEL_PREFIX } from './ndjson-sink.js';
 import type { QueryParam, Warehouse } from './warehouse.js';
+import { schemaErrors } from '../config/schema-errors.js';
 
 export const SegmentDef = Type.Object(
   {
@@ -45,7 +45,7 @@ export interface SegmentsConfigResolved {
 
 /** Validates a segments config (every bad field named); KAIROS_ERR_CONFIG. */
 export function parseSegmentsConfig(raw: unknown, source = 'segments config'): SegmentsConfigResolved {
-  const errors = [...Value.Errors(SegmentsConfig, raw)].map((e) => `${e.path || '/'}: ${e.message}`);
+  const errors = schemaErrors(SegmentsConfig, raw);
   if (errors.length === 0) {
     const cfg = raw as Static<typeof SegmentsConfig>;
     const names = new Set<string>();
