@@ -45,6 +45,13 @@ const SYSTEM: Readonly<Record<string, string>> = {
   ERR_INVALID_URL: 'invalid URL',
 };
 
+/** Error names of the clients of outside services, and the service they talk to. */
+const SERVICES: readonly (readonly [RegExp, string])[] = [
+  [/^KafkaJS/, 'Kafka (KAFKA_BROKERS)'],
+  [/^(ReplyError|MaxRetriesPerRequestError)$/, 'Redis'],
+  [/^(GaxiosError|ApiError)$/, 'Google Cloud'],
+];
+
 function describe(err: unknown): Failure {
   if (isKairosError(err)) return { message: err.message, exitCode: exitCodeOf(err.code) };
   const code = codeOf(err);
@@ -56,6 +63,9 @@ function describe(err: unknown): Failure {
     return { message: `${where === '' ? '' : `${where}: `}${words} (${code ?? ''})`, exitCode: EXIT.failure };
   }
   const message = err instanceof Error ? err.message : String(err);
+  // A service that fails (a broker that cannot be reached, Redis refusing) is not a bug: name the service.
+  const service = err instanceof Error ? SERVICES.find(([re]) => re.test(err.name))?.[1] : undefined;
+  if (service !== undefined) return { message: `${service}: ${message}`, exitCode: EXIT.failure };
   return { message: `unexpected error: ${message} (a bug; KAIROS_DEBUG=1 prints the stack trace)`, exitCode: EXIT.failure };
 }
 

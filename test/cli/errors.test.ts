@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { describeFailure } from '../../src/cli/failure.js';
 import { mockClusterAvailable } from '../../src/kafka/mock-cluster.js';
 import { tempDir } from '../helpers.js';
 import { runCli, STACK_TRACE, type CliResult } from '../support/cli.js';
@@ -100,4 +101,15 @@ test('a CA file that is a directory and an unknown command are usage/config erro
   } finally {
     remove();
   }
+});
+
+test('the error path: service failures name the service, unexpected errors are one line without a stack', () => {
+  const kafka = Object.assign(new Error('Connection error: connect ECONNREFUSED 127.0.0.1:1'), { name: 'KafkaJSNumberOfRetriesExceeded' });
+  assert.deepEqual(describeFailure(kafka, 'start', {}), { message: 'kairos start: Kafka (KAFKA_BROKERS): Connection error: connect ECONNREFUSED 127.0.0.1:1', exitCode: 1 });
+  const sys = Object.assign(new Error('listen EACCES'), { code: 'EACCES', syscall: 'open', path: '/etc/x' });
+  assert.deepEqual(describeFailure(sys, 'replay', {}), { message: 'kairos replay: open /etc/x: permission denied (EACCES)', exitCode: 1 });
+  const bug = describeFailure(new TypeError('x is not a function'), 'demo', {});
+  assert.equal(bug.exitCode, 1);
+  assert.equal(bug.message, 'kairos demo: unexpected error: x is not a function (a bug; KAIROS_DEBUG=1 prints the stack trace)');
+  assert.match(describeFailure(new TypeError('x is not a function'), 'demo', { KAIROS_DEBUG: '1' }).message, /\n {4}at /);
 });
