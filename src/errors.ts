@@ -32,6 +32,7 @@ export const ERRORS = {
   KAIROS_ERR_API_URI_TOO_LONG: { retriable: false, doc: 'An API path parameter is longer than 512 characters (ids are 1–128); answered 414.' },
   KAIROS_ERR_API_HEADERS_TOO_LARGE: { retriable: false, doc: 'An API request\'s request line and headers exceed 16 KiB; answered 431.' },
   KAIROS_ERR_API_RATE_LIMITED: { retriable: true, doc: 'The caller exceeded its request rate; retry after the Retry-After seconds.' },
+  KAIROS_ERR_INTERNAL: { retriable: true, doc: 'An unexpected failure inside Kairos (a bug); the API answers 500 and logs it with the request.' },
   KAIROS_ERR_API_UNAVAILABLE: { retriable: true, doc: 'The task owning the key is moving (rebalance, restore) or its owner is unreachable; retry after Retry-After.' },
 } as const satisfies Record<string, { retriable: boolean; doc: string }>;
 

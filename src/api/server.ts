@@ -105,6 +105,7 @@ const STATUS: Partial<Record<KairosErrorCode, number>> = {
   KAIROS_ERR_API_HEADERS_TOO_LARGE: 431,
   KAIROS_ERR_API_RATE_LIMITED: 429,
   KAIROS_ERR_API_UNAVAILABLE: 503,
+  KAIROS_ERR_INTERNAL: 500,
 };
 
 declare module 'fastify' {
@@ -208,7 +209,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     if (e.statusCode === 429) return reply.code(429).send(err);
     if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return reply.code(e.statusCode).send({ error: { code: 'KAIROS_ERR_API_BAD_REQUEST', message: e.message }, statusCode: e.statusCode });
     log?.error({ err, url: req.url }, 'query API request failed');
-    return reply.code(500).send({ error: { code: 'KAIROS_ERR_INTERNAL', message: 'internal error' }, statusCode: 500 });
+    return sendError(reply, 'KAIROS_ERR_INTERNAL', 'internal error');
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, 'KAIROS_ERR_API_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`));
 
