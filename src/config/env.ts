@@ -58,8 +58,11 @@ export function secretValues(vars: Readonly<Record<string, EnvVar>>, env: NodeJS
     if (raw === undefined || raw === '') continue;
     if (spec.secret === true) {
       out.push(raw, raw.trim());
-      // Lists of secrets (`name:key,name:key`): each part long enough to be a secret on its own.
-      for (const part of raw.split(/[,:]/)) if (part.trim().length >= 8) out.push(part.trim());
+      // Lists of named secrets (`name:key[:scopes],…`): each key on its own; the names stay readable.
+      for (const entry of raw.split(',').map((e) => e.trim())) {
+        const [first = '', key] = entry.split(':');
+        out.push(...(key === undefined ? [first] : [key]).filter((p) => p.length > 0));
+      }
     }
     out.push(...urlCredentials(raw.trim()));
   }

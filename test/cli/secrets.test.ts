@@ -109,3 +109,9 @@ test('the error path and the loggers redact URL credentials and configured secre
   for (const s of ['pw-S1b2C3d4', 'pw-T1b2C3d4', 'pw-U1b2C3d4', 'pw-V1b2C3d4', 'pw-W1b2C3d4']) assert.ok(!out.includes(s), `${s} logged: ${out}`);
   assert.match(out, /refused/);
 });
+
+test('configured API keys are redacted from messages, their names are not', () => {
+  const env = { KAIROS_API_KEYS: 'frontend:frontend-key-0123456789:read,crm-service:crm-key-0123456789abc:read+pii' };
+  const f = describeFailure(new Error('key "frontend" and key "crm-service" failed with frontend-key-0123456789 / crm-key-0123456789abc'), 'start', env);
+  assert.equal(f.message, 'kairos start: unexpected error: key "frontend" and key "crm-service" failed with *** / *** (a bug; KAIROS_DEBUG=1 prints the stack trace)');
+});
