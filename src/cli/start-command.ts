@@ -14,7 +14,13 @@ export async function startCommand(args: readonly string[], io: Io): Promise<num
   const config = loadRuntimeConfig(process.env);
   const logger = createLogger({ level: config.logLevel, secrets: configuredSecrets() });
   const instance = await startInstance(config, logger);
-  io.stderr.write(`kairos: running against ${(config.brokers ?? []).join(',')}; metrics and health on http://${instance.address}\n`);
+  // Say what is bound, not only the address others are told: 0.0.0.0 means every interface.
+  const port = instance.address.slice(instance.address.lastIndexOf(':') + 1);
+  const scope = config.httpHost === '0.0.0.0' || config.httpHost === '::' ? ' (every interface; KAIROS_HTTP_HOST=127.0.0.1 for this machine only)' : '';
+  io.stderr.write(
+    `kairos: running against ${(config.brokers ?? []).join(',')}; metrics and health on http://${instance.address}; ` +
+      `HTTP listening on ${config.httpHost}:${port}${scope}\n`,
+  );
   const code = await new Promise<number>((resolve) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals): void => {
