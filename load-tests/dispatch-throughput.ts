@@ -63,7 +63,7 @@ const channels = values.channels.split(',') as Channel[];
 
 const tmp = tempDir('kairos-dispatch-bench-');
 const redisServer = await startRedis();
-// The dispatcher's own client settings (kairos dispatch: createRedis, auto-pipelined).
+// The dispatcher's own client settings (kairos dispatch: createRedis).
 const redis = createRedis(redisServer.url);
 await redis.ping().catch(async () => {
   await new Promise((r) => setTimeout(r, 200));

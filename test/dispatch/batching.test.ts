@@ -1,5 +1,5 @@
 /**
- * The dispatcher on its production Redis client (createRedis: auto-pipelined, scripts by SHA) against a real
+ * The dispatcher on its production Redis client (createRedis, here with auto-pipelining; scripts by SHA) against a real
  * redis-server: a batch of concurrent triggers is delivered once each, reads go as one MGET per trigger, the
  * scripts run by EVALSHA (EVAL only the first time per connection, and again after a restart forgets them), and
  * a redelivered batch is answered from Redis.
@@ -47,7 +47,7 @@ let redis: Redis;
 
 before(async () => {
   server = await startRedis({ aofDir: tmp.dir });
-  redis = createRedis(server.url);
+  redis = createRedis(server.url, { autoPipelining: true });
   await redis.ping().catch(async () => {
     await new Promise((r) => setTimeout(r, 300));
     await redis.ping();
