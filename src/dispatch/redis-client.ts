@@ -4,12 +4,10 @@
  * Commands fail fast while disconnected (no offline queue, no resend by ioredis), and every script we run is
  * idempotent, so a command whose reply was lost can simply be run again.
  */
+import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { KairosError } from '../errors.js';
-
-/** The names {@link redisScript} defines its scripts under. */
-const SCRIPT_NAMES = new Set<string>();
 
 export interface CreateRedisOptions {
   /**
@@ -30,9 +28,9 @@ export function createRedis(url: string, opts: CreateRedisOptions = {}): Redis {
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 1000),
     enableAutoPipelining: opts.autoPipelining ?? false,
-    // Scripts stay out of the auto-pipelines: ioredis 6 loads a pipeline's scripts around it and its
-    // auto-pipeline callback then breaks (`results[i] is not iterable`); they go one by one, by SHA.
-    autoPipeliningIgnoredCommands: [...SCRIPT_NAMES],
+    // Scripts stay out of the auto-pipelines (with ioredis 6 and defineCommand scripts in them the
+    // auto-pipeline callback broke: `results[i] is not iterable`); they go one by one, by SHA.
+    autoPipeliningIgnoredCommands: ['eval', 'evalsha'],
   });
   // Errors surface through the commands; the client reconnects by itself.
   redis.on('error', () => undefined);
@@ -40,20 +38,35 @@ export function createRedis(url: string, opts: CreateRedisOptions = {}): Redis {
 }
 
 /**
- * A Lua script run by SHA: ioredis `defineCommand` (EVAL once per connection, EVALSHA after that, and EVAL again
- * on NOSCRIPT, e.g. after a Redis restart), defined once per client. Works with auto-pipelining.
+ * A Lua script run by SHA: EVALSHA, and when Redis does not know the script (NOSCRIPT: its first use, or after
+ * a restart) one SCRIPT LOAD and EVALSHA again. (ioredis `defineCommand` does the same but measured
+ * slower here: onsite, 20,000 triggers, 4,216–5,454 vs 5,180–6,022 triggers/s, as it wraps every call.)
  */
-export function redisScript(name: string, numberOfKeys: number, lua: string): (redis: Redis, ...keysAndArgs: string[]) => Promise<unknown> {
-  const defined = new WeakSet<Redis>();
-  SCRIPT_NAMES.add(name);
-  return (redis, ...keysAndArgs) => {
-    if (!defined.has(redis)) {
-      redis.defineCommand(name, { numberOfKeys, lua });
-      defined.add(redis);
+export function redisScript(_name: string, numberOfKeys: number, lua: string): (redis: Redis, ...keysAndArgs: string[]) => Promise<unknown> {
+  const sha = createHash('sha1').update(lua).digest('hex');
+  const noScript = (err: unknown): boolean => err instanceof Error && err.message.startsWith('NOSCRIPT');
+  // One SCRIPT LOAD per client at a time: a batch of concurrent first calls does not send the script each.
+  const loads = new WeakMap<Redis, Promise<unknown>>();
+  return async (redis, ...keysAndArgs) => {
+    try {
+      return await redis.evalsha(sha, numberOfKeys, ...keysAndArgs);
+    } catch (err) {
+      // Other errors unchanged, so the gate still tells an outage from a bug.
+      if (!noScript(err)) throw err;
     }
-    const command = (redis as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[name];
-    if (command === undefined) throw new Error(`Redis script ${name} is not defined`);
-    return command.apply(redis, keysAndArgs);
+    let load = loads.get(redis);
+    if (load === undefined) {
+      load = redis.script('LOAD', lua).finally(() => loads.delete(redis));
+      loads.set(redis, load);
+    }
+    await load;
+    try {
+      return await redis.evalsha(sha, numberOfKeys, ...keysAndArgs);
+    } catch (err) {
+      // Forgotten again in between (another restart): this once with the script itself.
+      if (noScript(err)) return redis.eval(lua, numberOfKeys, ...keysAndArgs);
+      throw err;
+    }
   };
 }
 
