@@ -95,11 +95,10 @@ export class ActiveTask {
   /** Exactly-once: the task's transactional producer and its open transaction. */
   readonly txProducer: Producer | undefined;
   txn: Transaction | undefined;
-  /** Outbox store keys written by a commit (deleted by the next commit once `#outboxSent`). */
+  /** Outbox store keys written by earlier commits (deleted by the next commit once nothing is unsent). */
   #outboxKeys: string[] = [];
-  /** External outputs of complete commits not yet acknowledged by the broker. */
+  /** External outputs of complete commits not yet acknowledged by the broker (their keys stay in the outbox). */
   #outboxUnsent: TopicMessages[] = [];
-  #outboxSent = true;
   #outboxSeq = 0;
   /** Serialises batches, punctuation and close on this task. */
   #chain: Promise<void> = Promise.resolve();
@@ -142,11 +141,14 @@ export class ActiveTask {
     const entries = await this.task.state.scan(OUTBOX_STORE);
     if (entries.length === 0) return 0;
     this.#outboxKeys = entries.map((e) => e.key);
-    this.#outboxUnsent = entries.map((e) => {
+    const byTopic = new Map<string, Message[]>();
+    for (const e of entries) {
       const o = e.value as OutboxEntry;
-      return { topic: o.topic, messages: [fromOutbox(o)] };
-    });
-    this.#outboxSent = false;
+      let list = byTopic.get(o.topic);
+      if (!list) byTopic.set(o.topic, (list = []));
+      list.push(fromOutbox(o));
+    }
+    this.#outboxUnsent = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
     this.#outboxSeq = Math.max(...entries.map((e) => parseInt(e.key, 36))) + 1;
     this.pending = true;
     return entries.length;
@@ -275,7 +277,7 @@ export class ActiveTask {
         const internal = topicMessages.filter((t) => this.#internal(t.topic));
         const external = topicMessages.filter((t) => !this.#internal(t.topic));
         if (internal.length > 0) await env.collector.send(internal);
-        if (this.#outboxSent) this.#clearOutbox();
+        if (this.#outboxUnsent.length === 0) this.#clearOutbox();
         for (const t of external) {
           for (const m of t.messages) {
             const key = outboxKey(this.#outboxSeq++);
@@ -283,26 +285,25 @@ export class ActiveTask {
             this.#outboxKeys.push(key);
           }
         }
-        if (external.length > 0) this.#outboxSent = false;
         await this.task.commit();
         stateCommitted = true;
         this.#outboxUnsent.push(...external);
         if (this.#outboxUnsent.length > 0) {
           await env.collector.send(this.#outboxUnsent);
           this.#outboxUnsent = [];
-          this.#outboxSent = true;
         }
         await this.#commitOffsets();
       }
     } catch (err) {
-      if (!this.txProducer && !stateCommitted) {
-        // Nothing is lost: the outputs go again with the next commit (at-least-once, equal ids). After the state
-        // commit, the outbox holds them (#outboxUnsent, sent by the next commit).
-        this.outputs = [...outputs, ...this.outputs];
-        this.raw = [...raw, ...this.raw];
+      if (!this.txProducer) {
+        // Nothing is lost: the outputs go again with the next commit (at-least-once, equal ids) — after the state
+        // commit from the outbox (#outboxUnsent), before it as outputs again.
+        if (!stateCommitted) {
+          this.outputs = [...outputs, ...this.outputs];
+          this.raw = [...raw, ...this.raw];
+        }
         this.pending = true;
       }
-      if (stateCommitted) this.pending = true;
       throw err;
     }
     counted();

@@ -76,6 +76,11 @@ export class KafkaChangelogWriter implements ChangelogWriter {
 /** Key of the commit marker in the positions changelog (no input topic name is empty, so no collision). */
 export const COMMIT_MARKER_KEY = '\u0000commit';
 
+/** A commit marker's value: store changelog topic → its end offset after that commit. */
+export function commitMarkerEnds(value: Buffer | null): Record<string, string> {
+  return value ? (JSON.parse(value.toString('utf8')) as Record<string, string>) : {};
+}
+
 export interface RestoreProgress {
   readonly partition: number;
   readonly restored: number;
@@ -165,7 +170,7 @@ export async function restoreFromChangelog(opts: RestoreOptions & { readonly rep
       for (const m of messages) {
         if (m.key?.toString('utf8') === COMMIT_MARKER_KEY) {
           // Markers name every store's end; merged anyway, so a store a marker leaves out keeps an earlier end.
-          ends = { ...ends, ...(m.value ? (JSON.parse(m.value.toString('utf8')) as Record<string, string>) : {}) };
+          ends = { ...ends, ...commitMarkerEnds(m.value) };
           applied += held.length > 0 ? await state.restore(held) : 0;
           held = [];
           heldUpTo = BigInt(m.offset) + 1n;

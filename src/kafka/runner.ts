@@ -332,9 +332,9 @@ export class KafkaRunner {
       }
     });
     // Batches kafkajs does not hand to eachBatch (only transaction markers or aborted records) still say how
-    // far an input goes: without them a task could wait for records that never come.
-    // Only a batch without records (eachBatch saw those) that starts where the task has fetched to: one fetched
-    // before a seek back (a restore, a reset) says nothing about the records the task still has to read.
+    // far an input goes: without them a task could wait for records that never come. Only such a batch, and
+    // only when it starts where the task has fetched to: one fetched before a seek back (a restore, a reset)
+    // says nothing about the records the task still has to read.
     consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
       const { topic, partition, offsetLag, batchSize, firstOffset } = e.payload;
       const hp = this.#tasks.get(partition);
@@ -427,7 +427,6 @@ export class KafkaRunner {
     this.#standby.update(wanted).catch((err: unknown) => this.#log.warn({ err }, 'standby update failed'));
   }
 
-  /** Commits and closes every task, leaves the group, disconnects. */
   /**
    * Commits every task while still in the group (offsets included), leaves, closes the stores. Bounded by
    * `stopTimeoutMs`: with the broker gone, a commit or a leave would retry for minutes, so past the deadline the

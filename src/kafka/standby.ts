@@ -16,7 +16,7 @@ import { changelogTopic, POSITIONS_STORE, type ChangelogEntry } from '../engine/
 import { TaskState } from '../engine/state/task-state.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import type { TaskRouting } from './assignor.js';
-import { COMMIT_MARKER_KEY } from './changelog.js';
+import { COMMIT_MARKER_KEY, commitMarkerEnds } from './changelog.js';
 
 /** The partitions `me` keeps standby copies of, given the routing of the current generation. */
 export function standbyPartitions(routing: TaskRouting, me: string, replicas: number): Set<number> {
@@ -107,7 +107,7 @@ class CommittedCut {
           this.#held.push(f);
           continue;
         }
-        const ends = new Map(Object.entries(f.entry.value ? (JSON.parse(f.entry.value.toString('utf8')) as Record<string, string>) : {}).map(([t, e]) => [t, BigInt(e)]));
+        const ends = new Map(Object.entries(commitMarkerEnds(f.entry.value)).map(([t, e]) => [t, BigInt(e)]));
         for (const [t, e] of ends) if (e > (this.#ends.get(t) ?? -1n)) this.#ends.set(t, e);
         this.#commits.push({ offset: f.offset, entries: this.#held, ends });
         this.#held = [];
