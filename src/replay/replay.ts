@@ -123,7 +123,9 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
         const routed = await task.process({ topic: r.topic, partition: 0, offset: String(line - 1), key: r.key, value: r.value, timestamp });
         if (routed) processed++;
         else skipped++;
-        if ((processed + skipped) % commitEvery === 0) await task.commit();
+        // The local copy is not the durable one (a failed replay starts over): RocksDB writes while the next
+        // records are processed.
+        if ((processed + skipped) % commitEvery === 0) await task.commit({ background: true });
       }
       chunk = [];
       if (opts.triggers.buffered > 1 << 16) await opts.triggers.flush();

@@ -12,6 +12,7 @@ import { KairosError } from '../../errors.js';
 import type { Codec, StoreSpec } from '../api/stores.js';
 import { POSITIONS_STORE, type ChangelogEntry, type ChangelogReader, type ChangelogWriter } from './changelog.js';
 import { RocksDb, type BatchOp, type RocksOptions } from './rocksdb.js';
+import { compareUtf8, SortedKeys } from './sorted-keys.js';
 
 const ABSENT: unique symbol = Symbol('absent');
 type Cached = { value: unknown; ts: number; dirty: boolean };
@@ -57,6 +58,10 @@ export interface StateStats {
   expired: number;
   /** Keys loaded by prefetch (multi-get) rather than one read each. */
   prefetched: number;
+  /** Scans answered from the cache (the store is complete), without RocksDB. */
+  scansInMemory: number;
+  /** Scans that read RocksDB. */
+  scansOnDisk: number;
 }
 
 export interface CommitOptions {
@@ -64,6 +69,13 @@ export interface CommitOptions {
   readonly sweepLimit?: number;
   /** Runs after the changelog write and before the local RocksDB write; a rejection commits nothing locally. */
   readonly beforeLocalWrite?: () => Promise<void>;
+  /**
+   * Return once the local RocksDB write has started, not when it has landed: processing goes on while RocksDB
+   * writes on its own thread. Later reads of RocksDB, the next commit and close() wait for it, and a failure
+   * of it is thrown there. For runners whose local copy is not the durable one (replay: a crash starts over).
+   * @default false
+   */
+  readonly background?: boolean;
 }
 
 export interface StoredEntry<V> {
@@ -96,6 +108,11 @@ class StoreState {
    * restored, and no live entry was evicted since): a key the cache does not hold is absent, with no read.
    */
   complete = false;
+  /**
+   * The cache's keys in order, kept while the store is complete and once a scan asked for it: a complete store
+   * answers scans from memory.
+   */
+  index: SortedKeys | undefined;
 
   constructor(readonly spec: StoreSpec<unknown>) {
     this.prefix = `${spec.name}\u0000`;
@@ -112,15 +129,33 @@ class StoreState {
   get codec(): Codec<unknown> {
     return this.spec.codec;
   }
-}
 
-function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  /** Adds or replaces a cache entry, keeping the index. */
+  setEntry(key: string, e: Cached): void {
+    if (this.index !== undefined && !this.cache.has(key)) this.index.add(key);
+    this.cache.set(key, e);
+  }
+
+  /** Drops a clean cache entry; dropping a live one makes the store incomplete. */
+  dropEntry(key: string, e: Cached): void {
+    this.cache.delete(key);
+    if (e.value !== ABSENT) {
+      this.complete = false;
+      this.index = undefined;
+    } else this.index?.delete(key);
+  }
+
+  clear(complete: boolean): void {
+    this.cache.clear();
+    this.dirty.clear();
+    this.index = undefined;
+    this.complete = complete;
+  }
 }
 
 export class TaskState {
   readonly taskId: string;
-  readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0, prefetched: 0 };
+  readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0, prefetched: 0, scansInMemory: 0, scansOnDisk: 0 };
   readonly #db: RocksDb;
   readonly #stores = new Map<string, StoreState>();
   readonly #changelog: ChangelogWriter | undefined;
@@ -132,6 +167,8 @@ export class TaskState {
   #lag: number | undefined;
   #committedLag: number | undefined;
   #closed = false;
+  /** The local write of the last commit, while it runs (CommitOptions.background). */
+  #writing: Promise<void> | undefined;
 
   private constructor(db: RocksDb, options: TaskStateOptions) {
     this.#db = db;
@@ -222,12 +259,13 @@ export class TaskState {
     this.stats.cacheMisses++;
     // Nothing on disk that the cache does not hold (a fresh task, e.g. a replay): absent, without a read.
     if (s.complete) return undefined;
+    if (this.#writing) await this.#landed();
     const bytes = await this.#db.get(Buffer.from(s.prefix + key, 'utf8'));
     // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
     const raced = s.cache.get(key);
     if (raced !== undefined) return this.#live(s, raced);
     const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes);
-    s.cache.set(key, entry);
+    s.setEntry(key, entry);
     if (s.cache.size > this.#cacheMax) this.#evict(s);
     return this.#live(s, entry);
   }
@@ -241,11 +279,12 @@ export class TaskState {
     if (s.complete) return 0;
     const missing = [...new Set(keys)].filter((k) => !s.cache.has(k));
     if (missing.length === 0) return 0;
+    if (this.#writing) await this.#landed();
     const values = await this.#db.getMany(missing.map((k) => Buffer.from(s.prefix + k, 'utf8')));
     missing.forEach((key, i) => {
       if (s.cache.has(key)) return;
       const bytes = values[i];
-      s.cache.set(key, bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes));
+      s.setEntry(key, bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes));
     });
     this.stats.prefetched += missing.length;
     // Evict only down to the limit plus this batch, so the prefetched entries survive until they are read.
@@ -264,11 +303,16 @@ export class TaskState {
     this.stats.deletes++;
   }
 
-  /** Entries in UTF-8 key order, merging uncommitted writes over RocksDB; expired entries are skipped. */
+  /**
+   * Entries in UTF-8 key order, merging uncommitted writes over RocksDB; expired entries are skipped. A complete
+   * store (RocksDB holds nothing the cache does not) is scanned in memory, through an ordered index of its keys.
+   */
   async scan(store: string, range: StateScan = {}): Promise<StoredEntry<unknown>[]> {
     const s = this.#store(store);
     const lower = range.gt ?? range.gte ?? range.prefix;
     const lowerInclusive = range.gt === undefined;
+    if (s.complete) return this.#scanInMemory(s, range, lower, lowerInclusive);
+    this.stats.scansOnDisk++;
     let upperBuf = s.endBuf;
     if (range.prefix !== undefined) upperBuf = Buffer.concat([Buffer.from(s.prefix + range.prefix, 'utf8'), Buffer.from([0xff])]);
     if (range.lt !== undefined) {
@@ -287,6 +331,7 @@ export class TaskState {
     const limit = range.limit ?? Infinity;
     // Uncommitted deletes can hide rows, so over-read by the number of dirty entries.
     const dbLimit = Number.isFinite(limit) ? limit + s.dirty.size : undefined;
+    if (this.#writing) await this.#landed();
     const rows = await this.#db.scan({
       ...(lowerInclusive ? { gte: lowerBuf } : { gt: lowerBuf }),
       lt: upperBuf,
@@ -311,6 +356,30 @@ export class TaskState {
     return out;
   }
 
+  #scanInMemory(s: StoreState, range: StateScan, lower: string | undefined, lowerInclusive: boolean): StoredEntry<unknown>[] {
+    this.stats.scansInMemory++;
+    const limit = range.limit ?? Infinity;
+    const out: StoredEntry<unknown>[] = [];
+    if (limit <= 0) return out;
+    const { prefix } = range;
+    let from = lower;
+    let exclusive = !lowerInclusive;
+    // Keys with the prefix are one contiguous range starting at the prefix itself.
+    if (prefix !== undefined && (from === undefined || compareUtf8(from, prefix) < 0)) {
+      from = prefix;
+      exclusive = false;
+    }
+    s.index ??= SortedKeys.from(s.cache.keys());
+    s.index.forRange(from, exclusive, range.lt, (key) => {
+      if (prefix !== undefined && !key.startsWith(prefix)) return false;
+      const e = s.cache.get(key) as Cached;
+      const value = this.#live(s, e);
+      if (value !== undefined) out.push({ key, value, ts: e.ts });
+      return out.length < limit;
+    });
+    return out;
+  }
+
   /** Timestamp of an entry's last write, if it is live. */
   async timestampOf(store: string, key: string): Promise<number | undefined> {
     const value = await this.get(store, key);
@@ -330,13 +399,17 @@ export class TaskState {
    */
   async commit(options: CommitOptions = {}): Promise<{ changes: number }> {
     this.#checkOpen();
+    // One local write at a time, in order; a failed one fails this commit.
+    if (this.#writing) await this.#landed();
     await this.#sweepExpired(options.sweepLimit ?? 1000);
     const ops: BatchOp[] = [];
     const entries: ChangelogEntry[] = [];
     const streamTime = this.#streamTime;
+    const dropAfter: [StoreState, string][] = [];
     for (const s of this.#stores.values()) {
       for (const key of s.dirty) {
         const e = s.cache.get(key) as Cached;
+        if (s.complete && e.value === ABSENT) dropAfter.push([s, key]);
         const keyBuf = Buffer.from(key, 'utf8');
         const full = Buffer.concat([s.prefixBuf, keyBuf]);
         if (e.value === ABSENT) {
@@ -391,7 +464,18 @@ export class TaskState {
     // Exactly-once: the Kafka transaction (outputs, changelog, offsets) commits here; if it fails, nothing is
     // written locally and the caller rebuilds the task from disk.
     await options.beforeLocalWrite?.();
-    await this.#db.batch(ops);
+    const write = this.#db.batch(ops);
+    if (options.background === true) {
+      // Settled here so an unobserved failure is never an unhandled rejection; #landed() rethrows it.
+      const failed = write.then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      this.#writing = failed.then((err) => {
+        if (err !== undefined) throw err;
+      });
+      this.#writing.catch(() => undefined);
+    } else await write;
     for (const s of this.#stores.values()) {
       for (const key of s.dirty) {
         const e = s.cache.get(key);
@@ -399,6 +483,11 @@ export class TaskState {
       }
       s.dirty.clear();
       if (s.cache.size > this.#cacheMax) this.#evict(s);
+    }
+    for (const [s, key] of dropAfter) {
+      const e = s.cache.get(key);
+      // A complete store needs no record of a deleted key: absent from the cache means absent.
+      if (e !== undefined && !e.dirty && e.value === ABSENT) s.dropEntry(key, e);
     }
     for (const [k, v] of this.#pendingPositions) this.#positions.set(k, v);
     this.#pendingPositions.clear();
@@ -430,6 +519,7 @@ export class TaskState {
   /** Applies changelog entries straight to RocksDB (restore); returns how many applied. The cache is dropped. */
   async restore(entries: readonly ChangelogEntry[]): Promise<number> {
     this.#checkOpen();
+    if (this.#writing) await this.#landed();
     const ops: BatchOp[] = [];
     let applied = 0;
     for (const e of entries) {
@@ -473,10 +563,7 @@ export class TaskState {
       this.#committedStreamTime = this.#streamTime;
     }
     await this.#db.batch(ops);
-    for (const s of this.#stores.values()) {
-      s.cache.clear();
-      s.dirty.clear();
-    }
+    for (const s of this.#stores.values()) s.clear(false);
     await this.#checkComplete();
     return applied;
   }
@@ -488,7 +575,8 @@ export class TaskState {
   }
 
   /** Approximate on-disk bytes of one store, or of the whole task. */
-  approximateSize(store?: string): Promise<number> {
+  async approximateSize(store?: string): Promise<number> {
+    if (this.#writing) await this.#landed();
     if (store === undefined) return this.#db.approximateSize(Buffer.from([0]), Buffer.from([0xff]));
     const s = this.#store(store);
     return this.#db.approximateSize(s.prefixBuf, s.endBuf);
@@ -506,7 +594,24 @@ export class TaskState {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    let failed: unknown;
+    try {
+      if (this.#writing) await this.#landed();
+    } catch (err) {
+      failed = err;
+    }
     await this.#db.close();
+    if (failed !== undefined) throw failed;
+  }
+
+  /** Waits for the last commit's background write; its failure is thrown once, here. */
+  async #landed(): Promise<void> {
+    const writing = this.#writing;
+    try {
+      await writing;
+    } finally {
+      if (this.#writing === writing) this.#writing = undefined;
+    }
   }
 
   #store(name: string): StoreState {
@@ -533,7 +638,7 @@ export class TaskState {
       e.value = value;
       e.ts = ts;
       e.dirty = true;
-    } else s.cache.set(key, { value, ts, dirty: true });
+    } else s.setEntry(key, { value, ts, dirty: true });
     s.dirty.add(key);
   }
 
@@ -563,9 +668,8 @@ export class TaskState {
     for (const [key, e] of s.cache) {
       if (s.cache.size <= target) break;
       if (e.dirty) continue;
-      s.cache.delete(key);
       // A live entry leaves the cache: from now on a miss must read RocksDB.
-      if (e.value !== ABSENT) s.complete = false;
+      s.dropEntry(key, e);
     }
   }
 
@@ -588,6 +692,20 @@ export class TaskState {
       if (before === -Infinity || limit <= 0) continue;
       const ttl = this.#streamTime - before;
       if (s.sweepAfter === undefined && before - s.sweptBefore < Math.min(ttl / 10, 60_000)) continue;
+      if (s.complete) {
+        // Everything the store holds is cached: sweep the cache, no RocksDB scan.
+        let n = 0;
+        for (const [key, e] of s.cache) {
+          if (n >= limit) break;
+          if (!e.dirty && e.value !== ABSENT && e.ts <= before) {
+            this.#write(s, key, ABSENT, this.#streamTime);
+            this.stats.expired++;
+            n++;
+          }
+        }
+        if (n < limit) s.sweptBefore = before;
+        continue;
+      }
       const rows = await this.#db.scan({
         ...(s.sweepAfter === undefined ? { gte: s.prefixBuf } : { gt: Buffer.from(s.prefix + s.sweepAfter, 'utf8') }),
         lt: s.endBuf,
