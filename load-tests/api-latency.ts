@@ -1,21 +1,22 @@
 /**
- * Query API latency and throughput: two `kairos start` instances (child processes, one event loop each) in one
- * group on librdkafka's mock cluster, loaded with a generated shop stream; autocannon (in this process) reads
- * customers through instance A:
- *   - local: customers whose task runs on A (one RocksDB-backed read per request);
- *   - forwarded: customers whose task runs on B (A forwards once to B over HTTP);
- *   - each at a fixed rate (default 5,000 req/s local, 2,000 forwarded) and flat out.
- * Prints req/s, p50/p99/p99.9 latency and the server's CPU (of one core). Nothing asserts on time.
+ * Query API latency and throughput against a baseline in the same run: two `kairos start` instances (child
+ * processes, one event loop each) in one group on librdkafka's mock cluster, loaded with a generated shop
+ * stream, and a bare fastify app (load-tests/lib/bare-api.ts, its own process) serving the bodies instance A
+ * answered for its customers from a Map. The load generator (load-tests/lib/open-loop.ts) runs in a process of
+ * its own for each phase:
+ *   - baseline and local reads (customers whose task runs on A) flat out; the baseline's maximum sets the rate;
+ *   - both at half the baseline's maximum (`--rate` to fix it), open loop, latency without correction;
+ *   - forwarded reads (customers whose task runs on B; A forwards once) at that rate (`--forward-rate`) and flat out.
+ * Prints req/s, p50/p99/p99.9, server CPU and CPU per request, and the ratios to the baseline. Nothing asserts on time.
  *
- *   npx tsx load-tests/api-latency.ts [--events 20000] [--customers 4000] [--seconds 15] [--rate 5000] [--forward-rate 2000]
+ *   npx tsx load-tests/api-latency.ts [--events 20000] [--customers 4000] [--seconds 15] [--rate N] [--forward-rate N]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import autocannon from 'autocannon';
 import pino from 'pino';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster } from '../src/kafka/mock-cluster.js';
@@ -100,48 +101,79 @@ interface Figures {
   readonly requests: number;
   readonly reqPerSec: number;
   readonly p50: number;
+  readonly p90: number;
   readonly p99: number;
   readonly p999: number;
   readonly max: number;
   readonly non2xx: number;
   readonly errors: number;
+  /** Fixed rate: requests that found no idle connection when due (they waited; not in the latencies). */
+  readonly late: number;
   readonly serverCpu: number;
+  /** Server CPU time per answered request, µs. */
+  readonly cpuUsPerRequest: number;
   readonly ownerCpu: number | null;
 }
 
-async function load(label: string, url: string, paths: readonly string[], seconds: number, rate: number | null, server: Child, owner: Child | null): Promise<Figures> {
-  let i = 0;
-  const cpu0 = cpuMs(server.proc.pid as number);
+interface Server {
+  readonly proc: ChildProcess;
+  readonly address: string;
+}
+
+/** One phase: the open-loop generator (load-tests/lib/open-loop.ts) in a process of its own. */
+async function load(label: string, target: Server, paths: readonly string[], seconds: number, rate: number | null, owner: Server | null, specFile: string): Promise<Figures> {
+  const [host, port] = target.address.split(':') as [string, string];
+  writeFileSync(specFile, JSON.stringify({ host, port: Number(port), paths, headers: { authorization: `Bearer ${KEY}` }, seconds, rate: rate ?? 0, connections: 64 }));
+  const gen = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'load-tests', 'lib', 'open-loop.ts'), `@${specFile}`], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  gen.stdout.setEncoding('utf8');
+  gen.stdout.on('data', (c: string) => (out += c));
+  // The generator needs a moment to start (tsx); count CPU from when its connections are up, roughly.
+  await sleep(700);
+  const cpu0 = cpuMs(target.proc.pid as number);
   const own0 = owner ? cpuMs(owner.proc.pid as number) : 0;
   const t0 = performance.now();
-  const r = await autocannon({
-    url,
-    connections: 64,
-    duration: seconds,
-    ...(rate === null ? {} : { overallRate: rate }),
-    headers: { authorization: `Bearer ${KEY}` },
-    requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: paths[i++ % paths.length] as string }) }],
-  });
+  const code = await new Promise<number | null>((r) => gen.once('exit', r));
   const wall = performance.now() - t0;
+  if (code !== 0) throw new Error(`load generator exited with ${code}`);
+  const r = JSON.parse(out.trim().split('\n').pop() as string) as Omit<Figures, 'label' | 'targetRate' | 'serverCpu' | 'ownerCpu' | 'cpuUsPerRequest'>;
+  const cpu = cpuMs(target.proc.pid as number) - cpu0;
   const f: Figures = {
+    ...r,
     label,
     targetRate: rate,
-    requests: r.requests.total,
-    reqPerSec: r.requests.total / (wall / 1000),
-    p50: r.latency.p50,
-    p99: r.latency.p99,
-    p999: r.latency.p99_9,
-    max: r.latency.max,
-    non2xx: r.non2xx,
-    errors: r.errors + r.timeouts,
-    serverCpu: (cpuMs(server.proc.pid as number) - cpu0) / wall,
+    serverCpu: cpu / wall,
+    cpuUsPerRequest: (cpu * 1000) / Math.max(1, r.requests),
     ownerCpu: owner ? (cpuMs(owner.proc.pid as number) - own0) / wall : null,
   };
   log(
-    `${label}: ${fmtInt(f.reqPerSec)} req/s${rate === null ? ' (flat out)' : ` (target ${fmtInt(rate)})`}, p50 ${f.p50} ms, p99 ${f.p99} ms, p99.9 ${f.p999} ms, max ${f.max} ms, ` +
-      `non-2xx ${f.non2xx}, errors ${f.errors}; CPU of A ${(100 * f.serverCpu).toFixed(0)} %${f.ownerCpu === null ? '' : `, of B ${(100 * f.ownerCpu).toFixed(0)} %`}`,
+    `${label}: ${fmtInt(f.reqPerSec)} req/s${rate === null ? ' (flat out)' : ` (target ${fmtInt(rate)}, late ${f.late})`}, p50 ${f.p50} ms, p99 ${f.p99} ms, p99.9 ${f.p999} ms, max ${f.max} ms, ` +
+      `non-2xx ${f.non2xx}, errors ${f.errors}; server CPU ${(100 * f.serverCpu).toFixed(0)} %, ${f.cpuUsPerRequest.toFixed(0)} µs/request${f.ownerCpu === null ? '' : `, owner ${(100 * f.ownerCpu).toFixed(0)} %`}`,
   );
   return f;
+}
+
+/** The bare fastify baseline (load-tests/lib/bare-api.ts) serving `bodies` from a Map, in its own process. */
+async function startBaseline(bodiesFile: string, port: number): Promise<Server & { stop(): Promise<void> }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'load-tests', 'lib', 'bare-api.ts'), bodiesFile, String(port)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (c: string) => {
+      out += c;
+      if (out.includes('listening')) resolve();
+    });
+    proc.once('exit', (c) => reject(new Error(`baseline exited with ${c}`)));
+  });
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  return {
+    proc,
+    address: `127.0.0.1:${port}`,
+    stop: async () => {
+      proc.kill('SIGTERM');
+      await Promise.race([exited, sleep(5000).then(() => proc.kill('SIGKILL'))]);
+    },
+  };
 }
 
 async function main(): Promise<void> {
@@ -150,18 +182,19 @@ async function main(): Promise<void> {
       events: { type: 'string', default: '20000' },
       customers: { type: 'string', default: '4000' },
       seconds: { type: 'string', default: '15' },
-      rate: { type: 'string', default: '5000' },
-      'forward-rate': { type: 'string', default: '2000' },
+      rate: { type: 'string' },
+      'forward-rate': { type: 'string' },
     },
   });
   const events = Number(values.events);
   const customers = Number(values.customers);
   const seconds = Number(values.seconds);
-  const rate = Number(values.rate);
-  const forwardRate = Number(values['forward-rate']);
+  const rate = values.rate === undefined ? undefined : Number(values.rate);
+  const forwardRate = values['forward-rate'] === undefined ? undefined : Number(values['forward-rate']);
   const cluster = await startMockCluster();
   const stateRoot = mkdtempSync(join(tmpdir(), 'kairos-bench-api-'));
   const children: Child[] = [];
+  const servers: { stop(): Promise<void> }[] = [];
   try {
     log(`mock cluster ${cluster.brokers.join(',')}; producing ${fmtInt(events)} generated events over ${fmtInt(customers)} customers`);
     const kafka = createKafka({ brokers: cluster.brokers, clientId: 'bench-api', logger: pino({ level: 'warn' }) });
@@ -191,6 +224,7 @@ async function main(): Promise<void> {
     log(`instances A ${a.address} (pid ${a.proc.pid}) and B ${b.address} (pid ${b.proc.pid}) started; waiting until every customer is readable`);
     const all = [...ids];
     const owners = new Map<string, string>();
+    const bodies = new Map<string, string>();
     // Some generated customers leave no state (e.g. a browse session already decided and cleared): wait until
     // both instances are ready and the readable set stops growing, then load the readable ones.
     let previous = -1;
@@ -199,9 +233,10 @@ async function main(): Promise<void> {
       let ok = 0;
       for (const c of all) {
         const res = await fetch(`http://${a.address}/v1/customers/${encodeURIComponent(c)}`, { headers: { authorization: `Bearer ${KEY}` } });
-        await res.arrayBuffer();
+        const text = await res.text();
         if (res.status === 200) {
           ok++;
+          bodies.set(c, text);
           owners.set(c, res.headers.get('x-kairos-served-by') ?? '');
         }
       }
@@ -216,30 +251,65 @@ async function main(): Promise<void> {
     const local = all.filter((c) => owners.get(c) === a.address).map((c) => `/v1/customers/${encodeURIComponent(c)}`);
     const remote = all.filter((c) => owners.get(c) === b.address).map((c) => `/v1/customers/${encodeURIComponent(c)}`);
     log(`${fmtInt(readable.length)} of ${fmtInt(all.length)} customers readable: ${fmtInt(local.length)} on A, ${fmtInt(remote.length)} on B`);
-    const base = `http://${a.address}`;
-    await load('warm-up', base, local, 3, 1000, a, null);
-    const results = [
-      await load('local reads (task on A)', base, local, seconds, rate, a, null),
-      await load('local reads (task on A)', base, local, seconds, null, a, null),
-      await load('forwarded reads (A → B)', base, remote, seconds, forwardRate, a, b),
-      await load('forwarded reads (A → B)', base, remote, seconds, null, a, b),
-    ];
+    // The baseline serves the bodies A answered for its own customers.
+    const bodiesFile = join(stateRoot, 'bodies.json');
+    writeFileSync(bodiesFile, JSON.stringify(Object.fromEntries(all.filter((c) => owners.get(c) === a.address).map((c) => [c, bodies.get(c)]))));
+    // KAIROS_BENCH_BODIES=<file>: keep a copy of the captured bodies (e.g. to test a serializer on them).
+    if (process.env.KAIROS_BENCH_BODIES) writeFileSync(process.env.KAIROS_BENCH_BODIES, readFileSync(bodiesFile));
+    const sizes = [...bodies.values()].map((b) => Buffer.byteLength(b)).sort((x, y) => x - y);
+    const bare = await startBaseline(bodiesFile, await freePort());
+    servers.push(bare);
+    const specFile = join(stateRoot, 'load.json');
+    log(`baseline (bare fastify, bodies from a Map, median ${sizes[sizes.length >> 1] ?? 0} B) at ${bare.address}, pid ${bare.proc.pid}`);
+    // What A spends with no request (its Kafka consumer, punctuation, commits): part of every phase's CPU.
+    const idle0 = cpuMs(a.proc.pid as number);
+    await sleep(3000);
+    const idleA = (cpuMs(a.proc.pid as number) - idle0) / 3000;
+    log(`A idle: ${(100 * idleA).toFixed(1)} % of a core`);
+    await load('warm-up A', a, local, 3, 1000, null, specFile);
+    await load('warm-up baseline', bare, local, 3, 1000, null, specFile);
+    // Flat out first (the baseline's maximum sets the fixed rate), then both at half that rate, alternating.
+    const bareMax = await load('baseline (bare fastify)', bare, local, seconds, null, null, specFile);
+    const localMax = await load('local reads (task on A)', a, local, seconds, null, null, specFile);
+    const half = rate ?? Math.round(bareMax.reqPerSec / 2);
+    const fwdRate = forwardRate ?? half;
+    const bareHalf = await load('baseline (bare fastify)', bare, local, seconds, half, null, specFile);
+    const localHalf = await load('local reads (task on A)', a, local, seconds, half, null, specFile);
+    const localFwdRate = fwdRate === half ? localHalf : await load('local reads (task on A)', a, local, seconds, fwdRate, null, specFile);
+    const fwdHalf = await load('forwarded reads (A → B)', a, remote, seconds, fwdRate, b, specFile);
+    const fwdMax = await load('forwarded reads (A → B)', a, remote, seconds, null, b, specFile);
+    const results = [bareMax, localMax, bareHalf, localHalf, ...(localFwdRate === localHalf ? [] : [localFwdRate]), fwdHalf, fwdMax];
+    const ratios = {
+      throughput: localMax.reqPerSec / bareMax.reqPerSec,
+      cpuPerRequestFlatOut: localMax.cpuUsPerRequest / bareMax.cpuUsPerRequest,
+      cpuPerRequestAtHalf: localHalf.cpuUsPerRequest / bareHalf.cpuUsPerRequest,
+      p50AtHalfMs: localHalf.p50,
+      p99AtHalfMs: localHalf.p99,
+      baselineP99AtHalfMs: bareHalf.p99,
+      forwardedAddsP50Ms: fwdHalf.p50 - localFwdRate.p50,
+    };
     const row = (f: Figures): string =>
-      `| ${f.label} | ${f.targetRate === null ? 'flat out' : fmtInt(f.targetRate)} | ${fmtInt(f.reqPerSec)} | ${f.p50} | ${f.p99} | ${f.p999} | ${(100 * f.serverCpu).toFixed(0)} %${f.ownerCpu === null ? '' : ` / B ${(100 * f.ownerCpu).toFixed(0)} %`} | ${f.non2xx + f.errors} |`;
+      `| ${f.label} | ${f.targetRate === null ? 'flat out' : fmtInt(f.targetRate)} | ${fmtInt(f.reqPerSec)} | ${f.p50} | ${f.p99} | ${f.p999} | ${(100 * f.serverCpu).toFixed(0)} %${f.ownerCpu === null ? '' : ` / B ${(100 * f.ownerCpu).toFixed(0)} %`} | ${f.cpuUsPerRequest.toFixed(0)} | ${f.non2xx + f.errors} |`;
+    const x = (n: number): string => n.toFixed(2);
     process.stdout.write(
       [
         '',
-        `== Kairos query API (2 instances, mock cluster; ${fmtInt(events)} events, ${fmtInt(readable.length)} customers; autocannon 64 connections, ${seconds} s per phase) ==`,
-        '| reads | target req/s | req/s | p50 ms | p99 ms | p99.9 ms | server CPU (of one core) | errors |',
-        '|---|---|---|---|---|---|---|---|',
+        `== Kairos query API (2 instances, mock cluster; ${fmtInt(events)} events, ${fmtInt(readable.length)} customers, median body ${sizes[sizes.length >> 1] ?? 0} B) vs a bare fastify app serving the same bodies from a Map ==`,
+        `load: load-tests/lib/open-loop.ts in its own process, 64 keep-alive connections, ${seconds} s per phase; fixed rates open loop, latency from write to last byte (no correction)`,
+        '| reads | target req/s | req/s | p50 ms | p99 ms | p99.9 ms | server CPU (of one core) | CPU µs/request | errors |',
+        '|---|---|---|---|---|---|---|---|---|',
         ...results.map(row),
         '',
-        JSON.stringify({ bench: 'api-latency', events, customers: readable.length, seconds, results }),
+        `A idle (no requests): ${(100 * idleA).toFixed(1)} % of a core, included in its figures`,
+        `ratios to the baseline: throughput ${x(ratios.throughput)} (goal >= 0.6); CPU per request flat out ${x(ratios.cpuPerRequestFlatOut)}, at ${fmtInt(half)} req/s ${x(ratios.cpuPerRequestAtHalf)} (goal <= 1.5)`,
+        `at ${fmtInt(half)} req/s (half the baseline's max): p50 ${localHalf.p50} ms (goal <= 1), p99 ${localHalf.p99} ms (goal <= 5; baseline ${bareHalf.p99} ms); forwarded adds ${ratios.forwardedAddsP50Ms.toFixed(3)} ms at p50 at ${fmtInt(fwdRate)} req/s (goal <= 1)`,
+        '',
+        JSON.stringify({ bench: 'api-latency', events, customers: readable.length, seconds, halfRate: half, idleCpuA: idleA, ratios, results }),
         '',
       ].join('\n'),
     );
   } finally {
-    for (const c of children) await c.stop().catch(() => undefined);
+    for (const c of [...servers, ...children]) await c.stop().catch(() => undefined);
     await cluster.stop();
     rmSync(stateRoot, { recursive: true, force: true });
   }

@@ -258,7 +258,8 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       const body = await read(r);
       if (body === undefined) fail('KAIROS_ERR_API_NOT_FOUND', `unknown ${what}`);
       void reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source);
-      return reply.send({ ...body, freshness: freshnessOf(r, self) });
+      // The body is built for this request: freshness is appended in place (last key, as a spread would put it).
+      return reply.send(Object.assign(body as object, { freshness: freshnessOf(r, self) }));
     };
     if (owner === self || owner === undefined || owner === null || wasForwarded) {
       const r = await backend.reader(partition);

@@ -26,13 +26,9 @@ export interface Freshness {
 }
 
 export function freshnessOf(r: StateReader, servedBy: string): Freshness {
-  return {
-    servedBy,
-    source: r.source,
-    partition: r.partition,
-    streamTime: Number.isFinite(r.streamTime) ? r.streamTime : null,
-    ...(r.source === 'standby' ? { lagRecords: r.lagRecords ?? null } : {}),
-  };
+  const f: { -readonly [K in keyof Freshness]: Freshness[K] } = { servedBy, source: r.source, partition: r.partition, streamTime: Number.isFinite(r.streamTime) ? r.streamTime : null };
+  if (r.source === 'standby') f.lagRecords = r.lagRecords ?? null;
+  return f;
 }
 
 export interface ProfileView {
@@ -66,28 +62,37 @@ export interface CustomerView {
   readonly decisions: RecentDecision[];
 }
 
+/** Built by assignment in the answer's key order (conditional spreads cost several µs per request). */
 function profileView(p: CustomerProfile, scopes: ReadonlySet<Scope>): ProfileView {
-  return {
-    ...(p.timezone === undefined ? {} : { timezone: p.timezone }),
-    ...(p.locale === undefined ? {} : { locale: p.locale }),
-    consents: p.consents,
-    segments: p.segments,
-    attributes: p.attributes,
-    updatedAt: p.updatedAt,
-    ...(scopes.has('pii') ? { ...(p.email === undefined ? {} : { email: p.email }), pushTokens: p.pushTokens } : {}),
-  };
+  const v: { -readonly [K in keyof ProfileView]: ProfileView[K] } = {} as ProfileView;
+  if (p.timezone !== undefined) v.timezone = p.timezone;
+  if (p.locale !== undefined) v.locale = p.locale;
+  v.consents = p.consents;
+  v.segments = p.segments;
+  v.attributes = p.attributes;
+  v.updatedAt = p.updatedAt;
+  if (scopes.has('pii')) {
+    if (p.email !== undefined) v.email = p.email;
+    v.pushTokens = p.pushTokens;
+  }
+  return v;
 }
+
+const CUSTOMER_STORES = [profilesStore, basketsStore, priceDropCustomers, customerWishesStore, sessionsStore, historyStore] as const;
 
 /** The customer's state in this task, or undefined when the task knows nothing of the customer. */
 export async function customerView(r: StateReader, customerId: string, scopes: ReadonlySet<Scope>): Promise<CustomerView | undefined> {
-  const [profile, basket, pdCustomer, wishes, session, history] = await Promise.all([
-    r.get(profilesStore, customerId),
-    r.get(basketsStore, customerId),
-    r.get(priceDropCustomers, customerId),
-    r.get(customerWishesStore, customerId),
-    r.get(sessionsStore, customerId),
-    r.get(historyStore, customerId),
-  ]);
+  // One multi-get across the six stores (a reader without it: one get per store).
+  const [profile, basket, pdCustomer, wishes, session, history] = r.getMany
+    ? await r.getMany(CUSTOMER_STORES, customerId)
+    : await Promise.all([
+        r.get(profilesStore, customerId),
+        r.get(basketsStore, customerId),
+        r.get(priceDropCustomers, customerId),
+        r.get(customerWishesStore, customerId),
+        r.get(sessionsStore, customerId),
+        r.get(historyStore, customerId),
+      ]);
   const timers = r.timers(customerId);
   const items = basket?.items ?? pdCustomer?.items;
   const known = [profile, basket, pdCustomer, wishes, session, history].some((x) => x !== undefined) || (timers?.length ?? 0) > 0;

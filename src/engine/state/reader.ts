@@ -24,10 +24,18 @@ export interface StateReader {
   /** Standby only: changelog records the copy has not applied yet (undefined when unknown). */
   readonly lagRecords: number | undefined;
   get<V>(spec: KeyValueStoreSpec<V>, key: string): Promise<V | undefined>;
+  /**
+   * One key in several stores, answered as `get` answers each, with one multi-get for what the cache does not
+   * hold (absent stores: undefined). Optional: a reader without it is read with `get` per store.
+   */
+  getMany?<const S extends readonly KeyValueStoreSpec<unknown>[]>(specs: S, key: string): Promise<ValuesOf<S>>;
   scan<V>(spec: KeyValueStoreSpec<V>, range: StateScan): Promise<{ key: string; value: V }[]>;
   /** Pending timers of a key (undefined where not known: a standby copy keeps timers only on disk). */
   timers(key: string): TimerInfo[] | undefined;
 }
+
+/** The values `getMany` answers for a list of store specs. */
+export type ValuesOf<S extends readonly KeyValueStoreSpec<unknown>[]> = { -readonly [K in keyof S]: S[K] extends KeyValueStoreSpec<infer V> ? V | undefined : never };
 
 export function stateReader(
   state: TaskState,
@@ -41,6 +49,9 @@ export function stateReader(
     async get<V>(spec: KeyValueStoreSpec<V>, key: string): Promise<V | undefined> {
       if (!state.hasStore(spec.name)) return undefined;
       return (await state.get(spec.name, key)) as V | undefined;
+    },
+    async getMany<const S extends readonly KeyValueStoreSpec<unknown>[]>(specs: S, key: string): Promise<ValuesOf<S>> {
+      return (await state.getMany(specs.map((spec) => [spec.name, key] as const))) as ValuesOf<S>;
     },
     async scan<V>(spec: KeyValueStoreSpec<V>, range: StateScan): Promise<{ key: string; value: V }[]> {
       if (!state.hasStore(spec.name)) return [];

@@ -271,6 +271,52 @@ export class TaskState {
   }
 
   /**
+   * Reads (store, key) pairs of several stores at once, each answered as `get` answers it: cache hits from the
+   * cache, the misses with one RocksDB multi-get across the stores (the query API's customer view). A store this
+   * task does not have answers undefined.
+   */
+  async getMany(reads: readonly (readonly [store: string, key: string])[]): Promise<unknown[]> {
+    this.#checkOpen();
+    const out: unknown[] = new Array<unknown>(reads.length).fill(undefined);
+    let missing: { i: number; s: StoreState; key: string }[] | undefined;
+    for (let i = 0; i < reads.length; i++) {
+      const [store, key] = reads[i] as readonly [string, string];
+      const s = this.#stores.get(store);
+      if (s === undefined) continue;
+      const cached = s.cache.get(key);
+      if (cached !== undefined) {
+        this.stats.cacheHits++;
+        if (!cached.dirty) {
+          s.cache.delete(key);
+          s.cache.set(key, cached);
+        }
+        out[i] = this.#live(s, cached);
+        continue;
+      }
+      this.stats.cacheMisses++;
+      if (s.complete) continue;
+      (missing ??= []).push({ i, s, key });
+    }
+    if (missing === undefined) return out;
+    if (this.#writing) await this.#landed();
+    const values = await this.#db.getMany(missing.map((m) => Buffer.from(m.s.prefix + m.key, 'utf8')));
+    missing.forEach(({ i, s, key }, j) => {
+      // A put may have happened while RocksDB was read: it wins.
+      const raced = s.cache.get(key);
+      if (raced !== undefined) {
+        out[i] = this.#live(s, raced);
+        return;
+      }
+      const bytes = values[j];
+      const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes);
+      s.setEntry(key, entry);
+      if (s.cache.size > this.#cacheMax) this.#evict(s);
+      out[i] = this.#live(s, entry);
+    });
+    return out;
+  }
+
+  /**
    * Loads the keys not in the cache with one RocksDB multi-get, so the following gets hit the cache. Keys
    * written meanwhile keep their newer value.
    */
