@@ -195,7 +195,10 @@ function headline(results: readonly Result[]): string[][] {
     rows.push([
       `Kafka catch-up, ${String(kj.instances)} instance(s) (${String(kj.mode)})`,
       `**${n0(kj.consumedPerSec)} records/s** (${n0(kj.consumedPerSecPerInstance)} per instance)`,
-      `${n0(kj.sourceRecords)} input records; per instance ${per.map((i) => n0(i.ratePerSec)).join(' / ')}; peak RSS ${per.map((i) => mib(i.peakRss)).join(' / ')}; model ${n0(get(kj, 'model', 'identical'))} of ${n0(get(kj, 'model', 'expected'))}`,
+      `${n0(kj.sourceRecords)} input records; per instance ${per.map((i) => n0(i.ratePerSec)).join(' / ')}; peak RSS ${per.map((i) => mib(i.peakRss)).join(' / ')}; model ${n0(get(kj, 'model', 'identical'))} of ${n0(get(kj, 'model', 'expected'))}` +
+        (num(kj.bareConsumerPerSec) === undefined
+          ? ''
+          : `; bare kafkajs consumer on the same topics ${n0(kj.bareConsumerPerSec)} records/s (same run), per instance ÷ it = **${(num(kj.ratioToBareConsumer) ?? 0).toFixed(3)}** (÷ one that JSON.parses: ${(num(kj.ratioToBareConsumerParse) ?? 0).toFixed(3)})`),
     ]);
     const lat = get(kj, 'latency');
     if (lat) {

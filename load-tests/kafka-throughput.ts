@@ -27,7 +27,7 @@
  * batches (kafkajs instrumentation events, through a wrapper around the Kafka client); every instance reports
  * commits and commit time (its Prometheus metrics). `--profile` samples both phases with V8's profiler (inproc).
  * `--partitions-concurrently N` is an experiment: it overrides the runner's kafkajs partitionsConsumedConcurrently
- * (1 in src/kafka/runner.ts) through the same wrapper, to measure that change without editing src/.
+ * (the runner's own default: 4 since issue 16, 1 before) through the same wrapper, to measure it without editing src/.
  *
  * What the mock cluster does differently from Kafka (and how it shapes the figures):
  *  - a Fetch returns at most ONE record batch (one producer request) per partition, so the runner's batch size
@@ -37,9 +37,18 @@
  *  - a stopped member is not released at once: a restart of the group waits about a session timeout, so the
  *    runners here use sessionTimeout 10 s (heartbeat 1 s) as the runner tests do.
  *
+ * Baseline in the same run (before the catch-up): a bare kafkajs consumer (fresh group, eachBatch, no processing,
+ * no commits, kafkajs' default fetch sizes) reads the same input topics, once as is and once JSON.parsing every
+ * value; the summary gives Kairos' catch-up records/s per instance ÷ each (issue 16's R4). --no-baseline skips it.
+ *
+ * --brokers host:port runs against that broker instead of the mock cluster. It must be a TEST broker: the
+ * contract's topics, their .dlq topics and every kairos-* topic are deleted first (and the group), and the
+ * inputs created with 4 partitions.
+ *
  * Environment: KAIROS_BENCH_LOG (level of the in-process runners' and clients' logs on stderr, default warn),
  * KAIROS_BENCH_CHILD_LOGS=<dir> (each child's whole output is written there when it stops),
- * KAIROS_BENCH_MODEL_DIFF=<file> (every abandonment trigger the model and the engine disagree on, as JSON).
+ * KAIROS_BENCH_MODEL_DIFF=<file> (every abandonment trigger the model and the engine disagree on, as JSON),
+ * KAIROS_BENCH_PROFILE_FILE=<file.cpuprofile> (with --profile: the raw V8 profile of the catch-up, from ready).
  *
  * Progress on stderr; a summary and one JSON line on stdout. The cluster, the children and the temporary
  * directories are removed at the end, also on errors and on SIGINT/SIGTERM.
@@ -47,7 +56,7 @@
  *   npm run bench:kafka -- [--events 200000] [--customers 20000] [--seed 42] [--instances 1] [--mode inproc|child]
  *                          [--rate 2000] [--seconds 20] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]
  *                          [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N]
- *                          [--max-task-idle-ms N] [--campaigns campaigns.json]
+ *                          [--max-task-idle-ms N] [--campaigns campaigns.json] [--brokers host:port] [--no-baseline]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -60,13 +69,13 @@ import { parseArgs } from 'node:util';
 import { Partitioners, type Admin, type Consumer, type Kafka, type Message, type Producer } from 'kafkajs';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import type { BasketEvent, OrderEvent, Trigger } from '../schemas/contract.js';
+import { isTopicName, type BasketEvent, type OrderEvent, type Trigger } from '../schemas/contract.js';
 import { buildTopology } from '../src/app/topology.js';
 import { resolveCampaigns, type CampaignsConfigInput } from '../src/config/campaigns.js';
 import { toMs } from '../src/config/duration.js';
 import { changelogTopic } from '../src/engine/state/changelog.js';
 import { createKafka } from '../src/kafka/client.js';
-import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
+import { startMockCluster } from '../src/kafka/mock-cluster.js';
 import { KafkaRunner } from '../src/kafka/runner.js';
 import { JsonSerde } from '../src/kafka/serde.js';
 import { basketsStore } from '../topologies/basket-abandonment/index.js';
@@ -130,6 +139,8 @@ interface Options {
   readonly tickMs: number;
   /** Experiment: kafkajs partitionsConsumedConcurrently for the runner's consumer (inproc only). */
   readonly partitionsConcurrently: number | undefined;
+  /** KafkaRunner commitIntervalMs (KAIROS_COMMIT_INTERVAL_MS for children; the runner's default when undefined). */
+  readonly commitIntervalMs: number | undefined;
   /** KafkaRunner maxTaskIdleMs (inproc only; the runner's default when undefined). */
   readonly maxTaskIdleMs: number | undefined;
   /** Campaign config of both phases (--campaigns file; default: every topology, guards off). */
@@ -137,6 +148,10 @@ interface Options {
   readonly campaignsSource: string;
   readonly profile: boolean;
   readonly timeoutSec: number;
+  /** A broker to run against instead of the mock cluster (its contract and kairos-* topics are deleted first). */
+  readonly brokers: readonly string[] | undefined;
+  /** Skip the bare-consumer baselines. */
+  readonly noBaseline: boolean;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -157,8 +172,11 @@ function parseOptions(argv: readonly string[]): Options {
       'tick-ms': { type: 'string' },
       'partitions-concurrently': { type: 'string' },
       'max-task-idle-ms': { type: 'string' },
+      'commit-interval-ms': { type: 'string' },
       campaigns: { type: 'string' },
       'timeout-sec': { type: 'string' },
+      brokers: { type: 'string' },
+      'no-baseline': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -168,7 +186,8 @@ function parseOptions(argv: readonly string[]): Options {
     process.stdout.write(
       'usage: tsx load-tests/kafka-throughput.ts [--events 200000] [--customers 20000] [--seed 42] [--instances 1] [--mode inproc|child]\n' +
         '         [--rate 2000] [--seconds 20 (0 = no latency phase)] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]\n' +
-        '         [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n',
+        '         [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n' +
+        '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n',
     );
     process.exit(0);
   }
@@ -217,10 +236,13 @@ function parseOptions(argv: readonly string[]): Options {
     tickMs: Math.max(1, parseCount('tick-ms', values['tick-ms'], 20)),
     partitionsConcurrently,
     maxTaskIdleMs,
+    commitIntervalMs: values['commit-interval-ms'] === undefined ? undefined : parseCount('commit-interval-ms', values['commit-interval-ms'], 500),
     campaigns,
     campaignsSource: values.campaigns ?? 'default: every topology, guards off',
     profile,
     timeoutSec: parseCount('timeout-sec', values['timeout-sec'], 600),
+    brokers: values.brokers === undefined ? undefined : values.brokers.split(',').map((b) => b.trim()).filter(Boolean),
+    noBaseline: values['no-baseline'],
   };
 }
 
@@ -316,6 +338,8 @@ interface PhaseConfig {
   /** Runner defaults when undefined (1000 / 5000). */
   readonly punctuateMs: number | undefined;
   readonly idleAdvanceMs: number | undefined;
+  /** The runner's default when undefined. */
+  readonly commitIntervalMs?: number | undefined;
 }
 
 interface Instance {
@@ -422,7 +446,7 @@ function instrumented(kafka: Kafka, stats: () => BatchStats, concurrency: number
         const consumer = target.consumer(config);
         if (config.groupId === GROUP) {
           if (concurrency !== undefined) {
-            // Experiment (--partitions-concurrently): the runner passes partitionsConsumedConcurrently: 1.
+            // Experiment (--partitions-concurrently): overrides the runner's partitionsConsumedConcurrently.
             const run = consumer.run.bind(consumer);
             consumer.run = (cfg) => run({ ...cfg, partitionsConsumedConcurrently: concurrency });
           }
@@ -473,6 +497,7 @@ async function startInproc(
         ...(maxTaskIdleMs === undefined ? {} : { maxTaskIdleMs }),
         ...(cfg.punctuateMs === undefined ? {} : { punctuateIntervalMs: cfg.punctuateMs }),
         ...(cfg.idleAdvanceMs === undefined ? {} : { idleAdvanceMs: cfg.idleAdvanceMs }),
+        ...(cfg.commitIntervalMs === undefined ? {} : { commitIntervalMs: cfg.commitIntervalMs }),
       }),
   );
   const started: KafkaRunner[] = [];
@@ -593,6 +618,7 @@ async function startChildren(brokers: readonly string[], stateRoot: string, k: n
     KAIROS_LOG_LEVEL: 'info',
     ...(cfg.punctuateMs === undefined ? {} : { KAIROS_PUNCTUATE_MS: String(cfg.punctuateMs) }),
     ...(cfg.idleAdvanceMs === undefined ? {} : { KAIROS_IDLE_ADVANCE_MS: String(cfg.idleAdvanceMs) }),
+    ...(cfg.commitIntervalMs === undefined ? {} : { KAIROS_COMMIT_INTERVAL_MS: String(cfg.commitIntervalMs) }),
   });
   const results = await Promise.allSettled(Array.from({ length: k }, (_, i) => startChild(env(i), `child-${i}`, cleanup)));
   const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
@@ -689,6 +715,8 @@ async function committedOffsets(admin: Admin, topics: readonly string[]): Promis
   return out;
 }
 
+const isChangelog = (t: string): boolean => t.startsWith(`${APP}-`) && t.endsWith('-changelog');
+
 /** The config with basket abandonment's inactivityGap replaced. */
 function withGap(c: CampaignsConfigInput, gap: string): CampaignsConfigInput {
   const ba = c.campaigns?.['basket-abandonment'] ?? {};
@@ -701,6 +729,86 @@ function topicsOf(campaigns: CampaignsConfigInput): { external: string[]; repart
   const sources = [...new Set([...topology.nodes.values()].flatMap((n) => (n.kind === 'source' ? n.topics : [])))].sort();
   const repartition = [...topology.repartitionTopics].sort();
   return { external: sources.filter((t) => !repartition.includes(t)), repartition };
+}
+
+/** The broker of the run: librdkafka's mock cluster (a kcat child of this process), or one given with --brokers. */
+interface BrokerSet {
+  readonly brokers: readonly string[];
+  /** Process id of the broker for its CPU figure; 0 when it is not a child of this process (no figure). */
+  readonly pid: number;
+  readonly mock: boolean;
+}
+
+/**
+ * A test broker given with --brokers: the contract's topics, their dead-letter topics and the runner's internal
+ * topics (kairos-*) are deleted, with the runner's group, so the run starts on empty topics; the inputs are
+ * created with 4 partitions (the mock cluster's count).
+ */
+async function freshBrokerTopics(admin: Admin): Promise<void> {
+  const doomed = (await admin.listTopics()).filter((t) => isTopicName(t) || t.endsWith('.dlq') || t.startsWith(`${APP}-`));
+  if (doomed.length > 0) {
+    await admin.deleteTopics({ topics: doomed, timeout: 30_000 }).catch((err: unknown) => log(`deleteTopics: ${errText(err)}`));
+    for (let i = 0; i < 100 && (await admin.listTopics()).some((t) => doomed.includes(t)); i++) await sleep(200);
+    log(`deleted ${doomed.length} topics of earlier runs`);
+  }
+  await admin.deleteGroups([GROUP]).catch(() => undefined);
+  const { external } = topicsOf(DEFAULT_CAMPAIGNS);
+  await admin.createTopics({ waitForLeaders: true, topics: [...new Set([...external, TRIGGERS])].map((topic) => ({ topic, numPartitions: 4 })) });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Baseline: a bare kafkajs consumer on the same topics, in this process, before the runner
+
+interface Baseline {
+  readonly label: string;
+  readonly records: number;
+  /** From consumer.run() resolved (group joined, as the runner's start()) to the last record. */
+  readonly ms: number;
+  readonly perSec: number;
+  /** From the first batch to the last record. */
+  readonly perSecFromFirst: number;
+}
+
+/**
+ * Reads `records` records of `topics` from the beginning with a fresh group and kafkajs' default fetch sizes
+ * (maxWaitTimeInMs 100 as the runner), eachBatch, no offset commits; with `parse`, JSON.parses every value.
+ */
+async function bareConsumer(kafka: Kafka, topics: readonly string[], records: number, parse: boolean, timeoutMs: number): Promise<Baseline> {
+  const label = parse ? 'bare kafkajs consumer + JSON.parse' : 'bare kafkajs consumer';
+  const consumer = kafka.consumer({ groupId: `bench-bare-${randomUUID()}`, maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  let count = 0;
+  let tFirst: number | undefined;
+  let tLast = 0;
+  let sink = 0;
+  let done: () => void = () => undefined;
+  const finished = new Promise<void>((r) => (done = r));
+  try {
+    await consumer.subscribe({ topics: [...topics], fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: ({ batch }) => {
+        tFirst ??= performance.now();
+        if (parse) {
+          for (const m of batch.messages) if (m.value !== null && JSON.parse(m.value.toString('utf8')) !== null) sink++;
+        }
+        count += batch.messages.length;
+        tLast = performance.now();
+        if (count >= records) done();
+        return Promise.resolve();
+      },
+    });
+    const t0 = performance.now();
+    const timer = setTimeout(done, timeoutMs);
+    await finished;
+    clearTimeout(timer);
+    if (count < records) throw new Error(`${label}: read ${count} of ${records} records in ${timeoutMs} ms`);
+    const ms = tLast - t0;
+    log(`${label}: ${fmtInt(count)} records in ${fmtSecs(ms)} after run() → ${fmtInt(count / (ms / 1000))} records/s${parse ? ` (${sink} parsed)` : ''}`);
+    return { label, records: count, ms, perSec: count / (ms / 1000), perSecFromFirst: count / ((tLast - (tFirst ?? t0)) / 1000) };
+  } finally {
+    await consumer.disconnect();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -813,6 +921,8 @@ interface CatchUp {
   }[];
   readonly brokerCpuShare: number;
   readonly triggersProduced: number;
+  /** Records the runner wrote to its changelog topics (stores and positions) during the catch-up. */
+  readonly changelogRecords: number;
   readonly stopMs: number;
   readonly profile: ProfileSummary | undefined;
 }
@@ -822,10 +932,10 @@ async function catchUp(
   brokers: readonly string[],
   admin: Admin,
   stateRoot: string,
-  cluster: MockCluster,
+  cluster: BrokerSet,
   cleanup: Cleanup,
 ): Promise<CatchUp> {
-  const cfg: PhaseConfig = { label: 'catch-up', campaigns: o.campaigns, punctuateMs: undefined, idleAdvanceMs: undefined };
+  const cfg: PhaseConfig = { label: 'catch-up', campaigns: o.campaigns, punctuateMs: undefined, idleAdvanceMs: undefined, commitIntervalMs: o.commitIntervalMs };
   // What the runner reads: the topology's external sources, and its internal repartition topics (written and
   // read back by the runner itself, so their end offsets move while it catches up).
   const { external, repartition } = topicsOf(cfg.campaigns);
@@ -833,17 +943,13 @@ async function catchUp(
   const records = sumOffsets(ends);
   const triggersBefore = sumOffsets(await endOffsets(admin, [TRIGGERS]).catch(() => new Map() as PartitionOffsets));
   log(`catch-up: ${fmtInt(records)} records of ${external.join(', ')}${repartition.length > 0 ? ` (+ repartition topics ${repartition.join(', ')})` : ''}, ${o.instances} instance(s), mode ${o.mode}`);
-  const profiler = o.profile ? await PhaseProfiler.start() : undefined;
+  const changelogsBefore = sumOffsets(await endOffsets(admin, (await admin.listTopics()).filter(isChangelog)));
   const t0 = performance.now();
-  let set: InstanceSet | undefined;
-  try {
-    set = await startInstances(o.mode, brokers, stateRoot, o.instances, cfg, cleanup, o.partitionsConcurrently, o.maxTaskIdleMs);
-  } catch (err) {
-    profiler?.discard();
-    throw err;
-  }
+  const set = await startInstances(o.mode, brokers, stateRoot, o.instances, cfg, cleanup, o.partitionsConcurrently, o.maxTaskIdleMs);
   const running = set;
   cleanup.add('stop catch-up instances', () => running.stop());
+  // Profiled from ready (group joined, tasks opening) to caught up: the start-up is not what is measured.
+  const profiler = o.profile ? await PhaseProfiler.start() : undefined;
   const tReady = performance.now();
   const sampler = new ResourceSampler(set, cluster.pid);
   log(`instances started in ${fmtSecs(tReady - t0)}; waiting for the committed offsets to reach the end offsets`);
@@ -889,6 +995,9 @@ async function catchUp(
   await set.stop();
   const stopMs = performance.now() - tStop;
   const triggersProduced = sumOffsets(await endOffsets(admin, [TRIGGERS])) - triggersBefore;
+  const changelogEnds = await endOffsets(admin, (await admin.listTopics()).filter(isChangelog));
+  const changelogRecords = sumOffsets(changelogEnds) - changelogsBefore;
+  log(`changelog records by topic (end offsets): ${[...changelogEnds].map(([t, m]) => [t, [...m.values()].reduce((a, b) => a + b, 0)] as const).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]).map(([t, n]) => `${t} ${fmtInt(n)}`).join(', ')}`);
   const repartitionRecords = sumOffsets(repEnds);
   const windowMs = tDone - tReady;
   const perInstance = assigned.map((a) => {
@@ -919,6 +1028,7 @@ async function catchUp(
     perInstance,
     brokerCpuShare: sampler.cpuShare('broker'),
     triggersProduced,
+    changelogRecords,
     stopMs,
     profile,
   };
@@ -1028,7 +1138,7 @@ interface Latency {
   readonly profile: ProfileSummary | undefined;
 }
 
-async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka, admin: Admin, stateRoot: string, cluster: MockCluster, cleanup: Cleanup): Promise<Latency> {
+async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka, admin: Admin, stateRoot: string, cluster: BrokerSet, cleanup: Cleanup): Promise<Latency> {
   const cfg: PhaseConfig = {
     label: 'latency',
     campaigns: withGap(o.campaigns, o.gap),
@@ -1256,6 +1366,9 @@ class PhaseProfiler {
   async stop(): Promise<ProfileSummary> {
     try {
       const { profile } = await this.#session.post('Profiler.stop');
+      // KAIROS_BENCH_PROFILE_FILE=<file.cpuprofile>: the raw profile too (Chrome DevTools, speedscope).
+      const file = process.env.KAIROS_BENCH_PROFILE_FILE;
+      if (file !== undefined) writeFileSync(file, JSON.stringify(profile));
       return summarizeProfile(profile);
     } finally {
       this.#session.disconnect();
@@ -1341,22 +1454,36 @@ async function main(argv: readonly string[], cleanup: Cleanup): Promise<number> 
   const stateRoot = mkdtempSync(join(tmpdir(), 'kairos-bench-kafka-'));
   cleanup.add(`remove ${stateRoot}`, () => rmSync(stateRoot, { recursive: true, force: true }));
   cleanup.atExit(() => rmSync(stateRoot, { recursive: true, force: true }));
-  log('starting the mock cluster (kcat)');
-  const cluster = await startMockCluster();
-  cleanup.add('stop the mock cluster', () => cluster.stop());
-  const unhookCluster = cleanup.atExit(() => process.kill(cluster.pid, 'SIGKILL'));
-  cleanup.add('unhook', () => void unhookCluster());
-  log(`mock cluster pid ${cluster.pid}: ${cluster.brokers.join(',')}`);
+  let cluster: BrokerSet;
+  if (o.brokers === undefined) {
+    log('starting the mock cluster (kcat)');
+    const mock = await startMockCluster();
+    cleanup.add('stop the mock cluster', () => mock.stop());
+    const unhookCluster = cleanup.atExit(() => process.kill(mock.pid, 'SIGKILL'));
+    cleanup.add('unhook', () => void unhookCluster());
+    log(`mock cluster pid ${mock.pid}: ${mock.brokers.join(',')}`);
+    cluster = { brokers: mock.brokers, pid: mock.pid, mock: true };
+  } else {
+    cluster = { brokers: o.brokers, pid: 0, mock: false };
+  }
   const kafka = benchKafka(cluster.brokers, 'bench');
   const admin = kafka.admin();
   await admin.connect();
   cleanup.add('disconnect admin', () => admin.disconnect());
+  if (!cluster.mock) await freshBrokerTopics(admin);
 
   const produced = await preProduce(kafka, o);
   const rssAfterProduce = process.memoryUsage().rss;
   // The trigger topic is read while the runner writes it (see startReader: the mock broker trims partitions).
   const reader = await startReader(kafka, [TRIGGERS]);
   cleanup.add('stop the trigger reader', () => reader.stop());
+  // Baselines in the same run: bare kafkajs consumers on the topics the runner reads, before it.
+  const baselines: Baseline[] = [];
+  if (!o.noBaseline) {
+    const { external } = topicsOf(o.campaigns);
+    const records = sumOffsets(await endOffsets(admin, external));
+    for (const parse of [false, true]) baselines.push(await bareConsumer(kafka, external, records, parse, o.timeoutSec * 1000));
+  }
   const cu = await catchUp(o, cluster.brokers, admin, stateRoot, cluster, cleanup);
 
   // The catch-up's triggers against the reference model: timers due by the last source event.
@@ -1393,7 +1520,7 @@ async function main(argv: readonly string[], cleanup: Cleanup): Promise<number> 
   }
 
   const lat = o.seconds > 0 && o.rate > 0 ? await latencyPhase(o, cluster.brokers, kafka, admin, stateRoot, cluster, cleanup) : undefined;
-  report(o, produced, rssAfterProduce, cu, model, triggersByType, lat, cluster);
+  report(o, produced, rssAfterProduce, cu, model, triggersByType, lat, cluster, baselines);
   return 0;
 }
 
@@ -1405,7 +1532,8 @@ function report(
   model: Comparison,
   triggersByType: Record<string, number>,
   lat: Latency | undefined,
-  cluster: MockCluster,
+  cluster: BrokerSet,
+  baselines: readonly Baseline[],
 ): void {
   const p = (s = ''): void => {
     process.stdout.write(`${s}\n`);
@@ -1416,13 +1544,15 @@ function report(
   const commitMean = (c: RunnerCounters): string => (c.commits > 0 ? `${((1000 * c.commitSeconds) / c.commits).toFixed(1)} ms` : '-');
   const perCommit = (c: RunnerCounters): string => (c.commits > 0 ? (c.processed / c.commits).toFixed(1) : '-');
   p('');
-  p('== Kairos Kafka runner throughput (librdkafka mock cluster via kcat) ==');
-  p(`machine      ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} cores, load average now ${loadAverage()}, node ${process.version}; broker: kcat mock cluster, 3 brokers, 4 partitions per topic`);
+  const brokerText = cluster.mock ? 'kcat mock cluster, 3 brokers' : `broker ${cluster.brokers.join(',')}`;
+  p(`== Kairos Kafka runner throughput (${cluster.mock ? 'librdkafka mock cluster via kcat' : `broker ${cluster.brokers.join(',')}`}) ==`);
+  p(`machine      ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} cores, load average now ${loadAverage()}, node ${process.version}; broker: ${brokerText}, 4 partitions per topic`);
   p(`mode         ${o.instances} instance(s), ${o.mode === 'inproc' ? 'in this process (one event loop)' : 'child processes (node --import tsx src/cli/bin.ts start)'}; group ${GROUP}; maxWaitTimeInMs 100; idempotent false; sessionTimeout ${SESSION_TIMEOUT_MS} ms, heartbeat ${HEARTBEAT_MS} ms`);
   p(`campaigns    ${o.campaignsSource}; the latency phase sets basket-abandonment inactivityGap ${o.gap}`);
+  if (o.commitIntervalMs !== undefined) p(`setting      KafkaRunner commitIntervalMs ${o.commitIntervalMs} in the catch-up`);
   if (o.maxTaskIdleMs !== undefined) p(`setting      KafkaRunner maxTaskIdleMs ${o.maxTaskIdleMs} (the runner's default is 2000)`);
   if (o.partitionsConcurrently !== undefined) {
-    p(`EXPERIMENT   the runner's consumer runs with partitionsConsumedConcurrently ${o.partitionsConcurrently} (src/kafka/runner.ts passes 1; overridden through the client wrapper)`);
+    p(`EXPERIMENT   the runner's consumer runs with partitionsConsumedConcurrently ${o.partitionsConcurrently} (overriding the runner's own value through the client wrapper)`);
   }
   p(
     `produce      ${fmtInt(total)} records (${fmtBytes(pr.bytes)}) from generate-events (seed ${o.seed}, ${fmtInt(o.customers)} customers; generated in ${fmtSecs(pr.genMs)}) ` +
@@ -1456,7 +1586,17 @@ function report(
     ).replace(/^/gm, '             '),
   );
   for (const i of cu.perInstance) if (i.batches) p(`             ${formatBatches(i.label, i.batches)}`);
-  p(`             broker (kcat pid ${cluster.pid}) CPU ${pct(cu.brokerCpuShare)} of one core; RSS of this process before the runner ${fmtBytes(rssAfterProduce)}`);
+  p(
+    `             ${cluster.mock ? `broker (kcat pid ${cluster.pid}) CPU ${pct(cu.brokerCpuShare)} of one core; ` : ''}RSS of this process before the runner ${fmtBytes(rssAfterProduce)}; ` +
+      `${fmtInt(cu.changelogRecords)} changelog records written (${(cu.changelogRecords / Math.max(1, cu.records)).toFixed(2)} per input record)`,
+  );
+  const perInstance = cu.ratePerSec / o.instances;
+  for (const b of baselines) {
+    p(
+      `baseline     ${b.label} (fresh group, kafkajs default fetch sizes, maxWaitTimeInMs 100, no commits) on the same topics: ${fmtInt(b.records)} records in ${fmtSecs(b.ms)} after run() → ` +
+        `${fmtInt(b.perSec)} records/s (${fmtInt(b.perSecFromFirst)} from its first batch); Kairos per instance ÷ this = ${(perInstance / b.perSec).toFixed(3)}`,
+    );
+  }
   p(
     `triggers     ${fmtInt(cu.triggersProduced)} during catch-up (${Object.entries(triggersByType).map(([k, n]) => `${k} ${fmtInt(n)}`).join(', ') || 'none'}); ` +
       `basket abandonment (60 min gap) against the model (timers due by the last input event): expected ${fmtInt(model.expected)}, ` +
@@ -1526,6 +1666,7 @@ function report(
       mode: o.mode,
       ...(o.partitionsConcurrently === undefined ? {} : { partitionsConsumedConcurrently: o.partitionsConcurrently }),
       ...(o.maxTaskIdleMs === undefined ? {} : { maxTaskIdleMs: o.maxTaskIdleMs }),
+      ...(o.commitIntervalMs === undefined ? {} : { commitIntervalMs: o.commitIntervalMs }),
       producedByTopic: pr.byTopic,
       produceMs: Math.round(pr.produceMs),
       producePerSec: Math.round(total / (pr.produceMs / 1000)),
@@ -1542,6 +1683,16 @@ function report(
       repartitionTopics: cu.repartition,
       repartitionRecords: cu.repartitionRecords,
       catchUpTriggers: cu.triggersProduced,
+      changelogRecords: cu.changelogRecords,
+      broker: cluster.mock ? 'mock' : cluster.brokers.join(','),
+      ...(baselines.length > 0
+        ? {
+            baselines: baselines.map((b) => ({ label: b.label, records: b.records, ms: Math.round(b.ms), perSec: Math.round(b.perSec), perSecFromFirst: Math.round(b.perSecFromFirst) })),
+            bareConsumerPerSec: Math.round(baselines[0]?.perSec ?? 0),
+            ratioToBareConsumer: Number(((cu.ratePerSec / o.instances) / (baselines[0]?.perSec ?? Infinity)).toFixed(4)),
+            ...(baselines[1] ? { ratioToBareConsumerParse: Number(((cu.ratePerSec / o.instances) / baselines[1].perSec).toFixed(4)) } : {}),
+          }
+        : {}),
       catchUpTriggersByType: triggersByType,
       model: { expected: model.expected, engine: model.actual, identical: model.matching },
       ...(cu.profile ? { profileMs: Object.fromEntries(cu.profile.categories.map((c) => [c.category, Math.round(c.ms)])) } : {}),
