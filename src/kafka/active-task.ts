@@ -48,6 +48,11 @@ export interface TaskEnv {
   readonly collector: RecordCollector;
   readonly admin: () => Admin | undefined;
   readonly consumer: () => Consumer | undefined;
+  /**
+   * Commits consumed offsets for the group; the tasks committing together share one OffsetCommit request.
+   * Rejects when the commit failed.
+   */
+  readonly commitOffsets: (offsets: readonly { topic: string; partition: number; offset: string }[]) => Promise<void>;
   /** Left the group: offsets are no longer committed. */
   readonly left: () => boolean;
   /** Every topic whose consumed offsets are committed (external inputs, repartition topics, reroute topic). */
@@ -221,10 +226,14 @@ export class ActiveTask {
     return drained + fired;
   }
 
+  /** Work is pending and the commit interval has passed (or `force`). */
+  commitDue(force = false): boolean {
+    return this.hasWork && (force || Date.now() - this.lastCommitAt >= this.#env.commitIntervalMs);
+  }
+
   /** Commits when work is pending and the commit interval has passed (or `force`). */
   async maybeCommit(force = false): Promise<void> {
-    if (!this.hasWork) return;
-    if (!force && Date.now() - this.lastCommitAt < this.#env.commitIntervalMs) return;
+    if (!this.commitDue(force)) return;
     await this.commit();
   }
 
@@ -331,10 +340,9 @@ export class ActiveTask {
 
   async #commitOffsets(): Promise<void> {
     const done = this.#offsets();
-    const consumer = this.#env.consumer();
-    if (done.length === 0 || !consumer || this.#env.left()) return;
+    if (done.length === 0 || !this.#env.consumer() || this.#env.left()) return;
     try {
-      await consumer.commitOffsets(done);
+      await this.#env.commitOffsets(done);
     } catch (err) {
       // The state holds the positions; a failed offset commit only means re-reading records we then skip.
       this.#log.warn({ err: (err as Error).message }, 'offset commit failed');

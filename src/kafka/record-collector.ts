@@ -12,6 +12,13 @@
  *   producer, connects a new one (a new producer id) and repeats the failed request: at-least-once, repeats
  *   carry equal trigger ids. Exactly-once commits go through the task's transaction instead (`sendBounded`),
  *   where a failure aborts the transaction.
+ * - Grouped: sends are serialised (one request at a time keeps every partition's records in order across
+ *   tasks), and the sends that arrive while one is in flight (or in the same turn of the event loop) go out
+ *   together, in arrival order, in as few requests as their size allows — a group commit: the tasks of an
+ *   instance committing together share their round trips (one request for every task's changelog records,
+ *   one for every task's commit markers, one for every task's outputs). Each caller is answered when its
+ *   records are acknowledged; if a grouped send fails, each caller's records are sent again on their own, so
+ *   an error reaches only the caller whose records cause it.
  */
 import type { Kafka, Message, Producer, RecordMetadata } from 'kafkajs';
 import type { Logger } from 'pino';
@@ -101,6 +108,23 @@ function recordOffsets(chunk: readonly TopicMessages[], results: readonly Record
   }
 }
 
+/**
+ * The offsets reached by a grouped send, for one caller: those of the partitions its records were sent to
+ * explicitly (a changelog partition is written by its task alone, so the offset after the group is its own).
+ */
+function offsetsOf(topicMessages: readonly TopicMessages[], all: ProducedOffsets): ProducedOffsets {
+  const out: ProducedOffsets = new Map();
+  for (const { topic, messages } of topicMessages) {
+    for (const m of messages) {
+      if (m.partition === undefined) continue;
+      const k = pk(topic, m.partition);
+      const v = all.get(k);
+      if (v !== undefined) out.set(k, v);
+    }
+  }
+  return out;
+}
+
 /** Sends through `sender` (a transaction, typically) in bounded requests, in order; no retry. */
 export async function sendBounded(sender: BatchSender, topicMessages: readonly TopicMessages[], maxBytes: number): Promise<ProducedOffsets> {
   const offsets: ProducedOffsets = new Map();
@@ -144,8 +168,11 @@ export class RecordCollector {
   #producer: Producer | undefined;
   #maxBytes: number;
   #fixedLimit: boolean;
-  /** Serialises sends: one request at a time keeps every partition's records in order across tasks. */
-  #chain: Promise<unknown> = Promise.resolve();
+  /** Sends waiting for the one in flight (see Grouped above). */
+  readonly #queue: { readonly topicMessages: readonly TopicMessages[]; readonly resolve: (o: ProducedOffsets) => void; readonly reject: (err: unknown) => void }[] = [];
+  #busy = false;
+  /** Produce calls (grouped sends count once), for tests and metrics. */
+  requests = 0;
 
   constructor(o: RecordCollectorOptions) {
     this.#o = o;
@@ -191,9 +218,42 @@ export class RecordCollector {
    * (so a request whose acknowledgement was lost is written twice: at-least-once).
    */
   send(topicMessages: readonly TopicMessages[]): Promise<ProducedOffsets> {
-    const run = this.#chain.then(() => this.#send(topicMessages));
-    this.#chain = run.catch(() => undefined);
-    return run;
+    return new Promise<ProducedOffsets>((resolve, reject) => {
+      this.#queue.push({ topicMessages, resolve, reject });
+      if (!this.#busy) void this.#drain();
+    });
+  }
+
+  async #drain(): Promise<void> {
+    this.#busy = true;
+    try {
+      // Sends of the same turn (tasks committing together) join the first request.
+      await new Promise<void>((r) => setImmediate(r));
+      while (this.#queue.length > 0) {
+        const group = this.#queue.splice(0);
+        if (group.length > 1) {
+          let all: ProducedOffsets | undefined;
+          try {
+            all = await this.#send(group.flatMap((g) => g.topicMessages));
+          } catch (err) {
+            this.#log.warn({ err: (err as Error).message, sends: group.length }, 'grouped send failed; sending each on its own');
+          }
+          if (all !== undefined) {
+            for (const g of group) g.resolve(offsetsOf(g.topicMessages, all));
+            continue;
+          }
+        }
+        for (const g of group) {
+          try {
+            g.resolve(await this.#send(g.topicMessages));
+          } catch (err) {
+            g.reject(err);
+          }
+        }
+      }
+    } finally {
+      this.#busy = false;
+    }
   }
 
   async #send(topicMessages: readonly TopicMessages[]): Promise<ProducedOffsets> {
@@ -204,6 +264,7 @@ export class RecordCollector {
     while (pending.length > 0) {
       const chunk = pending[0] as TopicMessages[];
       try {
+        this.requests++;
         const results = await this.#connected.sendBatch({ acks: -1, topicMessages: chunk.map((c) => ({ topic: c.topic, messages: [...c.messages] })) });
         recordOffsets(chunk, results, offsets);
         pending = pending.slice(1);

@@ -92,6 +92,12 @@ export interface KafkaRunnerOptions {
    * the next punctuation otherwise (Kafka Streams' commit.interval.ms). @default 500
    */
   readonly commitIntervalMs?: number;
+  /**
+   * How many partitions' batches the consumer hands over at once (kafkajs partitionsConsumedConcurrently):
+   * tasks are independent, and while one waits (a commit's round trips, RocksDB reads) another processes.
+   * A task's batches stay in order. @default 4
+   */
+  readonly partitionsConsumedConcurrently?: number;
   /** @default 30000 */
   readonly sessionTimeout?: number;
   /** @default 3000 */
@@ -137,6 +143,9 @@ export class KafkaRunner {
   #routing: TaskRouting | undefined;
   #standby: StandbyFollower | undefined;
   #routingFollower: RoutingFollower | undefined;
+  /** Offset commits of tasks committing together, sent as one request (see #commitOffsets). */
+  #offsetQueue: { offsets: readonly { topic: string; partition: number; offset: string }[]; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  #offsetBusy = false;
 
   constructor(options: KafkaRunnerOptions) {
     this.#o = options;
@@ -254,6 +263,7 @@ export class KafkaRunner {
       collector: this.#collector,
       admin: () => this.#admin,
       consumer: () => this.#consumer,
+      commitOffsets: (offsets) => this.#commitOffsets(offsets),
       left: () => this.#left,
       sources: this.#sources,
       external: this.#externalSources,
@@ -379,7 +389,74 @@ export class KafkaRunner {
     });
     await consumer.connect();
     await consumer.subscribe({ topics: this.#sources, fromBeginning: true });
-    await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch: (b) => this.#eachBatch(b) });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: Math.max(1, this.#o.partitionsConsumedConcurrently ?? 4),
+      eachBatch: (b) => this.#eachBatch(b),
+    });
+  }
+
+  /**
+   * Offset commits of the tasks that commit together go out as one OffsetCommit request: the first waits a
+   * turn of the event loop for the others, and those arriving while one is in flight form the next.
+   */
+  #commitOffsets(offsets: readonly { topic: string; partition: number; offset: string }[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#offsetQueue.push({ offsets, resolve, reject });
+      if (!this.#offsetBusy) void this.#drainOffsets();
+    });
+  }
+
+  async #drainOffsets(): Promise<void> {
+    this.#offsetBusy = true;
+    try {
+      await new Promise<void>((r) => setImmediate(r));
+      while (this.#offsetQueue.length > 0) {
+        const group = this.#offsetQueue.splice(0);
+        try {
+          const consumer = this.#consumer;
+          if (!consumer || this.#left) throw new KairosError('KAIROS_ERR_KAFKA', 'no consumer in the group');
+          await consumer.commitOffsets(group.flatMap((g) => g.offsets));
+          for (const g of group) g.resolve();
+        } catch (err) {
+          for (const g of group) g.reject(err);
+        }
+      }
+    } finally {
+      this.#offsetBusy = false;
+    }
+  }
+
+  /**
+   * One commit for the instance: when `due` (a task whose commit interval has passed, or undefined for
+   * every task) needs a commit, every open task with work commits with it, concurrently, so their produce
+   * requests and offset commits are shared (the record collector groups them): a handful of round trips per
+   * instance instead of per task. Each task commits under its own lock (never while holding another), in its
+   * own order (outputs → state → outbox → offsets). The failure of `due`'s commit is thrown; the others' are
+   * logged (their work stays pending for the next commit).
+   */
+  async #commitTogether(due: ActiveTask | undefined, force: boolean): Promise<void> {
+    if (due !== undefined && !due.commitDue(force)) return;
+    const tasks: ActiveTask[] = [];
+    for (const [p, hp] of this.#tasks) {
+      if (!this.#opened.has(p) || !this.#assigned.has(p)) continue;
+      const h = await hp.catch(() => undefined);
+      if (h && !h.closed && h !== due && h.hasWork) tasks.push(h);
+    }
+    if (due === undefined) {
+      // Punctuation: only the tasks whose interval has passed decide; the rest join them.
+      const lead = tasks.find((h) => h.commitDue(force));
+      if (lead === undefined) return;
+    }
+    const others = tasks.map((h) =>
+      h.exclusive(() => this.#commitOrReset(h, true)).catch((err: unknown) => this.#log.warn({ err, partition: h.partition }, 'commit failed; retried with the next one')),
+    );
+    try {
+      if (due !== undefined) await due.exclusive(() => this.#commitOrReset(due, true));
+    } finally {
+      await Promise.all(others);
+    }
   }
 
   /** Where every task runs (API addresses), from the assignment the group leader published; undefined before. */
@@ -438,10 +515,13 @@ export class KafkaRunner {
     if (this.#timer) clearInterval(this.#timer);
     const deadline = Date.now() + (this.#o.stopTimeoutMs ?? 25_000);
     const log = this.#log;
-    for (const [p, hp] of this.#tasks) {
-      const h = await hp.catch(() => undefined);
-      if (h) await untilDeadline(h.exclusive(() => h.maybeCommit(true)), deadline, `final commit of task ${p}`, log);
-    }
+    // Every task's final commit at once (their requests are shared).
+    await Promise.all(
+      [...this.#tasks].map(async ([p, hp]) => {
+        const h = await hp.catch(() => undefined);
+        if (h) await untilDeadline(h.exclusive(() => h.maybeCommit(true)), deadline, `final commit of task ${p}`, log);
+      }),
+    );
     if (this.#consumer) await untilDeadline(this.#consumer.disconnect(), deadline, 'leaving the consumer group', log);
     this.#left = true;
     if (this.#standby) await untilDeadline(this.#standby.stop(), deadline, 'stopping the standby follower', log);
@@ -623,10 +703,12 @@ export class KafkaRunner {
       }
       await heartbeat();
       await task.drain();
-      // Commits are batched over commitIntervalMs: one changelog write, RocksDB batch and offset commit for
-      // many small fetches (the punctuation commits what is left when no further batch comes).
-      await this.#commitOrReset(task, false);
     });
+    // Commits are batched over commitIntervalMs: one changelog write, RocksDB batch and offset commit for
+    // many small fetches (the punctuation commits what is left when no further batch comes), and made for
+    // every task of the instance at once (#commitTogether). Outside the task's lock: the commit takes each
+    // task's lock in turn.
+    await this.#commitTogether(task, false);
     await heartbeat();
   }
 
@@ -719,11 +801,15 @@ export class KafkaRunner {
         await h.exclusive(async () => {
           await h.punctuate();
           this.#metrics?.timersPending.set({ partition: String(p) }, h.task.pendingTimers);
-          await this.#commitOrReset(h, false);
         });
       } catch (err) {
         this.#log.error({ err, partition: p }, 'punctuation failed');
       }
+    }
+    try {
+      await this.#commitTogether(undefined, false);
+    } catch (err) {
+      this.#log.error({ err }, 'commit at punctuation failed');
     }
   }
 

@@ -141,3 +141,38 @@ test('topics the broker neither creates nor auto-creates stop start-up at once w
       /Cluster authorization failed/.test(err.message),
   );
 });
+
+test('sends arriving together go out as one request (group commit), each caller answered with its own partitions; a failing one fails alone', async () => {
+  const broker = new ScriptedBroker();
+  const c = new RecordCollector({ kafka: broker.kafka(), idempotent: true, logger: silent, maxRequestBytes: 10_000 });
+  await c.connect();
+  const [a, b, d] = await Promise.all([
+    c.send([{ topic: 'a', messages: [msg(1), msg(2)] }]),
+    c.send([{ topic: 'b', messages: [msg(3)] }]),
+    c.send([{ topic: 'd', messages: [msg(4), msg(5), msg(6)] }]),
+  ]);
+  assert.equal(broker.log.length, 1, 'one produce request for the three sends');
+  assert.deepEqual(broker.written, ['k0001', 'k0002', 'k0003', 'k0004', 'k0005', 'k0006']);
+  assert.deepEqual([...a], [['a\u00000', '2']]);
+  assert.deepEqual([...b], [['b\u00000', '1']]);
+  assert.deepEqual([...d], [['d\u00000', '3']]);
+  // A send whose record fits no request fails on its own; the sends grouped with it are written, in order.
+  const before = broker.written.length;
+  const results = await Promise.allSettled([
+    c.send([{ topic: 'a', messages: [msg(7)] }]),
+    c.send([{ topic: 'a', messages: [msg(8, 20_000)] }]),
+    c.send([{ topic: 'b', messages: [msg(9)] }]),
+  ]);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ['fulfilled', 'rejected', 'fulfilled'],
+  );
+  assert.ok(results[1]?.status === 'rejected' && isKairosError(results[1].reason, 'KAIROS_ERR_RECORD_TOO_LARGE'));
+  assert.deepEqual(broker.written.slice(before), ['k0007', 'k0009']);
+  // A send arriving while one is in flight waits for it (order across sends is kept).
+  const first = c.send([{ topic: 'a', messages: [msg(10)] }]);
+  await new Promise((r) => setImmediate(r));
+  const second = c.send([{ topic: 'a', messages: [msg(11)] }]);
+  await Promise.all([first, second]);
+  assert.deepEqual(broker.written.slice(-2), ['k0010', 'k0011']);
+});
