@@ -19,7 +19,7 @@
  * release time), from a bounded history of profile versions: a fan-out trigger reaches this task through a
  * repartition topic, often after later profile updates, and must be decided as replay decides it (DESIGN §4).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer, type TopologyBuilder } from '../../src/engine/api/index.js';
 import type { Channel, CustomerProfile, Trigger, TriggerAudit, TriggerType } from '../../schemas/contract.js';
 import { AUDIT_TOPIC, TRIGGERS_TOPIC, type Outputs } from './campaign.js';
@@ -141,7 +141,7 @@ export function quietUntil(at: number, timeZone: string, quiet: { startMin: numb
 
 /** A stable number in [0, 1) for (customerId, campaignId). */
 export function bucketOf(customerId: string, campaignId: string): number {
-  return createHash('sha256').update(`${customerId}\u0000${campaignId}`).digest().readUInt32BE(0) / 2 ** 32;
+  return hash('sha256', `${customerId}\u0000${campaignId}`, 'buffer').readUInt32BE(0) / 2 ** 32;
 }
 
 export function matchesAudience(filter: AudienceFilter | undefined, profile: Pick<CustomerProfile, 'segments' | 'attributes'>): { ok: true } | { ok: false; detail: string } {

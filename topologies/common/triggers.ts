@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { RecordOrigin } from '../../src/engine/api/index.js';
 import type { Trigger, TriggerAudit, TriggerType } from '../../schemas/contract.js';
 
@@ -9,7 +9,12 @@ export type CausedBy = Trigger['causedBy'];
  * produces the same id and consumers can dedupe.
  */
 export function triggerId(topology: string, customerId: string, type: TriggerType, causingEventId: string): string {
-  return createHash('sha256').update(`${topology}\u0000${customerId}\u0000${type}\u0000${causingEventId}`).digest('hex').slice(0, 32);
+  return sha256Hex(`${topology}\u0000${customerId}\u0000${type}\u0000${causingEventId}`).slice(0, 32);
+}
+
+/** SHA-256 of a UTF-8 string, in hex: the one-shot `crypto.hash` (no Hash object per id; hot in fan-outs). */
+export function sha256Hex(text: string): string {
+  return hash('sha256', text, 'hex');
 }
 
 export function causedBy(eventId: string, origin: RecordOrigin): CausedBy {
@@ -17,7 +22,7 @@ export function causedBy(eventId: string, origin: RecordOrigin): CausedBy {
 }
 
 export function auditOf(trigger: Trigger, decision: TriggerAudit['decision'], reason: string, detail?: string): TriggerAudit {
-  const auditId = createHash('sha256').update(`${trigger.triggerId}\u0000${decision}\u0000${reason}`).digest('hex').slice(0, 32);
+  const auditId = sha256Hex(`${trigger.triggerId}\u0000${decision}\u0000${reason}`).slice(0, 32);
   return {
     auditId,
     triggerId: trigger.triggerId,

@@ -59,6 +59,9 @@ interface PersistedTimer {
 
 const timerSpec: KeyValueStoreSpec<PersistedTimer> = { kind: 'key-value', name: TIMER_STORE, codec: jsonCodec<PersistedTimer>() };
 
+/** Timers whose keys are loaded with one multi-get before a wave of firings. */
+const PREFETCH_CHUNK = 256;
+
 interface Pending {
   readonly node: string;
   readonly record: StreamRecord;
@@ -83,6 +86,10 @@ export class StreamTask {
   readonly #sourceByTopic = new Map<string, string>();
   readonly #timers = new TimerQueue();
   readonly #queue: Pending[] = [];
+  /** Records looped back from repartition topics and not prefetched yet (a fan-out wave's page). */
+  #unfetched: StreamRecord[] = [];
+  /** Timers whose keys were prefetched ahead of their firing. */
+  readonly #timersFetched = new Set<QueuedTimer>();
   readonly #prefetchStores: string[] = [];
   readonly #prefetchTopics = new Map<string, ReadonlySet<string>>();
   readonly #pendingErase = new Set<string>();
@@ -254,6 +261,7 @@ export class StreamTask {
     for (;;) {
       const t = this.#timers.popDue('stream-time', time);
       if (!t) break;
+      await this.#prefetchTimers(t, 'stream-time', time);
       // Stream time steps through each timer, so a timer sees the time it was due at.
       this.state.streamTime = t.time;
       await this.#fire(t);
@@ -273,6 +281,7 @@ export class StreamTask {
     for (;;) {
       const t = this.#timers.popDue('wall-clock', now);
       if (!t) break;
+      await this.#prefetchTimers(t, 'wall-clock', now);
       await this.#fire(t);
       fired++;
     }
@@ -288,6 +297,20 @@ export class StreamTask {
     }
     // Stream-time timers a wall-clock timer registered at or below stream time.
     return fired + (await this.advanceStreamTime(this.state.streamTime));
+  }
+
+  /**
+   * Before a timer fires whose key was not loaded ahead: loads, with one multi-get per store, the keys of it
+   * and of the next due timers (up to a chunk), so a wave of firings (abandonment at the end of a quiet spell,
+   * a restored task catching up) does not read RocksDB one key at a time.
+   */
+  async #prefetchTimers(t: QueuedTimer, domain: TimerDomain, upTo: number): Promise<void> {
+    if (this.#timersFetched.delete(t) || this.#prefetchStores.length === 0) return;
+    this.#timersFetched.clear();
+    const due = this.#timers.peekDue(domain, upTo, PREFETCH_CHUNK);
+    for (const d of due) this.#timersFetched.add(d);
+    const keys = [t.key, ...due.map((d) => d.key)];
+    for (const store of this.#prefetchStores) await this.state.prefetch(store, keys);
   }
 
   commit(options?: CommitOptions): Promise<{ changes: number }> {
@@ -450,6 +473,7 @@ export class StreamTask {
       const source = this.#sourceByTopic.get(node.topic) as string;
       const looped: StreamRecord = { ...record, topic: node.topic };
       for (const child of this.#topology.children.get(source) ?? []) this.#queue.push({ node: child, record: looped });
+      if (this.#prefetchStores.length > 0) this.#unfetched.push(looped);
       return;
     }
     if (node?.kind === 'sink') {
@@ -461,6 +485,12 @@ export class StreamTask {
   async #drain(): Promise<void> {
     // Breadth-first: a forward is processed after the forwarding call returns, so forward() stays synchronous.
     while (this.#queue.length > 0) {
+      if (this.#unfetched.length > 0) {
+        // What the looped-back records (keyed anew, e.g. a wave's page of customers) will read, in one go.
+        const records = this.#unfetched;
+        this.#unfetched = [];
+        await this.prefetch(records);
+      }
       const next = this.#queue.shift() as Pending;
       const p = this.#processors.get(next.node) as Processor<unknown, unknown>;
       await p.process(next.record);

@@ -112,6 +112,27 @@ export class TimerQueue {
     }
   }
 
+  /**
+   * Up to `limit` live timers of the domain due at or before `upTo`, in no particular order: the earliest ones
+   * (a walk of the heap that stops below any entry due later, so it costs about `limit` steps). For prefetching
+   * what the next firings will read.
+   */
+  peekDue(domain: TimerDomain, upTo: number, limit: number): QueuedTimer[] {
+    const a = this.#heaps[domain].items;
+    const out: QueuedTimer[] = [];
+    const stack = a.length > 0 ? [0] : [];
+    while (stack.length > 0 && out.length < limit) {
+      const i = stack.pop() as number;
+      const t = a[i] as QueuedTimer;
+      if (t.time > upTo) continue;
+      if (this.#live.get(t.id) === t) out.push(t);
+      const l = 2 * i + 1;
+      if (l + 1 < a.length) stack.push(l + 1);
+      if (l < a.length) stack.push(l);
+    }
+    return out;
+  }
+
   /** Earliest live timer time of a domain (for tests and metrics). */
   nextTime(domain: TimerDomain): number | undefined {
     const heap = this.#heaps[domain];

@@ -15,7 +15,14 @@ import { RocksDb, type BatchOp, type RocksOptions } from './rocksdb.js';
 import { compareUtf8, SortedKeys } from './sorted-keys.js';
 
 const ABSENT: unique symbol = Symbol('absent');
-type Cached = { value: unknown; ts: number; dirty: boolean };
+/** `size`: estimated heap bytes of the entry (key, decoded value, bookkeeping), for the cache's memory budget. */
+type Cached = { value: unknown; ts: number; dirty: boolean; size?: number };
+
+/** Heap bytes per cache entry besides key and value: the Map slot, the entry object, the key's string header. */
+const ENTRY_OVERHEAD = 96;
+/** A decoded value takes about this many times its encoded bytes on the heap (objects, strings as UTF-16). */
+const DECODED_FACTOR = 2;
+const entrySize = (key: string, encodedBytes: number): number => ENTRY_OVERHEAD + 2 * key.length + DECODED_FACTOR * encodedBytes;
 
 const META = '\u0001';
 const STREAM_TIME_KEY = Buffer.from(`${META}stream-time`);
@@ -43,8 +50,14 @@ export interface TaskStateOptions {
   readonly taskId: string;
   readonly stores: readonly StoreSpec<unknown>[];
   readonly changelog?: ChangelogWriter;
-  /** Cached entries per store (clean entries beyond this are evicted, least recently used first). @default 50000 */
+  /** Cached entries per store (clean entries beyond this are evicted, least recently used first). @default 2000000 */
   readonly cacheMaxEntries?: number;
+  /**
+   * Memory budget of the task's cache in bytes (estimated heap: keys, decoded values, bookkeeping). Over it,
+   * clean entries are evicted, least recently used first, from the largest stores; uncommitted ones stay until
+   * the commit. @default 128 MiB
+   */
+  readonly cacheMaxBytes?: number;
   readonly rocks?: RocksOptions;
 }
 
@@ -62,6 +75,8 @@ export interface StateStats {
   scansInMemory: number;
   /** Scans that read RocksDB. */
   scansOnDisk: number;
+  /** Clean entries evicted from the cache (entry limit or memory budget). */
+  evicted: number;
 }
 
 export interface CommitOptions {
@@ -130,15 +145,32 @@ class StoreState {
     return this.spec.codec;
   }
 
-  /** Adds or replaces a cache entry, keeping the index. */
+  /** Estimated heap bytes of this store's cache entries. */
+  bytes = 0;
+  /** Encoded bytes per value, averaged over the last commit: the size estimate of a value not encoded yet. */
+  avgEncoded = 128;
+
+  /** Adds or replaces a cache entry, keeping the index and the byte count. */
   setEntry(key: string, e: Cached): void {
-    if (this.index !== undefined && !this.cache.has(key)) this.index.add(key);
+    const old = this.cache.get(key);
+    if (old === undefined) this.index?.add(key);
+    else this.bytes -= old.size ?? 0;
+    e.size ??= entrySize(key, e.value === ABSENT ? 0 : this.avgEncoded);
+    this.bytes += e.size;
     this.cache.set(key, e);
+  }
+
+  /** Sets an entry's size once its encoded length is known (at commit). */
+  resize(key: string, e: Cached, encodedBytes: number): void {
+    const size = entrySize(key, encodedBytes);
+    this.bytes += size - (e.size ?? 0);
+    e.size = size;
   }
 
   /** Drops a clean cache entry; dropping a live one makes the store incomplete. */
   dropEntry(key: string, e: Cached): void {
     this.cache.delete(key);
+    this.bytes -= e.size ?? 0;
     if (e.value !== ABSENT) {
       this.complete = false;
       this.index = undefined;
@@ -147,6 +179,7 @@ class StoreState {
 
   clear(complete: boolean): void {
     this.cache.clear();
+    this.bytes = 0;
     this.dirty.clear();
     this.index = undefined;
     this.complete = complete;
@@ -155,11 +188,14 @@ class StoreState {
 
 export class TaskState {
   readonly taskId: string;
-  readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0, prefetched: 0, scansInMemory: 0, scansOnDisk: 0 };
+  readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0, prefetched: 0, scansInMemory: 0, scansOnDisk: 0, evicted: 0 };
   readonly #db: RocksDb;
   readonly #stores = new Map<string, StoreState>();
   readonly #changelog: ChangelogWriter | undefined;
   readonly #cacheMax: number;
+  readonly #cacheMaxBytes: number;
+  /** An eviction pass found too few clean entries to reach the budget: retried after the next commit. */
+  #budgetBlocked = false;
   readonly #positions = new Map<string, string>();
   readonly #pendingPositions = new Map<string, string>();
   #streamTime = -Infinity;
@@ -174,7 +210,8 @@ export class TaskState {
     this.#db = db;
     this.taskId = options.taskId;
     this.#changelog = options.changelog;
-    this.#cacheMax = options.cacheMaxEntries ?? 50_000;
+    this.#cacheMax = options.cacheMaxEntries ?? 2_000_000;
+    this.#cacheMaxBytes = options.cacheMaxBytes ?? 128 * 1024 * 1024;
     for (const spec of options.stores) this.#stores.set(spec.name, new StoreState(spec));
   }
 
@@ -267,6 +304,7 @@ export class TaskState {
     const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes);
     s.setEntry(key, entry);
     if (s.cache.size > this.#cacheMax) this.#evict(s);
+    this.#keepBudget(0);
     return this.#live(s, entry);
   }
 
@@ -335,6 +373,8 @@ export class TaskState {
     this.stats.prefetched += missing.length;
     // Evict only down to the limit plus this batch, so the prefetched entries survive until they are read.
     if (s.cache.size > this.#cacheMax + missing.length) this.#evict(s);
+    // As with the entry limit, the batch itself may exceed the budget until it is read.
+    this.#keepBudget(missing.length * entrySize('', s.avgEncoded));
     return missing.length;
   }
 
@@ -406,7 +446,8 @@ export class TaskState {
     this.stats.scansInMemory++;
     const limit = range.limit ?? Infinity;
     const out: StoredEntry<unknown>[] = [];
-    if (limit <= 0) return out;
+    // An empty store (the timers' scan when a fresh task opens) needs no index, which every put would then keep.
+    if (limit <= 0 || s.cache.size === 0) return out;
     const { prefix } = range;
     let from = lower;
     let exclusive = !lowerInclusive;
@@ -453,6 +494,8 @@ export class TaskState {
     const streamTime = this.#streamTime;
     const dropAfter: [StoreState, string][] = [];
     for (const s of this.#stores.values()) {
+      let encodedBytes = 0;
+      let encodedCount = 0;
       for (const key of s.dirty) {
         const e = s.cache.get(key) as Cached;
         if (s.complete && e.value === ABSENT) dropAfter.push([s, key]);
@@ -463,10 +506,14 @@ export class TaskState {
           if (s.spec.changelog !== false) entries.push({ store: s.spec.name, key: keyBuf, value: null, timestamp: streamTime });
         } else {
           const value = this.#encode(s, e);
+          s.resize(key, e, value.length);
+          encodedBytes += value.length;
+          encodedCount++;
           ops.push({ type: 'put', key: full, value });
           if (s.spec.changelog !== false) entries.push({ store: s.spec.name, key: keyBuf, value, timestamp: streamTime });
         }
       }
+      if (encodedCount > 0) s.avgEncoded = Math.ceil(encodedBytes / encodedCount);
     }
     for (const [k, v] of this.#pendingPositions) {
       ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: Buffer.from(v, 'utf8') });
@@ -535,6 +582,9 @@ export class TaskState {
       // A complete store needs no record of a deleted key: absent from the cache means absent.
       if (e !== undefined && !e.dirty && e.value === ABSENT) s.dropEntry(key, e);
     }
+    // Everything is clean now: the memory budget can be met.
+    this.#budgetBlocked = false;
+    this.#keepBudget(0);
     for (const [k, v] of this.#pendingPositions) this.#positions.set(k, v);
     this.#pendingPositions.clear();
     this.#committedStreamTime = streamTime;
@@ -690,7 +740,7 @@ export class TaskState {
 
   #decode(s: StoreState, key: string, bytes: Buffer): Cached {
     try {
-      return { value: s.codec.decode(bytes.subarray(HEADER)), ts: bytes.readDoubleBE(0), dirty: false };
+      return { value: s.codec.decode(bytes.subarray(HEADER)), ts: bytes.readDoubleBE(0), dirty: false, size: entrySize(key, bytes.length) };
     } catch (err) {
       throw new KairosError('KAIROS_ERR_STATE_CORRUPT', `store "${s.spec.name}" key "${key}": cannot decode with codec ${s.codec.name}`, { cause: err });
     }
@@ -702,6 +752,36 @@ export class TaskState {
     out.writeDoubleBE(e.ts, 0);
     body.copy(out, HEADER);
     return out;
+  }
+
+  /** Estimated heap bytes of the cache (every store). */
+  get cacheBytes(): number {
+    let n = 0;
+    for (const s of this.#stores.values()) n += s.bytes;
+    return n;
+  }
+
+  /**
+   * Keeps the cache within its memory budget (plus `slack`, e.g. a prefetched batch not read yet): evicts
+   * clean entries, least recently used first, from the largest stores down to 90 % of the budget. When
+   * uncommitted entries alone exceed it, nothing more can go until the next commit, so no pass runs until then
+   * (a pass over dirty entries on every read would make a large uncommitted wave quadratic).
+   */
+  #keepBudget(slack: number): void {
+    if (this.#budgetBlocked) return;
+    let total = this.cacheBytes;
+    if (total <= this.#cacheMaxBytes + slack) return;
+    const target = this.#cacheMaxBytes * 0.9;
+    for (const s of [...this.#stores.values()].sort((a, b) => b.bytes - a.bytes)) {
+      for (const [key, e] of s.cache) {
+        if (total <= target) return;
+        if (e.dirty) continue;
+        total -= e.size ?? 0;
+        s.dropEntry(key, e);
+        this.stats.evicted++;
+      }
+    }
+    this.#budgetBlocked = true;
   }
 
   #evict(s: StoreState): void {
@@ -716,6 +796,7 @@ export class TaskState {
       if (e.dirty) continue;
       // A live entry leaves the cache: from now on a miss must read RocksDB.
       s.dropEntry(key, e);
+      this.stats.evicted++;
     }
   }
 

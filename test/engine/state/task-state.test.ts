@@ -193,6 +193,37 @@ test('cache: a bounded number of clean entries stay in memory; misses go to Rock
   }
 });
 
+test('cache memory budget: after a commit the cache fits its byte budget (largest store first), reads stay right, and a complete store becomes incomplete only when a live entry goes', async () => {
+  const t = tempDir();
+  const big = keyValueStore('big', jsonCodec<string>());
+  const small = keyValueStore('small', jsonCodec<number>());
+  const budget = 256 * 1024;
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [big, small], cacheMaxBytes: budget });
+  try {
+    // ~1 KB values: 2,000 of them are far over a 256 KiB budget; uncommitted, they all stay.
+    for (let i = 0; i < 2000; i++) s.put('big', `b${i}`, 'x'.repeat(1000) + i);
+    for (let i = 0; i < 50; i++) s.put('small', `s${i}`, i);
+    assert.equal(s.stats.evicted, 0, 'dirty entries are never evicted');
+    await s.commit();
+    assert.ok(s.cacheBytes <= budget, `cache ${s.cacheBytes} B over the ${budget} B budget after the commit`);
+    assert.ok(s.stats.evicted > 1500, `expected most big entries evicted, got ${s.stats.evicted}`);
+    // The small store is not the largest: it keeps its entries (no misses reading it back).
+    const misses = s.stats.cacheMisses;
+    for (let i = 0; i < 50; i++) assert.equal(await s.get('small', `s${i}`), i);
+    assert.equal(s.stats.cacheMisses, misses, 'the small store stayed cached');
+    // Evicted entries read back from RocksDB, and reading them keeps the budget.
+    for (let i = 0; i < 2000; i++) assert.equal(await s.get('big', `b${i}`), 'x'.repeat(1000) + i);
+    assert.ok(s.stats.cacheMisses - misses > 1500);
+    assert.ok(s.cacheBytes <= budget * 1.1, `cache ${s.cacheBytes} B after reading back`);
+    // An evicted live entry makes the store incomplete: a scan now reads RocksDB and still sees every row.
+    assert.equal((await s.scan('big')).length, 2000);
+    assert.ok(s.stats.scansOnDisk >= 1);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
 test('window store: fetch by time range, retention from window start', async () => {
   const t = tempDir();
   const spec = windowStore('views-per-hour', jsonCodec<number>(), { windowSizeMs: 3_600_000, retentionMs: 7_200_000 });
