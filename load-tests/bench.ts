@@ -60,7 +60,7 @@ function steps(quick: boolean): Step[] {
     {
       name: 'replay',
       script: 'replay-throughput.ts',
-      args: quick ? ['--events', '200000', '--customers', '20000', '--no-profile'] : ['--no-profile'],
+      args: quick ? ['--events', '200000', '--customers', '20000', '--no-profile', '--runs', '3'] : ['--no-profile', '--runs', '3'],
       what: 'replay() with all four topologies, guards off, one core',
     },
     {
@@ -185,7 +185,10 @@ function headline(results: readonly Result[]): string[][] {
     rows.push([
       'replay events/s (all four topologies, one core)',
       `**${n0(rp.eventsPerSec)}**`,
-      `${n0(rp.events)} events, ${n0(rp.customers)} customers; ${n0(rp.triggers)} triggers; model agrees: ${String(rp.modelAgrees)}; peak RSS ${mib(rp.peakRssBytes)}`,
+      `${n0(rp.events)} events, ${n0(rp.customers)} customers; ${n0(rp.triggers)} triggers; model agrees: ${String(rp.modelAgrees)}; peak RSS ${mib(rp.peakRssBytes)}` +
+        (num(rp.decodeOnlyPerSec) === undefined
+          ? ''
+          : `; decode-only (read, JSON.parse, validation) ${n0(rp.decodeOnlyPerSec)} events/s in the same run, replay ÷ it = **${(num(rp.ratioToDecodeOnly) ?? 0).toFixed(3)}** (medians of 3)`),
     ]);
   }
   for (const k of ['kafka-1', 'kafka-2', 'kafka-4']) {

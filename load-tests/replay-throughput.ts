@@ -355,6 +355,11 @@ function report(x: Report): void {
     `replay       ${fmtSecs(wallMs)} wall${x.walls.length > 1 ? ` (median of ${x.walls.length} runs)` : ` (${fmtSecs(r.elapsedMs)} inside replay())`} → ` +
       `${fmtInt(r.lines / secs)} events/s (${fmtInt(r.processed / secs)} topology records/s)`,
   );
+  // R1 of issue 16: the engine's rate as a share of what reading and decoding alone reach on this machine now.
+  p(
+    `vs decode    decode-only (read, JSON.parse, contract validation) ${fmtInt(r.lines / (phases.decodeMs / 1000))} events/s in the same run → ` +
+      `replay ÷ decode-only = ${(phases.decodeMs / wallMs).toFixed(3)}`,
+  );
   if (x.walls.length > 1) {
     p(`             runs: ${x.walls.map((w) => `${fmtInt(r.lines / (w / 1000))}`).join(', ')} events/s; outputs ${x.identical ? 'byte-identical across runs' : 'DIFFER between runs'}`);
   }
@@ -425,6 +430,8 @@ function report(x: Report): void {
       readMs: Math.round(phases.readMs),
       parseMs: Math.round(phases.parseMs),
       decodeMs: Math.round(phases.decodeMs),
+      decodeOnlyPerSec: Math.round(r.lines / (phases.decodeMs / 1000)),
+      ratioToDecodeOnly: Number((phases.decodeMs / wallMs).toFixed(4)),
       ...(x.profile ? { profileMs: Object.fromEntries(x.profile.categories.map((c) => [c.category, Math.round(c.ms)])) } : {}),
     }),
   );

@@ -496,21 +496,24 @@ export class TaskState {
     for (const s of this.#stores.values()) {
       let encodedBytes = 0;
       let encodedCount = 0;
+      // Changelog entries only where a changelog is written (not in replay); the key without the store prefix
+      // is a view of the RocksDB key, not a copy.
+      const logged = this.#changelog !== undefined && s.spec.changelog !== false;
+      const prefixLength = s.prefixBuf.length;
       for (const key of s.dirty) {
         const e = s.cache.get(key) as Cached;
         if (s.complete && e.value === ABSENT) dropAfter.push([s, key]);
-        const keyBuf = Buffer.from(key, 'utf8');
-        const full = Buffer.concat([s.prefixBuf, keyBuf]);
+        const full = Buffer.from(s.prefix + key, 'utf8');
         if (e.value === ABSENT) {
           ops.push({ type: 'del', key: full });
-          if (s.spec.changelog !== false) entries.push({ store: s.spec.name, key: keyBuf, value: null, timestamp: streamTime });
+          if (logged) entries.push({ store: s.spec.name, key: full.subarray(prefixLength), value: null, timestamp: streamTime });
         } else {
           const value = this.#encode(s, e);
           s.resize(key, e, value.length);
           encodedBytes += value.length;
           encodedCount++;
           ops.push({ type: 'put', key: full, value });
-          if (s.spec.changelog !== false) entries.push({ store: s.spec.name, key: keyBuf, value, timestamp: streamTime });
+          if (logged) entries.push({ store: s.spec.name, key: full.subarray(prefixLength), value, timestamp: streamTime });
         }
       }
       if (encodedCount > 0) s.avgEncoded = Math.ceil(encodedBytes / encodedCount);
