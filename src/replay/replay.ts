@@ -44,7 +44,12 @@ export interface ReplayOptions {
   readonly onProgress?: (p: ReplayProgress) => void;
   /** @default 2000 */
   readonly progressEveryMs?: number;
-  /** Commit state every this many records. @default 20000 */
+  /**
+   * Commit state at least every this many records. Besides, state is committed whenever its uncommitted
+   * entries reach half the cache's memory budget: a replay's commits only bound memory (its local copy is not
+   * a durable one), and each one encodes every value changed since the last, so fewer commits save work on
+   * keys that change often. @default 250000
+   */
   readonly commitEvery?: number;
   /** Called for each bad line (the CLI prints the first few). */
   readonly onError?: (e: LineError) => void;
@@ -107,7 +112,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   let errors = 0;
   let lastProgress = started;
   const every = opts.progressEveryMs ?? 2000;
-  const commitEvery = opts.commitEvery ?? 20_000;
+  const commitEvery = opts.commitEvery ?? 250_000;
+  const commitBytes = task.state.cacheMaxBytes / 2;
   const { stream, size, bytesRead, readErrors } = openInput(opts.input);
   try {
     const rl = createInterface({ input: stream, crlfDelay: Infinity });
@@ -125,7 +131,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
         else skipped++;
         // The local copy is not the durable one (a failed replay starts over): RocksDB writes while the next
         // records are processed.
-        if ((processed + skipped) % commitEvery === 0) await task.commit({ background: true });
+        if ((processed + skipped) % commitEvery === 0 || task.state.dirtyBytes >= commitBytes) await task.commit({ background: true });
       }
       chunk = [];
       if (opts.triggers.buffered > 1 << 16) await opts.triggers.flush();

@@ -196,6 +196,7 @@ export class TaskState {
   readonly #cacheMaxBytes: number;
   /** An eviction pass found too few clean entries to reach the budget: retried after the next commit. */
   #budgetBlocked = false;
+  #dirtyBytes = 0;
   readonly #positions = new Map<string, string>();
   readonly #pendingPositions = new Map<string, string>();
   #streamTime = -Infinity;
@@ -473,6 +474,19 @@ export class TaskState {
     return value === undefined ? undefined : this.#store(store).cache.get(key)?.ts;
   }
 
+  /** The cache's memory budget in bytes (TaskStateOptions.cacheMaxBytes). */
+  get cacheMaxBytes(): number {
+    return this.#cacheMaxBytes;
+  }
+
+  /**
+   * Estimated heap bytes of the uncommitted entries (their size when they became dirty): a runner without a
+   * commit interval of its own (replay) commits when this nears the cache's budget.
+   */
+  get dirtyBytes(): number {
+    return this.#dirtyBytes;
+  }
+
   /** Number of uncommitted changes: the runner commits when this grows large. */
   get dirtyCount(): number {
     let n = 0;
@@ -586,6 +600,7 @@ export class TaskState {
       if (e !== undefined && !e.dirty && e.value === ABSENT) s.dropEntry(key, e);
     }
     // Everything is clean now: the memory budget can be met.
+    this.#dirtyBytes = 0;
     this.#budgetBlocked = false;
     this.#keepBudget(0);
     for (const [k, v] of this.#pendingPositions) this.#positions.set(k, v);
@@ -663,6 +678,7 @@ export class TaskState {
     }
     await this.#db.batch(ops);
     for (const s of this.#stores.values()) s.clear(false);
+    this.#dirtyBytes = 0;
     await this.#checkComplete();
     return applied;
   }
@@ -734,10 +750,15 @@ export class TaskState {
   #write(s: StoreState, key: string, value: unknown, ts: number): void {
     const e = s.cache.get(key);
     if (e) {
+      if (!e.dirty) this.#dirtyBytes += e.size ?? 0;
       e.value = value;
       e.ts = ts;
       e.dirty = true;
-    } else s.setEntry(key, { value, ts, dirty: true });
+    } else {
+      const added: Cached = { value, ts, dirty: true };
+      s.setEntry(key, added);
+      this.#dirtyBytes += added.size ?? 0;
+    }
     s.dirty.add(key);
   }
 
