@@ -76,6 +76,46 @@ export interface TaskEnv {
   readonly noteRerouted: (topic: string, key: string, from: number, to: number) => void;
 }
 
+/**
+ * An outbox entry holding a group of outputs in produce order (`group`; its own fields are a placeholder), so a
+ * commit writes a few outbox entries — and changelog records, and deletes — instead of one per output (the
+ * outbox was a third of the changelog records a catch-up wrote). Entries of one output each (earlier
+ * versions) are still read.
+ */
+interface OutboxGroup extends OutboxEntry {
+  readonly group?: readonly OutboxEntry[];
+}
+
+/** Bytes of outputs (base64) per outbox group: well below a produce request's bound, as the group's changelog record must fit one. */
+const OUTBOX_GROUP_BYTES = 256 * 1024;
+
+/** The outputs as outbox entries of at most about `maxBytes` each (an output larger than that alone), in order. */
+function outboxGroups(topicMessages: readonly TopicMessages[], maxBytes: number): OutboxEntry[] {
+  const out: OutboxEntry[] = [];
+  let group: OutboxEntry[] = [];
+  let size = 0;
+  const flush = (): void => {
+    if (group.length === 1) out.push(group[0] as OutboxEntry);
+    else if (group.length > 1) {
+      const g: OutboxGroup = { topic: '', key: null, value: null, group };
+      out.push(g);
+    }
+    group = [];
+    size = 0;
+  };
+  for (const t of topicMessages) {
+    for (const m of t.messages) {
+      const e = toOutbox(t.topic, m);
+      const n = 64 + (e.key?.length ?? 0) + (e.value?.length ?? 0) + (e.headers ? JSON.stringify(e.headers).length : 0);
+      if (size + n > maxBytes) flush();
+      group.push(e);
+      size += n;
+    }
+  }
+  flush();
+  return out;
+}
+
 interface PendingOutput {
   readonly topic: string;
   readonly record: OutputRecord;
@@ -147,16 +187,21 @@ export class ActiveTask {
     if (entries.length === 0) return 0;
     this.#outboxKeys = entries.map((e) => e.key);
     const byTopic = new Map<string, Message[]>();
+    let count = 0;
     for (const e of entries) {
-      const o = e.value as OutboxEntry;
-      let list = byTopic.get(o.topic);
-      if (!list) byTopic.set(o.topic, (list = []));
-      list.push(fromOutbox(o));
+      const o = e.value as OutboxGroup;
+      // A group of outputs in one entry, or (as earlier versions wrote) one output per entry.
+      for (const x of o.group ?? [o]) {
+        let list = byTopic.get(x.topic);
+        if (!list) byTopic.set(x.topic, (list = []));
+        list.push(fromOutbox(x));
+        count++;
+      }
     }
     this.#outboxUnsent = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
     this.#outboxSeq = Math.max(...entries.map((e) => parseInt(e.key, 36))) + 1;
     this.pending = true;
-    return entries.length;
+    return count;
   }
 
   /** Processes buffered records in event-time order until the group is empty or waits for a lagging input. */
@@ -287,12 +332,10 @@ export class ActiveTask {
         const external = topicMessages.filter((t) => !this.#internal(t.topic));
         if (internal.length > 0) await env.collector.send(internal);
         if (this.#outboxUnsent.length === 0) this.#clearOutbox();
-        for (const t of external) {
-          for (const m of t.messages) {
-            const key = outboxKey(this.#outboxSeq++);
-            this.task.state.put(OUTBOX_STORE, key, toOutbox(t.topic, m));
-            this.#outboxKeys.push(key);
-          }
+        for (const value of outboxGroups(external, Math.min(OUTBOX_GROUP_BYTES, Math.floor(env.collector.maxRequestBytes / 2)))) {
+          const key = outboxKey(this.#outboxSeq++);
+          this.task.state.put(OUTBOX_STORE, key, value);
+          this.#outboxKeys.push(key);
         }
         await this.task.commit();
         stateCommitted = true;
