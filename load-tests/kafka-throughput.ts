@@ -960,8 +960,17 @@ async function catchUp(
   const deadline = t0 + o.timeoutSec * 1000;
   let repEnds: PartitionOffsets = new Map();
   for (;;) {
-    repEnds = repartition.length > 0 ? await endOffsets(admin, repartition) : repEnds;
-    const committed = await committedOffsets(admin, [...external, ...repartition]);
+    let committed: PartitionOffsets;
+    try {
+      repEnds = repartition.length > 0 ? await endOffsets(admin, repartition) : repEnds;
+      committed = await committedOffsets(admin, [...external, ...repartition]);
+    } catch (err) {
+      // A real broker answers NOT_LEADER for topics the runner has just created, until their leaders are known.
+      log(`catch-up: offsets not available yet (${(err as Error).message}); retrying`);
+      if (performance.now() > deadline) throw err;
+      await sleep(200);
+      continue;
+    }
     const now = performance.now();
     const total = sumOffsets(committed, external);
     if (tFirst === undefined && total > 0) tFirst = now;
