@@ -197,6 +197,7 @@ export class TaskState {
   /** An eviction pass found too few clean entries to reach the budget: retried after the next commit. */
   #budgetBlocked = false;
   #dirtyBytes = 0;
+  readonly #positionKeys = new Map<string, string[]>();
   readonly #positions = new Map<string, string>();
   readonly #pendingPositions = new Map<string, string>();
   #streamTime = -Infinity;
@@ -271,7 +272,10 @@ export class TaskState {
 
   /** Records the next offset to consume; written with the next commit. */
   setPosition(topic: string, partition: number, nextOffset: string): void {
-    this.#pendingPositions.set(`${topic}\u0000${partition}`, nextOffset);
+    // Once per record: the "topic \0 partition" key is built once per input.
+    let keys = this.#positionKeys.get(topic);
+    if (keys === undefined) this.#positionKeys.set(topic, (keys = []));
+    this.#pendingPositions.set((keys[partition] ??= `${topic}\u0000${partition}`), nextOffset);
   }
 
   hasStore(name: string): boolean {
