@@ -7,10 +7,12 @@
  * mails in flight) with as many mails — and the dispatcher's ratio to each. The local FCM and SMTP endpoints run
  * in a child process of their own, so they do not share the dispatcher's event loop.
  *
- *   npx tsx load-tests/dispatch-throughput.ts [--triggers 3000] [--concurrency 64] [--channels push,email,onsite] [--no-baseline]
+ *   npx tsx load-tests/dispatch-throughput.ts [--triggers 3000] [--concurrency 256 = KAIROS_DISPATCH_CONCURRENCY's default] [--channels push,email,onsite] [--no-baseline]
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import https from 'node:https';
@@ -23,6 +25,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import type { Channel } from '../schemas/contract.js';
 import type { ChannelSender } from '../src/dispatch/channel.js';
+import { DISPATCH_VARS } from '../src/dispatch/config.js';
 import { SmtpEmailSender, smtpOptions } from '../src/dispatch/email-smtp.js';
 import { OnsiteRedisSender } from '../src/dispatch/onsite-redis.js';
 import { FCM_HOST, FcmPushSender } from '../src/dispatch/push-fcm.js';
@@ -51,7 +54,8 @@ if (endpointsDir !== undefined) {
 const { values } = parseArgs({
   options: {
     triggers: { type: 'string', default: '3000' },
-    concurrency: { type: 'string', default: '64' },
+    // The production default (KAIROS_DISPATCH_CONCURRENCY).
+    concurrency: { type: 'string', default: String(DISPATCH_VARS.concurrency.default) },
     channels: { type: 'string', default: 'push,email,onsite' },
     baseline: { type: 'boolean', default: true },
   },
@@ -87,7 +91,11 @@ const email = new SmtpEmailSender({ url: smtp.url, from: 'bench@shop.test', shop
 const senders: Partial<Record<Channel, ChannelSender>> = { push, email, onsite: new OnsiteRedisSender(redis, 'https://shop.test') };
 const { dispatcher, registry } = testDispatcher(redis, senders, { caps: { push: 100, email: 100, onsite: 100 }, rates: {} });
 
-for (let i = 0; i < n; i++) await putProfile(redis, `bench${i}`, makeProfile(`bench${i}`, { pushTokens: [{ token: `bench-${i}-a`, platform: 'android' }, { token: `bench-${i}-i`, platform: 'ios' }] }));
+for (let i = 0; i < n; i += 500) {
+  await Promise.all(
+    Array.from({ length: Math.min(500, n - i) }, (_, j) => putProfile(redis, `bench${i + j}`, makeProfile(`bench${i + j}`, { pushTokens: [{ token: `bench-${i + j}-a`, platform: 'android' }, { token: `bench-${i + j}-i`, platform: 'ios' }] }))),
+  );
+}
 const triggers = Array.from({ length: n }, (_, i) => makeTrigger(`bench-${i}`, { customerId: `bench${i}`, channels }));
 
 /** The providers' own clients on the same endpoints: messages (or mails) per second. */
@@ -127,6 +135,21 @@ if (values.baseline && channels.includes('email')) {
   transport.close();
 }
 
+/** CPU ms of a process so far (utime + stime from /proc). */
+const cpuMs = (pid: number): number => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+};
+// KAIROS_BENCH_PROFILE=<dir>: a V8 CPU profile of the timed run alone (not the set-up) is written there.
+const profileDir = process.env.KAIROS_BENCH_PROFILE;
+const session = profileDir === undefined ? undefined : new Session();
+if (session) {
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+}
+const redisCpu0 = cpuMs(redisServer.pid);
+const selfCpu0 = process.cpuUsage();
 const t0 = performance.now();
 let next = 0;
 let sent = 0;
@@ -145,6 +168,14 @@ await Promise.all(
   }),
 );
 const seconds = (performance.now() - t0) / 1000;
+const redisCpu = (cpuMs(redisServer.pid) - redisCpu0) / 1000;
+const selfCpuUsage = process.cpuUsage(selfCpu0);
+const selfCpu = (selfCpuUsage.user + selfCpuUsage.system) / 1e6;
+if (session && profileDir !== undefined) {
+  const { profile } = await session.post('Profiler.stop');
+  writeFileSync(join(profileDir, `dispatch-${channels.join('-')}-${process.pid}.cpuprofile`), JSON.stringify(profile));
+  session.disconnect();
+}
 const hist = await registry.getSingleMetric('kairos_dispatch_send_duration_seconds')?.get();
 const p = (channel: string): string => {
   const sum = hist?.values.find((v) => (v as { metricName?: string }).metricName === 'kairos_dispatch_send_duration_seconds_sum' && v.labels.channel === channel)?.value ?? 0;
@@ -153,6 +184,7 @@ const p = (channel: string): string => {
 };
 console.log(`dispatch: ${n} triggers × [${channels.join(', ')}], concurrency ${concurrency}`);
 console.log(`  ${(n / seconds).toFixed(0)} triggers/s, ${((sent + other) / seconds).toFixed(0)} deliveries/s (${sent} sent, ${other} other) in ${seconds.toFixed(2)} s`);
+console.log(`  CPU during the run: dispatcher process ${((100 * selfCpu) / seconds).toFixed(0)} % of a core, redis-server ${((100 * redisCpu) / seconds).toFixed(0)} %`);
 console.log(`  mean provider call: push ${p('push')}, email ${p('email')}, onsite ${p('onsite')}; sendEach calls ${push.stats.batches} for ${push.stats.messages} push messages`);
 endpoints.stdin.write('counts\n');
 const received = JSON.parse(await reply()) as { fcm: number; smtp: number };

@@ -24,7 +24,7 @@ import type { Channel, CustomerProfile, Delivery, PushTokenFeedback, Trigger } f
 import type { ChannelSender, SendContext, SendOutcome } from './channel.js';
 import { errorText } from './channel.js';
 import type { DispatchMetrics } from './metrics.js';
-import type { RedisGate } from './redis-client.js';
+import { batched, type RedisGate } from './redis-client.js';
 import { admit, deliveryKey, finish } from './redis-guards.js';
 import { checkStaleness, dropPushToken, parseProfile, profileKey, type Staleness } from './state-view.js';
 import { isTimeZone } from '../util/local-time.js';
@@ -94,12 +94,13 @@ export class Dispatcher {
   async dispatch(trigger: Trigger): Promise<DispatchOutput> {
     const { gate, redis } = this.#o;
     // One round trip for what the trigger needs to read: the profile and the stored result of every channel's
-    // delivery (one MGET), and the live catalog state (sent in the same pipeline).
-    const keys = [profileKey(trigger.customerId), ...trigger.channels.map((channel) => deliveryKey(deliveryIdOf(trigger.triggerId, channel)))];
-    const [values, staleness] = await Promise.all([gate.run(() => redis.mget(keys)), gate.run(() => checkStaleness(redis, trigger))]);
+    // delivery (one MGET, in the pipeline of the triggers that start in the same turn), and the live catalog state.
+    const ids = trigger.channels.map((channel) => deliveryIdOf(trigger.triggerId, channel));
+    const keys = [profileKey(trigger.customerId), ...ids.map(deliveryKey)];
+    const [values, staleness] = await Promise.all([gate.run(() => batched(redis, 'mget', ...keys) as Promise<(string | null)[]>), gate.run(() => checkStaleness(redis, trigger))]);
     const profile = parseProfile(values[0]);
     if (staleness.stale) this.#log.info({ triggerId: trigger.triggerId, type: trigger.type, detail: staleness.detail }, 'trigger no longer holds: not sent');
-    const results = await Promise.all(trigger.channels.map((channel, i) => this.#deliver(trigger, channel, profile, staleness, values[i + 1] ?? null)));
+    const results = await Promise.all(trigger.channels.map((channel, i) => this.#deliver(trigger, channel, ids[i] as string, profile, staleness, values[i + 1] ?? null)));
     const now = this.#now();
     const seen = new Set<string>();
     const feedback: PushTokenFeedback[] = [];
@@ -120,10 +121,9 @@ export class Dispatcher {
   }
 
   /** `existing`: the delivery's stored result (`kairos:delivery:<deliveryId>`) as read with the profile, or null. */
-  async #deliver(trigger: Trigger, channel: Channel, profile: CustomerProfile | undefined, staleness: Staleness, existing: string | null): Promise<ChannelResult> {
+  async #deliver(trigger: Trigger, channel: Channel, deliveryId: string, profile: CustomerProfile | undefined, staleness: Staleness, existing: string | null): Promise<ChannelResult> {
     const { gate, redis, metrics } = this.#o;
     const started = performance.now();
-    const deliveryId = deliveryIdOf(trigger.triggerId, channel);
     // One owner per delivery run: a second run of the same delivery, even in this process, waits for the first.
     const owner = `${this.#instanceId}:${randomUUID()}`;
     const base = {

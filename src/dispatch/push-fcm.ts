@@ -1,7 +1,9 @@
 /**
  * Push through firebase-admin (FCM HTTP v1). One firebase app per sender, and one sender per process. Messages of
- * all concurrent deliveries are collected and sent with `sendEach` in batches of at most 500 (FCM's limit), after
- * a short linger; each platform gets its own payload (android ttl/priority/collapse key, APNs expiration headers,
+ * all concurrent deliveries are collected and sent with `sendEach` in batches of at most 500 (FCM's limit), without
+ * a timed linger: a batch goes out at the end of the event-loop turn its messages were made in, or, while
+ * `maxInFlight` sendEach calls are out, when one returns or 500 are waiting (under load the batches grow by
+ * themselves, idle ones leave at once); each platform gets its own payload (android ttl/priority/collapse key, APNs expiration headers,
  * webpush TTL), and the TTL comes from the trigger's `expiresAt`. Tokens FCM reports as unregistered or invalid
  * are returned as feedback (crm.push-token-feedback.v1), so profiles drop them.
  *
@@ -33,8 +35,10 @@ export interface FcmPushOptions {
   readonly shopUrl: string;
   /** @default 500 */
   readonly batchSize?: number;
-  /** How long a message waits for others to fill its batch, ms. @default 10 */
+  /** How long a message waits for others to fill its batch, ms; 0 = until the end of the event-loop turn. @default 0 */
   readonly lingerMs?: number;
+  /** sendEach calls out at once; while this many are, messages wait for one to return (or for a full batch). @default 2 */
+  readonly maxInFlight?: number;
 }
 
 class RedirectingAgent extends https.Agent {
@@ -91,6 +95,9 @@ export class FcmPushSender implements ChannelSender {
   readonly #agent: https.Agent | undefined;
   #queue: Pending[] = [];
   #timer: NodeJS.Timeout | undefined;
+  readonly #maxInFlight: number;
+  #inFlight = 0;
+  #turnScheduled = false;
   /** sendEach calls made and messages in them, for tests and metrics. */
   readonly stats = { batches: 0, messages: 0 };
 
@@ -107,7 +114,8 @@ export class FcmPushSender implements ChannelSender {
     this.#messaging = getMessaging(this.#app);
     if (this.#agent !== undefined) this.#messaging.enableLegacyHttpTransport();
     this.#batchSize = Math.min(opts.batchSize ?? FCM_MAX_BATCH, FCM_MAX_BATCH);
-    this.#lingerMs = opts.lingerMs ?? 10;
+    this.#lingerMs = opts.lingerMs ?? 0;
+    this.#maxInFlight = Math.max(1, opts.maxInFlight ?? 2);
     this.#shopUrl = opts.shopUrl;
   }
 
@@ -188,19 +196,35 @@ export class FcmPushSender implements ChannelSender {
   #enqueue(message: Message): Promise<SendResponse> {
     return new Promise<SendResponse>((resolve, reject) => {
       this.#queue.push({ message, resolve, reject });
-      if (this.#queue.length >= this.#batchSize) this.#flush();
-      else this.#timer ??= setTimeout(() => this.#flush(), this.#lingerMs);
+      if (this.#queue.length >= this.#batchSize) this.#flush(false);
+      else if (this.#lingerMs > 0) this.#timer ??= setTimeout(() => this.#flush(true), this.#lingerMs);
+      else if (!this.#turnScheduled) {
+        this.#turnScheduled = true;
+        setImmediate(() => {
+          this.#turnScheduled = false;
+          this.#flush(false);
+        });
+      }
     });
   }
 
-  #flush(): void {
+  /** Sends the full batches waiting, and the rest too when `all` or fewer than maxInFlight calls are out. */
+  #flush(all: boolean): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    while (this.#queue.length > 0) {
+    while (this.#queue.length >= this.#batchSize || (this.#queue.length > 0 && (all || this.#inFlight < this.#maxInFlight))) {
       const batch = this.#queue.splice(0, this.#batchSize);
       this.stats.batches++;
       this.stats.messages += batch.length;
-      this.#messaging.sendEach(batch.map((p) => p.message)).then(
+      this.#inFlight++;
+      this.#messaging
+        .sendEach(batch.map((p) => p.message))
+        .finally(() => {
+          this.#inFlight--;
+          // What waited while the calls were out goes now, as one batch.
+          if (this.#queue.length > 0) this.#flush(false);
+        })
+        .then(
         (res) =>
           batch.forEach((p, i) => {
             const r = res.responses[i];
@@ -218,7 +242,7 @@ export class FcmPushSender implements ChannelSender {
   }
 
   async close(): Promise<void> {
-    this.#flush();
+    this.#flush(true);
     await deleteApp(this.#app);
     this.#agent?.destroy();
   }

@@ -9,7 +9,8 @@
  *   then the cap counted, a token taken and the lease taken — all or nothing. The owner re-running it gets `ok`
  *   again without counting twice.
  * - `finish` — after it: the result is stored under the delivery key (kept `dedupeTtlMs`), the lease released
- *   and, for a delivery that was not sent, the cap count given back. A second `finish` returns the first result.
+ *   and, for a delivery that was not sent, the cap count given back. A second `finish` returns the first result
+ *   (an empty reply says the caller's own result was stored).
  *
  * Other senders share the caps by incrementing the same `kairos:cap:…` keys.
  */
@@ -70,7 +71,7 @@ end
 local existing = redis.call('GET', KEYS[1])
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return ARGV[2]
+return ''
 `;
 
 const admitScript = redisScript('kairosAdmit', 4, ADMIT);
@@ -166,5 +167,7 @@ export async function finish(redis: Redis, opts: { delivery: Delivery; owner: st
     String(opts.dedupeTtlMs),
     release,
   )) as string;
-  return JSON.parse(stored) as Delivery;
+  // '' = this result was stored now (the common case: no need to read back what was just sent); otherwise the
+  // result stored first, which wins.
+  return stored === '' ? opts.delivery : (JSON.parse(stored) as Delivery);
 }
