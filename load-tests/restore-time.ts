@@ -18,6 +18,7 @@
  * `_timers`, the engine's own): three changelog entries per customer, as the abandonment topology writes them.
  *
  *   npx tsx load-tests/restore-time.ts [--customers 1000000] [--commit-every 10000] [--chunk 10000] [--kafka-mib 4]
+ *                                      [--brokers host:port (a real broker: (a) at full scale, measured)]
  *                                      [--skip-kafka] [--skip-local]
  *
  * Progress on stderr; figures and one JSON line ({"bench":"restore-time",…}) on stdout.
@@ -58,6 +59,8 @@ interface Options {
   kafkaMiB: number;
   kafka: boolean;
   local: boolean;
+  /** A real broker: the whole --customers are written and restored, measured (no 5 MiB limit, no extrapolation). */
+  brokers: string[] | undefined;
 }
 
 function options(argv: string[]): Options {
@@ -70,6 +73,7 @@ function options(argv: string[]): Options {
       'kafka-mib': { type: 'string' },
       'skip-kafka': { type: 'boolean', default: false },
       'skip-local': { type: 'boolean', default: false },
+      brokers: { type: 'string' },
     },
     strict: true,
   });
@@ -82,6 +86,7 @@ function options(argv: string[]): Options {
     kafkaMiB,
     kafka: !values['skip-kafka'],
     local: !values['skip-local'],
+    brokers: values.brokers === undefined ? undefined : values.brokers.split(',').map((b) => b.trim()).filter((b) => b !== ''),
   };
 }
 
@@ -316,24 +321,27 @@ interface KafkaResult {
   trimmed: number;
 }
 
-async function viaKafka(o: Options, root: string, cluster: MockCluster, targetCustomers: number): Promise<KafkaResult> {
+async function viaKafka(o: Options, root: string, brokers: string[], targetCustomers: number): Promise<KafkaResult> {
   const logger = pino({ level: process.env.KAIROS_BENCH_LOG ?? 'warn' }, pino.destination(2));
-  const kafka = createKafka({ brokers: cluster.brokers, clientId: 'bench-restore', logger });
+  const kafka = createKafka({ brokers, clientId: 'bench-restore', logger });
+  // On a real broker, a new application id per run: its changelog topics are new (deleting topics is
+  // asynchronous, so reusing names right after a delete fails now and then); they stay behind on that broker.
+  const app = o.brokers === undefined ? APP : `${APP}-${Date.now().toString(36)}`;
   const producer = kafka.producer({ allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
   const admin = kafka.admin();
   await Promise.all([producer.connect(), admin.connect()]);
   try {
-    const limit = o.kafkaMiB * MiB;
+    const limit = o.brokers === undefined ? o.kafkaMiB * MiB : Infinity;
     const perTopic = new Map<string, number>();
     let records = 0;
     let bytes = 0;
-    const writer = new KafkaChangelogWriter(producerSend(producer), APP, 0);
+    const writer = new KafkaChangelogWriter(producerSend(producer), app, 0);
     const counting: ChangelogWriter = {
       send: (taskId, entries) => {
         for (const e of entries) {
           // Per-record cost in the log: key + value + ~70 bytes of record/batch overhead (v2 record format).
           const n = e.key.length + (e.value?.length ?? 0);
-          const topic = changelogTopic(APP, e.store);
+          const topic = changelogTopic(app, e.store);
           perTopic.set(topic, (perTopic.get(topic) ?? 0) + n + 70);
           bytes += n;
         }
@@ -345,7 +353,11 @@ async function viaKafka(o: Options, root: string, cluster: MockCluster, targetCu
     src.streamTime = T0;
     const batch = 1000; // customers per commit: ~1 MB per produce request
     let customers = 0;
-    log(`(a) writing customers through KafkaChangelogWriter until a changelog partition holds ~${o.kafkaMiB} MiB`);
+    log(
+      o.brokers === undefined
+        ? `(a) writing customers through KafkaChangelogWriter until a changelog partition holds ~${o.kafkaMiB} MiB`
+        : `(a) writing ${fmtInt(targetCustomers)} customers through KafkaChangelogWriter to ${brokers.join(',')} (application ${app})`,
+    );
     // Stop before the next commit could take the largest partition past the limit.
     const largestNow = (): number => Math.max(0, ...perTopic.values());
     let growth = 0;
@@ -353,6 +365,7 @@ async function viaKafka(o: Options, root: string, cluster: MockCluster, targetCu
       const before = largestNow();
       for (let i = 0; i < batch && customers < targetCustomers; i++) writeCustomer(src, customers++);
       await src.commit();
+      if (o.brokers !== undefined && customers % 100_000 === 0) log(`  ${fmtInt(customers)} customers written`);
       growth = Math.max(growth, largestNow() - before);
     }
     await src.close();
@@ -363,7 +376,7 @@ async function viaKafka(o: Options, root: string, cluster: MockCluster, targetCu
     // Anything the broker dropped?
     let lowSum = 0;
     for (const s of STORES) {
-      for (const p of await admin.fetchTopicOffsets(changelogTopic(APP, s.name))) lowSum += Number(p.low);
+      for (const p of await admin.fetchTopicOffsets(changelogTopic(app, s.name))) lowSum += Number(p.low);
     }
     if (lowSum > 0) throw new Error(`the mock broker trimmed ${lowSum} changelog records (5 MiB per partition): lower --kafka-mib`);
 
@@ -375,10 +388,10 @@ async function viaKafka(o: Options, root: string, cluster: MockCluster, targetCu
       kafka,
       admin,
       state: dst,
-      applicationId: APP,
+      applicationId: app,
       stores: STORES.map((s) => s.name),
       partition: 0,
-      groupId: APP,
+      groupId: app,
       logger,
       onProgress: () => {
         if (firstAt === 0) firstAt = performance.now();
@@ -420,10 +433,11 @@ async function main(): Promise<void> {
   let cluster: MockCluster | undefined;
   try {
     let k: KafkaResult | undefined;
-    if (o.kafka) {
+    if (o.kafka && o.brokers !== undefined) k = await viaKafka(o, root, o.brokers, o.customers);
+    else if (o.kafka) {
       log('starting the mock cluster (kcat)');
       cluster = await startMockCluster();
-      k = await viaKafka(o, root, cluster, o.customers);
+      k = await viaKafka(o, root, cluster.brokers, o.customers);
       await cluster.stop();
       cluster = undefined;
     }
@@ -431,7 +445,11 @@ async function main(): Promise<void> {
     const p = (s: string): void => void process.stdout.write(`${s}\n`);
     p('');
     p('== Kairos restore time (basket + history + timer per customer: 3 changelog entries) ==');
-    if (k) {
+    if (k && o.brokers !== undefined) {
+      p(`(a) Kafka changelog on the broker at ${o.brokers.join(',')}, full scale, measured:`);
+      p(`    ${fmtInt(k.customers)} customers, ${fmtInt(k.records)} records, ${k.recordMiB.toFixed(2)} MiB keys + values, trimmed 0`);
+      p(`    restoreFromChangelog: ${(k.restoreMs / 1000).toFixed(2)} s (${fmtInt(k.restoreRecordsPerSec)} records/s; consumer group join + first batch ${(k.firstBatchMs / 1000).toFixed(2)} s, then ${fmtInt(k.restoreRecordsPerSecAfterFirst)} records/s)`);
+    } else if (k) {
       p(`(a) Kafka changelog on the mock cluster (largest that fits under ${o.kafkaMiB} MiB per partition):`);
       p(`    ${fmtInt(k.customers)} customers, ${fmtInt(k.records)} records, ${k.recordMiB.toFixed(2)} MiB keys + values (largest partition ~${k.largestPartitionMiB.toFixed(2)} MiB), trimmed 0`);
       p(`    restoreFromChangelog: ${(k.restoreMs / 1000).toFixed(2)} s (${fmtInt(k.restoreRecordsPerSec)} records/s; consumer group join + first batch ${(k.firstBatchMs / 1000).toFixed(2)} s, then ${fmtInt(k.restoreRecordsPerSecAfterFirst)} records/s)`);
@@ -443,7 +461,7 @@ async function main(): Promise<void> {
       p(`    TaskState.restore into an empty RocksDB: ${(l.restoreMs / 1000).toFixed(1)} s, of which reading the file ${(l.readMs / 1000).toFixed(1)} s and TaskState.restore ${(l.applyMs / 1000).toFixed(1)} s (${fmtInt(l.restoreEntriesPerSec)} entries/s, ${fmtInt(l.restoreCustomersPerSec)} customers/s), peak RSS ${l.peakRssRestoreMiB.toFixed(0)} MiB, state on disk ${l.restoredStateDiskMiB.toFixed(0)} MiB; ${l.verified} sampled customers verified`);
     }
     p('');
-    p(JSON.stringify({ bench: 'restore-time', kafka: k ?? null, local: l ?? null, maxRssMiB: Math.round((process.resourceUsage().maxRSS * 1024) / MiB) }));
+    p(JSON.stringify({ bench: 'restore-time', brokers: o.brokers ?? null, kafka: k ?? null, local: l ?? null, maxRssMiB: Math.round((process.resourceUsage().maxRSS * 1024) / MiB) }));
   } finally {
     if (cluster) await cluster.stop().catch(() => undefined);
     rmSync(root, { recursive: true, force: true });
