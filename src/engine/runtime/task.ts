@@ -434,7 +434,7 @@ export class StreamTask {
     if (!Number.isFinite(t.time)) throw new RangeError(`timer "${t.name}" for key "${t.key}": time must be finite`);
     const id = timerId(node, t.name, t.key);
     const q: QueuedTimer = { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) };
-    this.#timers.remove(id);
+    // Replaces a pending timer of the same id in place.
     this.#timers.add(q);
     const persisted: PersistedTimer = { node, name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) };
     this.state.put(TIMER_STORE, id, persisted);

@@ -1,9 +1,10 @@
 /**
- * Pending timers of one task: in memory for speed (a map plus one min-heap per domain), persisted through the
- * task's internal timer store so they survive restarts and move with the task's changelog.
+ * Pending timers of one task: in memory for speed (one indexed min-heap per domain, plus an index by key),
+ * persisted through the task's internal timer store so they survive restarts and move with the task's changelog.
  *
- * Order is total and deterministic: (time, processor, name, key). Cancelled or replaced timers stay in the
- * heap and are skipped when they surface (lazy deletion).
+ * Order is total and deterministic: (time, processor, name, key). The heap knows where each timer sits, so a
+ * re-registered timer (an abandonment timer re-armed on every event of its customer) moves in place and a
+ * cancelled one leaves at once: no stale entries to skip or compact.
  */
 import type { Timer, TimerDomain } from '../api/processor.js';
 
@@ -20,63 +21,102 @@ function before(a: QueuedTimer, b: QueuedTimer): boolean {
   return a.time < b.time || (a.time === b.time && a.id < b.id);
 }
 
-class MinHeap {
+/** A binary min-heap that keeps each item's position, for removal and replacement in O(log n). */
+class IndexedHeap {
   readonly items: QueuedTimer[] = [];
+  readonly #at = new Map<string, number>();
 
-  push(t: QueuedTimer): void {
-    const a = this.items;
-    a.push(t);
-    let i = a.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!before(a[i] as QueuedTimer, a[p] as QueuedTimer)) break;
-      [a[i], a[p]] = [a[p] as QueuedTimer, a[i] as QueuedTimer];
-      i = p;
-    }
+  get size(): number {
+    return this.items.length;
   }
 
   peek(): QueuedTimer | undefined {
     return this.items[0];
   }
 
-  pop(): QueuedTimer | undefined {
-    const a = this.items;
-    const top = a[0];
-    const last = a.pop();
-    if (a.length > 0 && last !== undefined) {
-      a[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < a.length && before(a[l] as QueuedTimer, a[m] as QueuedTimer)) m = l;
-        if (r < a.length && before(a[r] as QueuedTimer, a[m] as QueuedTimer)) m = r;
-        if (m === i) break;
-        [a[i], a[m]] = [a[m] as QueuedTimer, a[i] as QueuedTimer];
-        i = m;
-      }
+  /** Adds the timer, or replaces the one with its id. */
+  set(t: QueuedTimer): void {
+    const i = this.#at.get(t.id);
+    if (i === undefined) {
+      this.items.push(t);
+      this.#at.set(t.id, this.items.length - 1);
+      this.#up(this.items.length - 1);
+      return;
     }
-    return top;
+    const old = this.items[i] as QueuedTimer;
+    this.items[i] = t;
+    if (before(t, old)) this.#up(i);
+    else this.#down(i);
+  }
+
+  delete(id: string): void {
+    const i = this.#at.get(id);
+    if (i === undefined) return;
+    this.#at.delete(id);
+    const a = this.items;
+    const last = a.pop() as QueuedTimer;
+    if (i === a.length) return;
+    a[i] = last;
+    this.#at.set(last.id, i);
+    this.#up(i);
+    this.#down(i);
+  }
+
+  #up(i: number): void {
+    const a = this.items;
+    const t = a[i] as QueuedTimer;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const parent = a[p] as QueuedTimer;
+      if (!before(t, parent)) break;
+      a[i] = parent;
+      this.#at.set(parent.id, i);
+      i = p;
+    }
+    a[i] = t;
+    this.#at.set(t.id, i);
+  }
+
+  #down(i: number): void {
+    const a = this.items;
+    const n = a.length;
+    const t = a[i] as QueuedTimer;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && before(a[r] as QueuedTimer, a[l] as QueuedTimer) ? r : l;
+      const child = a[c] as QueuedTimer;
+      if (!before(child, t)) break;
+      a[i] = child;
+      this.#at.set(child.id, i);
+      i = c;
+    }
+    a[i] = t;
+    this.#at.set(t.id, i);
   }
 }
 
 export class TimerQueue {
   readonly #live = new Map<string, QueuedTimer>();
   readonly #byKey = new Map<string, Set<string>>();
-  readonly #heaps: Record<TimerDomain, MinHeap> = { 'stream-time': new MinHeap(), 'wall-clock': new MinHeap() };
+  readonly #heaps: Record<TimerDomain, IndexedHeap> = { 'stream-time': new IndexedHeap(), 'wall-clock': new IndexedHeap() };
 
   get size(): number {
     return this.#live.size;
   }
 
+  /** Adds a timer, replacing the one with its id (in place when the domain is the same). */
   add(t: QueuedTimer): void {
+    const old = this.#live.get(t.id);
+    if (old !== undefined && old.domain !== t.domain) this.#heaps[old.domain].delete(t.id);
     this.#live.set(t.id, t);
-    let ids = this.#byKey.get(t.key);
-    if (!ids) this.#byKey.set(t.key, (ids = new Set()));
-    ids.add(t.id);
-    this.#heaps[t.domain].push(t);
-    this.#compact(t.domain);
+    if (old === undefined || old.key !== t.key) {
+      let ids = this.#byKey.get(t.key);
+      if (!ids) this.#byKey.set(t.key, (ids = new Set()));
+      ids.add(t.id);
+    }
+    this.#heaps[t.domain].set(t);
   }
 
   get(id: string): QueuedTimer | undefined {
@@ -87,6 +127,7 @@ export class TimerQueue {
     const t = this.#live.get(id);
     if (!t) return undefined;
     this.#live.delete(id);
+    this.#heaps[t.domain].delete(id);
     const ids = this.#byKey.get(t.key);
     ids?.delete(id);
     if (ids?.size === 0) this.#byKey.delete(t.key);
@@ -98,23 +139,17 @@ export class TimerQueue {
     return ids ? [...ids].map((id) => this.#live.get(id) as QueuedTimer).sort((a, b) => (before(a, b) ? -1 : 1)) : [];
   }
 
-  /** Removes and returns the earliest live timer of the domain due at or before `upTo`. */
+  /** Removes and returns the earliest timer of the domain due at or before `upTo`. */
   popDue(domain: TimerDomain, upTo: number): QueuedTimer | undefined {
-    const heap = this.#heaps[domain];
-    for (;;) {
-      const top = heap.peek();
-      if (!top || top.time > upTo) return undefined;
-      heap.pop();
-      if (this.#live.get(top.id) === top) {
-        this.remove(top.id);
-        return top;
-      }
-    }
+    const top = this.#heaps[domain].peek();
+    if (!top || top.time > upTo) return undefined;
+    this.remove(top.id);
+    return top;
   }
 
   /**
-   * Up to `limit` live timers of the domain due at or before `upTo`, in no particular order: the earliest ones
-   * (a walk of the heap that stops below any entry due later, so it costs about `limit` steps). For prefetching
+   * Up to `limit` timers of the domain due at or before `upTo`, in no particular order: the earliest ones (a
+   * walk of the heap that stops below any entry due later, so it costs about `limit` steps). For prefetching
    * what the next firings will read.
    */
   peekDue(domain: TimerDomain, upTo: number, limit: number): QueuedTimer[] {
@@ -125,7 +160,7 @@ export class TimerQueue {
       const i = stack.pop() as number;
       const t = a[i] as QueuedTimer;
       if (t.time > upTo) continue;
-      if (this.#live.get(t.id) === t) out.push(t);
+      out.push(t);
       const l = 2 * i + 1;
       if (l + 1 < a.length) stack.push(l + 1);
       if (l < a.length) stack.push(l);
@@ -133,27 +168,12 @@ export class TimerQueue {
     return out;
   }
 
-  /** Earliest live timer time of a domain (for tests and metrics). */
+  /** Earliest timer time of a domain. */
   nextTime(domain: TimerDomain): number | undefined {
-    const heap = this.#heaps[domain];
-    for (;;) {
-      const top = heap.peek();
-      if (!top) return undefined;
-      if (this.#live.get(top.id) === top) return top.time;
-      heap.pop();
-    }
+    return this.#heaps[domain].peek()?.time;
   }
 
   all(): QueuedTimer[] {
     return [...this.#live.values()];
-  }
-
-  /** Rebuilds a heap when stale entries dominate it, so memory follows live timers, not registrations. */
-  #compact(domain: TimerDomain): void {
-    const heap = this.#heaps[domain];
-    if (heap.items.length < 1024 || heap.items.length < 4 * this.#live.size) return;
-    const live = heap.items.filter((t) => this.#live.get(t.id) === t);
-    heap.items.length = 0;
-    for (const t of live) heap.push(t);
   }
 }

@@ -1,0 +1,52 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { TimerDomain } from '../../../src/engine/api/processor.js';
+import { TimerQueue, timerId, type QueuedTimer } from '../../../src/engine/runtime/timer-queue.js';
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const order = (a: QueuedTimer, b: QueuedTimer): number => a.time - b.time || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+test('timer queue: re-registrations move a timer in place, cancels leave at once, and due timers pop in (time, id) order, as a sorted model says', () => {
+  const rnd = prng(5);
+  const q = new TimerQueue();
+  const model = new Map<string, QueuedTimer>();
+  let now = 0;
+  for (let step = 0; step < 20_000; step++) {
+    const r = rnd();
+    const key = `c${Math.floor(rnd() * 200)}`;
+    const name = rnd() < 0.5 ? 'gap' : 'checkout';
+    const id = timerId('p', name, key);
+    if (r < 0.6) {
+      const domain: TimerDomain = rnd() < 0.9 ? 'stream-time' : 'wall-clock';
+      const t: QueuedTimer = { node: 'p', id, name, key, time: now + Math.floor(rnd() * 1000), domain };
+      q.add(t);
+      model.set(id, t);
+    } else if (r < 0.75) {
+      assert.equal(q.remove(id)?.id, model.get(id)?.id);
+      model.delete(id);
+    } else {
+      now += Math.floor(rnd() * 300);
+      for (const domain of ['stream-time', 'wall-clock'] as const) {
+        const want = [...model.values()].filter((t) => t.domain === domain && t.time <= now).sort(order);
+        const got: QueuedTimer[] = [];
+        for (let t = q.popDue(domain, now); t; t = q.popDue(domain, now)) got.push(t);
+        assert.deepEqual(got.map((t) => t.id), want.map((t) => t.id), `step ${step}`);
+        for (const t of got) model.delete(t.id);
+        const next = [...model.values()].filter((t) => t.domain === domain).sort(order)[0];
+        assert.equal(q.nextTime(domain), next?.time);
+      }
+    }
+    assert.equal(q.size, model.size);
+  }
+  assert.deepEqual(q.forKey('c1').map((t) => t.id), [...model.values()].filter((t) => t.key === 'c1').sort(order).map((t) => t.id));
+});
