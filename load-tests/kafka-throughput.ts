@@ -753,7 +753,17 @@ async function freshBrokerTopics(admin: Admin): Promise<void> {
   }
   await admin.deleteGroups([GROUP]).catch(() => undefined);
   const { external } = topicsOf(DEFAULT_CAMPAIGNS);
-  await admin.createTopics({ waitForLeaders: true, topics: [...new Set([...external, TRIGGERS])].map((topic) => ({ topic, numPartitions: 4 })) });
+  const topics = [...new Set([...external, TRIGGERS])].map((topic) => ({ topic, numPartitions: 4 }));
+  // Right after a delete the broker may still be removing the old partitions: retry for a while.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await admin.createTopics({ waitForLeaders: true, topics });
+      return;
+    } catch (err) {
+      if (attempt >= 30) throw err;
+      await sleep(1000);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

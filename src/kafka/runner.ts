@@ -687,12 +687,15 @@ export class KafkaRunner {
         const fetched = await this.#fetched(topic, partition, m, external, isRunning);
         const d = fetched.decoded;
         items.push({ record: fetched, timestamp: d.ok && d.timestamp !== undefined ? d.timestamp : Number(m.timestamp) });
-        // Resolved once buffered: the consumer fetches on; what is committed follows the task's own positions.
-        resolveOffset(m.offset);
       }
       task.group.add(topic, items);
       const last = items.at(-1);
-      if (last) task.fetchedTo.set(topic, BigInt(last.record.message.offset) + 1n);
+      if (last) {
+        // Resolved once buffered (the last one stands for all before it: kafkajs parses each offset it is
+        // given): the consumer fetches on; what is committed follows the task's own positions.
+        resolveOffset(last.record.message.offset);
+        task.fetchedTo.set(topic, BigInt(last.record.message.offset) + 1n);
+      }
       // Only a batch taken whole says how far the input goes: one cut short (a stale batch from before a seek,
       // or a stop) leaves records behind it, and marking the input caught up would let later records of other
       // inputs run ahead of them (stream time jumps, and their events are dropped as too late).
