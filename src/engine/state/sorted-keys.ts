@@ -8,6 +8,12 @@
  */
 const BLOCK = 512;
 
+/** A character whose UTF-16 order may differ from its code point order against another such character. */
+const HIGH = /[\ud800-\uffff]/;
+
+/** JavaScript's own string order (UTF-16 code units). */
+const compareUtf16 = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
 /** Compares two strings as their UTF-8 encodings would compare byte by byte (= code point order). */
 export function compareUtf8(a: string, b: string): number {
   if (a === b) return 0;
@@ -30,11 +36,19 @@ export function compareUtf8(a: string, b: string): number {
 export class SortedKeys {
   readonly #blocks: string[][] = [];
   #size = 0;
+  /**
+   * The comparison in use. UTF-16 order differs from code point order only between two characters both at or
+   * above U+D800, so while no key held has one, the engine's native string comparison is exact, also against
+   * any key looked up; the first key with one switches the set to compareUtf8 for good.
+   */
+  #compare: (a: string, b: string) => number = compareUtf16;
 
   /** Builds the set from keys in any order (duplicates are kept once). */
   static from(keys: Iterable<string>): SortedKeys {
     const s = new SortedKeys();
-    const all = [...new Set(keys)].sort(compareUtf8);
+    const unique = [...new Set(keys)];
+    if (unique.some((k) => HIGH.test(k))) s.#compare = compareUtf8;
+    const all = unique.sort(s.#compare);
     for (let i = 0; i < all.length; i += BLOCK) s.#blocks.push(all.slice(i, i + BLOCK));
     s.#size = all.length;
     return s;
@@ -45,6 +59,8 @@ export class SortedKeys {
   }
 
   add(key: string): void {
+    // The held keys have no high character, so their order is the same in both comparisons: no re-sort.
+    if (this.#compare === compareUtf16 && HIGH.test(key)) this.#compare = compareUtf8;
     const blocks = this.#blocks;
     if (blocks.length === 0) {
       blocks.push([key]);
@@ -53,7 +69,7 @@ export class SortedKeys {
     }
     const b = this.#blockFor(key);
     const block = blocks[b] as string[];
-    const i = lowerBound(block, key);
+    const i = lowerBound(block, key, this.#compare);
     if (i < block.length && block[i] === key) return;
     block.splice(i, 0, key);
     this.#size++;
@@ -65,7 +81,7 @@ export class SortedKeys {
     if (blocks.length === 0) return;
     const b = this.#blockFor(key);
     const block = blocks[b] as string[];
-    const i = lowerBound(block, key);
+    const i = lowerBound(block, key, this.#compare);
     if (i >= block.length || block[i] !== key) return;
     block.splice(i, 1);
     this.#size--;
@@ -79,13 +95,14 @@ export class SortedKeys {
   forRange(lower: string | undefined, exclusive: boolean, upper: string | undefined, each: (key: string) => boolean): void {
     const blocks = this.#blocks;
     let b = lower === undefined || blocks.length === 0 ? 0 : this.#blockFor(lower);
-    let i = lower === undefined || blocks.length === 0 ? 0 : lowerBound(blocks[b] as string[], lower);
+    const compare = this.#compare;
+    let i = lower === undefined || blocks.length === 0 ? 0 : lowerBound(blocks[b] as string[], lower, compare);
     for (; b < blocks.length; b++, i = 0) {
       const block = blocks[b] as string[];
       for (; i < block.length; i++) {
         const key = block[i] as string;
         if (exclusive && key === lower) continue;
-        if (upper !== undefined && compareUtf8(key, upper) >= 0) return;
+        if (upper !== undefined && compare(key, upper) >= 0) return;
         if (!each(key)) return;
       }
     }
@@ -98,19 +115,19 @@ export class SortedKeys {
     let hi = blocks.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (compareUtf8((blocks[mid] as string[])[0] as string, key) <= 0) lo = mid;
+      if (this.#compare((blocks[mid] as string[])[0] as string, key) <= 0) lo = mid;
       else hi = mid - 1;
     }
     return lo;
   }
 }
 
-function lowerBound(block: readonly string[], key: string): number {
+function lowerBound(block: readonly string[], key: string, compare: (a: string, b: string) => number): number {
   let lo = 0;
   let hi = block.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (compareUtf8(block[mid] as string, key) < 0) lo = mid + 1;
+    if (compare(block[mid] as string, key) < 0) lo = mid + 1;
     else hi = mid;
   }
   return lo;
