@@ -2,14 +2,16 @@
  * Who is calling the query API.
  *  - Internal services send an API key (`Authorization: Bearer <key>` or `X-Api-Key: <key>`); each key has a
  *    name (for logs and rate limits) and scopes: `read` (any customer, no personal data) and `pii` (e-mail
- *    addresses and push tokens too).
+ *    addresses and push tokens too); `console` opens the campaign console (src/console) and `console-publish`
+ *    lets it publish a campaign config (a hyphen, not a colon: `:` separates the fields of a key entry).
  *  - A shop session sends a customer token: a JWT signed with HMAC-SHA256 (HS256) by the shop backend with
  *    the shared secret, `sub` = the customer id, `exp` required. It reads only that customer, never PII.
  * Verification is constant-time and rejects every other algorithm (`alg: none` included).
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
-export type Scope = 'read' | 'pii';
+export type Scope = 'read' | 'pii' | 'console' | 'console-publish';
+export const SCOPES: readonly Scope[] = ['read', 'pii', 'console', 'console-publish'];
 
 export type Principal =
   | { readonly kind: 'service'; readonly id: string; readonly scopes: ReadonlySet<Scope> }
@@ -31,13 +33,14 @@ export function parseApiKeys(spec: string): ApiKey[] {
     const [name, key, scopes, extra] = raw.split(':');
     if (!name || !key || extra !== undefined) {
       const which = name && key ? `entry ${i + 1} ("${name}")` : `entry ${i + 1}`;
-      throw new Error(`${which}: expected name:key[:scope+scope] (scopes read, pii; key ≥ 16 characters)`);
+      throw new Error(`${which}: expected name:key[:scope+scope] (scopes ${SCOPES.join(', ')}; key ≥ 16 characters)`);
     }
     if (key.length < 16) throw new Error(`key "${name}": at least 16 characters`);
     const set = new Set<Scope>();
     for (const s of (scopes ?? 'read').split('+')) {
-      if (s !== 'read' && s !== 'pii') throw new Error(`key "${name}": unknown scope "${s}" (read, pii)`);
-      set.add(s);
+      const scope = SCOPES.find((x) => x === s);
+      if (scope === undefined) throw new Error(`key "${name}": unknown scope "${s}" (${SCOPES.join(', ')})`);
+      set.add(scope);
     }
     if (out.some((k) => k.name === name)) throw new Error(`key "${name}" given twice`);
     out.push({ name, key, scopes: set });

@@ -5,10 +5,11 @@
 import pino, { type Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
-import { loadCampaignsFile, resolveCampaigns, type CampaignsConfig } from '../config/campaigns.js';
+import { readCampaignsJson, resolveCampaigns, type CampaignsConfig } from '../config/campaigns.js';
 import { kafkaSecurity, type RuntimeConfig } from '../config/runtime.js';
 import { LiveCampaigns, watchCampaignsFile, type ApplyResult } from '../config/live.js';
-import { CampaignTopicFollower } from '../kafka/config-topic.js';
+import { CampaignTopicFollower, CampaignTopicPublisher } from '../kafka/config-topic.js';
+import { LiveFeed } from '../console/feed.js';
 import { startHttpServer } from '../http/server.js';
 import { parseApiKeys, type AuthConfig } from '../api/auth.js';
 import type { QueryBackend } from '../api/server.js';
@@ -32,9 +33,11 @@ export interface Instance {
   stop(): Promise<void>;
 }
 
-export async function startInstance(config: RuntimeConfig, logger: Logger = pino({ level: config.logLevel }), campaignsOverride?: CampaignsConfig): Promise<Instance> {
-  const campaigns = campaignsOverride ?? (config.campaigns === undefined ? resolveCampaigns({}) : loadCampaignsFile(config.campaigns));
-  const live = new LiveCampaigns(campaigns);
+/** `campaignsInput`: the JSON `campaignsOverride` was resolved from (the console shows and edits it). */
+export async function startInstance(config: RuntimeConfig, logger: Logger = pino({ level: config.logLevel }), campaignsOverride?: CampaignsConfig, campaignsInput?: unknown): Promise<Instance> {
+  const input = campaignsOverride ? campaignsInput : config.campaigns === undefined ? {} : readCampaignsJson(config.campaigns);
+  const campaigns = campaignsOverride ?? resolveCampaigns(input, config.campaigns ?? 'defaults');
+  const live = new LiveCampaigns(campaigns, input, config.campaigns ?? 'start');
   const registry = new Registry();
   const topology = buildTopology(live, config.applicationId, { onInputDuplicate: inputDedupMetrics(registry) });
   collectDefaultMetrics({ register: registry, prefix: 'kairos_' });
@@ -55,6 +58,9 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     serde = avro;
   } else serde = new JsonSerde();
   const holder: { runner?: KafkaRunner } = {};
+  // The console's live page: decisions as the runner writes them (a bounded ring, fed by the output hook).
+  const feed = new LiveFeed();
+  const publisher = config.campaignsTopic === undefined ? undefined : new CampaignTopicPublisher(kafka, config.campaignsTopic);
   const auth: AuthConfig = { mode: config.apiAuth, keys: config.apiKeys === undefined ? [] : parseApiKeys(config.apiKeys), tokenSecret: config.apiTokenSecret };
   if (auth.mode === 'required' && auth.keys.length === 0 && auth.tokenSecret === undefined) {
     logger.warn('query API: no KAIROS_API_KEYS and no KAIROS_API_TOKEN_SECRET, so every /v1 request is refused (401); set them, or KAIROS_API_AUTH=none in development');
@@ -87,6 +93,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
       logger,
       ...(redis === undefined ? {} : { placements: (customerId: string) => readPlacements(redis, customerId) }),
     },
+    console: { auth, live, feed, publisher, logger },
   }).catch((err: unknown) => {
     // Nothing else may keep the process alive after a failed start (a port in use).
     unwatch?.();
@@ -114,16 +121,19 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     sessionTimeout: config.sessionTimeout,
     heartbeatInterval: config.heartbeatInterval,
     apiAddress: http.address,
-    onOutput: triggerMetrics(registry),
+    onOutput: outputs(triggerMetrics(registry), feed),
   });
   holder.runner = runner;
   const follower = config.campaignsTopic === undefined ? undefined : new CampaignTopicFollower(kafka, config.campaignsTopic, live, logger, onResult);
   try {
-    await runner.start();
-    await follower?.start(config.maxWaitTimeInMs);
+    // Side by side: each joins its own group, and the config topic's newest record applies the sooner.
+    const started = await Promise.allSettled([runner.start(), follower?.start(config.maxWaitTimeInMs)]);
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
   } catch (err) {
     unwatch?.();
     await follower?.stop().catch(() => undefined);
+    await publisher?.stop().catch(() => undefined);
     await runner.stop().catch(() => undefined);
     await http.server.close();
     redis?.disconnect();
@@ -139,9 +149,18 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     stop: async () => {
       unwatch?.();
       await follower?.stop();
+      await publisher?.stop();
       await r.stop();
       await http.server.close();
       redis?.disconnect();
     },
+  };
+}
+
+/** The runner's one output hook: the trigger metrics, then the console's feed. */
+function outputs(metrics: ReturnType<typeof triggerMetrics>, feed: LiveFeed): ReturnType<typeof triggerMetrics> {
+  return (topic, record) => {
+    metrics(topic, record);
+    feed.observe(topic, record);
   };
 }

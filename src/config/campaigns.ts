@@ -252,6 +252,11 @@ export function resolveCampaigns(input: unknown, source = 'inline'): CampaignsCo
 }
 
 export function loadCampaignsFile(path: string): CampaignsConfig {
+  return resolveCampaigns(readCampaignsJson(path), path);
+}
+
+/** The JSON of a campaign file, unvalidated (KAIROS_ERR_CONFIG when unreadable or not JSON). */
+export function readCampaignsJson(path: string): unknown {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -264,5 +269,5 @@ export function loadCampaignsFile(path: string): CampaignsConfig {
   } catch (err) {
     throw new KairosError('KAIROS_ERR_CONFIG', `campaign config ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
-  return resolveCampaigns(json, path);
+  return json;
 }

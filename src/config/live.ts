@@ -23,10 +23,25 @@ export interface ApplyResult {
 export class LiveCampaigns {
   #current: CampaignsConfig;
   #version = 1;
+  #input: unknown;
+  #source: string;
   readonly #listeners: ((c: CampaignsConfig, version: number) => void)[] = [];
 
-  constructor(initial: CampaignsConfig) {
+  /** `input`: the JSON `initial` was resolved from, when known (the console shows and edits it). */
+  constructor(initial: CampaignsConfig, input?: unknown, source = 'start') {
     this.#current = initial;
+    this.#input = input;
+    this.#source = source;
+  }
+
+  /** The JSON the config in force was resolved from (undefined when it was given resolved). */
+  get input(): unknown {
+    return this.#input;
+  }
+
+  /** Where the config in force came from: 'start', a file path, or topic[partition]@offset. */
+  get source(): string {
+    return this.#source;
   }
 
   get current(): CampaignsConfig {
@@ -52,6 +67,8 @@ export class LiveCampaigns {
       return { ok: false, errors: details?.errors ?? [err.message] };
     }
     this.#current = next;
+    this.#input = input;
+    this.#source = source;
     this.#version++;
     for (const fn of this.#listeners) fn(next, this.#version);
     return { ok: true, errors: [] };

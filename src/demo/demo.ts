@@ -67,12 +67,13 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     ]),
   });
   io.stderr.write(`kairos demo: log details in ${DEMO_LOG}\n`);
-  const campaigns = resolveCampaigns({
+  const campaignsInput = {
     campaigns: {
       'basket-abandonment': { params: { inactivityGap: opts.gap, reentryCooldown: '1h' } },
       'browse-abandonment': { params: { sessionGap: opts.gap, reentryCooldown: '1h' } },
     },
-  });
+  };
+  const campaigns = resolveCampaigns(campaignsInput);
   const sim = new ShopSimulator();
   let sent = 0;
   let triggers = 0;
@@ -149,7 +150,9 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
   const apiKey = randomBytes(16).toString('hex');
   try {
     const config = loadRuntimeConfig({
-      KAIROS_API_KEYS: `demo:${apiKey}:read+pii`,
+      KAIROS_API_KEYS: `demo:${apiKey}:read+pii+console+console-publish`,
+      // The console publishes here; the engine follows it (the mock cluster creates it on first use).
+      KAIROS_CAMPAIGNS_TOPIC: 'crm.campaigns.v1',
       KAFKA_BROKERS: cluster.brokers.join(','),
       KAFKA_IDEMPOTENT: 'false',
       KAFKA_MAX_WAIT_MS: '100',
@@ -202,7 +205,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     // Joining a consumer group takes seconds on the mock cluster: the shop and the printer start while the engine
     // joins (it reads its inputs from the beginning, so nothing sent meanwhile is missed), and the first triggers
     // come seconds after start instead of after two group joins.
-    const [started, shopStarted] = await Promise.allSettled([startInstance(config, logger, campaigns), shop()]);
+    const [started, shopStarted] = await Promise.allSettled([startInstance(config, logger, campaigns, campaignsInput), shop()]);
     if (started.status === 'rejected' || shopStarted.status === 'rejected') {
       await stopShop().catch(() => undefined);
       if (started.status === 'fulfilled') await started.value.stop().catch(() => undefined);
@@ -222,6 +225,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       `kairos demo: HTTP on ${instance.address} (127.0.0.1: this machine only): http://${instance.address}/metrics, ` +
         `http://${instance.address}/health/ready, OpenAPI http://${instance.address}/docs/json\n` +
         `kairos demo: query API: curl -H 'authorization: Bearer ${apiKey}' http://${instance.address}/v1/customers/demo-0001\n` +
+        `kairos demo: campaign console: http://${instance.address}/console (sign in with the API key above)\n` +
         `kairos demo: simulated shop producing to Kafka: a sale on a basket item every 10 s, a restock of the watch, ` +
         `abandonment after ${opts.gap} of quiet. Ctrl-C stops\n` +
         `time      decision   type                   customer   what and why\n`,

@@ -4,6 +4,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { FASTIFY_OPTIONS, registerApi, type ApiOptions } from '../api/server.js';
+import { registerConsole, type ConsoleOptions } from '../console/routes.js';
 import { KairosError } from '../errors.js';
 
 /** A listen failure in words: which address, why, and which settings choose another. */
@@ -31,12 +32,15 @@ export interface HttpServerOptions {
   readonly advertisedHost?: string;
   /** The query API (/v1, /docs/json); `self` is this server's own address. */
   readonly api?: Omit<ApiOptions, 'self'>;
+  /** The campaign console (/console); it reads customers through the query API. */
+  readonly console?: ConsoleOptions;
 }
 
 export async function startHttpServer(opts: HttpServerOptions): Promise<{ server: FastifyInstance; address: string }> {
   const server = Fastify(FASTIFY_OPTIONS);
   let address = '';
   if (opts.api) await registerApi(server, { ...opts.api, self: () => address }, opts.registry);
+  if (opts.api && opts.console) await registerConsole(server, opts.console);
   server.get('/metrics', async (_req, reply) => {
     const body = await opts.registry.metrics();
     return reply.header('content-type', opts.registry.contentType).send(body);

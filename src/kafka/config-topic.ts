@@ -4,7 +4,7 @@
  * config in force stays.
  */
 import { randomUUID } from 'node:crypto';
-import type { Consumer, Kafka } from 'kafkajs';
+import type { Consumer, Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { ApplyResult, LiveCampaigns } from '../config/live.js';
 
@@ -50,5 +50,41 @@ export class CampaignTopicFollower {
 
   async stop(): Promise<void> {
     await this.#consumer?.disconnect();
+  }
+}
+
+/**
+ * Publishes a campaign config to the compacted topic (the console's publish): one record under the key
+ * `campaigns`, with who and when in its headers. Every instance's follower applies it like any other record.
+ */
+export class CampaignTopicPublisher {
+  readonly #kafka: Kafka;
+  readonly #topic: string;
+  #producer: Producer | undefined;
+
+  constructor(kafka: Kafka, topic: string) {
+    this.#kafka = kafka;
+    this.#topic = topic;
+  }
+
+  get topic(): string {
+    return this.#topic;
+  }
+
+  async publish(config: unknown, by: string, at: number): Promise<{ partition: number; offset: string }> {
+    if (this.#producer === undefined) {
+      const p = this.#kafka.producer({ allowAutoTopicCreation: false });
+      await p.connect();
+      this.#producer = p;
+    }
+    const [meta] = await this.#producer.send({
+      topic: this.#topic,
+      messages: [{ key: 'campaigns', value: JSON.stringify(config), headers: { 'kairos-published-by': by, 'kairos-published-at': new Date(at).toISOString() } }],
+    });
+    return { partition: meta?.partition ?? 0, offset: meta?.baseOffset ?? meta?.offset ?? '?' };
+  }
+
+  async stop(): Promise<void> {
+    await this.#producer?.disconnect();
   }
 }

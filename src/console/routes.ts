@@ -1,0 +1,283 @@
+/**
+ * The campaign console at /console (issue 18), registered on the instance's HTTP server next to the query API:
+ *   /console/customer  a customer's timeline and "why not?" per trigger type, read through the query API
+ *                      (GET /v1/customers/:id, so owner routing, standby answers and freshness are the API's);
+ *   /console/live      guard decisions as this instance writes them (server-sent events, bounded);
+ *   /console/settings  the campaign config in force, checked and diffed as edited, a backtest preview, and
+ *                      publish to the campaign topic.
+ * Authentication: src/console/session.ts. Writes (POST) are refused from another origin, and the JSON ones
+ * only accept application/json (a cross-site form cannot send it); the session cookie is SameSite=Strict.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { AuthConfig, Scope } from '../api/auth.js';
+import type { CustomerView, Freshness } from '../api/views.js';
+import type { LiveCampaigns } from '../config/live.js';
+import type { KairosErrorCode } from '../errors.js';
+import { Backtester } from './backtest.js';
+import { clientScript, liveClient, settingsClient } from './client.js';
+import type { LiveFeed } from './feed.js';
+import { CSP, CSS, html, layout } from './html.js';
+import { customerForm, customerPage, livePage, loginPage, settingsPage } from './pages.js';
+import { COOKIE, ConsoleSessions, SESSION_TTL_MS, type ConsoleUser } from './session.js';
+import { checkConfigText, diffConfigs, type FieldError } from './settings.js';
+import { whyNot } from './why-not.js';
+
+export interface ConsolePublisher {
+  readonly topic: string;
+  publish(config: unknown, by: string, at: number): Promise<{ partition: number; offset: string }>;
+}
+
+export interface ConsoleOptions {
+  readonly auth: AuthConfig;
+  readonly live: LiveCampaigns;
+  readonly feed: LiveFeed;
+  /** The campaign topic (KAIROS_CAMPAIGNS_TOPIC); publishing is off without it. */
+  readonly publisher?: ConsolePublisher | undefined;
+  readonly backtester?: Backtester;
+  readonly logger?: Logger;
+}
+
+/** At most this many live streams per instance (each polls the feed twice a second). */
+export const MAX_STREAMS = 20;
+/** Largest NDJSON file a preview accepts (the request body, JSON-encoded). */
+export const PREVIEW_BODY_LIMIT = 32 * 1024 * 1024;
+
+interface ApiProblem {
+  readonly error: { readonly code: KairosErrorCode; readonly message: string; readonly fields?: readonly FieldError[] };
+  readonly statusCode: number;
+}
+
+const problem = (reply: FastifyReply, status: number, code: KairosErrorCode, message: string, fields?: readonly FieldError[]): FastifyReply =>
+  reply.code(status).send({ error: { code, message, ...(fields === undefined ? {} : { fields }) }, statusCode: status } satisfies ApiProblem);
+
+const sendPage = (reply: FastifyReply, page: string, status = 200): FastifyReply =>
+  reply.code(status).header('content-type', 'text/html; charset=utf-8').header('content-security-policy', CSP).header('cache-control', 'no-store').header('x-content-type-options', 'nosniff').send(page);
+
+/** Only paths inside the console are followed after sign-in. */
+const safeNext = (next: unknown): string => (typeof next === 'string' && /^\/console(\/[^\s\\]*)?(\?[^\s\\]*)?$/.test(next) && !next.startsWith('//') ? next : '/console/live');
+
+export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions): Promise<void> {
+  const sessions = new ConsoleSessions(opts.auth);
+  const backtester = opts.backtester ?? new Backtester();
+  const log = opts.logger?.child({ component: 'console' });
+  const streams = new Set<() => void>();
+  let lastPublish: string | undefined;
+
+  await app.register(
+    (c, _o, done) => {
+      c.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 16 * 1024 }, (_req, body, next) => {
+        next(null, Object.fromEntries(new URLSearchParams(body as string)));
+      });
+      c.setErrorHandler((err, req, reply) => {
+        const e = err as { statusCode?: number; message: string };
+        const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 ? e.statusCode : 500;
+        if (status === 500) log?.error({ err, url: req.url }, 'console request failed');
+        return problem(reply, status, status === 500 ? 'KAIROS_ERR_INTERNAL' : 'KAIROS_ERR_API_BAD_REQUEST', status === 500 ? 'internal error' : e.message);
+      });
+      // Writes only from the console's own origin (browsers send Origin on every POST).
+      c.addHook('preHandler', (req, reply, next) => {
+        const origin = req.headers.origin;
+        if (req.method === 'POST' && typeof origin === 'string' && origin !== 'null') {
+          let host: string | undefined;
+          try {
+            host = new URL(origin).host;
+          } catch {
+            host = undefined;
+          }
+          if (host !== req.headers.host) {
+            void problem(reply, 403, 'KAIROS_ERR_API_FORBIDDEN', 'cross-origin request refused');
+            return;
+          }
+        }
+        next();
+      });
+
+      /** The user of a page request, or a redirect to sign in (401) or a refusal page (403). */
+      const pageUser = (req: FastifyRequest, reply: FastifyReply): ConsoleUser | undefined => {
+        const a = sessions.user(req.headers);
+        if (a.ok) return a.user;
+        if (a.status === 401) void reply.redirect(`/console/login?next=${encodeURIComponent(req.url)}`, 303);
+        else void sendPage(reply, layout({ title: 'Not allowed', user: null, body: html`<p class="error" role="alert">${a.reason}</p><p><a href="/console/login">Sign in with another key</a></p>` }), 403);
+        return undefined;
+      };
+      /** The user of a JSON request with `scope`, or undefined after answering 401/403. */
+      const apiUser = (req: FastifyRequest, reply: FastifyReply, scope: Scope = 'console'): ConsoleUser | undefined => {
+        const a = sessions.user(req.headers);
+        if (!a.ok) {
+          void problem(reply, a.status, a.status === 401 ? 'KAIROS_ERR_API_UNAUTHORIZED' : 'KAIROS_ERR_API_FORBIDDEN', a.reason);
+          return undefined;
+        }
+        if (!a.user.scopes.has(scope)) {
+          void problem(reply, 403, 'KAIROS_ERR_API_FORBIDDEN', `${a.user.id} lacks the ${scope} scope`);
+          return undefined;
+        }
+        return a.user;
+      };
+      const userName = (u: ConsoleUser): string => (u.id.startsWith('key:') ? u.id.slice(4) : u.id);
+
+      c.get('/console', (_req, reply) => reply.redirect('/console/live', 302));
+
+      c.get('/console/assets/console.css', (_req, reply) => reply.header('content-type', 'text/css; charset=utf-8').header('cache-control', 'max-age=300').send(CSS));
+      const scripts = new Map([
+        ['live.js', clientScript(liveClient)],
+        ['settings.js', clientScript(settingsClient)],
+      ]);
+      c.get<{ Params: { name: string } }>('/console/assets/:name', (req, reply) => {
+        const body = scripts.get(req.params.name);
+        if (body === undefined) return problem(reply, 404, 'KAIROS_ERR_API_NOT_FOUND', `no asset ${req.params.name}`);
+        return reply.header('content-type', 'text/javascript; charset=utf-8').header('cache-control', 'max-age=300').send(body);
+      });
+
+      c.get<{ Querystring: { next?: string } }>('/console/login', (req, reply) => {
+        if (sessions.open) return reply.redirect(safeNext(req.query.next), 303);
+        return sendPage(reply, layout({ title: 'Sign in', user: null, body: loginPage(undefined, safeNext(req.query.next)) }));
+      });
+      c.post<{ Body: { key?: string; next?: string } | undefined }>('/console/login', (req, reply) => {
+        const next = safeNext(req.body?.next);
+        const r = sessions.signIn(String(req.body?.key ?? ''));
+        if (!r.ok) {
+          log?.warn({ reason: r.reason }, 'console sign-in refused');
+          return sendPage(reply, layout({ title: 'Sign in', user: null, body: loginPage(r.reason, next) }), 401);
+        }
+        log?.info({ user: r.user.id }, 'console sign-in');
+        const secure = req.protocol === 'https' || req.headers['x-forwarded-proto'] === 'https' ? '; Secure' : '';
+        void reply.header('set-cookie', `${COOKIE}=${r.cookie}; Path=/console; HttpOnly; SameSite=Strict; Max-Age=${SESSION_TTL_MS / 1000}${secure}`);
+        return reply.redirect(next, 303);
+      });
+      c.post('/console/logout', (_req, reply) => {
+        void reply.header('set-cookie', `${COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0`);
+        return reply.redirect('/console/login', 303);
+      });
+
+      // Customer: the query API's answer for the customer, as this user (same credentials, same routing).
+      c.get<{ Querystring: { id?: string } }>('/console/customer', async (req, reply) => {
+        const user = pageUser(req, reply);
+        if (user === undefined) return reply;
+        const id = (req.query.id ?? '').trim();
+        const page = (body: ReturnType<typeof html>, status = 200) =>
+          sendPage(reply, layout({ title: 'Customer', active: 'customer', user: userName(user), body: html`${customerForm(id)}${body}` }), status);
+        if (id === '') return page(html`<p class="note">Enter a customer id to see their recent triggers, every guard decision with its reason, basket, wishlist and pending timers.</p>`);
+        const res = await app.inject({ method: 'GET', url: `/v1/customers/${encodeURIComponent(id)}`, headers: user.credential === undefined ? {} : { 'x-api-key': user.credential } });
+        if (res.statusCode !== 200) {
+          const message = (res.json<{ error?: { message?: string } }>().error?.message ?? res.body).toString();
+          return page(html`<p class="error" role="alert">${res.statusCode === 404 ? `No customer "${id}" in the engine's state (no events, or erased).` : `The query API answered ${res.statusCode}: ${message}`}</p>`, res.statusCode === 404 ? 404 : 502);
+        }
+        const view = res.json<CustomerView & { freshness?: Freshness }>();
+        const why = whyNot({ triggers: view.triggers, decisions: view.decisions, timers: view.timers }, opts.live.current);
+        return page(customerPage(view, why));
+      });
+
+      // Live.
+      c.get('/console/live', (req, reply) => {
+        const user = pageUser(req, reply);
+        if (user === undefined) return reply;
+        const cfg = opts.live.current;
+        const campaigns = [cfg.basketAbandonment, cfg.browseAbandonment, cfg.basketPriceDrop, cfg.wishlistRestock].flatMap((x) => (x ? [x.campaignId] : []));
+        return sendPage(reply, layout({ title: 'Live', active: 'live', user: userName(user), body: livePage(campaigns), script: 'live.js' }));
+      });
+      c.get<{ Querystring: { campaign?: string; type?: string; customer?: string } }>('/console/live/events', (req, reply) => {
+        if (apiUser(req, reply) === undefined) return reply;
+        if (streams.size >= MAX_STREAMS) return problem(reply.header('retry-after', '5'), 503, 'KAIROS_ERR_API_UNAVAILABLE', `at most ${MAX_STREAMS} live streams per instance`);
+        const filter = { campaign: req.query.campaign, type: req.query.type, customer: req.query.customer };
+        void reply.hijack();
+        const raw = reply.raw;
+        raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+        raw.write('retry: 2000\n\n');
+        // The last 50 decisions first, then what comes.
+        let after = Math.max(0, opts.feed.last - 50);
+        let quiet = 0;
+        const tick = (): void => {
+          const r = opts.feed.read(after, filter, 50);
+          after = r.last;
+          if (r.entries.length > 0 || r.skipped > 0 || quiet >= 30) {
+            raw.write(`event: decisions\ndata: ${JSON.stringify({ entries: r.entries, skipped: r.skipped, counts: opts.feed.counts() })}\n\n`);
+            quiet = 0;
+          } else quiet++;
+        };
+        const end = (): void => {
+          clearInterval(timer);
+          streams.delete(end);
+          if (!raw.writableEnded) raw.end();
+        };
+        quiet = 30;
+        tick();
+        const timer = setInterval(tick, 500);
+        streams.add(end);
+        req.raw.once('close', end);
+        return reply;
+      });
+
+      // Settings.
+      const inForce = (): unknown => opts.live.input ?? {};
+      c.get('/console/settings', (req, reply) => {
+        const user = pageUser(req, reply);
+        if (user === undefined) return reply;
+        const canPublish = opts.publisher !== undefined && user.scopes.has('console-publish');
+        return sendPage(
+          reply,
+          layout({
+            title: 'Campaign settings',
+            active: 'settings',
+            user: userName(user),
+            body: settingsPage({ json: JSON.stringify(inForce(), null, 2), version: opts.live.version, source: opts.live.source, canPublish, topic: opts.publisher?.topic, lastPublish }),
+            script: 'settings.js',
+          }),
+        );
+      });
+      c.get('/console/api/settings/state', (req, reply) => {
+        if (apiUser(req, reply) === undefined) return reply;
+        return { version: opts.live.version, source: opts.live.source, config: inForce() };
+      });
+      const edited = (req: FastifyRequest<{ Body: { config?: unknown } }>, reply: FastifyReply) => {
+        const text = req.body?.config;
+        if (typeof text !== 'string') {
+          void problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', 'body.config: the edited config as JSON text is required');
+          return undefined;
+        }
+        const checked = checkConfigText(text);
+        if (!checked.ok) {
+          void problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', `invalid campaign config: ${checked.errors.length} error${checked.errors.length === 1 ? '' : 's'}`, checked.errors);
+          return undefined;
+        }
+        return checked;
+      };
+      c.post<{ Body: { config?: unknown } }>('/console/api/settings/check', (req, reply) => {
+        if (apiUser(req, reply) === undefined) return reply;
+        const checked = edited(req, reply);
+        if (checked === undefined) return reply;
+        return { ok: true, version: opts.live.version, changes: diffConfigs(opts.live.current, checked.config) };
+      });
+      c.post<{ Body: { config?: unknown; events?: unknown } }>('/console/api/settings/preview', { bodyLimit: PREVIEW_BODY_LIMIT }, async (req, reply) => {
+        if (apiUser(req, reply) === undefined) return reply;
+        const checked = edited(req, reply);
+        if (checked === undefined) return reply;
+        const events = req.body.events;
+        if (typeof events !== 'string' || events.trim() === '') return problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', 'body.events: an NDJSON file of event envelopes is required');
+        const r = await backtester.run(events, inForce(), checked.input);
+        if (!r.ok) return problem(reply, r.status, r.status === 503 ? 'KAIROS_ERR_API_UNAVAILABLE' : 'KAIROS_ERR_API_BAD_REQUEST', r.error);
+        return { ok: true, result: r.result };
+      });
+      c.post<{ Body: { config?: unknown } }>('/console/api/settings/publish', async (req, reply) => {
+        const user = apiUser(req, reply, 'console-publish');
+        if (user === undefined) return reply;
+        if (opts.publisher === undefined) return problem(reply, 503, 'KAIROS_ERR_API_UNAVAILABLE', 'no campaign topic: set KAIROS_CAMPAIGNS_TOPIC to publish from the console');
+        const checked = edited(req, reply);
+        if (checked === undefined) return reply;
+        const at = Date.now();
+        const r = await opts.publisher.publish(checked.input, user.id, at);
+        const when = new Date(at).toISOString();
+        lastPublish = `Last published from this instance by ${user.id} at ${when} (${opts.publisher.topic}[${r.partition}]@${r.offset}).`;
+        log?.info({ user: user.id, topic: opts.publisher.topic, ...r, changes: diffConfigs(opts.live.current, checked.config).map((x) => x.path) }, 'campaign config published from the console');
+        return { ok: true, topic: opts.publisher.topic, partition: r.partition, offset: r.offset, by: user.id, at: when };
+      });
+      done();
+    },
+  );
+
+  // Open streams would keep the server from closing.
+  app.addHook('preClose', (done) => {
+    for (const end of [...streams]) end();
+    done();
+  });
+}
