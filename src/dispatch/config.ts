@@ -30,7 +30,7 @@ export const DISPATCH_VARS = {
   defaultTimezone: v('KAIROS_DEFAULT_TIMEZONE', Type.String({ minLength: 1 }), 'time zone of customers without one (for the daily caps)', 'Europe/Berlin'),
   maxAttempts: v('KAIROS_DISPATCH_MAX_ATTEMPTS', Type.Integer({ minimum: 1, maximum: 100 }), 'provider calls per delivery before it fails with retries-exhausted', 5),
   backoffMs: v('KAIROS_DISPATCH_BACKOFF_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'first retry delay, doubled per attempt with jitter, at most 30 s', 200),
-  concurrency: v('KAIROS_DISPATCH_CONCURRENCY', Type.Integer({ minimum: 1, maximum: 5000 }), 'triggers dispatched at once per partition batch (more in flight: larger Redis pipelines and sendEach batches)', 256),
+  concurrency: v('KAIROS_DISPATCH_CONCURRENCY', Type.Integer({ minimum: 1, maximum: 5000 }), 'triggers dispatched at once per partition batch (more in flight: more commands per Redis write, larger sendEach batches)', 256),
   dedupeTtlMs: v('KAIROS_DISPATCH_DEDUPE_TTL_MS', Type.Integer({ minimum: 60_000 }), 'how long a delivery result is kept by triggerId and channel (redeliveries within it are not sent again)', 7 * 24 * 3600_000),
   profilesCatchUpMs: v('KAIROS_DISPATCH_PROFILES_CATCHUP_MS', Type.Integer({ minimum: 0 }), 'at start, triggers wait at most this long for the group to read crm.customers.v1 up to its end', 60_000),
   leaseMs: v('KAIROS_DISPATCH_LEASE_MS', Type.Integer({ minimum: 1000 }), 'how long one instance owns a delivery in progress before another may take it over', 300_000),

@@ -94,7 +94,7 @@ export class Dispatcher {
   async dispatch(trigger: Trigger): Promise<DispatchOutput> {
     const { gate, redis } = this.#o;
     // One round trip for what the trigger needs to read: the profile and the stored result of every channel's
-    // delivery (one MGET, in the pipeline of the triggers that start in the same turn), and the live catalog state.
+    // delivery (one MGET, in the one Redis write of the triggers that start in the same turn), and the live catalog state.
     const ids = trigger.channels.map((channel) => deliveryIdOf(trigger.triggerId, channel));
     const keys = [profileKey(trigger.customerId), ...ids.map(deliveryKey)];
     const [values, staleness] = await Promise.all([gate.run(() => batched(redis, 'mget', ...keys) as Promise<(string | null)[]>), gate.run(() => checkStaleness(redis, trigger))]);

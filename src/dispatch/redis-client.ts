@@ -42,74 +42,30 @@ export function createRedis(url: string, opts: CreateRedisOptions = {}): Redis {
  * a restart) one SCRIPT LOAD and EVALSHA again. (ioredis `defineCommand` does the same but measured
  * slower here: onsite, 20,000 triggers, 4,216–5,454 vs 5,180–6,022 triggers/s, as it wraps every call.)
  */
-interface Queued {
-  readonly args: (string | number)[];
-  readonly resolve: (v: unknown) => void;
-  readonly reject: (e: unknown) => void;
-}
-
 /**
- * Commands issued in the same turn of the event loop, sent as one pipeline: the concurrent deliveries that reach
- * the same step together (their previous replies arrived in one read) cost Redis one read and one reply write
- * for all of them, instead of a round trip each. Flushed with setImmediate, i.e. once the replies of the current
- * read have been handled: no timer, no linger. Each command keeps its own promise and error; a pipeline that
- * fails as a whole (connection lost) rejects each, so the gate retries each operation as before (the scripts are
- * idempotent for their owner, and a command whose reply was lost is simply run again).
+ * Commands issued in the same turn of the event loop leave in one write: the first command of a turn corks the
+ * client's socket and the end of the turn (setImmediate, i.e. once the replies of the current read have been
+ * handled) uncorks it. The concurrent deliveries that reach the same step together (their previous replies
+ * arrived in one read) thus cost Redis one read and one reply write for all of them instead of a round trip each,
+ * with no timer and no linger. Each command is sent as an ordinary command (its own promise, reply and error;
+ * failing fast while Redis is down), so the gate and the idempotent scripts behave exactly as without it.
+ * Measured against ioredis pipelines built per turn (the same batching through Pipeline objects): onsite, 20,000
+ * triggers, 6,054-12,142 vs 4,930-6,679 triggers/s in alternating runs, less CPU per trigger.
  */
-class TickBatcher {
-  #queue: Queued[] = [];
-  #scheduled = false;
-  constructor(readonly redis: Redis) {}
+const corked = new WeakSet<Redis>();
 
-  call(args: (string | number)[]): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ args, resolve, reject });
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(() => this.#flush());
-      }
+/** Sends a command in this turn's single write to `redis` (see above); resolves with its own reply. */
+export function batched(redis: Redis, command: string, ...args: (string | number)[]): Promise<unknown> {
+  if (!corked.has(redis) && redis.status === 'ready') {
+    const stream = redis.stream;
+    stream.cork();
+    corked.add(redis);
+    setImmediate(() => {
+      corked.delete(redis);
+      stream.uncork();
     });
   }
-
-  #flush(): void {
-    this.#scheduled = false;
-    const batch = this.#queue;
-    this.#queue = [];
-    if (batch.length === 1) {
-      const [q] = batch as [Queued];
-      const [command, ...rest] = q.args as [string, ...(string | number)[]];
-      this.redis.call(command, ...rest).then(q.resolve, q.reject);
-      return;
-    }
-    const p = this.redis.pipeline();
-    for (const q of batch) {
-      const [command, ...rest] = q.args as [string, ...(string | number)[]];
-      p.call(command, ...rest);
-    }
-    p.exec().then(
-      (results) => {
-        batch.forEach((q, i) => {
-          const r = results?.[i];
-          if (r === undefined) q.reject(new Error('Redis pipeline returned fewer replies than commands'));
-          else if (r[0]) q.reject(r[0]);
-          else q.resolve(r[1]);
-        });
-      },
-      (err: unknown) => batch.forEach((q) => q.reject(err)),
-    );
-  }
-}
-
-const batchers = new WeakMap<Redis, TickBatcher>();
-
-/** Sends a command in this turn's pipeline of `redis` (see TickBatcher); resolves with its own reply. */
-export function batched(redis: Redis, command: string, ...args: (string | number)[]): Promise<unknown> {
-  let b = batchers.get(redis);
-  if (b === undefined) {
-    b = new TickBatcher(redis);
-    batchers.set(redis, b);
-  }
-  return b.call([command, ...args]);
+  return redis.call(command, ...args);
 }
 
 export function redisScript(_name: string, numberOfKeys: number, lua: string): (redis: Redis, ...keysAndArgs: string[]) => Promise<unknown> {
@@ -117,7 +73,7 @@ export function redisScript(_name: string, numberOfKeys: number, lua: string): (
   const noScript = (err: unknown): boolean => err instanceof Error && err.message.startsWith('NOSCRIPT');
   // One SCRIPT LOAD per client at a time: a batch of concurrent first calls does not send the script each.
   const loads = new WeakMap<Redis, Promise<unknown>>();
-  // Calls go in the turn's pipeline (batched): many triggers' admit (or finish) in one round trip.
+  // Calls go in the turn's single write (batched): many triggers' admit (or finish) in one round trip.
   return async (redis, ...keysAndArgs) => {
     try {
       return await batched(redis, 'evalsha', sha, numberOfKeys, ...keysAndArgs);
