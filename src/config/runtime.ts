@@ -80,7 +80,7 @@ export const RUNTIME_VARS = {
   apiKeys: secretVar(
     'KAIROS_API_KEYS',
     Type.String({ pattern: '^[^\\s]+$' }),
-    'API keys of internal callers: `name:key[:read+pii]`, comma-separated (key ≥ 16 characters; scope read by default, pii adds e-mail and push tokens)',
+    'API keys of internal callers: `name:key[:read+pii]`, comma-separated (key ≥ 16 characters; scope read by default, pii adds e-mail and push tokens; console opens the campaign console, console-publish lets it publish)',
   ),
   apiTokenSecret: secretVar('KAIROS_API_TOKEN_SECRET', Type.String({ minLength: 32 }), 'HMAC secret of customer tokens (HS256 JWT, `sub` = customer id, `exp` required) that shop sessions send; ≥ 32 characters'),
   apiRateLimit: v('KAIROS_API_RATE_LIMIT', Type.Integer({ minimum: 1 }), 'query API requests per minute per API key', 600_000),

@@ -80,5 +80,6 @@ textarea { width: 100%; font-family: ui-monospace, monospace; font-size: .85rem;
 .errors li { margin: .2rem 0; } code { background: #f3f3f3; padding: 0 .2rem; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 0 2rem; }
 .plus { color: #0b6b2b; font-weight: 700; } .minus { color: #a4161a; font-weight: 700; }
-#events { max-height: 32rem; overflow: auto; } .actions { margin-top: .5rem; }
+#events { max-height: 32rem; overflow: auto; }
+.actions { display: flex; gap: .75rem; align-items: end; flex-wrap: wrap; margin-top: .5rem; }
 `;

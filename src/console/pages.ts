@@ -81,8 +81,8 @@ export function settingsPage(o: { json: string; version: number; source: string;
 Edit it as JSON: <em>Check</em> validates it as a config file is validated and lists what changes; <em>Preview</em> replays an NDJSON file of events (as <code>kairos replay</code> reads them) with the config in force and with yours, and shows what each would have sent.</p>
 <form id="settings-form">
 <label for="config">Campaign config (JSON)</label>
-<textarea id="config" name="config" rows="24" spellcheck="false" aria-describedby="check-result">${o.json}</textarea>
-<div class="inline actions">
+<textarea id="config" name="config" rows="16" spellcheck="false" aria-describedby="check-result">${o.json}</textarea>
+<div class="actions">
 <button type="button" id="check">Check and diff</button>
 <div><label for="events-file">Events for the preview (NDJSON)</label><input type="file" id="events-file" accept=".ndjson,.json,.txt,application/x-ndjson"></div>
 <button type="button" id="preview">Preview</button>
