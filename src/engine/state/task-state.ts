@@ -289,15 +289,7 @@ export class TaskState {
   async get(store: string, key: string): Promise<unknown> {
     const s = this.#store(store);
     const cached = s.cache.get(key);
-    if (cached !== undefined) {
-      this.stats.cacheHits++;
-      if (!cached.dirty) {
-        // Least-recently-used order: re-insert at the end.
-        s.cache.delete(key);
-        s.cache.set(key, cached);
-      }
-      return this.#live(s, cached);
-    }
+    if (cached !== undefined) return this.#hit(s, key, cached);
     this.stats.cacheMisses++;
     // Nothing on disk that the cache does not hold (a fresh task, e.g. a replay): absent, without a read.
     if (s.complete) return undefined;
@@ -328,12 +320,7 @@ export class TaskState {
       if (s === undefined) continue;
       const cached = s.cache.get(key);
       if (cached !== undefined) {
-        this.stats.cacheHits++;
-        if (!cached.dirty) {
-          s.cache.delete(key);
-          s.cache.set(key, cached);
-        }
-        out[i] = this.#live(s, cached);
+        out[i] = this.#hit(s, key, cached);
         continue;
       }
       this.stats.cacheMisses++;
@@ -742,6 +729,16 @@ export class TaskState {
 
   #checkOpen(): void {
     if (this.#closed) throw new KairosError('KAIROS_ERR_STATE_CLOSED', `task ${this.taskId}: state is closed`);
+  }
+
+  /** A read the cache answers: counted, and the entry moves to the recently used end (unless dirty). */
+  #hit(s: StoreState, key: string, cached: Cached): unknown {
+    this.stats.cacheHits++;
+    if (!cached.dirty) {
+      s.cache.delete(key);
+      s.cache.set(key, cached);
+    }
+    return this.#live(s, cached);
   }
 
   #live(s: StoreState, e: Cached): unknown {

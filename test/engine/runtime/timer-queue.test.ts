@@ -2,22 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TimerDomain } from '../../../src/engine/api/processor.js';
 import { TimerQueue, timerId, type QueuedTimer } from '../../../src/engine/runtime/timer-queue.js';
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../../src/util/prng.js';
 
 const order = (a: QueuedTimer, b: QueuedTimer): number => a.time - b.time || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 test('timer queue: re-registrations move a timer in place, cancels leave at once, and due timers pop in (time, id) order, as a sorted model says', () => {
-  const rnd = prng(5);
+  const rnd = mulberry32(5);
   const q = new TimerQueue();
   const model = new Map<string, QueuedTimer>();
   let now = 0;

@@ -4,18 +4,7 @@ import { keyValueStore, jsonCodec } from '../../../src/engine/api/index.js';
 import { compareUtf8, SortedKeys } from '../../../src/engine/state/sorted-keys.js';
 import { TaskState } from '../../../src/engine/state/task-state.js';
 import { tempDir } from '../../helpers.js';
-
-/** mulberry32: a seeded PRNG, so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../../src/util/prng.js';
 
 // Characters whose UTF-16 order differs from UTF-8 byte order (a surrogate pair against U+E000–U+FFFF), a NUL
 // separator as composite store keys use, ASCII and a two-byte character.
@@ -33,7 +22,7 @@ function randomKey(rnd: () => number): string {
 const first = (k: string): string => [...k][0] as string;
 
 test('compareUtf8 orders strings as their UTF-8 bytes (RocksDB order), also across surrogate pairs and U+E000–U+FFFF', () => {
-  const rnd = prng(7);
+  const rnd = mulberry32(7);
   for (let i = 0; i < 20_000; i++) {
     const a = randomKey(rnd);
     const b = randomKey(rnd);
@@ -42,7 +31,7 @@ test('compareUtf8 orders strings as their UTF-8 bytes (RocksDB order), also acro
 });
 
 test('SortedKeys: adds, deletes and range walks agree with a sorted array, across block splits', () => {
-  const rnd = prng(11);
+  const rnd = mulberry32(11);
   const set = new SortedKeys();
   const model = new Set<string>();
   for (let i = 0; i < 6000; i++) {
@@ -81,7 +70,7 @@ test('scans of a complete store (answered from memory) equal scans through Rocks
   const mem = await TaskState.open({ dir: t1.dir, taskId: 'm', stores: [store] });
   const disk = await TaskState.open({ dir: t2.dir, taskId: 'd', stores: [store], cacheMaxEntries: 1 });
   try {
-    const rnd = prng(3);
+    const rnd = mulberry32(3);
     for (let step = 0; step < 3000; step++) {
       const key = randomKey(rnd);
       const r = rnd();
