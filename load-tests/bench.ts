@@ -73,7 +73,7 @@ function steps(quick: boolean): Step[] {
     { name: 'kafka-4', script: 'kafka-throughput.ts', args: [...kafkaSize, '--instances', '4', '--mode', 'child', '--seconds', '0'], what: 'four `kairos start` children, catch-up' },
     // api-latency's defaults (4,000 customers) since 7115d78; the first report's api figures used --customers 500,
     // because its readiness wait then never ended when a generated customer had no state.
-    { name: 'api', script: 'api-latency.ts', args: quick ? ['--seconds', '5'] : [], what: 'query API through instance A of two, autocannon' },
+    { name: 'api', script: 'api-latency.ts', args: quick ? ['--seconds', '5'] : [], what: 'query API through instance A of two vs a bare fastify baseline, open-loop generator' },
     { name: 'restore', script: 'restore-time.ts', args: [], what: 'restore of 1M customers (local, full scale) and from the mock cluster (largest that fits)' },
     // The price-drop wave at 45,000: above 50,000 changed keys per commit TaskState's cache eviction turns
     // quadratic (see fanout-time.ts); the restock wave runs at 100,000.
