@@ -10,6 +10,7 @@ import { kafkaSecurity, type RuntimeConfig } from '../config/runtime.js';
 import { LiveCampaigns, watchCampaignsFile, type ApplyResult } from '../config/live.js';
 import { CampaignTopicFollower, CampaignTopicPublisher } from '../kafka/config-topic.js';
 import { LiveFeed } from '../console/feed.js';
+import { readRecentInput } from '../kafka/recent-input.js';
 import { startHttpServer } from '../http/server.js';
 import { parseApiKeys, type AuthConfig } from '../api/auth.js';
 import type { QueryBackend } from '../api/server.js';
@@ -21,6 +22,9 @@ import { AvroSerde, JsonSerde, type TopicSerde } from '../kafka/serde.js';
 import { buildTopology } from './topology.js';
 import { triggerMetrics } from './trigger-metrics.js';
 import { inputDedupMetrics } from './input-metrics.js';
+
+/** The console's preview over the input topics replays at most this many records. */
+const RECENT_INPUT_MAX = 200_000;
 
 export interface Instance {
   readonly runner: KafkaRunner;
@@ -93,7 +97,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
       logger,
       ...(redis === undefined ? {} : { placements: (customerId: string) => readPlacements(redis, customerId) }),
     },
-    console: { auth, live, feed, publisher, logger },
+    console: { auth, live, feed, publisher, logger, recentInput: (since) => readRecentInput({ kafka, serde, since, maxRecords: RECENT_INPUT_MAX, timeoutMs: 30_000 }) },
   }).catch((err: unknown) => {
     // Nothing else may keep the process alive after a failed start (a port in use).
     unwatch?.();

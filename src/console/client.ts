@@ -197,7 +197,14 @@ export function settingsClient(): void {
     return true;
   };
   interface TypeRow { type: string; current: number; edited: number; difference: number; onlyEdited: string[]; onlyCurrent: string[]; currentDecisions: Record<string, number>; editedDecisions: Record<string, number> }
-  interface Result { lines: number; badLines: number; elapsedMs: number; types: TypeRow[]; days: { day: string; type: string; current: number; edited: number }[] }
+  interface Result {
+    lines: number;
+    badLines: number;
+    elapsedMs: number;
+    types: TypeRow[];
+    days: { day: string; type: string; current: number; edited: number }[];
+    source: { kind: 'file' } | { kind: 'window'; window: string; records: number; undecodable: number; truncated: boolean };
+  }
   const customers = (ids: string[]): El => {
     const span = el('span');
     ids.forEach((id, i) => {
@@ -212,17 +219,19 @@ export function settingsClient(): void {
   const reasons = (d: Record<string, number>): string => Object.entries(d).filter(([k]) => !k.startsWith('SENT')).map(([k, n]) => `${k} ${n}`).join(', ') || '–';
   const preview = async (): Promise<void> => {
     const out = $('preview-result') as El;
+    const window = ($('events-source') as El).value;
     const file = ($('events-file') as El).files?.[0];
-    if (file === undefined) {
-      out.replaceChildren(el('p', 'Choose an NDJSON file of events first.', 'error'));
+    if (window === 'file' && file === undefined) {
+      out.replaceChildren(el('p', 'Choose an NDJSON file of events first, or the input topics as the events to replay.', 'error'));
       ($('events-file') as El).focus();
       return;
     }
     const button = $('preview') as El;
     button.disabled = true;
-    out.replaceChildren(el('p', `Replaying ${file.name} with both configs…`, 'note'));
+    out.replaceChildren(el('p', `Replaying ${window === 'file' ? file?.name : `the last ${window} of the input topics`} with both configs…`, 'note'));
     try {
-      const { json } = await post<{ result: Result }>('/console/api/settings/preview', { config: config.value, events: await file.text() });
+      const body = window === 'file' ? { config: config.value, events: await file?.text() } : { config: config.value, window };
+      const { json } = await post<{ result: Result }>('/console/api/settings/preview', body);
       if (json.error !== undefined) {
         if (json.error.fields !== undefined) showErrors(out, json.error.fields);
         else out.replaceChildren(el('p', json.error.message, 'error'));
@@ -230,7 +239,10 @@ export function settingsClient(): void {
       }
       const r = json.result;
       out.replaceChildren(
-        el('p', `${r.lines} lines replayed twice in ${(r.elapsedMs / 1000).toFixed(1)} s${r.badLines > 0 ? ` (${r.badLines} bad lines skipped)` : ''}.`),
+        el(
+          'p',
+          `${r.lines} ${r.source.kind === 'window' ? `records of the last ${r.source.window}${r.source.truncated ? ' (the first ones only: the limit was reached)' : ''}${r.source.undecodable > 0 ? `, ${r.source.undecodable} undecodable skipped,` : ''}` : 'lines'} replayed twice in ${(r.elapsedMs / 1000).toFixed(1)} s${r.badLines > 0 ? ` (${r.badLines} bad lines skipped)` : ''}.`,
+        ),
         table(
           'Would have sent, per trigger type',
           ['Type', 'In force', 'Edited', 'Difference', 'Not sent (in force)', 'Not sent (edited)', 'Only with the edit', 'Only in force'],

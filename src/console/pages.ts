@@ -76,14 +76,16 @@ export function livePage(campaigns: readonly string[]): Html {
 <div id="events"><table><caption>Latest decisions (newest first)</caption><thead><tr><th scope="col">Event time</th><th scope="col">Customer</th><th scope="col">Type</th><th scope="col">Campaign</th><th scope="col">Decision</th><th scope="col">Reason</th><th scope="col">Detail</th></tr></thead><tbody id="event-rows"></tbody></table></div>`;
 }
 
-export function settingsPage(o: { json: string; version: number; source: string; canPublish: boolean; topic: string | undefined; lastPublish: string | undefined }): Html {
+export function settingsPage(o: { json: string; version: number; source: string; canPublish: boolean; topic: string | undefined; lastPublish: string | undefined; windows: readonly string[] }): Html {
   return html`<p>Version <strong id="cfg-version">${o.version}</strong> is in force (from <code id="cfg-source">${o.source}</code>).
-Edit it as JSON: <em>Check</em> validates it as a config file is validated and lists what changes; <em>Preview</em> replays an NDJSON file of events (as <code>kairos replay</code> reads them) with the config in force and with yours, and shows what each would have sent.</p>
+Edit it as JSON: <em>Check</em> validates it as a config file is validated and lists what changes; <em>Preview</em> replays events — the input topics' recent records, or an NDJSON file as <code>kairos replay</code> reads it — with the config in force and with yours, and shows what each would have sent. A replay starts from empty state: what customers did before the window is not known to it.</p>
 <form id="settings-form">
 <label for="config">Campaign config (JSON)</label>
 <textarea id="config" name="config" rows="16" spellcheck="false" aria-describedby="check-result">${o.json}</textarea>
 <div class="actions">
 <button type="button" id="check">Check and diff</button>
+<div><label for="events-source">Events to replay</label><select id="events-source">
+<option value="file">an NDJSON file (next field)</option>${o.windows.map((w) => html`<option value="${w}">the input topics, last ${w}</option>`)}</select></div>
 <div><label for="events-file">Events for the preview (NDJSON)</label><input type="file" id="events-file" accept=".ndjson,.json,.txt,application/x-ndjson"></div>
 <button type="button" id="preview">Preview</button>
 ${o.canPublish ? html`<button type="button" id="publish">Publish to ${o.topic ?? ''}</button>` : ''}

@@ -14,6 +14,7 @@ import type { AuthConfig, Scope } from '../api/auth.js';
 import type { CustomerView, Freshness } from '../api/views.js';
 import type { LiveCampaigns } from '../config/live.js';
 import type { KairosErrorCode } from '../errors.js';
+import type { RecentInput } from '../kafka/recent-input.js';
 import { Backtester } from './backtest.js';
 import { clientScript, liveClient, settingsClient } from './client.js';
 import type { LiveFeed } from './feed.js';
@@ -35,11 +36,15 @@ export interface ConsoleOptions {
   /** The campaign topic (KAIROS_CAMPAIGNS_TOPIC); publishing is off without it. */
   readonly publisher?: ConsolePublisher | undefined;
   readonly backtester?: Backtester;
+  /** The input topics' records since a time, as replay lines (the preview's "last N hours"); absent: upload only. */
+  readonly recentInput?: ((since: number) => Promise<RecentInput>) | undefined;
   readonly logger?: Logger;
 }
 
 /** At most this many live streams per instance (each polls the feed twice a second). */
 export const MAX_STREAMS = 20;
+/** The preview's windows over the input topics. */
+export const WINDOWS: Readonly<Record<string, number>> = { '1h': 3_600_000, '6h': 6 * 3_600_000, '24h': 24 * 3_600_000, '7d': 7 * 86_400_000, '30d': 30 * 86_400_000 };
 /** Largest NDJSON file a preview accepts (the request body, JSON-encoded). */
 export const PREVIEW_BODY_LIMIT = 32 * 1024 * 1024;
 
@@ -220,7 +225,7 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
             title: 'Campaign settings',
             active: 'settings',
             user: userName(user),
-            body: settingsPage({ json: JSON.stringify(inForce(), null, 2), version: opts.live.version, source: opts.live.source, canPublish, topic: opts.publisher?.topic, lastPublish }),
+            body: settingsPage({ json: JSON.stringify(inForce(), null, 2), version: opts.live.version, source: opts.live.source, canPublish, topic: opts.publisher?.topic, lastPublish, windows: opts.recentInput === undefined ? [] : Object.keys(WINDOWS) }),
             script: 'settings.js',
           }),
         );
@@ -248,15 +253,28 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
         if (checked === undefined) return reply;
         return { ok: true, version: opts.live.version, changes: diffConfigs(opts.live.current, checked.config) };
       });
-      c.post<{ Body: { config?: unknown; events?: unknown } }>('/console/api/settings/preview', { bodyLimit: PREVIEW_BODY_LIMIT }, async (req, reply) => {
+      c.post<{ Body: { config?: unknown; events?: unknown; window?: unknown } }>('/console/api/settings/preview', { bodyLimit: PREVIEW_BODY_LIMIT }, async (req, reply) => {
         if (apiUser(req, reply) === undefined) return reply;
         const checked = edited(req, reply);
         if (checked === undefined) return reply;
-        const events = req.body.events;
-        if (typeof events !== 'string' || events.trim() === '') return problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', 'body.events: an NDJSON file of event envelopes is required');
-        const r = await backtester.run(events, inForce(), checked.input);
+        const { events, window } = req.body;
+        let ndjson: string;
+        let source: { kind: 'file' } | { kind: 'window'; window: string; records: number; undecodable: number; truncated: boolean };
+        if (typeof window === 'string') {
+          const ms = WINDOWS[window];
+          if (ms === undefined) return problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', `body.window: one of ${Object.keys(WINDOWS).join(', ')}`);
+          if (opts.recentInput === undefined) return problem(reply, 503, 'KAIROS_ERR_API_UNAVAILABLE', 'this instance cannot read its input topics; upload an NDJSON file');
+          const recent = await opts.recentInput(Date.now() - ms);
+          if (recent.records === 0) return problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', `no input records in the last ${window}`);
+          ndjson = recent.ndjson;
+          source = { kind: 'window', window, records: recent.records, undecodable: recent.undecodable, truncated: recent.truncated };
+        } else if (typeof events === 'string' && events.trim() !== '') {
+          ndjson = events;
+          source = { kind: 'file' };
+        } else return problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', 'body.events (an NDJSON file of event envelopes) or body.window is required');
+        const r = await backtester.run(ndjson, inForce(), checked.input);
         if (!r.ok) return problem(reply, r.status, r.status === 503 ? 'KAIROS_ERR_API_UNAVAILABLE' : 'KAIROS_ERR_API_BAD_REQUEST', r.error);
-        return { ok: true, result: r.result };
+        return { ok: true, result: { ...r.result, source } };
       });
       c.post<{ Body: { config?: unknown } }>('/console/api/settings/publish', async (req, reply) => {
         const user = apiUser(req, reply, 'console-publish');

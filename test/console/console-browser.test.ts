@@ -2,8 +2,8 @@
  * The campaign console in a real browser (Debian's chromium driven by playwright-core) against a running
  * instance (startInstance: the Kafka runner on librdkafka's mock cluster, the HTTP server with the query API and
  * the console), fed with the all-triggers scenario: sign in, find why a customer got no message, watch the live
- * stream with a filter, lower the cap and preview its effect, see a validation error at its field, publish and
- * see the engine apply it. Screenshots go to docs/console/ when KAIROS_CONSOLE_SCREENSHOTS=1.
+ * stream with a filter, lower the cap and preview its effect (on an uploaded file, then on the input topics),
+ * see a validation error at its field, publish and see the engine apply it. Screenshots go to docs/console/ when KAIROS_CONSOLE_SCREENSHOTS=1.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -144,6 +144,12 @@ test('settings: a bad value is shown at its field; lowering the cap shows its di
   assert.match(row, /^BASKET_PRICE_DROP\s+1\s+0\s+-1\s+–\s+SUPPRESSED\/cap 1\s+–\s+carl$/);
   await page.locator('#preview-h').scrollIntoViewIfNeeded();
   await shot('settings');
+
+  // The same events read back from the input topics (their records carry the scenario's event times).
+  await page.getByLabel('Events to replay').selectOption('30d');
+  await page.getByRole('button', { name: 'Preview', exact: true }).click();
+  await page.getByText('44 records of the last 30d replayed twice').waitFor({ timeout: 60_000 });
+  assert.match(await page.locator('#preview-types tr', { hasText: 'BASKET_PRICE_DROP' }).innerText(), /^BASKET_PRICE_DROP\s+1\s+0\s+-1\s+–\s+SUPPRESSED\/cap 1\s+–\s+carl$/);
 
   await page.getByRole('button', { name: 'Publish to crm.campaigns.v1' }).click();
   await page.getByText(/Applied: version 2 is in force \(from crm\.campaigns\.v1\[0\]@\d+\)/).waitFor({ timeout: 60_000 });

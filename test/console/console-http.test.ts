@@ -189,3 +189,15 @@ test('preview: both configs replayed in a child process, the difference per trig
   assert.equal(pd.editedDecisions['SUPPRESSED/cap'], 1);
   assert.equal(types.find((t) => t.type === 'BASKET_ABANDONED')?.difference, 0);
 });
+
+test('preview: an unknown window is 400 naming the accepted ones; without access to the input topics, 503; neither events nor window, 400', async () => {
+  const config = JSON.stringify(INPUT);
+  const bad = await app.inject({ method: 'POST', url: '/console/api/settings/preview', ...json({ config, window: '2h' }) });
+  assert.equal(bad.statusCode, 400);
+  assert.match(bad.body, /body.window: one of 1h, 6h, 24h, 7d, 30d/);
+  const none = await app.inject({ method: 'POST', url: '/console/api/settings/preview', ...json({ config, window: '24h' }) });
+  assert.equal(none.statusCode, 503);
+  const empty = await app.inject({ method: 'POST', url: '/console/api/settings/preview', ...json({ config }) });
+  assert.equal(empty.statusCode, 400);
+  assert.match(empty.body, /body.events .* or body.window is required/);
+});
