@@ -11,6 +11,8 @@ import { LiveCampaigns, watchCampaignsFile, type ApplyResult } from '../config/l
 import { CampaignTopicFollower, CampaignTopicPublisher } from '../kafka/config-topic.js';
 import { LiveFeed } from '../console/feed.js';
 import { readRecentInput } from '../kafka/recent-input.js';
+import { runReport } from '../warehouse/report.js';
+import type { Warehouse } from '../warehouse/warehouse.js';
 import { startHttpServer } from '../http/server.js';
 import { parseApiKeys, type AuthConfig } from '../api/auth.js';
 import type { QueryBackend } from '../api/server.js';
@@ -37,8 +39,19 @@ export interface Instance {
   stop(): Promise<void>;
 }
 
+export interface InstanceOptions {
+  /** Where the console's results page reads the A/B report (`kairos report`'s warehouse); none: the page says so. */
+  readonly warehouse?: Warehouse;
+}
+
 /** `campaignsInput`: the JSON `campaignsOverride` was resolved from (the console shows and edits it). */
-export async function startInstance(config: RuntimeConfig, logger: Logger = pino({ level: config.logLevel }), campaignsOverride?: CampaignsConfig, campaignsInput?: unknown): Promise<Instance> {
+export async function startInstance(
+  config: RuntimeConfig,
+  logger: Logger = pino({ level: config.logLevel }),
+  campaignsOverride?: CampaignsConfig,
+  campaignsInput?: unknown,
+  options: InstanceOptions = {},
+): Promise<Instance> {
   const input = campaignsOverride ? campaignsInput : config.campaigns === undefined ? {} : readCampaignsJson(config.campaigns);
   const campaigns = campaignsOverride ?? resolveCampaigns(input, config.campaigns ?? 'defaults');
   const live = new LiveCampaigns(campaigns, input, config.campaigns ?? 'start');
@@ -62,6 +75,7 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
     serde = avro;
   } else serde = new JsonSerde();
   const holder: { runner?: KafkaRunner } = {};
+  const warehouse = options.warehouse;
   // The console's live page: decisions as the runner writes them (a bounded ring, fed by the output hook).
   const feed = new LiveFeed();
   const publisher = config.campaignsTopic === undefined ? undefined : new CampaignTopicPublisher(kafka, config.campaignsTopic);
@@ -97,7 +111,15 @@ export async function startInstance(config: RuntimeConfig, logger: Logger = pino
       logger,
       ...(redis === undefined ? {} : { placements: (customerId: string) => readPlacements(redis, customerId) }),
     },
-    console: { auth, live, feed, publisher, logger, recentInput: (since) => readRecentInput({ kafka, serde, since, maxRecords: RECENT_INPUT_MAX, timeoutMs: 30_000 }) },
+    console: {
+      auth,
+      live,
+      feed,
+      publisher,
+      logger,
+      recentInput: (since) => readRecentInput({ kafka, serde, since, maxRecords: RECENT_INPUT_MAX, timeoutMs: 30_000 }),
+      report: warehouse === undefined ? undefined : (campaignId, windowMs) => runReport(warehouse, campaignId, windowMs),
+    },
   }).catch((err: unknown) => {
     // Nothing else may keep the process alive after a failed start (a port in use).
     unwatch?.();

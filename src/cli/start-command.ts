@@ -4,6 +4,8 @@ import { parseFlags, type Io } from './main.js';
 import { configuredSecrets } from './failure.js';
 import { createLogger } from '../util/logger.js';
 import { untilDeadline } from '../util/deadline.js';
+import { loadWarehouseConfig } from '../warehouse/config.js';
+import { openWarehouse } from '../warehouse/open.js';
 
 /**
  * `kairos start`: the engine against KAFKA_BROKERS until SIGTERM/SIGINT, then a graceful stop bounded by
@@ -13,7 +15,9 @@ export async function startCommand(args: readonly string[], io: Io): Promise<num
   parseFlags(args, {});
   const config = loadRuntimeConfig(process.env);
   const logger = createLogger({ level: config.logLevel, secrets: configuredSecrets() });
-  const instance = await startInstance(config, logger);
+  // The console's results page reads the same warehouse as `kairos report`, when one is configured.
+  const warehouse = process.env.KAIROS_WAREHOUSE === undefined ? undefined : openWarehouse(loadWarehouseConfig(process.env));
+  const instance = await startInstance(config, logger, undefined, undefined, warehouse === undefined ? {} : { warehouse });
   // Say what is bound, not only the address others are told: 0.0.0.0 means every interface.
   const port = instance.address.slice(instance.address.lastIndexOf(':') + 1);
   const scope = config.httpHost === '0.0.0.0' || config.httpHost === '::' ? ' (every interface; KAIROS_HTTP_HOST=127.0.0.1 for this machine only)' : '';

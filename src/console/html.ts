@@ -36,7 +36,7 @@ export const iso = (ms: number | null | undefined): string => (typeof ms === 'nu
 
 export interface LayoutOptions {
   readonly title: string;
-  readonly active?: 'live' | 'customer' | 'settings';
+  readonly active?: 'live' | 'customer' | 'settings' | 'results';
   /** Who is signed in (null on the sign-in page). */
   readonly user: string | null;
   readonly body: Html;
@@ -44,13 +44,13 @@ export interface LayoutOptions {
 }
 
 export function layout(o: LayoutOptions): string {
-  const link = (href: string, name: 'live' | 'customer' | 'settings', label: string) =>
+  const link = (href: string, name: NonNullable<LayoutOptions['active']>, label: string) =>
     html`<li><a href="${href}"${o.active === name ? html` aria-current="page"` : ''}>${label}</a></li>`;
   return `<!doctype html>${html`<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${o.title} · Kairos console</title><link rel="stylesheet" href="/console/assets/console.css"></head>
 <body><a class="skip" href="#main">Skip to content</a>
 <header><span class="brand">Kairos console</span>
-${o.user === null ? '' : html`<nav aria-label="Console"><ul>${link('/console/live', 'live', 'Live')}${link('/console/customer', 'customer', 'Customer')}${link('/console/settings', 'settings', 'Campaign settings')}</ul></nav>
+${o.user === null ? '' : html`<nav aria-label="Console"><ul>${link('/console/live', 'live', 'Live')}${link('/console/customer', 'customer', 'Customer')}${link('/console/settings', 'settings', 'Campaign settings')}${link('/console/results', 'results', 'Results')}</ul></nav>
 <form method="post" action="/console/logout" class="who"><span>Signed in as ${o.user}</span> <button type="submit">Sign out</button></form>`}</header>
 <main id="main" tabindex="-1"><h1>${o.title}</h1>${o.body}</main>
 ${o.script === undefined ? '' : html`<script src="/console/assets/${o.script}" defer></script>`}</body></html>`.html}`;
@@ -81,5 +81,6 @@ textarea { width: 100%; font-family: ui-monospace, monospace; font-size: .85rem;
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 0 2rem; }
 .plus { color: #0b6b2b; font-weight: 700; } .minus { color: #a4161a; font-weight: 700; }
 #events { max-height: 32rem; overflow: auto; }
+svg text { font: 12px system-ui, sans-serif; fill: #1a1a1a; }
 .actions { display: flex; gap: .75rem; align-items: end; flex-wrap: wrap; margin-top: .5rem; }
 `;

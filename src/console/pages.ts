@@ -4,6 +4,7 @@ import type { Money } from '../../schemas/contract.js';
 import { TriggerType } from '../../schemas/contract.js';
 import { html, iso, type Html } from './html.js';
 import type { WhyNot } from './why-not.js';
+import type { Report } from '../warehouse/report.js';
 
 const money = (m: Money | null | undefined): string => (m ? `${(m.amount / 100).toFixed(2)} ${m.currency}` : '–');
 const badge = (cls: string, text: string): Html => html`<span class="badge ${cls}">${text}</span>`;
@@ -95,4 +96,51 @@ ${o.lastPublish === undefined ? '' : html`<p class="note" id="last-publish">${o.
 <section aria-labelledby="check-h"><h2 id="check-h">Check</h2><div id="check-result" role="status" aria-live="polite"><p class="note">Not checked yet.</p></div></section>
 <section aria-labelledby="preview-h"><h2 id="preview-h">Backtest preview</h2><div id="preview-result" role="status" aria-live="polite"><p class="note">No preview yet.</p></div></section>
 <section aria-labelledby="publish-h"><h2 id="publish-h">Publish</h2><div id="publish-result" role="status" aria-live="polite"></div></section>`;
+}
+
+export function resultsForm(campaigns: readonly string[], campaign: string, window: string): Html {
+  return html`<form method="get" action="/console/results" class="inline">
+<div><label for="r-campaign">Campaign</label><input id="r-campaign" name="campaign" value="${campaign}" list="r-campaigns" required maxlength="128"><datalist id="r-campaigns">${campaigns.map((c) => html`<option value="${c}"></option>`)}</datalist></div>
+<div><label for="r-window">Attribution window</label><input id="r-window" name="window" value="${window}" size="6" aria-describedby="r-window-hint"></div>
+<button type="submit">Show results</button></form><p class="note" id="r-window-hint">An order within the window after a customer's first trigger (or holdout decision) is a conversion; e.g. 7d, 48h.</p>`;
+}
+
+const pct = (x: number | null): string => (x === null ? '–' : `${(x * 100).toFixed(2)} %`);
+const pp = (x: number | null): string => (x === null ? '–' : `${x >= 0 ? '+' : ''}${(x * 100).toFixed(2)} pp`);
+
+/** The A/B report (`kairos report`): a chart of each arm's conversion rate and its uplift over the holdout with the 95 % CI, and the table. */
+export function resultsPage(r: Report): Html {
+  if (r.arms.length === 0) return html`<p role="status">No triggers or holdout decisions of campaign ${r.campaignId} in the warehouse.</p>`;
+  const W = 760;
+  const rowH = 34;
+  const top = 28;
+  const H = top + r.arms.length * rowH + 24;
+  const [rateX, rateW] = [150, 240];
+  const [upX, upW] = [430, 300];
+  const maxRate = Math.max(...r.arms.map((a) => a.rate), 0.0001) * 1.15;
+  const span = Math.max(...r.arms.flatMap((a) => [Math.abs(a.ciLow ?? 0), Math.abs(a.ciHigh ?? 0), Math.abs(a.uplift ?? 0)]), 0.0001) * 1.15;
+  const ux = (v: number): number => upX + upW / 2 + (v / span) * (upW / 2);
+  const hasHoldout = r.arms.some((a) => a.isHoldout);
+  const name = (a: Report['arms'][number]): string => (a.isHoldout && a.arm !== 'holdout' ? `${a.arm} (holdout)` : a.arm);
+  const rows = r.arms.map((a, i) => {
+    const y = top + i * rowH;
+    const w = (a.rate / maxRate) * rateW;
+    return html`<g><text x="0" y="${y + 20}">${name(a)}</text>
+<rect x="${rateX}" y="${y + 6}" width="${w.toFixed(1)}" height="20" fill="${a.isHoldout ? '#8a8f94' : '#1f6fb2'}"></rect>
+<text x="${(rateX + w + 6).toFixed(1)}" y="${y + 20}">${pct(a.rate)} (${a.conversions}/${a.customers})</text>
+${a.uplift === null || a.ciLow === null || a.ciHigh === null ? '' : html`<line x1="${ux(a.ciLow).toFixed(1)}" x2="${ux(a.ciHigh).toFixed(1)}" y1="${y + 16}" y2="${y + 16}" stroke="#1a1a1a" stroke-width="2"></line>
+<line x1="${ux(a.ciLow).toFixed(1)}" x2="${ux(a.ciLow).toFixed(1)}" y1="${y + 10}" y2="${y + 22}" stroke="#1a1a1a" stroke-width="2"></line>
+<line x1="${ux(a.ciHigh).toFixed(1)}" x2="${ux(a.ciHigh).toFixed(1)}" y1="${y + 10}" y2="${y + 22}" stroke="#1a1a1a" stroke-width="2"></line>
+<circle cx="${ux(a.uplift).toFixed(1)}" cy="${y + 16}" r="5" fill="${a.ciLow > 0 ? '#0b6b2b' : a.ciHigh < 0 ? '#a4161a' : '#1f6fb2'}"></circle>`}</g>`;
+  });
+  const desc = r.arms.map((a) => `${name(a)}: ${pct(a.rate)}${a.uplift === null ? '' : `, uplift ${pp(a.uplift)} [${pp(a.ciLow)}, ${pp(a.ciHigh)}]`}`).join('; ');
+  return html`<figure><svg id="results-chart" role="img" aria-labelledby="chart-title chart-desc" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">
+<title id="chart-title">Conversion rate per arm and uplift over the holdout with its 95 % confidence interval</title><desc id="chart-desc">${desc}</desc>
+<text x="${rateX}" y="14">conversion rate</text><text x="${upX}" y="14">${hasHoldout ? 'uplift over the holdout, 95 % CI' : 'uplift: no holdout in this campaign'}</text>
+<line x1="${ux(0)}" x2="${ux(0)}" y1="${top}" y2="${H - 20}" stroke="#8a8f94" stroke-dasharray="4 3"></line>
+${hasHoldout ? html`<text x="${ux(0)}" y="${H - 6}" text-anchor="middle">0</text><text x="${upX}" y="${H - 6}">${pp(-span)}</text><text x="${upX + upW}" y="${H - 6}" text-anchor="end">${pp(span)}</text>` : ''}
+${rows}</svg><figcaption class="note">Campaign ${r.campaignId}; ${r.method}.</figcaption></figure>
+<table id="results"><caption>A/B report</caption><thead><tr><th scope="col">Arm</th><th scope="col" class="num">Customers</th><th scope="col" class="num">Conversions</th><th scope="col" class="num">Rate</th><th scope="col" class="num">Uplift</th><th scope="col">95 % CI</th><th scope="col" class="num">Relative</th></tr></thead><tbody>
+${r.arms.map((a) => html`<tr><th scope="row">${name(a)}</th><td class="num">${a.customers}</td><td class="num">${a.conversions}</td><td class="num">${pct(a.rate)}</td><td class="num">${pp(a.uplift)}</td><td>${a.ciLow === null ? '–' : `[${pp(a.ciLow)}, ${pp(a.ciHigh)}]`}</td><td class="num">${a.relativeUplift === null ? '–' : `${a.relativeUplift >= 0 ? '+' : ''}${(a.relativeUplift * 100).toFixed(1)} %`}</td></tr>`)}
+</tbody></table>${hasHoldout ? '' : html`<p class="note">No holdout: uplift needs a holdout share in the campaign's experiment.</p>`}`;
 }

@@ -15,11 +15,13 @@ import type { CustomerView, Freshness } from '../api/views.js';
 import type { LiveCampaigns } from '../config/live.js';
 import type { KairosErrorCode } from '../errors.js';
 import type { RecentInput } from '../kafka/recent-input.js';
+import { toMs } from '../config/duration.js';
+import type { Report } from '../warehouse/report.js';
 import { Backtester } from './backtest.js';
 import { clientScript, liveClient, settingsClient } from './client.js';
 import type { LiveFeed } from './feed.js';
 import { CSP, CSS, html, layout } from './html.js';
-import { customerForm, customerPage, livePage, loginPage, settingsPage } from './pages.js';
+import { customerForm, customerPage, livePage, loginPage, resultsForm, resultsPage, settingsPage } from './pages.js';
 import { COOKIE, ConsoleSessions, SESSION_TTL_MS, type ConsoleUser } from './session.js';
 import { checkConfigText, diffConfigs, type FieldError } from './settings.js';
 import { whyNot } from './why-not.js';
@@ -38,6 +40,8 @@ export interface ConsoleOptions {
   readonly backtester?: Backtester;
   /** The input topics' records since a time, as replay lines (the preview's "last N hours"); absent: upload only. */
   readonly recentInput?: ((since: number) => Promise<RecentInput>) | undefined;
+  /** The A/B report of `kairos report` from the configured warehouse; the results page says how to set one up without it. */
+  readonly report?: ((campaignId: string, windowMs: number) => Promise<Report>) | undefined;
   readonly logger?: Logger;
 }
 
@@ -173,12 +177,40 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
         return page(customerPage(view, why));
       });
 
+      const campaignIds = (): string[] => {
+        const cfg = opts.live.current;
+        return [cfg.basketAbandonment, cfg.browseAbandonment, cfg.basketPriceDrop, cfg.wishlistRestock].flatMap((x) => (x ? [x.campaignId] : []));
+      };
+
+      // Results: the A/B report as a chart.
+      c.get<{ Querystring: { campaign?: string; window?: string } }>('/console/results', async (req, reply) => {
+        const user = pageUser(req, reply);
+        if (user === undefined) return reply;
+        const campaign = (req.query.campaign ?? '').trim();
+        const window = (req.query.window ?? '7d').trim();
+        const page = (body: ReturnType<typeof html>, status = 200) =>
+          sendPage(reply, layout({ title: 'Results', active: 'results', user: userName(user), body: html`${resultsForm(campaignIds(), campaign, window)}${body}` }), status);
+        if (opts.report === undefined) return page(html`<p role="status">No warehouse: start with <code>KAIROS_WAREHOUSE</code> set (as <code>kairos report</code> reads it; the demo: <code>--warehouse dir</code>) to see A/B results here.</p>`);
+        if (campaign === '') return page(html`<p class="note">Choose a campaign to see its variants and holdout: conversion rates and uplift with 95 % confidence intervals.</p>`);
+        let windowMs: number;
+        try {
+          windowMs = toMs(/^[0-9]+$/.test(window) ? Number(window) : window);
+        } catch {
+          return page(html`<p class="error" role="alert">Attribution window: expected a duration like 7d, 48h or milliseconds, got "${window}".</p>`, 400);
+        }
+        try {
+          return page(resultsPage(await opts.report(campaign, windowMs)));
+        } catch (err) {
+          log?.warn({ err: (err as Error).message, campaign }, 'console results: the report failed');
+          return page(html`<p class="error" role="alert">The report failed: ${(err as Error).message}</p>`, 502);
+        }
+      });
+
       // Live.
       c.get('/console/live', (req, reply) => {
         const user = pageUser(req, reply);
         if (user === undefined) return reply;
-        const cfg = opts.live.current;
-        const campaigns = [cfg.basketAbandonment, cfg.browseAbandonment, cfg.basketPriceDrop, cfg.wishlistRestock].flatMap((x) => (x ? [x.campaignId] : []));
+        const campaigns = campaignIds();
         return sendPage(reply, layout({ title: 'Live', active: 'live', user: userName(user), body: livePage(campaigns), script: 'live.js' }));
       });
       c.get<{ Querystring: { campaign?: string; type?: string; customer?: string } }>('/console/live/events', (req, reply) => {

@@ -205,7 +205,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     // Joining a consumer group takes seconds on the mock cluster: the shop and the printer start while the engine
     // joins (it reads its inputs from the beginning, so nothing sent meanwhile is missed), and the first triggers
     // come seconds after start instead of after two group joins.
-    const [started, shopStarted] = await Promise.allSettled([startInstance(config, logger, campaigns, campaignsInput), shop()]);
+    const [started, shopStarted] = await Promise.allSettled([startInstance(config, logger, campaigns, campaignsInput, opts.warehouseDir === undefined ? {} : { warehouse: new NdjsonWarehouse(opts.warehouseDir) }), shop()]);
     if (started.status === 'rejected' || shopStarted.status === 'rejected') {
       await stopShop().catch(() => undefined);
       if (started.status === 'fulfilled') await started.value.stop().catch(() => undefined);

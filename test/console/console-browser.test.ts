@@ -16,6 +16,7 @@ import { loadRuntimeConfig } from '../../src/config/runtime.js';
 import { mockClusterAvailable, startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { tempDir, until } from '../helpers.js';
 import { silent, testKafka } from '../support/kafka.js';
+import { abWarehouse } from '../support/console-warehouse.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const root = join(import.meta.dirname, '..', '..');
@@ -31,6 +32,7 @@ let browser: Browser | undefined;
 let page: Page;
 let base = '';
 const dir = tempDir('kairos-console-');
+const warehouseDir = tempDir('kairos-console-wh-');
 
 before(async () => {
   if (skip !== false) return;
@@ -62,7 +64,8 @@ before(async () => {
     KAIROS_IDLE_ADVANCE_MS: '1000',
     KAIROS_LOG_LEVEL: 'warn',
   });
-  instance = await startInstance(config, silent, resolveCampaigns(INPUT), INPUT);
+  const warehouse = await abWarehouse(warehouseDir.dir, Date.UTC(2026, 10, 20));
+  instance = await startInstance(config, silent, resolveCampaigns(INPUT), INPUT, { warehouse });
   base = `http://${instance.address}`;
   // frank has no consent: his abandoned basket is suppressed once stream time passes its inactivity gap.
   await until('frank\'s decision in the query API', async () => {
@@ -79,6 +82,7 @@ after(async () => {
   await instance?.stop();
   await cluster?.stop();
   dir.remove();
+  warehouseDir.remove();
 });
 
 const shot = async (name: string): Promise<void> => {
@@ -155,4 +159,15 @@ test('settings: a bad value is shown at its field; lowering the cap shows its di
   await page.getByText(/Applied: version 2 is in force \(from crm\.campaigns\.v1\[0\]@\d+\)/).waitFor({ timeout: 60_000 });
   assert.match(await page.locator('#publish-result').innerText(), /by key:manager at \d{4}-/);
   assert.equal(instance?.live.current.guards?.cap?.max, 1);
+});
+
+test('results: the A/B report of a campaign as a chart', { skip, timeout: 60_000 }, async () => {
+  await page.goto(`${base}/console/results`);
+  await page.getByLabel('Campaign').fill('c-1');
+  await page.getByLabel('Attribution window').fill('7d');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/campaign=c-1/);
+  assert.equal(await page.getByRole('img', { name: /Conversion rate per arm and uplift over the holdout/ }).count(), 1);
+  assert.match(await page.locator('#results tbody tr', { hasText: 'A' }).first().innerText(), /^A\s+2\s+1\s+50.00 %\s+\+50.00 pp\s+\[-19.30 pp, \+119.30 pp\]/);
+  await shot('results');
 });

@@ -19,6 +19,9 @@ import { LiveFeed } from '../../src/console/feed.js';
 import { registerConsole } from '../../src/console/routes.js';
 import { stateReader } from '../../src/engine/state/reader.js';
 import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
+import { runReport } from '../../src/warehouse/report.js';
+import { tempDir } from '../helpers.js';
+import { abWarehouse } from '../support/console-warehouse.js';
 
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
 const HOUR = 3_600_000;
@@ -31,6 +34,7 @@ const SCENARIO = join(import.meta.dirname, '..', '..', 'load-tests', 'scenarios'
 let driver: TopologyTestDriver;
 let app: FastifyInstance;
 let live: LiveCampaigns;
+const warehouseDir = tempDir('kairos-console-wh-');
 const published: { config: unknown; by: string }[] = [];
 
 const profile = (customerId: string, consent: boolean): CustomerProfile => ({
@@ -69,12 +73,15 @@ before(async () => {
     ],
     tokenSecret: undefined,
   };
+  // The warehouse of the results page: variant A (2 customers, 1 converts) and a holdout (2 customers, none).
+  const wh = await abWarehouse(warehouseDir.dir, T0);
   app = createApiApp();
   await registerApi(app, { backend, self: () => 'self:1', auth, rateLimitService: 10_000, rateLimitCustomer: 100, forwardTimeoutMs: 1000 }, new Registry());
   await registerConsole(app, {
     auth,
     live,
     feed,
+    report: (campaignId, windowMs) => runReport(wh, campaignId, windowMs),
     publisher: {
       topic: 'crm.campaigns.v1',
       publish: (config, by) => {
@@ -87,6 +94,7 @@ before(async () => {
 after(async () => {
   await app.close();
   await driver.close();
+  warehouseDir.remove();
 });
 
 const json = (body: unknown, key = MANAGER) => ({ headers: { 'x-api-key': key, 'content-type': 'application/json' }, payload: JSON.stringify(body) });
@@ -200,4 +208,17 @@ test('preview: an unknown window is 400 naming the accepted ones; without access
   const empty = await app.inject({ method: 'POST', url: '/console/api/settings/preview', ...json({ config }) });
   assert.equal(empty.statusCode, 400);
   assert.match(empty.body, /body.events .* or body.window is required/);
+});
+
+test('results: the A/B report as a chart (an accessible SVG) and a table, variants and holdout with the 95 % CI', async () => {
+  const r = await app.inject({ method: 'GET', url: '/console/results?campaign=c-1&window=7d', headers: { 'x-api-key': VIEWER } });
+  assert.equal(r.statusCode, 200, r.body);
+  assert.match(r.body, /<svg id="results-chart" role="img" aria-labelledby="chart-title chart-desc"/);
+  assert.match(r.body, /<desc id="chart-desc">holdout: 0.00 %; A: 50.00 %, uplift \+50.00 pp \[-19.30 pp, \+119.30 pp\]<\/desc>/);
+  assert.match(r.body, /<tr><th scope="row">A<\/th><td class="num">2<\/td><td class="num">1<\/td><td class="num">50.00 %<\/td>/);
+  const bad = await app.inject({ method: 'GET', url: '/console/results?campaign=c-1&window=soon', headers: { 'x-api-key': VIEWER } });
+  assert.equal(bad.statusCode, 400);
+  assert.match(bad.body, /expected a duration like 7d/);
+  const none = await app.inject({ method: 'GET', url: '/console/results?campaign=nope', headers: { 'x-api-key': VIEWER } });
+  assert.match(none.body, /No triggers or holdout decisions of campaign nope/);
 });
