@@ -35,13 +35,16 @@ export interface SeenEvent {
 export type SeenEvents = Map<string, SeenEvent>;
 
 /** Stored as JSON `[[eventId, at, hash], …]`, oldest first. */
+function seenText(seen: SeenEvents): string {
+  const rows: [string, number, number][] = [];
+  for (const [id, e] of seen) rows.push([id, e.at, e.hash]);
+  return JSON.stringify(rows);
+}
+
 export const seenEventsCodec: Codec<SeenEvents> = {
   name: 'dedup-seen-v1',
-  encode: (seen) => {
-    const rows: [string, number, number][] = [];
-    for (const [id, e] of seen) rows.push([id, e.at, e.hash]);
-    return Buffer.from(JSON.stringify(rows), 'utf8');
-  },
+  encode: (seen) => Buffer.from(seenText(seen), 'utf8'),
+  encodeText: seenText,
   decode: (bytes) => {
     const rows = JSON.parse(bytes.toString('utf8')) as [string, number, number][];
     return new Map(rows.map(([id, at, hash]) => [id, { at, hash }]));

@@ -6,6 +6,7 @@ export function jsonCodec<V>(name = 'json'): Codec<V> {
     name,
     encode: (value) => Buffer.from(JSON.stringify(value), 'utf8'),
     decode: (bytes) => JSON.parse(bytes.toString('utf8')) as V,
+    encodeText: (value) => JSON.stringify(value),
   };
 }
 

@@ -12,6 +12,11 @@ export interface Codec<V> {
   readonly name: string;
   encode(value: V): Buffer;
   decode(bytes: Buffer): V;
+  /**
+   * For a text codec: the value as the UTF-8 text `encode` would return the bytes of. The state layer then
+   * writes it straight into the stored value (after its timestamp header), without an intermediate buffer.
+   */
+  encodeText?(value: V): string;
 }
 
 export interface KeyValue<V> {

@@ -772,7 +772,16 @@ export class TaskState {
   }
 
   #encode(s: StoreState, e: Cached): Buffer {
-    const body = s.codec.encode(e.value);
+    const codec = s.codec;
+    if (codec.encodeText !== undefined) {
+      // One buffer per value: the header, then the text encoded in place.
+      const text = codec.encodeText(e.value);
+      const out = Buffer.allocUnsafe(HEADER + Buffer.byteLength(text, 'utf8'));
+      out.writeDoubleBE(e.ts, 0);
+      out.write(text, HEADER, 'utf8');
+      return out;
+    }
+    const body = codec.encode(e.value);
     const out = Buffer.allocUnsafe(HEADER + body.length);
     out.writeDoubleBE(e.ts, 0);
     body.copy(out, HEADER);
