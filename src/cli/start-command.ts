@@ -22,7 +22,7 @@ export async function startCommand(args: readonly string[], io: Io): Promise<num
   const port = instance.address.slice(instance.address.lastIndexOf(':') + 1);
   const scope = config.httpHost === '0.0.0.0' || config.httpHost === '::' ? ' (every interface; KAIROS_HTTP_HOST=127.0.0.1 for this machine only)' : '';
   io.stderr.write(
-    `kairos: running against ${(config.brokers ?? []).join(',')}; metrics and health on http://${instance.address}; ` +
+    `kairos: running against ${(config.brokers ?? []).join(',')}; metrics and health on http://${instance.address}; campaign console on http://${instance.address}/console; ` +
       `HTTP listening on ${config.httpHost}:${port}${scope}\n`,
   );
   const code = await new Promise<number>((resolve) => {

@@ -290,6 +290,47 @@ export function settingsClient(): void {
       });
     });
   };
+  // Quick edit: the guards' common fields as a form, written into the JSON (the JSON stays what is checked).
+  const field = (id: string): El => $(id) as El;
+  const fromJson = (): void => {
+    let cfg: { guards?: { cap?: { max?: number; window?: string | number } | null; quietHours?: { start?: string; end?: string } | null; defaultTimezone?: string } };
+    try {
+      cfg = JSON.parse(config.value) as typeof cfg;
+    } catch {
+      return;
+    }
+    const g = cfg.guards ?? {};
+    field('q-cap-max').value = g.cap === null ? '' : String(g.cap?.max ?? 3);
+    field('q-cap-window').value = g.cap === null ? '' : String(g.cap?.window ?? '24h');
+    field('q-quiet-start').value = g.quietHours === null ? '' : (g.quietHours?.start ?? '22:00');
+    field('q-quiet-end').value = g.quietHours === null ? '' : (g.quietHours?.end ?? '08:00');
+    field('q-timezone').value = g.defaultTimezone ?? '';
+  };
+  $('quick-form')?.addEventListener('submit', (e) => {
+    e.preventDefault();
+    let cfg: Record<string, unknown>;
+    try {
+      cfg = JSON.parse(config.value) as Record<string, unknown>;
+    } catch (err) {
+      ($('check-result') as El).replaceChildren(el('p', `The JSON below does not parse (${(err as Error).message}); fix it first.`, 'error'));
+      return;
+    }
+    const g = { ...((cfg.guards ?? {}) as Record<string, unknown>) };
+    const max = field('q-cap-max').value.trim();
+    const window = field('q-cap-window').value.trim();
+    g.cap = max === '' ? null : { max: Number(max), window: /^[0-9]+$/.test(window) ? Number(window) : window || '24h' };
+    const start = field('q-quiet-start').value;
+    const end = field('q-quiet-end').value;
+    g.quietHours = start === '' && end === '' ? null : { start, end };
+    const tz = field('q-timezone').value.trim();
+    if (tz === '') delete g.defaultTimezone;
+    else g.defaultTimezone = tz;
+    config.value = JSON.stringify({ ...cfg, guards: g }, null, 2);
+    check().catch((err: unknown) => {
+      ($('check-result') as El).replaceChildren(el('p', `Request failed: ${(err as Error).message}`, 'error'));
+    });
+  });
+  fromJson();
   on('check', check);
   on('preview', preview);
   on('publish', publish);

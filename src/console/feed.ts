@@ -34,7 +34,8 @@ export class LiveFeed {
   readonly #ring: (TriggerAudit | undefined)[];
   /** Sequence number of the next record (the first is 1). */
   #next = 1;
-  readonly #counts = new Map<string, number>();
+  /** type → decision → count: after the first of each, counting allocates nothing. */
+  readonly #counts = new Map<string, Map<string, number>>();
 
   constructor(capacity = FEED_CAPACITY) {
     this.#ring = new Array<TriggerAudit | undefined>(capacity).fill(undefined);
@@ -46,8 +47,9 @@ export class LiveFeed {
     const a = record.value as TriggerAudit;
     this.#ring[this.#next % this.#ring.length] = a;
     this.#next++;
-    const k = `${a.type}\u0000${a.decision}`;
-    this.#counts.set(k, (this.#counts.get(k) ?? 0) + 1);
+    let byDecision = this.#counts.get(a.type);
+    if (byDecision === undefined) this.#counts.set(a.type, (byDecision = new Map()));
+    byDecision.set(a.decision, (byDecision.get(a.decision) ?? 0) + 1);
   }
 
   /** Sequence number of the newest entry (0 before any). */
@@ -57,10 +59,9 @@ export class LiveFeed {
 
   /** Decisions since this instance started, per type and decision. */
   counts(): { type: string; decision: string; count: number }[] {
-    return [...this.#counts].map(([k, count]) => {
-      const [type = '', decision = ''] = k.split('\u0000');
-      return { type, decision, count };
-    }).sort((a, b) => a.type.localeCompare(b.type) || a.decision.localeCompare(b.decision));
+    return [...this.#counts]
+      .flatMap(([type, byDecision]) => [...byDecision].map(([decision, count]) => ({ type, decision, count })))
+      .sort((a, b) => a.type.localeCompare(b.type) || a.decision.localeCompare(b.decision));
   }
 
   /**
