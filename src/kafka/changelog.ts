@@ -237,6 +237,21 @@ interface LogMessage {
   readonly timestamp: string;
 }
 
+/** Bytes fetched per partition and round during a restore. */
+const RESTORE_FETCH_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The messages with next ≤ offset < end. A fetched batch is in offset order, so the bounds are found by
+ * looking at its ends (one BigInt each) rather than at every message; usually the whole batch is in range.
+ */
+function inOffsetRange<M extends { readonly offset: string }>(messages: M[], next: bigint, end: bigint): M[] {
+  const first = messages[0];
+  const last = messages.at(-1);
+  if (first === undefined || last === undefined) return [];
+  if (BigInt(first.offset) >= next && BigInt(last.offset) < end) return messages;
+  return messages.filter((m) => BigInt(m.offset) >= next && BigInt(m.offset) < end);
+}
+
 /**
  * Reads each topic's partition over its range with one throwaway consumer; `apply` gets the in-range
  * messages of a batch and returns what it applied and the next offset to record as the topic's checkpoint.
@@ -250,7 +265,15 @@ async function readRanges(
   const todo = new Map([...ranges].filter(([, r]) => r.end > r.next).map(([t, r]) => [t, { next: r.next, end: r.end }]));
   if (todo.size === 0) return 0;
   const remaining = (): bigint => [...todo.values()].reduce((a, t) => a + (t.end - t.next), 0n);
-  const consumer = opts.kafka.consumer({ groupId: `${opts.groupId}-restore-${p}-${randomUUID()}`, maxWaitTimeInMs: opts.maxWaitTimeInMs ?? 100, allowAutoTopicCreation: false });
+  // Large fetches: a restore reads whole logs (kafkajs' defaults, 1 MiB per partition, made a 1M-customer
+  // restore ~1,300 fetch rounds per store, each applied and checkpointed before the next).
+  const consumer = opts.kafka.consumer({
+    groupId: `${opts.groupId}-restore-${p}-${randomUUID()}`,
+    maxWaitTimeInMs: opts.maxWaitTimeInMs ?? 100,
+    maxBytesPerPartition: RESTORE_FETCH_BYTES,
+    maxBytes: 4 * RESTORE_FETCH_BYTES,
+    allowAutoTopicCreation: false,
+  });
   let restored = 0;
   try {
     await consumer.connect();
@@ -266,7 +289,7 @@ async function readRanges(
               consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
               return;
             }
-            const inRange = batch.messages.filter((m) => BigInt(m.offset) >= t.next && BigInt(m.offset) < t.end);
+            const inRange = inOffsetRange(batch.messages, t.next, t.end);
             idleRounds.set(batch.topic, 0);
             seenData.add(batch.topic);
             const last = inRange.at(-1);

@@ -343,6 +343,7 @@ export class TaskState {
       if (s.cache.size > this.#cacheMax) this.#evict(s);
       out[i] = this.#live(s, entry);
     });
+    this.#keepBudget(0);
     return out;
   }
 
@@ -567,15 +568,9 @@ export class TaskState {
     await options.beforeLocalWrite?.();
     const write = this.#db.batch(ops);
     if (options.background === true) {
-      // Settled here so an unobserved failure is never an unhandled rejection; #landed() rethrows it.
-      const failed = write.then(
-        () => undefined,
-        (err: unknown) => err,
-      );
-      this.#writing = failed.then((err) => {
-        if (err !== undefined) throw err;
-      });
-      this.#writing.catch(() => undefined);
+      // A handler now, so a failure nobody awaits yet is not an unhandled rejection; #landed() rethrows it.
+      write.catch(() => undefined);
+      this.#writing = write;
     } else await write;
     for (const s of this.#stores.values()) {
       for (const key of s.dirty) {
