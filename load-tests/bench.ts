@@ -4,7 +4,7 @@
  * (cores, CPU model, RAM, Node, git commit, date) and the load average is taken before every run, because the
  * machine may be shared.
  *
- *   npm run bench -- [--quick] [--only replay,kafka-1,kafka-2,kafka-4,api,restore,fanout,dispatch,chaos] [--chaos]
+ *   npm run bench -- [--quick] [--only replay,kafka-1,kafka-2,kafka-4,api,restore,fanout,memory,dispatch,chaos] [--chaos]
  *                    [--out load-tests/reports] [--brokers host:port]
  *
  * --brokers: a real (test) broker for the Kafka steps and the restore (its contract and kairos-* topics are
@@ -19,6 +19,7 @@
  *   api       load-tests/api-latency.ts                            (--seconds 15; --quick 5)
  *   restore   load-tests/restore-time.ts                           (1M customers in both modes)
  *   fanout    load-tests/fanout-time.ts                            (100k wishers, 100k basket watchers)
+ *   memory    load-tests/memory-bound.ts                           (10M customers on disk, 1M operations; --quick 1M / 300k)
  *   dispatch  load-tests/dispatch-throughput.ts, if present        (3,000 triggers; --quick 1,000)
  *   chaos     load-tests/chaos.ts, only with --chaos or --only chaos (3 min, kill every 20 s; --quick 1.5 min / 15 s)
  *
@@ -90,6 +91,12 @@ function steps(quick: boolean, brokers: string | undefined): Step[] {
     // Both waves at 100,000 (the cache's memory budget replaced the 50,000-entry limit whose eviction made a
     // larger price-drop wave quadratic).
     { name: 'fanout', script: 'fanout-time.ts', args: [], what: 'a sku with 100k wishers (restock) and 100k basket watchers (price drop) in TopologyTestDriver' },
+    {
+      name: 'memory',
+      script: 'memory-bound.ts',
+      args: quick ? ['--customers', '1000000', '--ops', '300000'] : [],
+      what: 'RSS of a task with 10M customers of state on disk under random reads and writes (cache budget 128 MiB)',
+    },
   ];
   if (existsSync(join(REPO_ROOT, 'load-tests', 'dispatch-throughput.ts'))) {
     list.push({ name: 'dispatch', script: 'dispatch-throughput.ts', args: quick ? ['--triggers', '1000'] : [], what: 'Dispatcher against local Redis, FCM and SMTP' });
@@ -275,6 +282,14 @@ function headline(results: readonly Result[]): string[][] {
         `${n0(w.triggers)} triggers, pageSize ${n0(w.pageSize)}; TopologyTestDriver (one task, no broker); peak RSS ${n0(w.peakRssWaveMiB)} MiB`,
       ]);
     }
+  }
+  const me = j('memory');
+  if (me) {
+    rows.push([
+      `memory: a task with ${n0(me.customers)} customers of state on disk (${mib(me.diskBytes)}), ${n0(me.ops)} random reads + writes`,
+      `**peak RSS ${mib(me.peakRssBytes)}** (+${mib((num(me.peakRssBytes) ?? 0) - (num(me.rssBeforeBytes) ?? 0))} over the process before the task)`,
+      `cache budget ${n0(me.budgetMiB)} MiB, largest ${mib(me.maxCacheBytes)}; evicted ${n0(me.evicted)}; wrong values ${n0(me.wrong)}`,
+    ]);
   }
   const di = j('dispatch');
   if (di) rows.push(['dispatch (push + email + onsite, local endpoints)', `**${n0(di.triggersPerSec)} triggers/s**`, `${n0(di.deliveriesPerSec)} deliveries/s; mean provider call ${String(di.meanProviderCall ?? '–')}`]);
