@@ -9,9 +9,13 @@ export function esc(v: unknown): string {
   return String(v ?? '').replace(/[&<>"']/g, (c) => (c === '&' ? '&amp;' : c === '<' ? '&lt;' : c === '>' ? '&gt;' : c === '"' ? '&quot;' : '&#39;'));
 }
 
+/** Marks fragments this module built: a symbol, so no value parsed from JSON (a payload with an `html` field) passes. */
+const TRUSTED: unique symbol = Symbol('kairos.console.html');
+
 /** A trusted fragment (already escaped). */
 export interface Html {
   readonly html: string;
+  readonly [TRUSTED]: true;
 }
 
 /** Tagged template: interpolations are escaped unless they are {@link Html} fragments or arrays of them. */
@@ -20,12 +24,12 @@ export function html(strings: TemplateStringsArray, ...values: unknown[]): Html 
   values.forEach((v, i) => {
     out += render(v) + (strings[i + 1] ?? '');
   });
-  return { html: out };
+  return { html: out, [TRUSTED]: true };
 }
 
 function render(v: unknown): string {
   if (Array.isArray(v)) return v.map(render).join('');
-  if (typeof v === 'object' && v !== null && 'html' in v) return (v as Html).html;
+  if (typeof v === 'object' && v !== null && (v as Partial<Html>)[TRUSTED] === true) return (v as Html).html;
   if (v === undefined || v === null || v === false) return '';
   return esc(v);
 }
