@@ -23,6 +23,7 @@
 import type { Kafka, Message, Producer, RecordMetadata } from 'kafkajs';
 import type { Logger } from 'pino';
 import { KairosError } from '../errors.js';
+import { GroupedCalls, type Settled } from '../util/grouped-calls.js';
 
 export interface TopicMessages {
   readonly topic: string;
@@ -169,8 +170,7 @@ export class RecordCollector {
   #maxBytes: number;
   #fixedLimit: boolean;
   /** Sends waiting for the one in flight (see Grouped above). */
-  readonly #queue: { readonly topicMessages: readonly TopicMessages[]; readonly resolve: (o: ProducedOffsets) => void; readonly reject: (err: unknown) => void }[] = [];
-  #busy = false;
+  readonly #grouped = new GroupedCalls<readonly TopicMessages[], ProducedOffsets>((group) => this.#sendGroup(group));
   /** Produce calls (grouped sends count once), for tests and metrics. */
   requests = 0;
 
@@ -218,42 +218,28 @@ export class RecordCollector {
    * (so a request whose acknowledgement was lost is written twice: at-least-once).
    */
   send(topicMessages: readonly TopicMessages[]): Promise<ProducedOffsets> {
-    return new Promise<ProducedOffsets>((resolve, reject) => {
-      this.#queue.push({ topicMessages, resolve, reject });
-      if (!this.#busy) void this.#drain();
-    });
+    return this.#grouped.call(topicMessages);
   }
 
-  async #drain(): Promise<void> {
-    this.#busy = true;
-    try {
-      // Sends of the same turn (tasks committing together) join the first request.
-      await new Promise<void>((r) => setImmediate(r));
-      while (this.#queue.length > 0) {
-        const group = this.#queue.splice(0);
-        if (group.length > 1) {
-          let all: ProducedOffsets | undefined;
-          try {
-            all = await this.#send(group.flatMap((g) => g.topicMessages));
-          } catch (err) {
-            this.#log.warn({ err: (err as Error).message, sends: group.length }, 'grouped send failed; sending each on its own');
-          }
-          if (all !== undefined) {
-            for (const g of group) g.resolve(offsetsOf(g.topicMessages, all));
-            continue;
-          }
-        }
-        for (const g of group) {
-          try {
-            g.resolve(await this.#send(g.topicMessages));
-          } catch (err) {
-            g.reject(err);
-          }
-        }
+  /** One request for a group of sends; when it fails, each send on its own, so an error reaches only its caller. */
+  async #sendGroup(group: readonly (readonly TopicMessages[])[]): Promise<Settled<ProducedOffsets>[]> {
+    if (group.length > 1) {
+      try {
+        const all = await this.#send(group.flat());
+        return group.map((topicMessages) => ({ ok: true, value: offsetsOf(topicMessages, all) }));
+      } catch (err) {
+        this.#log.warn({ err: (err as Error).message, sends: group.length }, 'grouped send failed; sending each on its own');
       }
-    } finally {
-      this.#busy = false;
     }
+    const out: Settled<ProducedOffsets>[] = [];
+    for (const topicMessages of group) {
+      try {
+        out.push({ ok: true, value: await this.#send(topicMessages) });
+      } catch (error) {
+        out.push({ ok: false, error });
+      }
+    }
+    return out;
   }
 
   async #send(topicMessages: readonly TopicMessages[]): Promise<ProducedOffsets> {

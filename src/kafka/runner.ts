@@ -35,6 +35,7 @@ import type { DecodeResult, TopicSerde } from './serde.js';
 import { isTopicName } from '../../schemas/contract.js';
 import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
 import { checkCopartitioned, ensureTopics, INTERNAL_TOPIC_CONFIGS, messageLimit, partitionOffsets, type NeededTopic } from './topics.js';
+import { GroupedCalls } from '../util/grouped-calls.js';
 
 export interface KafkaRunnerOptions {
   readonly topology: Topology;
@@ -143,9 +144,17 @@ export class KafkaRunner {
   #routing: TaskRouting | undefined;
   #standby: StandbyFollower | undefined;
   #routingFollower: RoutingFollower | undefined;
-  /** Offset commits of tasks committing together, sent as one request (see #commitOffsets). */
-  #offsetQueue: { offsets: readonly { topic: string; partition: number; offset: string }[]; resolve: () => void; reject: (err: unknown) => void }[] = [];
-  #offsetBusy = false;
+  /**
+   * Offset commits of the tasks that commit together go out as one OffsetCommit request (the first waits a turn
+   * of the event loop for the others, and those arriving while one is in flight form the next); a failure fails
+   * every commit of its request.
+   */
+  readonly #offsetCommits = new GroupedCalls<readonly { topic: string; partition: number; offset: string }[], void>(async (group) => {
+    const consumer = this.#consumer;
+    if (!consumer || this.#left) throw new KairosError('KAIROS_ERR_KAFKA', 'no consumer in the group');
+    await consumer.commitOffsets(group.flat());
+    return group.map(() => ({ ok: true, value: undefined }));
+  });
 
   constructor(options: KafkaRunnerOptions) {
     this.#o = options;
@@ -263,7 +272,7 @@ export class KafkaRunner {
       collector: this.#collector,
       admin: () => this.#admin,
       consumer: () => this.#consumer,
-      commitOffsets: (offsets) => this.#commitOffsets(offsets),
+      commitOffsets: (offsets) => this.#offsetCommits.call(offsets),
       left: () => this.#left,
       sources: this.#sources,
       external: this.#externalSources,
@@ -395,37 +404,6 @@ export class KafkaRunner {
       partitionsConsumedConcurrently: Math.max(1, this.#o.partitionsConsumedConcurrently ?? 4),
       eachBatch: (b) => this.#eachBatch(b),
     });
-  }
-
-  /**
-   * Offset commits of the tasks that commit together go out as one OffsetCommit request: the first waits a
-   * turn of the event loop for the others, and those arriving while one is in flight form the next.
-   */
-  #commitOffsets(offsets: readonly { topic: string; partition: number; offset: string }[]): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.#offsetQueue.push({ offsets, resolve, reject });
-      if (!this.#offsetBusy) void this.#drainOffsets();
-    });
-  }
-
-  async #drainOffsets(): Promise<void> {
-    this.#offsetBusy = true;
-    try {
-      await new Promise<void>((r) => setImmediate(r));
-      while (this.#offsetQueue.length > 0) {
-        const group = this.#offsetQueue.splice(0);
-        try {
-          const consumer = this.#consumer;
-          if (!consumer || this.#left) throw new KairosError('KAIROS_ERR_KAFKA', 'no consumer in the group');
-          await consumer.commitOffsets(group.flatMap((g) => g.offsets));
-          for (const g of group) g.resolve();
-        } catch (err) {
-          for (const g of group) g.reject(err);
-        }
-      }
-    } finally {
-      this.#offsetBusy = false;
-    }
   }
 
   /**
