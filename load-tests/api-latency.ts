@@ -12,6 +12,7 @@
  *
  *   npx tsx load-tests/api-latency.ts [--events 20000] [--customers 4000] [--seconds 15] [--rate N] [--forward-rate N]
  */
+import type { LoadResult } from './lib/open-loop.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -96,20 +97,10 @@ async function startChild(brokers: string, stateDir: string, port: number, profi
   };
 }
 
-interface Figures {
+/** The generator's figures (`late`: fixed rate, requests that found no idle connection when due) and the server's. */
+interface Figures extends Omit<LoadResult, 'seconds' | 'lateWaitP99Ms'> {
   readonly label: string;
   readonly targetRate: number | null;
-  readonly requests: number;
-  readonly reqPerSec: number;
-  readonly p50: number;
-  readonly p90: number;
-  readonly p99: number;
-  readonly p999: number;
-  readonly max: number;
-  readonly non2xx: number;
-  readonly errors: number;
-  /** Fixed rate: requests that found no idle connection when due (they waited; not in the latencies). */
-  readonly late: number;
   readonly serverCpu: number;
   /** Server CPU time per answered request, µs. */
   readonly cpuUsPerRequest: number;
@@ -137,7 +128,7 @@ async function load(label: string, target: Server, paths: readonly string[], sec
   const code = await new Promise<number | null>((r) => gen.once('exit', r));
   const wall = performance.now() - t0;
   if (code !== 0) throw new Error(`load generator exited with ${code}`);
-  const r = JSON.parse(out.trim().split('\n').pop() as string) as Omit<Figures, 'label' | 'targetRate' | 'serverCpu' | 'ownerCpu' | 'cpuUsPerRequest'>;
+  const r = JSON.parse(out.trim().split('\n').pop() as string) as LoadResult;
   const cpu = cpuMs(target.proc.pid as number) - cpu0;
   const f: Figures = {
     ...r,

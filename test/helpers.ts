@@ -18,3 +18,11 @@ export async function until(what: string, cond: () => boolean | Promise<boolean>
     await sleep(pollMs);
   }
 }
+
+/**
+ * The runtime variables of a test instance on `brokers` that joins and rebalances its group quickly: no
+ * idempotent producer (librdkafka's mock cluster), short fetch waits, short session and heartbeat.
+ */
+export function fastGroupEnv(brokers: string): Record<string, string> {
+  return { KAFKA_BROKERS: brokers, KAFKA_IDEMPOTENT: 'false', KAFKA_MAX_WAIT_MS: '100', KAFKA_SESSION_TIMEOUT_MS: '6000', KAFKA_HEARTBEAT_MS: '500' };
+}

@@ -13,7 +13,7 @@ import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { loadRuntimeConfig } from '../../src/config/runtime.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { partitionOf } from '../../src/kafka/partitioner.js';
-import { tempDir, until } from '../helpers.js';
+import { tempDir, until, fastGroupEnv } from '../helpers.js';
 import { produce, silent, testKafka } from '../support/kafka.js';
 
 const KEY = 'routing-test-key-0123456789';
@@ -39,11 +39,7 @@ async function start(): Promise<Instance> {
   const state = tempDir();
   dirs.push(state);
   const config = loadRuntimeConfig({
-    KAFKA_BROKERS: cluster.brokers.join(','),
-    KAFKA_IDEMPOTENT: 'false',
-    KAFKA_MAX_WAIT_MS: '100',
-    KAFKA_SESSION_TIMEOUT_MS: '6000',
-    KAFKA_HEARTBEAT_MS: '500',
+    ...fastGroupEnv(cluster.brokers.join(',')),
     KAIROS_APPLICATION_ID: 'routing',
     KAIROS_STATE_DIR: state.dir,
     KAIROS_HTTP_PORT: '0',

@@ -14,7 +14,7 @@ import { startInstance, type Instance } from '../../src/app/instance.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { loadRuntimeConfig } from '../../src/config/runtime.js';
 import { mockClusterAvailable, startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
-import { tempDir, until } from '../helpers.js';
+import { tempDir, until, fastGroupEnv } from '../helpers.js';
 import { silent, testKafka } from '../support/kafka.js';
 import { abWarehouse } from '../support/console-warehouse.js';
 
@@ -48,11 +48,7 @@ before(async () => {
   }
   await producer.disconnect();
   const config = loadRuntimeConfig({
-    KAFKA_BROKERS: cluster.brokers.join(','),
-    KAFKA_IDEMPOTENT: 'false',
-    KAFKA_MAX_WAIT_MS: '100',
-    KAFKA_SESSION_TIMEOUT_MS: '6000',
-    KAFKA_HEARTBEAT_MS: '500',
+    ...fastGroupEnv(cluster.brokers.join(',')),
     KAIROS_APPLICATION_ID: 'console-browser',
     KAIROS_STATE_DIR: dir.dir,
     KAIROS_HTTP_PORT: '0',

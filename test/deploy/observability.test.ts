@@ -16,7 +16,7 @@ import { startInstance, type Instance } from '../../src/app/instance.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { loadRuntimeConfig } from '../../src/config/runtime.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
-import { tempDir } from '../helpers.js';
+import { tempDir, fastGroupEnv } from '../helpers.js';
 import { produce, silent, testKafka } from '../support/kafka.js';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -129,11 +129,7 @@ before(async () => {
   cluster = await startMockCluster();
   const brokers = cluster.brokers.join(',');
   const config = loadRuntimeConfig({
-    KAFKA_BROKERS: brokers,
-    KAFKA_IDEMPOTENT: 'false',
-    KAFKA_MAX_WAIT_MS: '100',
-    KAFKA_SESSION_TIMEOUT_MS: '6000',
-    KAFKA_HEARTBEAT_MS: '500',
+    ...fastGroupEnv(brokers),
     KAIROS_APPLICATION_ID: 'observability',
     KAIROS_STATE_DIR: state.dir,
     KAIROS_HTTP_PORT: '0',

@@ -36,7 +36,7 @@ import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { KafkaRunner } from '../../src/kafka/runner.js';
-import { sleep, tempDir } from '../helpers.js';
+import { sleep, tempDir, fastGroupEnv } from '../helpers.js';
 import { mockRunnerDefaults, testKafka } from '../support/kafka.js';
 import { startChild, type ChildInstance } from '../support/instance.js';
 import { HOUR, INPUT_TOPICS, shopHistory, type Input, type ShopHistory } from '../support/shop-history.js';
@@ -220,11 +220,7 @@ test('kill -9 mid catch-up twice (restarts on an empty and on a stale state dire
     const campaigns = join(dir, 'campaigns.json');
     writeFileSync(campaigns, JSON.stringify(CAMPAIGNS));
     const env = (stateDir: string): Record<string, string> => ({
-      KAFKA_BROKERS: cluster.brokers.join(','),
-      KAFKA_IDEMPOTENT: 'false',
-      KAFKA_MAX_WAIT_MS: '100',
-      KAFKA_SESSION_TIMEOUT_MS: '6000',
-      KAFKA_HEARTBEAT_MS: '500',
+      ...fastGroupEnv(cluster.brokers.join(',')),
       KAIROS_APPLICATION_ID: APP,
       KAIROS_STATE_DIR: stateDir,
       KAIROS_CAMPAIGNS: campaigns,

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BasketEvent, Trigger } from '../../schemas/contract.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
-import { tempDir } from '../helpers.js';
+import { tempDir, fastGroupEnv } from '../helpers.js';
 import { collect, json, produce, testKafka } from '../support/kafka.js';
 import { startChild, type ChildInstance } from '../support/instance.js';
 
@@ -23,11 +23,7 @@ test('three instances in one group, kill -9 one under load: no trigger lost, dup
   const campaigns = join(dir.dir, 'campaigns.json');
   writeFileSync(campaigns, JSON.stringify({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '4s' } } } }));
   const env = (i: number): Record<string, string> => ({
-    KAFKA_BROKERS: cluster.brokers.join(','),
-    KAFKA_IDEMPOTENT: 'false',
-    KAFKA_MAX_WAIT_MS: '100',
-    KAFKA_SESSION_TIMEOUT_MS: '6000',
-    KAFKA_HEARTBEAT_MS: '500',
+    ...fastGroupEnv(cluster.brokers.join(',')),
     KAIROS_APPLICATION_ID: 'chaos',
     KAIROS_STATE_DIR: join(dir.dir, `instance-${i}`),
     KAIROS_CAMPAIGNS: campaigns,
