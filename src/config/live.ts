@@ -20,11 +20,19 @@ export interface ApplyResult {
   readonly errors: readonly string[];
 }
 
+/** Who published a config and when, as the campaign topic's record headers say (`kairos-published-by`/`-at`). */
+export interface Publication {
+  readonly by: string;
+  /** ISO 8601, as the header carries it. */
+  readonly at: string;
+}
+
 export class LiveCampaigns {
   #current: CampaignsConfig;
   #version = 1;
   #input: unknown;
   #source: string;
+  #publication: Publication | undefined;
   readonly #listeners: ((c: CampaignsConfig, version: number) => void)[] = [];
 
   /** `input`: the JSON `initial` was resolved from, when known (the console shows and edits it). */
@@ -44,6 +52,11 @@ export class LiveCampaigns {
     return this.#source;
   }
 
+  /** Who published the config in force and when (a topic record with the console's headers); undefined otherwise. */
+  get publication(): Publication | undefined {
+    return this.#publication;
+  }
+
   get current(): CampaignsConfig {
     return this.#current;
   }
@@ -57,7 +70,7 @@ export class LiveCampaigns {
   }
 
   /** Validates `input` and makes it current; on errors keeps the current config and returns them. */
-  apply(input: unknown, source: string): ApplyResult {
+  apply(input: unknown, source: string, publication?: Publication): ApplyResult {
     let next: CampaignsConfig;
     try {
       next = resolveCampaigns(input, source);
@@ -69,6 +82,7 @@ export class LiveCampaigns {
     this.#current = next;
     this.#input = input;
     this.#source = source;
+    this.#publication = publication;
     this.#version++;
     for (const fn of this.#listeners) fn(next, this.#version);
     return { ok: true, errors: [] };

@@ -15,11 +15,18 @@ interface El {
   readonly files?: { readonly length: number; readonly 0?: { text(): Promise<string>; readonly name: string } } | null;
   selectionStart: number;
   selectionEnd: number;
+  checked: boolean;
+  open: boolean;
+  readonly parentElement: El | null;
   setAttribute(name: string, value: string): void;
+  getAttribute(name: string): string | null;
+  removeAttribute(name: string): void;
+  querySelectorAll(selector: string): ArrayLike<El>;
+  closest(selector: string): El | null;
   append(...nodes: (El | string)[]): void;
   prepend(...nodes: (El | string)[]): void;
   replaceChildren(...nodes: (El | string)[]): void;
-  addEventListener(type: string, fn: (e: { preventDefault(): void; readonly data?: string }) => void): void;
+  addEventListener(type: string, fn: (e: { preventDefault(): void; readonly data?: string; readonly target?: El | null }) => void): void;
   focus(): void;
   remove(): void;
   readonly children: { readonly length: number };
@@ -27,6 +34,7 @@ interface El {
 }
 interface Doc {
   getElementById(id: string): El | null;
+  querySelectorAll(selector: string): ArrayLike<El>;
   createElement(tag: string): El;
 }
 interface Source {
@@ -187,9 +195,12 @@ export function settingsClient(): void {
     out.replaceChildren(el('p', 'Checking…', 'note'));
     const { json } = await post<{ changes: Change[] }>('/console/api/settings/check', { config: config.value });
     if (json.error !== undefined) {
-      showErrors(out, json.error.fields ?? [{ path: '/', message: json.error.message }]);
+      const errs = json.error.fields ?? [{ path: '/', message: json.error.message }];
+      showErrors(out, errs);
+      errorsAtFields(errs);
       return false;
     }
+    errorsAtFields([]);
     out.replaceChildren(
       el('p', json.changes.length === 0 ? 'Valid; nothing changes against the config in force.' : `Valid; ${json.changes.length} field${json.changes.length === 1 ? '' : 's'} change against the config in force:`),
       ...(json.changes.length === 0 ? [] : [table('Changes (defaults filled in)', ['Field', 'In force', 'Edited'], json.changes.map((c) => [c.path, c.from ?? '(absent)', c.to ?? '(absent)']), 'diff')]),
@@ -273,11 +284,13 @@ export function settingsClient(): void {
     for (let i = 0; i < 120; i++) {
       await new Promise((r) => setTimeout(r, 500));
       const res = await fetch('/console/api/settings/state', { credentials: 'same-origin' });
-      const s = (await res.json()) as { version: number; source: string; rejected?: string[] };
+      const s = (await res.json()) as { version: number; source: string; publishedBy?: string; publishedAt?: string };
       if (s.version > before) {
+        const who = s.publishedBy === undefined ? '' : `, published by ${s.publishedBy} at ${s.publishedAt ?? '?'}`;
         ($('cfg-version') as El).textContent = String(s.version);
         ($('cfg-source') as El).textContent = s.source;
-        out.append(el('p', `Applied: version ${s.version} is in force (from ${s.source}).`, 'sent'));
+        ($('cfg-publisher') as El).textContent = who;
+        out.append(el('p', `Applied: version ${s.version} is in force (from ${s.source}${who}).`, 'sent'));
         return;
       }
     }
@@ -290,46 +303,136 @@ export function settingsClient(): void {
       });
     });
   };
-  // Quick edit: the guards' common fields as a form, written into the JSON (the JSON stays what is checked).
-  const field = (id: string): El => $(id) as El;
+  // The form generated from the config schema (config-form.ts): each control carries its JSON pointer and
+  // kind; a change writes that one value into the JSON (empty: removed, so the default applies) and checks it.
+  const fields = (): El[] => Array.from(document.querySelectorAll('#config-form [data-path]'));
+  const segs = (path: string): string[] => path.split('/').filter((x) => x !== '');
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const getAt = (root: unknown, path: string): unknown => segs(path).reduce<unknown>((v, k) => (isObj(v) ? v[k] : undefined), root);
+  const setAt = (root: Record<string, unknown>, path: string, value: unknown): void => {
+    const ks = segs(path);
+    let o = root;
+    for (const k of ks.slice(0, -1)) {
+      const next = o[k];
+      o = isObj(next) ? next : (o[k] = {});
+    }
+    const last = ks[ks.length - 1];
+    if (last !== undefined) o[last] = value;
+  };
+  const deleteAt = (root: Record<string, unknown>, path: string): void => {
+    const ks = segs(path);
+    const chain: Record<string, unknown>[] = [root];
+    for (const k of ks.slice(0, -1)) {
+      const next = chain[chain.length - 1]?.[k];
+      if (!isObj(next)) return;
+      chain.push(next);
+    }
+    const last = ks[ks.length - 1];
+    if (last !== undefined) delete chain[chain.length - 1]?.[last];
+    // Objects left empty go too (an absent object and an empty one mean the same: defaults).
+    for (let i = chain.length - 1; i > 0; i--) {
+      if (Object.keys(chain[i] ?? {}).length > 0) break;
+      const key = ks[i - 1];
+      if (key !== undefined) delete chain[i - 1]?.[key];
+    }
+  };
+  const showText = (kind: string, v: unknown): string => {
+    if (v === undefined) return '';
+    if (kind === 'list' && Array.isArray(v)) return v.map(String).join(', ');
+    if (kind === 'json') return JSON.stringify(v);
+    if (v === null) return 'null';
+    return typeof v === 'object' ? JSON.stringify(v) : String(v);
+  };
   const fromJson = (): void => {
-    let cfg: { guards?: { cap?: { max?: number; window?: string | number } | null; quietHours?: { start?: string; end?: string } | null; defaultTimezone?: string } };
+    let cfg: unknown;
     try {
-      cfg = JSON.parse(config.value) as typeof cfg;
+      cfg = JSON.parse(config.value);
     } catch {
       return;
     }
-    const g = cfg.guards ?? {};
-    field('q-cap-max').value = g.cap === null ? '' : String(g.cap?.max ?? 3);
-    field('q-cap-window').value = g.cap === null ? '' : String(g.cap?.window ?? '24h');
-    field('q-quiet-start').value = g.quietHours === null ? '' : (g.quietHours?.start ?? '22:00');
-    field('q-quiet-end').value = g.quietHours === null ? '' : (g.quietHours?.end ?? '08:00');
-    field('q-timezone').value = g.defaultTimezone ?? '';
+    for (const f of fields()) {
+      const v = getAt(cfg, f.getAttribute('data-path') ?? '');
+      if (f.getAttribute('data-kind') === 'null') f.checked = v === null;
+      else f.value = showText(f.getAttribute('data-kind') ?? '', v);
+    }
   };
-  $('quick-form')?.addEventListener('submit', (e) => {
-    e.preventDefault();
+  /** The value a control holds: `{ absent: true }` for empty, an error text when it cannot be read. */
+  const valueOf = (f: El): { absent: true } | { value: unknown } | { error: string } => {
+    const kind = f.getAttribute('data-kind');
+    if (kind === 'null') return f.checked ? { value: null } : { absent: true };
+    const text = f.value.trim();
+    if (text === '') return { absent: true };
+    if (kind === 'boolean') return { value: text === 'true' };
+    if (kind === 'number') return Number.isFinite(Number(text)) ? { value: Number(text) } : { error: 'not a number' };
+    if (kind === 'list') return { value: text.split(',').map((x) => x.trim()).filter((x) => x !== '') };
+    if (kind === 'json') {
+      try {
+        return { value: JSON.parse(text) as unknown };
+      } catch (err) {
+        return { error: `not valid JSON: ${(err as Error).message}` };
+      }
+    }
+    if (kind === 'scalar') {
+      const accepts = (f.getAttribute('data-accepts') ?? '').split(' ');
+      if (accepts.includes('null') && text === 'null') return { value: null };
+      if (accepts.includes('boolean') && (text === 'true' || text === 'false')) return { value: text === 'true' };
+      if (accepts.includes('number') && /^-?[0-9]+(\.[0-9]+)?$/.test(text)) return { value: Number(text) };
+    }
+    return { value: text };
+  };
+  const fieldError = (f: El, message: string | undefined): void => {
+    const out = $(`${f.getAttribute('id') ?? ''}-error`);
+    if (out !== null) out.textContent = message ?? '';
+    if (message === undefined) f.removeAttribute('aria-invalid');
+    else f.setAttribute('aria-invalid', 'true');
+  };
+  /** Each error at the control of its path (or of the nearest enclosing path that has one); its sections opened. */
+  const errorsAtFields = (errs: { path: string; message: string }[]): void => {
+    const all = fields();
+    for (const f of all) fieldError(f, undefined);
+    for (const e of errs) {
+      let best: El | undefined;
+      let bestLen = -1;
+      for (const f of all) {
+        const p = f.getAttribute('data-path') ?? '';
+        if ((e.path === p || e.path.startsWith(`${p}/`)) && p.length > bestLen && f.getAttribute('data-kind') !== 'null') {
+          best = f;
+          bestLen = p.length;
+        }
+      }
+      if (best === undefined) continue;
+      const out = $(`${best.getAttribute('id') ?? ''}-error`);
+      fieldError(best, `${out?.textContent ? `${out.textContent}; ` : ''}${e.path === best.getAttribute('data-path') ? '' : `${e.path}: `}${e.message}`);
+      for (let d = best.closest('details'); d !== null; d = d.parentElement?.closest('details') ?? null) d.open = true;
+    }
+  };
+  $('config-form')?.addEventListener('change', (e) => {
+    const f = e.target;
+    const path = f?.getAttribute('data-path');
+    if (f === null || f === undefined || path === null || path === undefined) return;
     let cfg: Record<string, unknown>;
     try {
-      cfg = JSON.parse(config.value) as Record<string, unknown>;
+      const parsed = JSON.parse(config.value) as unknown;
+      cfg = isObj(parsed) ? parsed : {};
     } catch (err) {
-      ($('check-result') as El).replaceChildren(el('p', `The JSON below does not parse (${(err as Error).message}); fix it first.`, 'error'));
+      fieldError(f, `the JSON editor does not parse (${(err as Error).message}); fix it first`);
       return;
     }
-    const g = { ...((cfg.guards ?? {}) as Record<string, unknown>) };
-    const max = field('q-cap-max').value.trim();
-    const window = field('q-cap-window').value.trim();
-    g.cap = max === '' ? null : { max: Number(max), window: /^[0-9]+$/.test(window) ? Number(window) : window || '24h' };
-    const start = field('q-quiet-start').value;
-    const end = field('q-quiet-end').value;
-    g.quietHours = start === '' && end === '' ? null : { start, end };
-    const tz = field('q-timezone').value.trim();
-    if (tz === '') delete g.defaultTimezone;
-    else g.defaultTimezone = tz;
-    config.value = JSON.stringify({ ...cfg, guards: g }, null, 2);
+    const v = valueOf(f);
+    if ('error' in v) {
+      fieldError(f, v.error);
+      return;
+    }
+    fieldError(f, undefined);
+    if ('absent' in v) deleteAt(cfg, path);
+    else setAt(cfg, path, v.value);
+    config.value = JSON.stringify(cfg, null, 2);
+    fromJson();
     check().catch((err: unknown) => {
       ($('check-result') as El).replaceChildren(el('p', `Request failed: ${(err as Error).message}`, 'error'));
     });
   });
+  config.addEventListener('change', () => fromJson());
   fromJson();
   on('check', check);
   on('preview', preview);

@@ -86,5 +86,10 @@ textarea { width: 100%; font-family: ui-monospace, monospace; font-size: .85rem;
 .plus { color: #0b6b2b; font-weight: 700; } .minus { color: #a4161a; font-weight: 700; }
 #events { max-height: 32rem; overflow: auto; }
 svg text { font: 12px system-ui, sans-serif; fill: #1a1a1a; }
+.vh { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap; }
+#config-form details { border: 1px solid #ccc; border-radius: 4px; padding: .25rem .75rem; margin: .4rem 0; } #config-form summary { font-weight: 600; cursor: pointer; }
+#config-form fieldset { border: 1px solid #ddd; margin: .4rem 0; } .fields { display: flex; flex-wrap: wrap; gap: .5rem 1.25rem; margin: .4rem 0; }
+.field { display: flex; flex-direction: column; max-width: 22rem; } .field.wide { flex-basis: 100%; max-width: none; } .field.check { flex-direction: row; align-items: center; gap: .3rem; flex-wrap: wrap; }
+.field .hint { font-size: .8rem; } .field-error:empty { display: none; } [aria-invalid="true"] { border: 2px solid #a4161a; }
 .actions { display: flex; gap: .75rem; align-items: end; flex-wrap: wrap; margin-top: .5rem; }
 `;

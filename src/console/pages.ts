@@ -5,6 +5,7 @@ import { TriggerType } from '../../schemas/contract.js';
 import { html, iso, type Html } from './html.js';
 import type { WhyNot } from './why-not.js';
 import type { Report } from '../warehouse/report.js';
+import type { Publication } from '../config/live.js';
 
 const money = (m: Money | null | undefined): string => (m ? `${(m.amount / 100).toFixed(2)} ${m.currency}` : '–');
 const badge = (cls: string, text: string): Html => html`<span class="badge ${cls}">${text}</span>`;
@@ -77,18 +78,20 @@ export function livePage(campaigns: readonly string[]): Html {
 <div id="events"><table><caption>Latest decisions (newest first)</caption><thead><tr><th scope="col">Event time</th><th scope="col">Customer</th><th scope="col">Type</th><th scope="col">Campaign</th><th scope="col">Decision</th><th scope="col">Reason</th><th scope="col">Detail</th></tr></thead><tbody id="event-rows"></tbody></table></div>`;
 }
 
-export function settingsPage(o: { json: string; version: number; source: string; canPublish: boolean; topic: string | undefined; lastPublish: string | undefined; windows: readonly string[] }): Html {
-  return html`<p>Version <strong id="cfg-version">${o.version}</strong> is in force (from <code id="cfg-source">${o.source}</code>).
-Edit it as JSON: <em>Check</em> validates it as a config file is validated and lists what changes; <em>Preview</em> replays events — the input topics' recent records, or an NDJSON file as <code>kairos replay</code> reads it — with the config in force and with yours, and shows what each would have sent. A replay starts from empty state: what customers did before the window is not known to it.</p>
-<form id="quick-form" aria-describedby="quick-hint"><fieldset><legend>Guards (quick edit)</legend>
-<div class="actions">
-<div><label for="q-cap-max">Cap: at most</label><input id="q-cap-max" type="number" min="1" step="1" size="4"></div>
-<div><label for="q-cap-window">triggers per</label><input id="q-cap-window" size="6" placeholder="24h"></div>
-<div><label for="q-quiet-start">Quiet hours from</label><input id="q-quiet-start" type="time"></div>
-<div><label for="q-quiet-end">until</label><input id="q-quiet-end" type="time"></div>
-<div><label for="q-timezone">Default time zone</label><input id="q-timezone" size="16" placeholder="Europe/Berlin"></div>
-<button type="submit" id="q-apply">Apply to JSON</button></div>
-<p class="note" id="quick-hint">Writes these fields into the JSON below and checks it; empty quiet hours mean none, an empty cap means no cap.</p></fieldset></form>
+export function settingsPage(o: {
+  json: string;
+  version: number;
+  source: string;
+  publication: Publication | undefined;
+  canPublish: boolean;
+  topic: string | undefined;
+  lastPublish: string | undefined;
+  windows: readonly string[];
+  form: Html;
+}): Html {
+  return html`<p>Version <strong id="cfg-version">${o.version}</strong> is in force (from <code id="cfg-source">${o.source}</code>)<span id="cfg-publisher">${o.publication === undefined ? '' : `, published by ${o.publication.by} at ${o.publication.at}`}</span>.
+Edit it as a form or as JSON: <em>Check</em> validates it as a config file is validated and lists what changes; <em>Preview</em> replays events — the input topics' recent records, or an NDJSON file as <code>kairos replay</code> reads it — with the config in force and with yours, and shows what each would have sent. </p>
+${o.form}
 <form id="settings-form">
 <label for="config">Campaign config (JSON)</label>
 <textarea id="config" name="config" rows="16" spellcheck="false" aria-describedby="check-result">${o.json}</textarea>

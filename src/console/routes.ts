@@ -24,6 +24,7 @@ import { CSP, CSS, html, layout } from './html.js';
 import { customerForm, customerPage, livePage, loginPage, resultsForm, resultsPage, settingsPage } from './pages.js';
 import { COOKIE, ConsoleSessions, SESSION_TTL_MS, type ConsoleUser } from './session.js';
 import { checkConfigText, diffConfigs, type FieldError } from './settings.js';
+import { configForm } from './config-form.js';
 import { whyNot } from './why-not.js';
 
 export interface ConsolePublisher {
@@ -72,6 +73,8 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
   const log = opts.logger?.child({ component: 'console' });
   const streams = new Set<() => void>();
   let lastPublish: string | undefined;
+  // Generated from the config schema once (it is fixed for the process).
+  const form = configForm();
 
   await app.register(
     (c, _o, done) => {
@@ -257,14 +260,14 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
             title: 'Campaign settings',
             active: 'settings',
             user: userName(user),
-            body: settingsPage({ json: JSON.stringify(inForce(), null, 2), version: opts.live.version, source: opts.live.source, canPublish, topic: opts.publisher?.topic, lastPublish, windows: opts.recentInput === undefined ? [] : Object.keys(WINDOWS) }),
+            body: settingsPage({ json: JSON.stringify(inForce(), null, 2), version: opts.live.version, source: opts.live.source, publication: opts.live.publication, form, canPublish, topic: opts.publisher?.topic, lastPublish, windows: opts.recentInput === undefined ? [] : Object.keys(WINDOWS) }),
             script: 'settings.js',
           }),
         );
       });
       c.get('/console/api/settings/state', (req, reply) => {
         if (apiUser(req, reply) === undefined) return reply;
-        return { version: opts.live.version, source: opts.live.source, config: inForce() };
+        return { version: opts.live.version, source: opts.live.source, ...(opts.live.publication === undefined ? {} : { publishedBy: opts.live.publication.by, publishedAt: opts.live.publication.at }), config: inForce() };
       });
       const edited = (req: FastifyRequest<{ Body: { config?: unknown } }>, reply: FastifyReply) => {
         const text = req.body?.config;

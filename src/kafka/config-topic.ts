@@ -4,9 +4,22 @@
  * config in force stays.
  */
 import { randomUUID } from 'node:crypto';
-import type { Consumer, Kafka, Producer } from 'kafkajs';
+import type { Consumer, IHeaders, Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import type { ApplyResult, LiveCampaigns } from '../config/live.js';
+import type { ApplyResult, LiveCampaigns, Publication } from '../config/live.js';
+
+const header = (h: IHeaders | undefined, name: string): string | undefined => {
+  const v = h?.[name];
+  const one = Array.isArray(v) ? v[0] : v;
+  return one === undefined ? undefined : one.toString();
+};
+
+/** Who and when from a record's headers (as CampaignTopicPublisher writes them); undefined without both. */
+export function publicationOf(headers: IHeaders | undefined): Publication | undefined {
+  const by = header(headers, 'kairos-published-by');
+  const at = header(headers, 'kairos-published-at');
+  return by === undefined || at === undefined ? undefined : { by, at };
+}
 
 export class CampaignTopicFollower {
   readonly #kafka: Kafka;
@@ -36,7 +49,7 @@ export class CampaignTopicFollower {
         const source = `${this.#topic}[${partition}]@${message.offset}`;
         let result: ApplyResult;
         try {
-          result = this.#live.apply(JSON.parse(message.value.toString('utf8')), source);
+          result = this.#live.apply(JSON.parse(message.value.toString('utf8')), source, publicationOf(message.headers));
         } catch (err) {
           result = { ok: false, errors: [`${source}: not valid JSON: ${(err as Error).message}`] };
         }

@@ -124,13 +124,32 @@ test('settings: a bad value is shown at its field; lowering the cap shows its di
   const inForce = JSON.parse(await editor.inputValue()) as typeof INPUT;
   assert.deepEqual(inForce, INPUT);
 
-  // The quick-edit form writes into the JSON and checks it.
-  assert.equal(await page.getByLabel('Cap: at most').inputValue(), '3');
-  await page.getByLabel('Cap: at most').fill('2');
-  await page.getByRole('button', { name: 'Apply to JSON' }).click();
+  // The form generated from the config schema: every field labelled, filled from the JSON, writing into it.
+  await page.locator('details[data-group="/guards"] > summary').focus();
+  await page.keyboard.press('Enter');
+  const capMax = page.getByLabel('guards › cap › max');
+  assert.equal(await capMax.inputValue(), '3');
+  assert.equal(await page.getByLabel('guards › quietHours › none').isChecked(), true);
+  await capMax.fill('0');
+  await capMax.press('Tab');
+  // A bad value: its error at the field (and in the list), the JSON carries it.
+  await page.locator('#f-guards-cap-max-error').getByText(/Expected integer to be greater or equal to 1/).waitFor();
+  assert.equal(await capMax.getAttribute('aria-invalid'), 'true');
+  await capMax.fill('2');
+  await capMax.press('Tab');
   await page.locator('#diff').waitFor();
   assert.match(await page.locator('#diff').innerText(), /\/guards\/cap\/max\s+3\s+2/);
+  assert.equal(await capMax.getAttribute('aria-invalid'), null);
   assert.equal((JSON.parse(await editor.inputValue()) as typeof INPUT).guards.cap.max, 2);
+  // Emptying a field removes it from the JSON (its default applies), and empty objects go with it.
+  const gap = page.getByLabel('campaigns › basket-abandonment › params › inactivityGap');
+  await page.locator('details[data-group="/campaigns"] > summary').click();
+  await page.locator('details[data-group="/campaigns/basket-abandonment"] > summary').click();
+  assert.equal(await gap.inputValue(), '30m');
+  await gap.fill('');
+  await gap.press('Tab');
+  await page.locator('#diff').getByText('/basketAbandonment/params/inactivityGap').waitFor();
+  assert.equal((JSON.parse(await editor.inputValue()) as { campaigns?: unknown }).campaigns, undefined);
 
   await editor.fill(JSON.stringify({ ...INPUT, guards: { ...INPUT.guards, cap: { max: 0, window: '24h' } } }, null, 2));
   await page.getByRole('button', { name: 'Check and diff' }).click();
@@ -166,8 +185,12 @@ test('settings: a bad value is shown at its field; lowering the cap shows its di
   assert.match(await page.locator('#preview-types tr', { hasText: 'BASKET_PRICE_DROP' }).innerText(), /^BASKET_PRICE_DROP\s+1\s+0\s+-1\s+–\s+SUPPRESSED\/cap 1\s+–\s+carl$/);
 
   await page.getByRole('button', { name: 'Publish to crm.campaigns.v1' }).click();
-  await page.getByText(/Applied: version 2 is in force \(from crm\.campaigns\.v1\[0\]@\d+\)/).waitFor({ timeout: 60_000 });
+  await page.getByText(/Applied: version 2 is in force \(from crm\.campaigns\.v1\[0\]@\d+, published by key:manager at \d{4}-\d\d-\d\dT/).waitFor({ timeout: 60_000 });
   assert.match(await page.locator('#publish-result').innerText(), /by key:manager at \d{4}-/);
+  // Who and when come from the record's headers, as the engine applied it (so also for another instance's publish).
+  assert.match(await page.locator('#cfg-publisher').innerText(), /^, published by key:manager at \d{4}-/);
+  await page.reload();
+  assert.match(await page.locator('#cfg-publisher').innerText(), /^, published by key:manager at \d{4}-/);
   assert.equal(instance?.live.current.guards?.cap?.max, 1);
 });
 
