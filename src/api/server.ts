@@ -9,7 +9,6 @@ import { Agent as HttpAgent, request as httpRequest, STATUS_CODES, type Incoming
 import type { Duplex } from 'node:stream';
 import { Type, type Static } from '@sinclair/typebox';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
-import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Logger } from 'pino';
@@ -17,8 +16,9 @@ import type { Topology } from '../engine/api/index.js';
 import { TriggerType, type TriggerType as TriggerTypeName } from '../../schemas/contract.js';
 import type { StateReader } from '../engine/state/reader.js';
 import { KairosError, isKairosError, type KairosErrorCode } from '../errors.js';
-import { createAuthenticator, type AuthConfig, type Principal } from './auth.js';
-import { customerView, freshnessOf, productWishers, skuWatchers } from './views.js';
+import { createAuthenticator, type AuthConfig, type Principal, type Scope } from './auth.js';
+import { formatDuration, RouteRateLimiter } from './rate-limit.js';
+import { customerView, freshnessOf, productWishers, skuWatchers, type CustomerView, type Freshness } from './views.js';
 
 /** What the API needs from the runner. */
 export interface QueryBackend {
@@ -108,14 +108,6 @@ const STATUS: Partial<Record<KairosErrorCode, number>> = {
   KAIROS_ERR_INTERNAL: 500,
 };
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    principal?: Principal;
-    /** Why authentication failed (answered 401 by the route). */
-    authFailure?: string;
-  }
-}
-
 function fail(code: KairosErrorCode, message: string): never {
   throw new KairosError(code, message);
 }
@@ -178,94 +170,91 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       security: [{ bearer: [] }, { apiKey: [] }],
     },
   });
-  await app.register(rateLimit, {
-    global: false,
-    hook: 'preHandler',
-    keyGenerator: (req) => req.principal?.id ?? req.ip,
-    errorResponseBuilder: (_req, ctx) => ({
-      error: { code: 'KAIROS_ERR_API_RATE_LIMITED', message: `rate limit of ${ctx.max} requests per ${ctx.after} exceeded` },
-      statusCode: 429,
-    }),
-  });
-
-  // One histogram child per method, route and status, resolved once: no label object hashed per request.
+  // Latency per method, route pattern and status, one pre-resolved histogram child per combination (no label
+  // object hashed per request). The /v1 routes observe their answer where they send it, up to the answer handed to
+  // the socket (no response hook per request); every other route through a route-level onResponse hook.
   const latencyChildren = new Map<string, { observe(value: number): void }>();
-  app.addHook('onResponse', (req, reply, done) => {
-    const route = req.routeOptions.url ?? 'unmatched';
-    const id = `${req.method} ${reply.statusCode} ${route}`;
+  const observe = (method: string, route: string, status: number, ms: number): void => {
+    const id = `${method} ${status} ${route}`;
     let child = latencyChildren.get(id);
     if (child === undefined) {
-      child = latency.labels({ method: req.method, route, status_code: String(reply.statusCode) });
+      child = latency.labels({ method, route, status_code: String(status) });
       latencyChildren.set(id, child);
     }
-    child.observe(reply.elapsedTime / 1000);
+    child.observe(ms / 1000);
+  };
+  const observeReply = (req: FastifyRequest, reply: FastifyReply): void => observe(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime);
+  const onResponse = (req: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    observeReply(req, reply);
     done();
+  };
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/v1/')) return;
+    route.onResponse = route.onResponse === undefined ? [onResponse] : [...(Array.isArray(route.onResponse) ? route.onResponse : [route.onResponse]), onResponse];
   });
 
-  app.setErrorHandler((err, req, reply) => {
+  const answerError = (err: unknown, req: FastifyRequest, reply: FastifyReply): FastifyReply => {
     if (isKairosError(err)) return sendError(reply, err.code, err.message, err.code === 'KAIROS_ERR_API_UNAVAILABLE' ? 1 : undefined);
     const e = err as { validation?: unknown; statusCode?: number; message: string };
     if (e.validation !== undefined) return sendError(reply, 'KAIROS_ERR_API_BAD_REQUEST', validationMessage(err));
-    if (e.statusCode === 429) return reply.code(429).send(err);
     if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return reply.code(e.statusCode).send({ error: { code: 'KAIROS_ERR_API_BAD_REQUEST', message: e.message }, statusCode: e.statusCode });
     log?.error({ err, url: req.url }, 'query API request failed');
     return sendError(reply, 'KAIROS_ERR_INTERNAL', 'internal error');
+  };
+  app.setErrorHandler((err, req, reply) => {
+    const sent = answerError(err, req, reply);
+    // The /v1 routes have no response hook: their errors are observed here, once sent.
+    if (req.routeOptions.url?.startsWith('/v1/') === true) observeReply(req, reply);
+    return sent;
   });
-  app.setNotFoundHandler((req, reply) => sendError(reply, 'KAIROS_ERR_API_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`));
+  app.setNotFoundHandler((req, reply) => {
+    const sent = sendError(reply, 'KAIROS_ERR_API_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`);
+    observeReply(req, reply);
+    return sent;
+  });
 
   app.get('/docs/json', { schema: { hide: true } }, () => app.swagger());
 
-  const rateLimitConfig = {
-    rateLimit: {
-      max: (req: FastifyRequest) => (req.principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer),
-      timeWindow: 60_000,
-    },
-  };
-
-  /** The caller (authenticated once per request, in onRequest); a customer token reads only its own customer. */
-  function authorize(req: FastifyRequest, customerId?: string): Principal {
-    if (req.authFailure !== undefined) fail('KAIROS_ERR_API_UNAUTHORIZED', req.authFailure);
-    const principal = req.principal;
-    if (principal === undefined) fail('KAIROS_ERR_API_UNAUTHORIZED', 'credentials required');
-    if (principal.kind === 'customer' && principal.customerId !== customerId) {
+  /**
+   * Every /v1 request, in the order its answer depends on: the caller is identified (verified credentials are
+   * remembered: createAuthenticator), counted against the route's limit for it (per API key, per customer token,
+   * per IP without valid credentials, so bad credentials are limited too), then authorized: a customer token reads
+   * only its own customer. Done in the handler (no hook, no promise per step); the rate-limit headers are set on
+   * every answer from here on, as @fastify/rate-limit set them.
+   */
+  const authenticate = createAuthenticator(opts.auth);
+  function admit(req: FastifyRequest, reply: FastifyReply, limiter: RouteRateLimiter, customerId?: string): Principal {
+    const a = authenticate(req.headers);
+    const principal = a.ok ? a.principal : undefined;
+    const hit = limiter.hit(principal?.id ?? req.ip, principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer);
+    void reply.header('x-ratelimit-limit', hit.max).header('x-ratelimit-remaining', hit.remaining).header('x-ratelimit-reset', hit.resetSeconds);
+    if (hit.exceeded) {
+      void reply.header('retry-after', hit.resetSeconds);
+      fail('KAIROS_ERR_API_RATE_LIMITED', `rate limit of ${hit.max} requests per ${formatDuration(hit.resetSeconds * 1000)} exceeded`);
+    }
+    if (!a.ok) fail('KAIROS_ERR_API_UNAUTHORIZED', a.reason);
+    if (a.principal.kind === 'customer' && a.principal.customerId !== customerId) {
       fail('KAIROS_ERR_API_FORBIDDEN', customerId === undefined ? 'a customer token reads only its own customer' : 'a customer token reads only its own customer, not this one');
     }
-    return principal;
+    return a.principal;
   }
-  // Authentication runs before the rate limit (preHandler), so limits are per caller, not per IP.
-  // Verified credentials are remembered (createAuthenticator): a key or token is checked in full once.
-  const authenticate = createAuthenticator(opts.auth);
-  app.addHook('onRequest', (req, _reply, done) => {
-    if (req.url.startsWith('/v1/')) {
-      const a = authenticate(req.headers);
-      if (a.ok) req.principal = a.principal;
-      else req.authFailure = a.reason;
-    }
-    done();
-  });
+  /** One limiter per route: each route counts its own requests (as @fastify/rate-limit's per-route stores did). */
+  const limiter = (): RouteRateLimiter => new RouteRateLimiter(60_000);
 
   /**
    * Answers from the task owning `key`: locally (active task, or standby copy during a rebalance), or by
    * forwarding the request once to the owner.
    */
-  async function routed<T>(req: FastifyRequest, reply: FastifyReply, key: string, read: (r: StateReader) => Promise<T | undefined>, what: string): Promise<FastifyReply> {
+  async function routed<A, T extends object>(req: FastifyRequest, reply: FastifyReply, key: string, read: (r: StateReader, arg: A, key: string) => Promise<T | undefined>, arg: A, what: (key: string) => string): Promise<FastifyReply> {
     const partition = backend.partitionOf(key);
     if (partition === undefined) fail('KAIROS_ERR_API_UNAVAILABLE', 'the instance is starting: partitions not known yet');
     const self = opts.self();
     const owner = backend.owner(partition);
-    const wasForwarded = typeof req.headers[FORWARDED_HEADER] === 'string';
-    const answer = async (r: StateReader): Promise<FastifyReply> => {
-      const body = await read(r);
-      if (body === undefined) fail('KAIROS_ERR_API_NOT_FOUND', `unknown ${what}`);
-      void reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source);
-      // The body is built for this request: freshness is appended in place (last key, as a spread would put it).
-      return reply.send(Object.assign(body as object, { freshness: freshnessOf(r, self) }));
-    };
-    if (owner === self || owner === undefined || owner === null || wasForwarded) {
+    if (owner === self || owner === undefined || owner === null || typeof req.headers[FORWARDED_HEADER] === 'string') {
       const r = await backend.reader(partition);
       if (r && (r.source === 'active' || owner !== self)) {
         if (r.source === 'standby') forwarded.inc({ result: 'standby' });
-        return answer(r);
+        return answer(req, reply, r, self, await read(r, arg, key), key, what);
       }
       forwarded.inc({ result: 'unavailable' });
       fail('KAIROS_ERR_API_UNAVAILABLE', owner === self ? `task ${partition} is being restored here` : `task ${partition} is moving between instances (rebalance)`);
@@ -283,23 +272,34 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
         const v = res.headers[h];
         if (typeof v === 'string') void reply.header(h, v);
       }
-      return reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(res.body);
+      const sent = reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(res.body);
+      observeReply(req, reply);
+      return sent;
     } catch (err) {
       forwarded.inc({ result: 'unreachable' });
       log?.warn({ owner, partition, err: (err as Error).message }, 'owner unreachable; trying a local standby copy');
       const r = await backend.reader(partition);
-      if (r) return answer(r);
+      if (r) return answer(req, reply, r, self, await read(r, arg, key), key, what);
       fail('KAIROS_ERR_API_UNAVAILABLE', `the owner of task ${partition} (${owner}) is unreachable`);
     }
+  }
+
+  /** A local answer: the body built for this request, with `freshness` appended in place (last key, as a spread would put it). */
+  function answer(req: FastifyRequest, reply: FastifyReply, r: StateReader, self: string, body: object | undefined, key: string, what: (key: string) => string): FastifyReply {
+    if (body === undefined) fail('KAIROS_ERR_API_NOT_FOUND', `unknown ${what(key)}`);
+    (body as { freshness?: Freshness }).freshness = freshnessOf(r, self);
+    const sent = reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source).send(body);
+    observeReply(req, reply);
+    return sent;
   }
 
   const secured: { security: Record<string, string[]>[] } = { security: [{ bearer: [] }, { apiKey: [] }] };
   const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 429: ErrorBody, 503: ErrorBody };
 
+  const customerLimits = limiter();
   app.get<{ Params: Static<typeof Params> }>(
     '/v1/customers/:id',
     {
-      config: rateLimitConfig,
       schema: {
         summary: 'A customer: profile (PII only with the pii scope), basket, wishlist, browsing session, pending timers, recent triggers and decisions',
         params: Params,
@@ -308,23 +308,24 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       },
     },
     (req, reply) => {
-      const p = authorize(req, req.params.id);
-      return routed(req, reply, req.params.id, (r) => customerView(r, req.params.id, p.scopes), `customer "${req.params.id}"`);
+      const p = admit(req, reply, customerLimits, req.params.id);
+      return routed(req, reply, req.params.id, readCustomer, p.scopes, customerWhat);
     },
   );
 
+  const triggersLimits = limiter();
   app.get<{ Params: Static<typeof Params>; Querystring: Static<typeof TriggersQuery> }>(
     '/v1/customers/:id/triggers',
-    { config: rateLimitConfig, schema: { summary: 'Recent triggers sent to a customer and the guards\' decisions with reasons', params: Params, querystring: TriggersQuery, ...secured, response: errors } },
+    { schema: { summary: 'Recent triggers sent to a customer and the guards\' decisions with reasons', params: Params, querystring: TriggersQuery, ...secured, response: errors } },
     (req, reply) => {
-      const p = authorize(req, req.params.id);
+      const p = admit(req, reply, triggersLimits, req.params.id);
       const type = req.query.type;
       return routed(
         req,
         reply,
         req.params.id,
-        async (r) => {
-          const v = await customerView(r, req.params.id, p.scopes);
+        async (r, scopes) => {
+          const v = await customerView(r, req.params.id, scopes);
           if (!v) return undefined;
           return {
             customerId: v.customerId,
@@ -332,18 +333,20 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
             decisions: v.decisions.filter((d) => type === undefined || d.type === type),
           };
         },
-        `customer "${req.params.id}"`,
+        p.scopes,
+        customerWhat,
       );
     },
   );
 
   const placements = opts.placements;
   if (placements) {
+    const placementLimits = limiter();
     app.get<{ Params: Static<typeof Params> }>(
       '/v1/customers/:id/placements',
-      { config: rateLimitConfig, schema: { summary: 'The customer\'s live onsite placements (from the onsite channel), newest first', params: Params, ...secured, response: errors } },
-      async (req) => {
-        authorize(req, req.params.id);
+      { schema: { summary: 'The customer\'s live onsite placements (from the onsite channel), newest first', params: Params, ...secured, response: errors } },
+      async (req, reply) => {
+        admit(req, reply, placementLimits, req.params.id);
         let list: readonly object[];
         try {
           list = await placements(req.params.id);
@@ -351,19 +354,21 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
           log?.warn({ err: (err as Error).message }, 'placements store unavailable');
           fail('KAIROS_ERR_API_UNAVAILABLE', 'the placements store (Redis) is unavailable');
         }
-        return { customerId: req.params.id, placements: list, servedBy: opts.self() };
+        const sent = reply.send({ customerId: req.params.id, placements: list, servedBy: opts.self() });
+        observeReply(req, reply);
+        return sent;
       },
     );
   }
 
+  const watcherLimits = limiter();
   app.get<{ Params: Static<typeof SkuParams>; Querystring: Static<typeof PageQuery> }>(
     '/v1/products/:sku/watchers',
     {
-      config: rateLimitConfig,
       schema: { summary: 'A sku: catalog price and stock, and the customers with it in their basket (price-drop watchers), counted and paged; wishlist watchers: /v1/products/by-id/{productId}/wishers', params: SkuParams, querystring: PageQuery, ...secured, response: errors },
     },
     async (req, reply) => {
-      authorize(req);
+      admit(req, reply, watcherLimits);
       const limit = req.query.limit ?? 100;
       return routed(
         req,
@@ -374,19 +379,20 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
           if (w.productId === null && w.basket.count === 0) return undefined;
           return w;
         },
-        `sku "${req.params.sku}"`,
+        undefined,
+        (sku) => `sku "${sku}"`,
       );
     },
   );
 
+  const wisherLimits = limiter();
   app.get<{ Params: Static<typeof ProductParams>; Querystring: Static<typeof WishersQuery> }>(
     '/v1/products/by-id/:productId/wishers',
     {
-      config: rateLimitConfig,
       schema: { summary: 'Customers with the product (optionally one sku of it) on their wishlist, in key order (sku, then customer id)', params: ProductParams, querystring: WishersQuery, ...secured, response: errors },
     },
     async (req, reply) => {
-      authorize(req);
+      admit(req, reply, wisherLimits);
       const limit = req.query.limit ?? 100;
       return routed(
         req,
@@ -396,15 +402,17 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
           const page = await productWishers(r, req.params.productId, req.query.sku ?? null, limit, req.query.cursor);
           return page.count === 0 ? undefined : { productId: req.params.productId, sku: req.query.sku ?? null, wishlist: page };
         },
-        `product "${req.params.productId}" on any wishlist`,
+        undefined,
+        (productId) => `product "${productId}" on any wishlist`,
       );
     },
   );
 
-  app.get('/v1/topology', { config: rateLimitConfig, schema: { summary: 'The running topology: nodes, stores, topics (text and Mermaid too)', ...secured } }, (req) => {
-    authorize(req);
+  const topologyLimits = limiter();
+  app.get('/v1/topology', { schema: { summary: 'The running topology: nodes, stores, topics (text and Mermaid too)', ...secured } }, (req, reply) => {
+    admit(req, reply, topologyLimits);
     const t = backend.topology;
-    return {
+    const sent = reply.send({
       applicationId: t.applicationId,
       nodes: [...t.nodes.values()].map((n) => ({
         name: n.name,
@@ -418,9 +426,17 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       repartitionTopics: t.repartitionTopics,
       text: t.describe(),
       mermaid: t.describeMermaid(),
-    };
+    });
+    observeReply(req, reply);
+    return sent;
   });
 }
+
+/** The customer view for `GET /v1/customers/:id` (module-level: no closure per request). */
+function readCustomer(this: void, r: StateReader, scopes: ReadonlySet<Scope>, id: string): Promise<CustomerView | undefined> {
+  return customerView(r, id, scopes);
+}
+const customerWhat = (id: string): string => `customer "${id}"`;
 
 const agent = new HttpAgent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
 
