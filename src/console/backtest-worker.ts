@@ -2,8 +2,10 @@
  * The backtest's child process (forked by backtest.ts, never imported by the engine): replays one NDJSON file
  * with the config in force and with the edited one, each on its own temporary RocksDB state, and sends back
  * what each would have sent, tallied per trigger type, decision and reason, and per day. The replay runner is
- * deterministic (event time only), so the difference is the config's alone.
+ * deterministic (event time only), so the difference is the config's alone. With `countFrom`, what the events
+ * before it trigger is not tallied: they only warm up the state (baskets, sessions, profiles, cooldowns, caps).
  */
+import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import type { Trigger, TriggerAudit } from '../../schemas/contract.js';
@@ -17,6 +19,8 @@ const MAX_CUSTOMERS = 20_000;
 
 export interface Tally {
   readonly lines: number;
+  /** Lines before `countFrom` (event time): replayed to build up state, their triggers and decisions not counted. */
+  readonly warmupLines: number;
   readonly badLines: number;
   readonly sent: Record<string, number>;
   /** type → decision/reason → count (`SUPPRESSED/cap`, `HELD/quiet-hours`, `SENT/ok`). */
@@ -29,6 +33,8 @@ export interface Tally {
 
 export interface BacktestRequest {
   readonly input: string;
+  /** Epoch ms of event time: triggers and decisions before it are not counted (the warm-up). */
+  readonly countFrom?: number;
   readonly current: unknown;
   readonly edited: unknown;
 }
@@ -58,13 +64,30 @@ const countingSink = (): LineSink & { n: number } => ({
   flush: () => Promise.resolve(),
 });
 
-export async function runOne(input: string, config: unknown): Promise<Tally> {
+/** Lines of an NDJSON replay file whose event time (occurredAt, a profile's updatedAt) is before `t`. */
+export function linesBefore(ndjson: string, t: number): number {
+  let n = 0;
+  for (const line of ndjson.split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      const v = (JSON.parse(line) as { value?: { occurredAt?: unknown; updatedAt?: unknown } | null }).value;
+      const at = v?.occurredAt ?? v?.updatedAt;
+      if (typeof at === 'number' && at < t) n++;
+    } catch {
+      // A bad line is counted by the replay's error sink.
+    }
+  }
+  return n;
+}
+
+export async function runOne(input: string, config: unknown, countFrom = -Infinity): Promise<Tally> {
   const sent: Record<string, number> = {};
   const decisions: Record<string, Record<string, number>> = {};
   const byDay: Record<string, Record<string, number>> = {};
   const customers = new Map<string, Set<string>>();
   const triggers = new Tallying((v) => {
     const t = v as Trigger;
+    if (t.occurredAt < countFrom) return;
     sent[t.type] = (sent[t.type] ?? 0) + 1;
     const day = new Date(t.occurredAt).toISOString().slice(0, 10);
     const d = (byDay[day] ??= {});
@@ -75,6 +98,7 @@ export async function runOne(input: string, config: unknown): Promise<Tally> {
   });
   const audit = new Tallying((v) => {
     const a = v as TriggerAudit;
+    if (a.occurredAt < countFrom) return;
     const d = (decisions[a.type] ??= {});
     const k = `${a.decision}/${a.reason}`;
     d[k] = (d[k] ?? 0) + 1;
@@ -90,6 +114,7 @@ export async function runOne(input: string, config: unknown): Promise<Tally> {
   });
   return {
     lines: result.lines,
+    warmupLines: Number.isFinite(countFrom) ? linesBefore(readFileSync(input, 'utf8'), countFrom) : 0,
     badLines: errors.n,
     sent,
     decisions,
@@ -104,8 +129,8 @@ if (process.send !== undefined && process.argv[1] !== undefined && /backtest-wor
     void (async () => {
       let reply: BacktestReply;
       try {
-        const current = await runOne(msg.input, msg.current);
-        const edited = await runOne(msg.input, msg.edited);
+        const current = await runOne(msg.input, msg.current, msg.countFrom);
+        const edited = await runOne(msg.input, msg.edited, msg.countFrom);
         reply = { ok: true, current, edited };
       } catch (err) {
         reply = { ok: false, error: (err as Error).message };

@@ -35,6 +35,8 @@ export interface TypeComparison {
 
 export interface BacktestResult {
   readonly lines: number;
+  /** Of `lines`, those replayed only to warm up the state (before the counted stretch). */
+  readonly warmupLines: number;
   readonly badLines: number;
   readonly types: TypeComparison[];
   readonly days: { day: string; type: string; current: number; edited: number }[];
@@ -56,6 +58,7 @@ export function compare(current: Tally, edited: Tally, elapsedMs: number): Backt
   const days = [...new Set([...Object.keys(current.byDay), ...Object.keys(edited.byDay)])].sort();
   return {
     lines: current.lines,
+    warmupLines: current.warmupLines,
     badLines: current.badLines,
     types: types.map((type) => {
       const c = current.sent[type] ?? 0;
@@ -84,8 +87,11 @@ export class Backtester {
     this.#budget = budget;
   }
 
-  /** Replays `ndjson` (the file's text) with both configs; one run at a time. */
-  async run(ndjson: string, current: unknown, edited: unknown): Promise<BacktestOutcome> {
+  /**
+   * Replays `ndjson` (the file's text) with both configs; one run at a time. `countFrom` (event time, epoch ms):
+   * the lines before it only warm up the state, what they trigger is not counted.
+   */
+  async run(ndjson: string, current: unknown, edited: unknown, countFrom?: number): Promise<BacktestOutcome> {
     if (this.#running) return { ok: false, status: 503, error: 'a backtest is already running on this instance; try again when it ends' };
     this.#running = true;
     const dir = mkdtempSync(join(tmpdir(), 'kairos-backtest-'));
@@ -93,7 +99,7 @@ export class Backtester {
     try {
       const input = join(dir, 'input.ndjson');
       writeFileSync(input, ndjson);
-      const reply = await this.#child({ input, current, edited });
+      const reply = await this.#child({ input, current, edited, ...(countFrom === undefined ? {} : { countFrom }) });
       if (!reply.ok) return { ok: false, status: 400, error: reply.error };
       return { ok: true, result: compare(reply.current, reply.edited, Math.round(performance.now() - started)) };
     } catch (err) {

@@ -214,7 +214,8 @@ export function settingsClient(): void {
     elapsedMs: number;
     types: TypeRow[];
     days: { day: string; type: string; current: number; edited: number }[];
-    source: { kind: 'file' } | { kind: 'window'; window: string; records: number; undecodable: number; truncated: boolean };
+    warmupLines: number;
+    source: { kind: 'file' } | { kind: 'window'; window: string; records: number; undecodable: number; truncated: boolean; warmup: { stretch: string; skipped?: string } };
   }
   const customers = (ids: string[]): El => {
     const span = el('span');
@@ -252,8 +253,13 @@ export function settingsClient(): void {
       out.replaceChildren(
         el(
           'p',
-          `${r.lines} ${r.source.kind === 'window' ? `records of the last ${r.source.window}${r.source.truncated ? ' (the first ones only: the limit was reached)' : ''}${r.source.undecodable > 0 ? `, ${r.source.undecodable} undecodable skipped,` : ''}` : 'lines'} replayed twice in ${(r.elapsedMs / 1000).toFixed(1)} s${r.badLines > 0 ? ` (${r.badLines} bad lines skipped)` : ''}.`,
+          `${r.lines - r.warmupLines} ${r.source.kind === 'window' ? `records of the last ${r.source.window}${r.source.truncated ? ' (the first ones only: the limit was reached)' : ''}${r.source.undecodable > 0 ? `, ${r.source.undecodable} undecodable skipped,` : ''}` : 'lines'} replayed twice in ${(r.elapsedMs / 1000).toFixed(1)} s${r.badLines > 0 ? ` (${r.badLines} bad lines skipped)` : ''}.`,
         ),
+        ...(r.source.kind !== 'window'
+          ? [el('p', 'A file is replayed from empty state: what its customers did before its first line is not known to the replay.', 'note')]
+          : r.source.warmup.skipped === undefined
+            ? [el('p', `Warm-up: first the ${r.warmupLines} records of the ${r.source.warmup.stretch} before the window were replayed, so baskets, browsing sessions, profiles, cooldowns and caps from before it are known; what they triggered is not counted. Anything older than that is not known to the preview.`, 'note')]
+            : [el('p', `No warm-up: ${r.source.warmup.skipped}; the replay starts from empty state at the window's start, so what customers did before it is not known.`, 'note')]),
         table(
           'Would have sent, per trigger type',
           ['Type', 'In force', 'Edited', 'Difference', 'Not sent (in force)', 'Not sent (edited)', 'Only with the edit', 'Only in force'],

@@ -50,6 +50,21 @@ export interface ConsoleOptions {
 export const MAX_STREAMS = 20;
 /** The preview's windows over the input topics. */
 export const WINDOWS: Readonly<Record<string, number>> = { '1h': 3_600_000, '6h': 6 * 3_600_000, '24h': 24 * 3_600_000, '7d': 7 * 86_400_000, '30d': 30 * 86_400_000 };
+/** A window's preview first replays the stretch before it (as long as the window, at most this), uncounted. */
+export const WARMUP_MAX_MS = 7 * 86_400_000;
+
+interface WindowSource {
+  readonly kind: 'window';
+  readonly window: string;
+  readonly records: number;
+  readonly undecodable: number;
+  readonly truncated: boolean;
+  /** The stretch before the window replayed to warm up the state ("24h", "7d"), or why it was not. */
+  readonly warmup: { readonly stretch: string; readonly skipped?: string };
+}
+
+const duration = (ms: number): string => (ms % 86_400_000 === 0 && ms > 86_400_000 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : `${Math.round(ms / 60_000)}m`);
+
 /** Largest NDJSON file a preview accepts (the request body, JSON-encoded). */
 export const PREVIEW_BODY_LIMIT = 32 * 1024 * 1024;
 
@@ -294,20 +309,31 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
         if (checked === undefined) return reply;
         const { events, window } = req.body;
         let ndjson: string;
-        let source: { kind: 'file' } | { kind: 'window'; window: string; records: number; undecodable: number; truncated: boolean };
+        let source: { kind: 'file' } | WindowSource;
+        let countFrom: number | undefined;
         if (typeof window === 'string') {
           const ms = WINDOWS[window];
           if (ms === undefined) return problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', `body.window: one of ${Object.keys(WINDOWS).join(', ')}`);
           if (opts.recentInput === undefined) return problem(reply, 503, 'KAIROS_ERR_API_UNAVAILABLE', 'this instance cannot read its input topics; upload an NDJSON file');
-          const recent = await opts.recentInput(Date.now() - ms);
+          // The stretch before the window is replayed first, not counted: customers' baskets, sessions,
+          // profiles, cooldowns and caps from before the window are then known (a replay starts from empty state).
+          const from = Date.now() - ms;
+          const warmMs = Math.min(ms, WARMUP_MAX_MS);
+          let recent = await opts.recentInput(from - warmMs);
+          let warmup: WindowSource['warmup'] = { stretch: duration(warmMs) };
+          if (recent.truncated) {
+            recent = await opts.recentInput(from);
+            warmup = { stretch: duration(warmMs), skipped: `the window and the ${duration(warmMs)} before it hold more than the preview's record limit` };
+          }
           if (recent.records === 0) return problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', `no input records in the last ${window}`);
           ndjson = recent.ndjson;
-          source = { kind: 'window', window, records: recent.records, undecodable: recent.undecodable, truncated: recent.truncated };
+          countFrom = from;
+          source = { kind: 'window', window, records: recent.records, undecodable: recent.undecodable, truncated: recent.truncated, warmup };
         } else if (typeof events === 'string' && events.trim() !== '') {
           ndjson = events;
           source = { kind: 'file' };
         } else return problem(reply, 400, 'KAIROS_ERR_API_BAD_REQUEST', 'body.events (an NDJSON file of event envelopes) or body.window is required');
-        const r = await backtester.run(ndjson, inForce(), checked.input);
+        const r = await backtester.run(ndjson, inForce(), checked.input, countFrom);
         if (!r.ok) return problem(reply, r.status, r.status === 503 ? 'KAIROS_ERR_API_UNAVAILABLE' : 'KAIROS_ERR_API_BAD_REQUEST', r.error);
         return { ok: true, result: { ...r.result, source } };
       });
