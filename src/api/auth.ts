@@ -124,7 +124,8 @@ export function authenticate(cfg: AuthConfig, headers: Readonly<Record<string, s
 export const AUTH_CACHE_MAX = 10_000;
 
 interface CachedCredential {
-  readonly principal: Principal;
+  /** The success answered (one object for every request of this caller). */
+  readonly result: AuthResult & { readonly ok: true };
   /** Customer tokens: the claims their validity depends on over time (seconds); absent for API keys. */
   readonly exp?: number;
   readonly nbf?: number;
@@ -138,29 +139,37 @@ interface CachedCredential {
  */
 export function createAuthenticator(cfg: AuthConfig, maxEntries = AUTH_CACHE_MAX): (headers: Readonly<Record<string, string | string[] | undefined>>, now?: number) => AuthResult {
   if (cfg.mode === 'none') return (headers, now) => authenticate(cfg, headers, now);
-  const cache = new Map<string, CachedCredential>();
+  // Keyed by the header's raw value (X-Api-Key, else Authorization): a remembered caller costs one Map lookup, no
+  // parsing of the header. Only successes are kept, so a key that was never valid is never answered from here.
+  const byApiKey = new Map<string, CachedCredential>();
+  const byAuthorization = new Map<string, CachedCredential>();
   const leewaySeconds = 30;
   return (headers, now = Date.now()) => {
-    const auth = headers.authorization;
     const apiKey = headers['x-api-key'];
-    const bearer = typeof auth === 'string' && /^Bearer\s+/i.test(auth) ? auth.replace(/^Bearer\s+/i, '').trim() : undefined;
-    const candidate = typeof apiKey === 'string' ? apiKey : bearer;
-    if (candidate !== undefined && candidate !== '') {
-      const hit = cache.get(candidate);
+    const auth = headers.authorization;
+    const cache = typeof apiKey === 'string' ? byApiKey : typeof auth === 'string' ? byAuthorization : undefined;
+    const raw = typeof apiKey === 'string' ? apiKey : auth;
+    if (cache !== undefined && typeof raw === 'string') {
+      const hit = cache.get(raw);
       if (hit !== undefined) {
+        if (hit.exp === undefined && hit.nbf === undefined) return hit.result;
         const nowS = now / 1000;
         const timely = (hit.exp === undefined || hit.exp + leewaySeconds >= nowS) && (hit.nbf === undefined || hit.nbf - leewaySeconds <= nowS);
-        if (timely) return { ok: true, principal: hit.principal };
-        cache.delete(candidate);
+        if (timely) return hit.result;
+        cache.delete(raw);
       }
     }
     const result = authenticate(cfg, headers, now);
-    if (result.ok && candidate !== undefined) {
-      if (cache.size >= maxEntries) cache.clear();
+    if (result.ok && cache !== undefined && typeof raw === 'string') {
+      if (byApiKey.size + byAuthorization.size >= maxEntries) {
+        byApiKey.clear();
+        byAuthorization.clear();
+      }
       if (result.principal.kind === 'customer') {
-        const { exp, nbf } = tokenTimes(candidate);
-        cache.set(candidate, { principal: result.principal, ...(exp === undefined ? {} : { exp }), ...(nbf === undefined ? {} : { nbf }) });
-      } else cache.set(candidate, { principal: result.principal });
+        const bearer = typeof apiKey === 'string' ? apiKey : raw.replace(/^Bearer\s+/i, '').trim();
+        const { exp, nbf } = tokenTimes(bearer);
+        cache.set(raw, { result, ...(exp === undefined ? {} : { exp }), ...(nbf === undefined ? {} : { nbf }) });
+      } else cache.set(raw, { result });
     }
     return result;
   };

@@ -50,6 +50,7 @@ export interface ApiOptions {
 }
 
 export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
+const JSON_TYPE = 'application/json; charset=utf-8';
 /** Path parameters up to the contract's 128-character ids (fastify's default stops at 100 with a 414). */
 export const FASTIFY_OPTIONS = {
   logger: false,
@@ -288,7 +289,8 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   function answer(req: FastifyRequest, reply: FastifyReply, r: StateReader, self: string, body: object | undefined, key: string, what: (key: string) => string): FastifyReply {
     if (body === undefined) fail('KAIROS_ERR_API_NOT_FOUND', `unknown ${what(key)}`);
     (body as { freshness?: Freshness }).freshness = freshnessOf(r, self);
-    const sent = reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source).send(body);
+    // Serialized here with its content type set: fastify sends the string as it is (no serializer lookup).
+    const sent = reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source).header('content-type', JSON_TYPE).send(JSON.stringify(body));
     observeReply(req, reply);
     return sent;
   }

@@ -44,3 +44,37 @@ test('the cache is bounded', () => {
     assert.ok(r.ok && r.principal.kind === 'customer' && r.principal.customerId === `c${i}`);
   }
 });
+
+test('remembered by the raw header value: X-Api-Key still wins over Authorization, spellings of Bearer, failures never remembered', () => {
+  const auth = createAuthenticator(cfg);
+  const t0 = 1_800_000_000_000;
+  const token = signCustomerToken(SECRET, 'c1', 60, t0);
+  const cases: Record<string, string>[] = [
+    { authorization: 'Bearer service-key-0123456789' },
+    // The same key in another spelling of the header, and a wrong X-Api-Key next to a remembered Authorization.
+    { authorization: 'bearer   service-key-0123456789 ' },
+    { authorization: 'Bearer service-key-0123456789', 'x-api-key': 'wrong-key-0123456789' },
+    { 'x-api-key': 'service-key-0123456789', authorization: 'Bearer wrong' },
+    { authorization: 'Basic service-key-0123456789' },
+    { 'x-api-key': `${token}` },
+    { authorization: `Bearer ${token}`, 'x-api-key': '' },
+    { 'x-api-key': 'service-key-012345678' },
+  ];
+  for (let round = 0; round < 3; round++) {
+    for (const headers of cases) assert.deepEqual(auth(headers, t0), authenticate(cfg, headers, t0), `${round} ${JSON.stringify(headers)}`);
+  }
+  // A remembered token is refused once expired whichever header carried it.
+  const late = t0 + 60_000 + 31_000;
+  assert.equal(auth({ 'x-api-key': token }, late).ok, false);
+  assert.equal(auth({ authorization: `Bearer ${token}` }, late).ok, false);
+});
+
+test('a key another authenticator (another configuration) accepted is not accepted from its cache', () => {
+  const before = createAuthenticator(cfg);
+  const rotated: AuthConfig = { ...cfg, keys: [{ name: 'svc', key: 'service-key-rotated-0123', scopes: new Set<Scope>(['read']) }] };
+  const after = createAuthenticator(rotated);
+  assert.equal(before({ 'x-api-key': 'service-key-0123456789' }).ok, true);
+  const r = after({ 'x-api-key': 'service-key-0123456789' });
+  assert.deepEqual(r, { ok: false, reason: 'unknown API key' }, 'the old key is unknown to the new configuration');
+  assert.equal(after({ 'x-api-key': 'service-key-rotated-0123' }).ok, true);
+});
