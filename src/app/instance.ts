@@ -11,7 +11,7 @@ import { LiveCampaigns, watchCampaignsFile, type ApplyResult } from '../config/l
 import { CampaignTopicFollower, CampaignTopicPublisher } from '../kafka/config-topic.js';
 import { LiveFeed } from '../console/feed.js';
 import { readRecentInput } from '../kafka/recent-input.js';
-import { runReport } from '../warehouse/report.js';
+import { runDailyReport, runReport } from '../warehouse/report.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
 import { startHttpServer } from '../http/server.js';
 import { parseApiKeys, type AuthConfig } from '../api/auth.js';
@@ -119,6 +119,7 @@ export async function startInstance(
       logger,
       recentInput: (since) => readRecentInput({ kafka, serde, since, maxRecords: RECENT_INPUT_MAX, timeoutMs: 30_000 }),
       report: warehouse === undefined ? undefined : (campaignId, windowMs) => runReport(warehouse, campaignId, windowMs),
+      daily: warehouse === undefined ? undefined : (campaignId, windowMs) => runDailyReport(warehouse, campaignId, windowMs),
     },
   }).catch((err: unknown) => {
     // Nothing else may keep the process alive after a failed start (a port in use).

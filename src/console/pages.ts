@@ -4,7 +4,7 @@ import type { Money } from '../../schemas/contract.js';
 import { TriggerType } from '../../schemas/contract.js';
 import { html, iso, type Html } from './html.js';
 import type { WhyNot } from './why-not.js';
-import type { Report } from '../warehouse/report.js';
+import type { DailyArm, Report } from '../warehouse/report.js';
 import type { Publication } from '../config/live.js';
 
 const money = (m: Money | null | undefined): string => (m ? `${(m.amount / 100).toFixed(2)} ${m.currency}` : '–');
@@ -120,8 +120,55 @@ export function resultsForm(campaigns: readonly string[], campaign: string, wind
 const pct = (x: number | null): string => (x === null ? '–' : `${(x * 100).toFixed(2)} %`);
 const pp = (x: number | null): string => (x === null ? '–' : `${x >= 0 ? '+' : ''}${(x * 100).toFixed(2)} pp`);
 
-/** The A/B report (`kairos report`): a chart of each arm's conversion rate and its uplift over the holdout with the 95 % CI, and the table. */
-export function resultsPage(r: Report): Html {
+const PALETTE = ['#1f6fb2', '#0b6b2b', '#8a5a00', '#6a3d9a', '#a4161a'];
+
+/**
+ * Per day (UTC) and arm: each arm's sends as a light bar (the holdout's: its held-out decisions) with its
+ * conversions as a dark bar inside it (customers first exposed that day who ordered within the window).
+ */
+export function dailyChart(days: readonly DailyArm[]): Html {
+  if (days.length === 0) return html``;
+  const dayList = [...new Set(days.map((d) => d.day))].sort();
+  const arms = [...new Map(days.map((d) => [d.arm, d.isHoldout])).entries()].sort(([a, ha], [b, hb]) => (ha === hb ? (a < b ? -1 : 1) : ha ? -1 : 1));
+  const colour = new Map(arms.map(([arm, holdout], i) => [arm, holdout ? '#8a8f94' : (PALETTE[i % PALETTE.length] as string)]));
+  const W = 760;
+  const H = 230;
+  const [left, top, bottom] = [44, 30, 40];
+  const plotH = H - top - bottom;
+  const max = Math.max(1, ...days.map((d) => d.sends));
+  const groupW = (W - left - 10) / dayList.length;
+  const barW = Math.max(2, Math.min(28, (groupW - 8) / arms.length));
+  const y = (v: number): number => top + plotH - (v / max) * plotH;
+  const at = new Map(days.map((d) => [`${d.day}\0${d.arm}`, d]));
+  const bars = dayList.map((day, i) => {
+    const x0 = left + i * groupW + (groupW - barW * arms.length) / 2;
+    return html`<g>${arms.map(([arm], j) => {
+      const d = at.get(`${day}\0${arm}`);
+      if (d === undefined) return '';
+      const x = (x0 + j * barW).toFixed(1);
+      const c = colour.get(arm) ?? '#1f6fb2';
+      return html`<rect x="${x}" y="${y(d.sends).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(top + plotH - y(d.sends)).toFixed(1)}" fill="${c}" fill-opacity="0.35"></rect><rect x="${x}" y="${y(d.conversions).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(top + plotH - y(d.conversions)).toFixed(1)}" fill="${c}"></rect>`;
+    })}${dayList.length <= 16 || i % Math.ceil(dayList.length / 16) === 0 ? html`<text x="${(left + i * groupW + groupW / 2).toFixed(1)}" y="${H - bottom + 16}" text-anchor="middle">${day.slice(5)}</text>` : ''}</g>`;
+  });
+  const legend = arms.map(([arm, holdout], i) => html`<rect x="${left + i * 130}" y="4" width="12" height="12" fill="${colour.get(arm) ?? ''}"></rect><text x="${left + i * 130 + 16}" y="14">${holdout && arm !== 'holdout' ? `${arm} (holdout)` : arm}</text>`);
+  const desc = dayList
+    .map((day) => `${day}: ${arms.map(([arm, holdout]) => {
+      const d = at.get(`${day}\0${arm}`);
+      return d === undefined ? `${arm} none` : `${arm} ${d.sends} ${holdout ? 'held out' : 'sent'}, ${d.exposed} first exposed, ${d.conversions} converted`;
+    }).join('; ')}`)
+    .join('. ');
+  return html`<figure><svg id="daily-chart" role="img" aria-labelledby="daily-title daily-desc" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">
+<title id="daily-title">Per day and arm: sends (light bars) and conversions (dark bars)</title><desc id="daily-desc">${desc}</desc>
+${legend}<line x1="${left}" x2="${W - 10}" y1="${top + plotH}" y2="${top + plotH}" stroke="#8a8f94"></line>
+<text x="${left - 6}" y="${top + 4}" text-anchor="end">${max}</text><text x="${left - 6}" y="${top + plotH}" text-anchor="end">0</text>
+${bars}<text x="${left}" y="${H - 4}">day (UTC) of the send; light: sends (holdout: held-out decisions), dark: conversions of the customers first exposed that day</text></svg></figure>
+<table id="results-daily"><caption>Per day (UTC)</caption><thead><tr><th scope="col">Day</th><th scope="col">Arm</th><th scope="col" class="num">Sends</th><th scope="col" class="num">First exposed</th><th scope="col" class="num">Conversions</th></tr></thead><tbody>
+${days.map((d) => html`<tr><td>${d.day}</td><th scope="row">${d.isHoldout && d.arm !== 'holdout' ? `${d.arm} (holdout)` : d.arm}</th><td class="num">${d.sends}</td><td class="num">${d.exposed}</td><td class="num">${d.conversions}</td></tr>`)}
+</tbody></table>`;
+}
+
+/** The A/B report (`kairos report`): a chart of each arm's conversion rate and its uplift over the holdout with the 95 % CI, and the table; the per-day chart when given. */
+export function resultsPage(r: Report, daily: readonly DailyArm[] = []): Html {
   if (r.arms.length === 0) return html`<p role="status">No triggers or holdout decisions of campaign ${r.campaignId} in the warehouse.</p>`;
   const W = 760;
   const rowH = 34;
@@ -154,5 +201,6 @@ ${hasHoldout ? html`<text x="${ux(0)}" y="${H - 6}" text-anchor="middle">0</text
 ${rows}</svg><figcaption class="note">Campaign ${r.campaignId}; ${r.method}.</figcaption></figure>
 <table id="results"><caption>A/B report</caption><thead><tr><th scope="col">Arm</th><th scope="col" class="num">Customers</th><th scope="col" class="num">Conversions</th><th scope="col" class="num">Rate</th><th scope="col" class="num">Uplift</th><th scope="col">95 % CI</th><th scope="col" class="num">Relative</th></tr></thead><tbody>
 ${r.arms.map((a) => html`<tr><th scope="row">${name(a)}</th><td class="num">${a.customers}</td><td class="num">${a.conversions}</td><td class="num">${pct(a.rate)}</td><td class="num">${pp(a.uplift)}</td><td>${a.ciLow === null ? '–' : `[${pp(a.ciLow)}, ${pp(a.ciHigh)}]`}</td><td class="num">${a.relativeUplift === null ? '–' : `${a.relativeUplift >= 0 ? '+' : ''}${(a.relativeUplift * 100).toFixed(1)} %`}</td></tr>`)}
-</tbody></table>${hasHoldout ? '' : html`<p class="note">No holdout: uplift needs a holdout share in the campaign's experiment.</p>`}`;
+</tbody></table>${hasHoldout ? '' : html`<p class="note">No holdout: uplift needs a holdout share in the campaign's experiment.</p>`}
+${daily.length === 0 ? '' : html`<h2 id="daily-h">Per day</h2>${dailyChart(daily)}`}`;
 }

@@ -16,7 +16,7 @@ import type { LiveCampaigns } from '../config/live.js';
 import type { KairosErrorCode } from '../errors.js';
 import type { RecentInput } from '../kafka/recent-input.js';
 import { toMs } from '../config/duration.js';
-import type { Report } from '../warehouse/report.js';
+import type { DailyArm, Report } from '../warehouse/report.js';
 import { Backtester } from './backtest.js';
 import { clientScript, liveClient, settingsClient } from './client.js';
 import type { LiveFeed } from './feed.js';
@@ -43,6 +43,8 @@ export interface ConsoleOptions {
   readonly recentInput?: ((since: number) => Promise<RecentInput>) | undefined;
   /** The A/B report of `kairos report` from the configured warehouse; the results page says how to set one up without it. */
   readonly report?: ((campaignId: string, windowMs: number) => Promise<Report>) | undefined;
+  /** The report per day and arm (sends, first exposures, conversions), for the results page's per-day chart. */
+  readonly daily?: ((campaignId: string, windowMs: number) => Promise<readonly DailyArm[]>) | undefined;
   readonly logger?: Logger;
 }
 
@@ -217,7 +219,8 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
           return page(html`<p class="error" role="alert">Attribution window: expected a duration like 7d, 48h or milliseconds, got "${window}".</p>`, 400);
         }
         try {
-          return page(resultsPage(await opts.report(campaign, windowMs)));
+          const [report, daily] = await Promise.all([opts.report(campaign, windowMs), opts.daily?.(campaign, windowMs) ?? Promise.resolve([])]);
+          return page(resultsPage(report, daily));
         } catch (err) {
           log?.warn({ err: (err as Error).message, campaign }, 'console results: the report failed');
           return page(html`<p class="error" role="alert">The report failed: ${(err as Error).message}</p>`, 502);

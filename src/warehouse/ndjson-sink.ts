@@ -13,8 +13,8 @@ import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KairosError } from '../errors.js';
 import { partitioningProblem, planMigration, type ExistingField } from './migration.js';
-import { REPORT_LABEL } from './report.js';
-import { evaluateReport } from './report-model.js';
+import { REPORT_DAILY_LABEL, REPORT_LABEL } from './report.js';
+import { evaluateDailyReport, evaluateReport } from './report-model.js';
 import { tableResource, type TableDef } from './tables.js';
 import type { QueryRow, RejectedRow, TableMigration, Warehouse, WarehouseQuery, WarehouseRow } from './warehouse.js';
 
@@ -112,6 +112,15 @@ export class NdjsonWarehouse implements Warehouse {
         evaluateReport(
           { triggers: readRows(this.file('triggers')), audit: readRows(this.file('trigger_audit')), orders: readRows(this.file('orders')) },
           { campaign_id: String(p.campaign_id), window_ms: Number(p.window_ms), z: Number(p.z) },
+        ),
+      );
+    }
+    if (q.label === REPORT_DAILY_LABEL) {
+      const p = q.params;
+      return Promise.resolve(
+        evaluateDailyReport(
+          { triggers: readRows(this.file('triggers')), audit: readRows(this.file('trigger_audit')), orders: readRows(this.file('orders')) },
+          { campaign_id: String(p.campaign_id), window_ms: Number(p.window_ms) },
         ),
       );
     }

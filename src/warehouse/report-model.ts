@@ -70,6 +70,39 @@ export function evaluateReport(input: ReportInput, params: { campaign_id: string
     });
 }
 
+/** The daily report query (reportDailySql) evaluated over stored rows: day, arm, is_holdout, sends, exposed, conversions. */
+export function evaluateDailyReport(input: ReportInput, params: { campaign_id: string; window_ms: number }): QueryRow[] {
+  const day = (t: number): string => new Date(t).toISOString().slice(0, 10);
+  const exposures: { customerId: string; arm: string; isHoldout: boolean; at: number }[] = [];
+  for (const t of input.triggers) if (t.campaignId === params.campaign_id) exposures.push({ customerId: String(t.customerId), arm: String(t.variant), isHoldout: false, at: time(t.occurredAt) });
+  for (const a of input.audit) {
+    if (a.campaignId === params.campaign_id && a.decision === 'SUPPRESSED' && a.reason === 'holdout') exposures.push({ customerId: String(a.customerId), arm: 'holdout', isHoldout: true, at: time(a.occurredAt) });
+  }
+  const out = new Map<string, { day: string; arm: string; is_holdout: boolean; sends: number; exposed: number; conversions: number }>();
+  const cell = (d: string, arm: string, isHoldout: boolean) => {
+    const key = `${d}\0${arm}\0${String(isHoldout)}`;
+    let c = out.get(key);
+    if (c === undefined) out.set(key, (c = { day: d, arm, is_holdout: isHoldout, sends: 0, exposed: 0, conversions: 0 }));
+    return c;
+  };
+  const first = new Map<string, { customerId: string; arm: string; isHoldout: boolean; at: number }>();
+  for (const e of exposures) {
+    cell(day(e.at), e.arm, e.isHoldout).sends++;
+    const key = `${e.arm}\0${String(e.isHoldout)}\0${e.customerId}`;
+    const prev = first.get(key);
+    if (prev === undefined || e.at < prev.at) first.set(key, e);
+  }
+  const ordersBy = new Map<string, number[]>();
+  for (const o of input.orders) ordersBy.set(String(o.customerId), [...(ordersBy.get(String(o.customerId)) ?? []), time(o.occurredAt)]);
+  for (const e of first.values()) {
+    const c = cell(day(e.at), e.arm, e.isHoldout);
+    c.exposed++;
+    if ((ordersBy.get(e.customerId) ?? []).some((t) => t >= e.at && t < e.at + params.window_ms)) c.conversions++;
+  }
+  const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+  return [...out.values()].sort((a, b) => cmp(a.day, b.day) || (a.is_holdout === b.is_holdout ? cmp(a.arm, b.arm) : a.is_holdout ? -1 : 1));
+}
+
 /** The result columns and their BigQuery types. */
 export const REPORT_COLUMNS = [
   { name: 'arm', type: 'STRING' },

@@ -72,6 +72,92 @@ ORDER BY a.is_holdout DESC, a.arm
 `;
 }
 
+export const REPORT_DAILY_LABEL = 'kairos-report-daily';
+
+/**
+ * The report per day (UTC) and arm: `sends` = the arm's triggers that day (the holdout's: its holdout
+ * decisions), `exposed` = customers first exposed that day, `conversions` = those of them who ordered within the
+ * window (the report's unit, split by the day of exposure, so the days add up to the report's arms).
+ */
+export function reportDailySql(tables: { triggers: string; audit: string; orders: string }): string {
+  return `-- ${REPORT_DAILY_LABEL}: per day and arm, sends, customers first exposed and their conversions
+WITH exposures AS (
+  SELECT customerId, variant AS arm, FALSE AS is_holdout, occurredAt
+  FROM ${tables.triggers}
+  WHERE campaignId = @campaign_id
+  UNION ALL
+  SELECT customerId, 'holdout' AS arm, TRUE AS is_holdout, occurredAt
+  FROM ${tables.audit}
+  WHERE campaignId = @campaign_id AND decision = 'SUPPRESSED' AND reason = 'holdout'
+),
+first_exposure AS (
+  SELECT customerId, arm, is_holdout, MIN(occurredAt) AS exposedAt
+  FROM exposures
+  GROUP BY customerId, arm, is_holdout
+),
+outcomes AS (
+  SELECT e.arm, e.is_holdout, e.customerId, e.exposedAt, LOGICAL_OR(o.orderId IS NOT NULL) AS converted
+  FROM first_exposure AS e
+  LEFT JOIN ${tables.orders} AS o
+    ON o.customerId = e.customerId
+    AND o.occurredAt >= e.exposedAt
+    AND o.occurredAt < TIMESTAMP_ADD(e.exposedAt, INTERVAL @window_ms MILLISECOND)
+  GROUP BY e.arm, e.is_holdout, e.customerId, e.exposedAt
+),
+sends AS (
+  SELECT FORMAT_TIMESTAMP('%F', occurredAt, 'UTC') AS day, arm, is_holdout, COUNT(*) AS sends
+  FROM exposures
+  GROUP BY day, arm, is_holdout
+),
+firsts AS (
+  SELECT FORMAT_TIMESTAMP('%F', exposedAt, 'UTC') AS day, arm, is_holdout, COUNT(*) AS exposed, COUNTIF(converted) AS conversions
+  FROM outcomes
+  GROUP BY day, arm, is_holdout
+)
+SELECT
+  COALESCE(s.day, f.day) AS day,
+  COALESCE(s.arm, f.arm) AS arm,
+  COALESCE(s.is_holdout, f.is_holdout) AS is_holdout,
+  COALESCE(s.sends, 0) AS sends,
+  COALESCE(f.exposed, 0) AS exposed,
+  COALESCE(f.conversions, 0) AS conversions
+FROM sends AS s
+FULL OUTER JOIN firsts AS f
+  ON s.day = f.day AND s.arm = f.arm AND s.is_holdout = f.is_holdout
+ORDER BY day, is_holdout DESC, arm
+`;
+}
+
+export function reportDailyQuery(warehouse: Warehouse, campaignId: string, windowMs: number): WarehouseQuery {
+  return {
+    label: REPORT_DAILY_LABEL,
+    sql: reportDailySql({ triggers: warehouse.tableRef('triggers'), audit: warehouse.tableRef('trigger_audit'), orders: warehouse.tableRef('orders') }),
+    params: { campaign_id: campaignId, window_ms: windowMs },
+  };
+}
+
+export interface DailyArm {
+  /** UTC day, YYYY-MM-DD. */
+  readonly day: string;
+  readonly arm: string;
+  readonly isHoldout: boolean;
+  readonly sends: number;
+  readonly exposed: number;
+  readonly conversions: number;
+}
+
+export async function runDailyReport(warehouse: Warehouse, campaignId: string, windowMs: number): Promise<DailyArm[]> {
+  const rows = await warehouse.query(reportDailyQuery(warehouse, campaignId, windowMs));
+  return rows.map((r) => ({
+    day: String(r.day),
+    arm: String(r.arm),
+    isHoldout: r.is_holdout === true || r.is_holdout === 'true',
+    sends: Number(r.sends),
+    exposed: Number(r.exposed),
+    conversions: Number(r.conversions),
+  }));
+}
+
 export function reportQuery(warehouse: Warehouse, campaignId: string, windowMs: number): WarehouseQuery {
   return {
     label: REPORT_LABEL,

@@ -204,5 +204,7 @@ test('results: the A/B report of a campaign as a chart', { skip, timeout: 60_000
   await page.waitForURL(/campaign=c-1/);
   assert.equal(await page.getByRole('img', { name: /Conversion rate per arm and uplift over the holdout/ }).count(), 1);
   assert.match(await page.locator('#results tbody tr', { hasText: 'A' }).first().innerText(), /^A\s+2\s+1\s+50.00 %\s+\+50.00 pp\s+\[-19.30 pp, \+119.30 pp\]/);
+  assert.equal(await page.getByRole('img', { name: /Per day and arm: sends \(light bars\) and conversions \(dark bars\)/ }).count(), 1);
+  assert.match(await page.locator('#results-daily').innerText(), /2026-11-21\s+A\s+1\s+0\s+0/);
   await shot('results');
 });

@@ -19,7 +19,7 @@ import { LiveFeed } from '../../src/console/feed.js';
 import { registerConsole } from '../../src/console/routes.js';
 import { stateReader } from '../../src/engine/state/reader.js';
 import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
-import { runReport } from '../../src/warehouse/report.js';
+import { runDailyReport, runReport } from '../../src/warehouse/report.js';
 import { tempDir } from '../helpers.js';
 import { abWarehouse } from '../support/console-warehouse.js';
 
@@ -82,6 +82,7 @@ before(async () => {
     live,
     feed,
     report: (campaignId, windowMs) => runReport(wh, campaignId, windowMs),
+    daily: (campaignId, windowMs) => runDailyReport(wh, campaignId, windowMs),
     publisher: {
       topic: 'crm.campaigns.v1',
       publish: (config, by) => {
@@ -216,6 +217,14 @@ test('results: the A/B report as a chart (an accessible SVG) and a table, varian
   assert.match(r.body, /<svg id="results-chart" role="img" aria-labelledby="chart-title chart-desc"/);
   assert.match(r.body, /<desc id="chart-desc">holdout: 0.00 %; A: 50.00 %, uplift \+50.00 pp \[-19.30 pp, \+119.30 pp\]<\/desc>/);
   assert.match(r.body, /<tr><th scope="row">A<\/th><td class="num">2<\/td><td class="num">1<\/td><td class="num">50.00 %<\/td>/);
+  // Per day: sends and conversions per arm, as an SVG with its values in words, and a table.
+  assert.match(r.body, /<svg id="daily-chart" role="img" aria-labelledby="daily-title daily-desc"/);
+  assert.match(
+    r.body,
+    /<desc id="daily-desc">2026-11-20: holdout 2 held out, 2 first exposed, 0 converted; A 2 sent, 2 first exposed, 1 converted\. 2026-11-21: holdout 1 held out, 0 first exposed, 0 converted; A 1 sent, 0 first exposed, 0 converted<\/desc>/,
+  );
+  assert.equal((r.body.match(/<rect [^>]*fill-opacity="0.35"/g) ?? []).length, 4, 'a sends bar per day and arm');
+  assert.match(r.body, /<tr><td>2026-11-21<\/td><th scope="row">A<\/th><td class="num">1<\/td><td class="num">0<\/td><td class="num">0<\/td><\/tr>/);
   const bad = await app.inject({ method: 'GET', url: '/console/results?campaign=c-1&window=soon', headers: { 'x-api-key': VIEWER } });
   assert.equal(bad.statusCode, 400);
   assert.match(bad.body, /expected a duration like 7d/);
