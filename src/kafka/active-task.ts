@@ -204,8 +204,28 @@ export class ActiveTask {
     return count;
   }
 
+  /**
+   * Buffers a fetched batch of one input. Its keys are loaded from RocksDB, one multi-get per store keyed by
+   * the record key, before the next drain processes it: a restored or long-running task reads a key it does
+   * not hold in memory once per batch instead of once per store and record (a RocksDB read costs a trip
+   * through the thread pool, about 7 µs of this thread's time alone).
+   */
+  add(topic: string, items: readonly { record: Fetched; timestamp: number }[]): void {
+    this.group.add(topic, items);
+    for (const { record: r } of items) {
+      if (r.decoded.ok && r.rerouteTo === undefined) this.#unfetched.push({ topic: r.topic, key: r.decoded.key });
+    }
+  }
+
+  #unfetched: { topic: string; key: string | null }[] = [];
+
   /** Processes buffered records in event-time order until the group is empty or waits for a lagging input. */
   async drain(): Promise<number> {
+    if (this.#unfetched.length > 0) {
+      const keys = this.#unfetched;
+      this.#unfetched = [];
+      await this.task.prefetch(keys);
+    }
     let count = 0;
     const forcedBefore = this.group.forcedCount;
     for (;;) {

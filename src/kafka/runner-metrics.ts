@@ -110,4 +110,15 @@ function stateMetrics(registry: Registry, states: OpenStates): void {
       this.inc({ result: 'miss' }, misses);
     },
   });
+  new Counter({
+    name: 'kairos_state_prefetched_total',
+    help: 'Keys loaded from RocksDB ahead of processing, with one multi-get per store and fetched batch (keys of the records keyed by them), over open tasks',
+    registers,
+    async collect() {
+      let n = 0;
+      for (const { state } of await states()) n += state.stats.prefetched;
+      this.reset();
+      this.inc(n);
+    },
+  });
 }

@@ -666,7 +666,7 @@ export class KafkaRunner {
         const d = fetched.decoded;
         items.push({ record: fetched, timestamp: d.ok && d.timestamp !== undefined ? d.timestamp : Number(m.timestamp) });
       }
-      task.group.add(topic, items);
+      task.add(topic, items);
       const last = items.at(-1);
       if (last) {
         // Resolved once buffered (the last one stands for all before it: kafkajs parses each offset it is

@@ -112,3 +112,42 @@ test('a new instance with an empty disk restores baskets and timers from the cha
     second.remove();
   }
 });
+
+test('a runner restarted on its state dir loads the keys of each fetched batch with one multi-get per store before processing it', async () => {
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'kprefetch';
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '30s' } } } }), app);
+  const customers = Array.from({ length: 15 }, (_, i) => `pf${i}`);
+  const now = Date.now();
+  const first = runner(dir.dir, { topology, groupId: 'kairos-kprefetch' });
+  let second: KafkaRunner | undefined;
+  try {
+    await first.start();
+    await produce(kafka, 'shop.basket.v1', customers.map((c) => ({ key: c, value: JSON.stringify(added(c, now)) })));
+    await collect(kafka, [`${app}-basket-abandonment.baskets-changelog`], (all) => new Set(all.map((m) => m.message.key?.toString())).size >= customers.length, 20_000);
+    await first.stop();
+    // Same disk: RocksDB holds the customers, so the stores are no longer known to be complete and a key not in
+    // memory must be read.
+    const registry = new Registry();
+    second = runner(dir.dir, { topology, groupId: 'kairos-kprefetch', registry });
+    await second.start();
+    const orders: OrderEvent[] = customers.map((c) => ({
+      eventId: `opf-${c}`,
+      orderId: `ord-${c}`,
+      customerId: c,
+      occurredAt: now + 100,
+      items: [{ sku: `sku-${c}`, productId: 'p', quantity: 1, unitPrice: { amount: 1000, currency: 'EUR' } }],
+    }));
+    await produce(kafka, 'shop.orders.v1', orders.map((o) => ({ key: o.customerId, value: JSON.stringify(o) })));
+    await collect(kafka, [`${app}-shop.orders.v1.dedup-changelog`], (all) => new Set(all.map((m) => m.message.key?.toString())).size >= customers.length, 20_000);
+    const metrics = await registry.metrics();
+    const prefetched = Number(/kairos_state_prefetched_total (\d+)/.exec(metrics)?.[1] ?? 0);
+    // Each order reads the customer in the dedup stage and in two customer-keyed stores of the topologies.
+    assert.ok(prefetched >= customers.length * 2, `keys prefetched: ${prefetched}`);
+  } finally {
+    await first.stop();
+    await second?.stop();
+    dir.remove();
+  }
+});
