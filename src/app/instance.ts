@@ -10,6 +10,7 @@ import { kafkaSecurity, type RuntimeConfig } from '../config/runtime.js';
 import { LiveCampaigns, watchCampaignsFile, type ApplyResult } from '../config/live.js';
 import { CampaignTopicFollower, CampaignTopicPublisher } from '../kafka/config-topic.js';
 import { LiveFeed } from '../console/feed.js';
+import { recentEvents } from '../console/recent-events.js';
 import { readRecentInput } from '../kafka/recent-input.js';
 import { runDailyReport, runReport } from '../warehouse/report.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
@@ -119,6 +120,11 @@ export async function startInstance(
       logger,
       recentInput: (since) => readRecentInput({ kafka, serde, since, maxRecords: RECENT_INPUT_MAX, timeoutMs: 30_000 }),
       report: warehouse === undefined ? undefined : (campaignId, windowMs) => runReport(warehouse, campaignId, windowMs),
+      recentEvents: async (customerId, windowMs) => {
+        const p = holder.runner?.partitionOf(customerId);
+        const reader = p === undefined ? undefined : await holder.runner?.reader(p);
+        return reader === undefined ? { local: false, partition: p } : recentEvents(reader, customerId, windowMs);
+      },
       daily: warehouse === undefined ? undefined : (campaignId, windowMs) => runDailyReport(warehouse, campaignId, windowMs),
     },
   }).catch((err: unknown) => {

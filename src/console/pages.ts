@@ -4,6 +4,7 @@ import type { Money } from '../../schemas/contract.js';
 import { TriggerType } from '../../schemas/contract.js';
 import { html, iso, type Html } from './html.js';
 import type { WhyNot } from './why-not.js';
+import type { RecentEvents } from './recent-events.js';
 import type { DailyArm, Report } from '../warehouse/report.js';
 import type { Publication } from '../config/live.js';
 
@@ -26,7 +27,22 @@ export function customerForm(id: string): Html {
 <button type="submit">Look up</button></form>`;
 }
 
-export function customerPage(v: CustomerView & { freshness?: Freshness }, why: readonly WhyNot[]): Html {
+const span = (ms: number): string => (ms % 86_400_000 === 0 ? `${ms / 86_400_000} d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : `${Math.round(ms / 60_000)} min`);
+
+/** What the engine keeps of the customer's input events (see recent-events.ts), and that it is not the events. */
+export function recentEventsSection(r: RecentEvents | undefined): Html {
+  const head = html`<h3 id="events-h">Recent events</h3>`;
+  if (r === undefined) return html`<section aria-labelledby="events-h">${head}<p class="note">Not available on this instance.</p></section>`;
+  if (!r.local) {
+    return html`<section aria-labelledby="events-h">${head}<p class="note">This customer's task${r.partition === undefined ? '' : ` (${r.partition})`} is not held by this instance: open the console of the instance that runs it (the freshness line names it).</p></section>`;
+  }
+  if (r.windowMs === 0) return html`<section aria-labelledby="events-h">${head}<p class="note" id="events-note">The engine keeps no copy of input events, and input deduplication is off (<code>input.dedupWindow</code> 0), so nothing of them is kept: see the state they left below.</p></section>`;
+  return html`<section aria-labelledby="events-h">${head}<p class="note" id="events-note">The engine keeps no copy of input events, only the state they leave (basket, wishlist, browsing session, profile below). What it keeps of the events themselves: the event ids its input deduplication saw for this customer in the last ${span(r.windowMs)} of stream time, per topic, with when it first saw each. Each trigger names the record that caused it.</p>
+${r.events.length === 0 ? html`<p>none within the window</p>` : html`<table id="recent-events"><caption>Event ids seen (newest first${r.more > 0 ? html`, ${r.more} older not shown` : ''})</caption><thead><tr><th scope="col">First seen (stream time)</th><th scope="col">Topic</th><th scope="col">Event id</th></tr></thead><tbody>
+${r.events.map((e) => html`<tr><td>${iso(e.seenAt)}</td><td>${e.topic}</td><td>${e.eventId}</td></tr>`)}</tbody></table>`}</section>`;
+}
+
+export function customerPage(v: CustomerView & { freshness?: Freshness }, why: readonly WhyNot[], events?: RecentEvents): Html {
   const f = v.freshness;
   const p = v.profile;
   return html`<h2>Customer <span id="customer-name">${v.customerId}</span></h2>
@@ -40,9 +56,10 @@ ${why.map((w) => html`<tr data-type="${w.type}"><th scope="row">${w.type}</th><t
 ${v.decisions.length === 0 ? html`<tr><td colspan="7">none recorded</td></tr>` : v.decisions.map((d) => html`<tr><td>${iso(d.occurredAt)}</td><td>${d.type}</td><td>${d.campaignId}</td><td>${d.variant}</td><td>${badge(decisionClass(d.decision), d.decision)}</td><td>${d.reason}</td><td>${d.detail ?? ''}</td></tr>`)}
 </tbody></table>
 <table id="triggers"><caption>Triggers sent (newest first, last 10)</caption>
-<thead><tr><th scope="col">Time</th><th scope="col">Type</th><th scope="col">Campaign</th><th scope="col">Variant</th><th scope="col">Channels</th><th scope="col">Rule</th><th scope="col">Expires</th></tr></thead><tbody>
-${v.triggers.length === 0 ? html`<tr><td colspan="7">none recorded</td></tr>` : v.triggers.map((t) => html`<tr><td>${iso(t.occurredAt)}</td><td>${t.type}</td><td>${t.campaignId}</td><td>${t.variant}</td><td>${t.channels.join(', ')}</td><td>${t.rule}</td><td>${iso(t.expiresAt)}</td></tr>`)}
+<thead><tr><th scope="col">Time</th><th scope="col">Type</th><th scope="col">Campaign</th><th scope="col">Variant</th><th scope="col">Channels</th><th scope="col">Rule</th><th scope="col">Caused by</th><th scope="col">Expires</th></tr></thead><tbody>
+${v.triggers.length === 0 ? html`<tr><td colspan="8">none recorded</td></tr>` : v.triggers.map((t) => html`<tr><td>${iso(t.occurredAt)}</td><td>${t.type}</td><td>${t.campaignId}</td><td>${t.variant}</td><td>${t.channels.join(', ')}</td><td>${t.rule}</td><td>${t.causedBy.topic}[${t.causedBy.partition}]@${t.causedBy.offset} (${t.causedBy.eventId})</td><td>${iso(t.expiresAt)}</td></tr>`)}
 </tbody></table>
+${recentEventsSection(events)}
 <div class="grid"><section aria-labelledby="basket-h"><h3 id="basket-h">Basket</h3>
 ${v.basket === null ? html`<p>empty</p>` : html`<table><thead><tr><th scope="col">SKU</th><th scope="col">Product</th><th scope="col" class="num">Qty</th><th scope="col" class="num">Unit price</th><th scope="col">Added</th></tr></thead><tbody>
 ${v.basket.items.map((i) => html`<tr><td>${i.sku}</td><td>${i.productId ?? '–'}</td><td class="num">${i.quantity}</td><td class="num">${money(i.unitPrice)}</td><td>${iso(i.addedAt)}</td></tr>`)}

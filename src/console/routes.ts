@@ -26,6 +26,7 @@ import { COOKIE, ConsoleSessions, SESSION_TTL_MS, type ConsoleUser } from './ses
 import { checkConfigText, diffConfigs, type FieldError } from './settings.js';
 import { configForm } from './config-form.js';
 import { whyNot } from './why-not.js';
+import type { RecentEvents } from './recent-events.js';
 
 export interface ConsolePublisher {
   readonly topic: string;
@@ -41,6 +42,8 @@ export interface ConsoleOptions {
   readonly backtester?: Backtester;
   /** The input topics' records since a time, as replay lines (the preview's "last N hours"); absent: upload only. */
   readonly recentInput?: ((since: number) => Promise<RecentInput>) | undefined;
+  /** What the engine keeps of a customer's recent input events (the customer page); absent: the page says so. */
+  readonly recentEvents?: ((customerId: string, windowMs: number) => Promise<RecentEvents>) | undefined;
   /** The A/B report of `kairos report` from the configured warehouse; the results page says how to set one up without it. */
   readonly report?: ((campaignId: string, windowMs: number) => Promise<Report>) | undefined;
   /** The report per day and arm (sends, first exposures, conversions), for the results page's per-day chart. */
@@ -194,7 +197,11 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
         }
         const view = res.json<CustomerView & { freshness?: Freshness }>();
         const why = whyNot({ triggers: view.triggers, decisions: view.decisions, timers: view.timers }, opts.live.current);
-        return page(customerPage(view, why));
+        const events = await opts.recentEvents?.(id, opts.live.current.input.dedupWindowMs).catch((err: unknown) => {
+          log?.warn({ err: (err as Error).message }, 'console: recent events not readable');
+          return undefined;
+        });
+        return page(customerPage(view, why, events));
       });
 
       const campaignIds = (): string[] => {

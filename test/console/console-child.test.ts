@@ -151,4 +151,7 @@ test('kairos start: read a decision reason, lower a threshold in the form, previ
   await page.goto(`${base}/console/customer?id=nina`);
   assert.match(await page.locator('#triggers').innerText(), /BASKET_PRICE_DROP\s+basket-price-drop/);
   assert.match(await page.locator('#why-not tr[data-type="BASKET_PRICE_DROP"]').innerText(), /sent/i);
+  // Her recent events, as far as the engine keeps them (the event ids its input deduplication saw).
+  assert.match(await page.locator('#recent-events').innerText(), /shop\.basket\.v1\s+n-1/);
+  assert.match(await page.locator('#triggers').innerText(), /@\d+ \(n-c2\)/);
 });

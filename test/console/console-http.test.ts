@@ -17,6 +17,7 @@ import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { LiveCampaigns } from '../../src/config/live.js';
 import { LiveFeed } from '../../src/console/feed.js';
 import { registerConsole } from '../../src/console/routes.js';
+import { recentEvents } from '../../src/console/recent-events.js';
 import { stateReader } from '../../src/engine/state/reader.js';
 import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 import { runDailyReport, runReport } from '../../src/warehouse/report.js';
@@ -58,11 +59,12 @@ before(async () => {
     await driver.pipe('shop.basket.v1', c, add);
   }
   await driver.advanceStreamTime(T0 + HOUR);
+  const reader = () => Promise.resolve(stateReader(driver.task.state, { source: 'active', partition: 0, timers: (k) => driver.task.timerInfosFor(k) }));
   const backend: QueryBackend = {
     topology,
     partitionOf: () => 0,
     owner: () => 'self:1',
-    reader: () => Promise.resolve(stateReader(driver.task.state, { source: 'active', partition: 0, timers: (k) => driver.task.timerInfosFor(k) })),
+    reader: () => reader(),
   };
   const auth: AuthConfig = {
     mode: 'required',
@@ -82,6 +84,7 @@ before(async () => {
     live,
     feed,
     report: (campaignId, windowMs) => runReport(wh, campaignId, windowMs),
+    recentEvents: async (customerId, windowMs) => recentEvents(await reader(), customerId, windowMs),
     daily: (campaignId, windowMs) => runDailyReport(wh, campaignId, windowMs),
     publisher: {
       topic: 'crm.campaigns.v1',
@@ -140,8 +143,13 @@ test('customer page: decisions with reasons and a "why not?" line per trigger ty
   assert.equal(r.statusCode, 200);
   assert.match(r.body, /<tr data-type="BASKET_ABANDONED">.*no consent: no consent for push, email/);
   assert.match(r.body, /<tr data-type="WISHLIST_BACK_IN_STOCK">.*no candidate recorded/);
+  // Recent events: what the engine keeps of them (the input deduplication's event ids), and that it is only that.
+  assert.match(r.body, /<table id="recent-events">.*<tr><td>2026-11-20T09:00:01Z<\/td><td>shop.basket.v1<\/td><td>b-frank<\/td><\/tr>/s);
+  assert.match(r.body, /The engine keeps no copy of input events, only the state they leave/);
+  assert.doesNotMatch(r.body, /b-anna/);
   const anna = await app.inject({ method: 'GET', url: '/console/customer?id=anna', headers: { 'x-api-key': MANAGER } });
   assert.match(anna.body, /<tr data-type="BASKET_ABANDONED">.*sent at 2026-11-20T09:30:01Z/);
+  assert.match(anna.body, /shop\.basket\.v1\[0\]@\d+ \(b-anna\)/, 'the trigger names the record that caused it');
   const unknown = await app.inject({ method: 'GET', url: '/console/customer?id=nobody', headers: { 'x-api-key': MANAGER } });
   assert.equal(unknown.statusCode, 404);
   assert.match(unknown.body, /No customer &quot;nobody&quot;/);
