@@ -147,7 +147,8 @@ export function dailyChart(days: readonly DailyArm[]): Html {
   if (days.length === 0) return html``;
   const dayList = [...new Set(days.map((d) => d.day))].sort();
   const arms = [...new Map(days.map((d) => [d.arm, d.isHoldout])).entries()].sort(([a, ha], [b, hb]) => (ha === hb ? (a < b ? -1 : 1) : ha ? -1 : 1));
-  const colour = new Map(arms.map(([arm, holdout], i) => [arm, holdout ? '#8a8f94' : (PALETTE[i % PALETTE.length] as string)]));
+  const variants = arms.filter(([, holdout]) => !holdout).map(([arm]) => arm);
+  const colour = new Map(arms.map(([arm, holdout]) => [arm, holdout ? '#8a8f94' : (PALETTE[variants.indexOf(arm) % PALETTE.length] as string)]));
   const W = 760;
   const H = 230;
   const [left, top, bottom] = [44, 30, 40];
@@ -178,7 +179,7 @@ export function dailyChart(days: readonly DailyArm[]): Html {
 <title id="daily-title">Per day and arm: sends (light bars) and conversions (dark bars)</title><desc id="daily-desc">${desc}</desc>
 ${legend}<line x1="${left}" x2="${W - 10}" y1="${top + plotH}" y2="${top + plotH}" stroke="#8a8f94"></line>
 <text x="${left - 6}" y="${top + 4}" text-anchor="end">${max}</text><text x="${left - 6}" y="${top + plotH}" text-anchor="end">0</text>
-${bars}<text x="${left}" y="${H - 4}">day (UTC) of the send; light: sends (holdout: held-out decisions), dark: conversions of the customers first exposed that day</text></svg></figure>
+${bars}<text x="${left}" y="${H - 4}">UTC day; light: sends (holdout: held out); dark: conversions, by day of first exposure</text></svg></figure>
 <table id="results-daily"><caption>Per day (UTC)</caption><thead><tr><th scope="col">Day</th><th scope="col">Arm</th><th scope="col" class="num">Sends</th><th scope="col" class="num">First exposed</th><th scope="col" class="num">Conversions</th></tr></thead><tbody>
 ${days.map((d) => html`<tr><td>${d.day}</td><th scope="row">${d.isHoldout && d.arm !== 'holdout' ? `${d.arm} (holdout)` : d.arm}</th><td class="num">${d.sends}</td><td class="num">${d.exposed}</td><td class="num">${d.conversions}</td></tr>`)}
 </tbody></table>`;

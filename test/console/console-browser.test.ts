@@ -81,8 +81,8 @@ after(async () => {
   warehouseDir.remove();
 });
 
-const shot = async (name: string): Promise<void> => {
-  if (SHOTS !== undefined) await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+const shot = async (name: string, fullPage = false): Promise<void> => {
+  if (SHOTS !== undefined) await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
 };
 
 test('sign in, open a customer and read why no message was sent (keyboard and labels only)', { skip, timeout: 60_000 }, async () => {
@@ -99,7 +99,7 @@ test('sign in, open a customer and read why no message was sent (keyboard and la
   await page.waitForURL(/id=carl$/);
   assert.equal(await page.locator('#customer-name').innerText(), 'carl');
   assert.equal(await page.locator('#why-not tbody tr').count(), 5);
-  await shot('customer');
+  await shot('customer', true);
 });
 
 test('live: decisions stream in, counted per type and decision, filtered by customer', { skip, timeout: 60_000 }, async () => {
@@ -150,6 +150,11 @@ test('settings: a bad value is shown at its field; lowering the cap shows its di
   await gap.press('Tab');
   await page.locator('#diff').getByText('/basketAbandonment/params/inactivityGap').waitFor();
   assert.equal((JSON.parse(await editor.inputValue()) as { campaigns?: unknown }).campaigns, undefined);
+  if (SHOTS !== undefined) {
+    await page.locator('#config-form').scrollIntoViewIfNeeded();
+    await page.locator('details[data-group="/guards"]').evaluate((e) => e.scrollIntoView());
+    await shot('settings-form');
+  }
 
   await editor.fill(JSON.stringify({ ...INPUT, guards: { ...INPUT.guards, cap: { max: 0, window: '24h' } } }, null, 2));
   await page.getByRole('button', { name: 'Check and diff' }).click();
@@ -206,5 +211,5 @@ test('results: the A/B report of a campaign as a chart', { skip, timeout: 60_000
   assert.match(await page.locator('#results tbody tr', { hasText: 'A' }).first().innerText(), /^A\s+2\s+1\s+50.00 %\s+\+50.00 pp\s+\[-19.30 pp, \+119.30 pp\]/);
   assert.equal(await page.getByRole('img', { name: /Per day and arm: sends \(light bars\) and conversions \(dark bars\)/ }).count(), 1);
   assert.match(await page.locator('#results-daily').innerText(), /2026-11-21\s+A\s+1\s+0\s+0/);
-  await shot('results');
+  await shot('results', true);
 });
