@@ -1,5 +1,6 @@
 /** What every channel sender implements, and what a send attempt can end in. */
 import type { Channel, CustomerProfile, PushTokenFeedback, Trigger } from '../../schemas/contract.js';
+import type { RedisWrite } from './redis-guards.js';
 import type { CatalogState } from './state-view.js';
 
 export interface SendContext {
@@ -41,6 +42,12 @@ export interface ChannelSender {
   /** Provider sends the delivery costs against the channel's rate (push: one per token). */
   cost(profile: CustomerProfile): number;
   send(ctx: SendContext): Promise<SendOutcome>;
+  /**
+   * For a channel whose send is itself one write to the dispatchers' Redis (onsite): that write, which the
+   * dispatcher then makes inside its admission script, with the SENT result stored in the same step (one
+   * round trip per delivery instead of admit, send and finish). `providerMessageId` goes into the result.
+   */
+  redisWrite?(ctx: SendContext): RedisWrite & { readonly providerMessageId: string };
   close(): Promise<void>;
 }
 

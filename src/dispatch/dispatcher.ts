@@ -25,7 +25,7 @@ import type { ChannelSender, SendContext, SendOutcome } from './channel.js';
 import { errorText } from './channel.js';
 import type { DispatchMetrics } from './metrics.js';
 import { batched, type RedisGate } from './redis-client.js';
-import { admit, deliveryKey, finish } from './redis-guards.js';
+import { admit, admitAndWrite, deliveryKey, finish } from './redis-guards.js';
 import { checkStaleness, dropPushToken, parseProfile, profileKey, type Staleness } from './state-view.js';
 import { isTimeZone } from '../util/local-time.js';
 
@@ -176,6 +176,40 @@ export class Dispatcher {
           leaseMs: this.#o.leaseMs,
         }),
       );
+    if (sender.redisWrite !== undefined) {
+      // The send is a Redis write (onsite): admission, the write and the stored result in one script.
+      for (;;) {
+        const now = this.#now();
+        const w = sender.redisWrite({ trigger, profile, live: staleness.live, deliveryId, attempt: 1, now, done: new Set() });
+        const sent: Delivery = { ...base, status: 'SENT', reason: 'ok', attempts: 1, providerMessageId: w.providerMessageId.slice(0, 512), decidedAt: now };
+        const t0 = performance.now();
+        const a = await gate.run(() =>
+          admitAndWrite(
+            redis,
+            { deliveryId, owner, channel, customerId: trigger.customerId, timezone, now, capLimit, ratePerSecond: this.#o.rates[channel], cost: sender.cost(profile), leaseMs: this.#o.leaseMs },
+            w,
+            sent,
+            this.#o.dedupeTtlMs,
+          ),
+        );
+        if (a.kind === 'sent') {
+          metrics.sendSeconds.observe({ channel }, (performance.now() - t0) / 1000);
+          metrics.sends.inc({ channel });
+          metrics.deliveries.inc({ channel, status: 'SENT', reason: 'ok' });
+          metrics.deliverySeconds.observe({ channel }, (performance.now() - started) / 1000);
+          return { delivery: sent, feedback };
+        }
+        if (a.kind === 'done') return { delivery: a.delivery, feedback };
+        if (a.kind === 'cap') {
+          metrics.capsHit.inc({ channel });
+          return skip('cap', `${a.used} of ${String(capLimit)} ${channel} contacts today (${timezone})`);
+        }
+        if (a.kind === 'rate') metrics.rateWaits.inc({ channel });
+        if (trigger.expiresAt <= this.#now()) return skip('expired', 'expired while waiting for a send slot');
+        await sleep(a.retryInMs);
+      }
+    }
+
     let capKey: string;
     for (;;) {
       const a = await admitOnce();

@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import type { CustomerProfile, TriggerType } from '../../schemas/contract.js';
 import type { ChannelSender, SendContext, SendOutcome } from './channel.js';
 import { redisScript } from './redis-client.js';
+import type { RedisWrite } from './redis-guards.js';
 import { placementsKey } from './state-view.js';
 import { render } from './templates.js';
 
@@ -80,7 +81,8 @@ export class OnsiteRedisSender implements ChannelSender {
     return 1;
   }
 
-  async send(ctx: SendContext): Promise<SendOutcome> {
+  /** The placement as one hash-field write (the dispatcher makes it in its admission script). */
+  redisWrite(ctx: SendContext): RedisWrite & { readonly providerMessageId: string } {
     const t = ctx.trigger;
     const r = render({ trigger: t, live: ctx.live, locale: ctx.profile.locale, shopUrl: this.#shopUrl });
     const placement: Placement = {
@@ -97,9 +99,16 @@ export class OnsiteRedisSender implements ChannelSender {
       createdAt: ctx.now,
       expiresAt: t.expiresAt,
     };
+    const key = placementsKey(t.customerId);
+    return { key, field: t.triggerId, value: JSON.stringify(placement), ttlMs: Math.max(1, t.expiresAt - ctx.now), providerMessageId: `${key}#${t.triggerId}` };
+  }
+
+  /** The same write on its own (a dispatcher that does not use `redisWrite`). */
+  async send(ctx: SendContext): Promise<SendOutcome> {
+    const w = this.redisWrite(ctx);
     // A Redis error here propagates: the dispatcher treats it as an outage (pause) like any other Redis call.
-    await writePlacement(this.#redis, t.customerId, placement, ctx.now);
-    return { status: 'sent', providerMessageId: `${placementsKey(t.customerId)}#${t.triggerId}` };
+    await putScript(this.#redis, w.key, w.field, w.value, String(w.ttlMs));
+    return { status: 'sent', providerMessageId: w.providerMessageId };
   }
 
   close(): Promise<void> {
