@@ -27,7 +27,7 @@ export function customerForm(id: string): Html {
 <button type="submit">Look up</button></form>`;
 }
 
-const span = (ms: number): string => (ms % 86_400_000 === 0 ? `${ms / 86_400_000} d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : `${Math.round(ms / 60_000)} min`);
+const span = (ms: number): string => (ms % 86_400_000 === 0 && ms > 86_400_000 ? `${ms / 86_400_000} d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : `${Math.round(ms / 60_000)} min`);
 
 /** What the engine keeps of the customer's input events (see recent-events.ts), and that it is not the events. */
 export function recentEventsSection(r: RecentEvents | undefined): Html {

@@ -2,7 +2,8 @@
  * Issue 18's acceptance path in a real browser (Debian's chromium through playwright-core) against a real
  * `kairos start` child process on librdkafka's mock cluster: open a customer and read a decision reason, lower a
  * threshold in the settings form, see the preview's difference over the input topics, publish, see the settings
- * page show the new version from the campaign topic with its publisher, and see a later event behave by it.
+ * page show the new version from the campaign topic with its publisher, and see a later event behave by it;
+ * then a config published by another instance shows that instance's publisher.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -154,4 +155,16 @@ test('kairos start: read a decision reason, lower a threshold in the form, previ
   // Her recent events, as far as the engine keeps them (the event ids its input deduplication saw).
   assert.match(await page.locator('#recent-events').innerText(), /shop\.basket\.v1\s+n-1/);
   assert.match(await page.locator('#triggers').innerText(), /@\d+ \(n-c2\)/);
+
+  // A config another instance publishes (its record with the same headers): this one shows who and when.
+  const edited = JSON.parse(await page.goto(`${base}/console/api/settings/state`).then(async (r) => (await r?.text()) ?? '{}')) as { config: Record<string, unknown> };
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  await producer.send({ topic: 'crm.campaigns.v1', acks: -1, messages: [{ key: 'campaigns', value: JSON.stringify(edited.config), headers: { 'kairos-published-by': 'key:elsewhere', 'kairos-published-at': '2026-12-01T09:00:00.000Z' } }] });
+  await producer.disconnect();
+  await until('version 3 applied', async () => {
+    await page.goto(`${base}/console/settings`);
+    return (await page.locator('#cfg-version').innerText()) === '3';
+  });
+  assert.equal(await page.locator('#cfg-publisher').innerText(), ', published by key:elsewhere at 2026-12-01T09:00:00.000Z');
 });
