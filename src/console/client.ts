@@ -438,6 +438,8 @@ export function settingsClient(): void {
       ($('check-result') as El).replaceChildren(el('p', `Request failed: ${(err as Error).message}`, 'error'));
     });
   });
+  // Enter in a field applies it (its change event), never submits the page.
+  $('config-form')?.addEventListener('submit', (e) => e.preventDefault());
   config.addEventListener('change', () => fromJson());
   fromJson();
   on('check', check);

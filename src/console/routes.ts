@@ -226,8 +226,17 @@ export async function registerConsole(app: FastifyInstance, opts: ConsoleOptions
           return page(html`<p class="error" role="alert">Attribution window: expected a duration like 7d, 48h or milliseconds, got "${window}".</p>`, 400);
         }
         try {
-          const [report, daily] = await Promise.all([opts.report(campaign, windowMs), opts.daily?.(campaign, windowMs) ?? Promise.resolve([])]);
-          return page(resultsPage(report, daily));
+          // The per-day query failing (a warehouse without it) leaves the report and says so.
+          let dailyError: string | undefined;
+          const [report, daily] = await Promise.all([
+            opts.report(campaign, windowMs),
+            (opts.daily?.(campaign, windowMs) ?? Promise.resolve([])).catch((err: unknown) => {
+              dailyError = (err as Error).message;
+              log?.warn({ err: dailyError, campaign }, 'console results: the per-day report failed');
+              return [];
+            }),
+          ]);
+          return page(html`${resultsPage(report, daily)}${dailyError === undefined ? '' : html`<p class="error" role="alert" id="daily-error">The per-day report failed: ${dailyError}</p>`}`);
         } catch (err) {
           log?.warn({ err: (err as Error).message, campaign }, 'console results: the report failed');
           return page(html`<p class="error" role="alert">The report failed: ${(err as Error).message}</p>`, 502);

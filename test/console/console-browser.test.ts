@@ -136,7 +136,8 @@ test('settings: a bad value is shown at its field; lowering the cap shows its di
   await page.locator('#f-guards-cap-max-error').getByText(/Expected integer to be greater or equal to 1/).waitFor();
   assert.equal(await capMax.getAttribute('aria-invalid'), 'true');
   await capMax.fill('2');
-  await capMax.press('Tab');
+  // Enter applies the field (never submits the page, which would lose the edit).
+  await capMax.press('Enter');
   await page.locator('#diff').waitFor();
   assert.match(await page.locator('#diff').innerText(), /\/guards\/cap\/max\s+3\s+2/);
   assert.equal(await capMax.getAttribute('aria-invalid'), null);

@@ -239,3 +239,19 @@ test('results: the A/B report as a chart (an accessible SVG) and a table, varian
   const none = await app.inject({ method: 'GET', url: '/console/results?campaign=nope', headers: { 'x-api-key': VIEWER } });
   assert.match(none.body, /No triggers or holdout decisions of campaign nope/);
 });
+
+test('results: when the per-day query fails, the report still shows and the page says what failed', async () => {
+  const auth: AuthConfig = { mode: 'required', keys: [{ name: 'viewer', key: VIEWER, scopes: new Set(['console']) }], tokenSecret: undefined };
+  const wh = await abWarehouse(warehouseDir.dir, T0);
+  const other = createApiApp();
+  await registerConsole(other, { auth, live, feed: new LiveFeed(), report: (c, w) => runReport(wh, c, w), daily: () => Promise.reject(new Error('no such query here')) });
+  try {
+    const r = await other.inject({ method: 'GET', url: '/console/results?campaign=c-1&window=7d', headers: { 'x-api-key': VIEWER } });
+    assert.equal(r.statusCode, 200);
+    assert.match(r.body, /<svg id="results-chart"/);
+    assert.doesNotMatch(r.body, /<svg id="daily-chart"/);
+    assert.match(r.body, /<p class="error" role="alert" id="daily-error">The per-day report failed: no such query here<\/p>/);
+  } finally {
+    await other.close();
+  }
+});
