@@ -24,7 +24,7 @@ import type { Channel, CustomerProfile, Delivery, PushTokenFeedback, Trigger } f
 import type { ChannelSender, SendContext, SendOutcome } from './channel.js';
 import { errorText } from './channel.js';
 import type { DispatchMetrics } from './metrics.js';
-import { batched, type RedisGate } from './redis-client.js';
+import { mgetInTurn, type RedisGate } from './redis-client.js';
 import { admit, admitAndWrite, deliveryKey, finish } from './redis-guards.js';
 import { checkStaleness, dropPushToken, parseProfile, profileKey, type Staleness } from './state-view.js';
 import { isTimeZone } from '../util/local-time.js';
@@ -94,10 +94,10 @@ export class Dispatcher {
   async dispatch(trigger: Trigger): Promise<DispatchOutput> {
     const { gate, redis } = this.#o;
     // One round trip for what the trigger needs to read: the profile and the stored result of every channel's
-    // delivery (one MGET, in the one Redis write of the triggers that start in the same turn), and the live catalog state.
+    // delivery (one MGET for all the triggers that start in the same turn), and the live catalog state.
     const ids = trigger.channels.map((channel) => deliveryIdOf(trigger.triggerId, channel));
     const keys = [profileKey(trigger.customerId), ...ids.map(deliveryKey)];
-    const [values, staleness] = await Promise.all([gate.run(() => batched(redis, 'mget', ...keys) as Promise<(string | null)[]>), gate.run(() => checkStaleness(redis, trigger))]);
+    const [values, staleness] = await Promise.all([gate.run(() => mgetInTurn(redis, keys)), gate.run(() => checkStaleness(redis, trigger))]);
     const profile = parseProfile(values[0]);
     if (staleness.stale) this.#log.info({ triggerId: trigger.triggerId, type: trigger.type, detail: staleness.detail }, 'trigger no longer holds: not sent');
     const results = await Promise.all(trigger.channels.map((channel, i) => this.#deliver(trigger, channel, ids[i] as string, profile, staleness, values[i + 1] ?? null)));

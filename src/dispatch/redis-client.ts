@@ -69,12 +69,18 @@ export function batched(redis: Redis, command: string, ...args: (string | number
 }
 
 export function redisScript(_name: string, numberOfKeys: number, lua: string): (redis: Redis, ...keysAndArgs: string[]) => Promise<unknown> {
+  const run = redisScriptWithKeys(lua);
+  return (redis, ...keysAndArgs) => run(redis, numberOfKeys, ...keysAndArgs);
+}
+
+/** {@link redisScript} for a script whose number of keys varies per call (one batch of several items). */
+export function redisScriptWithKeys(lua: string): (redis: Redis, numberOfKeys: number, ...keysAndArgs: string[]) => Promise<unknown> {
   const sha = createHash('sha1').update(lua).digest('hex');
   const noScript = (err: unknown): boolean => err instanceof Error && err.message.startsWith('NOSCRIPT');
   // One SCRIPT LOAD per client at a time: a batch of concurrent first calls does not send the script each.
   const loads = new WeakMap<Redis, Promise<unknown>>();
   // Calls go in the turn's single write (batched): many triggers' admit (or finish) in one round trip.
-  return async (redis, ...keysAndArgs) => {
+  return async (redis, numberOfKeys, ...keysAndArgs) => {
     try {
       return await batched(redis, 'evalsha', sha, numberOfKeys, ...keysAndArgs);
     } catch (err) {
@@ -96,6 +102,63 @@ export function redisScript(_name: string, numberOfKeys: number, lua: string): (
     }
   };
 }
+
+/**
+ * Requests to one Redis client made in the same turn of the event loop, sent as one command when the turn ends
+ * (setImmediate, as {@link batched}): `send` gets them all and answers one reply per request, in order. The
+ * concurrent deliveries that reach the same step together then cost one command (one ioredis Command, one
+ * reply to decode) instead of one each. Each caller gets its own reply; if the command fails, every caller of
+ * that batch gets the error (and its gate retries it, in a later batch).
+ */
+export function turnBatcher<Req, Res>(send: (redis: Redis, requests: readonly Req[]) => Promise<readonly Res[]>): (redis: Redis, request: Req) => Promise<Res> {
+  interface Waiting {
+    readonly request: Req;
+    readonly resolve: (r: Res) => void;
+    readonly reject: (err: unknown) => void;
+  }
+  const pending = new Map<Redis, Waiting[]>();
+  const flush = (redis: Redis): void => {
+    const batch = pending.get(redis) ?? [];
+    pending.delete(redis);
+    send(
+      redis,
+      batch.map((w) => w.request),
+    ).then(
+      (replies) => {
+        for (let i = 0; i < batch.length; i++) {
+          const w = batch[i] as Waiting;
+          if (i < replies.length) w.resolve(replies[i] as Res);
+          else w.reject(new Error(`a batch of ${batch.length} requests got ${replies.length} replies`));
+        }
+      },
+      (err: unknown) => {
+        for (const w of batch) w.reject(err);
+      },
+    );
+  };
+  return (redis, request) =>
+    new Promise<Res>((resolve, reject) => {
+      let batch = pending.get(redis);
+      if (batch === undefined) {
+        batch = [];
+        pending.set(redis, batch);
+        setImmediate(flush, redis);
+      }
+      batch.push({ request, resolve, reject });
+    });
+}
+
+/** MGET of the keys of all callers in this turn, as one command; each caller gets the values of its own keys. */
+export const mgetInTurn: (redis: Redis, keys: readonly string[]) => Promise<(string | null)[]> = (() => {
+  const batch = turnBatcher<readonly string[], (string | null)[]>(async (redis, requests) => {
+    const all: string[] = [];
+    for (const keys of requests) all.push(...keys);
+    const values = (await batched(redis, 'mget', ...all)) as (string | null)[];
+    let at = 0;
+    return requests.map((keys) => values.slice(at, (at += keys.length)));
+  });
+  return batch;
+})();
 
 const TRANSIENT_REPLIES = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)/;
 

@@ -17,72 +17,85 @@
 import type { Redis } from 'ioredis';
 import type { Channel, Delivery } from '../../schemas/contract.js';
 import { wallClock } from '../util/local-time.js';
-import { redisScript } from './redis-client.js';
+import { redisScript, redisScriptWithKeys, turnBatcher } from './redis-client.js';
 
-// The pieces of `admit` (below) that `admitAndWrite` shares: a decided delivery, then the cap and the rate.
+// The pieces of `admit` (below) that `admitAndWrite` shares, over K (its keys) and A (its arguments): a decided
+// delivery answers 'done'; then the cap and the token bucket are checked and, when both allow, the contact
+// counted and the tokens taken.
 const IF_DECIDED = `
-local done = redis.call('GET', KEYS[1])
+local done = redis.call('GET', K[1])
 if done then return {'done', done} end
 `;
-// Checks the cap and the token bucket, then counts the contact and takes the tokens; returns early when either
-// refuses.
 const CAP_AND_RATE = `
-local limit = tonumber(ARGV[3])
+local limit = tonumber(A[3])
 if limit >= 0 then
-  local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local used = tonumber(redis.call('GET', K[3]) or '0')
   if used >= limit then return {'cap', tostring(used)} end
 end
-local rate = tonumber(ARGV[5])
+local rate = tonumber(A[5])
 if rate > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local burst = tonumber(ARGV[6])
-  local cost = math.min(tonumber(ARGV[7]), burst)
-  local b = redis.call('HMGET', KEYS[4], 'tokens', 'at')
+  local burst = tonumber(A[6])
+  local cost = math.min(tonumber(A[7]), burst)
+  local b = redis.call('HMGET', K[4], 'tokens', 'at')
   local tokens = tonumber(b[1]) or burst
   local at = tonumber(b[2]) or now
   if now > at then tokens = math.min(burst, tokens + (now - at) * rate / 1000) end
   if tokens < cost then
     return {'rate', tostring(math.ceil((cost - tokens) * 1000 / rate))}
   end
-  redis.call('HSET', KEYS[4], 'tokens', tostring(tokens - cost), 'at', tostring(math.max(now, at)))
-  redis.call('PEXPIRE', KEYS[4], math.ceil(burst * 1000 / rate) + 1000)
+  redis.call('HSET', K[4], 'tokens', tostring(tokens - cost), 'at', tostring(math.max(now, at)))
+  redis.call('PEXPIRE', K[4], math.ceil(burst * 1000 / rate) + 1000)
 end
 if limit >= 0 then
-  redis.call('INCR', KEYS[3])
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  redis.call('INCR', K[3])
+  redis.call('PEXPIRE', K[3], A[4])
 end
 `;
 
-const ADMIT = `${IF_DECIDED}
-local claim = redis.call('GET', KEYS[2])
+const ADMIT = `local K, A = KEYS, ARGV
+${IF_DECIDED}
+local claim = redis.call('GET', K[2])
 if claim then
-  if claim == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  if claim == A[1] then
+    redis.call('PEXPIRE', K[2], A[2])
     return {'ok', ''}
   end
-  return {'busy', tostring(redis.call('PTTL', KEYS[2]))}
+  return {'busy', tostring(redis.call('PTTL', K[2]))}
 end
 ${CAP_AND_RATE}
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', K[2], A[1], 'PX', A[2])
 return {'ok', ''}
 `;
 
-// admit, the send when the send is itself a Redis write (a hash field kept at least ARGV[10] ms: onsite), and
-// finish's store of the SENT result, as one atomic step: nothing to lease, nothing to release, no step between
-// that an outage could split. Run again after a lost reply, it answers 'done' with the result stored the first time.
-const ADMIT_AND_WRITE = `${IF_DECIDED}
-local claim = redis.call('GET', KEYS[2])
-if claim and claim ~= ARGV[1] then return {'busy', tostring(redis.call('PTTL', KEYS[2]))} end
-if not claim then
+// admit, the send when the send is itself a Redis write (a hash field K[5] kept at least A[10] ms: onsite), and
+// finish's store of the SENT result, as one atomic step per delivery: nothing to lease, nothing to release, no
+// step between that an outage could split. Run again after a lost reply, it answers 'done' with the result
+// stored the first time. Several deliveries per call (the ones of one event-loop turn): 5 keys and 12 arguments
+// each, one reply each.
+const ADMIT_AND_WRITE = `
+local function one(K, A)
+${IF_DECIDED}
+  local claim = redis.call('GET', K[2])
+  if claim and claim ~= A[1] then return {'busy', tostring(redis.call('PTTL', K[2]))} end
+  if not claim then
 ${CAP_AND_RATE}
+  end
+  redis.call('HSET', K[5], A[8], A[9])
+  local want = tonumber(A[10])
+  if redis.call('PTTL', K[5]) < want then redis.call('PEXPIRE', K[5], want) end
+  redis.call('SET', K[1], A[11], 'PX', A[12])
+  if claim then redis.call('DEL', K[2]) end
+  return {'sent', ''}
 end
-redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
-local want = tonumber(ARGV[10])
-if redis.call('PTTL', KEYS[5]) < want then redis.call('PEXPIRE', KEYS[5], want) end
-redis.call('SET', KEYS[1], ARGV[11], 'PX', ARGV[12])
-if claim then redis.call('DEL', KEYS[2]) end
-return {'sent', ''}
+local out = {}
+for i = 0, #KEYS / 5 - 1 do
+  local k, a = i * 5, i * 12
+  out[i + 1] = one({KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]},
+    {ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]})
+end
+return out
 `;
 
 const FINISH = `
@@ -101,7 +114,17 @@ return ''
 `;
 
 const admitScript = redisScript('kairosAdmit', 4, ADMIT);
-const admitAndWriteScript = redisScript('kairosAdmitAndWrite', 5, ADMIT_AND_WRITE);
+const admitAndWriteScript = redisScriptWithKeys(ADMIT_AND_WRITE);
+/** The admitAndWrite calls of one turn in one script call (keys then arguments of each, one reply each). */
+const admitAndWriteInTurn = turnBatcher<{ readonly keys: readonly string[]; readonly args: readonly string[] }, [string, string]>(async (redis, requests) => {
+  const keys: string[] = [];
+  const args: string[] = [];
+  for (const r of requests) {
+    keys.push(...r.keys);
+    args.push(...r.args);
+  }
+  return (await admitAndWriteScript(redis, keys.length, ...keys, ...args)) as [string, string][];
+});
 const finishScript = redisScript('kairosFinish', 3, FINISH);
 
 export const deliveryKey = (deliveryId: string): string => `kairos:delivery:${deliveryId}`;
@@ -227,7 +250,9 @@ export async function admitAndWrite(
   dedupeTtlMs: number,
 ): Promise<Exclude<AdmitResult, { readonly kind: 'ok' }> | { readonly kind: 'sent' }> {
   const { cap, keys, args } = admitArgs(req);
-  const reply = (await admitAndWriteScript(redis, ...keys, write.key, ...args, write.field, write.value, String(Math.max(1, write.ttlMs)), JSON.stringify(sent), String(dedupeTtlMs))) as [string, string];
+  keys.push(write.key);
+  args.push(write.field, write.value, String(Math.max(1, write.ttlMs)), JSON.stringify(sent), String(dedupeTtlMs));
+  const reply = await admitAndWriteInTurn(redis, { keys, args });
   if (reply[0] === 'sent') return { kind: 'sent' };
   const r = admitResult(reply, cap);
   if (r.kind === 'ok') throw new TypeError('admitAndWrite: the script answered ok');

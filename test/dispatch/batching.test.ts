@@ -1,6 +1,6 @@
 /**
  * The dispatcher on its production Redis client (createRedis, here with auto-pipelining; scripts by SHA) against a real
- * redis-server: a batch of concurrent triggers is delivered once each, reads go as one MGET per trigger, the
+ * redis-server: a batch of concurrent triggers is delivered once each, reads go as one MGET per turn, the
  * scripts run by EVALSHA (loaded once when Redis does not know them, also after a restart forgot them), and
  * a redelivered batch is answered from Redis.
  */
@@ -79,8 +79,12 @@ test('a batch of concurrent triggers on the auto-pipelined client: each delivere
 
   const stats = await commandStats(redis);
   // (commandstats also counts the GETs inside the scripts, so the MGETs are what shows the reads.)
-  assert.equal(stats.get('mget'), triggers.length, 'profile and delivery keys are read with one MGET per trigger');
-  assert.ok((stats.get('evalsha') ?? 0) >= 3 * n, `scripts run by SHA (evalsha ${stats.get('evalsha') ?? 0})`);
+  // The triggers that start in the same turn share one MGET (each gets its own keys' values back).
+  const mgets = stats.get('mget') ?? 0;
+  assert.ok(mgets >= 1 && mgets <= 3, `profile and delivery keys are read with one MGET per turn (${mgets} for ${triggers.length} triggers)`);
+  // E-mail: admit and finish per delivery; onsite: one admitAndWrite script for the deliveries of a turn.
+  const evalsha = stats.get('evalsha') ?? 0;
+  assert.ok(evalsha >= 2 * (n - n / 10), `scripts run by SHA (evalsha ${evalsha})`);
   const loads = (stats.get('eval') ?? 0) + (stats.get('script|load') ?? 0) + (stats.get('script') ?? 0);
   assert.ok(loads <= 3, `each script sent once (EVAL or SCRIPT LOAD: ${loads}), not per call`);
 

@@ -1,11 +1,13 @@
 /**
  * Onsite deliveries in one Redis script (`admitAndWrite`: admit, the placement write and the stored SENT result
- * together), and the per-minute reading of the customer's local day the caps use.
+ * together), the requests of one event-loop turn sent as one command (turnBatcher, mgetInTurn), and the
+ * per-minute reading of the customer's local day the caps use.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { Delivery } from '../../schemas/contract.js';
+import { mgetInTurn, turnBatcher } from '../../src/dispatch/redis-client.js';
 import { admitAndWrite, claimKey, deliveryKey, localDay, type AdmitRequest } from '../../src/dispatch/redis-guards.js';
 import { wallClock } from '../../src/util/local-time.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
@@ -103,4 +105,33 @@ test('the local day read once per zone and minute answers as a reading per call,
       for (let at = c - 3 * 60_000 - 1; at <= c + 3 * 60_000 + 1; at += 7_777) assert.deepEqual(localDay(at, tz), direct(at, tz), `${tz} ${new Date(at).toISOString()}`);
     }
   }
+});
+
+test('requests of one turn go as one command, each caller gets its own replies; a failed command fails each caller of its batch', async () => {
+  await redis.mset('m:a', '1', 'm:b', '2', 'm:c', '3');
+  assert.deepEqual(await Promise.all([mgetInTurn(redis, ['m:a', 'm:x']), mgetInTurn(redis, []), mgetInTurn(redis, ['m:c', 'm:b', 'm:a'])]), [['1', null], [], ['3', '2', '1']]);
+  const sends: number[][] = [];
+  let fail = false;
+  const doubled = turnBatcher<number, number>((_redis, xs) => {
+    sends.push([...xs]);
+    return fail ? Promise.reject(new Error('down')) : Promise.resolve(xs.map((x) => 2 * x));
+  });
+  assert.deepEqual(await Promise.all([doubled(redis, 1), doubled(redis, 2), doubled(redis, 3)]), [2, 4, 6]);
+  assert.equal(await doubled(redis, 5), 10, 'a later turn: a batch of its own');
+  assert.deepEqual(sends, [[1, 2, 3], [5]]);
+  fail = true;
+  const failed = await Promise.allSettled([doubled(redis, 7), doubled(redis, 8)]);
+  assert.deepEqual(failed.map((r) => r.status), ['rejected', 'rejected']);
+});
+
+test('the deliveries of one turn in one admitAndWrite script call, each with its own answer', async () => {
+  await redis.set('kairos:cap:onsite:c-b2:2026-06-01', '2');
+  const ids = ['b1', 'b2', 'b3'];
+  const replies = await Promise.all(ids.map((id) => admitAndWrite(redis, req(id), write(id), sent(id), 3_600_000)));
+  assert.deepEqual(
+    replies.map((r) => r.kind),
+    ['sent', 'cap', 'sent'],
+  );
+  assert.equal(await redis.hget('kairos:placements:c-b3', 't-b3'), '{"p":1}');
+  assert.equal(await redis.exists('kairos:placements:c-b2'), 0);
 });
