@@ -3,10 +3,12 @@
  * letters, changelog entries) goes out here, in produce requests bounded by the broker's message size limit,
  * in order, and a failed producer is replaced, never left wedged.
  *
- * - Bounded: a commit after a long catch-up can hold tens of thousands of records; one produce request of all
- *   of them exceeds `message.max.bytes` (1 MiB by default) and the broker refuses the whole batch. Requests are
- *   cut, in order, at `maxRequestBytes` (the smallest limit of the broker and the topics written, read at
- *   start). A broker that still answers MESSAGE_TOO_LARGE halves the bound for the rest of the run.
+ * - Bounded: a commit after a long catch-up can hold tens of thousands of records; a partition's record batch
+ *   above `message.max.bytes` (1 MiB by default) is refused, and with it the whole request. Requests are cut,
+ *   in order, so that each partition's batch stays within `maxRequestBytes` (the smallest limit of the broker
+ *   and the topics written, read at start) and the request within 16 MiB: one round trip carries up to 1 MiB
+ *   for every partition written. A broker that still answers MESSAGE_TOO_LARGE halves the bound for the rest
+ *   of the run.
  * - Replaced: an idempotent producer whose request failed keeps sequence numbers the broker no longer agrees
  *   with (every later request fails with OUT_OF_ORDER_SEQUENCE_NUMBER). Any failure therefore disconnects the
  *   producer, connects a new one (a new producer id) and repeats the failed request: at-least-once, repeats
@@ -62,33 +64,49 @@ export function messageBytes(m: Message): number {
 }
 
 /**
- * Cuts `topicMessages` into requests of at most `maxBytes` each, keeping every topic's messages in order
- * (requests go out one after the other). A single record larger than the bound is an error naming it.
+ * What one produce request carries at most in all. The broker's size limits (`message.max.bytes`, a topic's
+ * `max.message.bytes`) bound each partition's record batch, not the request: a request holds one batch per
+ * partition, up to `socket.request.max.bytes` (100 MiB by default). 16 MiB keeps a request well below that and
+ * a commit of many partitions in one or a few round trips.
  */
-export function chunkTopicMessages(topicMessages: readonly TopicMessages[], maxBytes: number): TopicMessages[][] {
+export const DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Cuts `topicMessages` into requests in which every partition's records take at most `maxBatchBytes` (the
+ * broker's limit of one record batch) and all records at most `maxRequestBytes`, keeping every topic's
+ * messages in order (requests go out one after the other). Records without an explicit partition count as one
+ * batch per topic (the partitioner may put them all in one). A single record larger than the batch bound is
+ * an error naming it.
+ */
+export function chunkTopicMessages(topicMessages: readonly TopicMessages[], maxBatchBytes: number, maxRequestBytes = Math.max(maxBatchBytes, DEFAULT_MAX_REQUEST_BYTES)): TopicMessages[][] {
   const chunks: TopicMessages[][] = [];
   let current = new Map<string, Message[]>();
+  let batches = new Map<string, number>();
   let size = 0;
   const flush = (): void => {
     if (current.size === 0) return;
     chunks.push([...current].map(([topic, messages]) => ({ topic, messages })));
     current = new Map();
+    batches = new Map();
     size = 0;
   };
   for (const { topic, messages } of topicMessages) {
     for (const m of messages) {
       const n = messageBytes(m);
-      if (n > maxBytes) {
+      if (n > maxBatchBytes) {
         throw new KairosError(
           'KAIROS_ERR_RECORD_TOO_LARGE',
-          `a record for ${topic} is ${n} bytes, above the produce limit of ${maxBytes} bytes (the smallest of the broker's message.max.bytes and the topics' max.message.bytes, minus ${REQUEST_MARGIN}); raise max.message.bytes of ${topic}`,
-          { details: { topic, bytes: n, limit: maxBytes } },
+          `a record for ${topic} is ${n} bytes, above the produce limit of ${maxBatchBytes} bytes (the smallest of the broker's message.max.bytes and the topics' max.message.bytes, minus ${REQUEST_MARGIN}); raise max.message.bytes of ${topic}`,
+          { details: { topic, bytes: n, limit: maxBatchBytes } },
         );
       }
-      if (size + n > maxBytes) flush();
+      const batch = m.partition === undefined ? `${topic}\u0000*` : pk(topic, m.partition);
+      const inBatch = batches.get(batch) ?? 0;
+      if (inBatch + n > maxBatchBytes || size + n > maxRequestBytes) flush();
       let list = current.get(topic);
       if (!list) current.set(topic, (list = []));
       list.push(m);
+      batches.set(batch, (batches.get(batch) ?? 0) + n);
       size += n;
     }
   }
@@ -153,7 +171,7 @@ export interface RecordCollectorOptions {
   readonly kafka: Kafka;
   readonly idempotent: boolean;
   readonly logger: Logger;
-  /** Upper bound of one produce request in bytes. @default 1 MiB minus a margin, until `setLimit` */
+  /** Upper bound of one partition's record batch in a produce request, in bytes. @default 1 MiB minus a margin, until `setLimit` */
   readonly maxRequestBytes?: number;
   /** Failed attempts of one request before the send gives up (the commit fails and is retried later). @default 8 */
   readonly attempts?: number;

@@ -29,6 +29,22 @@ test('requests are cut at the byte bound, in order, and a record above the bound
   );
 });
 
+test('a request carries up to the bound for every partition, not for all of them together; unpartitioned records count as one batch per topic; the request has its own bound', () => {
+  const per = messageBytes(msg(0));
+  const spread = Array.from({ length: 400 }, (_, i) => ({ ...msg(i), partition: i % 8 }));
+  // 8 partitions × 50 records: 50 records of each fit the 60-record bound, so one request holds all.
+  assert.equal(chunkTopicMessages([{ topic: 'a', messages: spread }], per * 60).length, 1);
+  // Without explicit partitions the partitioner may put all in one: cut as one batch.
+  const loose = spread.map(({ partition: _p, ...m }) => m);
+  assert.equal(chunkTopicMessages([{ topic: 'a', messages: loose }], per * 60).length, 7);
+  // Two topics' partition 0 are two batches.
+  assert.equal(chunkTopicMessages([{ topic: 'a', messages: spread.slice(0, 50) }, { topic: 'b', messages: spread.slice(0, 50) }], per * 60).length, 1);
+  // The request bound cuts too, in order.
+  const chunks = chunkTopicMessages([{ topic: 'a', messages: spread }], per * 60, per * 100);
+  assert.equal(chunks.length, 4);
+  assert.deepEqual(chunks.flatMap((c) => c.flatMap((t) => t.messages.map((m) => m.key))), spread.map((m) => m.key));
+});
+
 /** A producer that behaves like an idempotent producer on a real broker with a size limit. */
 class ScriptedBroker {
   readonly log: { producer: number; records: number; failed: boolean }[] = [];
@@ -52,8 +68,10 @@ class ScriptedBroker {
       const entry = { producer: id, records: records.length, failed: true };
       this.log.push(entry);
       if (this.broken.has(id)) return Promise.reject(Object.assign(new Error('The broker received an out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER' }));
-      const bytes = records.reduce((n, m) => n + messageBytes(m), 0);
-      if (bytes > this.limit) {
+      // As a broker does: the limit applies to each partition's record batch.
+      const batches = new Map<string, number>();
+      for (const t of b.topicMessages ?? []) for (const m of t.messages) batches.set(`${t.topic}/${m.partition ?? '*'}`, (batches.get(`${t.topic}/${m.partition ?? '*'}`) ?? 0) + messageBytes(m));
+      if ([...batches.values()].some((bytes) => bytes > this.limit)) {
         this.broken.add(id);
         return Promise.reject(Object.assign(new Error('The request included a message larger than the max message size the server will accept'), { type: 'MESSAGE_TOO_LARGE' }));
       }
