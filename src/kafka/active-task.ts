@@ -17,6 +17,7 @@ import type { Admin, Consumer, IHeaders, KafkaMessage, Message, Producer, Transa
 import type { Logger } from 'pino';
 import type { OutputRecord } from '../engine/api/record.js';
 import type { StreamTask } from '../engine/runtime/task.js';
+import type { PreparedCommit } from '../engine/state/task-state.js';
 import { fromOutbox, OUTBOX_STORE, outboxKey, toOutbox, type OutboxEntry } from '../engine/state/outbox.js';
 import { dlqMessage, dlqTopic } from './dlq.js';
 import { PartitionGroup } from './partition-group.js';
@@ -296,14 +297,36 @@ export class ActiveTask {
     return this.hasWork && (force || Date.now() - this.lastCommitAt >= this.#env.commitIntervalMs);
   }
 
-  /** Commits when work is pending and the commit interval has passed (or `force`). */
-  async maybeCommit(force = false): Promise<void> {
-    if (!this.commitDue(force)) return;
-    await this.commit();
+  /**
+   * Commits when work is pending and the commit interval has passed (or `force`). `wait: false` (the periodic
+   * commits of an at-least-once runner) returns once the commit has taken its changes: its writes run while
+   * the task processes on, and the next commit waits for them. Otherwise it returns when the commit, and any
+   * commit still writing, is complete.
+   */
+  async maybeCommit(force = false, wait = true): Promise<void> {
+    if (this.commitDue(force)) await this.commit(wait);
+    else if (wait) await this.#previous();
+  }
+
+  /**
+   * The writes of the last at-least-once commit (`commit(false)`), running while the task processes on: they
+   * settle to the error that failed them, or undefined.
+   */
+  #inflight: Promise<unknown> | undefined;
+
+  /** Waits for the commit still writing; its failure is thrown here, once (its outputs are queued again). */
+  async #previous(): Promise<void> {
+    const inflight = this.#inflight;
+    if (inflight === undefined) return;
+    const err = await inflight;
+    if (this.#inflight === inflight) this.#inflight = undefined;
+    if (err !== undefined) throw err;
   }
 
   /** Outputs, dead letters and re-routed records first, then state with positions, then consumer offsets. */
-  async commit(): Promise<void> {
+  async commit(wait = true): Promise<void> {
+    // One commit at a time, in order.
+    await this.#previous();
     const env = this.#env;
     const end = env.metrics?.commitSeconds.startTimer();
     this.pending = false;
@@ -330,57 +353,89 @@ export class ActiveTask {
       list.push(...r.messages);
     }
     const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
-    const counted = (): void => {
-      for (const o of outputs) {
-        env.metrics?.emitted.inc({ topic: o.topic });
-        env.onOutput?.(o.topic, o.record);
-      }
-      for (const r of raw) if (r.topic.endsWith('.dlq')) env.metrics?.dlq.inc({ topic: r.topic.slice(0, -'.dlq'.length) }, r.messages.length);
-    };
     // Taken now: what is processed while the produce is in flight belongs to the next commit.
     this.outputs = [];
     this.raw = [];
-    let stateCommitted = false;
-    try {
-      if (this.txProducer) {
+    const requeue = (): void => {
+      // Nothing is lost: the outputs go again with the next commit (at-least-once, equal ids) — after the state
+      // commit from the outbox (#outboxUnsent), before it as outputs again.
+      this.outputs = [...outputs, ...this.outputs];
+      this.raw = [...raw, ...this.raw];
+      this.pending = true;
+    };
+    if (this.txProducer) {
+      try {
         // Outputs an at-least-once run left in the outbox go in this transaction.
         this.#clearOutbox();
         await this.#commitTransaction([...this.#outboxUnsent, ...topicMessages]);
         this.#outboxUnsent = [];
-      } else {
-        const internal = topicMessages.filter((t) => this.#internal(t.topic));
-        const external = topicMessages.filter((t) => !this.#internal(t.topic));
+      } catch (err) {
+        this.pending = true;
+        throw err;
+      }
+      this.#counted(outputs, raw);
+      end?.();
+      await this.#purge();
+      return;
+    }
+    const internal = topicMessages.filter((t) => this.#internal(t.topic));
+    const external = topicMessages.filter((t) => !this.#internal(t.topic));
+    if (this.#outboxUnsent.length === 0) this.#clearOutbox();
+    for (const value of outboxGroups(external, Math.min(OUTBOX_GROUP_BYTES, Math.floor(env.collector.maxRequestBytes / 2)))) {
+      const key = outboxKey(this.#outboxSeq++);
+      this.task.state.put(OUTBOX_STORE, key, value);
+      this.#outboxKeys.push(key);
+    }
+    let prepared: PreparedCommit;
+    try {
+      prepared = await this.task.state.prepareCommit();
+    } catch (err) {
+      requeue();
+      throw err;
+    }
+    const writes = (async (): Promise<void> => {
+      let stateCommitted = false;
+      try {
         if (internal.length > 0) await env.collector.send(internal);
-        if (this.#outboxUnsent.length === 0) this.#clearOutbox();
-        for (const value of outboxGroups(external, Math.min(OUTBOX_GROUP_BYTES, Math.floor(env.collector.maxRequestBytes / 2)))) {
-          const key = outboxKey(this.#outboxSeq++);
-          this.task.state.put(OUTBOX_STORE, key, value);
-          this.#outboxKeys.push(key);
-        }
-        await this.task.commit();
+        await prepared.finish();
         stateCommitted = true;
         this.#outboxUnsent.push(...external);
         if (this.#outboxUnsent.length > 0) {
           await env.collector.send(this.#outboxUnsent);
           this.#outboxUnsent = [];
         }
-        await this.#commitOffsets();
+        // The positions this commit made durable, not those of what was processed since.
+        await this.#commitOffsets(prepared.positions);
+      } catch (err) {
+        prepared.abandon();
+        if (stateCommitted) this.pending = true;
+        else requeue();
+        throw err;
       }
-    } catch (err) {
-      if (!this.txProducer) {
-        // Nothing is lost: the outputs go again with the next commit (at-least-once, equal ids) — after the state
-        // commit from the outbox (#outboxUnsent), before it as outputs again.
-        if (!stateCommitted) {
-          this.outputs = [...outputs, ...this.outputs];
-          this.raw = [...raw, ...this.raw];
-        }
-        this.pending = true;
-      }
-      throw err;
+      this.#counted(outputs, raw);
+      end?.();
+      await this.#purge();
+    })();
+    if (wait) {
+      await writes;
+      return;
     }
-    counted();
-    end?.();
-    await this.#purge();
+    this.#inflight = writes.then(
+      () => undefined,
+      (err: unknown) => {
+        this.#log.warn({ err: (err as Error).message }, 'commit failed; its changes and outputs go with the next one');
+        return err;
+      },
+    );
+  }
+
+  #counted(outputs: readonly PendingOutput[], raw: readonly TopicMessages[]): void {
+    const env = this.#env;
+    for (const o of outputs) {
+      env.metrics?.emitted.inc({ topic: o.topic });
+      env.onOutput?.(o.topic, o.record);
+    }
+    for (const r of raw) if (r.topic.endsWith('.dlq')) env.metrics?.dlq.inc({ topic: r.topic.slice(0, -'.dlq'.length) }, r.messages.length);
   }
 
   /** Records for the runner's own tasks (produced before the state commit, not through the outbox). */
@@ -394,15 +449,16 @@ export class ActiveTask {
     this.#outboxKeys = [];
   }
 
-  #offsets(): { topic: string; partition: number; offset: string }[] {
+  /** Consumer offsets to commit: the positions given (a commit's), else the task's latest. */
+  #offsets(positions?: ReadonlyMap<string, string>): { topic: string; partition: number; offset: string }[] {
     return this.#env.sources.flatMap((topic) => {
-      const next = this.task.state.position(topic, this.partition);
+      const next = positions ? (positions.get(`${topic}\u0000${this.partition}`) ?? this.task.state.positions().get(`${topic}\u0000${this.partition}`)) : this.task.state.position(topic, this.partition);
       return next === undefined ? [] : [{ topic, partition: this.partition, offset: next }];
     });
   }
 
-  async #commitOffsets(): Promise<void> {
-    const done = this.#offsets();
+  async #commitOffsets(positions: ReadonlyMap<string, string>): Promise<void> {
+    const done = this.#offsets(positions);
     if (done.length === 0 || !this.#env.consumer() || this.#env.left()) return;
     try {
       await this.#env.commitOffsets(done);
@@ -452,7 +508,8 @@ export class ActiveTask {
     if (this.#purgeDisabled || !admin || Date.now() - this.#lastPurgeAt < this.#env.purgeIntervalMs) return;
     this.#lastPurgeAt = Date.now();
     for (const topic of this.#env.internal) {
-      const offset = this.task.state.position(topic, this.partition);
+      // Committed positions only: records processed but not yet committed are read again after a crash.
+      const offset = this.task.state.positions().get(`${topic}\u0000${this.partition}`);
       if (offset === undefined) continue;
       try {
         await admin.deleteTopicRecords({ topic, partitions: [{ partition: this.partition, offset }] });

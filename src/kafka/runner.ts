@@ -84,7 +84,7 @@ export interface KafkaRunnerOptions {
   readonly replicationFactor?: number;
   /** retention.ms of the dead-letter topics the runner creates (records are stamped with their failure time). @default 30 days */
   readonly dlqRetentionMs?: number;
-  /** Upper bound of one produce request; default: the smallest max.message.bytes of the topics written. */
+  /** Upper bound of one partition's record batch in a produce request; default: the smallest max.message.bytes of the topics written. */
   readonly maxRequestBytes?: number;
   /** How often a task deletes the repartition records it consumed and committed. @default 30000 */
   readonly purgeIntervalMs?: number;
@@ -718,10 +718,14 @@ export class KafkaRunner {
     return base;
   }
 
-  /** Commits when due; an exactly-once commit that failed rebuilds the task from its last local commit. */
+  /**
+   * Commits when due; an exactly-once commit that failed rebuilds the task from its last local commit. An
+   * at-least-once commit returns once it has taken its changes: its writes (changelog, RocksDB, outputs,
+   * offsets) run while the task processes the next batches, and the task's next commit waits for them.
+   */
   async #commitOrReset(task: ActiveTask, force: boolean): Promise<void> {
     try {
-      await task.maybeCommit(force);
+      await task.maybeCommit(force, false);
     } catch (err) {
       if (task.txProducer) await this.#resetTask(task);
       throw err;

@@ -93,6 +93,18 @@ export interface CommitOptions {
   readonly background?: boolean;
 }
 
+/** A commit whose changes are taken (TaskState.prepareCommit) and not written yet. */
+export interface PreparedCommit {
+  /** RocksDB operations the commit writes (0: nothing to commit). */
+  readonly changes: number;
+  /** The input positions the commit makes durable (`topic \u0000 partition` → next offset). */
+  readonly positions: ReadonlyMap<string, string>;
+  /** Writes the changelog, then RocksDB; rejects, with the changes kept for the next commit, on failure. */
+  finish(options?: Pick<CommitOptions, 'beforeLocalWrite'>): Promise<{ changes: number }>;
+  /** Gives the taken changes back uncommitted (the commit will not be finished). */
+  abandon(): void;
+}
+
 export interface StoredEntry<V> {
   readonly key: string;
   readonly value: V;
@@ -110,7 +122,8 @@ export interface StateScan {
 
 class StoreState {
   readonly cache = new Map<string, Cached>();
-  readonly dirty = new Set<string>();
+  /** Keys written since the last commit took its changes (prepareCommit). */
+  dirty = new Set<string>();
   readonly prefix: string;
   readonly prefixBuf: Buffer;
   readonly endBuf: Buffer;
@@ -491,22 +504,45 @@ export class TaskState {
    * the store changes, the positions and the stream time. Also sweeps a bounded number of expired entries.
    */
   async commit(options: CommitOptions = {}): Promise<{ changes: number }> {
+    const prepared = await this.prepareCommit(options);
+    if (options.background !== true) return prepared.finish(options);
+    const done = prepared.finish(options);
+    // A handler now, so a failure nobody awaits yet is not an unhandled rejection; #landed() rethrows it.
+    done.catch(() => undefined);
+    this.#writing = done.then(() => undefined);
+    return { changes: prepared.changes };
+  }
+
+  /**
+   * The first half of a commit: sweeps expired entries and takes every change since the last commit (encoded,
+   * with the positions, stream time and lag as they are now). Processing may go on once this returns: what it
+   * writes belongs to the next commit. `finish()` writes what was taken (changelog, then RocksDB) and only then
+   * marks it committed; until it has landed, reads of RocksDB and the next commit wait for it, and the taken
+   * entries stay in the cache (uncommitted entries are never evicted). If `finish()` fails, or `abandon()` is
+   * called, the taken changes stay uncommitted and go with the next commit, with whatever was written since.
+   */
+  async prepareCommit(options: Pick<CommitOptions, 'sweepLimit'> = {}): Promise<PreparedCommit> {
     this.#checkOpen();
-    // One local write at a time, in order; a failed one fails this commit.
+    // One commit at a time, in order; a failed background write fails this commit.
     if (this.#writing) await this.#landed();
     await this.#sweepExpired(options.sweepLimit ?? 1000);
     const ops: BatchOp[] = [];
     const entries: ChangelogEntry[] = [];
     const streamTime = this.#streamTime;
     const dropAfter: [StoreState, string][] = [];
+    const taken: [StoreState, Set<string>][] = [];
     for (const s of this.#stores.values()) {
+      if (s.dirty.size === 0) continue;
       let encodedBytes = 0;
       let encodedCount = 0;
       // Changelog entries only where a changelog is written (not in replay); the key without the store prefix
       // is a view of the RocksDB key, not a copy.
       const logged = this.#changelog !== undefined && s.spec.changelog !== false;
       const prefixLength = s.prefixBuf.length;
-      for (const key of s.dirty) {
+      const keys = s.dirty;
+      s.dirty = new Set();
+      taken.push([s, keys]);
+      for (const key of keys) {
         const e = s.cache.get(key) as Cached;
         if (s.complete && e.value === ABSENT) dropAfter.push([s, key]);
         const full = Buffer.from(s.prefix + key, 'utf8');
@@ -524,7 +560,8 @@ export class TaskState {
       }
       if (encodedCount > 0) s.avgEncoded = Math.ceil(encodedBytes / encodedCount);
     }
-    for (const [k, v] of this.#pendingPositions) {
+    const positions = new Map(this.#pendingPositions);
+    for (const [k, v] of positions) {
       ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: Buffer.from(v, 'utf8') });
       if (this.#changelog) entries.push({ store: POSITIONS_STORE, key: Buffer.from(k, 'utf8'), value: Buffer.from(v, 'utf8'), timestamp: streamTime });
     }
@@ -538,63 +575,97 @@ export class TaskState {
     }
     const lag = this.#lag;
     // Only with other changes: a lag alone is not worth a commit.
-    if (lag !== undefined && lag !== this.#committedLag && ops.length > 0) {
+    const withLag = lag !== undefined && lag !== this.#committedLag && ops.length > 0;
+    if (withLag) {
       const b = Buffer.allocUnsafe(8);
       b.writeDoubleBE(lag, 0);
       ops.push({ type: 'put', key: LAG_KEY, value: b });
       if (this.#changelog) entries.push({ store: POSITIONS_STORE, key: Buffer.from(LAG_CHANGELOG_KEY, 'utf8'), value: Buffer.from(String(lag), 'utf8'), timestamp: streamTime });
     }
-    if (ops.length === 0) {
-      await options.beforeLocalWrite?.();
-      return { changes: 0 };
-    }
-    if (entries.length > 0 && this.#changelog) {
-      try {
-        const checkpoint = await this.#changelog.send(this.taskId, entries);
-        // The changelog positions reached go into the same batch: local state says how far the log covers it.
-        if (checkpoint) {
-          for (const [k, v] of checkpoint) {
-            ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: Buffer.from(v, 'utf8') });
-            this.#pendingPositions.set(k, v);
-          }
-        }
-      } catch (err) {
-        throw new KairosError('KAIROS_ERR_CHANGELOG', `task ${this.taskId}: changelog write failed; nothing committed`, { cause: err });
-      }
-      this.stats.changelogEntries += entries.length;
-    }
-    // Exactly-once: the Kafka transaction (outputs, changelog, offsets) commits here; if it fails, nothing is
-    // written locally and the caller rebuilds the task from disk.
-    await options.beforeLocalWrite?.();
-    const write = this.#db.batch(ops);
-    if (options.background === true) {
-      // A handler now, so a failure nobody awaits yet is not an unhandled rejection; #landed() rethrows it.
-      write.catch(() => undefined);
-      this.#writing = write;
-    } else await write;
-    for (const s of this.#stores.values()) {
-      for (const key of s.dirty) {
-        const e = s.cache.get(key);
-        if (e) e.dirty = false;
-      }
-      s.dirty.clear();
-      if (s.cache.size > this.#cacheMax) this.#evict(s);
-    }
-    for (const [s, key] of dropAfter) {
-      const e = s.cache.get(key);
-      // A complete store needs no record of a deleted key: absent from the cache means absent.
-      if (e !== undefined && !e.dirty && e.value === ABSENT) s.dropEntry(key, e);
-    }
-    // Everything is clean now: the memory budget can be met.
+    // Writes from now on count towards the next commit.
     this.#dirtyBytes = 0;
-    this.#budgetBlocked = false;
-    this.#keepBudget(0);
-    for (const [k, v] of this.#pendingPositions) this.#positions.set(k, v);
-    this.#pendingPositions.clear();
-    this.#committedStreamTime = streamTime;
-    if (ops.some((o) => o.key === LAG_KEY)) this.#committedLag = lag;
-    this.stats.commits++;
-    return { changes: ops.length };
+    let settled = false;
+    let release: () => void = () => undefined;
+    const giveBack = (): void => {
+      for (const [s, keys] of taken) for (const key of keys) s.dirty.add(key);
+    };
+    const settle = (): void => {
+      settled = true;
+      release();
+    };
+    const finish = async (o: Pick<CommitOptions, 'beforeLocalWrite'> = {}): Promise<{ changes: number }> => {
+      if (settled) throw new Error(`task ${this.taskId}: a prepared commit finished twice`);
+      if (ops.length === 0) {
+        settle();
+        await o.beforeLocalWrite?.();
+        return { changes: 0 };
+      }
+      // Until this commit has landed, reads of RocksDB (which does not hold it yet) and the next commit wait.
+      const landed = new Promise<void>((resolve) => (release = resolve));
+      this.#writing = landed;
+      try {
+        if (entries.length > 0 && this.#changelog) {
+          try {
+            const checkpoint = await this.#changelog.send(this.taskId, entries);
+            // The changelog positions reached go into the same batch: local state says how far the log covers it.
+            if (checkpoint) {
+              for (const [k, v] of checkpoint) {
+                ops.push({ type: 'put', key: Buffer.from(OFFSET_PREFIX + k, 'utf8'), value: Buffer.from(v, 'utf8') });
+                positions.set(k, v);
+              }
+            }
+          } catch (err) {
+            throw new KairosError('KAIROS_ERR_CHANGELOG', `task ${this.taskId}: changelog write failed; nothing committed`, { cause: err });
+          }
+          this.stats.changelogEntries += entries.length;
+        }
+        // Exactly-once: the Kafka transaction (outputs, changelog, offsets) commits here; if it fails, nothing is
+        // written locally and the caller rebuilds the task from disk.
+        await o.beforeLocalWrite?.();
+        await this.#db.batch(ops);
+      } catch (err) {
+        giveBack();
+        settle();
+        throw err;
+      }
+      for (const [s, keys] of taken) {
+        for (const key of keys) {
+          // Written again since it was taken: still uncommitted.
+          if (s.dirty.has(key)) continue;
+          const e = s.cache.get(key);
+          if (e) e.dirty = false;
+        }
+        if (s.cache.size > this.#cacheMax) this.#evict(s);
+      }
+      for (const [s, key] of dropAfter) {
+        const e = s.cache.get(key);
+        // A complete store needs no record of a deleted key: absent from the cache means absent.
+        if (e !== undefined && !e.dirty && e.value === ABSENT) s.dropEntry(key, e);
+      }
+      for (const [k, v] of positions) {
+        this.#positions.set(k, v);
+        // Positions moved on since they were taken stay pending for the next commit.
+        if (this.#pendingPositions.get(k) === v) this.#pendingPositions.delete(k);
+      }
+      this.#committedStreamTime = streamTime;
+      if (withLag) this.#committedLag = lag;
+      this.#budgetBlocked = false;
+      this.stats.commits++;
+      settle();
+      // What was taken is clean now: the memory budget can be met.
+      this.#keepBudget(0);
+      return { changes: ops.length };
+    };
+    return {
+      changes: ops.length,
+      positions,
+      finish,
+      abandon: () => {
+        if (settled) return;
+        giveBack();
+        settle();
+      },
+    };
   }
 
   /**

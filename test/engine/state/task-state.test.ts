@@ -299,3 +299,84 @@ test('beforeLocalWrite (exactly-once transaction commit) runs after the changelo
     t.remove();
   }
 });
+
+test('a prepared commit writes what it took; writes made while it is in flight stay uncommitted for the next one, also a key it took', async () => {
+  const t = tempDir();
+  try {
+    // A changelog that answers only when told: the commit is in flight meanwhile.
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const sent: string[] = [];
+    const changelog = {
+      async send(_task: string, entries: readonly { store: string; key: Buffer; value: Buffer | null }[]): Promise<void> {
+        await gate;
+        for (const e of entries) if (e.store === 'things') sent.push(`${e.key.toString()}=${e.value?.subarray(8).toString() ?? 'null'}`);
+      },
+    };
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv], changelog });
+    s1.streamTime = 1000;
+    s1.put('things', 'a', { n: 1 });
+    s1.put('things', 'b', { n: 1 });
+    s1.setPosition('shop.basket.v1', 0, '10');
+    const prepared = await s1.prepareCommit();
+    assert.equal(prepared.positions.get('shop.basket.v1\u00000'), '10');
+    const finishing = prepared.finish();
+    // Processing goes on while the commit is in flight.
+    s1.put('things', 'a', { n: 2 });
+    s1.put('things', 'c', { n: 2 });
+    s1.setPosition('shop.basket.v1', 0, '12');
+    assert.deepEqual(await s1.get('things', 'a'), { n: 2 });
+    assert.equal(s1.dirtyCount, 2, 'a (again) and c belong to the next commit');
+    release();
+    await finishing;
+    assert.deepEqual(sent.sort(), ['a={"n":1}', 'b={"n":1}']);
+    assert.equal(s1.dirtyCount, 2);
+    assert.equal(s1.positions().get('shop.basket.v1\u00000'), '10', 'the committed position is the one taken');
+    assert.equal(s1.position('shop.basket.v1', 0), '12');
+    await s1.close(); // without the second commit
+    const s2 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    assert.deepEqual(await s2.get('things', 'a'), { n: 1 });
+    assert.deepEqual(await s2.get('things', 'b'), { n: 1 });
+    assert.equal(await s2.get('things', 'c'), undefined);
+    assert.equal(s2.position('shop.basket.v1', 0), '10');
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a prepared commit that fails or is abandoned leaves its changes to the next commit, with what was written since', async () => {
+  const t = tempDir();
+  try {
+    let fail = true;
+    const changelog = new MemoryChangelog();
+    const flaky = {
+      send(task: string, entries: readonly Parameters<MemoryChangelog['send']>[1][number][]): Promise<void> {
+        return fail ? Promise.reject(new Error('broker away')) : changelog.send(task, entries);
+      },
+    };
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv], changelog: flaky });
+    s1.put('things', 'a', { n: 1 });
+    s1.setPosition('shop.basket.v1', 0, '5');
+    const first = await s1.prepareCommit();
+    s1.put('things', 'b', { n: 1 });
+    await assert.rejects(first.finish(), /changelog write failed/);
+    assert.equal(s1.dirtyCount, 2);
+    const second = await s1.prepareCommit();
+    second.abandon();
+    assert.equal(s1.dirtyCount, 2);
+    assert.equal(s1.positions().get('shop.basket.v1\u00000'), undefined);
+    fail = false;
+    await s1.commit();
+    assert.equal(s1.dirtyCount, 0);
+    assert.equal(changelog.size('0_0') >= 3, true, 'a, b and the position');
+    await s1.close();
+    const s2 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    assert.deepEqual(await s2.get('things', 'a'), { n: 1 });
+    assert.deepEqual(await s2.get('things', 'b'), { n: 1 });
+    assert.equal(s2.position('shop.basket.v1', 0), '5');
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
