@@ -119,6 +119,13 @@ test('requests of one turn go as one command, each caller gets its own replies; 
   assert.deepEqual(await Promise.all([doubled(redis, 1), doubled(redis, 2), doubled(redis, 3)]), [2, 4, 6]);
   assert.equal(await doubled(redis, 5), 10, 'a later turn: a batch of its own');
   assert.deepEqual(sends, [[1, 2, 3], [5]]);
+  // At most maxBatch per command: a larger turn goes as several commands.
+  const pairs = turnBatcher<number, number>((_redis, xs) => {
+    sends.push([...xs]);
+    return Promise.resolve(xs.map((x) => x + 1));
+  }, 2);
+  assert.deepEqual(await Promise.all([1, 2, 3, 4, 5].map((x) => pairs(redis, x))), [2, 3, 4, 5, 6]);
+  assert.deepEqual(sends.slice(2), [[1, 2], [3, 4], [5]]);
   fail = true;
   const failed = await Promise.allSettled([doubled(redis, 7), doubled(redis, 8)]);
   assert.deepEqual(failed.map((r) => r.status), ['rejected', 'rejected']);
