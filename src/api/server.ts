@@ -146,7 +146,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   const log = opts.logger?.child({ component: 'api' });
   const latency = new Histogram({
     name: 'kairos_api_request_duration_seconds',
-    help: 'Query API latency by method, route (pattern) and status code, as measured by fastify',
+    help: 'Query API latency by method, route (pattern) and status code, from the request to the answer handed to the socket (/v1 routes) or to its end (other routes)',
     labelNames: ['method', 'route', 'status_code'],
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5],
     registers: [registry],
