@@ -159,10 +159,6 @@ async function main(): Promise<number> {
   let lastAt = Date.now();
   const consumer = kafka.consumer({ groupId: `${app}-reader`, maxWaitTimeInMs: 200 });
   await consumer.connect();
-  await consumer.subscribe({ topics: ['crm.triggers.v1'], fromBeginning: true }).catch(async () => {
-    await sleep(2000);
-    await consumer.subscribe({ topics: ['crm.triggers.v1'], fromBeginning: true });
-  });
   const started = Date.now();
   const mode = o.mode as string;
   const stateDir = join(tmp, 'state-1');
@@ -181,7 +177,13 @@ async function main(): Promise<number> {
       await startEngine(brokers, join(tmp, 'state-2'));
     }
   }
-  // The trigger topic may only now exist (created by the engine): read it from here on.
+  // The trigger topic may only now exist (the engine creates it; a broker without auto-creation has none
+  // before): read it from the beginning once it does.
+  for (let i = 0; !(await admin.listTopics()).includes('crm.triggers.v1'); i++) {
+    if (i >= 300) throw new Error('crm.triggers.v1 not created within 60 s of the engine starting');
+    await sleep(200);
+  }
+  await consumer.subscribe({ topics: ['crm.triggers.v1'], fromBeginning: true });
   await consumer.run({
     eachMessage: async ({ message }) => {
       const d = await serde.decode('crm.triggers.v1', message.key, message.value);

@@ -175,8 +175,13 @@ export class ActiveTask {
     return run;
   }
 
+  /**
+   * Something to commit: processed records, outputs, or outbox entries of an earlier commit still in the state
+   * (their outputs were acknowledged; one more commit deletes them, so a task that goes quiet does not leave
+   * its last outputs to be sent again by the next owner).
+   */
   get hasWork(): boolean {
-    return this.pending || this.outputs.length > 0 || this.raw.length > 0 || this.#outboxUnsent.length > 0;
+    return this.pending || this.outputs.length > 0 || this.raw.length > 0 || this.#outboxUnsent.length > 0 || this.#outboxKeys.length > 0;
   }
 
   /**
@@ -309,18 +314,17 @@ export class ActiveTask {
   }
 
   /**
-   * The writes of the last at-least-once commit (`commit(false)`), running while the task processes on: they
-   * settle to the error that failed them, or undefined.
+   * The writes of the last at-least-once commit (`commit(false)`), running while the task processes on. It
+   * never rejects: a failure is logged, and the failed commit's changes and outputs go with the next commit.
    */
-  #inflight: Promise<unknown> | undefined;
+  #inflight: Promise<void> | undefined;
 
-  /** Waits for the commit still writing; its failure is thrown here, once (its outputs are queued again). */
+  /** Waits for the commit still writing. */
   async #previous(): Promise<void> {
     const inflight = this.#inflight;
     if (inflight === undefined) return;
-    const err = await inflight;
+    await inflight;
     if (this.#inflight === inflight) this.#inflight = undefined;
-    if (err !== undefined) throw err;
   }
 
   /** Outputs, dead letters and re-routed records first, then state with positions, then consumer offsets. */
@@ -420,13 +424,9 @@ export class ActiveTask {
       await writes;
       return;
     }
-    this.#inflight = writes.then(
-      () => undefined,
-      (err: unknown) => {
-        this.#log.warn({ err: (err as Error).message }, 'commit failed; its changes and outputs go with the next one');
-        return err;
-      },
-    );
+    this.#inflight = writes.catch((err: unknown) => {
+      this.#log.warn({ err: (err as Error).message }, 'commit failed; its changes and outputs go with the next one');
+    });
   }
 
   #counted(outputs: readonly PendingOutput[], raw: readonly TopicMessages[]): void {

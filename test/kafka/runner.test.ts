@@ -151,3 +151,29 @@ test('a runner restarted on its state dir loads the keys of each fetched batch w
     dir.remove();
   }
 });
+
+test('a task that goes quiet deletes its last outbox entries with one more commit, so a new owner has nothing of it to send again', async () => {
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'koutbox';
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '2s' } } } }), app);
+  const r = runner(dir.dir, { topology, groupId: 'kairos-koutbox' });
+  try {
+    await r.start();
+    const customers = Array.from({ length: 6 }, (_, i) => `ob${i}`);
+    await produce(kafka, 'shop.basket.v1', customers.map((c) => ({ key: c, value: JSON.stringify(added(c, Date.now())) })));
+    await collect(kafka, ['crm.triggers.v1'], (all) => all.filter((m) => json<Trigger>(m.message).customerId.startsWith('ob')).length >= customers.length, 30_000);
+    // The outbox changelog, compacted in the end: every key's last record is a tombstone once the task is quiet.
+    const live = (all: readonly { message: { key: Buffer | null; value: Buffer | null } }[]): number => {
+      const last = new Map<string, boolean>();
+      for (const m of all) last.set(m.message.key?.toString() ?? '', m.message.value !== null);
+      return [...last.values()].filter(Boolean).length;
+    };
+    const log = await collect(kafka, [`${app}-_outbox-changelog`], (all) => all.length > 0 && live(all) === 0, 15_000);
+    assert.ok(log.length > 0, 'outputs went through the outbox');
+    assert.equal(live(log), 0, 'outbox entries left after the task went quiet');
+  } finally {
+    await r.stop();
+    dir.remove();
+  }
+});
