@@ -5,7 +5,9 @@
  */
 import type { TimerDomain } from '../api/processor.js';
 import type { KeyValueStoreSpec } from '../api/stores.js';
-import type { StateScan, TaskState } from './task-state.js';
+import type { EntryVersions, StateScan, TaskState } from './task-state.js';
+
+export type { EntryVersions } from './task-state.js';
 
 export interface TimerInfo {
   /** The processor that registered it. */
@@ -30,6 +32,12 @@ export interface StateReader {
    */
   getMany?<const S extends readonly KeyValueStoreSpec<unknown>[]>(specs: S, key: string): Promise<ValuesOf<S>>;
   scan<V>(spec: KeyValueStoreSpec<V>, range: StateScan): Promise<{ key: string; value: V }[]>;
+  /**
+   * Versions of one key in several stores, synchronously (TaskState.versions): equal and defined in two calls,
+   * with the stream time in the range they state, `get` and `getMany` answer the same for them. Optional: a
+   * reader without it never lets its answers be reused.
+   */
+  versions?(specs: readonly KeyValueStoreSpec<unknown>[], key: string): EntryVersions;
   /** Pending timers of a key (undefined where not known: a standby copy keeps timers only on disk). */
   timers(key: string): TimerInfo[] | undefined;
 }
@@ -57,6 +65,7 @@ export function stateReader(
       if (!state.hasStore(spec.name)) return [];
       return (await state.scan(spec.name, range)).map((e) => ({ key: e.key, value: e.value as V }));
     },
+    versions: (specs, key) => state.versions(specs.map((spec) => [spec.name, key] as const)),
     timers: (key) => opts.timers?.(key),
   };
 }

@@ -15,8 +15,19 @@ import { RocksDb, type BatchOp, type RocksOptions } from './rocksdb.js';
 import { compareUtf8, SortedKeys } from './sorted-keys.js';
 
 const ABSENT: unique symbol = Symbol('absent');
-/** `size`: estimated heap bytes of the entry (key, decoded value, bookkeeping), for the cache's memory budget. */
-type Cached = { value: unknown; ts: number; dirty: boolean; size?: number };
+/**
+ * `size`: estimated heap bytes of the entry (key, decoded value, bookkeeping), for the cache's memory budget.
+ * `version`: a number no other entry of this process has had; a new one on every write of the entry and on every
+ * load from RocksDB (see `TaskState.versions`).
+ */
+type Cached = { value: unknown; ts: number; dirty: boolean; version: number; size?: number };
+
+/**
+ * Process-wide (not per task): a task reopened on the same partition, or a standby copy of it, never repeats a
+ * number an earlier state gave, so a version seen once identifies one state of one entry.
+ */
+let lastVersion = 0;
+const nextVersion = (): number => ++lastVersion;
 
 /** Heap bytes per cache entry besides key and value: the Map slot, the entry object, the key's string header. */
 const ENTRY_OVERHEAD = 96;
@@ -112,6 +123,16 @@ export interface StoredEntry<V> {
   readonly ts: number;
 }
 
+/** What `TaskState.versions` answers. */
+export interface EntryVersions {
+  /** One per read: the entry's version, or undefined where it is not known without a read. */
+  readonly versions: (number | undefined)[];
+  /** The task's stream time when the versions were taken. */
+  readonly streamTime: number;
+  /** Stream time at which the first live entry read with a TTL expires (Infinity when none will). */
+  readonly liveUntil: number;
+}
+
 export interface StateScan {
   readonly gte?: string;
   readonly gt?: string;
@@ -141,6 +162,11 @@ class StoreState {
    * answers scans from memory.
    */
   index: SortedKeys | undefined;
+  /**
+   * The version of every key a complete store does not cache (absent): renewed whenever a key leaves the cache
+   * or the store becomes complete, so an answer "absent" given under one number stays true while it lasts.
+   */
+  absentVersion = nextVersion();
 
   constructor(readonly spec: StoreSpec<unknown>) {
     this.prefix = `${spec.name}\u0000`;
@@ -184,6 +210,7 @@ class StoreState {
   dropEntry(key: string, e: Cached): void {
     this.cache.delete(key);
     this.bytes -= e.size ?? 0;
+    this.absentVersion = nextVersion();
     if (e.value !== ABSENT) {
       this.complete = false;
       this.index = undefined;
@@ -196,6 +223,7 @@ class StoreState {
     this.dirty.clear();
     this.index = undefined;
     this.complete = complete;
+    this.absentVersion = nextVersion();
   }
 }
 
@@ -311,7 +339,7 @@ export class TaskState {
     // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
     const raced = s.cache.get(key);
     if (raced !== undefined) return this.#live(s, raced);
-    const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes);
+    const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, version: nextVersion() } : this.#decode(s, key, bytes);
     s.setEntry(key, entry);
     if (s.cache.size > this.#cacheMax) this.#evict(s);
     this.#keepBudget(0);
@@ -351,13 +379,51 @@ export class TaskState {
         return;
       }
       const bytes = values[j];
-      const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes);
+      const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, version: nextVersion() } : this.#decode(s, key, bytes);
       s.setEntry(key, entry);
       if (s.cache.size > this.#cacheMax) this.#evict(s);
       out[i] = this.#live(s, entry);
     });
     this.#keepBudget(0);
     return out;
+  }
+
+  /**
+   * The versions of (store, key) entries, synchronously and without reading RocksDB: equal numbers from two
+   * calls mean the entry was not written (put or delete), evicted, reloaded or restored in between, so what
+   * `get` answered for it then it answers now, as long as the stream time stays within
+   * [`streamTime`, `liveUntil`) (entries of stores with a TTL expire by stream time, without a write). Undefined
+   * where this cannot be known without a read: an entry not in the cache of a store that is not complete. A
+   * store the task does not have answers 0 (it answers absent for the task's lifetime).
+   *
+   * Processors may change a stored object in place before they put it back: the version moves with the put, so
+   * a reader comparing versions sees the change at the latest when the processor writes it (as it sees it in
+   * the value then).
+   */
+  versions(reads: readonly (readonly [store: string, key: string])[]): EntryVersions {
+    this.#checkOpen();
+    const versions = new Array<number | undefined>(reads.length);
+    const streamTime = this.#streamTime;
+    let liveUntil = Infinity;
+    for (let i = 0; i < reads.length; i++) {
+      const [store, key] = reads[i] as readonly [string, string];
+      const s = this.#stores.get(store);
+      if (s === undefined) {
+        versions[i] = 0;
+        continue;
+      }
+      const e = s.cache.get(key);
+      if (e === undefined) {
+        versions[i] = s.complete ? s.absentVersion : undefined;
+        continue;
+      }
+      versions[i] = e.version;
+      if (e.value === ABSENT) continue;
+      const ttl = s.spec.kind === 'key-value' ? s.spec.ttlMs : s.spec.retentionMs;
+      // Live until stream time reaches ts + ttl (see #live); an entry expired already stays so as time moves on.
+      if (ttl !== undefined && e.ts + ttl > streamTime && e.ts + ttl < liveUntil) liveUntil = e.ts + ttl;
+    }
+    return { versions, streamTime, liveUntil };
   }
 
   /**
@@ -374,7 +440,7 @@ export class TaskState {
     missing.forEach((key, i) => {
       if (s.cache.has(key)) return;
       const bytes = values[i];
-      s.setEntry(key, bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false } : this.#decode(s, key, bytes));
+      s.setEntry(key, bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, version: nextVersion() } : this.#decode(s, key, bytes));
     });
     this.stats.prefetched += missing.length;
     // Evict only down to the limit plus this batch, so the prefetched entries survive until they are read.
@@ -821,8 +887,9 @@ export class TaskState {
       e.value = value;
       e.ts = ts;
       e.dirty = true;
+      e.version = nextVersion();
     } else {
-      const added: Cached = { value, ts, dirty: true };
+      const added: Cached = { value, ts, dirty: true, version: nextVersion() };
       s.setEntry(key, added);
       this.#dirtyBytes += added.size ?? 0;
     }
@@ -831,7 +898,7 @@ export class TaskState {
 
   #decode(s: StoreState, key: string, bytes: Buffer): Cached {
     try {
-      return { value: s.codec.decode(bytes.subarray(HEADER)), ts: bytes.readDoubleBE(0), dirty: false, size: entrySize(key, bytes.length) };
+      return { value: s.codec.decode(bytes.subarray(HEADER)), ts: bytes.readDoubleBE(0), dirty: false, version: nextVersion(), size: entrySize(key, bytes.length) };
     } catch (err) {
       throw new KairosError('KAIROS_ERR_STATE_CORRUPT', `store "${s.spec.name}" key "${key}": cannot decode with codec ${s.codec.name}`, { cause: err });
     }
@@ -904,6 +971,7 @@ export class TaskState {
   async #checkComplete(): Promise<void> {
     for (const s of this.#stores.values()) {
       s.complete = s.cache.size === 0 && (await this.#db.scan({ gte: s.prefixBuf, lt: s.endBuf, limit: 1 })).length === 0;
+      s.absentVersion = nextVersion();
     }
   }
 
