@@ -18,7 +18,8 @@ import type { StateReader } from '../engine/state/reader.js';
 import { KairosError, isKairosError, type KairosErrorCode } from '../errors.js';
 import { createAuthenticator, type AuthConfig, type Principal, type Scope } from './auth.js';
 import { formatDuration, RouteRateLimiter } from './rate-limit.js';
-import { customerView, freshnessOf, productWishers, skuWatchers, type CustomerView, type Freshness } from './views.js';
+import { CustomerViewCache, OpenJson } from './view-cache.js';
+import { customerView, freshnessOf, productWishers, skuWatchers, type Freshness } from './views.js';
 
 /** What the API needs from the runner. */
 export interface QueryBackend {
@@ -47,6 +48,8 @@ export interface ApiOptions {
    * only when this is given. Not partitioned: any instance reads them directly.
    */
   readonly placements?: (customerId: string) => Promise<readonly object[]>;
+  /** The serialized customer views kept between requests (tests pass their own to inspect it). @default a new CustomerViewCache */
+  readonly viewCache?: CustomerViewCache;
 }
 
 export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
@@ -285,12 +288,20 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     }
   }
 
-  /** A local answer: the body built for this request, with `freshness` appended in place (last key, as a spread would put it). */
+  /**
+   * A local answer: the body built for this request, with `freshness` appended in place (last key, as a spread
+   * would put it); a body serialized already (OpenJson) gets the same bytes appended.
+   */
   function answer(req: FastifyRequest, reply: FastifyReply, r: StateReader, self: string, body: object | undefined, key: string, what: (key: string) => string): FastifyReply {
     if (body === undefined) fail('KAIROS_ERR_API_NOT_FOUND', `unknown ${what(key)}`);
-    (body as { freshness?: Freshness }).freshness = freshnessOf(r, self);
+    let json: string;
+    if (body instanceof OpenJson) json = `${body.text},"freshness":${JSON.stringify(freshnessOf(r, self))}}`;
+    else {
+      (body as { freshness?: Freshness }).freshness = freshnessOf(r, self);
+      json = JSON.stringify(body);
+    }
     // Serialized here with its content type set: fastify sends the string as it is (no serializer lookup).
-    const sent = reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source).header('content-type', JSON_TYPE).send(JSON.stringify(body));
+    const sent = reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source).header('content-type', JSON_TYPE).send(json);
     observeReply(req, reply);
     return sent;
   }
@@ -298,6 +309,9 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   const secured: { security: Record<string, string[]>[] } = { security: [{ bearer: [] }, { apiKey: [] }] };
   const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 429: ErrorBody, 503: ErrorBody };
 
+  // Serialized customer views, reused while the state they show is unchanged (view-cache.ts).
+  const views = opts.viewCache ?? new CustomerViewCache();
+  const readCustomer = (r: StateReader, scopes: ReadonlySet<Scope>, id: string): Promise<OpenJson | undefined> => views.read(r, scopes, id);
   const customerLimits = limiter();
   app.get<{ Params: Static<typeof Params> }>(
     '/v1/customers/:id',
@@ -434,10 +448,6 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   });
 }
 
-/** The customer view for `GET /v1/customers/:id` (module-level: no closure per request). */
-function readCustomer(this: void, r: StateReader, scopes: ReadonlySet<Scope>, id: string): Promise<CustomerView | undefined> {
-  return customerView(r, id, scopes);
-}
 const customerWhat = (id: string): string => `customer "${id}"`;
 
 const agent = new HttpAgent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });

@@ -78,7 +78,8 @@ function profileView(p: CustomerProfile, scopes: ReadonlySet<Scope>): ProfileVie
   return v;
 }
 
-const CUSTOMER_STORES = [profilesStore, basketsStore, priceDropCustomers, customerWishesStore, sessionsStore, historyStore] as const;
+/** The stores a customer view reads (in `customerView`'s order). */
+export const CUSTOMER_STORES = [profilesStore, basketsStore, priceDropCustomers, customerWishesStore, sessionsStore, historyStore] as const;
 
 /** The customer's state in this task, or undefined when the task knows nothing of the customer. */
 export async function customerView(r: StateReader, customerId: string, scopes: ReadonlySet<Scope>): Promise<CustomerView | undefined> {

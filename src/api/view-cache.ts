@@ -1,0 +1,123 @@
+/**
+ * The serialized customer views, kept per customer and scope while the state they were built from is unchanged.
+ * Serializing a view cost more than reading it (issue 17); a view's bytes are reused only when every entry it
+ * read has the version it had when the view was built (TaskState.versions: a new number on every write, load,
+ * eviction or restore), the stream time has not moved past an expiry of one of them, and the key's pending
+ * timers are the ones the view lists. Anything that cannot be known (a reader without versions, an entry not
+ * cached) builds the view as before. What depends on the request (`freshness`) is never cached.
+ */
+import type { EntryVersions, StateReader, TimerInfo } from '../engine/state/reader.js';
+import type { Scope } from './auth.js';
+import { CUSTOMER_STORES, customerView } from './views.js';
+
+/** A body already serialized as JSON, without its closing brace: the answer appends `freshness` and closes it. */
+export class OpenJson {
+  constructor(readonly text: string) {}
+}
+
+interface Entry {
+  readonly versions: readonly number[];
+  readonly streamTime: number;
+  readonly liveUntil: number;
+  readonly timers: readonly TimerInfo[] | null;
+  readonly text: string;
+}
+
+export interface ViewCacheOptions {
+  /** Customers (per scope variant) kept, least recently used dropped first. @default 10000 */
+  readonly maxEntries?: number;
+  /** Characters of serialized views kept; views larger than a tenth of this are not kept. @default 16777216 */
+  readonly maxChars?: number;
+}
+
+function sameTimers(a: readonly TimerInfo[] | null, b: readonly TimerInfo[] | undefined): boolean {
+  if (a === null || b === undefined) return a === null && b === undefined;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as TimerInfo;
+    const y = b[i] as TimerInfo;
+    if (x.processor !== y.processor || x.name !== y.name || x.time !== y.time || x.domain !== y.domain) return false;
+  }
+  return true;
+}
+
+/** The versions if all are known, else undefined. */
+function known(v: EntryVersions | undefined): readonly number[] | undefined {
+  if (v === undefined) return undefined;
+  for (const n of v.versions) if (n === undefined) return undefined;
+  return v.versions as readonly number[];
+}
+
+function sameVersions(a: readonly number[], b: readonly (number | undefined)[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export class CustomerViewCache {
+  readonly #entries = new Map<string, Entry>();
+  readonly #maxEntries: number;
+  readonly #maxChars: number;
+  #chars = 0;
+  hits = 0;
+  misses = 0;
+
+  constructor(options: ViewCacheOptions = {}) {
+    this.#maxEntries = options.maxEntries ?? 10_000;
+    this.#maxChars = options.maxChars ?? 16 * 1024 * 1024;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** The customer's view as `customerView` would serialize it now, or undefined when the task does not know the customer. */
+  async read(r: StateReader, scopes: ReadonlySet<Scope>, customerId: string): Promise<OpenJson | undefined> {
+    // PII and non-PII answers differ: each has its own entry, and a caller only ever gets its own variant.
+    const id = (scopes.has('pii') ? 'p' : 'n') + customerId;
+    const before = r.versions?.(CUSTOMER_STORES, customerId);
+    const cached = this.#entries.get(id);
+    if (cached !== undefined && before !== undefined) {
+      const st = before.streamTime;
+      if (st >= cached.streamTime && st < cached.liveUntil && sameVersions(cached.versions, before.versions) && sameTimers(cached.timers, r.timers(customerId))) {
+        this.hits++;
+        this.#entries.delete(id);
+        this.#entries.set(id, cached);
+        return new OpenJson(cached.text);
+      }
+    }
+    this.misses++;
+    const view = await customerView(r, customerId, scopes);
+    if (view === undefined) {
+      if (cached !== undefined) this.#drop(id, cached);
+      return undefined;
+    }
+    const json = JSON.stringify(view);
+    const text = json.slice(0, -1);
+    // Kept only when nothing the view read moved while it was read (the versions taken before and after agree):
+    // then the bytes are those of the state these versions name.
+    const versions = known(before);
+    const after = versions === undefined ? undefined : r.versions?.(CUSTOMER_STORES, customerId);
+    if (before !== undefined && versions !== undefined && after !== undefined && after.streamTime === before.streamTime && sameVersions(versions, after.versions)) {
+      this.#set(id, { versions, streamTime: before.streamTime, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text });
+    } else if (cached !== undefined) this.#drop(id, cached);
+    return new OpenJson(text);
+  }
+
+  #set(id: string, e: Entry): void {
+    if (e.text.length > this.#maxChars / 10) return;
+    const old = this.#entries.get(id);
+    if (old !== undefined) this.#drop(id, old);
+    this.#entries.set(id, e);
+    this.#chars += e.text.length;
+    for (const [k, v] of this.#entries) {
+      if (this.#entries.size <= this.#maxEntries && this.#chars <= this.#maxChars) break;
+      this.#drop(k, v);
+    }
+  }
+
+  #drop(id: string, e: Entry): void {
+    this.#entries.delete(id);
+    this.#chars -= e.text.length;
+  }
+}
