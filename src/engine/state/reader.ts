@@ -45,6 +45,17 @@ export interface StateReader {
 /** The values `getMany` answers for a list of store specs. */
 export type ValuesOf<S extends readonly KeyValueStoreSpec<unknown>[]> = { -readonly [K in keyof S]: S[K] extends KeyValueStoreSpec<infer V> ? V | undefined : never };
 
+/** The names of a list of store specs, computed once per list (the API passes the same constant list each time). */
+const namesOf = new WeakMap<readonly KeyValueStoreSpec<unknown>[], readonly string[]>();
+function storeNames(specs: readonly KeyValueStoreSpec<unknown>[]): readonly string[] {
+  let names = namesOf.get(specs);
+  if (names === undefined) {
+    names = specs.map((s) => s.name);
+    namesOf.set(specs, names);
+  }
+  return names;
+}
+
 export function stateReader(
   state: TaskState,
   opts: { source: 'active' | 'standby'; partition: number; lagRecords?: number; timers?: (key: string) => TimerInfo[] },
@@ -65,7 +76,7 @@ export function stateReader(
       if (!state.hasStore(spec.name)) return [];
       return (await state.scan(spec.name, range)).map((e) => ({ key: e.key, value: e.value as V }));
     },
-    versions: (specs, key) => state.versions(specs.map((spec) => [spec.name, key] as const)),
+    versions: (specs, key) => state.versionsOfKey(storeNames(specs), key),
     timers: (key) => opts.timers?.(key),
   };
 }

@@ -401,12 +401,25 @@ export class TaskState {
    * the value then).
    */
   versions(reads: readonly (readonly [store: string, key: string])[]): EntryVersions {
+    return this.#versions(reads.length, (i) => reads[i] as readonly [string, string]);
+  }
+
+  /** `versions` of one key in several stores (the query API's customer view), without a pair per store. */
+  versionsOfKey(stores: readonly string[], key: string): EntryVersions {
+    const pair: [string, string] = ['', key];
+    return this.#versions(stores.length, (i) => {
+      pair[0] = stores[i] as string;
+      return pair;
+    });
+  }
+
+  #versions(n: number, read: (i: number) => readonly [string, string]): EntryVersions {
     this.#checkOpen();
-    const versions = new Array<number | undefined>(reads.length);
+    const versions = new Array<number | undefined>(n);
     const streamTime = this.#streamTime;
     let liveUntil = Infinity;
-    for (let i = 0; i < reads.length; i++) {
-      const [store, key] = reads[i] as readonly [string, string];
+    for (let i = 0; i < n; i++) {
+      const [store, key] = read(i);
       const s = this.#stores.get(store);
       if (s === undefined) {
         versions[i] = 0;
