@@ -25,7 +25,7 @@ import type { ChannelSender, SendContext, SendOutcome } from './channel.js';
 import { errorText } from './channel.js';
 import type { DispatchMetrics } from './metrics.js';
 import { mgetInTurn, type RedisGate } from './redis-client.js';
-import { admit, admitAndWrite, deliveryKey, finish } from './redis-guards.js';
+import { admit, admitAndWrite, deliveryKey, finish, type AdmitResult } from './redis-guards.js';
 import { checkStaleness, dropPushToken, parseProfile, profileKey, type Staleness } from './state-view.js';
 import { isTimeZone } from '../util/local-time.js';
 
@@ -176,6 +176,18 @@ export class Dispatcher {
           leaseMs: this.#o.leaseMs,
         }),
       );
+    /** An admission refused: the result to give (already sent, cap, expired), or undefined after waiting to try again. */
+    const refused = async (a: Exclude<AdmitResult, { readonly kind: 'ok' }>): Promise<ChannelResult | undefined> => {
+      if (a.kind === 'done') return { delivery: a.delivery, feedback };
+      if (a.kind === 'cap') {
+        metrics.capsHit.inc({ channel });
+        return skip('cap', `${a.used} of ${String(capLimit)} ${channel} contacts today (${timezone})`);
+      }
+      if (a.kind === 'rate') metrics.rateWaits.inc({ channel });
+      if (trigger.expiresAt <= this.#now()) return skip('expired', 'expired while waiting for a send slot');
+      await sleep(a.retryInMs);
+      return undefined;
+    };
     if (sender.redisWrite !== undefined) {
       // The send is a Redis write (onsite): admission, the write and the stored result in one script.
       for (;;) {
@@ -199,14 +211,8 @@ export class Dispatcher {
           metrics.deliverySeconds.observe({ channel }, (performance.now() - started) / 1000);
           return { delivery: sent, feedback };
         }
-        if (a.kind === 'done') return { delivery: a.delivery, feedback };
-        if (a.kind === 'cap') {
-          metrics.capsHit.inc({ channel });
-          return skip('cap', `${a.used} of ${String(capLimit)} ${channel} contacts today (${timezone})`);
-        }
-        if (a.kind === 'rate') metrics.rateWaits.inc({ channel });
-        if (trigger.expiresAt <= this.#now()) return skip('expired', 'expired while waiting for a send slot');
-        await sleep(a.retryInMs);
+        const r = await refused(a);
+        if (r !== undefined) return r;
       }
     }
 
@@ -217,14 +223,8 @@ export class Dispatcher {
         capKey = a.capKey;
         break;
       }
-      if (a.kind === 'done') return { delivery: a.delivery, feedback };
-      if (a.kind === 'cap') {
-        metrics.capsHit.inc({ channel });
-        return skip('cap', `${a.used} of ${String(capLimit)} ${channel} contacts today (${timezone})`);
-      }
-      if (a.kind === 'rate') metrics.rateWaits.inc({ channel });
-      if (trigger.expiresAt <= this.#now()) return skip('expired', 'expired while waiting for a send slot');
-      await sleep(a.retryInMs);
+      const r = await refused(a);
+      if (r !== undefined) return r;
     }
 
     const done = new Set<string>();
