@@ -19,10 +19,9 @@ export const Z_95 = 1.959964;
  * The report SQL. Table names come from the configured project and dataset (validated identifiers, quoted);
  * every input is a query parameter (@campaign_id, @window_ms, @z), never spliced into the text.
  */
-export function reportSql(tables: { triggers: string; audit: string; orders: string }): string {
-  const se = 'SQRT(a.rate * (1 - a.rate) / a.customers + h.h_rate * (1 - h.h_rate) / h.h_customers)';
-  return `-- ${REPORT_LABEL}: A/B and holdout conversions of one campaign
-WITH exposures AS (
+/** The CTEs both reports start from: each customer's first exposure per arm (a send, or the holdout's suppression). */
+function exposureCtes(tables: { triggers: string; audit: string }): string {
+  return `exposures AS (
   SELECT customerId, variant AS arm, FALSE AS is_holdout, occurredAt
   FROM ${tables.triggers}
   WHERE campaignId = @campaign_id
@@ -35,7 +34,13 @@ first_exposure AS (
   SELECT customerId, arm, is_holdout, MIN(occurredAt) AS exposedAt
   FROM exposures
   GROUP BY customerId, arm, is_holdout
-),
+)`;
+}
+
+export function reportSql(tables: { triggers: string; audit: string; orders: string }): string {
+  const se = 'SQRT(a.rate * (1 - a.rate) / a.customers + h.h_rate * (1 - h.h_rate) / h.h_customers)';
+  return `-- ${REPORT_LABEL}: A/B and holdout conversions of one campaign
+WITH ${exposureCtes(tables)},
 outcomes AS (
   SELECT e.arm, e.is_holdout, e.customerId, LOGICAL_OR(o.orderId IS NOT NULL) AS converted
   FROM first_exposure AS e
@@ -81,20 +86,7 @@ export const REPORT_DAILY_LABEL = 'kairos-report-daily';
  */
 export function reportDailySql(tables: { triggers: string; audit: string; orders: string }): string {
   return `-- ${REPORT_DAILY_LABEL}: per day and arm, sends, customers first exposed and their conversions
-WITH exposures AS (
-  SELECT customerId, variant AS arm, FALSE AS is_holdout, occurredAt
-  FROM ${tables.triggers}
-  WHERE campaignId = @campaign_id
-  UNION ALL
-  SELECT customerId, 'holdout' AS arm, TRUE AS is_holdout, occurredAt
-  FROM ${tables.audit}
-  WHERE campaignId = @campaign_id AND decision = 'SUPPRESSED' AND reason = 'holdout'
-),
-first_exposure AS (
-  SELECT customerId, arm, is_holdout, MIN(occurredAt) AS exposedAt
-  FROM exposures
-  GROUP BY customerId, arm, is_holdout
-),
+WITH ${exposureCtes(tables)},
 outcomes AS (
   SELECT e.arm, e.is_holdout, e.customerId, e.exposedAt, LOGICAL_OR(o.orderId IS NOT NULL) AS converted
   FROM first_exposure AS e
