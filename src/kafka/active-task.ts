@@ -368,15 +368,11 @@ export class ActiveTask {
       this.pending = true;
     };
     if (this.txProducer) {
-      try {
-        // Outputs an at-least-once run left in the outbox go in this transaction.
-        this.#clearOutbox();
-        await this.#commitTransaction([...this.#outboxUnsent, ...topicMessages]);
-        this.#outboxUnsent = [];
-      } catch (err) {
-        this.pending = true;
-        throw err;
-      }
+      // Outputs an at-least-once run left in the outbox go in this transaction. A failure rebuilds the task from
+      // its last local commit (the runner's #resetTask).
+      this.#clearOutbox();
+      await this.#commitTransaction([...this.#outboxUnsent, ...topicMessages]);
+      this.#outboxUnsent = [];
       this.#counted(outputs, raw);
       end?.();
       await this.#purge();
