@@ -175,13 +175,9 @@ export class ActiveTask {
     return run;
   }
 
-  /**
-   * Something to commit: processed records, outputs, or outbox entries of an earlier commit still in the state
-   * (their outputs were acknowledged; one more commit deletes them, so a task that goes quiet does not leave
-   * its last outputs to be sent again by the next owner).
-   */
+  /** Something to commit: processed records or outputs. */
   get hasWork(): boolean {
-    return this.pending || this.outputs.length > 0 || this.raw.length > 0 || this.#outboxUnsent.length > 0 || this.#outboxKeys.length > 0;
+    return this.pending || this.outputs.length > 0 || this.raw.length > 0 || this.#outboxUnsent.length > 0;
   }
 
   /**
@@ -297,9 +293,15 @@ export class ActiveTask {
     return drained + fired;
   }
 
-  /** Work is pending and the commit interval has passed (or `force`). */
+  /**
+   * Work is pending and the commit interval has passed (or `force`). Also due: a task with nothing else to commit
+   * than the outbox entries of its last commit (their outputs were acknowledged) once an interval has passed
+   * since — one more commit deletes them, so a task that goes quiet does not leave its last outputs to be sent
+   * again by the next owner. A busy task's next commit deletes them anyway.
+   */
   commitDue(force = false): boolean {
-    return this.hasWork && (force || Date.now() - this.lastCommitAt >= this.#env.commitIntervalMs);
+    if (!this.hasWork && this.#outboxKeys.length === 0) return false;
+    return force || Date.now() - this.lastCommitAt >= this.#env.commitIntervalMs;
   }
 
   /**

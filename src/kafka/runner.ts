@@ -420,7 +420,8 @@ export class KafkaRunner {
     for (const [p, hp] of this.#tasks) {
       if (!this.#opened.has(p) || !this.#assigned.has(p)) continue;
       const h = await hp.catch(() => undefined);
-      if (h && !h.closed && h !== due && h.hasWork) tasks.push(h);
+      // Tasks with work join the commit; a task whose only work is deleting its last outbox entries once it is due.
+      if (h && !h.closed && h !== due && (h.hasWork || h.commitDue(false))) tasks.push(h);
     }
     if (due === undefined) {
       // Punctuation: only the tasks whose interval has passed decide; the rest join them.
