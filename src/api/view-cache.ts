@@ -1,7 +1,7 @@
 /**
  * The serialized customer views, kept per customer and scope while the state they were built from is unchanged.
  * Serializing a view cost more than reading it (issue 17); a view's bytes are reused only when every entry it
- * read has the version it had when the view was built (TaskState.versions: a new number on every write, load,
+ * read has the version it had when the view was built (TaskState.versionsOfKey: a new number on every write, load,
  * eviction or restore), the stream time has not moved past an expiry of one of them, and the key's pending
  * timers are the ones the view lists. Anything that cannot be known (a reader without versions, an entry not
  * cached) builds the view as before. What depends on the request (`freshness`) is never cached.

@@ -146,6 +146,8 @@ export class ActiveTask {
   /** External outputs of complete commits not yet acknowledged by the broker (their keys stay in the outbox). */
   #outboxUnsent: TopicMessages[] = [];
   #outboxSeq = 0;
+  /** Keys of buffered records not loaded yet (prefetched by the next drain). */
+  #unfetched: { topic: string; key: string | null }[] = [];
   /** Serialises batches, punctuation and close on this task. */
   #chain: Promise<void> = Promise.resolve();
   closed = false;
@@ -218,8 +220,6 @@ export class ActiveTask {
       if (r.decoded.ok && r.rerouteTo === undefined) this.#unfetched.push({ topic: r.topic, key: r.decoded.key });
     }
   }
-
-  #unfetched: { topic: string; key: string | null }[] = [];
 
   /** Processes buffered records in event-time order until the group is empty or waits for a lagging input. */
   async drain(): Promise<number> {

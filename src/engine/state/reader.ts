@@ -33,7 +33,7 @@ export interface StateReader {
   getMany?<const S extends readonly KeyValueStoreSpec<unknown>[]>(specs: S, key: string): Promise<ValuesOf<S>>;
   scan<V>(spec: KeyValueStoreSpec<V>, range: StateScan): Promise<{ key: string; value: V }[]>;
   /**
-   * Versions of one key in several stores, synchronously (TaskState.versions): equal and defined in two calls,
+   * Versions of one key in several stores, synchronously (TaskState.versionsOfKey): equal and defined in two calls,
    * with the stream time in the range they state, `get` and `getMany` answer the same for them. Optional: a
    * reader without it never lets its answers be reused.
    */

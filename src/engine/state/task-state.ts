@@ -18,7 +18,7 @@ const ABSENT: unique symbol = Symbol('absent');
 /**
  * `size`: estimated heap bytes of the entry (key, decoded value, bookkeeping), for the cache's memory budget.
  * `version`: a number no other entry of this process has had; a new one on every write of the entry and on every
- * load from RocksDB (see `TaskState.versions`).
+ * load from RocksDB (see `TaskState.versionsOfKey`).
  */
 type Cached = { value: unknown; ts: number; dirty: boolean; version: number; size?: number };
 
@@ -123,7 +123,7 @@ export interface StoredEntry<V> {
   readonly ts: number;
 }
 
-/** What `TaskState.versions` answers. */
+/** What `TaskState.versionsOfKey` answers. */
 export interface EntryVersions {
   /** One per read: the entry's version, or undefined where it is not known without a read. */
   readonly versions: (number | undefined)[];
@@ -389,7 +389,7 @@ export class TaskState {
   }
 
   /**
-   * The versions of (store, key) entries, synchronously and without reading RocksDB: equal numbers from two
+   * The versions of one key's entries in several stores (the query API's customer view), synchronously and without reading RocksDB: equal numbers from two
    * calls mean the entry was not written (put or delete), evicted, reloaded or restored in between, so what
    * `get` answered for it then it answers now, as long as the stream time stays within
    * [`streamTime`, `liveUntil`) (entries of stores with a TTL expire by stream time, without a write). Undefined
@@ -400,27 +400,13 @@ export class TaskState {
    * a reader comparing versions sees the change at the latest when the processor writes it (as it sees it in
    * the value then).
    */
-  versions(reads: readonly (readonly [store: string, key: string])[]): EntryVersions {
-    return this.#versions(reads.length, (i) => reads[i] as readonly [string, string]);
-  }
-
-  /** `versions` of one key in several stores (the query API's customer view), without a pair per store. */
   versionsOfKey(stores: readonly string[], key: string): EntryVersions {
-    const pair: [string, string] = ['', key];
-    return this.#versions(stores.length, (i) => {
-      pair[0] = stores[i] as string;
-      return pair;
-    });
-  }
-
-  #versions(n: number, read: (i: number) => readonly [string, string]): EntryVersions {
     this.#checkOpen();
-    const versions = new Array<number | undefined>(n);
+    const versions = new Array<number | undefined>(stores.length);
     const streamTime = this.#streamTime;
     let liveUntil = Infinity;
-    for (let i = 0; i < n; i++) {
-      const [store, key] = read(i);
-      const s = this.#stores.get(store);
+    for (let i = 0; i < stores.length; i++) {
+      const s = this.#stores.get(stores[i] as string);
       if (s === undefined) {
         versions[i] = 0;
         continue;
