@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { Registry } from 'prom-client';
 import { buildTopology } from '../src/app/topology.js';
 import { resolveCampaigns } from '../src/config/campaigns.js';
-import { stateReader } from '../src/engine/state/reader.js';
+import { stateReader, type StateReader } from '../src/engine/state/reader.js';
 import { TopologyTestDriver } from '../src/engine/testing/test-driver.js';
 import { startHttpServer } from '../src/http/server.js';
 import { generateEvents, resolveOptions } from './generate-events.js';
@@ -44,12 +44,9 @@ async function serveKairos(events: number, customers: number, idsFile: string): 
   }
   await driver.advanceStreamTime(last);
   writeFileSync(idsFile, JSON.stringify([...ids]));
-  const backend = {
-    topology,
-    partitionOf: () => 0,
-    owner: () => 'self',
-    reader: () => Promise.resolve(stateReader(driver.task.state, { source: 'active', partition: 0, timers: (k: string) => driver.task.timerInfosFor(k) })),
-  };
+  const readerNow = (): StateReader => stateReader(driver.task.state, { source: 'active', partition: 0, timers: (k: string) => driver.task.timerInfosFor(k) });
+  // readerNow where the API supports it (a base worktree's may not: then the route awaits reader()).
+  const backend = { topology, partitionOf: () => 0, owner: () => 'self', reader: () => Promise.resolve(readerNow()), readerNow };
   const { address } = await startHttpServer({
     registry: new Registry(),
     ready: () => true,

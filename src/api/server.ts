@@ -17,8 +17,8 @@ import { TriggerType, type TriggerType as TriggerTypeName } from '../../schemas/
 import type { StateReader } from '../engine/state/reader.js';
 import { KairosError, isKairosError, type KairosErrorCode } from '../errors.js';
 import { createAuthenticator, type AuthConfig, type Principal, type Scope } from './auth.js';
-import { formatDuration, RouteRateLimiter } from './rate-limit.js';
-import { CustomerViewCache, OpenJson } from './view-cache.js';
+import { formatDuration, RouteRateLimiter, type RateLimitHit } from './rate-limit.js';
+import { CustomerViewCache } from './view-cache.js';
 import { customerView, freshnessOf, productWishers, skuWatchers, type Freshness } from './views.js';
 
 /** What the API needs from the runner. */
@@ -29,6 +29,12 @@ export interface QueryBackend {
   owner(partition: number): string | null | undefined;
   /** Local read access to a task: active, or a standby copy; undefined when this instance has neither. */
   reader(partition: number): Promise<StateReader | undefined>;
+  /**
+   * What `reader` would answer, when that is at hand without waiting (an open active task, a standby copy);
+   * undefined otherwise (then `reader` is asked). Optional: with it, an answer the view cache holds is written
+   * in the route handler itself, with no promise between the request and its answer.
+   */
+  readerNow?(partition: number): StateReader | undefined;
   readonly topology: Topology;
 }
 
@@ -50,6 +56,13 @@ export interface ApiOptions {
   readonly placements?: (customerId: string) => Promise<readonly object[]>;
   /** The serialized customer views kept between requests (tests pass their own to inspect it). @default a new CustomerViewCache */
   readonly viewCache?: CustomerViewCache;
+  /**
+   * Local answers (200) of GET requests are written to Node's response directly (`reply.hijack()`, one
+   * `writeHead` with the header list, `end`), with the same status, headers in the same order and bytes as
+   * fastify's reply writes them; false sends them through fastify's reply (the tests compare both).
+   * @default true
+   */
+  readonly directAnswers?: boolean;
 }
 
 export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
@@ -111,6 +124,27 @@ const STATUS: Partial<Record<KairosErrorCode, number>> = {
   KAIROS_ERR_API_UNAVAILABLE: 503,
   KAIROS_ERR_INTERNAL: 500,
 };
+
+type LatencyChild = { observe(value: number): void };
+
+/** Who is asking (admit) and the rate-limit state its answer states. */
+interface Admitted {
+  readonly principal: Principal;
+  readonly hit: RateLimitHit;
+}
+
+/** A routed GET: what it reads from the owning task, made once per route. */
+interface Route<A, T> {
+  /** The route pattern (the latency histogram's `route` label). */
+  readonly url: string;
+  /** The thing a 404 names. */
+  readonly what: (key: string) => string;
+  readonly read: (r: StateReader, arg: A, key: string) => Promise<T | undefined>;
+  /** The answer when it is at hand synchronously (the view cache), else undefined (then `read`). */
+  readonly peek?: (r: StateReader, arg: A, key: string) => T | undefined;
+  /** The latency histogram's child for its direct 200 answers (made on first use). */
+  ok?: LatencyChild;
+}
 
 function fail(code: KairosErrorCode, message: string): never {
   throw new KairosError(code, message);
@@ -177,16 +211,17 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   // Latency per method, route pattern and status, one pre-resolved histogram child per combination (no label
   // object hashed per request). The /v1 routes observe their answer where they send it, up to the answer handed to
   // the socket (no response hook per request); every other route through a route-level onResponse hook.
-  const latencyChildren = new Map<string, { observe(value: number): void }>();
-  const observe = (method: string, route: string, status: number, ms: number): void => {
+  const latencyChildren = new Map<string, LatencyChild>();
+  const childOf = (method: string, route: string, status: number): LatencyChild => {
     const id = `${method} ${status} ${route}`;
     let child = latencyChildren.get(id);
     if (child === undefined) {
       child = latency.labels({ method, route, status_code: String(status) });
       latencyChildren.set(id, child);
     }
-    child.observe(ms / 1000);
+    return child;
   };
+  const observe = (method: string, route: string, status: number, ms: number): void => childOf(method, route, status).observe(ms / 1000);
   const observeReply = (req: FastifyRequest, reply: FastifyReply): void => observe(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime);
   const onResponse = (req: FastifyRequest, reply: FastifyReply, done: () => void): void => {
     observeReply(req, reply);
@@ -227,7 +262,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
    * every answer from here on, as @fastify/rate-limit set them.
    */
   const authenticate = createAuthenticator(opts.auth);
-  function admit(req: FastifyRequest, reply: FastifyReply, limiter: RouteRateLimiter, customerId?: string): Principal {
+  function admit(req: FastifyRequest, reply: FastifyReply, limiter: RouteRateLimiter, customerId?: string): Admitted {
     const a = authenticate(req.headers);
     const principal = a.ok ? a.principal : undefined;
     const hit = limiter.hit(principal?.id ?? req.ip, principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer);
@@ -240,30 +275,63 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     if (a.principal.kind === 'customer' && a.principal.customerId !== customerId) {
       fail('KAIROS_ERR_API_FORBIDDEN', customerId === undefined ? 'a customer token reads only its own customer' : 'a customer token reads only its own customer, not this one');
     }
-    return a.principal;
+    return { principal: a.principal, hit };
   }
   /** One limiter per route: each route counts its own requests (as @fastify/rate-limit's per-route stores did). */
   const limiter = (): RouteRateLimiter => new RouteRateLimiter(60_000);
 
   /**
    * Answers from the task owning `key`: locally (active task, or standby copy during a rebalance), or by
-   * forwarding the request once to the owner.
+   * forwarding the request once to the owner. A local answer the route can give synchronously (`peek`: the view
+   * cache's bytes) from a reader at hand (`readerNow`) is written here and now, with no promise; undefined then.
    */
-  async function routed<A, T extends object>(req: FastifyRequest, reply: FastifyReply, key: string, read: (r: StateReader, arg: A, key: string) => Promise<T | undefined>, arg: A, what: (key: string) => string): Promise<FastifyReply> {
+  function routed<A, T extends object | string>(req: FastifyRequest, reply: FastifyReply, route: Route<A, T>, key: string, arg: A, hit: RateLimitHit): Promise<void> | undefined {
     const partition = backend.partitionOf(key);
     if (partition === undefined) fail('KAIROS_ERR_API_UNAVAILABLE', 'the instance is starting: partitions not known yet');
     const self = opts.self();
     const owner = backend.owner(partition);
     if (owner === self || owner === undefined || owner === null || typeof req.headers[FORWARDED_HEADER] === 'string') {
-      const r = await backend.reader(partition);
-      if (r && (r.source === 'active' || owner !== self)) {
-        if (r.source === 'standby') forwarded.inc({ result: 'standby' });
-        return answer(req, reply, r, self, await read(r, arg, key), key, what);
+      const now = backend.readerNow?.(partition);
+      if (now !== undefined && route.peek !== undefined && (now.source === 'active' || owner !== self)) {
+        const body = route.peek(now, arg, key);
+        if (body !== undefined) {
+          if (now.source === 'standby') forwarded.inc({ result: 'standby' });
+          answer(req, reply, route, now, self, body, key, hit);
+          return undefined;
+        }
+        return local(req, reply, route, key, arg, hit, partition, self, owner, now, true);
       }
-      forwarded.inc({ result: 'unavailable' });
-      fail('KAIROS_ERR_API_UNAVAILABLE', owner === self ? `task ${partition} is being restored here` : `task ${partition} is moving between instances (rebalance)`);
+      return local(req, reply, route, key, arg, hit, partition, self, owner, now, false);
     }
-    // Owned elsewhere: forward once, with the caller's credentials, over a pooled keep-alive connection.
+    return forwardTo(req, reply, route, key, arg, hit, partition, self, owner);
+  }
+
+  async function local<A, T extends object | string>(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    route: Route<A, T>,
+    key: string,
+    arg: A,
+    hit: RateLimitHit,
+    partition: number,
+    self: string,
+    owner: string | null | undefined,
+    now: StateReader | undefined,
+    peeked: boolean,
+  ): Promise<void> {
+    const r = now ?? (await backend.reader(partition));
+    if (r && (r.source === 'active' || owner !== self)) {
+      if (r.source === 'standby') forwarded.inc({ result: 'standby' });
+      const body = (peeked ? undefined : route.peek?.(r, arg, key)) ?? (await route.read(r, arg, key));
+      answer(req, reply, route, r, self, body, key, hit);
+      return;
+    }
+    forwarded.inc({ result: 'unavailable' });
+    fail('KAIROS_ERR_API_UNAVAILABLE', owner === self ? `task ${partition} is being restored here` : `task ${partition} is moving between instances (rebalance)`);
+  }
+
+  /** Owned elsewhere: forwards once, with the caller's credentials, over a pooled keep-alive connection. */
+  async function forwardTo<A, T extends object | string>(req: FastifyRequest, reply: FastifyReply, route: Route<A, T>, key: string, arg: A, hit: RateLimitHit, partition: number, self: string, owner: string): Promise<void> {
     try {
       const headers: Record<string, string> = { [FORWARDED_HEADER]: self, accept: 'application/json' };
       for (const h of ['authorization', 'x-api-key']) {
@@ -276,34 +344,83 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
         const v = res.headers[h];
         if (typeof v === 'string') void reply.header(h, v);
       }
-      const sent = reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(res.body);
+      reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(res.body);
       observeReply(req, reply);
-      return sent;
+      return;
     } catch (err) {
       forwarded.inc({ result: 'unreachable' });
       log?.warn({ owner, partition, err: (err as Error).message }, 'owner unreachable; trying a local standby copy');
       const r = await backend.reader(partition);
-      if (r) return answer(req, reply, r, self, await read(r, arg, key), key, what);
+      if (r) {
+        answer(req, reply, route, r, self, route.peek?.(r, arg, key) ?? (await route.read(r, arg, key)), key, hit);
+        return;
+      }
       fail('KAIROS_ERR_API_UNAVAILABLE', `the owner of task ${partition} (${owner}) is unreachable`);
     }
   }
 
   /**
-   * A local answer: the body built for this request, with `freshness` appended in place (last key, as a spread
-   * would put it); a body serialized already (OpenJson) gets the same bytes appended.
+   * The JSON of `freshness` for an answer from `r`: for an active task, a text kept per partition with the
+   * stream time appended (the bytes JSON.stringify(freshnessOf(r, self)) gives; the tests compare them).
    */
-  function answer(req: FastifyRequest, reply: FastifyReply, r: StateReader, self: string, body: object | undefined, key: string, what: (key: string) => string): FastifyReply {
-    if (body === undefined) fail('KAIROS_ERR_API_NOT_FOUND', `unknown ${what(key)}`);
+  const freshnessPrefixes: (string | undefined)[] = [];
+  let freshnessSelf = '';
+  function freshnessJson(r: StateReader, self: string): string {
+    if (r.source !== 'active') return JSON.stringify(freshnessOf(r, self));
+    if (self !== freshnessSelf) {
+      freshnessPrefixes.length = 0;
+      freshnessSelf = self;
+    }
+    let prefix = freshnessPrefixes[r.partition];
+    if (prefix === undefined) {
+      prefix = `{"servedBy":${JSON.stringify(self)},"source":"active","partition":${r.partition},"streamTime":`;
+      freshnessPrefixes[r.partition] = prefix;
+    }
+    return `${prefix}${Number.isFinite(r.streamTime) ? String(r.streamTime) : 'null'}}`;
+  }
+
+  const direct = opts.directAnswers ?? true;
+  /**
+   * A local answer: the body built for this request, with `freshness` appended in place (last key, as a spread
+   * would put it); a body serialized already (a string: JSON without its closing brace) gets the same bytes
+   * appended. A GET's answer is written to Node's response directly (see `directAnswers`): the headers fastify's
+   * reply would write, in its order (admit's rate-limit headers, served-by, source, content type, length).
+   */
+  function answer<A, T extends object | string>(req: FastifyRequest, reply: FastifyReply, route: Route<A, T>, r: StateReader, self: string, body: T | undefined, key: string, hit: RateLimitHit): void {
+    if (body === undefined) fail('KAIROS_ERR_API_NOT_FOUND', `unknown ${route.what(key)}`);
     let json: string;
-    if (body instanceof OpenJson) json = `${body.text},"freshness":${JSON.stringify(freshnessOf(r, self))}}`;
+    if (typeof body === 'string') json = `${body},"freshness":${freshnessJson(r, self)}}`;
     else {
       (body as { freshness?: Freshness }).freshness = freshnessOf(r, self);
       json = JSON.stringify(body);
     }
+    if (direct && req.method === 'GET') {
+      reply.hijack();
+      reply.raw.writeHead(200, [
+        'x-ratelimit-limit',
+        hit.max,
+        'x-ratelimit-remaining',
+        hit.remaining,
+        'x-ratelimit-reset',
+        hit.resetSeconds,
+        'x-kairos-served-by',
+        self,
+        'x-kairos-source',
+        r.source,
+        'content-type',
+        JSON_TYPE,
+        'content-length',
+        Buffer.byteLength(json),
+      ]);
+      reply.raw.end(json);
+      // Observed as observeReply would: from the request to the answer handed to the socket.
+      route.ok ??= childOf('GET', route.url, 200);
+      route.ok.observe(reply.elapsedTime / 1000);
+      return;
+    }
     // Serialized here with its content type set: fastify sends the string as it is (no serializer lookup).
-    const sent = reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source).header('content-type', JSON_TYPE).send(json);
+    reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source).header('content-type', JSON_TYPE).send(json);
     observeReply(req, reply);
-    return sent;
   }
 
   const secured: { security: Record<string, string[]>[] } = { security: [{ bearer: [] }, { apiKey: [] }] };
@@ -311,7 +428,12 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
 
   // Serialized customer views, reused while the state they show is unchanged (view-cache.ts).
   const views = opts.viewCache ?? new CustomerViewCache();
-  const readCustomer = (r: StateReader, scopes: ReadonlySet<Scope>, id: string): Promise<OpenJson | undefined> => views.read(r, scopes, id);
+  const customerRoute: Route<ReadonlySet<Scope>, string> = {
+    url: '/v1/customers/:id',
+    what: customerWhat,
+    read: (r, scopes, id) => views.build(r, scopes, id),
+    peek: (r, scopes, id) => views.cached(r, scopes, id),
+  };
   const customerLimits = limiter();
   app.get<{ Params: Static<typeof Params> }>(
     '/v1/customers/:id',
@@ -323,35 +445,33 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
         response: errors,
       },
     },
+    // Not async: an answer the view cache holds is written before the handler returns (routed).
     (req, reply) => {
-      const p = admit(req, reply, customerLimits, req.params.id);
-      return routed(req, reply, req.params.id, readCustomer, p.scopes, customerWhat);
+      const a = admit(req, reply, customerLimits, req.params.id);
+      return routed(req, reply, customerRoute, req.params.id, a.principal.scopes, a.hit);
     },
   );
 
   const triggersLimits = limiter();
+  const triggersRoute: Route<{ scopes: ReadonlySet<Scope>; type: TriggerTypeName | undefined }, object> = {
+    url: '/v1/customers/:id/triggers',
+    what: customerWhat,
+    read: async (r, { scopes, type }, id) => {
+      const v = await customerView(r, id, scopes);
+      if (!v) return undefined;
+      return {
+        customerId: v.customerId,
+        triggers: v.triggers.filter((t) => type === undefined || t.type === type),
+        decisions: v.decisions.filter((d) => type === undefined || d.type === type),
+      };
+    },
+  };
   app.get<{ Params: Static<typeof Params>; Querystring: Static<typeof TriggersQuery> }>(
     '/v1/customers/:id/triggers',
     { schema: { summary: 'Recent triggers sent to a customer and the guards\' decisions with reasons', params: Params, querystring: TriggersQuery, ...secured, response: errors } },
     (req, reply) => {
-      const p = admit(req, reply, triggersLimits, req.params.id);
-      const type = req.query.type;
-      return routed(
-        req,
-        reply,
-        req.params.id,
-        async (r, scopes) => {
-          const v = await customerView(r, req.params.id, scopes);
-          if (!v) return undefined;
-          return {
-            customerId: v.customerId,
-            triggers: v.triggers.filter((t) => type === undefined || t.type === type),
-            decisions: v.decisions.filter((d) => type === undefined || d.type === type),
-          };
-        },
-        p.scopes,
-        customerWhat,
-      );
+      const a = admit(req, reply, triggersLimits, req.params.id);
+      return routed(req, reply, triggersRoute, req.params.id, { scopes: a.principal.scopes, type: req.query.type }, a.hit);
     },
   );
 
@@ -378,49 +498,43 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   }
 
   const watcherLimits = limiter();
+  const watchersRoute: Route<{ limit: number; cursor: string | undefined }, object> = {
+    url: '/v1/products/:sku/watchers',
+    what: (sku) => `sku "${sku}"`,
+    read: async (r, { limit, cursor }, sku) => {
+      const w = await skuWatchers(r, sku, limit, cursor);
+      if (w.productId === null && w.basket.count === 0) return undefined;
+      return w;
+    },
+  };
   app.get<{ Params: Static<typeof SkuParams>; Querystring: Static<typeof PageQuery> }>(
     '/v1/products/:sku/watchers',
     {
       schema: { summary: 'A sku: catalog price and stock, and the customers with it in their basket (price-drop watchers), counted and paged; wishlist watchers: /v1/products/by-id/{productId}/wishers', params: SkuParams, querystring: PageQuery, ...secured, response: errors },
     },
-    async (req, reply) => {
-      admit(req, reply, watcherLimits);
-      const limit = req.query.limit ?? 100;
-      return routed(
-        req,
-        reply,
-        req.params.sku,
-        async (r) => {
-          const w = await skuWatchers(r, req.params.sku, limit, req.query.cursor);
-          if (w.productId === null && w.basket.count === 0) return undefined;
-          return w;
-        },
-        undefined,
-        (sku) => `sku "${sku}"`,
-      );
+    (req, reply) => {
+      const a = admit(req, reply, watcherLimits);
+      return routed(req, reply, watchersRoute, req.params.sku, { limit: req.query.limit ?? 100, cursor: req.query.cursor }, a.hit);
     },
   );
 
   const wisherLimits = limiter();
+  const wishersRoute: Route<{ sku: string | null; limit: number; cursor: string | undefined }, object> = {
+    url: '/v1/products/by-id/:productId/wishers',
+    what: (productId) => `product "${productId}" on any wishlist`,
+    read: async (r, { sku, limit, cursor }, productId) => {
+      const page = await productWishers(r, productId, sku, limit, cursor);
+      return page.count === 0 ? undefined : { productId, sku, wishlist: page };
+    },
+  };
   app.get<{ Params: Static<typeof ProductParams>; Querystring: Static<typeof WishersQuery> }>(
     '/v1/products/by-id/:productId/wishers',
     {
       schema: { summary: 'Customers with the product (optionally one sku of it) on their wishlist, in key order (sku, then customer id)', params: ProductParams, querystring: WishersQuery, ...secured, response: errors },
     },
-    async (req, reply) => {
-      admit(req, reply, wisherLimits);
-      const limit = req.query.limit ?? 100;
-      return routed(
-        req,
-        reply,
-        req.params.productId,
-        async (r) => {
-          const page = await productWishers(r, req.params.productId, req.query.sku ?? null, limit, req.query.cursor);
-          return page.count === 0 ? undefined : { productId: req.params.productId, sku: req.query.sku ?? null, wishlist: page };
-        },
-        undefined,
-        (productId) => `product "${productId}" on any wishlist`,
-      );
+    (req, reply) => {
+      const a = admit(req, reply, wisherLimits);
+      return routed(req, reply, wishersRoute, req.params.productId, { sku: req.query.sku ?? null, limit: req.query.limit ?? 100, cursor: req.query.cursor }, a.hit);
     },
   );
 

@@ -10,11 +10,6 @@ import type { EntryVersions, StateReader, TimerInfo } from '../engine/state/read
 import type { Scope } from './auth.js';
 import { CUSTOMER_STORES, customerView } from './views.js';
 
-/** A body already serialized as JSON, without its closing brace: the answer appends `freshness` and closes it. */
-export class OpenJson {
-  constructor(readonly text: string) {}
-}
-
 interface Entry {
   readonly versions: readonly number[];
   readonly streamTime: number;
@@ -29,6 +24,9 @@ export interface ViewCacheOptions {
   /** Characters of serialized views kept; views larger than a tenth of this are not kept. @default 16777216 */
   readonly maxChars?: number;
 }
+
+/** PII and non-PII answers differ: each has its own entry, and a caller only ever gets its own variant. */
+const variant = (scopes: ReadonlySet<Scope>, customerId: string): string => (scopes.has('pii') ? 'p' : 'n') + customerId;
 
 function sameTimers(a: readonly TimerInfo[] | null, b: readonly TimerInfo[] | undefined): boolean {
   if (a === null || b === undefined) return a === null && b === undefined;
@@ -71,21 +69,37 @@ export class CustomerViewCache {
     return this.#entries.size;
   }
 
-  /** The customer's view as `customerView` would serialize it now, or undefined when the task does not know the customer. */
-  async read(r: StateReader, scopes: ReadonlySet<Scope>, customerId: string): Promise<OpenJson | undefined> {
-    // PII and non-PII answers differ: each has its own entry, and a caller only ever gets its own variant.
-    const id = (scopes.has('pii') ? 'p' : 'n') + customerId;
+  /**
+   * The customer's view as `customerView` would serialize it now, without its closing brace (the answer appends
+   * `freshness`), when the kept one is still that: synchronously, so a hit needs no promise. Undefined: not kept,
+   * or no longer the view of this state (then `build`).
+   */
+  cached(r: StateReader, scopes: ReadonlySet<Scope>, customerId: string): string | undefined {
+    const cached = this.#entries.get(variant(scopes, customerId));
+    if (cached === undefined) return undefined;
+    const now = r.versions?.(CUSTOMER_STORES, customerId);
+    if (now === undefined) return undefined;
+    const st = now.streamTime;
+    if (st >= cached.streamTime && st < cached.liveUntil && sameVersions(cached.versions, now.versions) && sameTimers(cached.timers, r.timers(customerId))) {
+      this.hits++;
+      // Most recently used last.
+      const id = variant(scopes, customerId);
+      this.#entries.delete(id);
+      this.#entries.set(id, cached);
+      return cached.text;
+    }
+    return undefined;
+  }
+
+  /**
+   * The customer's view built from the state now (as `cached` gives it: serialized, without its closing brace),
+   * kept for later requests when nothing it read moved while it was read; undefined when the task does not know
+   * the customer.
+   */
+  async build(r: StateReader, scopes: ReadonlySet<Scope>, customerId: string): Promise<string | undefined> {
+    const id = variant(scopes, customerId);
     const before = r.versions?.(CUSTOMER_STORES, customerId);
     const cached = this.#entries.get(id);
-    if (cached !== undefined && before !== undefined) {
-      const st = before.streamTime;
-      if (st >= cached.streamTime && st < cached.liveUntil && sameVersions(cached.versions, before.versions) && sameTimers(cached.timers, r.timers(customerId))) {
-        this.hits++;
-        this.#entries.delete(id);
-        this.#entries.set(id, cached);
-        return new OpenJson(cached.text);
-      }
-    }
     this.misses++;
     const view = await customerView(r, customerId, scopes);
     if (view === undefined) {
@@ -101,7 +115,12 @@ export class CustomerViewCache {
     if (before !== undefined && versions !== undefined && after !== undefined && after.streamTime === before.streamTime && sameVersions(versions, after.versions)) {
       this.#set(id, { versions, streamTime: before.streamTime, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text });
     } else if (cached !== undefined) this.#drop(id, cached);
-    return new OpenJson(text);
+    return text;
+  }
+
+  /** `cached`, else `build`. */
+  async read(r: StateReader, scopes: ReadonlySet<Scope>, customerId: string): Promise<string | undefined> {
+    return this.cached(r, scopes, customerId) ?? this.build(r, scopes, customerId);
   }
 
   #set(id: string, e: Entry): void {
