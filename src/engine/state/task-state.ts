@@ -97,8 +97,8 @@ export interface CommitOptions {
   readonly beforeLocalWrite?: () => Promise<void>;
   /**
    * Return once the local RocksDB write has started, not when it has landed: processing goes on while RocksDB
-   * writes on its own thread. Later reads of RocksDB, the next commit and close() wait for it, and a failure
-   * of it is thrown there. For runners whose local copy is not the durable one (replay: a crash starts over).
+   * writes on its own thread. The next commit, scans of RocksDB and close() wait for it, and a failure of it
+   * is thrown there (point reads need not: the keys it writes stay in the cache until it has landed). For runners whose local copy is not the durable one (replay: a crash starts over).
    * @default false
    */
   readonly background?: boolean;
@@ -334,7 +334,8 @@ export class TaskState {
     this.stats.cacheMisses++;
     // Nothing on disk that the cache does not hold (a fresh task, e.g. a replay): absent, without a read.
     if (s.complete) return undefined;
-    if (this.#writing) await this.#landed();
+    // No wait for a commit still writing: every key it holds stays in the cache until it has landed (uncommitted
+    // entries are never evicted), so a key missing here is not in it, and RocksDB has its committed value.
     const bytes = await this.#db.get(Buffer.from(s.prefix + key, 'utf8'));
     // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
     const raced = s.cache.get(key);
@@ -369,7 +370,7 @@ export class TaskState {
       (missing ??= []).push({ i, s, key });
     }
     if (missing === undefined) return out;
-    if (this.#writing) await this.#landed();
+    // As in get: a key of a commit still writing is in the cache, so these reads need not wait for it.
     const values = await this.#db.getMany(missing.map((m) => Buffer.from(m.s.prefix + m.key, 'utf8')));
     missing.forEach(({ i, s, key }, j) => {
       // A put may have happened while RocksDB was read: it wins.
@@ -434,7 +435,7 @@ export class TaskState {
     if (s.complete) return 0;
     const missing = [...new Set(keys)].filter((k) => !s.cache.has(k));
     if (missing.length === 0) return 0;
-    if (this.#writing) await this.#landed();
+    // As in get: a key of a commit still writing is in the cache, so these reads need not wait for it.
     const values = await this.#db.getMany(missing.map((k) => Buffer.from(s.prefix + k, 'utf8')));
     missing.forEach((key, i) => {
       if (s.cache.has(key)) return;
@@ -488,6 +489,8 @@ export class TaskState {
     const limit = range.limit ?? Infinity;
     // Uncommitted deletes can hide rows, so over-read by the number of dirty entries.
     const dbLimit = Number.isFinite(limit) ? limit + s.dirty.size : undefined;
+    // A scan does wait: the keys a commit still writing took are no longer in `dirty`, and a new key of it
+    // would be missing from both sides of the merge until RocksDB holds it.
     if (this.#writing) await this.#landed();
     const rows = await this.#db.scan({
       ...(lowerInclusive ? { gte: lowerBuf } : { gt: lowerBuf }),
@@ -582,8 +585,8 @@ export class TaskState {
    * The first half of a commit: sweeps expired entries and takes every change since the last commit (encoded,
    * with the positions, stream time and lag as they are now). Processing may go on once this returns: what it
    * writes belongs to the next commit. `finish()` writes what was taken (changelog, then RocksDB) and only then
-   * marks it committed; until it has landed, reads of RocksDB and the next commit wait for it, and the taken
-   * entries stay in the cache (uncommitted entries are never evicted). If `finish()` fails, or `abandon()` is
+   * marks it committed; until it has landed, scans of RocksDB and the next commit wait for it, and the taken
+   * entries stay in the cache (uncommitted entries are never evicted), so point reads of other keys need not. If `finish()` fails, or `abandon()` is
    * called, the taken changes stay uncommitted and go with the next commit, with whatever was written since.
    */
   async prepareCommit(options: Pick<CommitOptions, 'sweepLimit'> = {}): Promise<PreparedCommit> {
@@ -665,7 +668,7 @@ export class TaskState {
         await o.beforeLocalWrite?.();
         return { changes: 0 };
       }
-      // Until this commit has landed, reads of RocksDB (which does not hold it yet) and the next commit wait.
+      // Until this commit has landed, scans of RocksDB (which does not hold it yet) and the next commit wait.
       const landed = new Promise<void>((resolve) => (release = resolve));
       this.#writing = landed;
       try {

@@ -380,3 +380,52 @@ test('a prepared commit that fails or is abandoned leaves its changes to the nex
     t.remove();
   }
 });
+
+test('point reads of keys a commit in flight did not take answer from RocksDB without waiting for it; its own keys answer from the cache, and a scan waits', async () => {
+  const t = tempDir();
+  try {
+    // Committed first: "old" in RocksDB, then evicted (a cache of one entry), so reading it needs RocksDB.
+    const s0 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    s0.put('things', 'old', { n: 7 });
+    s0.put('things', 'other', { n: 8 });
+    await s0.commit();
+    await s0.close();
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const changelog = {
+      async send(): Promise<void> {
+        await gate;
+      },
+    };
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv], changelog, cacheMaxEntries: 1 });
+    s1.put('things', 'new', { n: 1 });
+    s1.delete('things', 'other');
+    const prepared = await s1.prepareCommit();
+    const finishing = prepared.finish();
+    let landed = false;
+    void finishing.then(() => (landed = true));
+    // The changelog holds the commit back: these reads must not wait for it (they would never answer here).
+    const reads = Promise.all([s1.get('things', 'old'), s1.getMany([['things', 'old'], ['things', 'new'], ['things', 'other']]), s1.prefetch('things', ['old'])]);
+    const answered = await Promise.race([reads, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 2000))]);
+    assert.notEqual(answered, 'timeout', 'point reads waited for the commit in flight');
+    const [old, many] = answered as [unknown, unknown[], number];
+    assert.deepEqual(old, { n: 7 });
+    assert.deepEqual(many, [{ n: 7 }, { n: 1 }, undefined], 'keys the commit took answer from the cache: the put, and the delete');
+    assert.equal(landed, false);
+    // A scan merges RocksDB with uncommitted keys; the taken ones are in neither until the commit lands.
+    const scan = s1.scan('things');
+    let scanned = false;
+    void scan.then(() => (scanned = true));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(scanned, false, 'the scan waits for the commit in flight');
+    release();
+    await finishing;
+    assert.deepEqual(
+      (await scan).map((r) => r.key),
+      ['new', 'old'],
+    );
+    await s1.close();
+  } finally {
+    t.remove();
+  }
+});
