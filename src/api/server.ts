@@ -63,6 +63,8 @@ export interface ApiOptions {
    * @default true
    */
   readonly directAnswers?: boolean;
+  /** Milliseconds since the epoch for rate-limit windows and token times (tests fix it). @default Date.now */
+  readonly clock?: () => number;
 }
 
 export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
@@ -262,10 +264,12 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
    * every answer from here on, as @fastify/rate-limit set them.
    */
   const authenticate = createAuthenticator(opts.auth);
+  const clock = opts.clock ?? Date.now;
   function admit(req: FastifyRequest, reply: FastifyReply, limiter: RouteRateLimiter, customerId?: string): Admitted {
-    const a = authenticate(req.headers);
+    const now = clock();
+    const a = authenticate(req.headers, now);
     const principal = a.ok ? a.principal : undefined;
-    const hit = limiter.hit(principal?.id ?? req.ip, principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer);
+    const hit = limiter.hit(principal?.id ?? req.ip, principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer, now);
     void reply.header('x-ratelimit-limit', hit.max).header('x-ratelimit-remaining', hit.remaining).header('x-ratelimit-reset', hit.resetSeconds);
     if (hit.exceeded) {
       void reply.header('retry-after', hit.resetSeconds);
