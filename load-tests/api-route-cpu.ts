@@ -6,7 +6,8 @@
  * process of its own, the open-loop generator (load-tests/lib/open-loop.ts) in a third; the phases alternate
  * (Kairos, bare, Kairos, bare, …), flat out, and the CPU of each server is read from /proc. Prints each pair and
  * the median of the ratios. `KAIROS_BENCH_PROFILE=<dir>` writes a CPU profile of the Kairos server,
- * `KAIROS_BENCH_PROFILE_BARE=<dir>` one of the bare app. Nothing
+ * `KAIROS_BENCH_PROFILE_BARE=<dir>` one of the bare app (`KAIROS_BENCH_PROFILE_INTERVAL=<µs>`: the sampling interval,
+ * default 1000). Nothing
  * asserts on time.
  *
  *   npx tsx load-tests/api-route-cpu.ts [--events 20000] [--customers 4000] [--seconds 5] [--pairs 3] [--rate 0]
@@ -76,7 +77,8 @@ function cpuMs(pid: number): number {
 }
 
 function startServer(args: readonly string[], profileDir?: string): Promise<Server> {
-  const prof = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
+  const interval = process.env.KAIROS_BENCH_PROFILE_INTERVAL;
+  const prof = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir, ...(interval === undefined ? [] : ['--cpu-prof-interval', interval])];
   const proc = spawn(process.execPath, [...prof, '--import', 'tsx', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
