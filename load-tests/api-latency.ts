@@ -10,11 +10,14 @@
  *     baseline's maximum if lower; `--forward-rate`), and forwarded flat out.
  * Prints req/s, p50/p99/p99.9, server CPU and CPU per request, and the ratios to the baseline. Nothing asserts on time.
  *
- *   npx tsx load-tests/api-latency.ts [--events 20000] [--customers 4000] [--seconds 15] [--rate N] [--forward-rate N]
+ * `--dist` runs the instances from the compiled dist/ (`npm run build` first), as deployed; by default from the sources
+ * through tsx.
+ *
+ *   npx tsx load-tests/api-latency.ts [--events 20000] [--customers 4000] [--seconds 15] [--rate N] [--forward-rate N] [--dist]
  */
 import type { LoadResult } from './lib/open-loop.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,10 +55,40 @@ interface Child {
   stop(): Promise<void>;
 }
 
-async function startChild(brokers: string, stateDir: string, port: number, profileDir?: string): Promise<Child> {
-  // KAIROS_BENCH_PROFILE=<dir>: instance A writes a V8 CPU profile there when it stops.
-  const prof = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
-  const proc = spawn(process.execPath, [...prof, '--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'bin.ts'), 'start'], {
+/**
+ * The newest modification time of the compiled sources' inputs (src, schemas, topologies), to refuse a stale dist/.
+ */
+function newestSource(dir: string): number {
+  let newest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) newest = Math.max(newest, newestSource(path));
+    else if (e.name.endsWith('.ts') && !e.name.endsWith('.test.ts')) newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/**
+ * How an instance is started: `kairos start` from the compiled dist/ (`--dist`: as bin/kairos.js runs it when
+ * deployed), or from the TypeScript sources through tsx (the default). tsx compiles with esbuild's keepNames, which
+ * wraps every function expression in a call that defines its name: a closure made per request costs about 0.6 µs
+ * more than in the compiled build (load-tests/README.md, issue 17).
+ */
+function instanceCommand(dist: boolean): string[] {
+  if (!dist) return ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'bin.ts'), 'start'];
+  const main = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+  if (!existsSync(main)) throw new Error('--dist: dist/ is not built; run npm run build');
+  const built = statSync(main).mtimeMs;
+  if (['src', 'schemas', 'topologies'].some((d) => newestSource(join(REPO_ROOT, d)) > built)) throw new Error('--dist: dist/ is older than the sources; run npm run build');
+  return [join(REPO_ROOT, 'bin', 'kairos.js'), 'start'];
+}
+
+async function startChild(brokers: string, stateDir: string, port: number, command: readonly string[], profileDir?: string): Promise<Child> {
+  // KAIROS_BENCH_PROFILE=<dir>: instance A writes a V8 CPU profile there when it stops (KAIROS_BENCH_PROFILE_INTERVAL=<µs>:
+  // the sampling interval, default 1000).
+  const interval = process.env.KAIROS_BENCH_PROFILE_INTERVAL;
+  const prof = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir, ...(interval === undefined ? [] : ['--cpu-prof-interval', interval])];
+  const proc = spawn(process.execPath, [...prof, ...command], {
     cwd: REPO_ROOT,
     env: {
       ...process.env,
@@ -176,6 +209,7 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '15' },
       rate: { type: 'string' },
       'forward-rate': { type: 'string' },
+      dist: { type: 'boolean', default: false },
     },
   });
   const events = Number(values.events);
@@ -183,6 +217,7 @@ async function main(): Promise<void> {
   const seconds = Number(values.seconds);
   const rate = values.rate === undefined ? undefined : Number(values.rate);
   const forwardRate = values['forward-rate'] === undefined ? undefined : Number(values['forward-rate']);
+  const command = instanceCommand(values.dist);
   const cluster = await startMockCluster();
   const stateRoot = mkdtempSync(join(tmpdir(), 'kairos-bench-api-'));
   const children: Child[] = [];
@@ -209,9 +244,9 @@ async function main(): Promise<void> {
     await flush();
     await producer.disconnect();
     const brokers = cluster.brokers.join(',');
-    const a = await startChild(brokers, join(stateRoot, 'a'), await freePort(), process.env.KAIROS_BENCH_PROFILE);
+    const a = await startChild(brokers, join(stateRoot, 'a'), await freePort(), command, process.env.KAIROS_BENCH_PROFILE);
     children.push(a);
-    const b = await startChild(brokers, join(stateRoot, 'b'), await freePort());
+    const b = await startChild(brokers, join(stateRoot, 'b'), await freePort(), command);
     children.push(b);
     log(`instances A ${a.address} (pid ${a.proc.pid}) and B ${b.address} (pid ${b.proc.pid}) started; waiting until every customer is readable`);
     const all = [...ids];
@@ -288,7 +323,7 @@ async function main(): Promise<void> {
       [
         '',
         `== Kairos query API (2 instances, mock cluster; ${fmtInt(events)} events, ${fmtInt(readable.length)} customers, median body ${sizes[sizes.length >> 1] ?? 0} B) vs a bare fastify app serving the same bodies from a Map ==`,
-        `load: load-tests/lib/open-loop.ts in its own process, 64 keep-alive connections, ${seconds} s per phase; fixed rates open loop, latency from write to last byte (no correction)`,
+        `load: load-tests/lib/open-loop.ts in its own process, 64 keep-alive connections, ${seconds} s per phase; fixed rates open loop, latency from write to last byte (no correction); instances run ${values.dist ? 'from dist/ (compiled)' : 'from the sources (tsx)'}`,
         '| reads | target req/s | req/s | p50 ms | p99 ms | p99.9 ms | server CPU (of one core) | CPU µs/request | errors |',
         '|---|---|---|---|---|---|---|---|---|',
         ...results.map(row),
@@ -297,7 +332,7 @@ async function main(): Promise<void> {
         `ratios to the baseline: throughput ${x(ratios.throughput)} (goal >= 0.6); CPU per request flat out ${x(ratios.cpuPerRequestFlatOut)}, at ${fmtInt(half)} req/s ${x(ratios.cpuPerRequestAtHalf)} (goal <= 1.5)`,
         `at ${fmtInt(half)} req/s (half the baseline's max): p50 ${localHalf.p50} ms (goal <= 1), p99 ${localHalf.p99} ms (goal <= 5; baseline ${bareHalf.p99} ms); forwarded adds ${ratios.forwardedAddsP50Ms.toFixed(3)} ms at p50 at ${fmtInt(fwdRate)} req/s (goal <= 1)`,
         '',
-        JSON.stringify({ bench: 'api-latency', events, customers: readable.length, seconds, halfRate: half, idleCpuA: idleA, ratios, results }),
+        JSON.stringify({ bench: 'api-latency', runtime: values.dist ? 'dist' : 'tsx', events, customers: readable.length, seconds, halfRate: half, idleCpuA: idleA, ratios, results }),
         '',
       ].join('\n'),
     );
