@@ -151,6 +151,7 @@ export async function startInstance(
     ...(config.topicPartitions === undefined ? {} : { topicPartitions: config.topicPartitions }),
     punctuateIntervalMs: config.punctuateMs,
     commitIntervalMs: config.commitIntervalMs,
+    outputLingerMs: config.outputLingerMs,
     sessionTimeout: config.sessionTimeout,
     heartbeatInterval: config.heartbeatInterval,
     apiAddress: http.address,

@@ -69,6 +69,14 @@ export interface TaskEnv {
   readonly encode: (topic: string, value: unknown) => Promise<Buffer>;
   readonly clock: () => number;
   readonly commitIntervalMs: number;
+  /**
+   * A caught-up task whose outputs (triggers, audit records, repartition records, dead letters) have waited this
+   * long commits without waiting for the commit interval: outputs go out with their commit (the outbox), so the
+   * interval alone would hold a trigger back for up to a whole interval.
+   */
+  readonly outputLingerMs: number;
+  /** A commit that ran while the task processed on has landed (the runner then commits what became due meanwhile). */
+  readonly onCommitLanded: ((task: ActiveTask) => void) | undefined;
   readonly maxTaskIdleMs: number;
   /** How often consumed repartition records are deleted from the broker (ms). */
   readonly purgeIntervalMs: number;
@@ -167,8 +175,18 @@ export class ActiveTask {
 
   /** The sink for StreamTask output. */
   collect(topic: string, record: OutputRecord): void {
+    this.#outputsSince ??= Date.now();
     this.outputs.push({ topic, record });
   }
+
+  /** Dead letters and re-routed records, produced with the outputs. */
+  #pushRaw(t: TopicMessages): void {
+    this.#outputsSince ??= Date.now();
+    this.raw.push(t);
+  }
+
+  /** Wall time the oldest output not taken by a commit was written (undefined: none waiting). */
+  #outputsSince: number | undefined;
 
   /** Runs `fn` on the task after everything queued before it. */
   exclusive(fn: () => Promise<void>): Promise<void> {
@@ -253,7 +271,7 @@ export class ActiveTask {
     const d = r.decoded;
     if (!d.ok) {
       this.#env.metrics?.failed.inc({ topic: r.topic, reason: d.reason });
-      this.raw.push({
+      this.#pushRaw({
         topic: dlqTopic(r.topic),
         messages: [
           dlqMessage(
@@ -273,7 +291,7 @@ export class ActiveTask {
       headers[REROUTE_HEADERS.topic] = r.topic;
       headers[REROUTE_HEADERS.partition] = String(p);
       headers[REROUTE_HEADERS.offset] = m.offset;
-      this.raw.push({ topic: this.#env.rerouteTopic, messages: [{ key: m.key, value: m.value, partition: r.rerouteTo, timestamp: m.timestamp, headers }] });
+      this.#pushRaw({ topic: this.#env.rerouteTopic, messages: [{ key: m.key, value: m.value, partition: r.rerouteTo, timestamp: m.timestamp, headers }] });
       this.#env.metrics?.rerouted.inc({ topic: r.topic });
       this.#env.noteRerouted(r.topic, d.key ?? '', p, r.rerouteTo);
       this.task.state.setPosition(bufferTopic, p, consumed());
@@ -297,11 +315,22 @@ export class ActiveTask {
    * Work is pending and the commit interval has passed (or `force`). Also due: a task with nothing else to commit
    * than the outbox entries of its last commit (their outputs were acknowledged) once an interval has passed
    * since — one more commit deletes them, so a task that goes quiet does not leave its last outputs to be sent
-   * again by the next owner. A busy task's next commit deletes them anyway.
+   * again by the next owner. A busy task's next commit deletes them anyway. And due, sooner: a caught-up task
+   * whose outputs have waited `outputLingerMs`. Unless forced, never while the last commit is still writing:
+   * the task processes on, and the commit follows once that one has landed (`onCommitLanded`).
    */
   commitDue(force = false): boolean {
     if (!this.hasWork && this.#outboxKeys.length === 0) return false;
-    return force || Date.now() - this.lastCommitAt >= this.#env.commitIntervalMs;
+    if (force) return true;
+    if (this.#inflight !== undefined) return false;
+    const now = Date.now();
+    if (now - this.lastCommitAt >= this.#env.commitIntervalMs) return true;
+    return this.#outputsSince !== undefined && now - this.#outputsSince >= this.#env.outputLingerMs && this.group.caughtUp;
+  }
+
+  /** The last commit is still writing (at least once: it runs while the task processes on). */
+  get committing(): boolean {
+    return this.#inflight !== undefined;
   }
 
   /**
@@ -339,6 +368,7 @@ export class ActiveTask {
     this.lastCommitAt = Date.now();
     const outputs = this.outputs;
     const raw = this.raw;
+    this.#outputsSince = undefined;
     const byTopic = new Map<string, Message[]>();
     const now = String(Date.now());
     for (const o of outputs) {
@@ -367,6 +397,7 @@ export class ActiveTask {
       // commit from the outbox (#outboxUnsent), before it as outputs again.
       this.outputs = [...outputs, ...this.outputs];
       this.raw = [...raw, ...this.raw];
+      if (outputs.length > 0 || raw.length > 0) this.#outputsSince ??= Date.now();
       this.pending = true;
     };
     if (this.txProducer) {
@@ -422,9 +453,16 @@ export class ActiveTask {
       await writes;
       return;
     }
-    this.#inflight = writes.catch((err: unknown) => {
-      this.#log.warn({ err: (err as Error).message }, 'commit failed; its changes and outputs go with the next one');
-    });
+    const inflight: Promise<void> = writes
+      .catch((err: unknown) => {
+        this.#log.warn({ err: (err as Error).message }, 'commit failed; its changes and outputs go with the next one');
+      })
+      .then(() => {
+        if (this.#inflight !== inflight) return;
+        this.#inflight = undefined;
+        if (!this.closed) this.#env.onCommitLanded?.(this);
+      });
+    this.#inflight = inflight;
   }
 
   #counted(outputs: readonly PendingOutput[], raw: readonly TopicMessages[]): void {

@@ -94,6 +94,13 @@ export interface KafkaRunnerOptions {
    */
   readonly commitIntervalMs?: number;
   /**
+   * A caught-up task commits once its oldest output not yet committed (a trigger, an audit record, a repartition
+   * record, a dead letter) has waited this long, without waiting for the commit interval: outputs go out after
+   * their commit (the outbox), so the interval alone would hold them back for up to a whole interval. Commits
+   * never queue up behind each other: while one is writing, outputs gather for the next. @default 20
+   */
+  readonly outputLingerMs?: number;
+  /**
    * How many partitions' batches the consumer hands over at once (kafkajs partitionsConsumedConcurrently):
    * tasks are independent, and while one waits (a commit's round trips, RocksDB reads) another processes.
    * A task's batches stay in order. @default 4
@@ -282,6 +289,12 @@ export class KafkaRunner {
       encode: (topic, value) => this.#encode(topic, value),
       clock: this.#o.clock ?? Date.now,
       commitIntervalMs: this.#commitIntervalMs,
+      outputLingerMs: this.#o.outputLingerMs ?? 20,
+      onCommitLanded: (task) => {
+        // What became due while the commit was writing (outputs that lingered, the interval) commits now
+        // rather than with the next batch or punctuation.
+        if (task.commitDue(false)) void this.#commitTogether(task, false).catch((err: unknown) => this.#log.warn({ err, partition: task.partition }, 'commit failed; retried with the next one'));
+      },
       maxTaskIdleMs: this.#o.maxTaskIdleMs ?? 60_000,
       purgeIntervalMs: this.#o.purgeIntervalMs ?? 30_000,
       onOutput: this.#o.onOutput,
@@ -421,7 +434,8 @@ export class KafkaRunner {
       if (!this.#opened.has(p) || !this.#assigned.has(p)) continue;
       const h = await hp.catch(() => undefined);
       // Tasks with work join the commit; a task whose only work is deleting its last outbox entries once it is due.
-      if (h && !h.closed && h !== due && (h.hasWork || h.commitDue(false))) tasks.push(h);
+      // Not a task whose last commit is still writing: joining would hold its processing until that one landed.
+      if (h && !h.closed && h !== due && !h.committing && (h.hasWork || h.commitDue(false))) tasks.push(h);
     }
     if (due === undefined) {
       // Punctuation: only the tasks whose interval has passed decide; the rest join them.

@@ -177,3 +177,30 @@ test('a task that goes quiet deletes its last outbox entries with one more commi
     dir.remove();
   }
 });
+
+test('a caught-up task commits once its outputs have lingered outputLingerMs: a trigger does not wait for the commit interval (60 s here)', async () => {
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'klinger';
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '2s' } } } }), app);
+  const r = runner(dir.dir, { topology, groupId: 'kairos-klinger', commitIntervalMs: 60_000, outputLingerMs: 20 });
+  try {
+    await r.start();
+    const customers = Array.from({ length: 4 }, (_, i) => `lg${i}`);
+    await produce(kafka, 'shop.basket.v1', customers.map((c) => ({ key: c, value: JSON.stringify(added(c, Date.now())) })));
+    // Without the linger no commit happens before 60 s of the task's life, and outputs leave only with a commit:
+    // nothing could arrive within this wait.
+    const got = await collect(kafka, ['crm.triggers.v1'], (all) => all.filter((m) => json<Trigger>(m.message).customerId.startsWith('lg')).length >= customers.length, 25_000);
+    assert.deepEqual(
+      got
+        .map((m) => json<Trigger>(m.message))
+        .filter((t) => t.customerId.startsWith('lg'))
+        .map((t) => `${t.customerId} ${t.type}`)
+        .sort(),
+      customers.map((c) => `${c} BASKET_ABANDONED`),
+    );
+  } finally {
+    await r.stop();
+    dir.remove();
+  }
+});
