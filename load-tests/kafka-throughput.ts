@@ -57,6 +57,7 @@
  *                          [--rate 2000] [--seconds 20] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]
  *                          [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N]
  *                          [--max-task-idle-ms N] [--campaigns campaigns.json] [--brokers host:port] [--no-baseline]
+ *                          [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases)]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -141,6 +142,8 @@ interface Options {
   readonly partitionsConcurrently: number | undefined;
   /** KafkaRunner commitIntervalMs (KAIROS_COMMIT_INTERVAL_MS for children; the runner's default when undefined). */
   readonly commitIntervalMs: number | undefined;
+  /** KafkaRunner outputLingerMs in both phases (KAIROS_OUTPUT_LINGER_MS for children; the runner's default when undefined). */
+  readonly outputLingerMs: number | undefined;
   /** KafkaRunner maxTaskIdleMs (inproc only; the runner's default when undefined). */
   readonly maxTaskIdleMs: number | undefined;
   /** Campaign config of both phases (--campaigns file; default: every topology, guards off). */
@@ -173,6 +176,7 @@ function parseOptions(argv: readonly string[]): Options {
       'partitions-concurrently': { type: 'string' },
       'max-task-idle-ms': { type: 'string' },
       'commit-interval-ms': { type: 'string' },
+      'output-linger-ms': { type: 'string' },
       campaigns: { type: 'string' },
       'timeout-sec': { type: 'string' },
       brokers: { type: 'string' },
@@ -187,7 +191,8 @@ function parseOptions(argv: readonly string[]): Options {
       'usage: tsx load-tests/kafka-throughput.ts [--events 200000] [--customers 20000] [--seed 42] [--instances 1] [--mode inproc|child]\n' +
         '         [--rate 2000] [--seconds 20 (0 = no latency phase)] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]\n' +
         '         [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n' +
-        '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n',
+        '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n' +
+        '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 100)]\n',
     );
     process.exit(0);
   }
@@ -237,6 +242,7 @@ function parseOptions(argv: readonly string[]): Options {
     partitionsConcurrently,
     maxTaskIdleMs,
     commitIntervalMs: values['commit-interval-ms'] === undefined ? undefined : parseCount('commit-interval-ms', values['commit-interval-ms'], 500),
+    outputLingerMs: values['output-linger-ms'] === undefined ? undefined : parseCount('output-linger-ms', values['output-linger-ms'], 100),
     campaigns,
     campaignsSource: values.campaigns ?? 'default: every topology, guards off',
     profile,
@@ -340,6 +346,7 @@ interface PhaseConfig {
   readonly idleAdvanceMs: number | undefined;
   /** The runner's default when undefined. */
   readonly commitIntervalMs?: number | undefined;
+  readonly outputLingerMs?: number | undefined;
 }
 
 interface Instance {
@@ -498,6 +505,7 @@ async function startInproc(
         ...(cfg.punctuateMs === undefined ? {} : { punctuateIntervalMs: cfg.punctuateMs }),
         ...(cfg.idleAdvanceMs === undefined ? {} : { idleAdvanceMs: cfg.idleAdvanceMs }),
         ...(cfg.commitIntervalMs === undefined ? {} : { commitIntervalMs: cfg.commitIntervalMs }),
+        ...(cfg.outputLingerMs === undefined ? {} : { outputLingerMs: cfg.outputLingerMs }),
       }),
   );
   const started: KafkaRunner[] = [];
@@ -619,6 +627,7 @@ async function startChildren(brokers: readonly string[], stateRoot: string, k: n
     ...(cfg.punctuateMs === undefined ? {} : { KAIROS_PUNCTUATE_MS: String(cfg.punctuateMs) }),
     ...(cfg.idleAdvanceMs === undefined ? {} : { KAIROS_IDLE_ADVANCE_MS: String(cfg.idleAdvanceMs) }),
     ...(cfg.commitIntervalMs === undefined ? {} : { KAIROS_COMMIT_INTERVAL_MS: String(cfg.commitIntervalMs) }),
+    ...(cfg.outputLingerMs === undefined ? {} : { KAIROS_OUTPUT_LINGER_MS: String(cfg.outputLingerMs) }),
   });
   const results = await Promise.allSettled(Array.from({ length: k }, (_, i) => startChild(env(i), `child-${i}`, cleanup)));
   const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
@@ -945,7 +954,7 @@ async function catchUp(
   cluster: BrokerSet,
   cleanup: Cleanup,
 ): Promise<CatchUp> {
-  const cfg: PhaseConfig = { label: 'catch-up', campaigns: o.campaigns, punctuateMs: undefined, idleAdvanceMs: undefined, commitIntervalMs: o.commitIntervalMs };
+  const cfg: PhaseConfig = { label: 'catch-up', campaigns: o.campaigns, punctuateMs: undefined, idleAdvanceMs: undefined, commitIntervalMs: o.commitIntervalMs, outputLingerMs: o.outputLingerMs };
   // What the runner reads: the topology's external sources, and its internal repartition topics (written and
   // read back by the runner itself, so their end offsets move while it catches up).
   const { external, repartition } = topicsOf(cfg.campaigns);
@@ -1163,6 +1172,7 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
     campaigns: withGap(o.campaigns, o.gap),
     punctuateMs: o.punctuateMs,
     idleAdvanceMs: o.idleAdvanceMs,
+    outputLingerMs: o.outputLingerMs,
   };
   const triggersBefore = sumOffsets(await endOffsets(admin, [TRIGGERS]));
   log(`latency: restarting ${o.instances} instance(s) with inactivityGap ${o.gap}, punctuation ${o.punctuateMs} ms, idle advance ${o.idleAdvanceMs} ms`);
@@ -1569,6 +1579,7 @@ function report(
   p(`mode         ${o.instances} instance(s), ${o.mode === 'inproc' ? 'in this process (one event loop)' : 'child processes (node --import tsx src/cli/bin.ts start)'}; group ${GROUP}; maxWaitTimeInMs 100; idempotent false; sessionTimeout ${SESSION_TIMEOUT_MS} ms, heartbeat ${HEARTBEAT_MS} ms`);
   p(`campaigns    ${o.campaignsSource}; the latency phase sets basket-abandonment inactivityGap ${o.gap}`);
   if (o.commitIntervalMs !== undefined) p(`setting      KafkaRunner commitIntervalMs ${o.commitIntervalMs} in the catch-up`);
+  if (o.outputLingerMs !== undefined) p(`setting      KafkaRunner outputLingerMs ${o.outputLingerMs} in both phases`);
   if (o.maxTaskIdleMs !== undefined) p(`setting      KafkaRunner maxTaskIdleMs ${o.maxTaskIdleMs} (the runner's default is 2000)`);
   if (o.partitionsConcurrently !== undefined) {
     p(`EXPERIMENT   the runner's consumer runs with partitionsConsumedConcurrently ${o.partitionsConcurrently} (overriding the runner's own value through the client wrapper)`);
@@ -1686,6 +1697,7 @@ function report(
       ...(o.partitionsConcurrently === undefined ? {} : { partitionsConsumedConcurrently: o.partitionsConcurrently }),
       ...(o.maxTaskIdleMs === undefined ? {} : { maxTaskIdleMs: o.maxTaskIdleMs }),
       ...(o.commitIntervalMs === undefined ? {} : { commitIntervalMs: o.commitIntervalMs }),
+      ...(o.outputLingerMs === undefined ? {} : { outputLingerMs: o.outputLingerMs }),
       producedByTopic: pr.byTopic,
       produceMs: Math.round(pr.produceMs),
       producePerSec: Math.round(total / (pr.produceMs / 1000)),
