@@ -5,14 +5,14 @@
  * `directAnswers: false` and no `readerNow` (every answer through fastify's reply, after the awaited reader), asked
  * the same requests over real sockets and compared byte for byte (status line, every header in its order, body;
  * only `Date` is left out, Node writes it from its own clock). Covered: hits and misses, PII and non-PII keys,
- * customer tokens, 401, 403, 404, 400, 429 with Retry-After, a standby copy, no stream time yet (null), the triggers route, HEAD, and the metrics both apps count.
+ * customer tokens, 401, 403, 404, 400, 429 with Retry-After, a standby copy, no stream time yet (null), the triggers, watchers and wishers routes, HEAD, and the metrics both apps count.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
-import type { BasketEvent, CustomerProfile } from '../../schemas/contract.js';
+import type { BasketEvent, CustomerProfile, WishlistEvent } from '../../schemas/contract.js';
 import { signCustomerToken, type AuthConfig } from '../../src/api/auth.js';
 import { createApiApp, registerApi, type QueryBackend } from '../../src/api/server.js';
 import { CustomerViewCache } from '../../src/api/view-cache.js';
@@ -56,6 +56,8 @@ before(async () => {
     await driver.pipe('crm.customers.v1', c, profile(c), { timestamp: T0 });
     const add: BasketEvent = { eventId: `b${i}`, customerId: c, occurredAt: T0 + i, type: 'ITEM_ADDED', sku: 'jacket-m', productId: 'jacket', quantity: 1, unitPrice: { amount: 10000, currency: 'EUR' } };
     await driver.pipe('shop.basket.v1', c, add);
+    const wish: WishlistEvent = { eventId: `w${i}`, customerId: c, occurredAt: T0 + i, type: 'ITEM_ADDED', productId: 'jacket', ...(i % 2 === 0 ? { sku: 'jacket-m' } : {}) };
+    await driver.pipe('shop.wishlist.v1', c, wish);
   }
   // anna's basket is abandoned (a trigger and a decision); bert and carl keep pending timers.
   await driver.advanceStreamTime(T0 + 31 * 60_000);
@@ -154,6 +156,10 @@ test('200 answers (misses, then hits from the view cache) are the bytes fastify 
   assert.ok(views.hits >= 9 && views.misses >= 6, `view cache hits ${views.hits}, misses ${views.misses}`);
   assert.match(await same('/v1/customers/bert/triggers?type=BASKET_ABANDONED', key, 'triggers route'), /^HTTP\/1\.1 200 OK/);
   assert.match(await same('/v1/customers/anna/triggers', piiKey, 'triggers route, PII key'), /^HTTP\/1\.1 200 OK/);
+  assert.match(await same('/v1/products/jacket-m/watchers', key, 'watchers route'), /^HTTP\/1\.1 200 OK[^]*"count":3/);
+  assert.match(await same('/v1/products/jacket-m/watchers?limit=1', key, 'watchers route, a page'), /"nextCursor":"/);
+  assert.match(await same('/v1/products/by-id/jacket/wishers?sku=jacket-m', key, 'wishers route'), /^HTTP\/1\.1 200 OK[^]*"wishlist":\{"count":3/);
+  assert.equal(statusOf(await same('/v1/products/by-id/nothing/wishers', key, 'wishers route, none')), 404);
 });
 
 test('errors are the same answers: 400, 401, 403, 404, 429 with Retry-After', async () => {
