@@ -122,6 +122,7 @@ export class StreamTask {
     for (const store of this.#prefetchStores) this.#prefetchTopics.set(store, this.#topicsReaching(store));
     this.#loopback = new Set(opts.loopbackRepartition ? this.#topology.repartitionTopics : []);
     this.#repartitionTopics = new Set(this.#topology.repartitionTopics);
+    state.onPrepare(() => this.#persistTimers());
   }
 
   /** Every store a task of `topology` holds: the topology's stores plus the internal timer and outbox stores. */
@@ -177,9 +178,11 @@ export class StreamTask {
    * keyed by the record key (`keyedByRecordKey`). Runners call it with a batch before processing it.
    */
   async prefetch(records: Iterable<{ readonly topic: string; readonly key: string | null }>): Promise<void> {
-    if (this.#prefetchStores.length === 0) return;
+    if (!this.#anyToFetch()) return;
     const list = [...records];
     for (const store of this.#prefetchStores) {
+      // A complete store (everything it holds is cached) has nothing to load.
+      if (this.state.isComplete(store)) continue;
       // Only keys of topics whose records reach a processor of this store (a sku-keyed catalog record never
       // reads a customer-keyed store).
       const topics = this.#prefetchTopics.get(store);
@@ -187,6 +190,12 @@ export class StreamTask {
       for (const r of list) if (r.key !== null && topics?.has(r.topic)) keys.push(r.key);
       if (keys.length > 0) await this.state.prefetch(store, keys);
     }
+  }
+
+  /** Whether a store keyed by record key may hold keys in RocksDB that its cache does not (else no prefetch is needed). */
+  #anyToFetch(): boolean {
+    for (const store of this.#prefetchStores) if (!this.state.isComplete(store)) return true;
+    return false;
   }
 
   /** Per store keyed by record key: the source topics whose records reach one of its processors directly. */
@@ -268,7 +277,7 @@ export class StreamTask {
     for (;;) {
       const t = this.#timers.popDue('stream-time', time);
       if (!t) break;
-      await this.#prefetchTimers(t, 'stream-time', time);
+      if (!this.#timersFetched.delete(t) && this.#anyToFetch()) await this.#prefetchTimers(t, 'stream-time', time);
       // Stream time steps through each timer, so a timer sees the time it was due at.
       this.state.streamTime = t.time;
       await this.#fire(t);
@@ -288,7 +297,7 @@ export class StreamTask {
     for (;;) {
       const t = this.#timers.popDue('wall-clock', now);
       if (!t) break;
-      await this.#prefetchTimers(t, 'wall-clock', now);
+      if (!this.#timersFetched.delete(t) && this.#anyToFetch()) await this.#prefetchTimers(t, 'wall-clock', now);
       await this.#fire(t);
       fired++;
     }
@@ -309,10 +318,10 @@ export class StreamTask {
   /**
    * Before a timer fires whose key was not loaded ahead: loads, with one multi-get per store, the keys of it
    * and of the next due timers (up to a chunk), so a wave of firings (abandonment at the end of a quiet spell,
-   * a restored task catching up) does not read RocksDB one key at a time.
+   * a restored task catching up) does not read RocksDB one key at a time. Callers skip it for a timer loaded
+   * with an earlier chunk (`#timersFetched`) and when no store needs loading.
    */
   async #prefetchTimers(t: QueuedTimer, domain: TimerDomain, upTo: number): Promise<void> {
-    if (this.#timersFetched.delete(t) || this.#prefetchStores.length === 0) return;
     this.#timersFetched.clear();
     const due = this.#timers.peekDue(domain, upTo, PREFETCH_CHUNK);
     for (const d of due) this.#timersFetched.add(d);
@@ -436,14 +445,30 @@ export class StreamTask {
     const q: QueuedTimer = { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) };
     // Replaces a pending timer of the same id in place.
     this.#timers.add(q);
-    const persisted: PersistedTimer = { node, name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) };
-    this.state.put(TIMER_STORE, id, persisted);
+    this.#timerChanges.add(id);
+  }
+
+  /**
+   * Ids of timers registered, cancelled or fired since the last commit. The queue is the timers' truth while the
+   * task runs; each commit writes the latest of every changed id into the timer store (`#persistTimers`), so a
+   * timer re-armed on every event (a session's inactivity) costs one store write per commit, not per event.
+   */
+  readonly #timerChanges = new Set<string>();
+
+  /** Called by the state at the start of each commit: the changed timers become store writes of that commit. */
+  #persistTimers(): void {
+    for (const id of this.#timerChanges) {
+      const t = this.#timers.get(id);
+      if (t === undefined) this.state.delete(TIMER_STORE, id);
+      else this.state.put(TIMER_STORE, id, { node: t.node, name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) } satisfies PersistedTimer);
+    }
+    this.#timerChanges.clear();
   }
 
   /** @internal */
   cancelTimer(node: string, name: string, key: string): void {
     const id = timerId(node, name, key);
-    if (this.#timers.remove(id)) this.state.delete(TIMER_STORE, id);
+    if (this.#timers.remove(id)) this.#timerChanges.add(id);
   }
 
   /** @internal */
@@ -496,7 +521,7 @@ export class StreamTask {
         // What the looped-back records (keyed anew, e.g. a wave's page of customers) will read, in one go.
         const records = this.#unfetched;
         this.#unfetched = [];
-        await this.prefetch(records);
+        if (this.#anyToFetch()) await this.prefetch(records);
       }
       const next = this.#queue.shift() as Pending;
       const p = this.#processors.get(next.node) as Processor<unknown, unknown>;
@@ -505,7 +530,7 @@ export class StreamTask {
   }
 
   async #fire(t: QueuedTimer): Promise<void> {
-    this.state.delete(TIMER_STORE, t.id);
+    this.#timerChanges.add(t.id);
     const p = this.#processors.get(t.node);
     if (!p?.onTimer) {
       this.#opts.logger.warn({ timer: t.name, node: t.node }, 'timer for a processor without onTimer dropped');

@@ -248,6 +248,7 @@ export class TaskState {
   #closed = false;
   /** The local write of the last commit, while it runs (CommitOptions.background). */
   #writing: Promise<void> | undefined;
+  #beforePrepare: (() => void) | undefined;
 
   private constructor(db: RocksDb, options: TaskStateOptions) {
     this.#db = db;
@@ -427,6 +428,22 @@ export class TaskState {
   }
 
   /**
+   * Called at the start of every commit, before it takes the changes: a writer that buffers its own (the task's
+   * timers, whose queue is their truth while the task runs) puts them into the state then.
+   */
+  onPrepare(fn: () => void): void {
+    this.#beforePrepare = fn;
+  }
+
+  /**
+   * Whether everything the store holds is in the cache (a fresh task, e.g. a replay, until its budget evicts a
+   * live entry): its reads, scans and prefetches never touch RocksDB.
+   */
+  isComplete(store: string): boolean {
+    return this.#store(store).complete;
+  }
+
+  /**
    * Loads the keys not in the cache with one RocksDB multi-get, so the following gets hit the cache. Keys
    * written meanwhile keep their newer value.
    */
@@ -594,6 +611,7 @@ export class TaskState {
     // One commit at a time, in order; a failed background write fails this commit.
     if (this.#writing) await this.#landed();
     await this.#sweepExpired(options.sweepLimit ?? 1000);
+    this.#beforePrepare?.();
     const ops: BatchOp[] = [];
     const entries: ChangelogEntry[] = [];
     const streamTime = this.#streamTime;
