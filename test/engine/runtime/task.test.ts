@@ -229,3 +229,38 @@ test('idle advance needs a known lag: a task that has seen no record never jumps
     t.remove();
   }
 });
+
+test('timers reach the timer store with each commit (the queue holds them in between): a timer re-armed 50 times is one write, its latest; fired ones are deletes; restored, the pending one fires', async () => {
+  const log = new MemoryChangelog();
+  const timerWrites: string[] = [];
+  const counting = {
+    send(task: string, entries: Parameters<MemoryChangelog['send']>[1]): Promise<void> {
+      for (const e of entries) if (e.store === '_timers') timerWrites.push(e.value === null ? 'delete' : JSON.parse(e.value.subarray(8).toString('utf8')).time);
+      return log.send(task, entries);
+    },
+  };
+  const d1 = await TopologyTestDriver.create(topology(), { changelog: counting, commitEachRecord: false });
+  for (let i = 0; i < 50; i++) await d1.pipe('events', 'a', ev(String(i), 1000 + i));
+  await d1.task.commit();
+  assert.deepEqual(timerWrites, [1149], '50 registrations of one timer between commits: its last');
+  // Armed and fired between two commits (b at 2000, fired by c's record at 2200): only a delete, as before.
+  timerWrites.length = 0;
+  await d1.pipe('events', 'b', ev('b', 2000));
+  await d1.pipe('events', 'c', ev('c', 2200));
+  await d1.task.commit();
+  assert.deepEqual(timerWrites.map(String).sort(), ['2300', 'delete', 'delete'], 'a fired (its 1149 < 2000), b fired (2100 < 2200), c armed');
+  await d1.close();
+  const t = tempDir();
+  try {
+    const d2 = await TopologyTestDriver.create(topology(), { stateDir: t.dir });
+    await d2.task.state.restoreFrom(log);
+    await d2.restart();
+    assert.deepEqual(d2.timers('c').map((x) => x.time), [2300]);
+    assert.deepEqual(d2.timers('a'), []);
+    await d2.advanceStreamTime(2300);
+    assert.deepEqual(d2.readOutput<string>('quiet').map((o) => o.value), ['C:1@2300']);
+    await d2.close();
+  } finally {
+    t.remove();
+  }
+});
