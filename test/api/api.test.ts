@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import type { BasketEvent, CatalogEvent, CustomerProfile, WishlistEvent } from '../../schemas/contract.js';
-import { signCustomerToken, type AuthConfig } from '../../src/api/auth.js';
+import { signCustomerToken } from '../../src/api/auth.js';
+import { PII_KEY, READ_KEY, SECRET, testAuth } from '../support/api-auth.js';
 import { createApiApp, registerApi, type QueryBackend } from '../../src/api/server.js';
 import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
@@ -17,9 +18,6 @@ import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 
 const HOUR = 3_600_000;
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
-const SECRET = 'a-test-secret-of-at-least-32-characters!';
-const READ_KEY = 'read-key-0123456789';
-const PII_KEY = 'pii-key-0123456789ab';
 
 let driver: TopologyTestDriver;
 let app: FastifyInstance;
@@ -66,7 +64,7 @@ before(async () => {
     owner: () => (mode === 'owner' ? 'self:1' : null),
     reader: () => Promise.resolve(mode === 'moving' ? undefined : reader(mode === 'standby' ? 'standby' : 'active')),
   };
-  const auth: AuthConfig = { mode: 'required', keys: [{ name: 'frontend', key: READ_KEY, scopes: new Set(['read']) }, { name: 'crm', key: PII_KEY, scopes: new Set(['read', 'pii']) }], tokenSecret: SECRET };
+  const auth = testAuth();
   app = createApiApp();
   await registerApi(app, { backend, auth, self: () => 'self:1', rateLimitService: 10_000, rateLimitCustomer: 1000, forwardTimeoutMs: 1000 }, registry);
   base = await app.listen({ port: 0, host: '127.0.0.1' });

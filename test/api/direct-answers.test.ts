@@ -13,7 +13,8 @@ import { connect } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import type { BasketEvent, CustomerProfile, WishlistEvent } from '../../schemas/contract.js';
-import { signCustomerToken, type AuthConfig } from '../../src/api/auth.js';
+import { signCustomerToken } from '../../src/api/auth.js';
+import { PII_KEY, READ_KEY, SECRET, testAuth } from '../support/api-auth.js';
 import { createApiApp, registerApi, type QueryBackend } from '../../src/api/server.js';
 import { CustomerViewCache } from '../../src/api/view-cache.js';
 import { buildTopology } from '../../src/app/topology.js';
@@ -23,10 +24,7 @@ import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 
 const HOUR = 3_600_000;
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
-const SECRET = 'a-test-secret-of-at-least-32-characters!';
-const READ_KEY = 'read-key-0123456789';
-const PII_KEY = 'pii-key-0123456789ab';
-const auth: AuthConfig = { mode: 'required', keys: [{ name: 'frontend', key: READ_KEY, scopes: new Set(['read']) }, { name: 'crm', key: PII_KEY, scopes: new Set(['read', 'pii']) }], tokenSecret: SECRET };
+const auth = testAuth();
 
 /** The apps' clock (rate-limit windows, token times): fixed, so both count the same windows. */
 let now = T0 + HOUR;

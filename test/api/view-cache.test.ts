@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import type { BasketEvent, CustomerProfile, WishlistEvent } from '../../schemas/contract.js';
-import { signCustomerToken, type AuthConfig } from '../../src/api/auth.js';
+import { signCustomerToken } from '../../src/api/auth.js';
+import { PII_KEY, READ_KEY, SECRET, testAuth } from '../support/api-auth.js';
 import { createApiApp, registerApi, type QueryBackend } from '../../src/api/server.js';
 import { CustomerViewCache } from '../../src/api/view-cache.js';
 import { CUSTOMER_STORES } from '../../src/api/views.js';
@@ -26,10 +27,7 @@ import { tempDir } from '../helpers.js';
 
 const MIN = 60_000;
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
-const SECRET = 'a-test-secret-of-at-least-32-characters!';
-const READ_KEY = 'read-key-0123456789';
-const PII_KEY = 'pii-key-0123456789ab';
-const auth: AuthConfig = { mode: 'required', keys: [{ name: 'frontend', key: READ_KEY, scopes: new Set(['read']) }, { name: 'crm', key: PII_KEY, scopes: new Set(['read', 'pii']) }], tokenSecret: SECRET };
+const auth = testAuth();
 
 const profile = (id: string, updatedAt: number): CustomerProfile => ({
   customerId: id,
