@@ -16,6 +16,7 @@
 import type { Admin, Consumer, IHeaders, KafkaMessage, Message, Producer, Transaction } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { OutputRecord } from '../engine/api/record.js';
+import type { PrefetchRecord } from '../engine/api/stores.js';
 import type { StreamTask } from '../engine/runtime/task.js';
 import type { PreparedCommit } from '../engine/state/task-state.js';
 import { fromOutbox, OUTBOX_STORE, outboxKey, toOutbox, type OutboxEntry } from '../engine/state/outbox.js';
@@ -155,7 +156,7 @@ export class ActiveTask {
   #outboxUnsent: TopicMessages[] = [];
   #outboxSeq = 0;
   /** Keys of buffered records not loaded yet (prefetched by the next drain). */
-  #unfetched: { topic: string; key: string | null }[] = [];
+  #unfetched: PrefetchRecord[] = [];
   /** Serialises batches, punctuation and close on this task. */
   #chain: Promise<void> = Promise.resolve();
   closed = false;
@@ -235,7 +236,7 @@ export class ActiveTask {
   add(topic: string, items: readonly { record: Fetched; timestamp: number }[]): void {
     this.group.add(topic, items);
     for (const { record: r } of items) {
-      if (r.decoded.ok && r.rerouteTo === undefined) this.#unfetched.push({ topic: r.topic, key: r.decoded.key });
+      if (r.decoded.ok && r.rerouteTo === undefined) this.#unfetched.push({ topic: r.topic, key: r.decoded.key, value: r.decoded.value });
     }
   }
 

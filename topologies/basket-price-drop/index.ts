@@ -6,7 +6,7 @@
  *   triggers, audit ◄── .notify (customer task) ◄── to-customer repartition ◄──┘
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
+import { jsonCodec, keyValueStore, type PrefetchRecord, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
 import type { BasketEvent, CatalogEvent, CustomerProfile, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { Duration, toMs } from '../../src/config/duration.js';
 import { applyBasketEvent, type BasketItem } from '../basket-abandonment/index.js';
@@ -271,14 +271,40 @@ export const customersStore = keyValueStore(`${NAME}.customers`, jsonCodec<Custo
   doc: 'customerId → basket lines (with add price) and last notified price per sku',
   keyedByRecordKey: true,
 });
+/** The subscription change a record for the index carries (a by-sku record), if it is one. */
+function subscriptionOf(r: PrefetchRecord): SubscriptionChange | undefined {
+  if (r.topic === CATALOG_TOPIC || r.value === null || typeof r.value !== 'object') return undefined;
+  const v = r.value as Partial<SubscriptionChange>;
+  return typeof v.customerId === 'string' && typeof v.sku === 'string' ? (v as SubscriptionChange) : undefined;
+}
+
+// The index's stores are keyed by sku or sku + customer: a fetched batch loads the keys its records will read
+// (`prefetchKey`) with one multi-get each, as the customer-keyed stores are (a restored or long-running sku task
+// read them one awaited RocksDB get at a time: two per subscription change of a new customer).
 export const subscribersStore = keyValueStore(`${NAME}.subscribers`, jsonCodec<Subscriber>(), {
   doc: 'sku \\0 customerId → since, reference price: the sku → customers index',
+  prefetchKey: (r) => {
+    const c = subscriptionOf(r);
+    return c === undefined || (c.op === 'unsubscribe' && c.erase === true) ? undefined : subscriberKey(c.sku, c.customerId);
+  },
 });
-export const skusStore = keyValueStore(`${NAME}.skus`, jsonCodec<SkuState>(), { doc: 'sku → last catalog price and stock' });
+export const skusStore = keyValueStore(`${NAME}.skus`, jsonCodec<SkuState>(), {
+  doc: 'sku → last catalog price and stock',
+  // Catalog records and subscription changes are keyed by sku.
+  prefetchKey: (r) => r.key ?? undefined,
+});
 export const endedStore = keyValueStore(`${NAME}.ended`, jsonCodec<Subscriber>(), {
   doc: 'sku \\0 customerId → watches that ended, kept for price events older than their end that reach the index later',
+  prefetchKey: (r) => {
+    const c = subscriptionOf(r);
+    return c?.op === 'unsubscribe' && c.erase !== true ? subscriberKey(c.sku, c.customerId) : undefined;
+  },
 });
-export const fanoutStore = keyValueStore(`${NAME}.fanout`, jsonCodec<FanoutCursor>(), { doc: 'sku → the fan-out wave in progress (cursor)' });
+export const fanoutStore = keyValueStore(`${NAME}.fanout`, jsonCodec<FanoutCursor>(), {
+  doc: 'sku → the fan-out wave in progress (cursor)',
+  // A catalog record first catches up the sku's running wave.
+  prefetchKey: (r) => (r.topic === CATALOG_TOPIC ? (r.key ?? undefined) : undefined),
+});
 
 export function subscriberKey(sku: string, customerId: string): string {
   return `${sku}${SEP}${customerId}`;

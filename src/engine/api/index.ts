@@ -5,6 +5,7 @@ export type {
   KeyValue,
   KeyValueStore,
   KeyValueStoreSpec,
+  PrefetchRecord,
   ReadOnlyKeyValueStore,
   SessionEntry,
   SessionStore,

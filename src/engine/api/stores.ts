@@ -104,6 +104,21 @@ export interface KeyValueStoreSpec<V> extends StoreSpecBase<'key-value', V> {
    * batch of records from RocksDB in one multi-get before processing it, instead of one read per record.
    */
   readonly keyedByRecordKey?: boolean;
+  /**
+   * For a store keyed by something else: the key it is read with when a record of a topic reaching its
+   * processors is processed, where the record tells (e.g. `sku \0 customerId` of a subscription change keyed
+   * by sku). Runners load these keys with the batch's multi-get, as for `keyedByRecordKey`. Undefined: nothing
+   * to load ahead. Only an optimization: a wrong or missing key costs a read, never a wrong answer; a function
+   * that throws is ignored.
+   */
+  readonly prefetchKey?: (record: PrefetchRecord) => string | undefined;
+}
+
+/** What `prefetchKey` sees of a record: it runs before the record is processed, on the fetched batch. */
+export interface PrefetchRecord {
+  readonly topic: string;
+  readonly key: string | null;
+  readonly value: unknown;
 }
 export interface WindowStoreSpec<V> extends StoreSpecBase<'window', V> {
   readonly windowSizeMs: number;

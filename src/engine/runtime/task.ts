@@ -8,7 +8,7 @@ import { KairosError } from '../../errors.js';
 import type { TimerInfo } from '../state/reader.js';
 import type { Processor, ProcessorContext, StoreSpecLike, Timer, TimerData, TimerDomain, TimerService } from '../api/processor.js';
 import type { OutputRecord, RecordOrigin, StreamRecord } from '../api/record.js';
-import type { KeyValueStoreSpec, StoreOf, StoreSpec } from '../api/stores.js';
+import type { KeyValueStoreSpec, PrefetchRecord, StoreOf, StoreSpec } from '../api/stores.js';
 import { jsonCodec } from '../api/codecs.js';
 import type { ProcessorNode, Topology } from '../api/topology.js';
 import type { ChangelogWriter } from '../state/changelog.js';
@@ -97,8 +97,10 @@ export class StreamTask {
   #unfetched: StreamRecord[] = [];
   /** Timers whose keys were prefetched ahead of their firing. */
   readonly #timersFetched = new Set<QueuedTimer>();
+  /** Stores keyed by the record key (prefetched per batch, erased with the key). */
   readonly #prefetchStores: string[] = [];
-  readonly #prefetchTopics = new Map<string, ReadonlySet<string>>();
+  /** What a batch loads ahead: per store, the topics whose records reach its processors and the key each reads. */
+  readonly #fetchPlans: { readonly store: string; readonly topics: ReadonlySet<string>; readonly keyOf: (r: PrefetchRecord) => string | undefined }[] = [];
   readonly #pendingErase = new Set<string>();
   readonly #repartitionTopics: ReadonlySet<string>;
   readonly #loopback: ReadonlySet<string>;
@@ -118,8 +120,26 @@ export class StreamTask {
     for (const node of this.#topology.nodes.values()) {
       if (node.kind === 'source') for (const t of node.topics) this.#sourceByTopic.set(t, node.name);
     }
-    for (const { spec } of this.#topology.stores.values()) if (spec.kind === 'key-value' && spec.keyedByRecordKey) this.#prefetchStores.push(spec.name);
-    for (const store of this.#prefetchStores) this.#prefetchTopics.set(store, this.#topicsReaching(store));
+    for (const { spec } of this.#topology.stores.values()) {
+      if (spec.kind !== 'key-value') continue;
+      if (spec.keyedByRecordKey) {
+        this.#prefetchStores.push(spec.name);
+        this.#fetchPlans.push({ store: spec.name, topics: this.#topicsReaching(spec.name), keyOf: (r) => r.key ?? undefined });
+      } else if (spec.prefetchKey) {
+        const keyOf = spec.prefetchKey;
+        this.#fetchPlans.push({
+          store: spec.name,
+          topics: this.#topicsReaching(spec.name),
+          keyOf: (r) => {
+            try {
+              return keyOf(r);
+            } catch {
+              return undefined; // a value the processor will reject: nothing to load for it
+            }
+          },
+        });
+      }
+    }
     this.#loopback = new Set(opts.loopbackRepartition ? this.#topology.repartitionTopics : []);
     this.#repartitionTopics = new Set(this.#topology.repartitionTopics);
     state.onPrepare(() => this.#persistTimers());
@@ -175,26 +195,30 @@ export class StreamTask {
 
   /**
    * Loads, with one RocksDB multi-get per store, what the given records' processing will read from stores
-   * keyed by the record key (`keyedByRecordKey`). Runners call it with a batch before processing it.
+   * keyed by the record key (`keyedByRecordKey`) or by a key the record tells (`prefetchKey`). Runners call it
+   * with a batch before processing it.
    */
-  async prefetch(records: Iterable<{ readonly topic: string; readonly key: string | null }>): Promise<void> {
+  async prefetch(records: Iterable<PrefetchRecord>): Promise<void> {
     if (!this.#anyToFetch()) return;
     const list = [...records];
-    for (const store of this.#prefetchStores) {
+    for (const plan of this.#fetchPlans) {
       // A complete store (everything it holds is cached) has nothing to load.
-      if (this.state.isComplete(store)) continue;
+      if (this.state.isComplete(plan.store)) continue;
       // Only keys of topics whose records reach a processor of this store (a sku-keyed catalog record never
       // reads a customer-keyed store).
-      const topics = this.#prefetchTopics.get(store);
       const keys: string[] = [];
-      for (const r of list) if (r.key !== null && topics?.has(r.topic)) keys.push(r.key);
-      if (keys.length > 0) await this.state.prefetch(store, keys);
+      for (const r of list) {
+        if (!plan.topics.has(r.topic)) continue;
+        const key = plan.keyOf(r);
+        if (key !== undefined) keys.push(key);
+      }
+      if (keys.length > 0) await this.state.prefetch(plan.store, keys);
     }
   }
 
-  /** Whether a store keyed by record key may hold keys in RocksDB that its cache does not (else no prefetch is needed). */
+  /** Whether a store loaded ahead may hold keys in RocksDB that its cache does not (else no prefetch is needed). */
   #anyToFetch(): boolean {
-    for (const store of this.#prefetchStores) if (!this.state.isComplete(store)) return true;
+    for (const plan of this.#fetchPlans) if (!this.state.isComplete(plan.store)) return true;
     return false;
   }
 

@@ -264,3 +264,48 @@ test('timers reach the timer store with each commit (the queue holds them in bet
     t.remove();
   }
 });
+
+test('prefetchKey: a batch loads the keys its records will read from a store keyed otherwise (sku + customer) with one multi-get; a key function that throws is ignored', async () => {
+  interface Change {
+    customer: string;
+  }
+  let throwFor = '';
+  const watchers = keyValueStore('watchers', jsonCodec<number>(), {
+    prefetchKey: (r) => {
+      const c = (r.value as Change).customer;
+      if (c === throwFor) throw new Error('bad value');
+      return `${r.key ?? ''}|${c}`;
+    },
+  });
+  class Watch implements Processor<Change, never> {
+    #ctx!: ProcessorContext<never>;
+    init(ctx: ProcessorContext<never>): void {
+      this.#ctx = ctx;
+    }
+    async process(r: StreamRecord<Change>): Promise<void> {
+      const store = this.#ctx.getStore(watchers);
+      const key = `${r.key ?? ''}|${r.value.customer}`;
+      store.put(key, ((await store.get(key)) ?? 0) + 1);
+    }
+  }
+  const topo = new TopologyBuilder('pk').addSource('in', ['changes']).addProcessor('watch', () => new Watch(), ['in']).addStore(watchers, ['watch']).build();
+  const t = tempDir();
+  const d = await TopologyTestDriver.create(topo, { stateDir: t.dir });
+  try {
+    const batch = ['c1', 'c2', 'c3', 'c4'].map((customer, i) => ({ topic: 'changes', key: 'sku-1', value: { customer }, timestamp: 1000 + i }));
+    for (const r of batch) await d.pipe(r.topic, r.key, r.value, { timestamp: r.timestamp });
+    // On the same disk the store is no longer known to be complete: a key not in memory must be loaded.
+    await d.restart();
+    const stats = d.task.state.stats;
+    throwFor = 'c4';
+    await d.task.prefetch(batch);
+    assert.equal(stats.prefetched, 3, 'c1-c3 loaded ahead; c4 skipped (its key function threw)');
+    const missesBefore = stats.cacheMisses;
+    for (const r of batch.slice(0, 3)) await d.pipe(r.topic, r.key, r.value, { timestamp: r.timestamp + 10 });
+    assert.equal(stats.cacheMisses, missesBefore, 'the prefetched keys were read from memory');
+    assert.equal(await d.store(watchers).get('sku-1|c2'), 2);
+  } finally {
+    await d.close();
+    t.remove();
+  }
+});
