@@ -192,7 +192,7 @@ function parseOptions(argv: readonly string[]): Options {
         '         [--rate 2000] [--seconds 20 (0 = no latency phase)] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]\n' +
         '         [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n' +
         '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n' +
-        '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 100)]\n',
+        '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 20)]\n',
     );
     process.exit(0);
   }
@@ -242,7 +242,7 @@ function parseOptions(argv: readonly string[]): Options {
     partitionsConcurrently,
     maxTaskIdleMs,
     commitIntervalMs: values['commit-interval-ms'] === undefined ? undefined : parseCount('commit-interval-ms', values['commit-interval-ms'], 500),
-    outputLingerMs: values['output-linger-ms'] === undefined ? undefined : parseCount('output-linger-ms', values['output-linger-ms'], 100),
+    outputLingerMs: values['output-linger-ms'] === undefined ? undefined : parseCount('output-linger-ms', values['output-linger-ms'], 20),
     campaigns,
     campaignsSource: values.campaigns ?? 'default: every topology, guards off',
     profile,

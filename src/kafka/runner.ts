@@ -97,8 +97,7 @@ export interface KafkaRunnerOptions {
    * A caught-up task commits once its oldest output not yet committed (a trigger, an audit record, a repartition
    * record, a dead letter) has waited this long, without waiting for the commit interval: outputs go out after
    * their commit (the outbox), so the interval alone would hold them back for up to a whole interval. Commits
-   * never queue up behind each other: while one is writing, outputs gather for the next. @default 100 (as Kafka
-   * Streams' commit interval under exactly-once)
+   * never queue up behind each other: while one is writing, outputs gather for the next. @default 20
    */
   readonly outputLingerMs?: number;
   /**
@@ -290,7 +289,7 @@ export class KafkaRunner {
       encode: (topic, value) => this.#encode(topic, value),
       clock: this.#o.clock ?? Date.now,
       commitIntervalMs: this.#commitIntervalMs,
-      outputLingerMs: this.#o.outputLingerMs ?? 100,
+      outputLingerMs: this.#o.outputLingerMs ?? 20,
       onCommitLanded: (task) => {
         // What became due while the commit was writing (outputs that lingered, the interval) commits now
         // rather than with the next batch or punctuation.
