@@ -98,7 +98,8 @@ export interface CommitOptions {
   /**
    * Return once the local RocksDB write has started, not when it has landed: processing goes on while RocksDB
    * writes on its own thread. The next commit, scans of RocksDB and close() wait for it, and a failure of it
-   * is thrown there (point reads need not: the keys it writes stay in the cache until it has landed). For runners whose local copy is not the durable one (replay: a crash starts over).
+   * is thrown there (point reads need not: the keys it writes stay in the cache until it has landed). For
+   * runners whose local copy is not the durable one (replay: a crash starts over).
    * @default false
    */
   readonly background?: boolean;
@@ -603,8 +604,9 @@ export class TaskState {
    * with the positions, stream time and lag as they are now). Processing may go on once this returns: what it
    * writes belongs to the next commit. `finish()` writes what was taken (changelog, then RocksDB) and only then
    * marks it committed; until it has landed, scans of RocksDB and the next commit wait for it, and the taken
-   * entries stay in the cache (uncommitted entries are never evicted), so point reads of other keys need not. If `finish()` fails, or `abandon()` is
-   * called, the taken changes stay uncommitted and go with the next commit, with whatever was written since.
+   * entries stay in the cache (uncommitted entries are never evicted), so point reads of other keys need not.
+   * If `finish()` fails, or `abandon()` is called, the taken changes stay uncommitted and go with the next
+   * commit, with whatever was written since.
    */
   async prepareCommit(options: Pick<CommitOptions, 'sweepLimit'> = {}): Promise<PreparedCommit> {
     this.#checkOpen();
