@@ -112,11 +112,22 @@ function stateMetrics(registry: Registry, states: OpenStates): void {
   });
   new Counter({
     name: 'kairos_state_prefetched_total',
-    help: 'Keys loaded from RocksDB ahead of processing, with one multi-get per store and fetched batch (keys of the records keyed by them), over open tasks',
+    help: 'Keys loaded from RocksDB ahead of processing, with one multi-get per fetched batch (the keys its records will read), over open tasks',
     registers,
     async collect() {
       let n = 0;
       for (const { state } of await states()) n += state.stats.prefetched;
+      this.reset();
+      this.inc(n);
+    },
+  });
+  new Counter({
+    name: 'kairos_state_reads_total',
+    help: 'Reads of RocksDB (a single get or a multi-get of any number of keys and stores; each is a trip through the thread pool), over open tasks',
+    registers,
+    async collect() {
+      let n = 0;
+      for (const { state } of await states()) n += state.stats.reads;
       this.reset();
       this.inc(n);
     },

@@ -145,6 +145,9 @@ test('a runner restarted on its state dir loads the keys of each fetched batch w
     const prefetched = Number(/kairos_state_prefetched_total (\d+)/.exec(metrics)?.[1] ?? 0);
     // Each order reads the customer in the dedup stage and in two customer-keyed stores of the topologies.
     assert.ok(prefetched >= customers.length * 2, `keys prefetched: ${prefetched}`);
+    // One multi-get per fetched batch loads the keys of every store: far fewer RocksDB reads than keys.
+    const reads = Number(/kairos_state_reads_total (\d+)/.exec(metrics)?.[1] ?? NaN);
+    assert.ok(reads > 0 && reads < prefetched, `RocksDB reads: ${reads} for ${prefetched} keys`);
   } finally {
     await first.stop();
     await second?.stop();

@@ -194,13 +194,14 @@ export class StreamTask {
   }
 
   /**
-   * Loads, with one RocksDB multi-get per store, what the given records' processing will read from stores
-   * keyed by the record key (`keyedByRecordKey`) or by a key the record tells (`prefetchKey`). Runners call it
-   * with a batch before processing it.
+   * Loads, with one RocksDB multi-get, what the given records' processing will read from stores keyed by the
+   * record key (`keyedByRecordKey`) or by a key the record tells (`prefetchKey`). Runners call it with a batch
+   * before processing it.
    */
   async prefetch(records: Iterable<PrefetchRecord>): Promise<void> {
     if (!this.#anyToFetch()) return;
     const list = [...records];
+    const reads: [string, string[]][] = [];
     for (const plan of this.#fetchPlans) {
       // A complete store (everything it holds is cached) has nothing to load.
       if (this.state.isComplete(plan.store)) continue;
@@ -212,8 +213,9 @@ export class StreamTask {
         const key = plan.keyOf(r);
         if (key !== undefined) keys.push(key);
       }
-      if (keys.length > 0) await this.state.prefetch(plan.store, keys);
+      if (keys.length > 0) reads.push([plan.store, keys]);
     }
+    if (reads.length > 0) await this.state.prefetchMany(reads);
   }
 
   /** Whether a store loaded ahead may hold keys in RocksDB that its cache does not (else no prefetch is needed). */
@@ -350,7 +352,7 @@ export class StreamTask {
     const due = this.#timers.peekDue(domain, upTo, PREFETCH_CHUNK);
     for (const d of due) this.#timersFetched.add(d);
     const keys = [t.key, ...due.map((d) => d.key)];
-    for (const store of this.#prefetchStores) await this.state.prefetch(store, keys);
+    await this.state.prefetchMany(this.#prefetchStores.map((store) => [store, keys] as const));
   }
 
   commit(options?: CommitOptions): Promise<{ changes: number }> {

@@ -82,6 +82,8 @@ export interface StateStats {
   expired: number;
   /** Keys loaded by prefetch (multi-get) rather than one read each. */
   prefetched: number;
+  /** RocksDB reads made: single gets (a miss of `get`) and multi-gets (`getMany`, a prefetch of any number of stores). */
+  reads: number;
   /** Scans answered from the cache (the store is complete), without RocksDB. */
   scansInMemory: number;
   /** Scans that read RocksDB. */
@@ -230,7 +232,7 @@ class StoreState {
 
 export class TaskState {
   readonly taskId: string;
-  readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0, prefetched: 0, scansInMemory: 0, scansOnDisk: 0, evicted: 0 };
+  readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0, prefetched: 0, reads: 0, scansInMemory: 0, scansOnDisk: 0, evicted: 0 };
   readonly #db: RocksDb;
   readonly #stores = new Map<string, StoreState>();
   readonly #changelog: ChangelogWriter | undefined;
@@ -338,6 +340,7 @@ export class TaskState {
     if (s.complete) return undefined;
     // No wait for a commit still writing: every key it holds stays in the cache until it has landed (uncommitted
     // entries are never evicted), so a key missing here is not in it, and RocksDB has its committed value.
+    this.stats.reads++;
     const bytes = await this.#db.get(Buffer.from(s.prefix + key, 'utf8'));
     // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
     const raced = s.cache.get(key);
@@ -373,6 +376,7 @@ export class TaskState {
     }
     if (missing === undefined) return out;
     // As in get: a key of a commit still writing is in the cache, so these reads need not wait for it.
+    this.stats.reads++;
     const values = await this.#db.getMany(missing.map((m) => Buffer.from(m.s.prefix + m.key, 'utf8')));
     missing.forEach(({ i, s, key }, j) => {
       // A put may have happened while RocksDB was read: it wins.
@@ -448,23 +452,42 @@ export class TaskState {
    * Loads the keys not in the cache with one RocksDB multi-get, so the following gets hit the cache. Keys
    * written meanwhile keep their newer value.
    */
-  async prefetch(store: string, keys: Iterable<string>): Promise<number> {
-    const s = this.#store(store);
-    if (s.complete) return 0;
-    const missing = [...new Set(keys)].filter((k) => !s.cache.has(k));
+  prefetch(store: string, keys: Iterable<string>): Promise<number> {
+    return this.prefetchMany([[store, keys]]);
+  }
+
+  /**
+   * `prefetch` for several stores at once: one RocksDB multi-get for every store's missing keys (a fetched
+   * batch touches a dozen stores; a multi-get per store was a trip through the thread pool each). Returns how
+   * many keys were loaded.
+   */
+  async prefetchMany(reads: Iterable<readonly [store: string, keys: Iterable<string>]>): Promise<number> {
+    const missing: { s: StoreState; key: string }[] = [];
+    for (const [store, keys] of reads) {
+      const s = this.#store(store);
+      if (s.complete) continue;
+      for (const key of new Set(keys)) if (!s.cache.has(key)) missing.push({ s, key });
+    }
     if (missing.length === 0) return 0;
     // As in get: a key of a commit still writing is in the cache, so these reads need not wait for it.
-    const values = await this.#db.getMany(missing.map((k) => Buffer.from(s.prefix + k, 'utf8')));
-    missing.forEach((key, i) => {
+    this.stats.reads++;
+    const values = await this.#db.getMany(missing.map(({ s, key }) => Buffer.from(s.prefix + key, 'utf8')));
+    const loaded = new Map<StoreState, number>();
+    missing.forEach(({ s, key }, i) => {
+      loaded.set(s, (loaded.get(s) ?? 0) + 1);
       if (s.cache.has(key)) return;
       const bytes = values[i];
       s.setEntry(key, bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, version: nextVersion() } : this.#decode(s, key, bytes));
     });
     this.stats.prefetched += missing.length;
-    // Evict only down to the limit plus this batch, so the prefetched entries survive until they are read.
-    if (s.cache.size > this.#cacheMax + missing.length) this.#evict(s);
+    let slack = 0;
+    for (const [s, n] of loaded) {
+      // Evict only down to the limit plus this batch, so the prefetched entries survive until they are read.
+      if (s.cache.size > this.#cacheMax + n) this.#evict(s);
+      slack += n * entrySize('', s.avgEncoded);
+    }
     // As with the entry limit, the batch itself may exceed the budget until it is read.
-    this.#keepBudget(missing.length * entrySize('', s.avgEncoded));
+    this.#keepBudget(slack);
     return missing.length;
   }
 

@@ -429,3 +429,35 @@ test('point reads of keys a commit in flight did not take answer from RocksDB wi
     t.remove();
   }
 });
+
+test('prefetchMany loads the missing keys of several stores with one RocksDB multi-get; cached and complete stores are not read', async () => {
+  const t = tempDir();
+  const other = keyValueStore('others', jsonCodec<string>());
+  try {
+    const s0 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv, other] });
+    for (const k of ['a', 'b', 'c']) {
+      s0.put('things', k, { n: k.charCodeAt(0) });
+      s0.put('others', k, k.toUpperCase());
+    }
+    await s0.commit();
+    await s0.close();
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv, other] });
+    s1.put('things', 'c', { n: 0 }); // in the cache: not read
+    const loaded = await s1.prefetchMany([
+      ['things', ['a', 'b', 'c', 'a']],
+      ['others', ['b', 'x']],
+    ]);
+    assert.equal(loaded, 4, 'things a, b; others b, x (absent)');
+    assert.equal(s1.stats.reads, 1, 'one multi-get for both stores');
+    const misses = s1.stats.cacheMisses;
+    assert.deepEqual(await s1.get('things', 'b'), { n: 98 });
+    assert.deepEqual(await s1.get('things', 'c'), { n: 0 });
+    assert.equal(await s1.get('others', 'b'), 'B');
+    assert.equal(await s1.get('others', 'x'), undefined);
+    assert.equal(s1.stats.cacheMisses, misses, 'every read answered from memory');
+    assert.equal(s1.stats.reads, 1);
+    await s1.close();
+  } finally {
+    t.remove();
+  }
+});
