@@ -63,7 +63,7 @@ export const RUNTIME_VARS = {
   outputLingerMs: v(
     'KAIROS_OUTPUT_LINGER_MS',
     Type.Integer({ minimum: 0, maximum: 60_000 }),
-    'a caught-up task commits once its oldest waiting output (trigger, audit record, repartition record) is this old, without waiting for the commit interval: triggers out within about this plus one commit',
+    'a caught-up task commits once its oldest waiting output (trigger, audit record, dead letter) is this old, without waiting for the commit interval: triggers out within about this plus one commit',
     20,
   ),
   punctuateMs: v('KAIROS_PUNCTUATE_MS', Type.Integer({ minimum: 10, maximum: 60_000 }), 'how often wall-clock timers and idle tasks are checked', 1000),

@@ -94,10 +94,11 @@ export interface KafkaRunnerOptions {
    */
   readonly commitIntervalMs?: number;
   /**
-   * A caught-up task commits once its oldest output not yet committed (a trigger, an audit record, a repartition
-   * record, a dead letter) has waited this long, without waiting for the commit interval: outputs go out after
-   * their commit (the outbox), so the interval alone would hold them back for up to a whole interval. Commits
-   * never queue up behind each other: while one is writing, outputs gather for the next. @default 20
+   * A caught-up task commits once its oldest external output not yet committed (a trigger, an audit record, a
+   * dead letter) has waited this long, without waiting for the commit interval: outputs go out after their
+   * commit (the outbox), so the interval alone would hold them back for up to a whole interval. Records for the
+   * runner's own tasks (repartition, reroute) do not shorten the wait. Commits never queue up behind each other:
+   * while one is writing, outputs gather for the next. @default 20
    */
   readonly outputLingerMs?: number;
   /**
