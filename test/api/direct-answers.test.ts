@@ -14,7 +14,7 @@ import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import type { BasketEvent, CustomerProfile, WishlistEvent } from '../../schemas/contract.js';
 import { signCustomerToken } from '../../src/api/auth.js';
-import { PII_KEY, READ_KEY, SECRET, testAuth } from '../support/api-auth.js';
+import { PII_KEY, READ_KEY, SECRET, testAuth, testProfile } from '../support/api-auth.js';
 import { createApiApp, registerApi, type QueryBackend } from '../../src/api/server.js';
 import { CustomerViewCache } from '../../src/api/view-cache.js';
 import { buildTopology } from '../../src/app/topology.js';
@@ -35,16 +35,7 @@ let driver: TopologyTestDriver;
 const views = new CustomerViewCache();
 const apps: { direct?: { app: FastifyInstance; port: number; registry: Registry }; reference?: { app: FastifyInstance; port: number; registry: Registry } } = {};
 
-const profile = (id: string): CustomerProfile => ({
-  customerId: id,
-  updatedAt: T0,
-  timezone: 'Europe/Berlin',
-  consents: { push: true, email: true, onsite: true },
-  pushTokens: [{ token: `fcm-${id}`, platform: 'android' }],
-  email: `${id}@example.com`,
-  segments: ['vip'],
-  attributes: { clv: 900 },
-});
+const profile = (id: string): CustomerProfile => testProfile(id, T0);
 
 before(async () => {
   const cfg = resolveCampaigns({ guards: { quietHours: null, cap: null }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '30m' } } } });

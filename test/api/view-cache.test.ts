@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
 import type { BasketEvent, CustomerProfile, WishlistEvent } from '../../schemas/contract.js';
 import { signCustomerToken } from '../../src/api/auth.js';
-import { PII_KEY, READ_KEY, SECRET, testAuth } from '../support/api-auth.js';
+import { PII_KEY, READ_KEY, SECRET, testAuth, testProfile } from '../support/api-auth.js';
 import { createApiApp, registerApi, type QueryBackend } from '../../src/api/server.js';
 import { CustomerViewCache } from '../../src/api/view-cache.js';
 import { CUSTOMER_STORES } from '../../src/api/views.js';
@@ -29,16 +29,7 @@ const MIN = 60_000;
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
 const auth = testAuth();
 
-const profile = (id: string, updatedAt: number): CustomerProfile => ({
-  customerId: id,
-  updatedAt,
-  timezone: 'Europe/Berlin',
-  consents: { push: true, email: true, onsite: true },
-  pushTokens: [{ token: `fcm-${id}`, platform: 'android' }],
-  email: `${id}@example.com`,
-  segments: ['vip'],
-  attributes: { clv: 900 },
-});
+const profile = testProfile;
 
 /** The same API twice over one state: `cached` with a view cache, `plain` with a reader that has no versions. */
 async function pairOver(topology: Topology, reader: () => StateReader): Promise<{ cached: FastifyInstance; plain: FastifyInstance; views: CustomerViewCache }> {
