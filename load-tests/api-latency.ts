@@ -26,7 +26,7 @@ import pino from 'pino';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster } from '../src/kafka/mock-cluster.js';
 import { generateEvents, resolveOptions } from './generate-events.js';
-import { fmtInt, REPO_ROOT } from './lib/common.js';
+import { cpuProfileArgs, fmtInt, REPO_ROOT } from './lib/common.js';
 
 const KEY = 'bench-api-key-0123456789abcdef';
 const log = (s: string): void => void process.stderr.write(`bench:api ${new Date().toISOString().slice(11, 23)} ${s}\n`);
@@ -86,8 +86,7 @@ function instanceCommand(dist: boolean): string[] {
 async function startChild(brokers: string, stateDir: string, port: number, command: readonly string[], profileDir?: string): Promise<Child> {
   // KAIROS_BENCH_PROFILE=<dir>: instance A writes a V8 CPU profile there when it stops (KAIROS_BENCH_PROFILE_INTERVAL=<µs>:
   // the sampling interval, default 1000).
-  const interval = process.env.KAIROS_BENCH_PROFILE_INTERVAL;
-  const prof = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir, ...(interval === undefined ? [] : ['--cpu-prof-interval', interval])];
+  const prof = cpuProfileArgs(profileDir);
   const proc = spawn(process.execPath, [...prof, ...command], {
     cwd: REPO_ROOT,
     env: {

@@ -25,7 +25,7 @@ import { TopologyTestDriver } from '../src/engine/testing/test-driver.js';
 import { startHttpServer } from '../src/http/server.js';
 import { generateEvents, resolveOptions } from './generate-events.js';
 import type { LoadResult } from './lib/open-loop.js';
-import { fmtInt, REPO_ROOT } from './lib/common.js';
+import { cpuProfileArgs, fmtInt, REPO_ROOT } from './lib/common.js';
 
 const KEY = 'bench-api-key-0123456789abcdef';
 const log = (s: string): void => void process.stderr.write(`bench:api-route ${new Date().toISOString().slice(11, 23)} ${s}\n`);
@@ -77,8 +77,7 @@ function cpuMs(pid: number): number {
 }
 
 function startServer(args: readonly string[], profileDir?: string): Promise<Server> {
-  const interval = process.env.KAIROS_BENCH_PROFILE_INTERVAL;
-  const prof = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir, ...(interval === undefined ? [] : ['--cpu-prof-interval', interval])];
+  const prof = cpuProfileArgs(profileDir);
   const proc = spawn(process.execPath, [...prof, '--import', 'tsx', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';

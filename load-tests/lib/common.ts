@@ -129,3 +129,13 @@ export function sortedCounts(m: ReadonlyMap<string, number>): Record<string, num
 export function bump(m: Map<string, number>, key: string, by = 1): void {
   m.set(key, (m.get(key) ?? 0) + by);
 }
+
+/**
+ * Node's flags for a V8 CPU profile written into `dir` when the process exits (none without a dir);
+ * KAIROS_BENCH_PROFILE_INTERVAL=<µs> sets the sampling interval (Node's default 1000).
+ */
+export function cpuProfileArgs(dir: string | undefined): string[] {
+  if (dir === undefined) return [];
+  const interval = process.env.KAIROS_BENCH_PROFILE_INTERVAL;
+  return ['--cpu-prof', '--cpu-prof-dir', dir, ...(interval === undefined ? [] : ['--cpu-prof-interval', interval])];
+}

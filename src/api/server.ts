@@ -310,6 +310,11 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     return forwardTo(req, reply, route, key, arg, hit, partition, self, owner);
   }
 
+  /** What a route answers from `r`: the answer at hand (`peek`), else read. */
+  async function bodyOf<A, T extends object | string>(route: Route<A, T>, r: StateReader, arg: A, key: string): Promise<T | undefined> {
+    return route.peek?.(r, arg, key) ?? (await route.read(r, arg, key));
+  }
+
   async function local<A, T extends object | string>(
     req: FastifyRequest,
     reply: FastifyReply,
@@ -326,8 +331,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     const r = now ?? (await backend.reader(partition));
     if (r && (r.source === 'active' || owner !== self)) {
       if (r.source === 'standby') forwarded.inc({ result: 'standby' });
-      const body = (peeked ? undefined : route.peek?.(r, arg, key)) ?? (await route.read(r, arg, key));
-      answer(req, reply, route, r, self, body, key, hit);
+      answer(req, reply, route, r, self, peeked ? await route.read(r, arg, key) : await bodyOf(route, r, arg, key), key, hit);
       return;
     }
     forwarded.inc({ result: 'unavailable' });
@@ -356,7 +360,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       log?.warn({ owner, partition, err: (err as Error).message }, 'owner unreachable; trying a local standby copy');
       const r = await backend.reader(partition);
       if (r) {
-        answer(req, reply, route, r, self, route.peek?.(r, arg, key) ?? (await route.read(r, arg, key)), key, hit);
+        answer(req, reply, route, r, self, await bodyOf(route, r, arg, key), key, hit);
         return;
       }
       fail('KAIROS_ERR_API_UNAVAILABLE', `the owner of task ${partition} (${owner}) is unreachable`);

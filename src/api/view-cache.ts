@@ -75,7 +75,8 @@ export class CustomerViewCache {
    * or no longer the view of this state (then `build`).
    */
   cached(r: StateReader, scopes: ReadonlySet<Scope>, customerId: string): string | undefined {
-    const cached = this.#entries.get(variant(scopes, customerId));
+    const id = variant(scopes, customerId);
+    const cached = this.#entries.get(id);
     if (cached === undefined) return undefined;
     const now = r.versions?.(CUSTOMER_STORES, customerId);
     if (now === undefined) return undefined;
@@ -83,7 +84,6 @@ export class CustomerViewCache {
     if (st >= cached.streamTime && st < cached.liveUntil && sameVersions(cached.versions, now.versions) && sameTimers(cached.timers, r.timers(customerId))) {
       this.hits++;
       // Most recently used last.
-      const id = variant(scopes, customerId);
       this.#entries.delete(id);
       this.#entries.set(id, cached);
       return cached.text;
@@ -116,11 +116,6 @@ export class CustomerViewCache {
       this.#set(id, { versions, streamTime: before.streamTime, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text });
     } else if (cached !== undefined) this.#drop(id, cached);
     return text;
-  }
-
-  /** `cached`, else `build`. */
-  async read(r: StateReader, scopes: ReadonlySet<Scope>, customerId: string): Promise<string | undefined> {
-    return this.cached(r, scopes, customerId) ?? this.build(r, scopes, customerId);
   }
 
   #set(id: string, e: Entry): void {

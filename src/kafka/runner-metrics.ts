@@ -110,26 +110,20 @@ function stateMetrics(registry: Registry, states: OpenStates): void {
       this.inc({ result: 'miss' }, misses);
     },
   });
-  new Counter({
-    name: 'kairos_state_prefetched_total',
-    help: 'Keys loaded from RocksDB ahead of processing, with one multi-get per fetched batch (the keys its records will read), over open tasks',
-    registers,
-    async collect() {
-      let n = 0;
-      for (const { state } of await states()) n += state.stats.prefetched;
-      this.reset();
-      this.inc(n);
-    },
-  });
-  new Counter({
-    name: 'kairos_state_reads_total',
-    help: 'Reads of RocksDB (a single get or a multi-get of any number of keys and stores; each is a trip through the thread pool), over open tasks',
-    registers,
-    async collect() {
-      let n = 0;
-      for (const { state } of await states()) n += state.stats.reads;
-      this.reset();
-      this.inc(n);
-    },
-  });
+  /** A counter of one TaskState statistic, summed over the open tasks when scraped. */
+  const statCounter = (name: string, help: string, stat: 'prefetched' | 'reads'): void => {
+    new Counter({
+      name,
+      help,
+      registers,
+      async collect() {
+        let n = 0;
+        for (const { state } of await states()) n += state.stats[stat];
+        this.reset();
+        this.inc(n);
+      },
+    });
+  };
+  statCounter('kairos_state_prefetched_total', 'Keys loaded from RocksDB ahead of processing, with one multi-get per fetched batch (the keys its records will read), over open tasks', 'prefetched');
+  statCounter('kairos_state_reads_total', 'Reads of RocksDB (a single get or a multi-get of any number of keys and stores; each is a trip through the thread pool), over open tasks', 'reads');
 }

@@ -294,7 +294,7 @@ export class KafkaRunner {
       onCommitLanded: (task) => {
         // What became due while the commit was writing (outputs that lingered, the interval) commits now
         // rather than with the next batch or punctuation.
-        if (task.commitDue(false)) void this.#commitTogether(task, false).catch((err: unknown) => this.#log.warn({ err, partition: task.partition }, 'commit failed; retried with the next one'));
+        void this.#commitTogether(task, false).catch((err: unknown) => this.#log.warn({ err, partition: task.partition }, 'commit failed; retried with the next one'));
       },
       maxTaskIdleMs: this.#o.maxTaskIdleMs ?? 60_000,
       purgeIntervalMs: this.#o.purgeIntervalMs ?? 30_000,

@@ -449,17 +449,9 @@ export class TaskState {
   }
 
   /**
-   * Loads the keys not in the cache with one RocksDB multi-get, so the following gets hit the cache. Keys
-   * written meanwhile keep their newer value.
-   */
-  prefetch(store: string, keys: Iterable<string>): Promise<number> {
-    return this.prefetchMany([[store, keys]]);
-  }
-
-  /**
-   * `prefetch` for several stores at once: one RocksDB multi-get for every store's missing keys (a fetched
-   * batch touches a dozen stores; a multi-get per store was a trip through the thread pool each). Returns how
-   * many keys were loaded.
+   * Loads the keys not in the cache, of every store given, with one RocksDB multi-get, so the following gets hit
+   * the cache (a fetched batch touches a dozen stores; a multi-get per store was a trip through the thread pool
+   * each). Keys written meanwhile keep their newer value. Returns how many keys were loaded.
    */
   async prefetchMany(reads: Iterable<readonly [store: string, keys: Iterable<string>]>): Promise<number> {
     const missing: { s: StoreState; key: string }[] = [];

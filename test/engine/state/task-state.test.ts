@@ -405,7 +405,7 @@ test('point reads of keys a commit in flight did not take answer from RocksDB wi
     let landed = false;
     void finishing.then(() => (landed = true));
     // The changelog holds the commit back: these reads must not wait for it (they would never answer here).
-    const reads = Promise.all([s1.get('things', 'old'), s1.getMany([['things', 'old'], ['things', 'new'], ['things', 'other']]), s1.prefetch('things', ['old'])]);
+    const reads = Promise.all([s1.get('things', 'old'), s1.getMany([['things', 'old'], ['things', 'new'], ['things', 'other']]), s1.prefetchMany([['things', ['old']]])]);
     const answered = await Promise.race([reads, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 2000))]);
     assert.notEqual(answered, 'timeout', 'point reads waited for the commit in flight');
     const [old, many] = answered as [unknown, unknown[], number];
