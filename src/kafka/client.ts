@@ -1,7 +1,8 @@
-/** The kafkajs client, with its log lines routed into pino. */
+/** The kafkajs client, with its log lines routed into pino and its produce requests encoded in one pass (produce-encoding.ts). */
 import { readFileSync } from 'node:fs';
 import { Kafka, logLevel, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
+import { installProduceEncoding } from './produce-encoding.js';
 
 /** TLS and SASL towards the brokers (managed Kafka: Confluent Cloud, MSK, Aiven, …). */
 export interface KafkaSecurity {
@@ -22,6 +23,8 @@ export interface KafkaClientOptions {
 
 export function createKafka(opts: KafkaClientOptions): Kafka {
   const log = opts.logger.child({ component: 'kafkajs' });
+  const encoding = installProduceEncoding();
+  if (encoding !== 'installed') log.info({ encoding }, 'produce requests: kafkajs encoder');
   const sec = opts.security;
   const ssl = sec?.ssl === true ? (sec.caFile === undefined ? true : { ca: [readFileSync(sec.caFile, 'utf8')] }) : false;
   const sasl: SASLOptions | undefined = sec?.sasl ? { mechanism: sec.sasl.mechanism, username: sec.sasl.username, password: sec.sasl.password } as SASLOptions : undefined;

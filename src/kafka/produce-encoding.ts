@@ -1,0 +1,400 @@
+/**
+ * Produce requests encoded in one pass.
+ *
+ * kafkajs 2.2.4 (its last release) encodes a produce request record by record: each record, and each of its
+ * headers, gets its own `Encoder` with a zero-filled 512-byte buffer, every varint is a `Buffer.from([...])`,
+ * every varlong a chain of `Long` objects, and the bytes are copied once per level (record → batch body → batch →
+ * partition → topic → request) with a doubling, zero-filled buffer at each. In a Kafka catch-up that was a
+ * quarter of the runner's CPU (the changelogs, repartition topics and outputs are produced by the same process
+ * that consumes). {@link encodeProduceRequest} writes the same bytes — byte for byte, which the tests check
+ * against kafkajs' own encoder on random requests — by measuring first and then writing into one buffer, and
+ * computes the batch CRC-32C eight bytes at a time.
+ *
+ * {@link installProduceEncoding} puts it in place of kafkajs' `produce/v3/request` module (the v4–v7 requests
+ * kafkajs sends are v3 with another version number), which kafkajs loads lazily at the first produce. It is
+ * installed only for the kafkajs version it was written against and falls back to kafkajs' encoder for what it
+ * does not cover (compressed batches, values other than strings and buffers, timestamps that are not safe
+ * integers), so kafkajs' own behaviour, errors included, is kept there.
+ */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+/** The kafkajs version whose produce encoding this reproduces. */
+export const KAFKAJS_VERSION = '2.2.4';
+const V3_REQUEST = 'kafkajs/src/protocol/requests/produce/v3/request.js';
+
+type Bytes = Buffer | string | null | undefined;
+interface ProduceMessage {
+  readonly key?: Bytes;
+  readonly value?: Bytes;
+  readonly timestamp?: string | number | null;
+  readonly headers?: Record<string, Bytes | Bytes[]> | null;
+}
+interface PartitionData {
+  readonly partition: number;
+  readonly messages: readonly ProduceMessage[];
+  readonly firstSequence?: number;
+}
+interface TopicData {
+  readonly topic: string;
+  readonly partitions: readonly PartitionData[];
+}
+/** kafkajs' Long (a copy of long.js). */
+interface KLong {
+  getHighBits(): number;
+  getLowBits(): number;
+}
+interface LongModule {
+  fromValue(v: unknown): KLong;
+  fromInt(v: number): KLong;
+}
+/** The arguments kafkajs passes to a produce request factory. */
+export interface ProduceRequestArgs {
+  readonly acks: number;
+  readonly timeout: number;
+  readonly transactionalId?: string | null;
+  readonly producerId?: unknown;
+  readonly producerEpoch?: number;
+  readonly compression?: number;
+  readonly topicData: readonly TopicData[];
+}
+/** What kafkajs' encoder produces: an Encoder; the request framing reads `buf` and `buffer`. */
+export interface EncoderLike {
+  buf: Buffer;
+  offset: number;
+  readonly buffer: Buffer;
+  size(): number;
+}
+export interface ProduceRequest {
+  readonly apiKey: number;
+  readonly apiVersion: number;
+  readonly apiName: string;
+  expectResponse(): boolean;
+  encode(): Promise<EncoderLike>;
+}
+export type ProduceRequestFactory = (args: ProduceRequestArgs) => ProduceRequest;
+
+// ---------------------------------------------------------------------------------------------------------------
+// CRC-32C (Castagnoli), slicing by 8
+
+const CRC_TABLES: Int32Array[] = (() => {
+  const t0 = new Int32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0x82f63b78 ^ (c >>> 1) : c >>> 1;
+    t0[n] = c;
+  }
+  const tables = [t0];
+  for (let k = 1; k < 8; k++) {
+    const prev = tables[k - 1]!;
+    const t = new Int32Array(256);
+    for (let n = 0; n < 256; n++) t[n] = t0[prev[n]! & 0xff]! ^ (prev[n]! >>> 8);
+    tables.push(t);
+  }
+  return tables;
+})();
+
+/** CRC-32C of `buf[start, end)`, as an unsigned 32-bit number (what kafkajs' crc32C returns). */
+export function crc32c(buf: Uint8Array, start = 0, end = buf.length): number {
+  const [t0, t1, t2, t3, t4, t5, t6, t7] = CRC_TABLES as [Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array];
+  let crc = -1;
+  let i = start;
+  for (const last8 = end - 8; i <= last8; i += 8) {
+    const a = crc ^ (buf[i]! | (buf[i + 1]! << 8) | (buf[i + 2]! << 16) | (buf[i + 3]! << 24));
+    crc =
+      t7[a & 0xff]! ^
+      t6[(a >>> 8) & 0xff]! ^
+      t5[(a >>> 16) & 0xff]! ^
+      t4[a >>> 24]! ^
+      t3[buf[i + 4]!]! ^
+      t2[buf[i + 5]!]! ^
+      t1[buf[i + 6]!]! ^
+      t0[buf[i + 7]!]!;
+  }
+  for (; i < end; i++) crc = t0[(crc ^ buf[i]!) & 0xff]! ^ (crc >>> 8);
+  return (crc ^ -1) >>> 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sizes and writers
+
+/** Bytes of an unsigned varint (value < 2^32). */
+function uvarintSize(v: number): number {
+  return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5;
+}
+/** zig-zag of a 32-bit int, as kafkajs' Encoder.encodeZigZag then `>>>` (unsigned). */
+function zigzag32(v: number): number {
+  return ((v << 1) ^ (v >> 31)) >>> 0;
+}
+/** zig-zag of a safe integer, exact as a double (|v| < 2^53). */
+function zigzag64(v: number): number {
+  return v >= 0 ? v * 2 : -v * 2 - 1;
+}
+function uvarlongSize(z: number): number {
+  let n = 1;
+  while (z >= 0x80) {
+    z = Math.floor(z / 0x80);
+    n++;
+  }
+  return n;
+}
+function writeUvarint(buf: Buffer, at: number, v: number): number {
+  while (v >= 0x80) {
+    buf[at++] = (v & 0x7f) | 0x80;
+    v >>>= 7;
+  }
+  buf[at++] = v;
+  return at;
+}
+function writeUvarlong(buf: Buffer, at: number, z: number): number {
+  while (z >= 0x80) {
+    buf[at++] = (z % 0x80) | 0x80;
+    z = Math.floor(z / 0x80);
+  }
+  buf[at++] = z;
+  return at;
+}
+
+/** A record's key, value or header value: its encoded length (-1 for null) or undefined where kafkajs would do otherwise. */
+function bytesLength(v: unknown): number | undefined {
+  if (v === null || v === undefined) return -1;
+  if (typeof v === 'string') return Buffer.byteLength(v, 'utf8');
+  if (Buffer.isBuffer(v)) return v.length;
+  return undefined;
+}
+function writeVarBytes(buf: Buffer, at: number, v: Bytes, len: number): number {
+  at = writeUvarint(buf, at, zigzag32(len));
+  if (len <= 0) return at;
+  if (typeof v === 'string') buf.write(v, at, len, 'utf8');
+  else (v as Buffer).copy(buf, at);
+  return at + len;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The request
+
+interface PlannedRecord {
+  readonly m: ProduceMessage;
+  readonly tsZigzag: number;
+  readonly keyLen: number;
+  readonly valueLen: number;
+  readonly headers: readonly (readonly [string, Bytes, number, number])[];
+  readonly bodySize: number;
+}
+interface PlannedBatch {
+  readonly partition: number;
+  readonly firstTimestamp: string | number;
+  readonly maxTimestamp: string | number;
+  readonly firstSequence: number;
+  readonly records: readonly PlannedRecord[];
+  /** RecordBatch bytes: firstOffset .. last record. */
+  readonly size: number;
+}
+interface PlannedTopic {
+  readonly topic: string;
+  readonly topicLen: number;
+  readonly batches: readonly PlannedBatch[];
+}
+
+/** Min and max as `Array.prototype.sort()` without a comparator orders them (by their string form), as kafkajs does. */
+function timestampRange(messages: readonly ProduceMessage[], now: number): [string | number, string | number] {
+  let min: string | number | undefined;
+  let max: string | number | undefined;
+  let minS = '';
+  let maxS = '';
+  for (const m of messages) {
+    const t = m.timestamp;
+    if (t === null || t === undefined) continue;
+    const s = String(t);
+    if (min === undefined || s < minS) {
+      min = t;
+      minS = s;
+    }
+    if (max === undefined || s >= maxS) {
+      max = t;
+      maxS = s;
+    }
+  }
+  return min === undefined || max === undefined ? [now, now] : [min, max];
+}
+
+/** undefined: kafkajs' own encoder must do this batch (values it handles otherwise, errors it raises). */
+function planBatch(p: PartitionData, now: number): PlannedBatch | undefined {
+  const [firstTimestamp, maxTimestamp] = timestampRange(p.messages, now);
+  const records: PlannedRecord[] = [];
+  // firstOffset, length, partitionLeaderEpoch, magic, crc, attributes, lastOffsetDelta, 2 timestamps, producer
+  // id and epoch, firstSequence, record count
+  let size = 8 + 4 + 4 + 1 + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4;
+  for (let i = 0; i < p.messages.length; i++) {
+    const m = p.messages[i]!;
+    const delta = ((m.timestamp || now) as number) - (firstTimestamp as number);
+    // zig-zag doubles it: exact in a double below 2^52
+    if (!Number.isSafeInteger(delta) || Math.abs(delta) >= 2 ** 52) return undefined;
+    const keyLen = bytesLength(m.key);
+    const valueLen = bytesLength(m.value);
+    if (keyLen === undefined || valueLen === undefined) return undefined;
+    const hs = m.headers === undefined ? {} : m.headers;
+    if (hs === null || typeof hs !== 'object') return undefined;
+    const headers: (readonly [string, Bytes, number, number])[] = [];
+    let headersSize = 0;
+    for (const name of Object.keys(hs)) {
+      const hv = hs[name];
+      for (const v of Array.isArray(hv) ? hv : [hv]) {
+        // kafkajs measures a header value with Buffer.byteLength, which throws for null
+        if (typeof v !== 'string' && !Buffer.isBuffer(v)) return undefined;
+        const nameLen = Buffer.byteLength(name, 'utf8');
+        const len = typeof v === 'string' ? Buffer.byteLength(v, 'utf8') : v.length;
+        headers.push([name, v, nameLen, len]);
+        headersSize += uvarintSize(zigzag32(nameLen)) + nameLen + uvarintSize(zigzag32(len)) + len;
+      }
+    }
+    const tsZigzag = zigzag64(delta);
+    const bodySize =
+      1 +
+      uvarlongSize(tsZigzag) +
+      uvarintSize(zigzag32(i)) +
+      uvarintSize(zigzag32(keyLen)) +
+      Math.max(keyLen, 0) +
+      uvarintSize(zigzag32(valueLen)) +
+      Math.max(valueLen, 0) +
+      uvarintSize(zigzag32(headers.length)) +
+      headersSize;
+    records.push({ m, tsZigzag, keyLen, valueLen, headers, bodySize });
+    size += uvarintSize(zigzag32(bodySize)) + bodySize;
+  }
+  return { partition: p.partition, firstTimestamp, maxTimestamp, firstSequence: p.firstSequence ?? 0, records, size };
+}
+
+function writeInt64(buf: Buffer, at: number, l: KLong): number {
+  buf.writeInt32BE(l.getHighBits(), at);
+  buf.writeInt32BE(l.getLowBits(), at + 4);
+  return at + 8;
+}
+
+function writeBatch(buf: Buffer, at: number, b: PlannedBatch, attributes: number, producerId: KLong, producerEpoch: number, Long: LongModule): number {
+  at = writeInt64(buf, at, Long.fromInt(0));
+  buf.writeInt32BE(b.size - 12, at); // the batch's length after firstOffset and this field
+  at += 4;
+  buf.writeInt32BE(0, at); // partitionLeaderEpoch
+  buf.writeInt8(2, at + 4); // magic
+  const crcAt = at + 5;
+  at += 9;
+  const bodyStart = at;
+  buf.writeInt16BE(attributes, at);
+  buf.writeInt32BE(b.records.length - 1, at + 2);
+  at = writeInt64(buf, at + 6, Long.fromValue(b.firstTimestamp));
+  at = writeInt64(buf, at, Long.fromValue(b.maxTimestamp));
+  at = writeInt64(buf, at, producerId);
+  buf.writeInt16BE(producerEpoch, at);
+  buf.writeInt32BE(b.firstSequence, at + 2);
+  buf.writeInt32BE(b.records.length, at + 6);
+  at += 10;
+  for (let i = 0; i < b.records.length; i++) {
+    const r = b.records[i]!;
+    at = writeUvarint(buf, at, zigzag32(r.bodySize));
+    buf[at++] = 0; // attributes
+    at = writeUvarlong(buf, at, r.tsZigzag);
+    at = writeUvarint(buf, at, zigzag32(i));
+    at = writeVarBytes(buf, at, r.m.key, r.keyLen);
+    at = writeVarBytes(buf, at, r.m.value, r.valueLen);
+    at = writeUvarint(buf, at, zigzag32(r.headers.length));
+    for (const [name, v, nameLen, len] of r.headers) {
+      at = writeUvarint(buf, at, zigzag32(nameLen));
+      buf.write(name, at, nameLen, 'utf8');
+      at += nameLen;
+      at = writeVarBytes(buf, at, v, len);
+    }
+  }
+  buf.writeUInt32BE(crc32c(buf, bodyStart, at), crcAt);
+  return at;
+}
+
+export interface KafkajsInternals {
+  readonly Long: LongModule;
+  readonly Encoder: new (initialSize?: number) => EncoderLike;
+}
+
+/**
+ * The produce request (v3 layout) encoded in one pass; `fallback` (kafkajs' own v3 request) for what it does not
+ * cover. Same fields and bytes as kafkajs' request.
+ */
+export function fastProduceRequest(fallback: ProduceRequestFactory, internals: KafkajsInternals): ProduceRequestFactory {
+  const { Long, Encoder } = internals;
+  return (args) => {
+    const base = fallback(args);
+    if ((args.compression ?? 0) !== 0) return base;
+    const encode = async (): Promise<EncoderLike> => {
+      const now = Date.now();
+      const transactionalId = args.transactionalId ?? null;
+      const producerId = args.producerId === undefined ? Long.fromInt(-1) : Long.fromValue(args.producerId);
+      const producerEpoch = args.producerEpoch ?? 0;
+      const attributes = transactionalId ? 16 : 0; // kafkajs: transactional = !!transactionalId
+      const topics: PlannedTopic[] = [];
+      let size = 2 + (transactionalId === null ? 0 : Buffer.byteLength(transactionalId, 'utf8')) + 2 + 4 + 4;
+      for (const t of args.topicData) {
+        const batches: PlannedBatch[] = [];
+        for (const p of t.partitions) {
+          const b = planBatch(p, now);
+          if (b === undefined) return base.encode();
+          batches.push(b);
+          size += 4 + 4 + b.size;
+        }
+        const topicLen = Buffer.byteLength(t.topic, 'utf8');
+        topics.push({ topic: t.topic, topicLen, batches });
+        size += 2 + topicLen + 4;
+      }
+      const buf = Buffer.allocUnsafe(size);
+      let at = 0;
+      if (transactionalId === null) at = buf.writeInt16BE(-1, at);
+      else {
+        at = buf.writeInt16BE(Buffer.byteLength(transactionalId, 'utf8'), at);
+        at += buf.write(transactionalId, at, 'utf8');
+      }
+      at = buf.writeInt16BE(args.acks, at);
+      at = buf.writeInt32BE(args.timeout, at);
+      at = buf.writeInt32BE(topics.length, at);
+      for (const t of topics) {
+        at = buf.writeInt16BE(t.topicLen, at);
+        at += buf.write(t.topic, at, t.topicLen, 'utf8');
+        at = buf.writeInt32BE(t.batches.length, at);
+        for (const b of t.batches) {
+          at = buf.writeInt32BE(b.partition, at);
+          at = buf.writeInt32BE(b.size, at);
+          at = writeBatch(buf, at, b, attributes, producerId, producerEpoch, Long);
+        }
+      }
+      if (at !== size) throw new Error(`produce request encoding: wrote ${at} of ${size} bytes`);
+      const enc = new Encoder(0);
+      enc.buf = buf;
+      enc.offset = size;
+      return enc;
+    };
+    return { ...base, encode };
+  };
+}
+
+let installed: 'installed' | string | undefined;
+
+/**
+ * Puts {@link fastProduceRequest} in place of kafkajs' produce/v3 request module; idempotent. Returns
+ * 'installed', or why not (another kafkajs version; the module already loaded by a produce).
+ */
+export function installProduceEncoding(): string {
+  if (installed !== undefined) return installed;
+  const version = (require('kafkajs/package.json') as { version: string }).version;
+  if (version !== KAFKAJS_VERSION) return (installed = `kafkajs ${version}, not ${KAFKAJS_VERSION}: its own produce encoding is used`);
+  const path = require.resolve(V3_REQUEST);
+  const dir = path.slice(0, -'v3/request.js'.length);
+  const later = [4, 5, 6, 7].filter((v) => require.cache[`${dir}v${v}/request.js`] !== undefined);
+  if (later.length > 0) return (installed = `kafkajs produce v${later.join(', v')} already loaded: its own produce encoding is used`);
+  const own = require(path) as ProduceRequestFactory;
+  const internals: KafkajsInternals = {
+    Long: require('kafkajs/src/utils/long.js') as LongModule,
+    Encoder: require('kafkajs/src/protocol/encoder.js') as KafkajsInternals['Encoder'],
+  };
+  const entry = require.cache[path];
+  if (entry === undefined) return (installed = 'kafkajs produce request module not in the require cache: its own produce encoding is used');
+  entry.exports = fastProduceRequest(own, internals);
+  return (installed = 'installed');
+}
