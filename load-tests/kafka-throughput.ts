@@ -1421,7 +1421,7 @@ const AREAS: ReadonlyArray<readonly [RegExp, string | null]> = [
   [/\/src\/kafka\//, 'runner: batches, commit, changelog writer'],
   [/\/src\/engine\/state\/|node_modules\/rocksdb\//, 'state: cache, codecs, RocksDB calls'],
   [/\/src\/engine\/(runtime|api)\//, 'engine: task, routing, timers'],
-  [/\/topologies\//, 'topology: basket-abandonment'],
+  [/\/topologies\//, 'topologies: dedup, detection, guards, history'],
   [/node_modules\/(pino|prom-client)/, 'logging, metrics'],
   [/\/load-tests\//, 'benchmark harness (offset polling)'],
   [/^node:|^internal\//, null],

@@ -30,7 +30,7 @@ const RULES: ReadonlyArray<readonly [RegExp, string | null]> = [
   [/\/src\/replay\/replay\.ts/, 'replay loop'],
   [/\/src\/engine\/(runtime|api)\//, 'engine: task, routing, timers'],
   [/\/src\/engine\/state\/|node_modules\/rocksdb\//, 'state: cache, codecs, RocksDB calls'],
-  [/\/topologies\//, 'topology: basket-abandonment'],
+  [/\/topologies\//, 'topologies: dedup, detection, guards, history'],
   [/\/load-tests\//, 'benchmark harness'],
   [/^node:(readline|internal\/readline|string_decoder|internal\/streams\/readable)/, 'input: read + split lines'],
   [/^node:|^internal\//, null],

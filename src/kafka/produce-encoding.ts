@@ -11,7 +11,8 @@
  * computes the batch CRC-32C eight bytes at a time.
  *
  * {@link installProduceEncoding} puts it in place of kafkajs' `produce/v3/request` module (the v4–v7 requests
- * kafkajs sends are v3 with another version number), which kafkajs loads lazily at the first produce. It is
+ * kafkajs sends are v3 with another version number), which kafkajs loads lazily at the first produce, and lets
+ * kafkajs' request framing put the header in front of the payload instead of copying the payload twice. It is
  * installed only for the kafkajs version it was written against and falls back to kafkajs' encoder for what it
  * does not cover (compressed batches, values other than strings and buffers, timestamps that are not safe
  * integers), so kafkajs' own behaviour, errors included, is kept there.
@@ -310,6 +311,37 @@ function writeBatch(buf: Buffer, at: number, b: PlannedBatch, attributes: number
   return at;
 }
 
+/**
+ * Free bytes in front of an encoder's bytes in the buffer they live in. kafkajs frames a request by writing its
+ * header into a new encoder and then the payload after it (`writeEncoder`, a copy into a zero-filled buffer of
+ * the next power of two), and once more for the size prefix: two copies of every produce request. With room in
+ * front, `writeEncoder` moves the few header bytes in front of the payload instead (see
+ * {@link installProduceEncoding}). Taken once: a payload framed a second time is copied as kafkajs does.
+ */
+interface Room {
+  readonly backing: Buffer;
+  readonly start: number;
+}
+const rooms = new WeakMap<object, Room>();
+/** Request header (api key, version, correlation id, client id) and size prefix fit in this. */
+const FRAMING_ROOM = 512;
+
+/** `Encoder.prototype.writeEncoder` that puts this encoder's bytes in the room in front of `value`'s. */
+function framingWriteEncoder(original: (this: EncoderLike, value: unknown) => EncoderLike): (this: EncoderLike, value: unknown) => EncoderLike {
+  return function writeEncoder(this: EncoderLike, value: unknown): EncoderLike {
+    const room = typeof value === 'object' && value !== null ? rooms.get(value) : undefined;
+    if (room === undefined || this.offset > room.start || rooms.has(this)) return original.call(this, value);
+    rooms.delete(value as object);
+    const payload = value as EncoderLike;
+    const start = room.start - this.offset;
+    this.buf.copy(room.backing, start, 0, this.offset);
+    this.buf = room.backing.subarray(start, room.start + payload.offset);
+    this.offset += payload.offset;
+    rooms.set(this, { backing: room.backing, start });
+    return this;
+  };
+}
+
 export interface KafkajsInternals {
   readonly Long: LongModule;
   readonly Encoder: new (initialSize?: number) => EncoderLike;
@@ -344,7 +376,9 @@ export function fastProduceRequest(fallback: ProduceRequestFactory, internals: K
         topics.push({ topic: t.topic, topicLen, batches });
         size += 2 + topicLen + 4;
       }
-      const buf = Buffer.allocUnsafe(size);
+      // Room in front for the request header and size prefix kafkajs' framing puts before the payload
+      const backing = Buffer.allocUnsafe(FRAMING_ROOM + size);
+      const buf = backing.subarray(FRAMING_ROOM);
       let at = 0;
       if (transactionalId === null) at = buf.writeInt16BE(-1, at);
       else {
@@ -368,6 +402,7 @@ export function fastProduceRequest(fallback: ProduceRequestFactory, internals: K
       const enc = new Encoder(0);
       enc.buf = buf;
       enc.offset = size;
+      rooms.set(enc, { backing, start: FRAMING_ROOM });
       return enc;
     };
     return { ...base, encode };
@@ -396,5 +431,7 @@ export function installProduceEncoding(): string {
   const entry = require.cache[path];
   if (entry === undefined) return (installed = 'kafkajs produce request module not in the require cache: its own produce encoding is used');
   entry.exports = fastProduceRequest(own, internals);
+  const proto = internals.Encoder.prototype as { writeEncoder: (this: EncoderLike, value: unknown) => EncoderLike };
+  proto.writeEncoder = framingWriteEncoder(proto.writeEncoder);
   return (installed = 'installed');
 }

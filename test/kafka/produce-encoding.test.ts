@@ -152,6 +152,27 @@ test('installed: kafkajs sends its produce requests through the one-pass encoder
     Date.now = realNow;
   }
   assert.equal(v7(args).apiVersion, 7);
+  // kafkajs' framing (header, then size prefix) of the one-pass payload: the same bytes as of its own
+  const frame = require('kafkajs/src/protocol/request.js') as (r: { correlationId: number; clientId: string; request: ReturnType<ProduceRequestFactory> }) => Promise<{ buffer: Buffer }>;
+  Date.now = () => 1_733_500_000_123;
+  try {
+    const mine = await frame({ correlationId: 7, clientId: 'kairos-test', request: v7(args) });
+    const theirs = await frame({ correlationId: 7, clientId: 'kairos-test', request: { ...own(args), apiVersion: 7 } });
+    assert.ok(Buffer.from(mine.buffer).equals(Buffer.from(theirs.buffer)));
+    assert.ok(mine.buffer.byteOffset > 0 && theirs.buffer.byteOffset === 0, 'framed in the room in front of the payload, not copied');
+    // a payload framed twice: the second framing copies, the first keeps its bytes
+    const payload = await v7(args).encode();
+    type Writer = { writeInt16(v: number): Writer; writeEncoder(e: unknown): Writer; readonly buffer: Buffer };
+    const writer = (): Writer => new internals.Encoder() as unknown as Writer;
+    const first = writer().writeInt16(1).writeEncoder(payload);
+    const firstBytes = Buffer.from(first.buffer);
+    const second = writer().writeInt16(2).writeEncoder(payload);
+    assert.ok(Buffer.from(first.buffer).equals(firstBytes));
+    assert.ok(second.buffer.subarray(2).equals(firstBytes.subarray(2)));
+    assert.equal(second.buffer.readInt16BE(0), 2);
+  } finally {
+    Date.now = realNow;
+  }
 
   const cluster = await startMockCluster();
   t.after(() => cluster.stop());
