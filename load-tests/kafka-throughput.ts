@@ -67,6 +67,8 @@ import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+// As in kairos start: Kairos' kafkajs module replacements go in before kafkajs loads (src/kafka/kafkajs-preload.ts)
+import '../src/kafka/kafkajs-preload.js';
 import { Partitioners, type Admin, type Consumer, type Kafka, type Message, type Producer } from 'kafkajs';
 import pino from 'pino';
 import { Registry } from 'prom-client';

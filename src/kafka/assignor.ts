@@ -23,6 +23,8 @@
  * Kafka client code stays in src/kafka/ (DESIGN §4); the rest of the engine only needs {@link assignTasks} and
  * {@link TaskRouting}.
  */
+// Before kafkajs: it replaces a kafkajs module that kafkajs takes when it loads.
+import './kafkajs-preload.js';
 import { AssignerProtocol } from 'kafkajs';
 import type { Assignment, Cluster, GroupMember, GroupMemberAssignment, Logger, PartitionAssigner } from 'kafkajs';
 import { KairosError } from '../errors.js';

@@ -1,4 +1,6 @@
 /** The kafkajs client, with its log lines routed into pino and its produce requests encoded in one pass (produce-encoding.ts). */
+// Before kafkajs: it replaces a kafkajs module that kafkajs takes when it loads.
+import { kafkajsPreload } from './kafkajs-preload.js';
 import { readFileSync } from 'node:fs';
 import { Kafka, logLevel, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
@@ -25,6 +27,8 @@ export function createKafka(opts: KafkaClientOptions): Kafka {
   const log = opts.logger.child({ component: 'kafkajs' });
   const encoding = installProduceEncoding();
   if (encoding !== 'installed') log.info({ encoding }, 'produce requests: kafkajs encoder');
+  const grouping = kafkajsPreload();
+  if (grouping !== 'installed') log.info({ grouping }, 'produce requests: kafkajs grouping per partition');
   const sec = opts.security;
   const ssl = sec?.ssl === true ? (sec.caFile === undefined ? true : { ca: [readFileSync(sec.caFile, 'utf8')] }) : false;
   const sasl: SASLOptions | undefined = sec?.sasl ? { mechanism: sec.sasl.mechanism, username: sec.sasl.username, password: sec.sasl.password } as SASLOptions : undefined;
