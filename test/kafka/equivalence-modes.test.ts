@@ -289,7 +289,7 @@ test('idle start: the runner waits on empty topics (1 s idle advance), then olde
       await runner.start();
       await sleep(3000); // every task idle for three idle-advance periods before its first record
       const fed = await feedLive(producer, registry, replayInputs(small));
-      t.diagnostic(`idle start: ${fed.chunks} chunks produced after 3 s idle`);
+      t.diagnostic(`idle start: ${fed.chunks} chunks produced after 3 s idle${fed.slow > 0 ? `; the runner did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
       waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
     } finally {
       await runner.stop();
