@@ -26,6 +26,8 @@ export interface RateLimitHit {
 
 export class RouteRateLimiter {
   readonly #windows = new Map<string, Window>();
+  /** The caller counted last: its entry is the most recently used already. */
+  #last: string | undefined;
   constructor(
     readonly windowMs: number,
     readonly maxCallers = RATE_LIMIT_CALLERS_MAX,
@@ -38,9 +40,19 @@ export class RouteRateLimiter {
     if (w === undefined) {
       w = { count: 1, startMs: nowMs };
       ttl = this.windowMs;
+      this.#windows.set(caller, w);
+      this.#last = caller;
+      if (this.#windows.size > this.maxCallers) {
+        const oldest = this.#windows.keys().next();
+        if (oldest.done !== true) this.#windows.delete(oldest.value);
+      }
     } else {
-      // Most recently used last: re-inserted on every request.
-      this.#windows.delete(caller);
+      // Most recently used last: moved to the end unless it is there already (the caller counted last).
+      if (caller !== this.#last) {
+        this.#windows.delete(caller);
+        this.#windows.set(caller, w);
+        this.#last = caller;
+      }
       if (w.startMs + this.windowMs <= nowMs) {
         w.count = 1;
         w.startMs = nowMs;
@@ -49,11 +61,6 @@ export class RouteRateLimiter {
         w.count++;
         ttl = this.windowMs - (nowMs - w.startMs);
       }
-    }
-    this.#windows.set(caller, w);
-    if (this.#windows.size > this.maxCallers) {
-      const oldest = this.#windows.keys().next();
-      if (oldest.done !== true) this.#windows.delete(oldest.value);
     }
     return { max, remaining: Math.max(0, max - w.count), resetSeconds: Math.ceil(ttl / 1000), exceeded: w.count > max };
   }

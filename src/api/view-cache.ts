@@ -16,10 +16,12 @@ interface Entry {
   readonly liveUntil: number;
   readonly timers: readonly TimerInfo[] | null;
   readonly text: string;
+  /** Kept or served since eviction last passed it over (second chance: see `#set`). */
+  used: boolean;
 }
 
 export interface ViewCacheOptions {
-  /** Customers (per scope variant) kept, least recently used dropped first. @default 10000 */
+  /** Customers (per scope variant) kept, least recently used dropped first (approximately: second chance). @default 10000 */
   readonly maxEntries?: number;
   /** Characters of serialized views kept; views larger than a tenth of this are not kept. @default 16777216 */
   readonly maxChars?: number;
@@ -83,9 +85,8 @@ export class CustomerViewCache {
     const st = now.streamTime;
     if (st >= cached.streamTime && st < cached.liveUntil && sameVersions(cached.versions, now.versions) && sameTimers(cached.timers, r.timers(customerId))) {
       this.hits++;
-      // Most recently used last.
-      this.#entries.delete(id);
-      this.#entries.set(id, cached);
+      // Marked, not moved: eviction gives it a second chance (#set), so a hit writes no Map.
+      cached.used = true;
       return cached.text;
     }
     return undefined;
@@ -113,7 +114,7 @@ export class CustomerViewCache {
     const versions = known(before);
     const after = versions === undefined ? undefined : r.versions?.(CUSTOMER_STORES, customerId);
     if (before !== undefined && versions !== undefined && after !== undefined && after.streamTime === before.streamTime && sameVersions(versions, after.versions)) {
-      this.#set(id, { versions, streamTime: before.streamTime, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text });
+      this.#set(id, { versions, streamTime: before.streamTime, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text, used: true });
     } else if (cached !== undefined) this.#drop(id, cached);
     return text;
   }
@@ -124,9 +125,16 @@ export class CustomerViewCache {
     if (old !== undefined) this.#drop(id, old);
     this.#entries.set(id, e);
     this.#chars += e.text.length;
+    // Oldest first; one kept or served since the walk last passed it moves to the end instead, unmarked (second
+    // chance: approximately least recently used first, and a hit only sets the mark). A moved entry is dropped when
+    // the walk reaches it again, so the walk ends.
     for (const [k, v] of this.#entries) {
       if (this.#entries.size <= this.#maxEntries && this.#chars <= this.#maxChars) break;
-      this.#drop(k, v);
+      if (v.used) {
+        v.used = false;
+        this.#entries.delete(k);
+        this.#entries.set(k, v);
+      } else this.#drop(k, v);
     }
   }
 

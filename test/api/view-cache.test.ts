@@ -214,3 +214,31 @@ test('an entry with a TTL that expires by stream time alone (no write) is not se
     t.remove();
   }
 });
+
+test('eviction drops views not served since they were kept before those served again (second chance)', async () => {
+  const t = tempDir();
+  try {
+    const stores = [...CUSTOMER_STORES];
+    const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores });
+    for (const c of ['a', 'b', 'c', 'd', 'e']) s.put(profilesStore.name, c, profile(c, T0));
+    await s.commit();
+    const r = stateReader(s, { source: 'active', partition: 0, timers: () => [] });
+    const views = new CustomerViewCache({ maxEntries: 3 });
+    const read = new Set<'read'>(['read']);
+    for (const c of ['a', 'b', 'c']) assert.ok((await views.build(r, read, c)) !== undefined);
+    // A full walk: each kept view is passed over once (unmarked), then the oldest unmarked goes.
+    assert.ok((await views.build(r, read, 'd')) !== undefined);
+    assert.equal(views.size, 3);
+    assert.equal(views.cached(r, read, 'a'), undefined, 'a, the oldest, dropped');
+    // b is served again (marked); c and d are not: the next view drops c, the oldest unmarked, not b.
+    assert.ok(views.cached(r, read, 'b') !== undefined);
+    assert.ok((await views.build(r, read, 'e')) !== undefined);
+    assert.equal(views.size, 3);
+    assert.ok(views.cached(r, read, 'b') !== undefined, 'b served since: kept');
+    assert.equal(views.cached(r, read, 'c'), undefined, 'c dropped');
+    assert.ok(views.cached(r, read, 'd') !== undefined && views.cached(r, read, 'e') !== undefined);
+    await s.close();
+  } finally {
+    t.remove();
+  }
+});
