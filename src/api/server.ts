@@ -173,6 +173,11 @@ function validationMessage(err: unknown): string {
     .join('; ');
 }
 
+/** The rate-limit headers of an answer sent through fastify's reply: set first, as @fastify/rate-limit did. */
+function limitHeaders(reply: FastifyReply, hit: RateLimitHit): FastifyReply {
+  return reply.header('x-ratelimit-limit', hit.max).header('x-ratelimit-remaining', hit.remaining).header('x-ratelimit-reset', hit.resetSeconds);
+}
+
 function sendError(reply: FastifyReply, code: KairosErrorCode, message: string, retryAfter?: number): FastifyReply {
   const status = STATUS[code] ?? 500;
   if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
@@ -260,8 +265,10 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
    * Every /v1 request, in the order its answer depends on: the caller is identified (verified credentials are
    * remembered: createAuthenticator), counted against the route's limit for it (per API key, per customer token,
    * per IP without valid credentials, so bad credentials are limited too), then authorized: a customer token reads
-   * only its own customer. Done in the handler (no hook, no promise per step); the rate-limit headers are set on
-   * every answer from here on, as @fastify/rate-limit set them.
+   * only its own customer. Done in the handler (no hook, no promise per step). Every answer from here on carries
+   * the rate-limit headers first, as @fastify/rate-limit set them: admit's refusals here, the answers written
+   * directly in their header list (`answer`), every other answer through fastify's reply by `limitHeaders` before
+   * anything else is set on it (`routed`, `local` and `forwardTo` for their errors).
    */
   const authenticate = createAuthenticator(opts.auth);
   const clock = opts.clock ?? Date.now;
@@ -270,13 +277,16 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     const a = authenticate(req.headers, now);
     const principal = a.ok ? a.principal : undefined;
     const hit = limiter.hit(principal?.id ?? req.ip, principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer, now);
-    void reply.header('x-ratelimit-limit', hit.max).header('x-ratelimit-remaining', hit.remaining).header('x-ratelimit-reset', hit.resetSeconds);
     if (hit.exceeded) {
-      void reply.header('retry-after', hit.resetSeconds);
+      limitHeaders(reply, hit).header('retry-after', hit.resetSeconds);
       fail('KAIROS_ERR_API_RATE_LIMITED', `rate limit of ${hit.max} requests per ${formatDuration(hit.resetSeconds * 1000)} exceeded`);
     }
-    if (!a.ok) fail('KAIROS_ERR_API_UNAUTHORIZED', a.reason);
+    if (!a.ok) {
+      limitHeaders(reply, hit);
+      fail('KAIROS_ERR_API_UNAUTHORIZED', a.reason);
+    }
     if (a.principal.kind === 'customer' && a.principal.customerId !== customerId) {
+      limitHeaders(reply, hit);
       fail('KAIROS_ERR_API_FORBIDDEN', customerId === undefined ? 'a customer token reads only its own customer' : 'a customer token reads only its own customer, not this one');
     }
     return { principal: a.principal, hit };
@@ -287,32 +297,36 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   /**
    * Answers from the task owning `key`: locally (active task, or standby copy during a rebalance), or by
    * forwarding the request once to the owner. A local answer the route can give synchronously (`peek`: the view
-   * cache's bytes) from a reader at hand (`readerNow`) is written here and now, with no promise; undefined then.
+   * cache's bytes) from a reader at hand (`readerNow`) is written here and now, with no promise. Errors thrown here
+   * reach fastify's error handler through the route handler; those of the steps that wait (`local`, `forwardTo`)
+   * are sent by them (`failed`): fastify gets no promise to wait on (one promise reaction less per request).
    */
-  function routed<A, T extends object | string>(req: FastifyRequest, reply: FastifyReply, route: Route<A, T>, key: string, arg: A, hit: RateLimitHit): Promise<void> | undefined {
-    const partition = backend.partitionOf(key);
-    if (partition === undefined) fail('KAIROS_ERR_API_UNAVAILABLE', 'the instance is starting: partitions not known yet');
-    const self = opts.self();
-    const owner = backend.owner(partition);
-    if (owner === self || owner === undefined || owner === null || typeof req.headers[FORWARDED_HEADER] === 'string') {
-      const now = backend.readerNow?.(partition);
-      if (now !== undefined && route.peek !== undefined && (now.source === 'active' || owner !== self)) {
-        const body = route.peek(now, arg, key);
-        if (body !== undefined) {
-          if (now.source === 'standby') forwarded.inc({ result: 'standby' });
-          answer(req, reply, route, now, self, body, key, hit);
-          return undefined;
+  function routed<A, T extends object | string>(req: FastifyRequest, reply: FastifyReply, route: Route<A, T>, key: string, arg: A, hit: RateLimitHit): void {
+    try {
+      const partition = backend.partitionOf(key);
+      if (partition === undefined) fail('KAIROS_ERR_API_UNAVAILABLE', 'the instance is starting: partitions not known yet');
+      const self = opts.self();
+      const owner = backend.owner(partition);
+      if (owner === self || owner === undefined || owner === null || typeof req.headers[FORWARDED_HEADER] === 'string') {
+        const now = backend.readerNow?.(partition);
+        if (now !== undefined && route.peek !== undefined && (now.source === 'active' || owner !== self)) {
+          const body = route.peek(now, arg, key);
+          if (body !== undefined) {
+            if (now.source === 'standby') forwarded.inc({ result: 'standby' });
+            answer(req, reply, route, now, self, body, key, hit);
+            return;
+          }
+          void local(req, reply, route, key, arg, hit, partition, self, owner, now, true);
+          return;
         }
-        return local(req, reply, route, key, arg, hit, partition, self, owner, now, true);
+        void local(req, reply, route, key, arg, hit, partition, self, owner, now, false);
+        return;
       }
-      return local(req, reply, route, key, arg, hit, partition, self, owner, now, false);
+      void forwardTo(req, reply, route, key, arg, hit, partition, self, owner);
+    } catch (err) {
+      limitHeaders(reply, hit);
+      throw err;
     }
-    return forwardTo(req, reply, route, key, arg, hit, partition, self, owner);
-  }
-
-  /** What a route answers from `r`: the answer at hand (`peek`), else read. */
-  async function bodyOf<A, T extends object | string>(route: Route<A, T>, r: StateReader, arg: A, key: string): Promise<T | undefined> {
-    return route.peek?.(r, arg, key) ?? (await route.read(r, arg, key));
   }
 
   async function local<A, T extends object | string>(
@@ -328,63 +342,95 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     now: StateReader | undefined,
     peeked: boolean,
   ): Promise<void> {
-    const r = now ?? (await backend.reader(partition));
-    if (r && (r.source === 'active' || owner !== self)) {
-      if (r.source === 'standby') forwarded.inc({ result: 'standby' });
-      answer(req, reply, route, r, self, peeked ? await route.read(r, arg, key) : await bodyOf(route, r, arg, key), key, hit);
-      return;
-    }
-    forwarded.inc({ result: 'unavailable' });
-    fail('KAIROS_ERR_API_UNAVAILABLE', owner === self ? `task ${partition} is being restored here` : `task ${partition} is moving between instances (rebalance)`);
-  }
-
-  /** Owned elsewhere: forwards once, with the caller's credentials, over a pooled keep-alive connection. */
-  async function forwardTo<A, T extends object | string>(req: FastifyRequest, reply: FastifyReply, route: Route<A, T>, key: string, arg: A, hit: RateLimitHit, partition: number, self: string, owner: string): Promise<void> {
     try {
-      const headers: Record<string, string> = { [FORWARDED_HEADER]: self, accept: 'application/json' };
-      for (const h of ['authorization', 'x-api-key']) {
-        const v = req.headers[h];
-        if (typeof v === 'string') headers[h] = v;
-      }
-      const res = await forward(owner, req.url, headers, opts.forwardTimeoutMs);
-      forwarded.inc({ result: res.status < 300 || res.status === 404 ? 'ok' : 'error' });
-      for (const h of ['retry-after', 'x-kairos-served-by', 'x-kairos-source']) {
-        const v = res.headers[h];
-        if (typeof v === 'string') void reply.header(h, v);
-      }
-      reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(res.body);
-      observeReply(req, reply);
-      return;
-    } catch (err) {
-      forwarded.inc({ result: 'unreachable' });
-      log?.warn({ owner, partition, err: (err as Error).message }, 'owner unreachable; trying a local standby copy');
-      const r = await backend.reader(partition);
-      if (r) {
-        answer(req, reply, route, r, self, await bodyOf(route, r, arg, key), key, hit);
+      const r = now ?? (await backend.reader(partition));
+      if (r && (r.source === 'active' || owner !== self)) {
+        if (r.source === 'standby') forwarded.inc({ result: 'standby' });
+        // The answer at hand (`peek`), else read; no await (no further promise turn) when it is at hand.
+        const atHand = peeked ? undefined : route.peek?.(r, arg, key);
+        answer(req, reply, route, r, self, atHand !== undefined ? atHand : await route.read(r, arg, key), key, hit);
         return;
       }
-      fail('KAIROS_ERR_API_UNAVAILABLE', `the owner of task ${partition} (${owner}) is unreachable`);
+      forwarded.inc({ result: 'unavailable' });
+      fail('KAIROS_ERR_API_UNAVAILABLE', owner === self ? `task ${partition} is being restored here` : `task ${partition} is moving between instances (rebalance)`);
+    } catch (err) {
+      limitHeaders(reply, hit);
+      failed(req, reply, err);
     }
   }
 
   /**
-   * The JSON of `freshness` for an answer from `r`: for an active task, a text kept per partition with the
-   * stream time appended (the bytes JSON.stringify(freshnessOf(r, self)) gives; the tests compare them).
+   * An error of a step that waited (`local`, `forwardTo`: their promises are not handed to fastify), sent as
+   * fastify sends a rejected handler promise's: to the error handler, unless the answer is out already. Never
+   * throws (nothing awaits these promises).
    */
-  const freshnessPrefixes: (string | undefined)[] = [];
+  function failed(req: FastifyRequest, reply: FastifyReply, err: unknown): void {
+    try {
+      if (reply.sent) log?.error({ err, url: req.url }, 'query API request failed after its answer was sent');
+      else reply.send(err instanceof Error ? err : new Error(String(err)));
+    } catch (e) {
+      log?.error({ err: e, url: req.url }, 'query API error not sent');
+    }
+  }
+
+  /** Owned elsewhere: forwards once, with the caller's credentials, over a pooled keep-alive connection. */
+  async function forwardTo<A, T extends object | string>(req: FastifyRequest, reply: FastifyReply, route: Route<A, T>, key: string, arg: A, hit: RateLimitHit, partition: number, self: string, owner: string): Promise<void> {
+    // Answered through fastify's reply (the owner's answer, a standby's through `answer`, or an error).
+    limitHeaders(reply, hit);
+    try {
+      try {
+        const headers: Record<string, string> = { [FORWARDED_HEADER]: self, accept: 'application/json' };
+        for (const h of ['authorization', 'x-api-key']) {
+          const v = req.headers[h];
+          if (typeof v === 'string') headers[h] = v;
+        }
+        const res = await forward(owner, req.url, headers, opts.forwardTimeoutMs);
+        forwarded.inc({ result: res.status < 300 || res.status === 404 ? 'ok' : 'error' });
+        for (const h of ['retry-after', 'x-kairos-served-by', 'x-kairos-source']) {
+          const v = res.headers[h];
+          if (typeof v === 'string') void reply.header(h, v);
+        }
+        reply.code(res.status).header('content-type', 'application/json; charset=utf-8').send(res.body);
+        observeReply(req, reply);
+        return;
+      } catch (err) {
+        forwarded.inc({ result: 'unreachable' });
+        log?.warn({ owner, partition, err: (err as Error).message }, 'owner unreachable; trying a local standby copy');
+        const r = await backend.reader(partition);
+        if (r) {
+          answer(req, reply, route, r, self, route.peek?.(r, arg, key) ?? (await route.read(r, arg, key)), key, hit);
+          return;
+        }
+        fail('KAIROS_ERR_API_UNAVAILABLE', `the owner of task ${partition} (${owner}) is unreachable`);
+      }
+    } catch (err) {
+      failed(req, reply, err);
+    }
+  }
+
+  /**
+   * The JSON of `freshness` for an answer from `r`: for an active task, a text kept per partition and made again
+   * when its stream time moves (the bytes JSON.stringify(freshnessOf(r, self)) gives; the tests compare them).
+   */
+  const freshnessTexts: ({ readonly prefix: string; streamTime: number; json: string } | undefined)[] = [];
   let freshnessSelf = '';
   function freshnessJson(r: StateReader, self: string): string {
     if (r.source !== 'active') return JSON.stringify(freshnessOf(r, self));
     if (self !== freshnessSelf) {
-      freshnessPrefixes.length = 0;
+      freshnessTexts.length = 0;
       freshnessSelf = self;
     }
-    let prefix = freshnessPrefixes[r.partition];
-    if (prefix === undefined) {
-      prefix = `{"servedBy":${JSON.stringify(self)},"source":"active","partition":${r.partition},"streamTime":`;
-      freshnessPrefixes[r.partition] = prefix;
+    let f = freshnessTexts[r.partition];
+    if (f === undefined) {
+      // NaN: equal to no stream time, so the text is made below.
+      f = { prefix: `{"servedBy":${JSON.stringify(self)},"source":"active","partition":${r.partition},"streamTime":`, streamTime: Number.NaN, json: '' };
+      freshnessTexts[r.partition] = f;
     }
-    return `${prefix}${Number.isFinite(r.streamTime) ? String(r.streamTime) : 'null'}}`;
+    if (r.streamTime !== f.streamTime) {
+      f.streamTime = r.streamTime;
+      f.json = `${f.prefix}${Number.isFinite(r.streamTime) ? String(r.streamTime) : 'null'}}`;
+    }
+    return f.json;
   }
 
   const direct = opts.directAnswers ?? true;
@@ -427,7 +473,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       return;
     }
     // Serialized here with its content type set: fastify sends the string as it is (no serializer lookup).
-    reply.header('x-kairos-served-by', self).header('x-kairos-source', r.source).header('content-type', JSON_TYPE).send(json);
+    limitHeaders(reply, hit).header('x-kairos-served-by', self).header('x-kairos-source', r.source).header('content-type', JSON_TYPE).send(json);
     observeReply(req, reply);
   }
 
@@ -456,7 +502,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     // Not async: an answer the view cache holds is written before the handler returns (routed).
     (req, reply) => {
       const a = admit(req, reply, customerLimits, req.params.id);
-      return routed(req, reply, customerRoute, req.params.id, a.principal.scopes, a.hit);
+      routed(req, reply, customerRoute, req.params.id, a.principal.scopes, a.hit);
     },
   );
 
@@ -479,7 +525,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     { schema: { summary: 'Recent triggers sent to a customer and the guards\' decisions with reasons', params: Params, querystring: TriggersQuery, ...secured, response: errors } },
     (req, reply) => {
       const a = admit(req, reply, triggersLimits, req.params.id);
-      return routed(req, reply, triggersRoute, req.params.id, { scopes: a.principal.scopes, type: req.query.type }, a.hit);
+      routed(req, reply, triggersRoute, req.params.id, { scopes: a.principal.scopes, type: req.query.type }, a.hit);
     },
   );
 
@@ -490,7 +536,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       '/v1/customers/:id/placements',
       { schema: { summary: 'The customer\'s live onsite placements (from the onsite channel), newest first', params: Params, ...secured, response: errors } },
       async (req, reply) => {
-        admit(req, reply, placementLimits, req.params.id);
+        limitHeaders(reply, admit(req, reply, placementLimits, req.params.id).hit);
         let list: readonly object[];
         try {
           list = await placements(req.params.id);
@@ -522,7 +568,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     },
     (req, reply) => {
       const a = admit(req, reply, watcherLimits);
-      return routed(req, reply, watchersRoute, req.params.sku, { limit: req.query.limit ?? 100, cursor: req.query.cursor }, a.hit);
+      routed(req, reply, watchersRoute, req.params.sku, { limit: req.query.limit ?? 100, cursor: req.query.cursor }, a.hit);
     },
   );
 
@@ -542,13 +588,13 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     },
     (req, reply) => {
       const a = admit(req, reply, wisherLimits);
-      return routed(req, reply, wishersRoute, req.params.productId, { sku: req.query.sku ?? null, limit: req.query.limit ?? 100, cursor: req.query.cursor }, a.hit);
+      routed(req, reply, wishersRoute, req.params.productId, { sku: req.query.sku ?? null, limit: req.query.limit ?? 100, cursor: req.query.cursor }, a.hit);
     },
   );
 
   const topologyLimits = limiter();
   app.get('/v1/topology', { schema: { summary: 'The running topology: nodes, stores, topics (text and Mermaid too)', ...secured } }, (req, reply) => {
-    admit(req, reply, topologyLimits);
+    limitHeaders(reply, admit(req, reply, topologyLimits).hit);
     const t = backend.topology;
     const sent = reply.send({
       applicationId: t.applicationId,
