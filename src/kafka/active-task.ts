@@ -100,6 +100,12 @@ interface OutboxGroup extends OutboxEntry {
 const OUTBOX_GROUP_BYTES = 256 * 1024;
 
 /** The outputs as outbox entries of at most about `maxBytes` each (an output larger than that alone), in order. */
+/** Offset a < offset b (decimal strings): as numbers below 2^53 (fifteen digits), else as BigInts. */
+function offsetBefore(a: string, b: string): boolean {
+  if (a.length < 16 && b.length < 16) return Number(a) < Number(b);
+  return BigInt(a) < BigInt(b);
+}
+
 function outboxGroups(topicMessages: readonly TopicMessages[], maxBytes: number): OutboxEntry[] {
   const out: OutboxEntry[] = [];
   let group: OutboxEntry[] = [];
@@ -278,7 +284,7 @@ export class ActiveTask {
     const p = this.partition;
     const m = r.message;
     const done = this.task.state.position(bufferTopic, p);
-    if (done !== undefined && BigInt(m.offset) < BigInt(done)) return; // already in the state (restored or committed)
+    if (done !== undefined && offsetBefore(m.offset, done)) return; // already in the state (restored or committed)
     const consumed = (): string => (BigInt(m.offset) + 1n).toString();
     const d = r.decoded;
     if (!d.ok) {

@@ -312,15 +312,20 @@ export class TaskState {
   }
 
   position(topic: string, partition: number): string | undefined {
-    return this.#pendingPositions.get(`${topic}\u0000${partition}`) ?? this.#positions.get(`${topic}\u0000${partition}`);
+    const key = this.#positionKey(topic, partition);
+    return this.#pendingPositions.get(key) ?? this.#positions.get(key);
   }
 
   /** Records the next offset to consume; written with the next commit. */
   setPosition(topic: string, partition: number, nextOffset: string): void {
-    // Once per record: the "topic \0 partition" key is built once per input.
+    this.#pendingPositions.set(this.#positionKey(topic, partition), nextOffset);
+  }
+
+  /** Both run once per record: the "topic \0 partition" key is built once per input. */
+  #positionKey(topic: string, partition: number): string {
     let keys = this.#positionKeys.get(topic);
     if (keys === undefined) this.#positionKeys.set(topic, (keys = []));
-    this.#pendingPositions.set((keys[partition] ??= `${topic}\u0000${partition}`), nextOffset);
+    return (keys[partition] ??= `${topic}\u0000${partition}`);
   }
 
   hasStore(name: string): boolean {
