@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import { Type, type Static } from '@sinclair/typebox';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Topology } from '../engine/api/index.js';
 import { TriggerType, type TriggerType as TriggerTypeName } from '../../schemas/contract.js';
@@ -18,6 +18,7 @@ import type { StateReader } from '../engine/state/reader.js';
 import { KairosError, isKairosError, type KairosErrorCode } from '../errors.js';
 import { createAuthenticator, type AuthConfig, type Principal, type Scope } from './auth.js';
 import { formatDuration, RouteRateLimiter, type RateLimitHit } from './rate-limit.js';
+import { LatencyHistogram, type LatencyChild } from './latency-histogram.js';
 import { CustomerViewCache } from './view-cache.js';
 import { customerView, freshnessOf, productWishers, skuWatchers, type Freshness } from './views.js';
 
@@ -127,8 +128,6 @@ const STATUS: Partial<Record<KairosErrorCode, number>> = {
   KAIROS_ERR_INTERNAL: 500,
 };
 
-type LatencyChild = { observe(value: number): void };
-
 /** Who is asking (admit) and the rate-limit state its answer states. */
 interface Admitted {
   readonly principal: Principal;
@@ -188,7 +187,8 @@ function sendError(reply: FastifyReply, code: KairosErrorCode, message: string, 
 export async function registerApi(app: FastifyInstance, opts: ApiOptions, registry: Registry): Promise<void> {
   const { backend } = opts;
   const log = opts.logger?.child({ component: 'api' });
-  const latency = new Histogram({
+  // Its observation is a bucket search (latency-histogram.ts); prom-client's labelled child cost ~0.8 µs per request.
+  const latency = new LatencyHistogram({
     name: 'kairos_api_request_duration_seconds',
     help: 'Query API latency by method, route (pattern) and status code, from the request to the answer handed to the socket (/v1 routes) or to its end (other routes)',
     labelNames: ['method', 'route', 'status_code'],
