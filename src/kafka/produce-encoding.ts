@@ -6,7 +6,7 @@
  * every varlong a chain of `Long` objects, and the bytes are copied once per level (record → batch body → batch →
  * partition → topic → request) with a doubling, zero-filled buffer at each. In a Kafka catch-up that was a
  * quarter of the runner's CPU (the changelogs, repartition topics and outputs are produced by the same process
- * that consumes). {@link encodeProduceRequest} writes the same bytes — byte for byte, which the tests check
+ * that consumes). {@link fastProduceRequest} writes the same bytes — byte for byte, which the tests check
  * against kafkajs' own encoder on random requests — by measuring first and then writing into one buffer, and
  * computes the batch CRC-32C eight bytes at a time.
  *
@@ -41,7 +41,7 @@ interface TopicData {
   readonly topic: string;
   readonly partitions: readonly PartitionData[];
 }
-/** kafkajs' Long (a copy of long.js). */
+/** kafkajs' Long (BigInt-backed). */
 interface KLong {
   getHighBits(): number;
   getLowBits(): number;
@@ -128,7 +128,7 @@ function uvarintSize(v: number): number {
 function zigzag32(v: number): number {
   return ((v << 1) ^ (v >> 31)) >>> 0;
 }
-/** zig-zag of a safe integer, exact as a double (|v| < 2^53). */
+/** zig-zag of an integer, exact as a double for |v| < 2^52 (callers check). */
 function zigzag64(v: number): number {
   return v >= 0 ? v * 2 : -v * 2 - 1;
 }
