@@ -20,7 +20,7 @@
  * KAIROS_BENCH_CHILD_LOGS=<dir>: every child's whole output is written there. Progress on stderr; a table and one
  * JSON line ({"bench":"chaos",…}) on stdout.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,7 +32,8 @@ import type { BasketEvent, Trigger } from '../schemas/contract.js';
 import { toMs } from '../src/config/duration.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
-import { fmtInt, isUsageError, parseCount, REPO_ROOT, table, UsageError } from './lib/common.js';
+import { fmtInt, isUsageError, parseCount, table, UsageError } from './lib/common.js';
+import { startKairos } from './lib/child.js';
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 
@@ -109,30 +110,21 @@ interface Slot {
   starts: number;
 }
 
-function spawnInstance(slot: Slot, env: Record<string, string>, logDir: string | undefined, readyTimeoutMs = 90_000): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'bin.ts'), 'start'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, ...env, KAIROS_STATE_DIR: slot.stateDir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  slot.child = child;
+async function spawnInstance(slot: Slot, env: Record<string, string>, logDir: string | undefined, readyTimeoutMs = 90_000): Promise<void> {
   slot.starts++;
-  const label = `instance-${slot.index}#${slot.starts}`;
-  const full: string[] = [];
-  let partial = '';
-  const keep = (s: string): void => {
-    slot.tail = (slot.tail + s).slice(-20_000);
-    if (logDir !== undefined) full.push(s);
-  };
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', keep);
-  child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (chunk: string) => {
-    keep(chunk);
-    partial += chunk;
-    const lines = partial.split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
+  await startKairos({
+    label: `instance-${slot.index}#${slot.starts}`,
+    env: { ...env, KAIROS_STATE_DIR: slot.stateDir },
+    readyTimeoutMs,
+    logDir,
+    onSpawn: (child) => {
+      slot.child = child;
+      slot.exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    },
+    onOutput: (s) => {
+      slot.tail = (slot.tail + s).slice(-20_000);
+    },
+    onLine: (line) => {
       if (line.includes('"msg":"assignment"')) slot.counts.joins++;
       else if (line.includes('"msg":"restoring task state from changelog"')) {
         slot.counts.restores++;
@@ -144,31 +136,7 @@ function spawnInstance(slot: Slot, env: Record<string, string>, logDir: string |
         if (line.includes('"component":"kafkajs"') && /rebalancing|generation id is not valid/.test(line)) slot.counts.kafkajsRebalanceErrors++;
         else slot.counts.errors++;
       }
-    }
-  });
-  slot.exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => {
-      if (logDir !== undefined) writeFileSync(join(logDir, `${label}-${child.pid ?? 0}.log`), full.join(''));
-      resolve(code);
-    }),
-  );
-  const exited = slot.exited;
-  return new Promise<void>((resolve, reject) => {
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error(`${label} not ready within ${readyTimeoutMs} ms: ${slot.tail.slice(-2000)}`)), readyTimeoutMs);
-    const check = (c: string): void => {
-      seen += c;
-      if (seen.includes('kairos: running against')) {
-        clearTimeout(timer);
-        child.stderr?.off('data', check);
-        resolve();
-      }
-    };
-    child.stderr?.on('data', check);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`${label} exited (${String(code)}) before it was ready: ${slot.tail.slice(-2000)}`));
-    });
+    },
   });
 }
 

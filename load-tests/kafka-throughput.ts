@@ -59,7 +59,7 @@
  *                          [--max-task-idle-ms N] [--campaigns campaigns.json] [--brokers host:port] [--no-baseline]
  *                          [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases)]
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Profiler } from 'node:inspector';
@@ -79,12 +79,13 @@ import { toMs } from '../src/config/duration.js';
 import { changelogTopic } from '../src/engine/state/changelog.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster } from '../src/kafka/mock-cluster.js';
+import { startKairos } from './lib/child.js';
 import { KafkaRunner } from '../src/kafka/runner.js';
 import { JsonSerde } from '../src/kafka/serde.js';
 import { basketsStore } from '../topologies/basket-abandonment/index.js';
 import { generateEvents, newStats, resolveOptions, type GeneratorStats } from './generate-events.js';
 import { AbandonmentOracle, compareTriggers, triggerKey, type Comparison } from './lib/abandonment-oracle.js';
-import { fmtBytes, fmtInt, fmtSecs, isUsageError, parseCount, REPO_ROOT, table, UsageError } from './lib/common.js';
+import { fmtBytes, fmtInt, fmtSecs, isUsageError, parseCount, table, UsageError } from './lib/common.js';
 import { summarize } from './lib/cpu-profile.js';
 
 // kafkajs 2 warns once per producer that its default partitioner changed; every producer here and in the
@@ -539,77 +540,41 @@ interface ChildHandle extends Instance {
 }
 
 async function startChild(env: Record<string, string>, label: string, cleanup: Cleanup, readyTimeoutMs = 90_000): Promise<ChildHandle> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'bin.ts'), 'start'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const unhook = cleanup.atExit(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  let tail = '';
   let assigned: number[] = [];
-  let partial = '';
-  // KAIROS_BENCH_CHILD_LOGS=<dir>: every child's whole output (pino JSON at info) is written there on stop.
-  const logDir = process.env.KAIROS_BENCH_CHILD_LOGS;
-  const full: string[] = [];
-  const keep = (s: string): void => {
-    tail = (tail + s).slice(-20_000);
-    if (logDir !== undefined) full.push(s);
-  };
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', keep);
-  child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (chunk: string) => {
-    keep(chunk);
-    // pino JSON lines: the runner logs its assignment on every group join.
-    partial += chunk;
-    const lines = partial.split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line.includes('"msg":"assignment"')) continue;
+  let unhook = (): void => undefined;
+  const k = await startKairos({
+    label,
+    env,
+    readyTimeoutMs,
+    // KAIROS_BENCH_CHILD_LOGS=<dir>: every child's whole output (pino JSON at info) is written there on exit.
+    logDir: process.env.KAIROS_BENCH_CHILD_LOGS,
+    onSpawn: (child) => {
+      unhook = cleanup.atExit(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      });
+    },
+    onLine: (line) => {
+      // pino JSON lines: the runner logs its assignment on every group join.
+      if (!line.includes('"msg":"assignment"')) return;
       try {
         assigned = ((JSON.parse(line) as { partitions?: number[] }).partitions ?? []).slice();
       } catch {
         // not a log line
       }
-    }
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${label} not ready within ${readyTimeoutMs} ms: ${tail.slice(-2000)}`)), readyTimeoutMs);
-    const check = (): void => {
-      if (tail.includes('kairos: running against')) {
-        clearTimeout(timer);
-        child.stderr?.off('data', check);
-        resolve();
-      }
-    };
-    child.stderr?.on('data', check);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`${label} exited (${String(code)}) before it was ready: ${tail.slice(-2000)}`));
-    });
+    },
   });
   const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const code = await Promise.race([exited, sleep(20_000).then(() => 'timeout' as const)]);
-    if (code === 'timeout') {
-      log(`${label} did not stop within 20 s of SIGTERM; killing it`);
-      child.kill('SIGKILL');
-      await exited;
-    } else if (code !== 0) log(`${label} exited with ${String(code)}: ${tail.slice(-1500)}`);
+    const code = await k.stop(20_000);
+    if (code === 'killed') log(`${label} did not stop within 20 s of SIGTERM; killed it`);
+    else if (code !== 0 && code !== null) log(`${label} exited with ${String(code)}: ${k.tail().slice(-1500)}`);
     unhook();
-    if (logDir !== undefined) writeFileSync(join(logDir, `${label}-${child.pid ?? 0}.log`), full.join(''));
   };
-  const url = /metrics and health on (http:\/\/\S+)/.exec(tail)?.[1];
   const metrics = async (): Promise<string> => {
-    if (url === undefined) return '';
-    const res = await fetch(`${url}/metrics`);
+    if (k.url === undefined) return '';
+    const res = await fetch(`${k.url}/metrics`);
     return res.text();
   };
-  return { label, pid: child.pid as number, child, output: () => tail, assigned: () => assigned, metrics, stop };
+  return { label, pid: k.pid, child: k.process, output: k.tail, assigned: () => assigned, metrics, stop };
 }
 
 async function startChildren(brokers: readonly string[], stateRoot: string, k: number, cfg: PhaseConfig, cleanup: Cleanup): Promise<InstanceSet> {

@@ -18,7 +18,7 @@
  * Prints per trigger type: replay, kafka, missing, extra, repeated (at-least-once repeats with equal ids); exit
  * code 0 when the sets are equal.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,6 +31,7 @@ import { isTopicName, TOPICS, type Trigger } from '../schemas/contract.js';
 import { run } from '../src/cli/main.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
+import { startKairos } from './lib/child.js';
 import { AvroSerde, JsonSerde, type TopicSerde } from '../src/kafka/serde.js';
 
 const { values: o } = parseArgs({
@@ -50,7 +51,6 @@ const { values: o } = parseArgs({
     'quiet-sec': { type: 'string', default: '8' },
   },
 });
-const root = join(import.meta.dirname, '..');
 const log = (s: string): void => void process.stderr.write(`[kafka-vs-replay] ${s}\n`);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const app = `kvr-${randomUUID().slice(0, 8)}`;
@@ -110,11 +110,12 @@ async function produce(kafka: Kafka, serde: TopicSerde, lines: readonly Line[], 
   }
 }
 
-function startEngine(brokers: string, stateDir: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src', 'cli', 'bin.ts'), 'start'], {
-    cwd: root,
+async function startEngine(brokers: string, stateDir: string): Promise<ChildProcess> {
+  const engine = await startKairos({
+    label: 'engine',
+    // a restore of a large changelog comes before the banner
+    readyTimeoutMs: 600_000,
     env: {
-      ...process.env,
       KAFKA_BROKERS: brokers,
       KAFKA_IDEMPOTENT: mock ? 'false' : 'true',
       KAIROS_APPLICATION_ID: app,
@@ -122,25 +123,16 @@ function startEngine(brokers: string, stateDir: string): Promise<ChildProcess> {
       KAIROS_HTTP_PORT: '0',
       KAIROS_API_AUTH: 'none',
       KAIROS_IDLE_ADVANCE_MS: String(1e12),
-      KAIROS_PROCESSING_GUARANTEE: o.guarantee,
-      KAIROS_SERDE: o.serde,
-      ...(o.serde === 'avro' ? { SCHEMA_REGISTRY_URL: o.registry } : {}),
+      KAIROS_PROCESSING_GUARANTEE: o.guarantee as string,
+      KAIROS_SERDE: o.serde as string,
+      ...(o.serde === 'avro' ? { SCHEMA_REGISTRY_URL: o.registry as string } : {}),
       ...(o.config ? { KAIROS_CAMPAIGNS: o.config } : {}),
       KAIROS_LOG_LEVEL: process.env.KAIROS_LOG_LEVEL ?? 'warn',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    echo: true,
+    onSpawn: (child) => children.push(child),
   });
-  children.push(child);
-  let err = '';
-  child.stdout?.on('data', (c: Buffer) => void process.stderr.write(c));
-  return new Promise((resolve, reject) => {
-    child.stderr?.on('data', (c: Buffer) => {
-      err += c.toString();
-      process.stderr.write(c);
-      if (err.includes('kairos: running against')) resolve(child);
-    });
-    child.once('exit', (code) => reject(new Error(`engine exited ${String(code)} before it was ready`)));
-  });
+  return engine.process;
 }
 
 async function main(): Promise<number> {
