@@ -111,7 +111,7 @@ export async function startKairos(o: KairosChildOptions): Promise<KairosChild> {
     process: child,
     exited,
     tail: () => tail,
-    url: /metrics and health on (http:\/\/\S+)/.exec(tail)?.[1],
+    url: /metrics and health on (http:\/\/[^\s;]+)/.exec(tail)?.[1],
     running,
     stop: async (timeoutMs = 20_000) => {
       if (!running()) return child.exitCode;
