@@ -26,6 +26,7 @@ import pino from 'pino';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster } from '../src/kafka/mock-cluster.js';
 import { generateEvents, resolveOptions } from './generate-events.js';
+import { startKairos } from './lib/child.js';
 import { cpuProfileArgs, fmtInt, REPO_ROOT } from './lib/common.js';
 
 const KEY = 'bench-api-key-0123456789abcdef';
@@ -86,11 +87,10 @@ function instanceCommand(dist: boolean): string[] {
 async function startChild(brokers: string, stateDir: string, port: number, command: readonly string[], profileDir?: string): Promise<Child> {
   // KAIROS_BENCH_PROFILE=<dir>: instance A writes a V8 CPU profile there when it stops (KAIROS_BENCH_PROFILE_INTERVAL=<µs>:
   // the sampling interval, default 1000).
-  const prof = cpuProfileArgs(profileDir);
-  const proc = spawn(process.execPath, [...prof, ...command], {
-    cwd: REPO_ROOT,
+  const k = await startKairos({
+    label: `instance :${port}`,
+    command: [...cpuProfileArgs(profileDir), ...command],
     env: {
-      ...process.env,
       KAFKA_BROKERS: brokers,
       KAFKA_IDEMPOTENT: 'false',
       KAFKA_MAX_WAIT_MS: '100',
@@ -103,29 +103,11 @@ async function startChild(brokers: string, stateDir: string, port: number, comma
       KAIROS_API_RATE_LIMIT: '100000000',
       KAIROS_LOG_LEVEL: 'warn',
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let err = '';
-  proc.stderr?.setEncoding('utf8');
-  proc.stderr?.on('data', (c: string) => {
-    err = (err + c).slice(-4000);
-  });
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const address = `127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (proc.exitCode !== null) throw new Error(`instance exited: ${err}`);
-    const ok = await fetch(`http://${address}/health/live`).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (i > 600) throw new Error(`instance not up: ${err}`);
-    await sleep(100);
-  }
   return {
-    address,
-    proc,
-    stop: async () => {
-      proc.kill('SIGTERM');
-      await Promise.race([exited, sleep(15_000).then(() => proc.kill('SIGKILL'))]);
-    },
+    address: `127.0.0.1:${port}`,
+    proc: k.process,
+    stop: async () => void (await k.stop(15_000)),
   };
 }
 
