@@ -22,6 +22,14 @@ import { LatencyHistogram, type LatencyChild } from './latency-histogram.js';
 import { CustomerViewCache } from './view-cache.js';
 import { customerView, freshnessOf, productWishers, skuWatchers, type Freshness } from './views.js';
 
+/** Request property: when the request reached its route (performance.now()), for the latency histogram. */
+const START_MS = 'kairosStartMs';
+declare module 'fastify' {
+  interface FastifyRequest {
+    kairosStartMs: number;
+  }
+}
+
 /** What the API needs from the runner. */
 export interface QueryBackend {
   /** The task owning a key; undefined before the runner knows the partition count. */
@@ -229,13 +237,28 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     return child;
   };
   const observe = (method: string, route: string, status: number, ms: number): void => childOf(method, route, status).observe(ms / 1000);
-  const observeReply = (req: FastifyRequest, reply: FastifyReply): void => observe(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime);
+  // fastify times a reply (elapsedTime) only for routes with a response hook (or a logger): the /v1 routes take
+  // their start in an onRequest hook (before validation, so a 400 is timed too) and the not-found handler in
+  // preValidation.
+  app.decorateRequest(START_MS, 0);
+  const markStart = (req: FastifyRequest, _reply: FastifyReply, done: () => void): void => {
+    req[START_MS] = performance.now();
+    done();
+  };
+  const elapsedMs = (req: FastifyRequest, reply: FastifyReply): number => {
+    const started = req[START_MS];
+    return started > 0 ? performance.now() - started : reply.elapsedTime;
+  };
+  const observeReply = (req: FastifyRequest, reply: FastifyReply): void => observe(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, elapsedMs(req, reply));
   const onResponse = (req: FastifyRequest, reply: FastifyReply, done: () => void): void => {
     observeReply(req, reply);
     done();
   };
   app.addHook('onRoute', (route) => {
-    if (route.url.startsWith('/v1/')) return;
+    if (route.url.startsWith('/v1/')) {
+      route.onRequest = route.onRequest === undefined ? [markStart] : [markStart, ...(Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest])];
+      return;
+    }
     route.onResponse = route.onResponse === undefined ? [onResponse] : [...(Array.isArray(route.onResponse) ? route.onResponse : [route.onResponse]), onResponse];
   });
 
@@ -253,7 +276,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     if (req.routeOptions.url?.startsWith('/v1/') === true) observeReply(req, reply);
     return sent;
   });
-  app.setNotFoundHandler((req, reply) => {
+  app.setNotFoundHandler({ preValidation: markStart }, (req, reply) => {
     const sent = sendError(reply, 'KAIROS_ERR_API_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`);
     observeReply(req, reply);
     return sent;
@@ -469,7 +492,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       reply.raw.end(json);
       // Observed as observeReply would: from the request to the answer handed to the socket.
       route.ok ??= childOf('GET', route.url, 200);
-      route.ok.observe(reply.elapsedTime / 1000);
+      route.ok.observe(elapsedMs(req, reply) / 1000);
       return;
     }
     // Serialized here with its content type set: fastify sends the string as it is (no serializer lookup).

@@ -222,4 +222,14 @@ test('GET /v1/topology and the OpenAPI document; API latency is measured per rou
   const metrics = await registry.metrics();
   assert.match(metrics, /kairos_api_request_duration_seconds_count\{method="GET",route="\/v1\/customers\/:id",status_code="200"\} [1-9]/);
   assert.match(metrics, /kairos_api_request_duration_seconds_count\{method="GET",route="\/v1\/customers\/:id",status_code="401"\} [1-9]/);
+  // timed, not only counted: fastify times a reply only for routes with a response hook, which /v1 has not
+  const bad = await get('/v1/products/by-id/jacket/wishers?limit=-1', READ_KEY);
+  assert.equal(bad.status, 400);
+  const again = await registry.metrics();
+  for (const status of ['200', '401', '400']) {
+    const sum = new RegExp(`kairos_api_request_duration_seconds_sum\\{method="GET",route="[^"]*",status_code="${status}"\\} (\\S+)`).exec(again)?.[1];
+    assert.ok(sum !== undefined && Number(sum) > 0, `latency of the ${status} answers: sum ${String(sum)}`);
+  }
+  const topo = /kairos_api_request_duration_seconds_sum\{method="GET",route="\/v1\/topology",status_code="200"\} (\S+)/.exec(again)?.[1];
+  assert.ok(Number(topo) > 0, `latency of /v1/topology: sum ${String(topo)}`);
 });
