@@ -25,6 +25,7 @@ import { PartitionGroup } from './partition-group.js';
 import { sendBounded, type RecordCollector, type TopicMessages } from './record-collector.js';
 import type { RunnerMetrics } from './runner-metrics.js';
 import type { DecodeResult } from './serde.js';
+import { nextOffset, offsetBefore } from '../util/offsets.js';
 
 /** Headers of a record routed to its key's task through the reroute topic. */
 export const REROUTE_HEADERS = { topic: 'kairos-reroute-topic', partition: 'kairos-reroute-partition', offset: 'kairos-reroute-offset' } as const;
@@ -100,12 +101,6 @@ interface OutboxGroup extends OutboxEntry {
 const OUTBOX_GROUP_BYTES = 256 * 1024;
 
 /** The outputs as outbox entries of at most about `maxBytes` each (an output larger than that alone), in order. */
-/** Offset a < offset b (decimal strings): as numbers below 2^53 (fifteen digits), else as BigInts. */
-function offsetBefore(a: string, b: string): boolean {
-  if (a.length < 16 && b.length < 16) return Number(a) < Number(b);
-  return BigInt(a) < BigInt(b);
-}
-
 function outboxGroups(topicMessages: readonly TopicMessages[], maxBytes: number): OutboxEntry[] {
   const out: OutboxEntry[] = [];
   let group: OutboxEntry[] = [];
@@ -285,7 +280,7 @@ export class ActiveTask {
     const m = r.message;
     const done = this.task.state.position(bufferTopic, p);
     if (done !== undefined && offsetBefore(m.offset, done)) return; // already in the state (restored or committed)
-    const consumed = (): string => (BigInt(m.offset) + 1n).toString();
+    const consumed = (): string => nextOffset(m.offset);
     const d = r.decoded;
     if (!d.ok) {
       this.#env.metrics?.failed.inc({ topic: r.topic, reason: d.reason });

@@ -16,6 +16,7 @@ import { createView, type AnyStoreView } from '../state/stores.js';
 import { TaskState, TIMER_STORE, type CommitOptions } from '../state/task-state.js';
 import { TimerQueue, timerId, type QueuedTimer } from './timer-queue.js';
 import { outboxSpec } from '../state/outbox.js';
+import { nextOffset } from '../../util/offsets.js';
 
 /** Receives what sinks emit. `origin` is the input record that caused it (undefined from a timer). */
 export interface RecordCollector {
@@ -58,13 +59,6 @@ interface PersistedTimer {
 }
 
 const timerSpec: KeyValueStoreSpec<PersistedTimer> = { kind: 'key-value', name: TIMER_STORE, codec: jsonCodec<PersistedTimer>() };
-
-/** The offset after `offset` (a decimal int64): in double arithmetic while exact, else as a BigInt. */
-function nextOffset(offset: string): string {
-  // Fifteen digits are below 2^53: the common case costs no BigInt.
-  const n = offset.length < 16 ? Number(offset) : NaN;
-  return Number.isSafeInteger(n) ? String(n + 1) : (BigInt(offset) + 1n).toString();
-}
 
 /** Timers whose keys are loaded with one multi-get before a wave of firings. */
 const PREFETCH_CHUNK = 256;
