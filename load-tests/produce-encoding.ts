@@ -10,12 +10,10 @@
  *
  * Prints one JSON line at the end: {"bench":"produce-encoding", …, "ratio": one-pass µs ÷ kafkajs µs}.
  */
-import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { fastProduceRequest, type KafkajsInternals, type ProduceRequestArgs, type ProduceRequestFactory } from '../src/kafka/produce-encoding.js';
+import { fastProduceRequest, kafkajsProduceModules, type ProduceRequestArgs, type ProduceRequestFactory } from '../src/kafka/produce-encoding.js';
 import { parseCount } from './lib/common.js';
 
-const require = createRequire(import.meta.url);
 const { values } = parseArgs({
   options: {
     topics: { type: 'string' },
@@ -33,11 +31,7 @@ const valueBytes = parseCount('--value-bytes', values['value-bytes'], 300);
 const requests = parseCount('--requests', values.requests, 400);
 const runs = parseCount('--runs', values.runs, 3);
 
-const own = require('kafkajs/src/protocol/requests/produce/v3/request.js') as ProduceRequestFactory;
-const internals: KafkajsInternals = {
-  Long: require('kafkajs/src/utils/long.js') as KafkajsInternals['Long'],
-  Encoder: require('kafkajs/src/protocol/encoder.js') as KafkajsInternals['Encoder'],
-};
+const { own, internals } = kafkajsProduceModules();
 const onePass = fastProduceRequest(own, internals);
 
 const value = JSON.stringify({ customerId: 'C0001234', items: [{ sku: 'P000123-M', quantity: 1, unitPrice: { amount: 4999, currency: 'EUR' } }], pad: '' });

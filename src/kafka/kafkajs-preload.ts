@@ -12,7 +12,15 @@ import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 const GROUPING = 'kafkajs/src/producer/groupMessagesPerPartition.js';
-const VERSION = '2.2.4';
+
+/** The kafkajs version whose internals Kairos replaces (here and in produce-encoding.ts). */
+export const KAFKAJS_VERSION = '2.2.4';
+
+/** Why kafkajs' internals are not replaced (another version installed), or undefined when they can be. */
+export function kafkajsVersionMismatch(): string | undefined {
+  const version = (require('kafkajs/package.json') as { version: string }).version;
+  return version === KAFKAJS_VERSION ? undefined : `kafkajs ${version}, not ${KAFKAJS_VERSION}`;
+}
 
 interface GroupArgs<M> {
   readonly topic: string;
@@ -35,8 +43,8 @@ export function groupMessagesPerPartition<M>({ topic, partitionMetadata, message
 }
 
 function preload(): string {
-  const version = (require('kafkajs/package.json') as { version: string }).version;
-  if (version !== VERSION) return `kafkajs ${version}, not ${VERSION}: its own grouping is used`;
+  const mismatch = kafkajsVersionMismatch();
+  if (mismatch !== undefined) return `${mismatch}: its own grouping is used`;
   const path = require.resolve(GROUPING);
   // The module that takes the grouping when kafkajs loads (the index itself may be in the cache already, not
   // run yet: Node's ESM loader enters a CommonJS module there before evaluating it).

@@ -18,11 +18,10 @@
  * integers), so kafkajs' own behaviour, errors included, is kept there.
  */
 import { createRequire } from 'node:module';
+import { kafkajsVersionMismatch } from './kafkajs-preload.js';
 
 const require = createRequire(import.meta.url);
 
-/** The kafkajs version whose produce encoding this reproduces. */
-export const KAFKAJS_VERSION = '2.2.4';
 const V3_REQUEST = 'kafkajs/src/protocol/requests/produce/v3/request.js';
 
 type Bytes = Buffer | string | null | undefined;
@@ -417,22 +416,32 @@ export function fastProduceRequest(fallback: ProduceRequestFactory, internals: K
 let installed: 'installed' | string | undefined;
 
 /**
+ * kafkajs' produce/v3 request factory as the require cache holds it now (kafkajs' own until
+ * {@link installProduceEncoding} has run) and the internals the one-pass encoder uses.
+ */
+export function kafkajsProduceModules(): { readonly own: ProduceRequestFactory; readonly internals: KafkajsInternals } {
+  return {
+    own: require(V3_REQUEST) as ProduceRequestFactory,
+    internals: {
+      Long: require('kafkajs/src/utils/long.js') as LongModule,
+      Encoder: require('kafkajs/src/protocol/encoder.js') as KafkajsInternals['Encoder'],
+    },
+  };
+}
+
+/**
  * Puts {@link fastProduceRequest} in place of kafkajs' produce/v3 request module; idempotent. Returns
  * 'installed', or why not (another kafkajs version; the module already loaded by a produce).
  */
 export function installProduceEncoding(): string {
   if (installed !== undefined) return installed;
-  const version = (require('kafkajs/package.json') as { version: string }).version;
-  if (version !== KAFKAJS_VERSION) return (installed = `kafkajs ${version}, not ${KAFKAJS_VERSION}: its own produce encoding is used`);
+  const mismatch = kafkajsVersionMismatch();
+  if (mismatch !== undefined) return (installed = `${mismatch}: its own produce encoding is used`);
   const path = require.resolve(V3_REQUEST);
   const dir = path.slice(0, -'v3/request.js'.length);
   const later = [4, 5, 6, 7].filter((v) => require.cache[`${dir}v${v}/request.js`] !== undefined);
   if (later.length > 0) return (installed = `kafkajs produce v${later.join(', v')} already loaded: its own produce encoding is used`);
-  const own = require(path) as ProduceRequestFactory;
-  const internals: KafkajsInternals = {
-    Long: require('kafkajs/src/utils/long.js') as LongModule,
-    Encoder: require('kafkajs/src/protocol/encoder.js') as KafkajsInternals['Encoder'],
-  };
+  const { own, internals } = kafkajsProduceModules();
   const entry = require.cache[path];
   if (entry === undefined) return (installed = 'kafkajs produce request module not in the require cache: its own produce encoding is used');
   entry.exports = fastProduceRequest(own, internals);

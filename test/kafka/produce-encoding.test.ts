@@ -5,7 +5,7 @@ import {
   crc32c,
   fastProduceRequest,
   installProduceEncoding,
-  type KafkajsInternals,
+  kafkajsProduceModules,
   type ProduceRequestArgs,
   type ProduceRequestFactory,
 } from '../../src/kafka/produce-encoding.js';
@@ -14,14 +14,10 @@ import { startMockCluster } from '../../src/kafka/mock-cluster.js';
 import { collect, produce, testKafka } from '../support/kafka.js';
 
 const require = createRequire(import.meta.url);
-// kafkajs' own modules, loaded before anything installs the replacement (this file installs it last)
-const own = require('kafkajs/src/protocol/requests/produce/v3/request.js') as ProduceRequestFactory;
+// kafkajs' own modules, taken before anything installs the replacement (this file installs it last)
+const { own, internals } = kafkajsProduceModules();
 const kafkajsCrc32c = require('kafkajs/src/protocol/recordBatch/crc32C/index.js') as (b: Buffer) => number;
-const internals: KafkajsInternals = {
-  Long: require('kafkajs/src/utils/long.js') as KafkajsInternals['Long'],
-  Encoder: require('kafkajs/src/protocol/encoder.js') as KafkajsInternals['Encoder'],
-};
-const Long = internals.Long as KafkajsInternals['Long'] & { fromValue(v: unknown): unknown };
+const Long = internals.Long;
 const fast = fastProduceRequest(own, internals);
 
 const alphabets = ['abcdefghijklmnopqrstuvwxyz0123456789-_{}":,', 'äöüß€', 'ключ顧客', '😀'].map((a) => [...a]);
@@ -90,33 +86,37 @@ async function bytesOf(factory: ProduceRequestFactory, args: ProduceRequestArgs)
   return Buffer.from((await factory(args).encode()).buffer);
 }
 
-/** Messages without a timestamp take "now": the same for both encoders. */
-function fixedNow(t: { after(fn: () => void): void }): void {
+/** Messages without a timestamp take "now": the same for both encoders while `fn` runs. */
+async function withFixedNow(fn: () => Promise<void>): Promise<void> {
   const realNow = Date.now;
   Date.now = () => 1_733_500_000_123;
-  t.after(() => (Date.now = realNow));
+  try {
+    await fn();
+  } finally {
+    Date.now = realNow;
+  }
 }
 
-test('produce requests: the one-pass encoder writes the bytes kafkajs 2.2.4 writes, for 300 random requests', async (t) => {
-  fixedNow(t);
-  const rnd = mulberry32(16);
-  let records = 0;
-  for (let i = 0; i < 300; i++) {
-    const args = randomArgs(rnd);
-    records += args.topicData.reduce((n, td) => n + td.partitions.reduce((m, p) => m + p.messages.length, 0), 0);
-    const a = fast(args);
-    const b = own(args);
-    assert.deepEqual({ apiKey: a.apiKey, apiVersion: a.apiVersion, apiName: a.apiName, expects: a.expectResponse() }, { apiKey: b.apiKey, apiVersion: b.apiVersion, apiName: b.apiName, expects: b.expectResponse() });
-    const mine = await bytesOf(fast, args);
-    const theirs = await bytesOf(own, args);
-    if (!mine.equals(theirs)) {
-      let at = 0;
-      while (mine[at] === theirs[at]) at++;
-      assert.fail(`request ${i}: ${mine.length} vs ${theirs.length} bytes, first difference at ${at}`);
+test('produce requests: the one-pass encoder writes the bytes kafkajs 2.2.4 writes, for 300 random requests', () =>
+  withFixedNow(async () => {
+    const rnd = mulberry32(16);
+    let records = 0;
+    for (let i = 0; i < 300; i++) {
+      const args = randomArgs(rnd);
+      records += args.topicData.reduce((n, td) => n + td.partitions.reduce((m, p) => m + p.messages.length, 0), 0);
+      const a = fast(args);
+      const b = own(args);
+      assert.deepEqual({ apiKey: a.apiKey, apiVersion: a.apiVersion, apiName: a.apiName, expects: a.expectResponse() }, { apiKey: b.apiKey, apiVersion: b.apiVersion, apiName: b.apiName, expects: b.expectResponse() });
+      const mine = await bytesOf(fast, args);
+      const theirs = await bytesOf(own, args);
+      if (!mine.equals(theirs)) {
+        let at = 0;
+        while (mine[at] === theirs[at]) at++;
+        assert.fail(`request ${i}: ${mine.length} vs ${theirs.length} bytes, first difference at ${at}`);
+      }
     }
-  }
-  assert.ok(records > 5_000, `${records} records`);
-});
+    assert.ok(records > 5_000, `${records} records`);
+  }));
 
 test('produce requests: what kafkajs encodes otherwise (compression, null header values, numeric keys) goes to its own encoder', async () => {
   const msg = { key: 'k', value: 'v', timestamp: '1733000000000' };
@@ -144,18 +144,11 @@ test('installed: kafkajs sends its produce requests through the one-pass encoder
   assert.equal(installProduceEncoding(), 'installed');
   const v7 = require('kafkajs/src/protocol/requests/produce/v7/request.js') as ProduceRequestFactory;
   const args = randomArgs(mulberry32(5));
-  const realNow = Date.now;
-  Date.now = () => 1_733_500_000_123;
-  try {
-    assert.ok((await bytesOf(v7, args)).equals(await bytesOf(own, args)));
-  } finally {
-    Date.now = realNow;
-  }
   assert.equal(v7(args).apiVersion, 7);
   // kafkajs' framing (header, then size prefix) of the one-pass payload: the same bytes as of its own
   const frame = require('kafkajs/src/protocol/request.js') as (r: { correlationId: number; clientId: string; request: ReturnType<ProduceRequestFactory> }) => Promise<{ buffer: Buffer }>;
-  Date.now = () => 1_733_500_000_123;
-  try {
+  await withFixedNow(async () => {
+    assert.ok((await bytesOf(v7, args)).equals(await bytesOf(own, args)));
     const mine = await frame({ correlationId: 7, clientId: 'kairos-test', request: v7(args) });
     const theirs = await frame({ correlationId: 7, clientId: 'kairos-test', request: { ...own(args), apiVersion: 7 } });
     assert.ok(Buffer.from(mine.buffer).equals(Buffer.from(theirs.buffer)));
@@ -170,9 +163,7 @@ test('installed: kafkajs sends its produce requests through the one-pass encoder
     assert.ok(Buffer.from(first.buffer).equals(firstBytes));
     assert.ok(second.buffer.subarray(2).equals(firstBytes.subarray(2)));
     assert.equal(second.buffer.readInt16BE(0), 2);
-  } finally {
-    Date.now = realNow;
-  }
+  });
 
   const cluster = await startMockCluster();
   t.after(() => cluster.stop());
