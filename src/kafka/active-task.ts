@@ -261,11 +261,15 @@ export class ActiveTask {
     }
     let count = 0;
     const forcedBefore = this.group.forcedCount;
-    for (;;) {
-      const n = this.group.next();
-      if (n.kind !== 'record') break;
-      await this.#processOne(n.topic, n.item.record, n.item.timestamp);
-      count++;
+    try {
+      for (;;) {
+        const n = this.group.next();
+        if (n.kind !== 'record') break;
+        await this.#processOne(n.topic, n.item.record, n.item.timestamp);
+        count++;
+      }
+    } finally {
+      this.#countProcessed();
     }
     if (this.group.forcedCount > forcedBefore) {
       this.#env.metrics?.idleForced.inc({ partition: String(this.partition) }, this.group.forcedCount - forcedBefore);
@@ -311,7 +315,20 @@ export class ActiveTask {
       return;
     }
     await this.task.process({ topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp }, { topic: bufferTopic, partition: p, offset: m.offset });
-    this.#env.metrics?.processed.inc({ topic: r.topic });
+    this.#processed.set(r.topic, (this.#processed.get(r.topic) ?? 0) + 1);
+  }
+
+  /**
+   * Records processed per topic since the last `#countProcessed`: added to the counter once per drain, not per
+   * record (a labelled increment hashes its labels each time).
+   */
+  readonly #processed = new Map<string, number>();
+
+  #countProcessed(): void {
+    if (this.#processed.size === 0) return;
+    const metrics = this.#env.metrics;
+    if (metrics !== undefined) for (const [topic, n] of this.#processed) metrics.processed.inc({ topic }, n);
+    this.#processed.clear();
   }
 
   /** Wall-clock punctuation: timers, and idle advance once the task has processed everything there is. */
@@ -481,10 +498,12 @@ export class ActiveTask {
 
   #counted(outputs: readonly PendingOutput[], raw: readonly TopicMessages[]): void {
     const env = this.#env;
+    const emitted = new Map<string, number>();
     for (const o of outputs) {
-      env.metrics?.emitted.inc({ topic: o.topic });
+      emitted.set(o.topic, (emitted.get(o.topic) ?? 0) + 1);
       env.onOutput?.(o.topic, o.record);
     }
+    if (env.metrics !== undefined) for (const [topic, n] of emitted) env.metrics.emitted.inc({ topic }, n);
     for (const r of raw) if (r.topic.endsWith('.dlq')) env.metrics?.dlq.inc({ topic: r.topic.slice(0, -'.dlq'.length) }, r.messages.length);
   }
 

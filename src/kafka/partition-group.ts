@@ -38,14 +38,21 @@ export type NextResult<R> =
   | { readonly kind: 'waiting'; readonly topics: readonly string[]; readonly since: number }
   | { readonly kind: 'empty' };
 
+/** One input's FIFO: the buffered records and the index of the next one, so taking stays O(1) on long buffers. */
+interface Input<R> {
+  readonly topic: string;
+  buf: Buffered<R>[];
+  head: number;
+  /** Waited-for inputs only: more to fetch (true), at the end (false), unknown (undefined). */
+  behind: boolean | undefined;
+}
+
 export class PartitionGroup<R> {
-  readonly #waitFor: readonly string[];
-  readonly #others: readonly string[];
-  readonly #buffers = new Map<string, Buffered<R>[]>();
-  /** Heads of the FIFOs: index of the next record, so shift() stays O(1) on long buffers. */
-  readonly #heads = new Map<string, number>();
-  /** Per waited-for input: more to fetch (true), at the end (false), unknown (absent). */
-  readonly #behind = new Map<string, boolean>();
+  /** External inputs first, in the order given (ties go to the input listed first), then the internal ones. */
+  readonly #inputs: readonly Input<R>[];
+  /** How many of `#inputs`, from the start, are waited for. */
+  readonly #waited: number;
+  readonly #byTopic = new Map<string, Input<R>>();
   readonly #maxIdleMs: number;
   readonly #clock: () => number;
   #waitingSince: number | undefined;
@@ -53,65 +60,77 @@ export class PartitionGroup<R> {
   forcedCount = 0;
 
   constructor(o: GroupOptions) {
-    this.#waitFor = [...o.waitFor];
-    this.#others = [...o.others];
+    const inputs: Input<R>[] = [];
+    for (const topic of [...o.waitFor, ...o.others]) {
+      // A topic listed twice is one input (the first listing decides whether it is waited for).
+      if (this.#byTopic.has(topic)) continue;
+      const input: Input<R> = { topic, buf: [], head: 0, behind: undefined };
+      inputs.push(input);
+      this.#byTopic.set(topic, input);
+    }
+    this.#inputs = inputs;
+    this.#waited = new Set(o.waitFor).size;
     this.#maxIdleMs = o.maxIdleMs ?? 60_000;
     this.#clock = o.clock ?? Date.now;
-    for (const t of [...this.#waitFor, ...this.#others]) {
-      this.#buffers.set(t, []);
-      this.#heads.set(t, 0);
-    }
   }
 
   /** Appends fetched records of one input (offset order). */
   add(topic: string, items: readonly Buffered<R>[]): void {
-    const buf = this.#buffers.get(topic);
-    if (!buf) throw new RangeError(`partition group: unknown input ${topic}`);
-    for (const i of items) buf.push(i);
+    const input = this.#byTopic.get(topic);
+    if (!input) throw new RangeError(`partition group: unknown input ${topic}`);
+    for (const i of items) input.buf.push(i);
   }
 
   /** What the broker said of an input after a fetch or an offsets request: records left beyond what was fetched. */
   setBehind(topic: string, behind: boolean): void {
-    if (this.#waitFor.includes(topic)) this.#behind.set(topic, behind);
+    const input = this.#byTopic.get(topic);
+    if (input !== undefined && this.#isWaited(input)) input.behind = behind;
   }
 
   behind(topic: string): boolean | undefined {
-    return this.#behind.get(topic);
+    const input = this.#byTopic.get(topic);
+    return input !== undefined && this.#isWaited(input) ? input.behind : undefined;
   }
 
   /** Records buffered, over all inputs. */
   get size(): number {
     let n = 0;
-    for (const [t, b] of this.#buffers) n += b.length - (this.#heads.get(t) ?? 0);
+    for (const input of this.#inputs) n += input.buf.length - input.head;
     return n;
   }
 
   /** Nothing buffered and every waited-for input known to be at its end: the task has seen all there is. */
   get caughtUp(): boolean {
-    return this.size === 0 && this.#waitFor.every((t) => this.#behind.get(t) === false);
+    if (this.size !== 0) return false;
+    for (let i = 0; i < this.#waited; i++) if ((this.#inputs[i] as Input<R>).behind !== false) return false;
+    return true;
   }
 
   /** Inputs the group waits for now (nothing buffered, more to come or unknown). */
   lagging(): string[] {
-    return this.#waitFor.filter((t) => this.#headOf(t) === undefined && this.#behind.get(t) !== false);
+    const out: string[] = [];
+    for (let i = 0; i < this.#waited; i++) {
+      const input = this.#inputs[i] as Input<R>;
+      if (input.head === input.buf.length && input.behind !== false) out.push(input.topic);
+    }
+    return out;
   }
 
   /** The next record in event-time order, or why there is none. Ties go to the input listed first. */
   next(): NextResult<R> {
-    let best: string | undefined;
+    // Once per record: one pass over the inputs, no lookups by name and no allocation unless an input lags.
+    const inputs = this.#inputs;
+    let best: Input<R> | undefined;
     let bestTs = Infinity;
-    for (const topic of this.#waitFor) {
-      const head = this.#headOf(topic);
-      if (head && head.timestamp < bestTs) {
+    let lags = false;
+    for (let i = 0; i < inputs.length; i++) {
+      const input = inputs[i] as Input<R>;
+      const head = input.buf[input.head];
+      if (head === undefined) {
+        if (i < this.#waited && input.behind !== false) lags = true;
+      } else if (head.timestamp < bestTs) {
         bestTs = head.timestamp;
-        best = topic;
-      }
-    }
-    for (const topic of this.#others) {
-      const head = this.#headOf(topic);
-      if (head && head.timestamp < bestTs) {
-        bestTs = head.timestamp;
-        best = topic;
+        best = input;
       }
     }
     if (best === undefined) {
@@ -119,33 +138,32 @@ export class PartitionGroup<R> {
       return { kind: 'empty' };
     }
     // Internal records wait too: a lagging external input's next record may be older still.
-    const lagging = this.lagging();
-    if (lagging.length > 0) {
+    if (lags) {
       const now = this.#clock();
       this.#waitingSince ??= now;
-      if (now - this.#waitingSince < this.#maxIdleMs) return { kind: 'waiting', topics: lagging, since: this.#waitingSince };
+      if (now - this.#waitingSince < this.#maxIdleMs) return { kind: 'waiting', topics: this.lagging(), since: this.#waitingSince };
       this.forcedCount++;
     }
     this.#waitingSince = undefined;
-    return { kind: 'record', topic: best, item: this.#take(best) };
+    return { kind: 'record', topic: best.topic, item: this.#take(best) };
   }
 
   /** Drops everything buffered (a seek or a reset makes it stale). */
   clear(): void {
-    for (const t of this.#buffers.keys()) {
-      this.#buffers.set(t, []);
-      this.#heads.set(t, 0);
+    for (const input of this.#inputs) {
+      input.buf = [];
+      input.head = 0;
     }
     this.#waitingSince = undefined;
   }
 
-  #headOf(topic: string): Buffered<R> | undefined {
-    return this.#buffers.get(topic)?.[this.#heads.get(topic) ?? 0];
+  #isWaited(input: Input<R>): boolean {
+    return this.#inputs.indexOf(input) < this.#waited;
   }
 
-  #take(topic: string): Buffered<R> {
-    const buf = this.#buffers.get(topic) as Buffered<R>[];
-    let head = this.#heads.get(topic) ?? 0;
+  #take(input: Input<R>): Buffered<R> {
+    const buf = input.buf;
+    let head = input.head;
     const item = buf[head] as Buffered<R>;
     head++;
     if (head === buf.length) {
@@ -155,7 +173,7 @@ export class PartitionGroup<R> {
       buf.splice(0, head);
       head = 0;
     }
-    this.#heads.set(topic, head);
+    input.head = head;
     return item;
   }
 }

@@ -136,6 +136,7 @@ export class KafkaRunner {
   readonly #externalSources: string[];
   readonly #internalSources: string[];
   readonly #rerouteTopic: string;
+  readonly #repartitionTopics: ReadonlySet<string>;
   readonly #commitIntervalMs: number;
   readonly #reroutePatterns = new Set<string>();
   #env: TaskEnv | undefined;
@@ -174,6 +175,7 @@ export class KafkaRunner {
     this.#externalSources = topologySources.filter((t) => !options.topology.repartitionTopics.includes(t));
     this.#rerouteTopic = rerouteTopic(options.topology.applicationId);
     this.#internalSources = [...options.topology.repartitionTopics, this.#rerouteTopic];
+    this.#repartitionTopics = new Set(options.topology.repartitionTopics);
     this.#sources = [...topologySources, this.#rerouteTopic];
     this.#commitIntervalMs = options.commitIntervalMs ?? 500;
   }
@@ -678,7 +680,7 @@ export class KafkaRunner {
       const external = this.#externalSources.includes(topic);
       for (const m of batch.messages) {
         if (!isRunning() || isStale()) break;
-        const fetched = await this.#fetched(topic, partition, m, external, isRunning);
+        const fetched = this.#fetchedNow(topic, partition, m, external) ?? (await this.#fetched(topic, partition, m, external, isRunning));
         const d = fetched.decoded;
         items.push({ record: fetched, timestamp: d.ok && d.timestamp !== undefined ? d.timestamp : Number(m.timestamp) });
       }
@@ -725,13 +727,23 @@ export class KafkaRunner {
         offset: h[REROUTE_HEADERS.offset]?.toString() ?? m.offset,
       };
     }
-    const decoded = await this.#decode(topic, m.key, m.value, isRunning);
-    const base = { message: m, decoded, topic, partition, offset: m.offset };
+    return this.#withOwner(topic, partition, m, external, await this.#decode(topic, m.key, m.value, isRunning));
+  }
+
+  /** `#fetched` without a promise, where the record decodes synchronously (JSON, internal records); else undefined. */
+  #fetchedNow(topic: string, partition: number, m: KafkaMessage, external: boolean): Fetched | undefined {
+    if (topic === this.#rerouteTopic) return undefined;
+    const decoded = this.#decodeNow(topic, m.key, m.value);
+    return decoded === undefined ? undefined : this.#withOwner(topic, partition, m, external, decoded);
+  }
+
+  /** A decoded record of `topic`; when its key belongs to another partition, marked for re-routing there. */
+  #withOwner(topic: string, partition: number, m: KafkaMessage, external: boolean, decoded: DecodeResult): Fetched {
     if (external && decoded.ok && decoded.key !== null) {
       const owner = partitionOf(decoded.key, this.#partitions);
-      if (owner !== partition) return { ...base, rerouteTo: owner };
+      if (owner !== partition) return { message: m, decoded, topic, partition, offset: m.offset, rerouteTo: owner };
     }
-    return base;
+    return { message: m, decoded, topic, partition, offset: m.offset };
   }
 
   /**
@@ -750,7 +762,8 @@ export class KafkaRunner {
 
   /** Decodes a record; a registry outage is retried with backoff (never dead-lettered), other failures returned. */
   async #decode(topic: string, key: Buffer | null, value: Buffer | null, isRunning: () => boolean): Promise<DecodeResult> {
-    if (this.#o.topology.repartitionTopics.includes(topic)) return decodeInternal(key, value);
+    const now = this.#decodeNow(topic, key, value);
+    if (now !== undefined) return now;
     if (!isTopicName(topic)) return { ok: false, reason: 'invalid', errors: [{ path: '', message: `no schema for topic ${topic}` }], retriable: false };
     for (let attempt = 0; ; attempt++) {
       const d = await this.#o.serde.decode(topic, key, value);
@@ -759,6 +772,19 @@ export class KafkaRunner {
       this.#log.warn({ topic, reason: d.reason, errors: d.errors, retryInMs: wait }, 'decode failed transiently; retrying');
       await new Promise((r) => setTimeout(r, wait));
     }
+  }
+
+  /**
+   * A record's decoding when it needs no I/O: internal records, a topic without a schema, a serde with
+   * `decodeSync` (unless it failed transiently); else undefined.
+   */
+  #decodeNow(topic: string, key: Buffer | null, value: Buffer | null): DecodeResult | undefined {
+    if (this.#repartitionTopics.has(topic)) return decodeInternal(key, value);
+    if (!isTopicName(topic)) return { ok: false, reason: 'invalid', errors: [{ path: '', message: `no schema for topic ${topic}` }], retriable: false };
+    const serde = this.#o.serde;
+    if (serde.decodeSync === undefined) return undefined;
+    const d = serde.decodeSync(topic, key, value);
+    return !d.ok && d.retriable ? undefined : d;
   }
 
   #encode(topic: string, value: unknown): Promise<Buffer> {

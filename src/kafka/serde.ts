@@ -61,6 +61,11 @@ export type DecodeResult = DecodedValue | DecodeFailure;
 export interface TopicSerde {
   /** Decodes and validates one record. Never throws (the promise never rejects). */
   decode(topic: TopicName, key: Buffer | null, value: Buffer | null): Promise<DecodeResult>;
+  /**
+   * The same as `decode`, synchronously, for a format that needs no I/O to decode (JSON; not Avro, whose writer
+   * schemas come from the registry). Runners use it when present: one record less a promise.
+   */
+  decodeSync?(topic: TopicName, key: Buffer | null, value: Buffer | null): DecodeResult;
   /** Validates and encodes a value; rejects with KAIROS_ERR_SERDE naming the bad fields. */
   encode(topic: TopicName, value: unknown): Promise<Buffer>;
 }
