@@ -450,6 +450,7 @@ export class StreamTask {
   }
 
   #applyErasures(): void {
+    if (this.#pendingErase.size === 0) return;
     for (const key of this.#pendingErase) {
       for (const store of this.#prefetchStores) this.state.delete(store, key);
       for (const t of this.#timers.forKey(key)) this.cancelTimer(t.node, t.name, key);

@@ -19,8 +19,9 @@ const ABSENT: unique symbol = Symbol('absent');
  * `size`: estimated heap bytes of the entry (key, decoded value, bookkeeping), for the cache's memory budget.
  * `version`: a number no other entry of this process has had; a new one on every write of the entry and on every
  * load from RocksDB (see `TaskState.versionsOfKey`).
+ * `used`: read since eviction last passed it (a second chance: eviction moves it to the recent end instead).
  */
-type Cached = { value: unknown; ts: number; dirty: boolean; version: number; size?: number };
+type Cached = { value: unknown; ts: number; dirty: boolean; used: boolean; version: number; size?: number };
 
 /**
  * Process-wide (not per task): a task reopened on the same partition, or a standby copy of it, never repeats a
@@ -61,11 +62,11 @@ export interface TaskStateOptions {
   readonly taskId: string;
   readonly stores: readonly StoreSpec<unknown>[];
   readonly changelog?: ChangelogWriter;
-  /** Cached entries per store (clean entries beyond this are evicted, least recently used first). @default 2000000 */
+  /** Cached entries per store (clean entries beyond this are evicted, not read recently first: second chance, see #hit). @default 2000000 */
   readonly cacheMaxEntries?: number;
   /**
    * Memory budget of the task's cache in bytes (estimated heap: keys, decoded values, bookkeeping). Over it,
-   * clean entries are evicted, least recently used first, from the largest stores; uncommitted ones stay until
+   * clean entries are evicted, not read recently first, from the largest stores; uncommitted ones stay until
    * the commit. @default 128 MiB
    */
   readonly cacheMaxBytes?: number;
@@ -230,6 +231,48 @@ class StoreState {
   }
 }
 
+/**
+ * The keys and values of one commit, packed into shared buffers (slabs): one allocation per slab instead of one
+ * per key and per value, and a text written once (UTF-8 encoding returns its length) instead of measured, then
+ * written. The buffers handed out are views of a slab, which lives until the commit's batch and changelog
+ * records are released.
+ */
+class Slab {
+  static readonly SIZE = 256 * 1024;
+  #buf = Buffer.allocUnsafe(0);
+  #used = 0;
+
+  /** `maxBytes` free at the end of the current slab (a new one, at least that large, when they are not). */
+  #room(maxBytes: number): Buffer {
+    if (this.#buf.length - this.#used < maxBytes) {
+      this.#buf = Buffer.allocUnsafe(Math.max(Slab.SIZE, maxBytes));
+      this.#used = 0;
+    }
+    return this.#buf;
+  }
+
+  /** A stored value: the 8-byte big-endian timestamp header, then the text in UTF-8. */
+  value(ts: number, text: string): Buffer {
+    // A UTF-16 code unit takes at most 3 bytes of UTF-8 (a surrogate pair, two units, takes 4).
+    const buf = this.#room(HEADER + 3 * text.length);
+    const start = this.#used;
+    buf.writeDoubleBE(ts, start);
+    const end = start + HEADER + buf.write(text, start + HEADER, 'utf8');
+    this.#used = end;
+    return buf.subarray(start, end);
+  }
+
+  /** A RocksDB key: the store's prefix, then the key in UTF-8. */
+  key(prefix: Buffer, key: string): Buffer {
+    const buf = this.#room(prefix.length + 3 * key.length);
+    const start = this.#used;
+    prefix.copy(buf, start);
+    const end = start + prefix.length + buf.write(key, start + prefix.length, 'utf8');
+    this.#used = end;
+    return buf.subarray(start, end);
+  }
+}
+
 export class TaskState {
   readonly taskId: string;
   readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0, prefetched: 0, reads: 0, scansInMemory: 0, scansOnDisk: 0, evicted: 0 };
@@ -339,7 +382,7 @@ export class TaskState {
   async get(store: string, key: string): Promise<unknown> {
     const s = this.#store(store);
     const cached = s.cache.get(key);
-    if (cached !== undefined) return this.#hit(s, key, cached);
+    if (cached !== undefined) return this.#hit(s, cached);
     this.stats.cacheMisses++;
     // Nothing on disk that the cache does not hold (a fresh task, e.g. a replay): absent, without a read.
     if (s.complete) return undefined;
@@ -350,7 +393,7 @@ export class TaskState {
     // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
     const raced = s.cache.get(key);
     if (raced !== undefined) return this.#live(s, raced);
-    const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, version: nextVersion() } : this.#decode(s, key, bytes);
+    const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, used: false, version: nextVersion() } : this.#decode(s, key, bytes);
     s.setEntry(key, entry);
     if (s.cache.size > this.#cacheMax) this.#evict(s);
     this.#keepBudget(0);
@@ -372,7 +415,7 @@ export class TaskState {
       if (s === undefined) continue;
       const cached = s.cache.get(key);
       if (cached !== undefined) {
-        out[i] = this.#hit(s, key, cached);
+        out[i] = this.#hit(s, cached);
         continue;
       }
       this.stats.cacheMisses++;
@@ -391,7 +434,7 @@ export class TaskState {
         return;
       }
       const bytes = values[j];
-      const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, version: nextVersion() } : this.#decode(s, key, bytes);
+      const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, used: false, version: nextVersion() } : this.#decode(s, key, bytes);
       s.setEntry(key, entry);
       if (s.cache.size > this.#cacheMax) this.#evict(s);
       out[i] = this.#live(s, entry);
@@ -474,7 +517,7 @@ export class TaskState {
       loaded.set(s, (loaded.get(s) ?? 0) + 1);
       if (s.cache.has(key)) return;
       const bytes = values[i];
-      s.setEntry(key, bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, version: nextVersion() } : this.#decode(s, key, bytes));
+      s.setEntry(key, bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, used: false, version: nextVersion() } : this.#decode(s, key, bytes));
     });
     this.stats.prefetched += missing.length;
     let slack = 0;
@@ -639,6 +682,7 @@ export class TaskState {
     const streamTime = this.#streamTime;
     const dropAfter: [StoreState, string][] = [];
     const taken: [StoreState, Set<string>][] = [];
+    const slab = new Slab();
     for (const s of this.#stores.values()) {
       if (s.dirty.size === 0) continue;
       let encodedBytes = 0;
@@ -653,12 +697,12 @@ export class TaskState {
       for (const key of keys) {
         const e = s.cache.get(key) as Cached;
         if (s.complete && e.value === ABSENT) dropAfter.push([s, key]);
-        const full = Buffer.from(s.prefix + key, 'utf8');
+        const full = slab.key(s.prefixBuf, key);
         if (e.value === ABSENT) {
           ops.push({ type: 'del', key: full });
           if (logged) entries.push({ store: s.spec.name, key: full.subarray(prefixLength), value: null, timestamp: streamTime });
         } else {
-          const value = this.#encode(s, e);
+          const value = this.#encode(s, e, slab);
           s.resize(key, e, value.length);
           encodedBytes += value.length;
           encodedCount++;
@@ -905,14 +949,27 @@ export class TaskState {
     if (this.#closed) throw new KairosError('KAIROS_ERR_STATE_CLOSED', `task ${this.taskId}: state is closed`);
   }
 
-  /** A read the cache answers: counted, and the entry moves to the recently used end (unless dirty). */
-  #hit(s: StoreState, key: string, cached: Cached): unknown {
+  /**
+   * A read the cache answers: counted, and the entry marked used. Eviction gives a used entry a second chance
+   * (CLOCK, in the Map's insertion order) rather than every read moving it to the recent end: a delete and a
+   * re-insert per read cost more than the read, on every read of every record.
+   */
+  #hit(s: StoreState, cached: Cached): unknown {
     this.stats.cacheHits++;
-    if (!cached.dirty) {
-      s.cache.delete(key);
-      s.cache.set(key, cached);
-    }
+    cached.used = true;
     return this.#live(s, cached);
+  }
+
+  /**
+   * Whether eviction may drop a clean entry now. A used one is not: it loses the mark and moves to the recent
+   * end of its store's Map (where the running eviction pass meets it again, after the entries not read since).
+   */
+  #evictable(s: StoreState, key: string, e: Cached): boolean {
+    if (!e.used) return true;
+    e.used = false;
+    s.cache.delete(key);
+    s.cache.set(key, e);
+    return false;
   }
 
   #live(s: StoreState, e: Cached): unknown {
@@ -931,7 +988,7 @@ export class TaskState {
       e.dirty = true;
       e.version = nextVersion();
     } else {
-      const added: Cached = { value, ts, dirty: true, version: nextVersion() };
+      const added: Cached = { value, ts, dirty: true, used: false, version: nextVersion() };
       s.setEntry(key, added);
       this.#dirtyBytes += added.size ?? 0;
     }
@@ -940,17 +997,19 @@ export class TaskState {
 
   #decode(s: StoreState, key: string, bytes: Buffer): Cached {
     try {
-      return { value: s.codec.decode(bytes.subarray(HEADER)), ts: bytes.readDoubleBE(0), dirty: false, version: nextVersion(), size: entrySize(key, bytes.length) };
+      return { value: s.codec.decode(bytes.subarray(HEADER)), ts: bytes.readDoubleBE(0), dirty: false, used: false, version: nextVersion(), size: entrySize(key, bytes.length) };
     } catch (err) {
       throw new KairosError('KAIROS_ERR_STATE_CORRUPT', `store "${s.spec.name}" key "${key}": cannot decode with codec ${s.codec.name}`, { cause: err });
     }
   }
 
-  #encode(s: StoreState, e: Cached): Buffer {
+  #encode(s: StoreState, e: Cached, slab?: Slab): Buffer {
     const codec = s.codec;
+    // A text codec's value goes straight into the stored bytes, after the header: into the commit's slab, else
+    // into a buffer of its own.
     if (codec.encodeText !== undefined) {
-      // One buffer per value: the header, then the text encoded in place.
       const text = codec.encodeText(e.value);
+      if (slab !== undefined) return slab.value(e.ts, text);
       const out = Buffer.allocUnsafe(HEADER + Buffer.byteLength(text, 'utf8'));
       out.writeDoubleBE(e.ts, 0);
       out.write(text, HEADER, 'utf8');
@@ -972,7 +1031,7 @@ export class TaskState {
 
   /**
    * Keeps the cache within its memory budget (plus `slack`, e.g. a prefetched batch not read yet): evicts
-   * clean entries, least recently used first, from the largest stores down to 90 % of the budget. When
+   * clean entries, not read recently first, from the largest stores down to 90 % of the budget. When
    * uncommitted entries alone exceed it, nothing more can go until the next commit, so no pass runs until then
    * (a pass over dirty entries on every read would make a large uncommitted wave quadratic).
    */
@@ -984,7 +1043,7 @@ export class TaskState {
     for (const s of [...this.#stores.values()].sort((a, b) => b.bytes - a.bytes)) {
       for (const [key, e] of s.cache) {
         if (total <= target) return;
-        if (e.dirty) continue;
+        if (e.dirty || !this.#evictable(s, key, e)) continue;
         total -= e.size ?? 0;
         s.dropEntry(key, e);
         this.stats.evicted++;
@@ -1002,7 +1061,7 @@ export class TaskState {
     if (clean < Math.min(s.cache.size - target, Math.ceil(this.#cacheMax * 0.1))) return;
     for (const [key, e] of s.cache) {
       if (s.cache.size <= target) break;
-      if (e.dirty) continue;
+      if (e.dirty || !this.#evictable(s, key, e)) continue;
       // A live entry leaves the cache: from now on a miss must read RocksDB.
       s.dropEntry(key, e);
       this.stats.evicted++;

@@ -193,6 +193,33 @@ test('cache: a bounded number of clean entries stay in memory; misses go to Rock
   }
 });
 
+test('cache: eviction gives entries read since it last passed a second chance (hot keys stay cached, cold ones go)', async () => {
+  const t = tempDir();
+  const first = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+  for (let i = 0; i < 100; i++) first.put('things', `k${i}`, { n: i });
+  await first.commit();
+  await first.close();
+  // Reopened: the store is not complete, so misses read RocksDB and their answers (absent) enter the cache.
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv], cacheMaxEntries: 100 });
+  try {
+    for (let i = 0; i < 100; i++) assert.deepEqual(await s.get('things', `k${i}`), { n: i });
+    // k0..k9 are the oldest entries of the Map, and read again: eviction passes them over for the unread ones.
+    for (let i = 0; i < 10; i++) assert.deepEqual(await s.get('things', `k${i}`), { n: i });
+    // 50 misses read RocksDB (absent) and enter the full cache, evicting as they go.
+    for (let i = 0; i < 50; i++) assert.equal(await s.get('things', `new${i}`), undefined);
+    assert.ok(s.stats.evicted >= 50, `expected evictions, got ${s.stats.evicted}`);
+    const misses = s.stats.cacheMisses;
+    for (let i = 0; i < 10; i++) assert.deepEqual(await s.get('things', `k${i}`), { n: i });
+    assert.equal(s.stats.cacheMisses, misses, 'the keys read again stayed cached');
+    // Cold keys (loaded once, never read again) went first: reading them back needs RocksDB and gives their values.
+    for (let i = 10; i < 60; i++) assert.deepEqual(await s.get('things', `k${i}`), { n: i });
+    assert.ok(s.stats.cacheMisses - misses >= 40, `expected the cold keys evicted, got ${s.stats.cacheMisses - misses} misses`);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
 test('cache memory budget: after a commit the cache fits its byte budget (largest store first), reads stay right, and a complete store becomes incomplete only when a live entry goes', async () => {
   const t = tempDir();
   const big = keyValueStore('big', jsonCodec<string>());
