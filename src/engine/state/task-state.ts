@@ -231,48 +231,6 @@ class StoreState {
   }
 }
 
-/**
- * The keys and values of one commit, packed into shared buffers (slabs): one allocation per slab instead of one
- * per key and per value, and a text written once (UTF-8 encoding returns its length) instead of measured, then
- * written. The buffers handed out are views of a slab, which lives until the commit's batch and changelog
- * records are released.
- */
-class Slab {
-  static readonly SIZE = 256 * 1024;
-  #buf = Buffer.allocUnsafe(0);
-  #used = 0;
-
-  /** `maxBytes` free at the end of the current slab (a new one, at least that large, when they are not). */
-  #room(maxBytes: number): Buffer {
-    if (this.#buf.length - this.#used < maxBytes) {
-      this.#buf = Buffer.allocUnsafe(Math.max(Slab.SIZE, maxBytes));
-      this.#used = 0;
-    }
-    return this.#buf;
-  }
-
-  /** A stored value: the 8-byte big-endian timestamp header, then the text in UTF-8. */
-  value(ts: number, text: string): Buffer {
-    // A UTF-16 code unit takes at most 3 bytes of UTF-8 (a surrogate pair, two units, takes 4).
-    const buf = this.#room(HEADER + 3 * text.length);
-    const start = this.#used;
-    buf.writeDoubleBE(ts, start);
-    const end = start + HEADER + buf.write(text, start + HEADER, 'utf8');
-    this.#used = end;
-    return buf.subarray(start, end);
-  }
-
-  /** A RocksDB key: the store's prefix, then the key in UTF-8. */
-  key(prefix: Buffer, key: string): Buffer {
-    const buf = this.#room(prefix.length + 3 * key.length);
-    const start = this.#used;
-    prefix.copy(buf, start);
-    const end = start + prefix.length + buf.write(key, start + prefix.length, 'utf8');
-    this.#used = end;
-    return buf.subarray(start, end);
-  }
-}
-
 export class TaskState {
   readonly taskId: string;
   readonly stats: StateStats = { cacheHits: 0, cacheMisses: 0, puts: 0, deletes: 0, commits: 0, changelogEntries: 0, expired: 0, prefetched: 0, reads: 0, scansInMemory: 0, scansOnDisk: 0, evicted: 0 };
@@ -682,7 +640,6 @@ export class TaskState {
     const streamTime = this.#streamTime;
     const dropAfter: [StoreState, string][] = [];
     const taken: [StoreState, Set<string>][] = [];
-    const slab = new Slab();
     for (const s of this.#stores.values()) {
       if (s.dirty.size === 0) continue;
       let encodedBytes = 0;
@@ -697,12 +654,12 @@ export class TaskState {
       for (const key of keys) {
         const e = s.cache.get(key) as Cached;
         if (s.complete && e.value === ABSENT) dropAfter.push([s, key]);
-        const full = slab.key(s.prefixBuf, key);
+        const full = Buffer.from(s.prefix + key, 'utf8');
         if (e.value === ABSENT) {
           ops.push({ type: 'del', key: full });
           if (logged) entries.push({ store: s.spec.name, key: full.subarray(prefixLength), value: null, timestamp: streamTime });
         } else {
-          const value = this.#encode(s, e, slab);
+          const value = this.#encode(s, e);
           s.resize(key, e, value.length);
           encodedBytes += value.length;
           encodedCount++;
@@ -1003,13 +960,11 @@ export class TaskState {
     }
   }
 
-  #encode(s: StoreState, e: Cached, slab?: Slab): Buffer {
+  #encode(s: StoreState, e: Cached): Buffer {
     const codec = s.codec;
-    // A text codec's value goes straight into the stored bytes, after the header: into the commit's slab, else
-    // into a buffer of its own.
     if (codec.encodeText !== undefined) {
+      // One buffer per value: the header, then the text encoded in place.
       const text = codec.encodeText(e.value);
-      if (slab !== undefined) return slab.value(e.ts, text);
       const out = Buffer.allocUnsafe(HEADER + Buffer.byteLength(text, 'utf8'));
       out.writeDoubleBE(e.ts, 0);
       out.write(text, HEADER, 'utf8');
