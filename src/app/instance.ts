@@ -91,7 +91,8 @@ export async function startInstance(
       const routing = holder.runner?.routing;
       return routing === undefined ? undefined : (routing.tasks.get(p) ?? null);
     },
-    reader: async (p) => holder.runner?.reader(p),
+    reader: (p) => holder.runner?.reader(p) ?? Promise.resolve(undefined),
+    readerNow: (p) => holder.runner?.readerNow(p),
   };
   // Onsite placements live in Redis (written by `kairos dispatch`): fail fast while Redis is down (503).
   const redis = config.redisUrl === undefined ? undefined : new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true });

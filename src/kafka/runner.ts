@@ -470,13 +470,71 @@ export class KafkaRunner {
    * else a warm standby copy (with its lag), else undefined.
    */
   async reader(partition: number): Promise<StateReader | undefined> {
+    const now = this.readerNow(partition);
+    if (now !== undefined) return now;
     if (this.#opened.has(partition) && this.#assigned.has(partition)) {
       const h = await this.#tasks.get(partition)?.catch(() => undefined);
-      if (h && !h.closed) return stateReader(h.task.state, { source: 'active', partition, timers: (key) => h.task.timerInfosFor(key) });
+      if (h && !h.closed) return this.#activeReader(h);
     }
+    return this.#standbyReader(partition);
+  }
+
+  /**
+   * What `reader` answers, when that is known without waiting: undefined also while an assigned task's handle is
+   * still being opened (then `reader` waits for it). The query API answers a cached view with it in the request's
+   * own turn.
+   */
+  readerNow(partition: number): StateReader | undefined {
+    if (this.#opened.has(partition) && this.#assigned.has(partition)) {
+      const hp = this.#tasks.get(partition);
+      if (hp !== undefined) {
+        const h = this.#settledTasks.get(hp);
+        if (h === undefined) {
+          // Known from the next turn on (a rejected handle is no task: the standby copy answers, as in `reader`).
+          if (!this.#watchedTasks.has(hp)) {
+            this.#watchedTasks.add(hp);
+            hp.then(
+              (t) => this.#settledTasks.set(hp, t),
+              () => this.#settledTasks.set(hp, null),
+            );
+          }
+          return undefined;
+        }
+        if (h !== null && !h.closed) return this.#activeReader(h);
+      }
+    }
+    return this.#standbyReader(partition);
+  }
+
+  /** The handles #tasks holds, once settled (null: rejected), for `readerNow`. */
+  readonly #settledTasks = new WeakMap<Promise<ActiveTask>, ActiveTask | null>();
+  readonly #watchedTasks = new WeakSet<Promise<ActiveTask>>();
+  /**
+   * The last reader made per task state (active or standby copy), given again while the state's stream time (and
+   * a standby copy's lag) are the ones it states: a reader is immutable and reads through to the state, so it is
+   * the one a new call would make, and a query pays no reader object and closures. Weak: a closed task's state
+   * is not kept for it.
+   */
+  readonly #readers = new WeakMap<TaskState, StateReader>();
+
+  #activeReader(h: ActiveTask): StateReader {
+    const state = h.task.state;
+    const last = this.#readers.get(state);
+    if (last !== undefined && last.streamTime === state.streamTime) return last;
+    const task = h.task;
+    const reader = stateReader(state, { source: 'active', partition: h.partition, timers: (key) => task.timerInfosFor(key) });
+    this.#readers.set(state, reader);
+    return reader;
+  }
+
+  #standbyReader(partition: number): StateReader | undefined {
     const copy = this.#standby?.copy(partition);
-    if (copy) return stateReader(copy.state, { source: 'standby', partition, ...(copy.lagRecords === undefined ? {} : { lagRecords: copy.lagRecords }) });
-    return undefined;
+    if (!copy) return undefined;
+    const last = this.#readers.get(copy.state);
+    if (last !== undefined && last.streamTime === copy.state.streamTime && last.lagRecords === copy.lagRecords) return last;
+    const reader = stateReader(copy.state, { source: 'standby', partition, ...(copy.lagRecords === undefined ? {} : { lagRecords: copy.lagRecords }) });
+    this.#readers.set(copy.state, reader);
+    return reader;
   }
 
   /** A store of an open task, for reads (the query API); undefined when this instance does not run the task. */

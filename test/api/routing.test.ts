@@ -118,3 +118,38 @@ test('two instances: any instance answers for any customer, from the owner of it
   const metrics = await a.registry.metrics();
   assert.match(metrics, /kairos_api_forwarded_total\{result="ok"\} [1-9]/);
 });
+
+test("the runner's reader at hand: one reader while the task's stream time stands still, and a kept answer replaced once the customer's state changes", async () => {
+  // The instances of the test above, still running.
+  const [a] = instances;
+  assert.ok(a);
+  const routing = a.runner.routing;
+  assert.ok(routing);
+  const c = CUSTOMERS.find((x) => routing.tasks.get(partitionOf(x, 4)) === a.address) as string;
+  const p = partitionOf(c, 4);
+  await until('the task at hand', () => a.runner.readerNow(p) !== undefined, 30_000);
+  const r = a.runner.readerNow(p);
+  assert.equal(r?.source, 'active');
+  assert.equal(r?.partition, p);
+  // The same object while nothing moves (a late repartitioned record may move stream time: then a new one).
+  await until('one reader for one stream time', async () => {
+    const x = a.runner.readerNow(p);
+    return x !== undefined && x === a.runner.readerNow(p) && x === (await a.runner.reader(p)) && x.streamTime === a.runner.readerNow(p)?.streamTime;
+  }, 30_000);
+  // Answered twice (the second from the view cache, in the request listener), with the bytes fastify's route gives
+  // the same request (a query string takes it through fastify).
+  const text = async (path: string): Promise<string> => (await fetch(`http://${a.address}${path}`, { headers: { authorization: `Bearer ${KEY}` } })).text();
+  await until('a kept answer equal to the one through fastify', async () => {
+    const first = await text(`/v1/customers/${c}`);
+    return first === (await text(`/v1/customers/${c}`)) && first === (await text(`/v1/customers/${c}?through=fastify`));
+  }, 30_000);
+  const kept = await text(`/v1/customers/${c}`);
+  const kafka = testKafka(cluster.brokers);
+  const more: BasketEvent = { eventId: 'e-more', customerId: c, occurredAt: T0 + 1000, type: 'ITEM_ADDED', sku: 'sku-more', quantity: 2 };
+  await produce(kafka, 'shop.basket.v1', [{ key: c, value: JSON.stringify(more) }]);
+  await until('the new item answered', async () => (await text(`/v1/customers/${c}`)).includes('"sku-more"'), 30_000);
+  const after = JSON.parse(await text(`/v1/customers/${c}`)) as { basket: { items: { sku: string }[] }; freshness: { streamTime: number } };
+  assert.deepEqual(after.basket.items.map((i) => i.sku).sort(), [`sku-${CUSTOMERS.indexOf(c)}`, 'sku-more'].sort());
+  assert.notEqual(after.freshness.streamTime, (JSON.parse(kept) as { freshness: { streamTime: number } }).freshness.streamTime);
+  assert.notEqual(a.runner.readerNow(p), r, 'a new reader for the new stream time');
+});
