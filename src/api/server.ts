@@ -5,7 +5,7 @@
  * rebalance (no owner known, or the task still restoring) it is served from a local standby copy with its lag
  * stated, or answered 503 with Retry-After. Every answer says where it came from (`freshness`).
  */
-import { Agent as HttpAgent, request as httpRequest, STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Type, type Static } from '@sinclair/typebox';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
@@ -16,7 +16,7 @@ import type { Topology } from '../engine/api/index.js';
 import { TriggerType, type TriggerType as TriggerTypeName } from '../../schemas/contract.js';
 import type { StateReader } from '../engine/state/reader.js';
 import { KairosError, isKairosError, type KairosErrorCode } from '../errors.js';
-import { createAuthenticator, type AuthConfig, type Principal, type Scope } from './auth.js';
+import { createAuthenticator, type AuthConfig, type AuthResult, type Principal, type Scope } from './auth.js';
 import { formatDuration, RouteRateLimiter, type RateLimitHit } from './rate-limit.js';
 import { LatencyHistogram, type LatencyChild } from './latency-histogram.js';
 import { CustomerViewCache } from './view-cache.js';
@@ -74,6 +74,12 @@ export interface ApiOptions {
   readonly directAnswers?: boolean;
   /** Milliseconds since the epoch for rate-limit windows and token times (tests fix it). @default Date.now */
   readonly clock?: () => number;
+  /**
+   * With `directAnswers`: a `GET /v1/customers/<id>` whose view the cache holds is answered in the HTTP server's
+   * request listener, before fastify (see `answerAtOnce` in registerApi); false leaves every request to fastify.
+   * @default true
+   */
+  readonly answerAtOnce?: boolean;
 }
 
 export const FORWARDED_HEADER = 'x-kairos-forwarded-by';
@@ -140,6 +146,17 @@ const STATUS: Partial<Record<KairosErrorCode, number>> = {
 interface Admitted {
   readonly principal: Principal;
   readonly hit: RateLimitHit;
+}
+
+/**
+ * What the customer route's own request listener (`answerAtOnce`) found before it left a request to fastify: the
+ * caller identified and counted, so that `admit` does not count it twice, and when the request arrived.
+ */
+interface HandedOver {
+  readonly auth: AuthResult;
+  readonly limiter: RouteRateLimiter;
+  readonly hit: RateLimitHit;
+  readonly startMs: number;
 }
 
 /** A routed GET: what it reads from the owning task, made once per route. */
@@ -241,8 +258,10 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   // their start in an onRequest hook (before validation, so a 400 is timed too) and the not-found handler in
   // preValidation.
   app.decorateRequest(START_MS, 0);
+  /** Requests the customer route's own listener left to fastify after counting them (see `answerAtOnce`). */
+  const handedOver = new WeakMap<IncomingMessage, HandedOver>();
   const markStart = (req: FastifyRequest, _reply: FastifyReply, done: () => void): void => {
-    req[START_MS] = performance.now();
+    req[START_MS] = handedOver.get(req.raw)?.startMs ?? performance.now();
     done();
   };
   const elapsedMs = (req: FastifyRequest, reply: FastifyReply): number => {
@@ -296,10 +315,20 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
   const authenticate = createAuthenticator(opts.auth);
   const clock = opts.clock ?? Date.now;
   function admit(req: FastifyRequest, reply: FastifyReply, limiter: RouteRateLimiter, customerId?: string): Admitted {
-    const now = clock();
-    const a = authenticate(req.headers, now);
-    const principal = a.ok ? a.principal : undefined;
-    const hit = limiter.hit(principal?.id ?? req.ip, principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer, now);
+    let a: AuthResult;
+    let hit: RateLimitHit;
+    const over = handedOver.get(req.raw);
+    if (over !== undefined && over.limiter === limiter) {
+      // Identified and counted already (answerAtOnce): checked below as if here.
+      handedOver.delete(req.raw);
+      a = over.auth;
+      hit = over.hit;
+    } else {
+      const now = clock();
+      a = authenticate(req.headers, now);
+      const principal = a.ok ? a.principal : undefined;
+      hit = limiter.hit(principal?.id ?? req.ip, principal?.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer, now);
+    }
     if (hit.exceeded) {
       limitHeaders(reply, hit).header('retry-after', hit.resetSeconds);
       fail('KAIROS_ERR_API_RATE_LIMITED', `rate limit of ${hit.max} requests per ${formatDuration(hit.resetSeconds * 1000)} exceeded`);
@@ -473,23 +502,7 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     }
     if (direct && req.method === 'GET') {
       reply.hijack();
-      reply.raw.writeHead(200, [
-        'x-ratelimit-limit',
-        hit.max,
-        'x-ratelimit-remaining',
-        hit.remaining,
-        'x-ratelimit-reset',
-        hit.resetSeconds,
-        'x-kairos-served-by',
-        self,
-        'x-kairos-source',
-        r.source,
-        'content-type',
-        JSON_TYPE,
-        'content-length',
-        Buffer.byteLength(json),
-      ]);
-      reply.raw.end(json);
+      writeAnswer(reply.raw, hit, self, r.source, json);
       // Observed as observeReply would: from the request to the answer handed to the socket.
       route.ok ??= childOf('GET', route.url, 200);
       route.ok.observe(elapsedMs(req, reply) / 1000);
@@ -498,6 +511,27 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
     // Serialized here with its content type set: fastify sends the string as it is (no serializer lookup).
     limitHeaders(reply, hit).header('x-kairos-served-by', self).header('x-kairos-source', r.source).header('content-type', JSON_TYPE).send(json);
     observeReply(req, reply);
+  }
+
+  /** A direct answer's head and body: the headers fastify's reply would write, in its order. */
+  function writeAnswer(res: ServerResponse, hit: RateLimitHit, self: string, source: StateReader['source'], json: string): void {
+    res.writeHead(200, [
+      'x-ratelimit-limit',
+      hit.max,
+      'x-ratelimit-remaining',
+      hit.remaining,
+      'x-ratelimit-reset',
+      hit.resetSeconds,
+      'x-kairos-served-by',
+      self,
+      'x-kairos-source',
+      source,
+      'content-type',
+      JSON_TYPE,
+      'content-length',
+      Buffer.byteLength(json),
+    ]);
+    res.end(json);
   }
 
   const secured: { security: Record<string, string[]>[] } = { security: [{ bearer: [] }, { apiKey: [] }] };
@@ -528,6 +562,76 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
       routed(req, reply, customerRoute, req.params.id, a.principal.scopes, a.hit);
     },
   );
+
+  /**
+   * `GET /v1/customers/<id>` answered from the view cache in the server's request listener, before fastify routes
+   * the request (no route lookup, request and reply objects, hooks or schema validation): the same checks in the
+   * same order as the route (authenticated, authorized, counted against the route's limit, then read where
+   * `routed` would read) and the same answer `answer` writes, observed in the same histogram. Only a plain request
+   * is taken: GET, an id of 1–128 unreserved characters (nothing to decode, valid by the route's schema), no query
+   * string, valid credentials that may read the customer, the task's reader at hand and to be read here. Anything
+   * else goes to fastify untouched, or, once counted (over the limit, a view not cached, an error), with its
+   * admission (`handedOver`), which `admit` takes instead of counting the request again. True when answered.
+   */
+  function answerAtOnce(raw: IncomingMessage, res: ServerResponse): boolean {
+    if (closing || raw.method !== 'GET') return false;
+    const url = raw.url;
+    if (url === undefined || !url.startsWith(CUSTOMER_PREFIX) || !plainId(url, CUSTOMER_PREFIX.length)) return false;
+    const startMs = performance.now();
+    const id = url.slice(CUSTOMER_PREFIX.length);
+    const headers = raw.headers;
+    const now = clock();
+    const auth = authenticate(headers, now);
+    if (!auth.ok) return false;
+    const principal = auth.principal;
+    if (principal.kind === 'customer' && principal.customerId !== id) return false;
+    const partition = backend.partitionOf(id);
+    if (partition === undefined) return false;
+    const self = opts.self();
+    const owner = backend.owner(partition);
+    if (owner !== self && owner !== undefined && owner !== null && typeof headers[FORWARDED_HEADER] !== 'string') return false;
+    const r = backend.readerNow?.(partition);
+    if (r === undefined || (r.source !== 'active' && owner === self)) return false;
+    const hit = customerLimits.hit(principal.id, principal.kind === 'service' ? opts.rateLimitService : opts.rateLimitCustomer, now);
+    let body: string | undefined;
+    try {
+      body = hit.exceeded ? undefined : views.cached(r, principal.scopes, id);
+    } catch {
+      body = undefined;
+    }
+    if (body === undefined) {
+      handedOver.set(raw, { auth, limiter: customerLimits, hit, startMs });
+      return false;
+    }
+    if (r.source === 'standby') forwarded.inc({ result: 'standby' });
+    writeAnswer(res, hit, self, r.source, `${body},"freshness":${freshnessJson(r, self)}}`);
+    customerRoute.ok ??= childOf('GET', customerRoute.url, 200);
+    customerRoute.ok.observe((performance.now() - startMs) / 1000);
+    return true;
+  }
+  let closing = false;
+  // In front of fastify's own listener (the handler it gave the server: app.routing); not where the server is not
+  // the one fastify made that way (a serverFactory), nor for `inject` (tests), which calls fastify's handler.
+  const server = app.server;
+  const routing = app.routing;
+  if (direct && (opts.answerAtOnce ?? true) && server.listeners('request').includes(routing)) {
+    server.removeListener('request', routing);
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      let answered = false;
+      try {
+        answered = answerAtOnce(req, res);
+      } catch (err) {
+        // Nothing written yet (writeHead checks before it writes): fastify answers it.
+        log?.error({ err, url: req.url }, 'query API: the direct customer answer failed; left to fastify');
+      }
+      if (!answered) routing(req, res);
+    });
+    // As fastify answers 503 to requests once closing (return503OnClosing), leave them to it.
+    app.addHook('preClose', (done) => {
+      closing = true;
+      done();
+    });
+  }
 
   const triggersLimits = limiter();
   const triggersRoute: Route<{ scopes: ReadonlySet<Scope>; type: TriggerTypeName | undefined }, object> = {
@@ -640,6 +744,22 @@ export async function registerApi(app: FastifyInstance, opts: ApiOptions, regist
 }
 
 const customerWhat = (id: string): string => `customer "${id}"`;
+
+const CUSTOMER_PREFIX = '/v1/customers/';
+
+/**
+ * Whether `url` from `start` to its end is 1–128 unreserved characters (RFC 3986: letters, digits, `-._~`): a
+ * path parameter fastify passes on as it is (no percent-decoding) and the route's schema accepts.
+ */
+function plainId(url: string, start: number): boolean {
+  const n = url.length - start;
+  if (n < 1 || n > 128) return false;
+  for (let i = start; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (!((c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126)) return false;
+  }
+  return true;
+}
 
 const agent = new HttpAgent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
 

@@ -6,6 +6,8 @@
  * the same requests over real sockets and compared byte for byte (status line, every header in its order, body;
  * only `Date` is left out, Node writes it from its own clock). Covered: hits and misses, PII and non-PII keys,
  * customer tokens, 401, 403, 404, 400, 429 with Retry-After, a standby copy, no stream time yet (null), the triggers, watchers and wishers routes, HEAD, and the metrics both apps count.
+ * The direct app answers a customer whose view the cache holds in the server's request listener, before fastify
+ * (`answerAtOnce`); it counts the requests fastify saw, to tell which way each one went.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,6 +35,8 @@ let mode: 'active' | 'standby' | 'no-stream-time' = 'active';
 
 let driver: TopologyTestDriver;
 const views = new CustomerViewCache();
+/** Requests the direct app's fastify routed (the others were answered before it). */
+let fastifySaw = 0;
 const apps: { direct?: { app: FastifyInstance; port: number; registry: Registry }; reference?: { app: FastifyInstance; port: number; registry: Registry } } = {};
 
 const profile = (id: string): CustomerProfile => testProfile(id, T0);
@@ -69,6 +73,12 @@ before(async () => {
   for (const which of ['direct', 'reference'] as const) {
     const registry = new Registry();
     const app = createApiApp();
+    if (which === 'direct') {
+      app.addHook('onRequest', (_req, _reply, done) => {
+        fastifySaw++;
+        done();
+      });
+    }
     await registerApi(
       app,
       { backend: backend(which === 'direct'), auth, self: () => 'self:1', rateLimitService: 10_000, rateLimitCustomer: 4, forwardTimeoutMs: 1000, clock: () => now, directAnswers: which === 'direct', ...(which === 'direct' ? { viewCache: views } : {}) },
@@ -191,6 +201,61 @@ test('a standby copy, no stream time yet and HEAD answer the same', async () => 
   }
 });
 
+test('a cached view is answered before fastify, with the same bytes; every other request reaches fastify, counted once', async () => {
+  mode = 'active';
+  const viaFastify = async (path: string, headers: Record<string, string>, what: string, method = 'GET'): Promise<string> => {
+    const before = fastifySaw;
+    const wire = await same(path, headers, what, method);
+    assert.equal(fastifySaw - before, 1, `${what}: routed by fastify`);
+    return wire;
+  };
+  const atOnce = async (path: string, headers: Record<string, string>, what: string): Promise<string> => {
+    const before = fastifySaw;
+    const hits = views.hits;
+    const wire = await same(path, headers, what);
+    assert.equal(fastifySaw - before, 0, `${what}: answered before fastify`);
+    assert.equal(views.hits - hits, 1, `${what}: a view-cache hit`);
+    return wire;
+  };
+  // A write moves dora's view: the first answer is built through fastify (a miss), the next ones come from the
+  // request listener, with the new state, per scope.
+  await driver.pipe('crm.customers.v1', 'dora', profile('dora'));
+  const add: BasketEvent = { eventId: 'b20', customerId: 'dora', occurredAt: T0 + 33 * 60_000, type: 'ITEM_ADDED', sku: 'scarf-1', productId: 'scarf', quantity: 1, unitPrice: { amount: 1900, currency: 'EUR' } };
+  await driver.pipe('shop.basket.v1', 'dora', add);
+  assert.match(await viaFastify('/v1/customers/dora', key, 'dora, first read'), /scarf-1/);
+  assert.match(await atOnce('/v1/customers/dora', key, 'dora, kept'), /scarf-1/);
+  await viaFastify('/v1/customers/dora', piiKey, 'dora, PII key, first read');
+  assert.match(await atOnce('/v1/customers/dora', piiKey, 'dora, PII key, kept'), /"email":"dora@example.com"/);
+  assert.doesNotMatch(await atOnce('/v1/customers/dora', key, 'dora, read key again'), /example\.com/);
+  const remove: BasketEvent = { ...add, eventId: 'b21', occurredAt: T0 + 34 * 60_000, type: 'ITEM_REMOVED' };
+  await driver.pipe('shop.basket.v1', 'dora', remove);
+  assert.doesNotMatch(await viaFastify('/v1/customers/dora', key, 'dora after a removal: built again'), /scarf-1/);
+  assert.doesNotMatch(await atOnce('/v1/customers/dora', key, 'dora after a removal, kept'), /scarf-1/);
+  // A request forwarded here is taken too.
+  await atOnce('/v1/customers/dora', { ...key, 'x-kairos-forwarded-by': 'other:2' }, 'forwarded here');
+  const token = { authorization: `Bearer ${signCustomerToken(SECRET, 'dora', 3600, now)}` };
+  // What the listener leaves to fastify: a query string, an id to decode, HEAD, bad or missing credentials, a
+  // token for another customer, an unknown customer, another route.
+  await viaFastify('/v1/customers/dora?x=1', key, 'a query string');
+  await viaFastify('/v1/customers/d%6Fra', key, 'a percent-encoded id');
+  await viaFastify('/v1/customers/dora', key, 'HEAD', 'HEAD');
+  assert.equal(statusOf(await viaFastify('/v1/customers/dora', {}, 'no credentials')), 401);
+  assert.equal(statusOf(await viaFastify('/v1/customers/dora', { 'x-api-key': 'not-a-key-0123456789' }, 'unknown key')), 401);
+  assert.equal(statusOf(await viaFastify('/v1/customers/anna', token, 'a token for another customer')), 403);
+  assert.equal(statusOf(await viaFastify('/v1/customers/nobody', key, 'unknown customer')), 404);
+  assert.equal(statusOf(await viaFastify(`/v1/customers/${'x'.repeat(129)}`, key, 'an id over 128 characters')), 400);
+  await viaFastify('/v1/customers/dora/triggers', key, 'the triggers route');
+  // A customer token reading itself, in a new window of its limit (4 a minute): taken while under it; over it,
+  // refused by fastify with the count the listener made (one per request: the same headers as the reference app,
+  // which counts in admit only).
+  now += 61_000;
+  const before = fastifySaw;
+  const statuses: number[] = [];
+  for (let i = 0; i < 6; i++) statuses.push(statusOf(await same('/v1/customers/dora', token, `customer token, request ${i + 1}`)));
+  assert.deepEqual(statuses, [200, 200, 200, 200, 429, 429]);
+  assert.equal(fastifySaw - before, 2, 'the two refusals routed by fastify');
+});
+
 test('both count the same requests in the latency histogram and the forwarded counter', async () => {
   const counts = async (registry: Registry): Promise<string[]> =>
     (await registry.metrics())
@@ -199,7 +264,8 @@ test('both count the same requests in the latency histogram and the forwarded co
       .sort();
   const direct = await counts(apps.direct?.registry as Registry);
   assert.deepEqual(direct, await counts(apps.reference?.registry as Registry));
+  // Two HEAD requests: the standby test's and the listener test's.
   assert.ok(direct.some((l) => l.startsWith('kairos_api_request_duration_seconds_count{method="GET",route="/v1/customers/:id",status_code="200"}')), direct.join('\n'));
-  assert.ok(direct.some((l) => l.startsWith('kairos_api_request_duration_seconds_count{method="HEAD",route="/v1/customers/:id",status_code="200"} 1')), direct.join('\n'));
+  assert.ok(direct.some((l) => l.startsWith('kairos_api_request_duration_seconds_count{method="HEAD",route="/v1/customers/:id",status_code="200"} 2')), direct.join('\n'));
   assert.ok(direct.some((l) => l === 'kairos_api_forwarded_total{result="standby"} 2'), direct.join('\n'));
 });
