@@ -12,21 +12,27 @@ interface NativeIterator {
   end(cb: Callback): void;
 }
 
-export type BatchOp = { readonly type: 'put'; readonly key: Buffer; readonly value: Buffer } | { readonly type: 'del'; readonly key: Buffer };
+/**
+ * A key is bytes, or a string the binding encodes as UTF-8 itself (as `Buffer.from(key, 'utf8')` would, lone
+ * surrogates included): a string key costs no Buffer on the JavaScript heap.
+ */
+export type RocksKey = Buffer | string;
+
+export type BatchOp = { readonly type: 'put'; readonly key: RocksKey; readonly value: Buffer } | { readonly type: 'del'; readonly key: RocksKey };
 
 interface NativeDb {
   open(options: Record<string, unknown>, cb: Callback): void;
   close(cb: Callback): void;
-  get(key: Buffer, options: { asBuffer: true; fillCache?: boolean }, cb: Callback<Buffer>): void;
-  getMany(keys: Buffer[], options: { asBuffer: true }, cb: Callback<(Buffer | undefined)[]>): void;
+  get(key: RocksKey, options: { asBuffer: true; fillCache?: boolean }, cb: Callback<Buffer>): void;
+  getMany(keys: RocksKey[], options: { asBuffer: true }, cb: Callback<(Buffer | undefined)[]>): void;
   batch(ops: readonly BatchOp[], options: { sync?: boolean }, cb: Callback): void;
   /**
    * The binding's own calls, under abstract-leveldown's checks: that layer copies every batch operation into a
    * new object and re-validates keys this wrapper already builds as Buffers (a tenth of a commit's time).
    */
   _batch(ops: readonly BatchOp[], options: { sync?: boolean }, cb: Callback): void;
-  _get(key: Buffer, options: { asBuffer: true; fillCache?: boolean }, cb: Callback<Buffer>): void;
-  _getMany(keys: Buffer[], options: { asBuffer: true }, cb: Callback<(Buffer | undefined)[]>): void;
+  _get(key: RocksKey, options: { asBuffer: true; fillCache?: boolean }, cb: Callback<Buffer>): void;
+  _getMany(keys: RocksKey[], options: { asBuffer: true }, cb: Callback<(Buffer | undefined)[]>): void;
   iterator(options: {
     gte?: Buffer;
     gt?: Buffer;
@@ -110,7 +116,7 @@ export class RocksDb {
     return this.#open;
   }
 
-  get(key: Buffer): Promise<Buffer | undefined> {
+  get(key: RocksKey): Promise<Buffer | undefined> {
     if (!this.#open) return Promise.reject(this.#closed());
     return new Promise((resolve, reject) =>
       this.#db._get(key, { asBuffer: true }, (err, value) => {
@@ -122,7 +128,7 @@ export class RocksDb {
     );
   }
 
-  getMany(keys: Buffer[]): Promise<(Buffer | undefined)[]> {
+  getMany(keys: RocksKey[]): Promise<(Buffer | undefined)[]> {
     if (!this.#open) return Promise.reject(this.#closed());
     return new Promise((resolve, reject) =>
       this.#db._getMany(keys, { asBuffer: true }, (err, values) => (err ? reject(io(`RocksDB getMany failed: ${err.message}`, err)) : resolve(values ?? []))),

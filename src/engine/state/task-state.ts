@@ -347,7 +347,7 @@ export class TaskState {
     // No wait for a commit still writing: every key it holds stays in the cache until it has landed (uncommitted
     // entries are never evicted), so a key missing here is not in it, and RocksDB has its committed value.
     this.stats.reads++;
-    const bytes = await this.#db.get(Buffer.from(s.prefix + key, 'utf8'));
+    const bytes = await this.#db.get(s.prefix + key);
     // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
     const raced = s.cache.get(key);
     if (raced !== undefined) return this.#live(s, raced);
@@ -383,7 +383,7 @@ export class TaskState {
     if (missing === undefined) return out;
     // As in get: a key of a commit still writing is in the cache, so these reads need not wait for it.
     this.stats.reads++;
-    const values = await this.#db.getMany(missing.map((m) => Buffer.from(m.s.prefix + m.key, 'utf8')));
+    const values = await this.#db.getMany(missing.map((m) => m.s.prefix + m.key));
     missing.forEach(({ i, s, key }, j) => {
       // A put may have happened while RocksDB was read: it wins.
       const raced = s.cache.get(key);
@@ -469,7 +469,7 @@ export class TaskState {
     if (missing.length === 0) return 0;
     // As in get: a key of a commit still writing is in the cache, so these reads need not wait for it.
     this.stats.reads++;
-    const values = await this.#db.getMany(missing.map(({ s, key }) => Buffer.from(s.prefix + key, 'utf8')));
+    const values = await this.#db.getMany(missing.map(({ s, key }) => s.prefix + key));
     const loaded = new Map<StoreState, number>();
     missing.forEach(({ s, key }, i) => {
       loaded.set(s, (loaded.get(s) ?? 0) + 1);
@@ -644,27 +644,26 @@ export class TaskState {
       if (s.dirty.size === 0) continue;
       let encodedBytes = 0;
       let encodedCount = 0;
-      // Changelog entries only where a changelog is written (not in replay); the key without the store prefix
-      // is a view of the RocksDB key, not a copy.
+      // Changelog entries only where a changelog is written (not in replay). RocksDB keys go to the binding as
+      // strings (it encodes them): a Buffer per key only for the changelog.
       const logged = this.#changelog !== undefined && s.spec.changelog !== false;
-      const prefixLength = s.prefixBuf.length;
       const keys = s.dirty;
       s.dirty = new Set();
       taken.push([s, keys]);
       for (const key of keys) {
         const e = s.cache.get(key) as Cached;
         if (s.complete && e.value === ABSENT) dropAfter.push([s, key]);
-        const full = Buffer.from(s.prefix + key, 'utf8');
+        const full = s.prefix + key;
         if (e.value === ABSENT) {
           ops.push({ type: 'del', key: full });
-          if (logged) entries.push({ store: s.spec.name, key: full.subarray(prefixLength), value: null, timestamp: streamTime });
+          if (logged) entries.push({ store: s.spec.name, key: Buffer.from(key, 'utf8'), value: null, timestamp: streamTime });
         } else {
           const value = this.#encode(s, e);
           s.resize(key, e, value.length);
           encodedBytes += value.length;
           encodedCount++;
           ops.push({ type: 'put', key: full, value });
-          if (logged) entries.push({ store: s.spec.name, key: full.subarray(prefixLength), value, timestamp: streamTime });
+          if (logged) entries.push({ store: s.spec.name, key: Buffer.from(key, 'utf8'), value, timestamp: streamTime });
         }
       }
       if (encodedCount > 0) s.avgEncoded = Math.ceil(encodedBytes / encodedCount);

@@ -177,6 +177,33 @@ test('a failing changelog commits nothing locally', async () => {
   }
 });
 
+test('keys reach RocksDB as UTF-8 whatever their characters (NUL, accents, surrogate pairs; a lone surrogate as U+FFFD, as Buffer.from encodes it): commit, reopen, get, prefetch and scan agree', async () => {
+  const t = tempDir();
+  const keys = ['plain', 'a\u0000b', 'café', '😀-𝄞', '\ue000\uffee'];
+  const lone = 'x\ud800y';
+  try {
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv], changelog: new MemoryChangelog() });
+    keys.forEach((k, i) => s1.put('things', k, { n: i }));
+    s1.put('things', lone, { n: 99 });
+    await s1.commit();
+    await s1.close();
+    const s2 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    for (const [i, k] of keys.entries()) assert.deepEqual(await s2.get('things', k), { n: i }, `get ${JSON.stringify(k)}`);
+    // The lone surrogate was stored under its replacement character, as Buffer.from(key, 'utf8') writes it.
+    assert.deepEqual(await s2.get('things', 'x\ufffdy'), { n: 99 });
+    await s2.close();
+    const s4 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    assert.equal(await s4.prefetchMany([['things', [...keys, 'absent']]]), keys.length + 1);
+    for (const [i, k] of keys.entries()) assert.deepEqual(await s4.get('things', k), { n: i }, `prefetched ${JSON.stringify(k)}`);
+    const scanned = (await s4.scan('things')).map((r) => r.key);
+    const expected = [...keys, 'x\ufffdy'].sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+    assert.deepEqual(scanned, expected);
+    await s4.close();
+  } finally {
+    t.remove();
+  }
+});
+
 test('cache: a bounded number of clean entries stay in memory; misses go to RocksDB', async () => {
   const t = tempDir();
   const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv], cacheMaxEntries: 100 });
