@@ -11,7 +11,10 @@
  * Ends with one machine-readable JSON line on stdout. Progress goes to stderr.
  *
  *   npm run bench:replay -- [--events 1000000] [--customers 100000] [--seed 42] [--skus 20000] [--days 7]
- *                           [--runs 1] [--state-dir DIR] [--no-profile] [--regenerate] [--keep]
+ *                           [--runs 1] [--state-dir DIR] [--temp-state] [--no-profile] [--regenerate] [--keep]
+ *
+ * --temp-state: the measured runs use a temporary state, as `kairos replay` without --state-dir does (no final
+ * commit: the state is removed unread), so no state size is reported.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -66,7 +69,7 @@ interface ReplayRun {
 }
 
 /** One replay of the file into NDJSON files in `outDir`, state in `stateDir` (which must not exist or be empty). */
-async function runReplay(input: string, until: number, stateDir: string, outDir: string, label: string): Promise<ReplayRun> {
+async function runReplay(input: string, until: number, stateDir: string | undefined, outDir: string, label: string): Promise<ReplayRun> {
   // Detection only: guards off (the generated stream carries no customer profiles, so every trigger would be
   // suppressed for lack of consent) — what is measured is the detection engine.
   const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }));
@@ -90,7 +93,7 @@ async function runReplay(input: string, until: number, stateDir: string, outDir:
       audit,
       errors,
       until,
-      stateDir,
+      ...(stateDir === undefined ? {} : { stateDir }),
       logger,
       onProgress: (p) => {
         mem.sample();
@@ -224,6 +227,7 @@ async function main(argv: readonly string[]): Promise<number> {
       profile: { type: 'boolean', default: true },
       regenerate: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      'temp-state': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -247,15 +251,18 @@ async function main(argv: readonly string[]): Promise<number> {
   try {
     // 1. The measured replay(s). Memory and state size come from the first run (a fresh process); the time is
     //    the median over the runs; every run must produce byte-identical outputs (replay is deterministic).
-    log(`replay of ${input.path} (state in ${stateDir}, until ${isoOf(until)})`);
-    const run = await runReplay(input.path, until, stateDir, outDir, `replay 1/${runs}`);
+    // --temp-state: the measured runs replay as `kairos replay` does without --state-dir (a temporary state,
+    // removed without a final commit), so there is no state dir to measure.
+    const timedDir = values['temp-state'] ? undefined : stateDir;
+    log(`replay of ${input.path} (state ${timedDir === undefined ? 'temporary' : `in ${stateDir}`}, until ${isoOf(until)})`);
+    const run = await runReplay(input.path, until, timedDir, outDir, `replay 1/${runs}`);
     const r = run.result;
     if (r.errors > 0) {
       log(`${r.errors} bad lines, see ${run.errorsPath}`);
       return 1;
     }
     // replay() leaves a stateDir it was given in place: measure it now, after the final commit and close.
-    const du = diskUsage(stateDir);
+    const du = timedDir === undefined ? undefined : diskUsage(timedDir);
     const maxRss = maxRssBytes();
     const outputHash = await fileHash(run.triggersPath, run.auditPath);
     const walls = [run.wallMs];
@@ -263,7 +270,7 @@ async function main(argv: readonly string[]): Promise<number> {
     for (let i = 2; i <= runs; i++) {
       rmSync(stateDir, { recursive: true, force: true });
       mkdirSync(stateDir, { recursive: true });
-      const again = await runReplay(input.path, until, stateDir, outDir, `replay ${i}/${runs}`);
+      const again = await runReplay(input.path, until, timedDir, outDir, `replay ${i}/${runs}`);
       walls.push(again.wallMs);
       if ((await fileHash(again.triggersPath, again.auditPath)) !== outputHash) identical = false;
       rmSync(again.triggersPath, { force: true });
@@ -321,7 +328,8 @@ interface Report {
   readonly walls: readonly number[];
   readonly medianWallMs: number;
   readonly identical: boolean;
-  readonly du: ReturnType<typeof diskUsage>;
+  /** Undefined with --temp-state (no state dir is left to measure). */
+  readonly du: ReturnType<typeof diskUsage> | undefined;
   readonly maxRss: number;
   readonly out: OutputSummary;
   readonly sentCheck: Comparison;
@@ -369,7 +377,11 @@ function report(x: Report): void {
   p(formatComparison('model (sent)      ', x.sentCheck));
   p(formatComparison('model (suppressed)', x.suppressedCheck));
   p(`memory       peak RSS during replay ${fmtBytes(run.peakRss)} (RSS before ${fmtBytes(run.rssBefore)}; process max RSS ${fmtBytes(x.maxRss)}); peak heap used ${fmtBytes(run.peakHeapUsed)}`);
-  p(`state        ${x.stateDir}: ${fmtBytes(x.du.allocatedBytes)} on disk (du), ${fmtBytes(x.du.apparentBytes)} apparent, ${x.du.files} files; RocksDB approximateSize ${fmtBytes(r.stateBytes)}`);
+  p(
+    x.du === undefined
+      ? 'state        temporary (--temp-state: removed without a final commit, as `kairos replay` without --state-dir does)'
+      : `state        ${x.stateDir}: ${fmtBytes(x.du.allocatedBytes)} on disk (du), ${fmtBytes(x.du.apparentBytes)} apparent, ${x.du.files} files; RocksDB approximateSize ${fmtBytes(r.stateBytes ?? 0)}`,
+  );
   p('');
   p(`where the time goes (decode-only passes over the same file vs the full replay, wall clock, one thread${x.walls.length > 1 ? `, medians of ${x.walls.length}` : ''}):`);
   p(
@@ -423,10 +435,7 @@ function report(x: Report): void {
       rssBeforeBytes: run.rssBefore,
       maxRssBytes: x.maxRss,
       peakHeapUsedBytes: run.peakHeapUsed,
-      stateDiskBytes: x.du.allocatedBytes,
-      stateApparentBytes: x.du.apparentBytes,
-      stateFiles: x.du.files,
-      stateApproxBytes: r.stateBytes,
+      ...(x.du === undefined ? { tempState: true } : { stateDiskBytes: x.du.allocatedBytes, stateApparentBytes: x.du.apparentBytes, stateFiles: x.du.files, stateApproxBytes: r.stateBytes }),
       readMs: Math.round(phases.readMs),
       parseMs: Math.round(phases.parseMs),
       decodeMs: Math.round(phases.decodeMs),

@@ -80,7 +80,7 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
         `${result.errors ? ` (written to ${errorsPath})` : ''}, ${duplicates.redelivery + duplicates.conflict} duplicates dropped` +
         `${duplicates.conflict ? ` (${duplicates.conflict} with other content)` : ''}; ${result.triggers} triggers, ${result.audits} audit records; ` +
         `stream time ${Number.isFinite(result.streamTime) ? new Date(result.streamTime).toISOString() : '-'}; ` +
-        `${secs.toFixed(2)} s, ${Math.round(result.lines / Math.max(secs, 1e-9))} lines/s; state ${(result.stateBytes / 1048576).toFixed(1)} MiB\n`,
+        `${secs.toFixed(2)} s, ${Math.round(result.lines / Math.max(secs, 1e-9))} lines/s; state ${result.stateBytes === undefined ? 'temporary (not kept: --state-dir keeps it)' : `${(result.stateBytes / 1048576).toFixed(1)} MiB`}\n`,
     );
   }
   return result.errors > 0 ? 3 : 0;

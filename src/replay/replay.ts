@@ -67,7 +67,11 @@ export interface ReplayResult {
   readonly timersFired: number;
   readonly streamTime: number;
   readonly elapsedMs: number;
-  readonly stateBytes: number;
+  /**
+   * Bytes on disk of the task's RocksDB after the final commit (`stateDir` given); undefined when the state was
+   * a temporary one, which is removed at the end without a final commit.
+   */
+  readonly stateBytes: number | undefined;
 }
 
 const CHUNK = 512;
@@ -162,10 +166,13 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
       streamTime = opts.until;
       await task.advanceStreamTime(opts.until);
     }
-    await task.commit();
+    // The final commit makes the state dir whole for whoever reads it afterwards. A temporary state is removed
+    // unread, so it gets none: for an input whose state fits the cache (no commit before the end) that write —
+    // encoding every value, one RocksDB batch of every key, waiting for it — was a third of the replay.
+    if (!ownsDir) await task.commit();
     await task.close();
     // Bytes on disk (SST files, WAL, manifest) of the task's RocksDB after the final commit.
-    const stateBytes = dirSize(stateDir);
+    const stateBytes = ownsDir ? undefined : dirSize(stateDir);
     const result: ReplayResult = {
       lines,
       processed,

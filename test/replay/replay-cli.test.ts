@@ -5,7 +5,11 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import type { Trigger } from '../../schemas/contract.js';
+import { buildTopology } from '../../src/app/topology.js';
 import { run } from '../../src/cli/main.js';
+import { resolveCampaigns } from '../../src/config/campaigns.js';
+import { StreamTask } from '../../src/engine/runtime/task.js';
+import { TaskState } from '../../src/engine/state/task-state.js';
 import { tempDir } from '../helpers.js';
 
 const scenario = join(import.meta.dirname, '..', '..', 'load-tests', 'scenarios', 'basket-abandonment.ndjson');
@@ -186,4 +190,35 @@ test('kairos describe prints the topology as text and as Mermaid', async () => {
   assert.match(mermaid.stdout, /^flowchart LR/);
   const bad = await kairos('describe', '--format', 'svg');
   assert.equal(bad.code, 2);
+});
+
+test('kairos replay --state-dir leaves the final state committed (stream time, positions, stores); without it the summary says the state was temporary', async () => {
+  const { dir, remove } = tempDir();
+  try {
+    const stateDir = join(dir, 'state');
+    const kept = await kairos('replay', '--input', scenario, '--output', join(dir, 'kept.ndjson'), '--config', noGuards(dir), '--state-dir', stateDir);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.match(kept.stderr, /state \d+\.\d MiB/);
+    const state = await TaskState.open({ dir: stateDir, taskId: 'replay_0', stores: StreamTask.storeSpecs(buildTopology(resolveCampaigns({ guards: { enabled: false } }))) });
+    try {
+      const lines = readFileSync(scenario, 'utf8').split('\n').filter((l) => l.trim() !== '');
+      const last = JSON.parse(lines.at(-1) as string) as { value: { occurredAt: number } };
+      assert.ok(state.streamTime >= last.value.occurredAt, `stream time ${state.streamTime} committed`);
+      assert.ok(state.positions().size > 0, 'input positions committed');
+      const triggers = readLines(join(dir, 'kept.ndjson')) as Trigger[];
+      assert.ok(triggers.length > 0);
+      for (const t of triggers) {
+        const h = (await state.get('history.recent', t.customerId)) as { triggers: { triggerId: string }[] } | undefined;
+        assert.ok(h?.triggers.some((x) => x.triggerId === t.triggerId), `trigger ${t.triggerId} in the committed history of ${t.customerId}`);
+      }
+    } finally {
+      await state.close();
+    }
+    const temp = await kairos('replay', '--input', scenario, '--output', join(dir, 'temp.ndjson'), '--config', noGuards(dir));
+    assert.equal(temp.code, 0, temp.stderr);
+    assert.match(temp.stderr, /state temporary \(not kept: --state-dir keeps it\)/);
+    assert.equal(readFileSync(join(dir, 'temp.ndjson'), 'utf8'), readFileSync(join(dir, 'kept.ndjson'), 'utf8'), 'same triggers either way');
+  } finally {
+    remove();
+  }
 });
