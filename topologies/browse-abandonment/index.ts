@@ -2,7 +2,7 @@
  * BROWSE_ABANDONED (DESIGN §3). See README.md beside this file.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
+import { jsonCodec, keyValueStore, NOT_LOADED, type KeyValueStore, type Processor, type ProcessorContext, type RecordOrigin, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
 import { Duration, toMs } from '../../src/config/duration.js';
 import type { BasketEvent, OrderEvent, PageviewEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { outputsOf, wireOutputs, type CampaignSettings, type Outputs, type TopologyDefinition } from '../common/campaign.js';
@@ -144,12 +144,19 @@ export class BrowseAbandonmentProcessor implements Processor<PageviewEvent | Bas
     this.#ctx = ctx;
   }
 
-  async process(record: In): Promise<void> {
+  process(record: In): void | Promise<void> {
     const origin = this.#ctx.recordOrigin();
     if (!origin) return;
     const store = this.#ctx.getStore(sessionsStore);
     const customerId = record.value.customerId;
-    const state: BrowseState = (await store.get(customerId)) ?? { conversions: [] };
+    // Without a promise when the customer's state is in memory (the common case: the runners load it ahead).
+    const stored = store.peek(customerId);
+    if (stored !== NOT_LOADED) return this.#apply(record, origin, store, customerId, stored);
+    return store.get(customerId).then((s) => this.#apply(record, origin, store, customerId, s));
+  }
+
+  #apply(record: In, origin: RecordOrigin, store: KeyValueStore<BrowseState>, customerId: string, stored: BrowseState | undefined): void {
+    const state: BrowseState = stored ?? { conversions: [] };
     if (record.topic === PAGEVIEWS_TOPIC) {
       if (!this.#view(customerId, state, (record as StreamRecord<PageviewEvent>).value, causedBy(record.value.eventId, origin))) return;
     } else {

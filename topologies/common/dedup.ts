@@ -11,7 +11,7 @@
  * key and eventId processed while stream time is below `t + window`; later, the record is applied again. The
  * first delivery wins: a redelivery with other content is dropped too, logged and counted as a conflict.
  */
-import type { Codec, KeyValueStore, KeyValueStoreSpec, Processor, ProcessorContext, StreamRecord, TopologyBuilder } from '../../src/engine/api/index.js';
+import { NOT_LOADED, type Codec, type KeyValueStore, type KeyValueStoreSpec, type Processor, type ProcessorContext, type StreamRecord, type TopologyBuilder } from '../../src/engine/api/index.js';
 
 /** The input topics whose records carry an eventId (schemas/contract.ts); crm.customers.v1 does not. */
 export const DEDUP_TOPICS: readonly string[] = ['shop.basket.v1', 'shop.wishlist.v1', 'shop.orders.v1', 'shop.pageviews.v1', 'shop.catalog.v1'];
@@ -122,21 +122,32 @@ class DedupProcessor implements Processor<unknown, unknown> {
     this.#store = ctx.getStore(this.spec);
   }
 
-  async process(record: StreamRecord<unknown>): Promise<void> {
+  process(record: StreamRecord<unknown>): void | Promise<void> {
     const eventId = eventIdOf(record.value);
     if (record.key === null || eventId === undefined) {
       this.#forward(record);
       return;
     }
     const now = this.#ctx.streamTime();
-    const stored = await this.#store.get(record.key);
+    // Every input record passes here: without a promise when the key's entry is in memory (the runners load a
+    // batch's keys ahead), else after reading it.
+    const stored = this.#store.peek(record.key);
+    if (stored !== NOT_LOADED) {
+      this.#decide(record, record.key, eventId, now, stored);
+      return;
+    }
+    const key = record.key;
+    return this.#store.get(key).then((s) => this.#decide(record, key, eventId, now, s));
+  }
+
+  #decide(record: StreamRecord<unknown>, key: string, eventId: string, now: number, stored: SeenEvents | undefined): void {
     const hash = fingerprint(record.value);
     const prior = stored?.get(eventId);
     if (prior !== undefined && now - prior.at < this.windowMs) {
       const conflict = prior.hash !== hash;
       if (conflict) {
         this.#ctx.logger.warn(
-          { topic: this.topic, key: record.key, eventId, offset: record.offset, firstSeenAt: prior.at },
+          { topic: this.topic, key, eventId, offset: record.offset, firstSeenAt: prior.at },
           'input record with an eventId already seen but other content dropped (the first delivery wins)',
         );
       }
@@ -151,12 +162,12 @@ class DedupProcessor implements Processor<unknown, unknown> {
     }
     seen.delete(eventId);
     seen.set(eventId, { at: now, hash });
-    this.#store.put(record.key, seen);
+    this.#store.put(key, seen);
     this.#forward(record);
   }
 
   #forward(record: StreamRecord<unknown>): void {
-    this.#ctx.forward({ key: record.key, value: record.value, timestamp: record.timestamp, ...(record.headers ? { headers: record.headers } : {}) });
+    this.#ctx.forward(record.headers === undefined ? { key: record.key, value: record.value, timestamp: record.timestamp } : { key: record.key, value: record.value, timestamp: record.timestamp, headers: record.headers });
   }
 }
 

@@ -5,7 +5,7 @@
  * on unchanged to its sink. A profile tombstone on crm.customers.v1 erases the customer here too (and, when the
  * guards are off, everywhere: it is then the only reader of that topic).
  */
-import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type TopologyBuilder } from '../../src/engine/api/index.js';
+import { jsonCodec, keyValueStore, NOT_LOADED, type Processor, type ProcessorContext, type StreamRecord, type TopologyBuilder } from '../../src/engine/api/index.js';
 import type { CustomerProfile, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { AUDIT_TOPIC, TRIGGERS_TOPIC } from './campaign.js';
 
@@ -51,15 +51,25 @@ class HistoryProcessor implements Processor<Trigger | TriggerAudit | CustomerPro
     this.#ctx = ctx;
   }
 
-  async process(record: StreamRecord<Trigger | TriggerAudit | CustomerProfile | null>): Promise<void> {
+  process(record: StreamRecord<Trigger | TriggerAudit | CustomerProfile | null>): void | Promise<void> {
     if (record.topic === CUSTOMERS_TOPIC) {
       if (record.value === null && record.key !== null) this.#ctx.eraseKey(record.key);
       return;
     }
     const v = record.value as Trigger | TriggerAudit | null;
     if (v === null) return;
+    // Without a promise when the customer's history is in memory, else after reading it.
+    const stored = this.#ctx.getStore(historyStore).peek(v.customerId);
+    if (stored !== NOT_LOADED) return this.#record(record, v, stored);
+    return this.#ctx
+      .getStore(historyStore)
+      .get(v.customerId)
+      .then((h) => this.#record(record, v, h));
+  }
+
+  #record(record: StreamRecord<unknown>, v: Trigger | TriggerAudit, stored: CustomerHistory | undefined): void {
     const store = this.#ctx.getStore(historyStore);
-    const h = (await store.get(v.customerId)) ?? { triggers: [], decisions: [] };
+    const h = stored ?? { triggers: [], decisions: [] };
     if (isAudit(v)) {
       const d: RecentDecision = {
         auditId: v.auditId,

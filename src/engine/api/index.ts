@@ -5,6 +5,7 @@ export type {
   KeyValue,
   KeyValueStore,
   KeyValueStoreSpec,
+  NotLoaded,
   PrefetchRecord,
   ReadOnlyKeyValueStore,
   SessionEntry,
@@ -18,7 +19,7 @@ export type {
   WindowStore,
   WindowStoreSpec,
 } from './stores.js';
-export { keyValueStore, sessionStore, windowStore } from './stores.js';
+export { keyValueStore, NOT_LOADED, sessionStore, windowStore } from './stores.js';
 export { jsonCodec, numberCodec, stringCodec } from './codecs.js';
 export type { Processor, ProcessorContext, ProcessorSupplier, StoreSpecLike, Timer, TimerData, TimerDomain, TimerService } from './processor.js';
 export type { ProcessorNode, SinkNode, SourceNode, SourceStage, Topology, TopologyNode } from './topology.js';

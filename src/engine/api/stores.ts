@@ -36,9 +36,19 @@ export interface KeyRange {
   readonly limit?: number;
 }
 
+/** What `peek` answers for a key whose value is not in memory: `get` reads it. */
+export const NOT_LOADED: unique symbol = Symbol('kairos.not-loaded');
+export type NotLoaded = typeof NOT_LOADED;
+
 export interface ReadOnlyKeyValueStore<V> {
   readonly name: string;
   get(key: string): Promise<V | undefined>;
+  /**
+   * What `get` would answer, synchronously, when that needs no RocksDB read (the value is in the task's cache,
+   * or the store is complete and the key absent); else NOT_LOADED. For processors that run without a promise
+   * on the common path (a record whose keys the runner loaded ahead) and `await get` on the other.
+   */
+  peek(key: string): V | undefined | NotLoaded;
   /** Entries in key order, merged from the cache and RocksDB. Page with `after` = last key seen. */
   scan(range?: KeyRange): Promise<KeyValue<V>[]>;
 }

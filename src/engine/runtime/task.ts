@@ -546,7 +546,9 @@ export class StreamTask {
       }
       const next = this.#queue.shift() as Pending;
       const p = this.#processors.get(next.node) as Processor<unknown, unknown>;
-      await p.process(next.record);
+      // A processor that finished without a promise (its reads were in memory) costs no turn of the microtask queue.
+      const pending = p.process(next.record);
+      if (pending !== undefined) await pending;
     }
   }
 

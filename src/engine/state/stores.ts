@@ -8,6 +8,7 @@ import type {
   KeyValue,
   KeyValueStore,
   KeyValueStoreSpec,
+  NotLoaded,
   SessionEntry,
   SessionStore,
   SessionStoreSpec,
@@ -37,6 +38,10 @@ export class KeyValueView<V> implements KeyValueStore<V> {
 
   get(key: string): Promise<V | undefined> {
     return this.state.get(this.name, key) as Promise<V | undefined>;
+  }
+
+  peek(key: string): V | undefined | NotLoaded {
+    return this.state.peek(this.name, key) as V | undefined | NotLoaded;
   }
 
   put(key: string, value: V): void {

@@ -9,7 +9,7 @@
  * retention) followed by the codec's bytes.
  */
 import { KairosError } from '../../errors.js';
-import type { Codec, StoreSpec } from '../api/stores.js';
+import { NOT_LOADED, type Codec, type StoreSpec } from '../api/stores.js';
 import { POSITIONS_STORE, type ChangelogEntry, type ChangelogReader, type ChangelogWriter } from './changelog.js';
 import { RocksDb, type BatchOp, type RocksOptions } from './rocksdb.js';
 import { compareUtf8, SortedKeys } from './sorted-keys.js';
@@ -335,6 +335,16 @@ export class TaskState {
 
   storeNames(): string[] {
     return [...this.#stores.keys()];
+  }
+
+  /** What `get` answers when that needs no RocksDB read, synchronously; else NOT_LOADED (nothing counted then). */
+  peek(store: string, key: string): unknown {
+    const s = this.#store(store);
+    const cached = s.cache.get(key);
+    if (cached !== undefined) return this.#hit(s, cached);
+    if (!s.complete) return NOT_LOADED;
+    this.stats.cacheMisses++;
+    return undefined;
   }
 
   async get(store: string, key: string): Promise<unknown> {

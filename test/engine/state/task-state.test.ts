@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { jsonCodec, keyValueStore, sessionStore, windowStore } from '../../../src/engine/api/index.js';
+import { jsonCodec, keyValueStore, NOT_LOADED, sessionStore, windowStore } from '../../../src/engine/api/index.js';
 import { TaskState } from '../../../src/engine/state/task-state.js';
 import { MemoryChangelog } from '../../../src/engine/state/changelog.js';
 import { KeyValueView, SessionView, WindowView } from '../../../src/engine/state/stores.js';
@@ -199,6 +199,36 @@ test('keys reach RocksDB as UTF-8 whatever their characters (NUL, accents, surro
     const expected = [...keys, 'x\ufffdy'].sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
     assert.deepEqual(scanned, expected);
     await s4.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('peek answers synchronously what get would, without a RocksDB read: cached values, absent keys of a complete store; NOT_LOADED otherwise', async () => {
+  const t = tempDir();
+  try {
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    assert.equal(s1.peek('things', 'a'), undefined, 'a fresh store is complete: absent without a read');
+    s1.put('things', 'a', { n: 1 });
+    assert.deepEqual(s1.peek('things', 'a'), { n: 1 });
+    await s1.commit();
+    await s1.close();
+    const s2 = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [kv] });
+    try {
+      const reads = s2.stats.reads;
+      assert.equal(s2.peek('things', 'a'), NOT_LOADED, 'on disk, not cached: get must read it');
+      assert.equal(s2.peek('things', 'zzz'), NOT_LOADED, 'an incomplete store cannot tell absent without a read');
+      assert.equal(s2.stats.reads, reads, 'peek never reads RocksDB');
+      assert.deepEqual(await s2.get('things', 'a'), { n: 1 });
+      assert.deepEqual(s2.peek('things', 'a'), { n: 1 }, 'cached once read');
+      assert.equal(await s2.prefetchMany([['things', ['zzz']]]), 1);
+      assert.equal(s2.peek('things', 'zzz'), undefined, 'absent, known from the prefetch');
+      s2.delete('things', 'a');
+      assert.equal(s2.peek('things', 'a'), undefined, 'an uncommitted delete');
+      assert.equal(new KeyValueView<{ n: number }>(s2, 'things').peek('zzz'), undefined, 'the store view answers the same');
+    } finally {
+      await s2.close();
+    }
   } finally {
     t.remove();
   }
