@@ -284,7 +284,6 @@ export class ActiveTask {
     const m = r.message;
     const done = this.task.state.position(bufferTopic, p);
     if (done !== undefined && offsetBefore(m.offset, done)) return; // already in the state (restored or committed)
-    const consumed = (): string => nextOffset(m.offset);
     const d = r.decoded;
     if (!d.ok) {
       this.#env.metrics?.failed.inc({ topic: r.topic, reason: d.reason });
@@ -298,7 +297,7 @@ export class ActiveTask {
           ),
         ],
       });
-      this.task.state.setPosition(bufferTopic, p, consumed());
+      this.task.state.setPosition(bufferTopic, p, nextOffset(m.offset));
       return;
     }
     if (r.rerouteTo !== undefined) {
@@ -311,7 +310,7 @@ export class ActiveTask {
       this.#pushRaw({ topic: this.#env.rerouteTopic, messages: [{ key: m.key, value: m.value, partition: r.rerouteTo, timestamp: m.timestamp, headers }] });
       this.#env.metrics?.rerouted.inc({ topic: r.topic });
       this.#env.noteRerouted(r.topic, d.key ?? '', p, r.rerouteTo);
-      this.task.state.setPosition(bufferTopic, p, consumed());
+      this.task.state.setPosition(bufferTopic, p, nextOffset(m.offset));
       return;
     }
     await this.task.process({ topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp }, { topic: bufferTopic, partition: p, offset: m.offset });

@@ -736,9 +736,16 @@ export class KafkaRunner {
       const { topic, partition } = batch;
       const items: { record: Fetched; timestamp: number }[] = [];
       const external = this.#externalSources.includes(topic);
+      // Whether to go on (kafkajs' isStale serialises the topic and partition to JSON on every call): it can only
+      // change while this loop awaits, so it is asked again after an asynchronous decode, not per record.
+      let live = isRunning() && !isStale();
       for (const m of batch.messages) {
-        if (!isRunning() || isStale()) break;
-        const fetched = this.#fetchedNow(topic, partition, m, external) ?? (await this.#fetched(topic, partition, m, external, isRunning));
+        if (!live) break;
+        let fetched = this.#fetchedNow(topic, partition, m, external);
+        if (fetched === undefined) {
+          fetched = await this.#fetched(topic, partition, m, external, isRunning);
+          live = isRunning() && !isStale();
+        }
         const d = fetched.decoded;
         items.push({ record: fetched, timestamp: d.ok && d.timestamp !== undefined ? d.timestamp : Number(m.timestamp) });
       }
