@@ -28,7 +28,7 @@ interface NativeDb {
   batch(ops: readonly BatchOp[], options: { sync?: boolean }, cb: Callback): void;
   /**
    * The binding's own calls, under abstract-leveldown's checks: that layer copies every batch operation into a
-   * new object and re-validates keys this wrapper already builds as Buffers (a tenth of a commit's time).
+   * new object and re-validates the keys (Buffers or strings) this wrapper already builds (a tenth of a commit's time).
    */
   _batch(ops: readonly BatchOp[], options: { sync?: boolean }, cb: Callback): void;
   _get(key: RocksKey, options: { asBuffer: true; fillCache?: boolean }, cb: Callback<Buffer>): void;
