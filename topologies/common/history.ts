@@ -5,7 +5,7 @@
  * on unchanged to its sink. A profile tombstone on crm.customers.v1 erases the customer here too (and, when the
  * guards are off, everywhere: it is then the only reader of that topic).
  */
-import { jsonCodec, keyValueStore, NOT_LOADED, type Processor, type ProcessorContext, type StreamRecord, type TopologyBuilder } from '../../src/engine/api/index.js';
+import { jsonCodec, keyValueStore, NOT_LOADED, type KeyValueStore, type Processor, type ProcessorContext, type StreamRecord, type TopologyBuilder } from '../../src/engine/api/index.js';
 import type { CustomerProfile, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { AUDIT_TOPIC, TRIGGERS_TOPIC } from './campaign.js';
 
@@ -59,16 +59,13 @@ class HistoryProcessor implements Processor<Trigger | TriggerAudit | CustomerPro
     const v = record.value as Trigger | TriggerAudit | null;
     if (v === null) return;
     // Without a promise when the customer's history is in memory, else after reading it.
-    const stored = this.#ctx.getStore(historyStore).peek(v.customerId);
-    if (stored !== NOT_LOADED) return this.#record(record, v, stored);
-    return this.#ctx
-      .getStore(historyStore)
-      .get(v.customerId)
-      .then((h) => this.#record(record, v, h));
+    const store = this.#ctx.getStore(historyStore);
+    const stored = store.peek(v.customerId);
+    if (stored !== NOT_LOADED) return this.#record(record, v, store, stored);
+    return store.get(v.customerId).then((h) => this.#record(record, v, store, h));
   }
 
-  #record(record: StreamRecord<unknown>, v: Trigger | TriggerAudit, stored: CustomerHistory | undefined): void {
-    const store = this.#ctx.getStore(historyStore);
+  #record(record: StreamRecord<unknown>, v: Trigger | TriggerAudit, store: KeyValueStore<CustomerHistory>, stored: CustomerHistory | undefined): void {
     const h = stored ?? { triggers: [], decisions: [] };
     if (isAudit(v)) {
       const d: RecentDecision = {

@@ -30,6 +30,9 @@ type Cached = { value: unknown; ts: number; dirty: boolean; used: boolean; versi
 let lastVersion = 0;
 const nextVersion = (): number => ++lastVersion;
 
+/** The cache entry of a key RocksDB does not hold (the negative cache). */
+const absentEntry = (): Cached => ({ value: ABSENT, ts: -Infinity, dirty: false, used: false, version: nextVersion() });
+
 /** Heap bytes per cache entry besides key and value: the Map slot, the entry object, the key's string header. */
 const ENTRY_OVERHEAD = 96;
 /** A decoded value takes about this many times its encoded bytes on the heap (objects, strings as UTF-16). */
@@ -339,21 +342,23 @@ export class TaskState {
 
   /** What `get` answers when that needs no RocksDB read, synchronously; else NOT_LOADED (nothing counted then). */
   peek(store: string, key: string): unknown {
-    const s = this.#store(store);
+    return this.#peek(this.#store(store), key);
+  }
+
+  #peek(s: StoreState, key: string): unknown {
     const cached = s.cache.get(key);
     if (cached !== undefined) return this.#hit(s, cached);
     if (!s.complete) return NOT_LOADED;
+    // Nothing on disk that the cache does not hold (a fresh task, e.g. a replay): absent, without a read.
     this.stats.cacheMisses++;
     return undefined;
   }
 
   async get(store: string, key: string): Promise<unknown> {
     const s = this.#store(store);
-    const cached = s.cache.get(key);
-    if (cached !== undefined) return this.#hit(s, cached);
+    const now = this.#peek(s, key);
+    if (now !== NOT_LOADED) return now;
     this.stats.cacheMisses++;
-    // Nothing on disk that the cache does not hold (a fresh task, e.g. a replay): absent, without a read.
-    if (s.complete) return undefined;
     // No wait for a commit still writing: every key it holds stays in the cache until it has landed (uncommitted
     // entries are never evicted), so a key missing here is not in it, and RocksDB has its committed value.
     this.stats.reads++;
@@ -361,7 +366,7 @@ export class TaskState {
     // A put may have happened while RocksDB was read (another processor awaiting in between): it wins.
     const raced = s.cache.get(key);
     if (raced !== undefined) return this.#live(s, raced);
-    const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, used: false, version: nextVersion() } : this.#decode(s, key, bytes);
+    const entry: Cached = bytes === undefined ? absentEntry() : this.#decode(s, key, bytes);
     s.setEntry(key, entry);
     if (s.cache.size > this.#cacheMax) this.#evict(s);
     this.#keepBudget(0);
@@ -402,7 +407,7 @@ export class TaskState {
         return;
       }
       const bytes = values[j];
-      const entry: Cached = bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, used: false, version: nextVersion() } : this.#decode(s, key, bytes);
+      const entry: Cached = bytes === undefined ? absentEntry() : this.#decode(s, key, bytes);
       s.setEntry(key, entry);
       if (s.cache.size > this.#cacheMax) this.#evict(s);
       out[i] = this.#live(s, entry);
@@ -485,7 +490,7 @@ export class TaskState {
       loaded.set(s, (loaded.get(s) ?? 0) + 1);
       if (s.cache.has(key)) return;
       const bytes = values[i];
-      s.setEntry(key, bytes === undefined ? { value: ABSENT, ts: -Infinity, dirty: false, used: false, version: nextVersion() } : this.#decode(s, key, bytes));
+      s.setEntry(key, bytes === undefined ? absentEntry() : this.#decode(s, key, bytes));
     });
     this.stats.prefetched += missing.length;
     let slack = 0;
