@@ -41,6 +41,8 @@ export type NextResult<R> =
 /** One input's FIFO: the buffered records and the index of the next one, so taking stays O(1) on long buffers. */
 interface Input<R> {
   readonly topic: string;
+  /** An external input: the group waits for it while it lags (GroupOptions.waitFor). */
+  readonly waited: boolean;
   buf: Buffered<R>[];
   head: number;
   /** Waited-for inputs only: more to fetch (true), at the end (false), unknown (undefined). */
@@ -50,8 +52,6 @@ interface Input<R> {
 export class PartitionGroup<R> {
   /** External inputs first, in the order given (ties go to the input listed first), then the internal ones. */
   readonly #inputs: readonly Input<R>[];
-  /** How many of `#inputs`, from the start, are waited for. */
-  readonly #waited: number;
   readonly #byTopic = new Map<string, Input<R>>();
   readonly #maxIdleMs: number;
   readonly #clock: () => number;
@@ -61,15 +61,15 @@ export class PartitionGroup<R> {
 
   constructor(o: GroupOptions) {
     const inputs: Input<R>[] = [];
+    const waitFor = new Set(o.waitFor);
     for (const topic of [...o.waitFor, ...o.others]) {
-      // A topic listed twice is one input (the first listing decides whether it is waited for).
+      // A topic listed twice is one input, waited for if listed in waitFor.
       if (this.#byTopic.has(topic)) continue;
-      const input: Input<R> = { topic, buf: [], head: 0, behind: undefined };
+      const input: Input<R> = { topic, waited: waitFor.has(topic), buf: [], head: 0, behind: undefined };
       inputs.push(input);
       this.#byTopic.set(topic, input);
     }
     this.#inputs = inputs;
-    this.#waited = new Set(o.waitFor).size;
     this.#maxIdleMs = o.maxIdleMs ?? 60_000;
     this.#clock = o.clock ?? Date.now;
   }
@@ -84,12 +84,12 @@ export class PartitionGroup<R> {
   /** What the broker said of an input after a fetch or an offsets request: records left beyond what was fetched. */
   setBehind(topic: string, behind: boolean): void {
     const input = this.#byTopic.get(topic);
-    if (input !== undefined && this.#isWaited(input)) input.behind = behind;
+    if (input?.waited === true) input.behind = behind;
   }
 
   behind(topic: string): boolean | undefined {
     const input = this.#byTopic.get(topic);
-    return input !== undefined && this.#isWaited(input) ? input.behind : undefined;
+    return input?.waited === true ? input.behind : undefined;
   }
 
   /** Records buffered, over all inputs. */
@@ -102,18 +102,12 @@ export class PartitionGroup<R> {
   /** Nothing buffered and every waited-for input known to be at its end: the task has seen all there is. */
   get caughtUp(): boolean {
     if (this.size !== 0) return false;
-    for (let i = 0; i < this.#waited; i++) if ((this.#inputs[i] as Input<R>).behind !== false) return false;
-    return true;
+    return this.#inputs.every((input) => !input.waited || input.behind === false);
   }
 
   /** Inputs the group waits for now (nothing buffered, more to come or unknown). */
   lagging(): string[] {
-    const out: string[] = [];
-    for (let i = 0; i < this.#waited; i++) {
-      const input = this.#inputs[i] as Input<R>;
-      if (input.head === input.buf.length && input.behind !== false) out.push(input.topic);
-    }
-    return out;
+    return this.#inputs.filter((input) => input.waited && input.head === input.buf.length && input.behind !== false).map((input) => input.topic);
   }
 
   /** The next record in event-time order, or why there is none. Ties go to the input listed first. */
@@ -127,7 +121,7 @@ export class PartitionGroup<R> {
       const input = inputs[i] as Input<R>;
       const head = input.buf[input.head];
       if (head === undefined) {
-        if (i < this.#waited && input.behind !== false) lags = true;
+        if (input.waited && input.behind !== false) lags = true;
       } else if (head.timestamp < bestTs) {
         bestTs = head.timestamp;
         best = input;
@@ -155,10 +149,6 @@ export class PartitionGroup<R> {
       input.head = 0;
     }
     this.#waitingSince = undefined;
-  }
-
-  #isWaited(input: Input<R>): boolean {
-    return this.#inputs.indexOf(input) < this.#waited;
   }
 
   #take(input: Input<R>): Buffered<R> {

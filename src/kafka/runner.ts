@@ -829,7 +829,8 @@ export class KafkaRunner {
   async #decode(topic: string, key: Buffer | null, value: Buffer | null, isRunning: () => boolean): Promise<DecodeResult> {
     const now = this.#decodeNow(topic, key, value);
     if (now !== undefined) return now;
-    if (!isTopicName(topic)) return { ok: false, reason: 'invalid', errors: [{ path: '', message: `no schema for topic ${topic}` }], retriable: false };
+    // #decodeNow answered for a topic without a schema: this only narrows the type.
+    if (!isTopicName(topic)) return noSchema(topic);
     for (let attempt = 0; ; attempt++) {
       const d = await this.#o.serde.decode(topic, key, value);
       if (d.ok || !d.retriable || !isRunning()) return d;
@@ -845,7 +846,7 @@ export class KafkaRunner {
    */
   #decodeNow(topic: string, key: Buffer | null, value: Buffer | null): DecodeResult | undefined {
     if (this.#repartitionTopics.has(topic)) return decodeInternal(key, value);
-    if (!isTopicName(topic)) return { ok: false, reason: 'invalid', errors: [{ path: '', message: `no schema for topic ${topic}` }], retriable: false };
+    if (!isTopicName(topic)) return noSchema(topic);
     const serde = this.#o.serde;
     if (serde.decodeSync === undefined) return undefined;
     const d = serde.decodeSync(topic, key, value);
@@ -962,6 +963,11 @@ export function rerouteTopic(applicationId: string): string {
 }
 
 /** Records of the topology's own repartition topics: JSON it wrote itself; the event time is the Kafka timestamp. */
+/** The decoding of a record of a topic the contract does not know. */
+function noSchema(topic: string): DecodeResult {
+  return { ok: false, reason: 'invalid', errors: [{ path: '', message: `no schema for topic ${topic}` }], retriable: false };
+}
+
 function decodeInternal(key: Buffer | null, value: Buffer | null): DecodeResult {
   if (key === null) return { ok: false, reason: 'no-key', errors: [{ path: '/key', message: 'repartitioned records are keyed' }], retriable: false };
   try {
