@@ -93,6 +93,11 @@ export class StreamTask {
   readonly #timersFetched = new Set<QueuedTimer>();
   /** Stores keyed by the record key (prefetched per batch, erased with the key). */
   readonly #prefetchStores: string[] = [];
+  /**
+   * Per processor that registers timers: the stores keyed by the record key that its firing can read (its own
+   * and those of the processors downstream of it, up to a sink), filled on first use.
+   */
+  readonly #timerStores = new Map<string, readonly string[]>();
   /** What a batch loads ahead: per store, the topics whose records reach its processors and the key each reads. */
   readonly #fetchPlans: { readonly store: string; readonly topics: ReadonlySet<string>; readonly keyOf: (r: PrefetchRecord) => string | undefined }[] = [];
   readonly #pendingErase = new Set<string>();
@@ -345,8 +350,34 @@ export class StreamTask {
     this.#timersFetched.clear();
     const due = this.#timers.peekDue(domain, upTo, PREFETCH_CHUNK);
     for (const d of due) this.#timersFetched.add(d);
-    const keys = [t.key, ...due.map((d) => d.key)];
-    await this.state.prefetchMany(this.#prefetchStores.map((store) => [store, keys] as const));
+    // Only the stores each timer's firing can reach: an abandonment timer reads the baskets and the history,
+    // not the other topologies' stores, which for a customer of one basket event were never loaded.
+    const keysByStore = new Map<string, string[]>();
+    for (const timer of [t, ...due]) {
+      for (const store of this.#storesFiring(timer.node)) {
+        const keys = keysByStore.get(store);
+        if (keys === undefined) keysByStore.set(store, [timer.key]);
+        else keys.push(timer.key);
+      }
+    }
+    if (keysByStore.size > 0) await this.state.prefetchMany(keysByStore);
+  }
+
+  /** The record-keyed stores of `node` and of the processors downstream of it (a sink ends the walk). */
+  #storesFiring(node: string): readonly string[] {
+    let stores = this.#timerStores.get(node);
+    if (stores !== undefined) return stores;
+    const seen = new Set<string>();
+    const queue = [node];
+    while (queue.length > 0) {
+      const n = queue.pop() as string;
+      if (seen.has(n) || this.#topology.nodes.get(n)?.kind !== 'processor') continue;
+      seen.add(n);
+      queue.push(...(this.#topology.children.get(n) ?? []));
+    }
+    stores = this.#prefetchStores.filter((store) => this.#topology.stores.get(store)?.processors.some((p) => seen.has(p)) === true);
+    this.#timerStores.set(node, stores);
+    return stores;
   }
 
   commit(options?: CommitOptions): Promise<{ changes: number }> {

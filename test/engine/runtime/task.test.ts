@@ -309,3 +309,71 @@ test('prefetchKey: a batch loads the keys its records will read from a store key
     t.remove();
   }
 });
+
+test('a timer firing loads ahead only the record-keyed stores its processor and those downstream of it read, not every such store of the task', async () => {
+  const seen = keyValueStore('seen', jsonCodec<number>(), { keyedByRecordKey: true });
+  const tally = keyValueStore('tally', jsonCodec<number>(), { keyedByRecordKey: true });
+  const other = keyValueStore('other', jsonCodec<number>(), { keyedByRecordKey: true });
+  /** Remembers a key and fires 100 ms later; downstream, Tally counts the firing. */
+  class Remind implements Processor<number, number> {
+    #ctx!: ProcessorContext<number>;
+    init(ctx: ProcessorContext<number>): void {
+      this.#ctx = ctx;
+    }
+    process(r: StreamRecord<number>): void {
+      this.#ctx.getStore(seen).put(r.key as string, r.value);
+      this.#ctx.timers.register({ name: 'remind', key: r.key as string, time: r.timestamp + 100, domain: 'stream-time' });
+    }
+    async onTimer(t: Timer): Promise<void> {
+      this.#ctx.forward({ key: t.key, value: (await this.#ctx.getStore(seen).get(t.key)) ?? 0, timestamp: t.time });
+    }
+  }
+  class Tally implements Processor<number, never> {
+    #ctx!: ProcessorContext<never>;
+    init(ctx: ProcessorContext<never>): void {
+      this.#ctx = ctx;
+    }
+    async process(r: StreamRecord<number>): Promise<void> {
+      const store = this.#ctx.getStore(tally);
+      store.put(r.key as string, ((await store.get(r.key as string)) ?? 0) + r.value);
+    }
+  }
+  /** Another source's processor with its own record-keyed store: a reminder's firing never reads it. */
+  class Other implements Processor<number, never> {
+    #ctx!: ProcessorContext<never>;
+    init(ctx: ProcessorContext<never>): void {
+      this.#ctx = ctx;
+    }
+    process(r: StreamRecord<number>): void {
+      this.#ctx.getStore(other).put(r.key as string, r.value);
+    }
+  }
+  const topo = new TopologyBuilder('tp')
+    .addSource('in', ['reminders'])
+    .addSource('in2', ['others'])
+    .addProcessor('remind', () => new Remind(), ['in'])
+    .addProcessor('tally', () => new Tally(), ['remind'])
+    .addProcessor('other', () => new Other(), ['in2'])
+    .addStore(seen, ['remind'])
+    .addStore(tally, ['tally'])
+    .addStore(other, ['other'])
+    .build();
+  const t = tempDir();
+  const d = await TopologyTestDriver.create(topo, { stateDir: t.dir });
+  try {
+    await d.pipe('others', 'k0', 1, { timestamp: 500 });
+    for (const [i, key] of ['k1', 'k2', 'k3'].entries()) await d.pipe('reminders', key, i + 1, { timestamp: 1000 + i });
+    await d.advanceStreamTime(1200);
+    for (const [i, key] of ['k1', 'k2', 'k3'].entries()) await d.pipe('reminders', key, i + 1, { timestamp: 1300 + i });
+    // Reopened on the same disk, no store that holds anything is known to be complete: keys must be loaded.
+    await d.restart();
+    const stats = d.task.state.stats;
+    const before = stats.prefetched;
+    await d.advanceStreamTime(2000);
+    assert.equal(stats.prefetched - before, 6, 'k1-k3 loaded ahead from seen and tally (downstream), none from other');
+    assert.deepEqual(await Promise.all(['k1', 'k2', 'k3'].map((k) => d.store(tally).get(k))), [2, 4, 6]);
+  } finally {
+    await d.close();
+    t.remove();
+  }
+});
