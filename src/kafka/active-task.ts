@@ -19,7 +19,7 @@ import type { OutputRecord } from '../engine/api/record.js';
 import type { PrefetchRecord } from '../engine/api/stores.js';
 import type { StreamTask } from '../engine/runtime/task.js';
 import type { PreparedCommit } from '../engine/state/task-state.js';
-import { fromOutbox, OUTBOX_STORE, outboxKey, toOutbox, type OutboxEntry } from '../engine/state/outbox.js';
+import { OUTBOX_STORE, outboxBytes, outboxKey, type OutboxEntry, type OutboxGroup } from '../engine/state/outbox.js';
 import { dlqMessage, dlqTopic } from './dlq.js';
 import { PartitionGroup } from './partition-group.js';
 import { sendBounded, type RecordCollector, type TopicMessages } from './record-collector.js';
@@ -88,42 +88,30 @@ export interface TaskEnv {
 }
 
 /**
- * An outbox entry holding a group of outputs in produce order (`group`; its own fields are a placeholder), so a
- * commit writes a few outbox entries — and changelog records, and deletes — instead of one per output (the
- * outbox was a third of the changelog records a catch-up wrote). Entries of one output each (earlier
- * versions) are still read.
+ * Bytes of outputs per outbox entry (a group of outputs in produce order, so a commit writes a few outbox
+ * entries, changelog records and deletes instead of one per output: the outbox was a third of the changelog
+ * records a catch-up wrote): well below a produce request's bound, as the entry's changelog record must fit one.
  */
-interface OutboxGroup extends OutboxEntry {
-  readonly group?: readonly OutboxEntry[];
-}
-
-/** Bytes of outputs (base64) per outbox group: well below a produce request's bound, as the group's changelog record must fit one. */
 const OUTBOX_GROUP_BYTES = 256 * 1024;
 
-/** The outputs as outbox entries of at most about `maxBytes` each (an output larger than that alone), in order. */
-function outboxGroups(topicMessages: readonly TopicMessages[], maxBytes: number): OutboxEntry[] {
-  const out: OutboxEntry[] = [];
+/** The outputs as groups of at most about `maxBytes` each (an output larger than that alone), in order. */
+function outboxGroups(topicMessages: readonly TopicMessages[], maxBytes: number): OutboxGroup[] {
+  const out: OutboxGroup[] = [];
   let group: OutboxEntry[] = [];
   let size = 0;
-  const flush = (): void => {
-    if (group.length === 1) out.push(group[0] as OutboxEntry);
-    else if (group.length > 1) {
-      const g: OutboxGroup = { topic: '', key: null, value: null, group };
-      out.push(g);
-    }
-    group = [];
-    size = 0;
-  };
   for (const t of topicMessages) {
-    for (const m of t.messages) {
-      const e = toOutbox(t.topic, m);
-      const n = 64 + (e.key?.length ?? 0) + (e.value?.length ?? 0) + (e.headers ? JSON.stringify(e.headers).length : 0);
-      if (size + n > maxBytes) flush();
-      group.push(e);
+    for (const message of t.messages) {
+      const n = outboxBytes(t.topic, message);
+      if (size + n > maxBytes && group.length > 0) {
+        out.push(group);
+        group = [];
+        size = 0;
+      }
+      group.push({ topic: t.topic, message });
       size += n;
     }
   }
-  flush();
+  if (group.length > 0) out.push(group);
   return out;
 }
 
@@ -224,12 +212,10 @@ export class ActiveTask {
     const byTopic = new Map<string, Message[]>();
     let count = 0;
     for (const e of entries) {
-      const o = e.value as OutboxGroup;
-      // A group of outputs in one entry, or (as earlier versions wrote) one output per entry.
-      for (const x of o.group ?? [o]) {
+      for (const x of e.value as OutboxGroup) {
         let list = byTopic.get(x.topic);
         if (!list) byTopic.set(x.topic, (list = []));
-        list.push(fromOutbox(x));
+        list.push(x.message);
         count++;
       }
     }
