@@ -6,7 +6,8 @@
  * order, fresh arrays). kafkajs' sendMessages takes the module when kafkajs loads, so this module has no import
  * of kafkajs and is imported ahead of it (src/kafka/client.ts, src/kafka/assignor.ts); when kafkajs was loaded
  * first (a program importing kafkajs itself before any of Kairos), or for another kafkajs version, kafkajs' own
- * module stays. {@link kafkajsPreload} tells which.
+ * module stays. {@link kafkajsPreload} tells which. It also mends one method of kafkajs' request queue (see
+ * {@link scheduleCheckPendingRequests}).
  */
 import { createRequire } from 'node:module';
 
@@ -64,4 +65,51 @@ const status = preload();
 /** 'installed', or why kafkajs' own module is used. */
 export function kafkajsPreload(): string {
   return status;
+}
+
+/** kafkajs' RequestQueue (one per broker connection), as far as its pending-request check goes. */
+interface RequestQueueState {
+  pending: unknown[];
+  throttledUntil: number;
+  throttleCheckTimeoutId: ReturnType<typeof setTimeout> | null;
+  checkPendingRequests(): void;
+}
+
+/** kafkajs' CHECK_PENDING_REQUESTS_INTERVAL (ms). */
+const CHECK_PENDING_REQUESTS_INTERVAL = 10;
+
+/**
+ * kafkajs 2.2.4's `RequestQueue.scheduleCheckPendingRequests` without its idle loop (kafkajs issues 1556, 1704;
+ * pull request 1667, not released): with nothing pending and no throttle, kafkajs still schedules the next check, at
+ * `throttledUntil - now` — negative, so 1 ms — and that check schedules the next: every broker connection wakes
+ * the event loop about every millisecond for as long as it lives (on the mock cluster ~800 wake-ups a second, 5–9 %
+ * of a core for an idle `kairos start`, also while it serves). Here nothing is scheduled then; the rest is kafkajs'
+ * code: a request that finds the queue full or throttled is pending and schedules its check (after the throttle, or
+ * in 10 ms), and every answer checks the queue again (fulfillRequest, a timeout).
+ */
+export function scheduleCheckPendingRequests(this: RequestQueueState): void {
+  if (this.throttleCheckTimeoutId) return;
+  let scheduleAt = this.throttledUntil - Date.now();
+  if (this.pending.length > 0) scheduleAt = scheduleAt > 0 ? scheduleAt : CHECK_PENDING_REQUESTS_INTERVAL;
+  else if (scheduleAt <= 0) return;
+  this.throttleCheckTimeoutId = setTimeout(() => {
+    this.throttleCheckTimeoutId = null;
+    this.checkPendingRequests();
+  }, scheduleAt);
+}
+
+function patchRequestQueue(): string {
+  const mismatch = kafkajsVersionMismatch();
+  if (mismatch !== undefined) return `${mismatch}: its own request queue is used`;
+  // A prototype method: replaced for queues made before this ran too.
+  const RequestQueue = require('kafkajs/src/network/requestQueue/index.js') as { prototype: { scheduleCheckPendingRequests: () => void } };
+  RequestQueue.prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
+  return 'installed';
+}
+
+const requestQueueStatus = patchRequestQueue();
+
+/** 'installed' (kafkajs' request queues without the idle 1 ms loop: {@link scheduleCheckPendingRequests}), or why not. */
+export function kafkajsRequestQueuePatch(): string {
+  return requestQueueStatus;
 }

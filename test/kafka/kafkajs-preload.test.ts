@@ -42,3 +42,63 @@ test('kafkajs-preload: installed ahead of kafkajs, and kafkajs producers group w
   assert.equal(require('kafkajs/src/producer/groupMessagesPerPartition.js'), groupMessagesPerPartition);
   assert.ok(createKafka);
 });
+
+/** A kafkajs RequestQueue (as a broker connection makes it) and the requests it sends. */
+function requestQueue(maxInFlightRequests: number | null): { queue: RQ; sent: number[] } {
+  const RequestQueue = require('kafkajs/src/network/requestQueue/index.js') as new (o: object) => RQ;
+  const noop = (): void => undefined;
+  const logger = { debug: noop, info: noop, warn: noop, error: noop };
+  const queue = new RequestQueue({ maxInFlightRequests, requestTimeout: 30_000, enforceRequestTimeout: false, clientId: 't', broker: 'b:1', logger });
+  return { queue, sent: [] };
+}
+interface RQ {
+  pending: unknown[];
+  inflight: Map<number, unknown>;
+  throttleCheckTimeoutId: unknown;
+  push(r: { entry: { correlationId: number; apiKey: number; apiName: string; apiVersion: number }; expectResponse: boolean; sendRequest(): void }): void;
+  fulfillRequest(r: { correlationId: number; payload: Buffer; size: number }): void;
+  maybeThrottle(ms: number): void;
+  destroy(): void;
+}
+const entry = (correlationId: number) => ({ correlationId, apiKey: 1, apiName: 'Fetch', apiVersion: 11, resolve: () => undefined, reject: () => undefined });
+
+test('kafkajs-preload: an idle request queue schedules no check (kafkajs 2.2.4 re-armed a 1 ms timer forever)', async (t) => {
+  const { kafkajsRequestQueuePatch } = await import('../../src/kafka/kafkajs-preload.js');
+  assert.equal(kafkajsRequestQueuePatch(), 'installed');
+  const { queue, sent } = requestQueue(null);
+  // destroy: kafkajs' own loop would keep the test process alive for ever.
+  t.after(() => queue.destroy());
+  queue.push({ entry: entry(1), expectResponse: true, sendRequest: () => sent.push(1) });
+  assert.deepEqual(sent, [1]);
+  // The answer checks the queue (fulfillRequest → checkPendingRequests): nothing pending, nothing throttled.
+  queue.fulfillRequest({ correlationId: 1, payload: Buffer.alloc(0), size: 0 });
+  assert.equal(queue.throttleCheckTimeoutId, null, 'no timer while nothing is pending');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(queue.throttleCheckTimeoutId, null);
+});
+
+test('kafkajs-preload: pending requests still go out — when an answer frees a slot, and after a client-side throttle', async (t) => {
+  const { queue, sent } = requestQueue(1);
+  t.after(() => queue.destroy());
+  for (const id of [1, 2, 3]) queue.push({ entry: entry(id), expectResponse: true, sendRequest: () => sent.push(id) });
+  assert.deepEqual(sent, [1]);
+  assert.equal(queue.pending.length, 2);
+  queue.fulfillRequest({ correlationId: 1, payload: Buffer.alloc(0), size: 0 });
+  assert.deepEqual(sent, [1, 2]);
+  queue.fulfillRequest({ correlationId: 2, payload: Buffer.alloc(0), size: 0 });
+  assert.deepEqual(sent, [1, 2, 3]);
+  queue.fulfillRequest({ correlationId: 3, payload: Buffer.alloc(0), size: 0 });
+  // The check scheduled while requests were pending (10 ms) runs once, finds nothing and schedules no other.
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(queue.throttleCheckTimeoutId, null);
+  // Throttled by the broker: the next request waits, its check is scheduled for the throttle's end.
+  queue.maybeThrottle(40);
+  queue.push({ entry: entry(4), expectResponse: true, sendRequest: () => sent.push(4) });
+  assert.deepEqual(sent, [1, 2, 3]);
+  assert.notEqual(queue.throttleCheckTimeoutId, null);
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(sent, [1, 2, 3, 4]);
+  queue.fulfillRequest({ correlationId: 4, payload: Buffer.alloc(0), size: 0 });
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(queue.throttleCheckTimeoutId, null);
+});
