@@ -851,10 +851,10 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
     // With guards, an entry they suppressed (not for holdout) is no reference from its decision on (walkChain).
     const { fired, notified } = walkChain(entries, chain.base, (x, last) => judgeDrop(this.#settings, state, x, last));
     const out: Trigger[] = [];
-    for (const [e, trigger] of fired) {
+    for (const [e, judgement] of fired) {
       if (!e.sent) {
         e.sent = true;
-        out.push(trigger);
+        out.push(dropTrigger(this.#settings, judgement));
       }
     }
     if (notified !== undefined) state.notified[c.sku] = notified;
@@ -917,7 +917,22 @@ export class PriceDropDecisionsProcessor implements Processor<TriggerAudit, neve
 }
 
 /** The trigger a candidate gives against the basket line as of its time and the price notified before it, or null. */
-function judgeDrop(settings: CampaignSettings<BasketPriceDropParams>, state: CustomerState, c: DropCandidate, last: { price: Money; at: number } | undefined): Trigger | null {
+/** Why a candidate fires: what its trigger reports (the line as of the price change, the reference, the drop). */
+interface DropJudgement {
+  readonly c: DropCandidate;
+  readonly quantity: number;
+  readonly reference: Money;
+  readonly referenceSource: 'notified' | 'basket' | 'catalog';
+  readonly lastPrice: Money | undefined;
+  readonly drop: Drop;
+}
+
+/**
+ * Whether a candidate fires against the price last notified before it (`last`). Every new candidate walks its
+ * sku's whole chain again, so this builds no trigger (the trigger id is a SHA-256): {@link dropTrigger} does,
+ * for the entries that go out.
+ */
+function judgeDrop(settings: CampaignSettings<BasketPriceDropParams>, state: CustomerState, c: DropCandidate, last: { price: Money; at: number } | undefined): DropJudgement | null {
   const item = lineAt(state, c.sku, c.occurredAt);
   if (item === undefined) return null;
   const added = item.unitPrice ?? c.reference;
@@ -926,10 +941,14 @@ function judgeDrop(settings: CampaignSettings<BasketPriceDropParams>, state: Cus
   const lastPrice = last !== undefined && last.price.currency === c.newPrice.currency ? last.price : undefined;
   const useLast = lastPrice !== undefined && lastPrice.amount < added.amount;
   const reference = useLast ? lastPrice : added;
-  const p = settings.params;
-  const drop = priceDrop(reference, c.newPrice, p);
+  const drop = priceDrop(reference, c.newPrice, settings.params);
   if (drop === null) return null;
-  const referenceSource = useLast ? 'notified' : item.unitPrice !== undefined ? 'basket' : 'catalog';
+  return { c, quantity: item.quantity, reference, referenceSource: useLast ? 'notified' : item.unitPrice !== undefined ? 'basket' : 'catalog', lastPrice, drop };
+}
+
+function dropTrigger(settings: CampaignSettings<BasketPriceDropParams>, j: DropJudgement): Trigger {
+  const { c, reference, lastPrice, drop } = j;
+  const p = settings.params;
   return {
     triggerId: triggerId(NAME, c.customerId, TYPE, c.causedBy.eventId),
     type: TYPE,
@@ -944,7 +963,7 @@ function judgeDrop(settings: CampaignSettings<BasketPriceDropParams>, state: Cus
       params: { minDropPercent: p.minDropPercent, minDropAmount: p.minDropAmount },
       observed: {
         referencePrice: reference,
-        referenceSource,
+        referenceSource: j.referenceSource,
         newPrice: c.newPrice,
         dropPercent: Math.round(drop.dropPercent * 100) / 100,
         dropAmount: drop.dropAmount,
@@ -957,7 +976,7 @@ function judgeDrop(settings: CampaignSettings<BasketPriceDropParams>, state: Cus
       productId: c.productId,
       oldPrice: reference,
       newPrice: c.newPrice,
-      quantity: item.quantity,
+      quantity: j.quantity,
     },
     expiresAt: c.occurredAt + settings.expiresAfterMs,
   };
