@@ -15,7 +15,7 @@
  *
  *   npx tsx load-tests/api-latency.ts [--events 20000] [--customers 4000] [--seconds 15] [--rate N] [--forward-rate N] [--dist]
  */
-import type { LoadResult } from './lib/open-loop.js';
+import { runQueueWaitMs, type LoadResult } from './lib/open-loop.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -84,7 +84,7 @@ function instanceCommand(dist: boolean): string[] {
   return [join(REPO_ROOT, 'bin', 'kairos.js'), 'start'];
 }
 
-async function startChild(brokers: string, stateDir: string, port: number, command: readonly string[], profileDir?: string): Promise<Child> {
+async function startChild(brokers: string, stateDir: string, port: number, command: readonly string[], maxWaitMs: number, profileDir?: string): Promise<Child> {
   // KAIROS_BENCH_PROFILE=<dir>: instance A writes a V8 CPU profile there when it stops (KAIROS_BENCH_PROFILE_INTERVAL=<µs>:
   // the sampling interval, default 1000).
   const k = await startKairos({
@@ -93,7 +93,7 @@ async function startChild(brokers: string, stateDir: string, port: number, comma
     env: {
       KAFKA_BROKERS: brokers,
       KAFKA_IDEMPOTENT: 'false',
-      KAFKA_MAX_WAIT_MS: '100',
+      KAFKA_MAX_WAIT_MS: String(maxWaitMs),
       KAFKA_SESSION_TIMEOUT_MS: '6000',
       KAFKA_HEARTBEAT_MS: '500',
       KAIROS_APPLICATION_ID: 'bench-api',
@@ -119,6 +119,8 @@ interface Figures extends Omit<LoadResult, 'seconds' | 'lateWaitP99Ms'> {
   /** Server CPU time per answered request, µs. */
   readonly cpuUsPerRequest: number;
   readonly ownerCpu: number | null;
+  /** Time the server's main thread waited for a CPU during the phase (ms; -1 where not known). */
+  readonly serverRunQueueMs: number;
 }
 
 interface Server {
@@ -137,6 +139,7 @@ async function load(label: string, target: Server, paths: readonly string[], sec
   // The generator needs a moment to start (tsx); count CPU from when its connections are up, roughly.
   await sleep(700);
   const cpu0 = cpuMs(target.proc.pid as number);
+  const rq0 = runQueueWaitMs(target.proc.pid as number);
   const own0 = owner ? cpuMs(owner.proc.pid as number) : 0;
   const t0 = performance.now();
   const code = await new Promise<number | null>((r) => gen.once('exit', r));
@@ -144,6 +147,7 @@ async function load(label: string, target: Server, paths: readonly string[], sec
   if (code !== 0) throw new Error(`load generator exited with ${code}`);
   const r = JSON.parse(out.trim().split('\n').pop() as string) as LoadResult;
   const cpu = cpuMs(target.proc.pid as number) - cpu0;
+  const rq = runQueueWaitMs(target.proc.pid as number) - rq0;
   const f: Figures = {
     ...r,
     label,
@@ -151,10 +155,12 @@ async function load(label: string, target: Server, paths: readonly string[], sec
     serverCpu: cpu / wall,
     cpuUsPerRequest: (cpu * 1000) / Math.max(1, r.requests),
     ownerCpu: owner ? (cpuMs(owner.proc.pid as number) - own0) / wall : null,
+    serverRunQueueMs: Number.isNaN(rq) ? -1 : Math.round(rq),
   };
   log(
     `${label}: ${fmtInt(f.reqPerSec)} req/s${rate === null ? ' (flat out)' : ` (target ${fmtInt(rate)}, late ${f.late})`}, p50 ${f.p50} ms, p99 ${f.p99} ms, p99.9 ${f.p999} ms, max ${f.max} ms, ` +
-      `non-2xx ${f.non2xx}, errors ${f.errors}; server CPU ${(100 * f.serverCpu).toFixed(0)} %, ${f.cpuUsPerRequest.toFixed(0)} µs/request${f.ownerCpu === null ? '' : `, owner ${(100 * f.ownerCpu).toFixed(0)} %`}`,
+      `non-2xx ${f.non2xx}, errors ${f.errors}; server CPU ${(100 * f.serverCpu).toFixed(0)} %, ${f.cpuUsPerRequest.toFixed(0)} µs/request${f.ownerCpu === null ? '' : `, owner ${(100 * f.ownerCpu).toFixed(0)} %`}; ` +
+        `waited for a CPU: server ${f.serverRunQueueMs} ms, generator ${Math.round(f.runQueueMs)} ms; generator GC ${Math.round(f.gcMs)} ms in ${f.gcPauses} pauses (longest ${f.gcMaxMs.toFixed(1)} ms)`,
   );
   return f;
 }
@@ -191,6 +197,7 @@ async function main(): Promise<void> {
       rate: { type: 'string' },
       'forward-rate': { type: 'string' },
       dist: { type: 'boolean', default: false },
+      'max-wait-ms': { type: 'string', default: '500' },
     },
   });
   const events = Number(values.events);
@@ -199,6 +206,7 @@ async function main(): Promise<void> {
   const rate = values.rate === undefined ? undefined : Number(values.rate);
   const forwardRate = values['forward-rate'] === undefined ? undefined : Number(values['forward-rate']);
   const command = instanceCommand(values.dist);
+  const maxWaitMs = Number(values['max-wait-ms']);
   const cluster = await startMockCluster();
   const stateRoot = mkdtempSync(join(tmpdir(), 'kairos-bench-api-'));
   const children: Child[] = [];
@@ -225,9 +233,9 @@ async function main(): Promise<void> {
     await flush();
     await producer.disconnect();
     const brokers = cluster.brokers.join(',');
-    const a = await startChild(brokers, join(stateRoot, 'a'), await freePort(), command, process.env.KAIROS_BENCH_PROFILE);
+    const a = await startChild(brokers, join(stateRoot, 'a'), await freePort(), command, maxWaitMs, process.env.KAIROS_BENCH_PROFILE);
     children.push(a);
-    const b = await startChild(brokers, join(stateRoot, 'b'), await freePort(), command);
+    const b = await startChild(brokers, join(stateRoot, 'b'), await freePort(), command, maxWaitMs);
     children.push(b);
     log(`instances A ${a.address} (pid ${a.proc.pid}) and B ${b.address} (pid ${b.proc.pid}) started; waiting until every customer is readable`);
     const all = [...ids];
@@ -298,22 +306,22 @@ async function main(): Promise<void> {
       forwardedAddsP50Ms: fwdHalf.p50 - localFwdRate.p50,
     };
     const row = (f: Figures): string =>
-      `| ${f.label} | ${f.targetRate === null ? 'flat out' : fmtInt(f.targetRate)} | ${fmtInt(f.reqPerSec)} | ${f.p50} | ${f.p99} | ${f.p999} | ${(100 * f.serverCpu).toFixed(0)} %${f.ownerCpu === null ? '' : ` / B ${(100 * f.ownerCpu).toFixed(0)} %`} | ${f.cpuUsPerRequest.toFixed(0)} | ${f.non2xx + f.errors} |`;
+      `| ${f.label} | ${f.targetRate === null ? 'flat out' : fmtInt(f.targetRate)} | ${fmtInt(f.reqPerSec)} | ${f.p50} | ${f.p99} | ${f.p999} | ${(100 * f.serverCpu).toFixed(0)} %${f.ownerCpu === null ? '' : ` / B ${(100 * f.ownerCpu).toFixed(0)} %`} | ${f.cpuUsPerRequest.toFixed(0)} | ${f.non2xx + f.errors} | ${f.serverRunQueueMs} / ${Math.round(f.runQueueMs)} | ${Math.round(f.gcMs)} (${f.gcPauses}) |`;
     const x = (n: number): string => n.toFixed(2);
     process.stdout.write(
       [
         '',
         `== Kairos query API (2 instances, mock cluster; ${fmtInt(events)} events, ${fmtInt(readable.length)} customers, median body ${sizes[sizes.length >> 1] ?? 0} B) vs a bare fastify app serving the same bodies from a Map ==`,
-        `load: load-tests/lib/open-loop.ts in its own process, 64 keep-alive connections, ${seconds} s per phase; fixed rates open loop, latency from write to last byte (no correction); instances run ${values.dist ? 'from dist/ (compiled)' : 'from the sources (tsx)'}`,
-        '| reads | target req/s | req/s | p50 ms | p99 ms | p99.9 ms | server CPU (of one core) | CPU µs/request | errors |',
-        '|---|---|---|---|---|---|---|---|---|',
+        `load: load-tests/lib/open-loop.ts in its own process, 64 keep-alive connections, ${seconds} s per phase; fixed rates open loop, latency from write to last byte (no correction); instances run ${values.dist ? 'from dist/ (compiled)' : 'from the sources (tsx)'}, KAFKA_MAX_WAIT_MS ${maxWaitMs}`,
+        '| reads | target req/s | req/s | p50 ms | p99 ms | p99.9 ms | server CPU (of one core) | CPU µs/request | errors | waited for a CPU, server / generator ms | generator GC ms (pauses) |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
         ...results.map(row),
         '',
         `A idle (no requests): ${(100 * idleA).toFixed(1)} % of a core, included in its figures`,
         `ratios to the baseline: throughput ${x(ratios.throughput)} (goal >= 0.6); CPU per request flat out ${x(ratios.cpuPerRequestFlatOut)}, at ${fmtInt(half)} req/s ${x(ratios.cpuPerRequestAtHalf)} (goal <= 1.5)`,
         `at ${fmtInt(half)} req/s (half the baseline's max): p50 ${localHalf.p50} ms (goal <= 1), p99 ${localHalf.p99} ms (goal <= 5; baseline ${bareHalf.p99} ms); forwarded adds ${ratios.forwardedAddsP50Ms.toFixed(3)} ms at p50 at ${fmtInt(fwdRate)} req/s (goal <= 1)`,
         '',
-        JSON.stringify({ bench: 'api-latency', runtime: values.dist ? 'dist' : 'tsx', events, customers: readable.length, seconds, halfRate: half, idleCpuA: idleA, ratios, results }),
+        JSON.stringify({ bench: 'api-latency', runtime: values.dist ? 'dist' : 'tsx', maxWaitMs, events, customers: readable.length, seconds, halfRate: half, idleCpuA: idleA, ratios, results }),
         '',
       ].join('\n'),
     );

@@ -9,12 +9,18 @@
  *   - flat out (`rate` = 0): closed loop, each connection sends its next request when the answer is in.
  *
  * Input: one JSON argument (or @file holding it) {host, port, paths, headers, seconds, rate, connections}. Output: one JSON line on
- * stdout {requests, seconds, reqPerSec, p50, p90, p99, p999, max (ms), non2xx, errors, late, lateWaitP99Ms}.
+ * stdout {requests, seconds, reqPerSec, p50, p90, p99, p999, max (ms), non2xx, errors, late, lateWaitP99Ms, and the
+ * generator's own delays: gcMs, gcMaxMs, gcPauses (its GC pauses during the run), runQueueMs (time its main thread
+ * was ready but not running, from /proc/self/task/<pid>/schedstat; -1 where not readable)}. A pause or a wait of the
+ * generator while answers arrive is counted in their latency, so these say how much of a tail may be the generator's
+ * (or the machine's) rather than the server's. Per answer the generator allocates little (no string of the head, no
+ * BigInt, latencies in a Float64Array), so its own scavenges stay rare.
  *
  *   node --import tsx load-tests/lib/open-loop.ts '{"host":"127.0.0.1","port":9464,"paths":["/x"],"seconds":10,"rate":2000}'
  */
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { PerformanceObserver, performance } from 'node:perf_hooks';
 
 export interface LoadSpec {
   readonly host: string;
@@ -40,9 +46,56 @@ export interface LoadResult {
   readonly errors: number;
   readonly late: number;
   readonly lateWaitP99Ms: number;
+  /** The generator's GC pauses during the run: total, longest (ms), how many. */
+  readonly gcMs: number;
+  readonly gcMaxMs: number;
+  readonly gcPauses: number;
+  /** Time the generator's main thread waited for a CPU during the run (ms); -1 where not known. */
+  readonly runQueueMs: number;
+}
+
+/** Run-queue wait of a thread so far (ms; /proc/<pid>/task/<tid>/schedstat, second field, ns), or NaN. */
+export function runQueueWaitMs(pid: number, tid: number = pid): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ')[1]) / 1e6;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 const CRLF2 = Buffer.from('\r\n\r\n');
+const CONTENT_LENGTH = Buffer.from('\r\ncontent-length:', 'latin1');
+
+/**
+ * The status and body length of an answer's head (`head`: the bytes before the blank line), read from the bytes:
+ * `content-length` as servers write it in lowercase, else by a case-insensitive search of the head's text.
+ * Undefined when the head has no content-length.
+ */
+export function parseHead(buf: Buffer, headEnd: number): { status: number; length: number } | undefined {
+  const status = (buf[9] as number) * 100 + (buf[10] as number) * 10 + (buf[11] as number) - 111 * 48;
+  let at = buf.indexOf(CONTENT_LENGTH);
+  let from: number;
+  if (at >= 0 && at < headEnd) from = at + CONTENT_LENGTH.length;
+  else {
+    const m = /\r\ncontent-length:/i.exec(buf.toString('latin1', 0, headEnd));
+    if (!m) return undefined;
+    at = m.index;
+    from = at + m[0].length;
+  }
+  let length = 0;
+  let digits = 0;
+  for (let i = from; i < headEnd; i++) {
+    const c = buf[i] as number;
+    if (c === 32 || c === 9) {
+      if (digits === 0) continue;
+      break;
+    }
+    if (c < 48 || c > 57) break;
+    length = length * 10 + (c - 48);
+    digits++;
+  }
+  return digits === 0 ? undefined : { status, length };
+}
 
 class Conn {
   busy = false;
@@ -52,7 +105,7 @@ class Conn {
   #status = 0;
   constructor(
     readonly socket: Socket,
-    readonly onDone: (c: Conn, status: number, latencyNs: number) => void,
+    readonly onDone: (c: Conn, status: number, latencyMs: number) => void,
     readonly onError: (c: Conn, err: Error) => void,
   ) {
     socket.setNoDelay(true);
@@ -61,7 +114,7 @@ class Conn {
   }
   send(req: Buffer): void {
     this.busy = true;
-    this.sentAt = Number(process.hrtime.bigint());
+    this.sentAt = performance.now();
     this.socket.write(req);
   }
   #data(d: Buffer): void {
@@ -70,22 +123,41 @@ class Conn {
       if (this.#need < 0) {
         const end = this.#buf.indexOf(CRLF2);
         if (end < 0) return;
-        const head = this.#buf.toString('latin1', 0, end);
-        this.#status = Number(head.slice(9, 12));
-        const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-        if (!m) {
-          this.onError(this, new Error(`answer without content-length: ${head.slice(0, 200)}`));
+        const head = parseHead(this.#buf, end);
+        if (head === undefined) {
+          this.onError(this, new Error(`answer without content-length: ${this.#buf.toString('latin1', 0, Math.min(end, 200))}`));
           return;
         }
-        this.#need = end + 4 + Number(m[1]);
+        this.#status = head.status;
+        this.#need = end + 4 + head.length;
       }
       if (this.#buf.length < this.#need) return;
       this.#buf = this.#buf.subarray(this.#need);
       this.#need = -1;
       this.busy = false;
-      this.onDone(this, this.#status, Number(process.hrtime.bigint()) - this.sentAt);
+      this.onDone(this, this.#status, performance.now() - this.sentAt);
       if (this.#buf.length === 0) return;
     }
+  }
+}
+
+/** A list of numbers in a Float64Array that doubles when full (no boxed number per latency). */
+class Samples {
+  #a: Float64Array;
+  length = 0;
+  constructor(capacity: number) {
+    this.#a = new Float64Array(Math.max(1024, capacity));
+  }
+  push(x: number): void {
+    if (this.length === this.#a.length) {
+      const b = new Float64Array(this.#a.length * 2);
+      b.set(this.#a);
+      this.#a = b;
+    }
+    this.#a[this.length++] = x;
+  }
+  sorted(): Float64Array {
+    return this.#a.slice(0, this.length).sort();
   }
 }
 
@@ -100,25 +172,25 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     .join('');
   const requests = spec.paths.map((p) => Buffer.from(`GET ${p} HTTP/1.1\r\nhost: ${spec.host}:${spec.port}\r\n${headerText}\r\n`, 'latin1'));
   const n = spec.connections ?? 64;
-  const latencies: number[] = [];
-  const waits: number[] = [];
+  const latencies = new Samples(spec.rate > 0 ? Math.ceil(spec.rate * spec.seconds * 1.05) : 1 << 20);
+  const waits = new Samples(1024);
   let non2xx = 0;
   let errors = 0;
   let late = 0;
   let next = 0;
   let stopping = false;
   const idle: Conn[] = [];
-  const queue: number[] = []; // due times (ns) of requests waiting for a connection
+  const queue: number[] = []; // due times (performance.now() ms) of requests waiting for a connection
   const nextRequest = (): Buffer => requests[next++ % requests.length] as Buffer;
   let closedLoopSend: (c: Conn) => void = () => undefined;
-  const onDone = (c: Conn, status: number, ns: number): void => {
-    latencies.push(ns / 1e6);
+  const onDone = (c: Conn, status: number, ms: number): void => {
+    latencies.push(ms);
     if (status < 200 || status >= 300) non2xx++;
     if (stopping) return;
     if (spec.rate === 0) return closedLoopSend(c);
     const due = queue.shift();
     if (due !== undefined) {
-      waits.push((Number(process.hrtime.bigint()) - due) / 1e6);
+      waits.push(performance.now() - due);
       c.send(nextRequest());
     } else idle.push(c);
   };
@@ -136,22 +208,38 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
         }),
     ),
   );
-  const t0 = Number(process.hrtime.bigint());
-  const endNs = t0 + spec.seconds * 1e9;
+  // The generator's own GC pauses and run-queue wait during the run.
+  let gcMs = 0;
+  let gcMaxMs = 0;
+  let gcPauses = 0;
+  let running = true;
+  const gc = new PerformanceObserver((list) => {
+    if (!running) return;
+    for (const e of list.getEntries()) {
+      gcMs += e.duration;
+      gcMaxMs = Math.max(gcMaxMs, e.duration);
+      gcPauses++;
+    }
+  });
+  gc.observe({ entryTypes: ['gc'] });
+  const rq0 = runQueueWaitMs(process.pid);
+  const t0 = performance.now();
+  const endMs = t0 + spec.seconds * 1000;
   if (spec.rate === 0) {
     closedLoopSend = (c) => {
-      if (Number(process.hrtime.bigint()) < endNs) c.send(nextRequest());
+      if (performance.now() < endMs) c.send(nextRequest());
     };
     for (const c of conns) c.send(nextRequest());
     await new Promise((r) => setTimeout(r, spec.seconds * 1000));
   } else {
     idle.push(...conns);
-    const interval = 1e9 / spec.rate;
+    const interval = 1000 / spec.rate;
     let sent = 0;
     await new Promise<void>((resolve) => {
       const tick = (): void => {
-        const now = Number(process.hrtime.bigint());
-        const dueCount = Math.min(Math.floor((Math.min(now, endNs) - t0) / interval), Math.floor(spec.seconds * spec.rate));
+        const now = performance.now();
+        // (elapsed × rate, not elapsed ÷ interval: 1000 / (1000 / 300) is 299.99…)
+        const dueCount = Math.min(Math.floor(((Math.min(now, endMs) - t0) * spec.rate) / 1000), Math.floor(spec.seconds * spec.rate));
         while (sent < dueCount) {
           const dueAt = t0 + sent * interval;
           sent++;
@@ -162,7 +250,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
             queue.push(dueAt);
           }
         }
-        if (now >= endNs) resolve();
+        if (now >= endMs) resolve();
         // Not a busy loop (the machine's other cores belong to what is measured): check again in about 1 ms,
         // sending what fell due meanwhile in one go.
         else setTimeout(tick, 1);
@@ -171,13 +259,18 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     });
   }
   stopping = true;
-  const elapsed = (Number(process.hrtime.bigint()) - t0) / 1e9;
+  const elapsed = (performance.now() - t0) / 1000;
+  const rq = runQueueWaitMs(process.pid) - rq0;
   // Let answers in flight arrive (they count), then close.
   const drainUntil = Date.now() + 2000;
   while (conns.some((c) => c.busy) && Date.now() < drainUntil) await new Promise((r) => setTimeout(r, 5));
   for (const c of conns) c.socket.destroy();
-  const sorted = Float64Array.from(latencies).sort();
-  const sortedWaits = Float64Array.from(waits).sort();
+  // GC entries are delivered after the pause: let the observer see the run's last ones.
+  await new Promise((r) => setImmediate(r));
+  running = false;
+  gc.disconnect();
+  const sorted = latencies.sorted();
+  const sortedWaits = waits.sorted();
   const r3 = (x: number): number => Math.round(x * 1000) / 1000;
   return {
     requests: latencies.length,
@@ -192,6 +285,10 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     errors,
     late,
     lateWaitP99Ms: r3(quantile(sortedWaits, 0.99)),
+    gcMs: r3(gcMs),
+    gcMaxMs: r3(gcMaxMs),
+    gcPauses,
+    runQueueMs: Number.isNaN(rq) ? -1 : r3(rq),
   };
 }
 
