@@ -69,7 +69,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 // As in kairos start: Kairos' kafkajs module replacements go in before kafkajs loads (src/kafka/kafkajs-preload.ts)
 import '../src/kafka/kafkajs-preload.js';
-import { Partitioners, type Admin, type Consumer, type Kafka, type Message, type Producer } from 'kafkajs';
+import type { Admin, Consumer, Kafka, Message, Producer } from 'kafkajs';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { isTopicName, type BasketEvent, type OrderEvent, type Trigger } from '../schemas/contract.js';
@@ -79,6 +79,7 @@ import { toMs } from '../src/config/duration.js';
 import { changelogTopic } from '../src/engine/state/changelog.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster } from '../src/kafka/mock-cluster.js';
+import { murmur2Partitioner } from '../src/kafka/partitioner.js';
 import { startKairos } from './lib/child.js';
 import { KafkaRunner } from '../src/kafka/runner.js';
 import { JsonSerde } from '../src/kafka/serde.js';
@@ -835,7 +836,7 @@ async function preProduce(kafka: Kafka, o: Options): Promise<Produced> {
   const genMs = performance.now() - genStart;
   log(`generated in ${fmtSecs(genMs)}; producing in batches of ${fmtInt(o.produceBatch)} (sendBatch, acks -1)`);
 
-  const producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: false, createPartitioner: Partitioners.DefaultPartitioner });
+  const producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: false, createPartitioner: murmur2Partitioner });
   await producer.connect();
   const byTopic: Record<string, number> = {};
   let produceMs: number;
@@ -1226,7 +1227,7 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
   await sleep(500);
 
   // The steady stream: every tick sends what the schedule says is due by now.
-  const producer: Producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: false, createPartitioner: Partitioners.DefaultPartitioner });
+  const producer: Producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: false, createPartitioner: murmur2Partitioner });
   await producer.connect();
   cleanup.add('disconnect latency producer', () => producer.disconnect());
   const sampler = new ResourceSampler(set, cluster.pid);

@@ -26,6 +26,7 @@ import type { Kafka, Message, Producer, RecordMetadata } from 'kafkajs';
 import type { Logger } from 'pino';
 import { KairosError } from '../errors.js';
 import { GroupedCalls, type Settled } from '../util/grouped-calls.js';
+import { murmur2Partitioner } from './partitioner.js';
 
 export interface TopicMessages {
   readonly topic: string;
@@ -298,6 +299,7 @@ export class RecordCollector {
 
   #create(): Producer {
     return this.#o.kafka.producer({
+      createPartitioner: murmur2Partitioner,
       idempotent: this.#o.idempotent,
       ...(this.#o.idempotent ? { maxInFlightRequests: 1 } : {}),
       allowAutoTopicCreation: true,

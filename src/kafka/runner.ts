@@ -21,7 +21,7 @@ import { changelogTopic, POSITIONS_STORE } from '../engine/state/changelog.js';
 import { untilDeadline } from '../util/deadline.js';
 import { TaskState } from '../engine/state/task-state.js';
 import { stateReader, type StateReader } from '../engine/state/reader.js';
-import { partitionOf } from './partitioner.js';
+import { murmur2Partitioner, partitionOf } from './partitioner.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import { KairosError } from '../errors.js';
 import { kairosStickyAssigner, type TaskRouting } from './assignor.js';
@@ -658,7 +658,7 @@ export class KafkaRunner {
     let txProducer: Producer | undefined;
     if (this.#o.processingGuarantee === 'exactly_once') {
       // One transactional producer per input partition: its id fences a zombie owner of the same task.
-      txProducer = this.#o.kafka.producer({ transactionalId: `${this.#groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1 });
+      txProducer = this.#o.kafka.producer({ createPartitioner: murmur2Partitioner, transactionalId: `${this.#groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1 });
       await txProducer.connect();
     }
     const handle = new ActiveTask(env, partition, txProducer);
