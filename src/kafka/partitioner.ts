@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { PartitionerArgs } from 'kafkajs';
 /**
  * The partition of a key, as every Kafka producer with the default partitioner computes it (Java's
  * `Utils.murmur2`, kafkajs' DefaultPartitioner): the query API uses it to find the task that owns a key.
@@ -45,12 +46,6 @@ function murmur2Key(key: Buffer | string): number {
   // Three bytes per UTF-16 unit at most: a key this short always fits the scratch buffer.
   if (key.length <= scratch.length / 3) return murmur2(scratch.subarray(0, scratch.write(key, 0, 'utf8')));
   return murmur2(Buffer.from(key, 'utf8'));
-}
-
-interface PartitionerArgs {
-  readonly topic: string;
-  readonly partitionMetadata: readonly { readonly partitionId: number; readonly leader: number }[];
-  readonly message: { readonly partition?: number | null; readonly key?: Buffer | string | null };
 }
 
 /**
