@@ -1,7 +1,7 @@
 /**
  * BASKET_ABANDONED / CHECKOUT_ABANDONED (DESIGN §3). See README.md beside this file.
  */
-import { jsonCodec, keyValueStore, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
+import { jsonCodec, keyValueStore, NOT_LOADED, type KeyValueStore, type Processor, type ProcessorContext, type RecordOrigin, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
 import type { BasketEvent, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { outputsOf, wireOutputs, type CampaignSettings, type Outputs, type TopologyDefinition } from '../common/campaign.js';
 import { auditOf, causedBy, triggerId, type CausedBy } from '../common/triggers.js';
@@ -128,14 +128,22 @@ export class BasketAbandonmentProcessor implements Processor<BasketEvent | Order
     this.#ctx = ctx;
   }
 
-  async process(record: In): Promise<void> {
+  process(record: In): void | Promise<void> {
     const store = this.#ctx.getStore(basketsStore);
     const customerId = record.value.customerId;
     const origin = this.#ctx.recordOrigin();
     if (!origin) return;
+    // Without a promise when the customer's basket is in memory, else after reading it.
+    const stored = store.peek(customerId);
+    if (stored !== NOT_LOADED) return this.#apply(record, store, origin, stored);
+    return store.get(customerId).then((s) => this.#apply(record, store, origin, s));
+  }
+
+  #apply(record: In, store: KeyValueStore<BasketState>, origin: RecordOrigin, stored: BasketState | undefined): void {
+    const customerId = record.value.customerId;
     if (isBasket(record)) {
       const e = record.value;
-      const state: BasketState = (await store.get(customerId)) ?? {
+      const state: BasketState = stored ?? {
         items: [],
         lastActivityAt: e.occurredAt,
         lastActivityType: e.type,
@@ -162,7 +170,7 @@ export class BasketAbandonmentProcessor implements Processor<BasketEvent | Order
       return;
     }
     const order = record.value;
-    const state: BasketState = (await store.get(customerId)) ?? {
+    const state: BasketState = stored ?? {
       items: [],
       lastActivityAt: order.occurredAt,
       lastActivityType: 'BASKET_VIEWED',

@@ -6,7 +6,7 @@
  *   triggers, audit ◄── .notify (customer task) ◄── to-customer repartition ◄──┘
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { jsonCodec, keyValueStore, type PrefetchRecord, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
+import { jsonCodec, keyValueStore, NOT_LOADED, type KeyValueStore, type PrefetchRecord, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
 import type { BasketEvent, CatalogEvent, CustomerProfile, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { Duration, toMs } from '../../src/config/duration.js';
 import { applyBasketEvent, type BasketItem } from '../basket-abandonment/index.js';
@@ -435,22 +435,33 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
     this.#ctx = ctx;
   }
 
-  async process(record: BasketIn): Promise<void> {
+  process(record: BasketIn): void | Promise<void> {
     const store = this.#ctx.getStore(customersStore);
     if (record.topic === CUSTOMERS_TOPIC) {
       // Erasure: withdraw the customer from every sku index (the guards erase the customer-side state).
       if (record.value !== null) return;
-      const customerId = record.key as string;
-      const state = await store.get(customerId);
-      const skus = new Set([...(state?.items ?? []).map((i) => i.sku), ...(state?.past ?? []).map((v) => v.sku)]);
-      for (const sku of skus) {
-        this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: record.timestamp, erase: true }, timestamp: record.timestamp });
-      }
-      return;
+      return this.#erase(record, store);
     }
+    // Without a promise when the customer's state is in memory, else after reading it.
+    const customerId = (record.value as BasketEvent | OrderEvent).customerId;
+    const stored = store.peek(customerId);
+    if (stored !== NOT_LOADED) return this.#apply(record, store, stored);
+    return store.get(customerId).then((s) => this.#apply(record, store, s));
+  }
+
+  async #erase(record: BasketIn, store: KeyValueStore<CustomerState>): Promise<void> {
+    const customerId = record.key as string;
+    const state = await store.get(customerId);
+    const skus = new Set([...(state?.items ?? []).map((i) => i.sku), ...(state?.past ?? []).map((v) => v.sku)]);
+    for (const sku of skus) {
+      this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: record.timestamp, erase: true }, timestamp: record.timestamp });
+    }
+  }
+
+  #apply(record: BasketIn, store: KeyValueStore<CustomerState>, stored: CustomerState | undefined): void {
     const value = record.value as BasketEvent | OrderEvent;
     const customerId = value.customerId;
-    const state: CustomerState = (await store.get(customerId)) ?? { items: [], notified: {} };
+    const state: CustomerState = stored ?? { items: [], notified: {} };
     const before = new Map(state.items.map((i) => [i.sku, { ...i }] as const));
     if (record.topic === BASKET_TOPIC) {
       const e = value as BasketEvent;
