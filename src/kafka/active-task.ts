@@ -251,7 +251,9 @@ export class ActiveTask {
       for (;;) {
         const n = this.group.next();
         if (n.kind !== 'record') break;
-        await this.#processOne(n.topic, n.item.record, n.item.timestamp);
+        // Awaited only when the task returned a promise (a timer due, a read from RocksDB).
+        const pending = this.#processOne(n.topic, n.item.record, n.item.timestamp);
+        if (pending !== undefined) await pending;
         count++;
       }
     } finally {
@@ -265,7 +267,7 @@ export class ActiveTask {
     return count;
   }
 
-  async #processOne(bufferTopic: string, r: Fetched, timestamp: number): Promise<void> {
+  #processOne(bufferTopic: string, r: Fetched, timestamp: number): void | Promise<void> {
     const p = this.partition;
     const m = r.message;
     const done = this.task.state.position(bufferTopic, p);
@@ -299,8 +301,13 @@ export class ActiveTask {
       this.task.state.setPosition(bufferTopic, p, nextOffset(m.offset));
       return;
     }
-    await this.task.process({ topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp }, { topic: bufferTopic, partition: p, offset: m.offset });
-    this.#processed.set(r.topic, (this.#processed.get(r.topic) ?? 0) + 1);
+    const processed = this.task.process({ topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp }, { topic: bufferTopic, partition: p, offset: m.offset });
+    if (typeof processed !== 'boolean') return processed.then(() => this.#countOne(r.topic));
+    this.#countOne(r.topic);
+  }
+
+  #countOne(topic: string): void {
+    this.#processed.set(topic, (this.#processed.get(topic) ?? 0) + 1);
   }
 
   /**
