@@ -19,7 +19,8 @@ import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 import { NdjsonWriter, type LineSink } from '../../src/replay/ndjson-writer.js';
 import { replay } from '../../src/replay/replay.js';
 import { basketsStore } from '../../topologies/basket-abandonment/index.js';
-import { DEDUP_TOPICS, dedupStore, dedupStoreName, type InputDuplicate, type SeenEvents } from '../../topologies/common/dedup.js';
+import { DEDUP_TOPICS, dedupStore, dedupStoreName, fingerprint, type InputDuplicate, type SeenEvents } from '../../topologies/common/dedup.js';
+import { mulberry32 } from '../../src/util/prng.js';
 import { tempDir } from '../helpers.js';
 import { audits, triggers } from '../support/outputs.js';
 
@@ -391,4 +392,37 @@ test('replay: redelivered lines give the triggers of one delivery, and the summa
   const code = await run(['replay', '--input', input, '--config', configPath, '--output', join(dir, 'triggers.ndjson'), '--errors', join(dir, 'errors.ndjson')], { stdout, stderr });
   assert.equal(code, 0, stderr.text);
   assert.match(stderr.text, new RegExp(`, ${once.length} duplicates dropped;`));
+});
+
+test('fingerprint: the FNV-1a of the value\'s JSON text, without building it — the same number as hashing JSON.stringify for escapes, surrogates, numbers, nesting, holes and non-plain values', () => {
+  const reference = (v: unknown): number => {
+    const text = JSON.stringify(v);
+    let h = 0x811c9dc5;
+    for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+    return h >>> 0;
+  };
+  const rnd = mulberry32(99);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
+  const strings = ['', 'C000001', 'a"b', 'back\\slash', 'tab\tnew\nline\r\u0008\u000c', '\u0000\u001f\u007f', 'Größe 🧥', '\ud83e', 'x\udc00y', '\udc00\ud800', '\u2028\u2029', 'é'.repeat(50)];
+  const numbers = [0, -0, 1, -1.5, 1e21, 1e-7, 0.1 + 0.2, Number.MAX_SAFE_INTEGER, NaN, Infinity, -Infinity, 1730678400000];
+  const gen = (depth: number): unknown => {
+    const r = rnd();
+    if (depth > 3 || r < 0.35) return pick<unknown>([...strings, ...numbers, true, false, null]);
+    if (r < 0.6) return Array.from({ length: Math.floor(rnd() * 4) }, () => (rnd() < 0.1 ? undefined : gen(depth + 1)));
+    const o: Record<string, unknown> = {};
+    for (let i = Math.floor(rnd() * 5); i > 0; i--) o[pick([...strings, '7', '10', 'key'])] = rnd() < 0.1 ? pick<unknown>([undefined, () => 1]) : gen(depth + 1);
+    return o;
+  };
+  for (let i = 0; i < 3000; i++) {
+    const v = { eventId: `E${i}`, value: gen(0) };
+    assert.equal(fingerprint(v), reference(v), JSON.stringify(v));
+  }
+  // Not plain data: a toJSON, a Date, a class instance — still the number of the JSON text.
+  class Box {
+    constructor(readonly n: number) {}
+  }
+  for (const v of [{ eventId: 'E', at: new Date(0) }, { eventId: 'E', b: new Box(2) }, { eventId: 'E', t: { toJSON: () => 'x' } }, { eventId: 'E', m: new Map([[1, 2]]) }]) assert.equal(fingerprint(v), reference(v));
+  // A real input record.
+  const basket = { eventId: 'E2', customerId: 'C006115', occurredAt: 1730678418205, type: 'ITEM_ADDED', sku: 'P000072-XS', productId: 'P000072', quantity: 1, unitPrice: { amount: 4099, currency: 'EUR' } };
+  assert.equal(fingerprint(basket), reference(basket));
 });

@@ -177,13 +177,117 @@ function eventIdOf(value: unknown): string | undefined {
   return typeof id === 'string' ? id : undefined;
 }
 
-/** 32-bit FNV-1a of the value's JSON: tells a redelivery (same bytes) from an eventId reused for other content. */
-function fingerprint(value: unknown): number {
-  const text = JSON.stringify(value);
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/**
+ * 32-bit FNV-1a of the value's JSON text (UTF-16 code units of `JSON.stringify(value)`): tells a redelivery
+ * (same content) from an eventId reused for other content. Computed by walking the value as JSON.stringify
+ * would, without building the text (a string of the whole value per input record); anything but plain data
+ * (a toJSON, a bigint, a class instance) takes JSON.stringify itself, so the number is the same either way.
+ */
+export function fingerprint(value: unknown): number {
+  const h = hashValue(FNV_OFFSET, value);
+  return (h === undefined ? hashText(FNV_OFFSET, JSON.stringify(value) ?? 'undefined') : h) >>> 0;
+}
+
+function hashText(h: number, text: string): number {
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), FNV_PRIME);
+  return h;
+}
+
+const HEX = '0123456789abcdef';
+
+/** A string as JSON.stringify quotes it (escapes, lone surrogates as \uXXXX). */
+function hashString(h: number, s: string): number {
+  h = Math.imul(h ^ 0x22, FNV_PRIME);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x20 && c !== 0x22 && c !== 0x5c && (c < 0xd800 || c > 0xdfff)) {
+      h = Math.imul(h ^ c, FNV_PRIME);
+      continue;
+    }
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        h = Math.imul(Math.imul(h ^ c, FNV_PRIME) ^ d, FNV_PRIME);
+        i++;
+        continue;
+      }
+    }
+    let esc: string;
+    switch (c) {
+      case 0x22:
+        esc = '\\"';
+        break;
+      case 0x5c:
+        esc = '\\\\';
+        break;
+      case 0x08:
+        esc = '\\b';
+        break;
+      case 0x0c:
+        esc = '\\f';
+        break;
+      case 0x0a:
+        esc = '\\n';
+        break;
+      case 0x0d:
+        esc = '\\r';
+        break;
+      case 0x09:
+        esc = '\\t';
+        break;
+      default:
+        esc = `\\u${HEX[(c >> 12) & 15]}${HEX[(c >> 8) & 15]}${HEX[(c >> 4) & 15]}${HEX[c & 15]}`;
+    }
+    h = hashText(h, esc);
   }
-  return h >>> 0;
+  return Math.imul(h ^ 0x22, FNV_PRIME);
+}
+
+/** The hash after the value's JSON, or undefined for a value that is not plain JSON data. */
+function hashValue(h: number, v: unknown): number | undefined {
+  switch (typeof v) {
+    case 'string':
+      return hashString(h, v);
+    case 'number':
+      return hashText(h, Number.isFinite(v) ? String(v) : 'null');
+    case 'boolean':
+      return hashText(h, v ? 'true' : 'false');
+    case 'object': {
+      if (v === null) return hashText(h, 'null');
+      if (Array.isArray(v)) {
+        h = Math.imul(h ^ 0x5b, FNV_PRIME);
+        for (let i = 0; i < v.length; i++) {
+          if (i > 0) h = Math.imul(h ^ 0x2c, FNV_PRIME);
+          const x: unknown = v[i];
+          if (x === undefined || typeof x === 'function' || typeof x === 'symbol') h = hashText(h, 'null');
+          else {
+            const next = hashValue(h, x);
+            if (next === undefined) return undefined;
+            h = next;
+          }
+        }
+        return Math.imul(h ^ 0x5d, FNV_PRIME);
+      }
+      const proto: unknown = Object.getPrototypeOf(v);
+      if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function') return undefined;
+      h = Math.imul(h ^ 0x7b, FNV_PRIME);
+      let first = true;
+      for (const key of Object.keys(v)) {
+        const x: unknown = (v as Record<string, unknown>)[key];
+        if (x === undefined || typeof x === 'function' || typeof x === 'symbol') continue;
+        if (!first) h = Math.imul(h ^ 0x2c, FNV_PRIME);
+        first = false;
+        h = Math.imul(hashString(h, key) ^ 0x3a, FNV_PRIME);
+        const next = hashValue(h, x);
+        if (next === undefined) return undefined;
+        h = next;
+      }
+      return Math.imul(h ^ 0x7d, FNV_PRIME);
+    }
+    default:
+      return undefined;
+  }
 }
