@@ -613,16 +613,7 @@ export class StreamTask {
    */
   #drain(): void | Promise<void> {
     while (this.#queue.length > 0) {
-      if (this.#unfetched.length > 0) {
-        // What the looped-back records (keyed anew, e.g. a wave's page of customers) will read, in one go.
-        const records = this.#unfetched;
-        this.#unfetched = [];
-        if (this.#anyToFetch()) return this.#drainAsync(this.prefetch(records));
-      }
-      const next = this.#queue.shift() as Pending;
-      const p = this.#processors.get(next.node) as Processor<unknown, unknown>;
-      // A processor that finished without a promise (its reads were in memory) costs no turn of the microtask queue.
-      const pending = p.process(next.record);
+      const pending = this.#step();
       if (pending !== undefined) return this.#drainAsync(pending);
     }
   }
@@ -631,16 +622,25 @@ export class StreamTask {
   async #drainAsync(first: Promise<unknown>): Promise<void> {
     await first;
     while (this.#queue.length > 0) {
-      if (this.#unfetched.length > 0) {
-        const records = this.#unfetched;
-        this.#unfetched = [];
-        if (this.#anyToFetch()) await this.prefetch(records);
-      }
-      const next = this.#queue.shift() as Pending;
-      const p = this.#processors.get(next.node) as Processor<unknown, unknown>;
-      const pending = p.process(next.record);
+      const pending = this.#step();
       if (pending !== undefined) await pending;
     }
+  }
+
+  /**
+   * Loads ahead what the looped-back records (keyed anew, e.g. a wave's page of customers) will read, in one go,
+   * or else processes the next queued record. A processor that finished without a promise (its reads were in
+   * memory) costs no turn of the microtask queue: a promise is returned only when there is one to wait for.
+   */
+  #step(): void | Promise<unknown> {
+    if (this.#unfetched.length > 0) {
+      const records = this.#unfetched;
+      this.#unfetched = [];
+      if (this.#anyToFetch()) return this.prefetch(records);
+    }
+    const next = this.#queue.shift() as Pending;
+    const p = this.#processors.get(next.node) as Processor<unknown, unknown>;
+    return p.process(next.record);
   }
 
   async #fire(t: QueuedTimer): Promise<void> {
