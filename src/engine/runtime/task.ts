@@ -225,24 +225,29 @@ export class StreamTask {
 
   /** Per store keyed by record key: the source topics whose records reach one of its processors directly. */
   #topicsReaching(store: string): Set<string> {
-    const processors = new Set(this.#topology.stores.get(store)?.processors ?? []);
+    const processors = this.#topology.stores.get(store)?.processors ?? [];
     const topics = new Set<string>();
     for (const [topic, source] of this.#sourceByTopic) {
-      const seen = new Set<string>();
-      const queue = [...(this.#topology.children.get(source) ?? [])];
-      while (queue.length > 0) {
-        const n = queue.shift() as string;
-        if (seen.has(n)) continue;
-        seen.add(n);
-        if (processors.has(n)) {
-          topics.add(topic);
-          break;
-        }
-        // Sinks end the walk: past a repartition topic the record key is another one.
-        if (this.#topology.nodes.get(n)?.kind === 'processor') queue.push(...(this.#topology.children.get(n) ?? []));
-      }
+      const reached = this.#processorsFrom(this.#topology.children.get(source) ?? []);
+      if (processors.some((p) => reached.has(p))) topics.add(topic);
     }
     return topics;
+  }
+
+  /**
+   * The processors among `nodes` and downstream of them. Sinks end the walk: past a repartition topic the record
+   * key is another one.
+   */
+  #processorsFrom(nodes: readonly string[]): Set<string> {
+    const seen = new Set<string>();
+    const queue = [...nodes];
+    while (queue.length > 0) {
+      const n = queue.pop() as string;
+      if (seen.has(n) || this.#topology.nodes.get(n)?.kind !== 'processor') continue;
+      seen.add(n);
+      queue.push(...(this.#topology.children.get(n) ?? []));
+    }
+    return seen;
   }
 
   /** Whether the topology reads this topic. */
@@ -292,35 +297,27 @@ export class StreamTask {
       this.#origin = undefined;
       throw err;
     }
-    if (drained !== undefined) {
-      return drained.then(
-        () => {
-          try {
-            this.#applyErasures();
-          } finally {
-            this.#origin = undefined;
-          }
-          return this.#afterRecord();
-        },
-        (err: unknown) => {
-          this.#origin = undefined;
-          throw err;
-        },
-      );
-    }
+    if (drained === undefined) return this.#afterRecord();
+    return drained.then(
+      () => this.#afterRecord(),
+      (err: unknown) => {
+        this.#origin = undefined;
+        throw err;
+      },
+    );
+  }
+
+  /**
+   * Once the record's drain is done: the erasures it asked for, then a timer registered at or below stream time
+   * fires now (DESIGN §4): a record that reaches this task late (through a repartition topic, or out of order)
+   * must not leave a timer waiting for a later record.
+   */
+  #afterRecord(): boolean | Promise<boolean> {
     try {
       this.#applyErasures();
     } finally {
       this.#origin = undefined;
     }
-    return this.#afterRecord();
-  }
-
-  /**
-   * A timer registered at or below stream time fires now (DESIGN §4): a record that reaches this task late
-   * (through a repartition topic, or out of order) must not leave a timer waiting for a later record.
-   */
-  #afterRecord(): boolean | Promise<boolean> {
     if (this.#streamTimerDue(this.state.streamTime)) {
       return this.advanceStreamTime(this.state.streamTime).then(() => {
         this.stats.recordsProcessed++;
@@ -408,14 +405,7 @@ export class StreamTask {
   #storesFiring(node: string): readonly string[] {
     let stores = this.#timerStores.get(node);
     if (stores !== undefined) return stores;
-    const seen = new Set<string>();
-    const queue = [node];
-    while (queue.length > 0) {
-      const n = queue.pop() as string;
-      if (seen.has(n) || this.#topology.nodes.get(n)?.kind !== 'processor') continue;
-      seen.add(n);
-      queue.push(...(this.#topology.children.get(n) ?? []));
-    }
+    const seen = this.#processorsFrom([node]);
     stores = this.#prefetchStores.filter((store) => this.#topology.stores.get(store)?.processors.some((p) => seen.has(p)) === true);
     this.#timerStores.set(node, stores);
     return stores;
