@@ -1,9 +1,10 @@
-import { randomBytes } from 'node:crypto';
-import type { PartitionerArgs } from 'kafkajs';
 /**
  * The partition of a key, as every Kafka producer with the default partitioner computes it (Java's
  * `Utils.murmur2`, kafkajs' DefaultPartitioner): the query API uses it to find the task that owns a key.
  */
+import { randomBytes } from 'node:crypto';
+import type { PartitionerArgs } from 'kafkajs';
+
 const SEED = 0x9747b28c;
 const M = 0x5bd1e995;
 
@@ -31,12 +32,6 @@ export function murmur2(data: Uint8Array): number {
   return h;
 }
 
-/** The partition the default partitioner picks for a (non-null) key among `partitions`. */
-export function partitionOf(key: string, partitions: number): number {
-  if (!Number.isInteger(partitions) || partitions < 1) throw new RangeError(`partitions must be a positive integer, not ${partitions}`);
-  return (murmur2(Buffer.from(key, 'utf8')) & 0x7fffffff) % partitions;
-}
-
 /** Room for the UTF-8 of a string key without a Buffer per key (longer keys get their own). */
 const scratch = Buffer.allocUnsafe(1024);
 
@@ -46,6 +41,12 @@ function murmur2Key(key: Buffer | string): number {
   // Three bytes per UTF-16 unit at most: a key this short always fits the scratch buffer.
   if (key.length <= scratch.length / 3) return murmur2(scratch.subarray(0, scratch.write(key, 0, 'utf8')));
   return murmur2(Buffer.from(key, 'utf8'));
+}
+
+/** The partition the default partitioner picks for a (non-null) key among `partitions`. */
+export function partitionOf(key: string, partitions: number): number {
+  if (!Number.isInteger(partitions) || partitions < 1) throw new RangeError(`partitions must be a positive integer, not ${partitions}`);
+  return (murmur2Key(key) & 0x7fffffff) % partitions;
 }
 
 /**

@@ -962,12 +962,12 @@ export function rerouteTopic(applicationId: string): string {
   return `${applicationId}-rerouted-repartition`;
 }
 
-/** Records of the topology's own repartition topics: JSON it wrote itself; the event time is the Kafka timestamp. */
 /** The decoding of a record of a topic the contract does not know. */
 function noSchema(topic: string): DecodeResult {
   return { ok: false, reason: 'invalid', errors: [{ path: '', message: `no schema for topic ${topic}` }], retriable: false };
 }
 
+/** Records of the topology's own repartition topics: JSON it wrote itself; the event time is the Kafka timestamp. */
 function decodeInternal(key: Buffer | null, value: Buffer | null): DecodeResult {
   if (key === null) return { ok: false, reason: 'no-key', errors: [{ path: '/key', message: 'repartitioned records are keyed' }], retriable: false };
   try {
