@@ -10,9 +10,9 @@
  * a record with an equal id (at least once): the de-duplicated sets are compared and the repeats reported.
  *
  * - live: the runner runs first; the history is produced in event-time order in small chunks, each after the
- *   runner processed the one before, and in which no task gets records of two input topics (so every task
- *   reads its inputs in event-time order whatever the fetch order; only the internal repartition topics, written
- *   by other tasks, arrive when they arrive — which the topologies must not mind);
+ *   runner processed the one before, and each of one input topic and partition (so every task reads its inputs
+ *   in event-time order whatever the fetch order, and no internal record overtakes an older input record; the
+ *   internal repartition topics, written by other tasks, may arrive late — which the topologies must not mind);
  * - catch-up: the whole history is on the topics before the runner starts;
  * - kill -9: the history is on the topics, a `kairos start` child is killed with SIGKILL once part of the
  *   outputs is out, a second child with an empty state directory restores from the changelogs and is killed
@@ -87,13 +87,14 @@ const topology = () => buildTopology(resolveCampaigns(CAMPAIGNS), APP);
 /** Inputs and the repartition topics between tasks: the group has caught up when its offsets cover them all. */
 const CONSUMED = [...INPUT_TOPICS, ...topology().repartitionTopics];
 
-function inProcessRunner(kafka: Kafka, stateDir: string, o: { registry?: Registry; idleAdvanceMs?: number } = {}): KafkaRunner {
+function inProcessRunner(kafka: Kafka, stateDir: string, o: { registry?: Registry; idleAdvanceMs?: number; maxWaitTimeInMs?: number } = {}): KafkaRunner {
   return new KafkaRunner({
     topology: topology(),
     kafka,
     groupId: GROUP,
     stateDir,
     ...mockRunnerDefaults(),
+    ...(o.maxWaitTimeInMs === undefined ? {} : { maxWaitTimeInMs: o.maxWaitTimeInMs }),
     // Stream time follows the clock records, never the wall clock (but in the idle-start test).
     idleAdvanceMs: o.idleAdvanceMs ?? 1e12,
     ...(o.registry ? { registry: o.registry } : {}),
@@ -182,7 +183,8 @@ test('live: the runner runs first, the history arrives in event-time order in sm
   await mode(t, 'live', async ({ kafka, admin, dir, producer }) => {
     const registry = new Registry();
     await createInputs(admin);
-    const runner = inProcessRunner(kafka, join(dir, 'state'), { registry });
+    // The mock answers a fetch with no data only after its wait: a short one, as 1,595 chunks wait for it.
+    const runner = inProcessRunner(kafka, join(dir, 'state'), { registry, maxWaitTimeInMs: 10 });
     const out = await outputCollector(kafka);
     try {
       await runner.start();
@@ -282,7 +284,7 @@ test('idle start: the runner waits on empty topics (1 s idle advance), then olde
     await producer.connect();
     await createInputs(admin);
     const registry = new Registry();
-    const runner = inProcessRunner(kafka, join(dir.dir, 'state'), { registry, idleAdvanceMs: 1000 });
+    const runner = inProcessRunner(kafka, join(dir.dir, 'state'), { registry, idleAdvanceMs: 1000, maxWaitTimeInMs: 10 });
     const out = await outputCollector(kafka);
     let waited: { ok: boolean; text: string };
     try {

@@ -73,24 +73,29 @@ export async function produceAll(producer: Producer, inputs: readonly Input[]): 
 }
 
 /**
- * Chunks of consecutive inputs (event-time order) in which every task (partition) gets records of one input
- * topic only, at most `max` records. Produced one chunk at a time, each after the runner processed the one
- * before, a task can never see a record before an older one of another input: the fetch order of a chunk's
- * topics does not matter, since no task has two of them in one chunk.
+ * Chunks of consecutive inputs (event-time order), each of one input topic and one partition, at most `max`
+ * records. Produced one chunk at a time, each after the runner processed the one before, no task sees a record
+ * of an input topic or of an internal topic before an older record of its own inputs:
+ * - the fetch order of topics does not matter, since a chunk reaches one task through one topic;
+ * - internal records (repartitioned by sku, fanned out to customers) carry the event time of what caused them.
+ *   Those caused by an earlier chunk are no newer than this chunk's records: they may only arrive late, which
+ *   the topologies must not mind. Those caused by this chunk exist only once its older records are processed.
+ *   A chunk with records of two partitions would break this: an internal record caused by the newer one may
+ *   reach the other partition's task before its older input record is fetched, move its stream time past a
+ *   timer that record would have cancelled, and fire it (the live test saw a checkout abandonment whose order,
+ *   at 15:37, came in one chunk with a clock record at 17:00 on another partition; Kafka Streams' event-time
+ *   merge has the same race).
  */
 export function liveChunks(inputs: readonly Input[], max = 25): Input[][] {
   const chunks: Input[][] = [];
   let cur: Input[] = [];
-  let topicOf = new Map<number, string>();
   for (const e of inputs) {
-    const t = topicOf.get(e.partition);
-    if (cur.length >= max || (t !== undefined && t !== e.topic)) {
+    const first = cur[0];
+    if (first !== undefined && (cur.length >= max || first.topic !== e.topic || first.partition !== e.partition)) {
       chunks.push(cur);
       cur = [];
-      topicOf = new Map();
     }
     cur.push(e);
-    topicOf.set(e.partition, e.topic);
   }
   if (cur.length > 0) chunks.push(cur);
   return chunks;
