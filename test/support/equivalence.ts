@@ -83,7 +83,7 @@ export async function produceAll(producer: Producer, inputs: readonly Input[]): 
  *   A chunk with records of two partitions would break this: an internal record caused by the newer one may
  *   reach the other partition's task before its older input record is fetched, move its stream time past a
  *   timer that record would have cancelled, and fire it (the live test saw a checkout abandonment whose order,
- *   at 15:37, came in one chunk with a clock record at 17:00 on another partition; Kafka Streams' event-time
+ *   at 15:37, came in one chunk with basket records of 16:30-17:00 on other partitions; Kafka Streams' event-time
  *   merge has the same race).
  */
 export function liveChunks(inputs: readonly Input[], max = 25): Input[][] {
