@@ -2,11 +2,12 @@
  * One task as the Kafka runner drives it (Kafka Streams' StreamTask plus its share of the TaskManager): the
  * fetched records of its partition wait in a PartitionGroup (event-time order), are processed through the
  * StreamTask, and are committed in this order:
- *   1. records for the runner's own tasks (repartition topics, re-routed records) produced and acknowledged,
- *   2. task state committed (changelog first, then one RocksDB batch with the consumed positions), with the
- *      commit's external outputs (triggers, audit records, dead letters) in its outbox store,
- *   3. the outbox produced and acknowledged,
- *   4. consumer offsets committed, and consumed repartition records purged from the broker.
+ *   1. records for the runner's own tasks (repartition topics, re-routed records) and the task state's
+ *      changelog entries, with the commit's external outputs (triggers, audit records, dead letters) in its
+ *      outbox store, produced together (one request) and acknowledged,
+ *   2. the changelog's commit marker, which completes the commit,
+ *   3. one RocksDB batch with the changes and the consumed positions, and while it writes: the outbox produced
+ *      and acknowledged, then consumer offsets committed; then consumed repartition records purged.
  * A crash between steps repeats work but never loses it, and never shows a decision the state does not hold:
  * an external output exists only once its commit is complete (src/engine/state/outbox.ts), and a new owner
  * first sends what the last commit's outbox still holds (repeats have the same deterministic ids). Internal
@@ -26,6 +27,7 @@ import { sendBounded, type RecordCollector, type TopicMessages } from './record-
 import type { RunnerMetrics } from './runner-metrics.js';
 import type { DecodeResult } from './serde.js';
 import { nextOffset, offsetBefore } from '../util/offsets.js';
+import type { Settled } from '../util/grouped-calls.js';
 
 /** Headers of a record routed to its key's task through the reroute topic. */
 export const REROUTE_HEADERS = { topic: 'kairos-reroute-topic', partition: 'kairos-reroute-partition', offset: 'kairos-reroute-offset' } as const;
@@ -118,6 +120,14 @@ function outboxGroups(topicMessages: readonly TopicMessages[], maxBytes: number)
 interface PendingOutput {
   readonly topic: string;
   readonly record: OutputRecord;
+}
+
+/** A promise's outcome, as a promise that never rejects. */
+function settledOf<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then(
+    (value) => ({ ok: true, value }),
+    (error: unknown) => ({ ok: false, error }),
+  );
 }
 
 export class ActiveTask {
@@ -414,13 +424,15 @@ export class ActiveTask {
     // Taken now: what is processed while the produce is in flight belongs to the next commit.
     this.outputs = [];
     this.raw = [];
-    const requeue = (): void => {
+    const requeue = (again: (topic: string) => boolean = () => true): void => {
       // Nothing is lost: the outputs go again with the next commit (at-least-once, equal ids) — after the state
       // commit from the outbox (#outboxUnsent), before it as outputs again.
-      this.outputs = [...outputs, ...this.outputs];
-      this.raw = [...raw, ...this.raw];
-      for (const o of outputs) this.#lingering(o.topic);
-      for (const r of raw) this.#lingering(r.topic);
+      const o = outputs.filter((x) => again(x.topic));
+      const r = raw.filter((x) => again(x.topic));
+      this.outputs = [...o, ...this.outputs];
+      this.raw = [...r, ...this.raw];
+      for (const x of o) this.#lingering(x.topic);
+      for (const x of r) this.#lingering(x.topic);
       this.pending = true;
     };
     if (this.txProducer) {
@@ -450,23 +462,55 @@ export class ActiveTask {
       throw err;
     }
     const writes = (async (): Promise<void> => {
-      let stateCommitted = false;
+      // Repartition and re-routed records go in one produce request with the changelog's store entries (the
+      // collector groups the sends of one turn), and are acknowledged before the commit marker. The outputs —
+      // with those of earlier commits still unsent — go once the marker is: a trigger or audit record exists
+      // only once its commit is complete. They and then the consumer offsets are sent while RocksDB writes.
+      const internalSent = internal.length > 0 ? settledOf(env.collector.send(internal)) : undefined;
+      const recovered = this.#outboxUnsent;
+      const outgoing = recovered.length > 0 ? [...recovered, ...external] : external;
+      this.#outboxUnsent = [];
+      let outputsSent: Settled<unknown> | undefined;
+      let changelogComplete = false;
       try {
-        if (internal.length > 0) await env.collector.send(internal);
-        await prepared.finish();
-        stateCommitted = true;
-        this.#outboxUnsent.push(...external);
-        if (this.#outboxUnsent.length > 0) {
-          await env.collector.send(this.#outboxUnsent);
-          this.#outboxUnsent = [];
-        }
-        // The positions this commit made durable, not those of what was processed since.
-        await this.#commitOffsets(prepared.positions);
+        await prepared.finish({
+          ...(internalSent === undefined
+            ? {}
+            : {
+                beforeComplete: async () => {
+                  const r = await internalSent;
+                  if (!r.ok) throw r.error;
+                },
+              }),
+          alongsideLocalWrite: async () => {
+            changelogComplete = true;
+            if (outgoing.length > 0) outputsSent = await settledOf(env.collector.send(outgoing));
+            // The positions this commit made durable, not those of what was processed since; after the outputs,
+            // so offsets covering an input mean its outputs are out.
+            if (outputsSent === undefined || outputsSent.ok) await this.#commitOffsets(prepared.positions);
+          },
+        });
       } catch (err) {
         prepared.abandon();
-        if (stateCommitted) this.pending = true;
-        else requeue();
+        if (changelogComplete) {
+          // Only the local write failed: the changelog holds the commit, its outbox among it. The changes are
+          // written again with the next commit; outputs not acknowledged go from the outbox.
+          if (outputsSent !== undefined && !outputsSent.ok) this.#outboxUnsent = [...outgoing, ...this.#outboxUnsent];
+          this.pending = true;
+        } else {
+          // Nothing committed: the outputs go again with the next commit, as outputs; repartition records too,
+          // unless they were acknowledged (a repeat would reach the next task twice).
+          const internalOk = internalSent === undefined || (await internalSent).ok;
+          this.#outboxUnsent = [...recovered, ...this.#outboxUnsent];
+          requeue((topic) => !internalOk || !this.#internal(topic));
+        }
         throw err;
+      }
+      if (outputsSent !== undefined && !outputsSent.ok) {
+        // The state is committed with the outputs in its outbox: they go with the next commit.
+        this.#outboxUnsent = [...outgoing, ...this.#outboxUnsent];
+        this.pending = true;
+        throw outputsSent.error;
       }
       this.#counted(outputs, raw);
       end?.();

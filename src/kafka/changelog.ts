@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Admin, Kafka, Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import { changelogTopic, POSITIONS_STORE, type ChangelogCheckpoint, type ChangelogEntry, type ChangelogWriter } from '../engine/state/changelog.js';
+import { changelogTopic, POSITIONS_STORE, type ChangelogCheckpoint, type ChangelogEntry, type ChangelogSendOptions, type ChangelogWriter } from '../engine/state/changelog.js';
 import type { TaskState } from '../engine/state/task-state.js';
 import { KairosError } from '../errors.js';
 import { partitionOffsets } from './topics.js';
@@ -40,14 +40,15 @@ export class KafkaChangelogWriter implements ChangelogWriter {
   }
 
   /**
-   * Store entries first, then the consumed positions, then a commit marker on the positions changelog whose
+   * Store entries first (the runner's repartition records go in the same request: `beforeComplete` waits for
+   * them), then the consumed positions, then a commit marker on the positions changelog whose
    * value is where every store changelog got to — every store, also those this commit did not write, so the
    * last marker alone is enough (the compacted positions log keeps only the last one). A commit whose
    * requests were cut short (a kill between two of them) has no marker: a restore stops each store at the
    * last marker's offsets and skips the rest, so restored stores and positions always belong to one complete
    * commit (no record applied twice).
    */
-  async send(_taskId: string, entries: readonly ChangelogEntry[]): Promise<ChangelogCheckpoint> {
+  async send(_taskId: string, entries: readonly ChangelogEntry[], options: ChangelogSendOptions = {}): Promise<ChangelogCheckpoint> {
     const stores = new Map<string, Message[]>();
     const positions: Message[] = [];
     const positionsTopic = changelogTopic(this.#applicationId, POSITIONS_STORE);
@@ -63,6 +64,8 @@ export class KafkaChangelogWriter implements ChangelogWriter {
       list.push(m);
     }
     const checkpoint = stores.size > 0 ? await this.#send([...stores].map(([topic, messages]) => ({ topic, messages }))) : new Map<string, string>();
+    // What else the commit needs durable before its marker (the runner's repartition records, sent alongside).
+    await options.beforeComplete?.();
     const ends = new Map(this.#ends);
     for (const [k, v] of checkpoint) ends.set(k.slice(0, k.lastIndexOf('\u0000')), v);
     positions.push({ key: COMMIT_MARKER_KEY, value: JSON.stringify(Object.fromEntries(ends)), partition: this.#partition });

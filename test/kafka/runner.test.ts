@@ -1,10 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { ConsumerConfig, Kafka, ProducerBatch, ProducerConfig, TopicPartitionOffsetAndMetadata } from 'kafkajs';
 import { Registry } from 'prom-client';
 import type { BasketEvent, OrderEvent, Trigger } from '../../schemas/contract.js';
 import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { partitionOf } from '../../src/kafka/partitioner.js';
 import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
 import { tempDir } from '../helpers.js';
 import { collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
@@ -151,6 +153,84 @@ test('a runner restarted on its state dir loads the keys of each fetched batch w
   } finally {
     await first.stop();
     await second?.stop();
+    dir.remove();
+  }
+});
+
+/**
+ * The Kafka client the runner gets, with every acknowledged produce request (its records as `topic/partition`,
+ * triggers as `trigger:customerId`) and offset commit written to `log`, in acknowledgement order.
+ */
+function recording(kafka: Kafka, log: string[][]): Kafka {
+  const wrap = <T extends object>(target: T, name: 'sendBatch' | 'commitOffsets', entry: (arg: never) => string[]): T =>
+    new Proxy(target, {
+      get(t, k) {
+        const v = Reflect.get(t, k) as unknown;
+        if (typeof v !== 'function') return v;
+        if (k !== name) return (v as (...a: unknown[]) => unknown).bind(t);
+        return async (arg: never) => {
+          const r = (await (v as (a: never) => Promise<unknown>).call(t, arg)) as unknown;
+          log.push(entry(arg));
+          return r;
+        };
+      },
+    });
+  return new Proxy(kafka, {
+    get(t, k) {
+      if (k === 'producer') {
+        return (config?: ProducerConfig) =>
+          wrap(t.producer(config), 'sendBatch', (batch: ProducerBatch) =>
+            (batch.topicMessages ?? []).flatMap((tm) => tm.messages.map((m) => (tm.topic === 'crm.triggers.v1' ? `trigger:${(JSON.parse(String(m.value)) as Trigger).customerId}` : `${tm.topic}/${m.partition ?? '*'}`))),
+          );
+      }
+      if (k === 'consumer') {
+        return (config: ConsumerConfig) => wrap(t.consumer(config), 'commitOffsets', (offsets: TopicPartitionOffsetAndMetadata[]) => offsets.map((o) => `offsets ${o.topic}/${o.partition}`));
+      }
+      const v = Reflect.get(t, k) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+    },
+  });
+}
+
+test('a commit sends its repartition records with its changelog entries in one request, its outputs only after its commit marker, and its offsets after its outputs', async () => {
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'korder';
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '2s' } } } }), app);
+  const log: string[][] = [];
+  const r = runner(dir.dir, { topology, groupId: 'kairos-korder', kafka: recording(kafka, log) });
+  try {
+    await r.start();
+    const customers = Array.from({ length: 12 }, (_, i) => `od${i}`);
+    await produce(kafka, 'shop.basket.v1', customers.map((c) => ({ key: c, value: JSON.stringify(added(c, Date.now())) })));
+    await collect(kafka, ['crm.triggers.v1'], (all) => all.filter((m) => json<Trigger>(m.message).customerId.startsWith('od')).length >= customers.length, 30_000);
+    await r.stop();
+    const storeLog = (x: string) => x.startsWith(`${app}-`) && x.includes('-changelog/') && !x.startsWith(`${app}-_positions-changelog/`);
+    const repartition = (x: string) => x.startsWith(`${app}-`) && x.includes('-repartition/');
+    const withRepartition = log.filter((req) => req.some(repartition));
+    assert.ok(withRepartition.length > 0, 'the basket events were repartitioned by sku');
+    assert.deepEqual(
+      withRepartition.filter((req) => !req.some(storeLog)),
+      [],
+      'every request with repartition records carries changelog entries of the same commits',
+    );
+    let triggers = 0;
+    log.forEach((req, i) => {
+      for (const x of req.filter((y) => y.startsWith('trigger:od'))) {
+        triggers++;
+        const p = partitionOf(x.slice('trigger:'.length), 4);
+        const lastIndex = (pred: (y: string) => boolean): number => log.slice(0, i + 1).findLastIndex((q) => q.some(pred));
+        const entries = lastIndex((y) => storeLog(y) && y.endsWith(`/${p}`));
+        const marker = lastIndex((y) => y === `${app}-_positions-changelog/${p}`);
+        assert.ok(entries >= 0 && entries < marker && marker < i, `${x} (task ${p}) in request ${i}: its task's last changelog entries in ${entries}, marker in ${marker}`);
+        // The offsets of that commit come after its outputs.
+        const offsets = log.findIndex((q, j) => j > marker && q.includes(`offsets shop.basket.v1/${p}`));
+        assert.ok(offsets > i, `${x}: task ${p}'s offsets after the commit marker of request ${marker} in ${offsets}, its outputs in ${i}`);
+      }
+    });
+    assert.ok(triggers >= customers.length, `triggers in the produce requests: ${triggers}`);
+  } finally {
+    await r.stop();
     dir.remove();
   }
 });

@@ -24,12 +24,21 @@ export const POSITIONS_STORE = '_positions';
 /** Where the changelog got to: `topic\u0000partition` → next offset of each changelog partition written. */
 export type ChangelogCheckpoint = ReadonlyMap<string, string>;
 
+export interface ChangelogSendOptions {
+  /**
+   * Awaited once the entries are written and before the write is made complete (the Kafka writer's commit
+   * marker): what else must be durable before the commit counts (the runner's repartition records, sent
+   * alongside the entries). A rejection leaves the commit incomplete and rejects the send.
+   */
+  readonly beforeComplete?: () => Promise<void>;
+}
+
 export interface ChangelogWriter {
   /**
    * Resolves once the entries are durable (acknowledged), with the changelog positions reached (recorded by
    * the task as its restore checkpoint) when the log has offsets. Called once per commit, never concurrently.
    */
-  send(taskId: string, entries: readonly ChangelogEntry[]): Promise<ChangelogCheckpoint | void>;
+  send(taskId: string, entries: readonly ChangelogEntry[], options?: ChangelogSendOptions): Promise<ChangelogCheckpoint | void>;
 }
 
 export interface ChangelogReader {
@@ -46,7 +55,13 @@ export class MemoryChangelog implements ChangelogWriter, ChangelogReader {
   readonly #logs = new Map<string, Map<string, ChangelogEntry>>();
   sent = 0;
 
-  send(taskId: string, entries: readonly ChangelogEntry[]): Promise<void> {
+  send(taskId: string, entries: readonly ChangelogEntry[], options: ChangelogSendOptions = {}): Promise<void> {
+    if (options.beforeComplete) return options.beforeComplete().then(() => this.#append(taskId, entries));
+    this.#append(taskId, entries);
+    return Promise.resolve();
+  }
+
+  #append(taskId: string, entries: readonly ChangelogEntry[]): void {
     let log = this.#logs.get(taskId);
     if (!log) this.#logs.set(taskId, (log = new Map()));
     for (const e of entries) {
@@ -55,7 +70,6 @@ export class MemoryChangelog implements ChangelogWriter, ChangelogReader {
       log.set(id, e);
     }
     this.sent += entries.length;
-    return Promise.resolve();
   }
 
   async *read(taskId: string): AsyncIterable<readonly ChangelogEntry[]> {

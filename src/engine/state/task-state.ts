@@ -102,6 +102,18 @@ export interface CommitOptions {
   /** Runs after the changelog write and before the local RocksDB write; a rejection commits nothing locally. */
   readonly beforeLocalWrite?: () => Promise<void>;
   /**
+   * Awaited after the changelog's entries are written and before the changelog write is made complete (see
+   * ChangelogSendOptions), or before the local write when there is nothing to log: what must be durable
+   * before the commit counts. A rejection commits nothing.
+   */
+  readonly beforeComplete?: () => Promise<void>;
+  /**
+   * Started once the changelog write is complete (after `beforeLocalWrite`), and run while RocksDB writes: the
+   * commit returns when both are done. It cannot undo the commit, so it must handle its own failures (a
+   * rejection is ignored). The runner sends the commit's outputs and then the consumer offsets in it.
+   */
+  readonly alongsideLocalWrite?: () => Promise<void>;
+  /**
    * Return once the local RocksDB write has started, not when it has landed: processing goes on while RocksDB
    * writes on its own thread. The next commit, scans of RocksDB and close() wait for it, and a failure of it
    * is thrown there (point reads need not: the keys it writes stay in the cache until it has landed). For
@@ -111,6 +123,9 @@ export interface CommitOptions {
   readonly background?: boolean;
 }
 
+/** What a prepared commit's `finish` runs with it. */
+export type FinishOptions = Pick<CommitOptions, 'beforeLocalWrite' | 'beforeComplete' | 'alongsideLocalWrite'>;
+
 /** A commit whose changes are taken (TaskState.prepareCommit) and not written yet. */
 export interface PreparedCommit {
   /** RocksDB operations the commit writes (0: nothing to commit). */
@@ -118,7 +133,7 @@ export interface PreparedCommit {
   /** The input positions the commit makes durable (`topic \u0000 partition` → next offset). */
   readonly positions: ReadonlyMap<string, string>;
   /** Writes the changelog, then RocksDB; rejects, with the changes kept for the next commit, on failure. */
-  finish(options?: Pick<CommitOptions, 'beforeLocalWrite'>): Promise<{ changes: number }>;
+  finish(options?: FinishOptions): Promise<{ changes: number }>;
   /** Gives the taken changes back uncommitted (the commit will not be finished). */
   abandon(): void;
 }
@@ -716,20 +731,24 @@ export class TaskState {
       settled = true;
       release();
     };
-    const finish = async (o: Pick<CommitOptions, 'beforeLocalWrite'> = {}): Promise<{ changes: number }> => {
+    const finish = async (o: FinishOptions = {}): Promise<{ changes: number }> => {
       if (settled) throw new Error(`task ${this.taskId}: a prepared commit finished twice`);
       if (ops.length === 0) {
         settle();
+        await o.beforeComplete?.();
         await o.beforeLocalWrite?.();
+        await o.alongsideLocalWrite?.().catch(() => undefined);
         return { changes: 0 };
       }
       // Until this commit has landed, scans of RocksDB (which does not hold it yet) and the next commit wait.
       const landed = new Promise<void>((resolve) => (release = resolve));
       this.#writing = landed;
       try {
-        if (entries.length > 0 && this.#changelog) {
+        const changelog = entries.length > 0 ? this.#changelog : undefined;
+        if (changelog === undefined) await o.beforeComplete?.();
+        else {
           try {
-            const checkpoint = await this.#changelog.send(this.taskId, entries);
+            const checkpoint = await changelog.send(this.taskId, entries, o.beforeComplete ? { beforeComplete: o.beforeComplete } : {});
             // The changelog positions reached go into the same batch: local state says how far the log covers it.
             if (checkpoint) {
               for (const [k, v] of checkpoint) {
@@ -745,7 +764,12 @@ export class TaskState {
         // Exactly-once: the Kafka transaction (outputs, changelog, offsets) commits here; if it fails, nothing is
         // written locally and the caller rebuilds the task from disk.
         await o.beforeLocalWrite?.();
-        await this.#db.batch(ops);
+        const alongside = o.alongsideLocalWrite?.().catch(() => undefined);
+        try {
+          await this.#db.batch(ops);
+        } finally {
+          await alongside;
+        }
       } catch (err) {
         giveBack();
         settle();

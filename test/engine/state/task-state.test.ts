@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { jsonCodec, keyValueStore, NOT_LOADED, sessionStore, windowStore } from '../../../src/engine/api/index.js';
 import { TaskState } from '../../../src/engine/state/task-state.js';
-import { MemoryChangelog } from '../../../src/engine/state/changelog.js';
+import { MemoryChangelog, type ChangelogSendOptions } from '../../../src/engine/state/changelog.js';
 import { KeyValueView, SessionView, WindowView } from '../../../src/engine/state/stores.js';
 import { tempDir } from '../../helpers.js';
 
@@ -378,6 +378,64 @@ test('beforeLocalWrite (exactly-once transaction commit) runs after the changelo
     assert.deepEqual(await s2.get('things', 'a'), { n: 1 });
     assert.equal(await s2.get('things', 'b'), undefined, 'nothing of the failed commit reached RocksDB');
     assert.equal(s2.position('in', 1), '5');
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('beforeComplete is awaited between the changelog entries and their completion, alongsideLocalWrite runs while RocksDB writes; a rejected beforeComplete commits nothing, a rejected alongsideLocalWrite undoes nothing', async () => {
+  const t = tempDir();
+  const order: string[] = [];
+  const changelog = {
+    async send(_task: string, entries: readonly { store: string }[], o: ChangelogSendOptions = {}): Promise<void> {
+      order.push(`entries:${entries.length}`);
+      await o.beforeComplete?.();
+      order.push('marker');
+    },
+  };
+  try {
+    const s1 = await TaskState.open({ dir: t.dir, taskId: '0_1', stores: [kv], changelog });
+    s1.put('things', 'a', { n: 1 });
+    s1.setPosition('in', 1, '5');
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    let done = false;
+    const committing = s1
+      .commit({
+        beforeComplete: () => Promise.resolve(void order.push('internal acknowledged')),
+        alongsideLocalWrite: async () => {
+          order.push('alongside');
+          await gate;
+          order.push('alongside done');
+        },
+      })
+      .then(() => (done = true));
+    while (!order.includes('alongside')) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(done, false, 'the commit waits for what runs alongside its local write');
+    release();
+    await committing;
+    assert.deepEqual(order, ['entries:2', 'internal acknowledged', 'marker', 'alongside', 'alongside done']);
+
+    order.length = 0;
+    s1.put('things', 'b', { n: 2 });
+    s1.setPosition('in', 1, '9');
+    let ranAlongside = false;
+    await assert.rejects(
+      s1.commit({ beforeComplete: () => Promise.reject(new Error('repartition send failed')), alongsideLocalWrite: () => Promise.resolve(void (ranAlongside = true)) }),
+      (err: Error) => /changelog write failed/.test(err.message) && /repartition send failed/.test(String((err.cause as Error).message)),
+    );
+    assert.deepEqual(order, ['entries:2'], 'no completion after a rejected beforeComplete');
+    assert.equal(ranAlongside, false);
+
+    // The changes of the failed commit go with the next, whose alongside part fails on its own.
+    s1.put('things', 'c', { n: 3 });
+    await s1.commit({ alongsideLocalWrite: () => Promise.reject(new Error('outputs failed')) });
+    await s1.close();
+    const s2 = await TaskState.open({ dir: t.dir, taskId: '0_1', stores: [kv] });
+    assert.deepEqual([await s2.get('things', 'a'), await s2.get('things', 'b'), await s2.get('things', 'c')], [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    assert.equal(s2.position('in', 1), '9');
     await s2.close();
   } finally {
     t.remove();
