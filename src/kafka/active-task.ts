@@ -496,6 +496,7 @@ export class ActiveTask {
           // Only the local write failed: the changelog holds the commit, its outbox among it. The changes are
           // written again with the next commit; outputs not acknowledged go from the outbox.
           if (outputsSent !== undefined && !outputsSent.ok) this.#outboxUnsent = [...outgoing, ...this.#outboxUnsent];
+          else this.#counted(outputs, raw);
           this.pending = true;
         } else {
           // Nothing committed: the outputs go again with the next commit, as outputs; repartition records too,

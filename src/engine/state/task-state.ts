@@ -109,8 +109,10 @@ export interface CommitOptions {
   readonly beforeComplete?: () => Promise<void>;
   /**
    * Started once the changelog write is complete (after `beforeLocalWrite`), and run while RocksDB writes: the
-   * commit returns when both are done. It cannot undo the commit, so it must handle its own failures (a
-   * rejection is ignored). The runner sends the commit's outputs and then the consumer offsets in it.
+   * commit returns when both are done (scans and the cache wait only for RocksDB). It cannot undo the commit,
+   * so it must handle its own failures (a rejection is ignored). The runner sends the commit's outputs and then
+   * the consumer offsets in it. With no changelog entries to write (no changelog, or nothing logged) it starts
+   * while the only durable write is still landing: nothing that needs the commit complete may go in it then.
    */
   readonly alongsideLocalWrite?: () => Promise<void>;
   /**
@@ -743,6 +745,8 @@ export class TaskState {
       // Until this commit has landed, scans of RocksDB (which does not hold it yet) and the next commit wait.
       const landed = new Promise<void>((resolve) => (release = resolve));
       this.#writing = landed;
+      // Runs on once RocksDB has landed (scans and the cache need not wait for it); awaited before returning.
+      let alongside: Promise<void> | undefined;
       try {
         const changelog = entries.length > 0 ? this.#changelog : undefined;
         if (changelog === undefined) await o.beforeComplete?.();
@@ -764,15 +768,12 @@ export class TaskState {
         // Exactly-once: the Kafka transaction (outputs, changelog, offsets) commits here; if it fails, nothing is
         // written locally and the caller rebuilds the task from disk.
         await o.beforeLocalWrite?.();
-        const alongside = o.alongsideLocalWrite?.().catch(() => undefined);
-        try {
-          await this.#db.batch(ops);
-        } finally {
-          await alongside;
-        }
+        alongside = o.alongsideLocalWrite?.().catch(() => undefined);
+        await this.#db.batch(ops);
       } catch (err) {
         giveBack();
         settle();
+        await alongside;
         throw err;
       }
       for (const [s, keys] of taken) {
@@ -801,6 +802,7 @@ export class TaskState {
       settle();
       // What was taken is clean now: the memory budget can be met.
       this.#keepBudget(0);
+      await alongside;
       return { changes: ops.length };
     };
     return {
