@@ -2,8 +2,9 @@
  * The serialized customer views, kept per customer and scope while the state they were built from is unchanged.
  * Serializing a view cost more than reading it (issue 17); a view's bytes are reused only when every entry it
  * read has the version it had when the view was built (TaskState.versionsOfKey: a new number on every write, load,
- * eviction or restore), the stream time has not moved past an expiry of one of them, and the key's pending
- * timers are the ones the view lists. Anything that cannot be known (a reader without versions, an entry not
+ * eviction or restore; a hit checks the entries kept from then, TaskState.streamTimeIfUnchanged, rather than
+ * looking the key up in six stores), the stream time has not moved past an expiry of one of them, and the key's
+ * pending timers are the ones the view lists. Anything that cannot be known (a reader without versions, an entry not
  * cached) builds the view as before. What depends on the request (`freshness`) is never cached.
  */
 import type { EntryVersions, StateReader, TimerInfo } from '../engine/state/reader.js';
@@ -11,6 +12,8 @@ import type { Scope } from './auth.js';
 import { CUSTOMER_STORES, customerView } from './views.js';
 
 interface Entry {
+  /** What the view was built from (the reader's `versions` answer), all known; `versions` is its versions. */
+  readonly taken: EntryVersions;
   readonly versions: readonly number[];
   readonly streamTime: number;
   readonly liveUntil: number;
@@ -80,10 +83,14 @@ export class CustomerViewCache {
     const id = variant(scopes, customerId);
     const cached = this.#entries.get(id);
     if (cached === undefined) return undefined;
-    const now = r.versions?.(CUSTOMER_STORES, customerId);
-    if (now === undefined) return undefined;
-    const st = now.streamTime;
-    if (st >= cached.streamTime && st < cached.liveUntil && sameVersions(cached.versions, now.versions) && sameTimers(cached.timers, r.timers(customerId))) {
+    let st: number | undefined;
+    if (r.streamTimeIfUnchanged !== undefined) st = r.streamTimeIfUnchanged(cached.taken);
+    else {
+      const now = r.versions?.(CUSTOMER_STORES, customerId);
+      st = now !== undefined && sameVersions(cached.versions, now.versions) ? now.streamTime : undefined;
+    }
+    if (st === undefined) return undefined;
+    if (st >= cached.streamTime && st < cached.liveUntil && sameTimers(cached.timers, r.timers(customerId))) {
       this.hits++;
       // Marked, not moved: eviction gives it a second chance (#set), so a hit writes no Map.
       cached.used = true;
@@ -114,7 +121,7 @@ export class CustomerViewCache {
     const versions = known(before);
     const after = versions === undefined ? undefined : r.versions?.(CUSTOMER_STORES, customerId);
     if (before !== undefined && versions !== undefined && after !== undefined && after.streamTime === before.streamTime && sameVersions(versions, after.versions)) {
-      this.#set(id, { versions, streamTime: before.streamTime, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text, used: true });
+      this.#set(id, { taken: after, versions, streamTime: before.streamTime, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text, used: true });
     } else if (cached !== undefined) this.#drop(id, cached);
     return text;
   }

@@ -31,12 +31,20 @@ const auth = testAuth();
 
 const profile = testProfile;
 
-/** The same API twice over one state: `cached` with a view cache, `plain` with a reader that has no versions. */
-async function pairOver(topology: Topology, reader: () => StateReader): Promise<{ cached: FastifyInstance; plain: FastifyInstance; views: CustomerViewCache }> {
+/**
+ * The same API three times over one state: `cached` with a view cache (hits checked on the entries kept,
+ * `streamTimeIfUnchanged`), `byVersions` with a view cache whose reader compares versions only, `plain` with a
+ * reader that has no versions.
+ */
+async function pairOver(topology: Topology, reader: () => StateReader): Promise<{ cached: FastifyInstance; byVersions: FastifyInstance; plain: FastifyInstance; views: CustomerViewCache }> {
   const views = new CustomerViewCache();
   const backend = (r: () => StateReader): QueryBackend => ({ topology, partitionOf: () => 0, owner: () => null, reader: () => Promise.resolve(r()) });
   const withoutVersions = (): StateReader => {
-    const { versions: _unused, ...rest } = reader();
+    const { versions: _unused, streamTimeIfUnchanged: _unused2, ...rest } = reader();
+    return rest;
+  };
+  const versionsOnly = (): StateReader => {
+    const { streamTimeIfUnchanged: _unused, ...rest } = reader();
     return rest;
   };
   const opts = { auth, self: () => 'self:1', rateLimitService: 1e9, rateLimitCustomer: 1e9, forwardTimeoutMs: 1000 };
@@ -44,15 +52,17 @@ async function pairOver(topology: Topology, reader: () => StateReader): Promise<
   await registerApi(cached, { ...opts, backend: backend(reader), viewCache: views }, new Registry());
   const plain = createApiApp();
   await registerApi(plain, { ...opts, backend: backend(withoutVersions) }, new Registry());
-  return { cached, plain, views };
+  const byVersions = createApiApp();
+  await registerApi(byVersions, { ...opts, backend: backend(versionsOnly), viewCache: new CustomerViewCache() }, new Registry());
+  return { cached, byVersions, plain, views };
 }
 
 /** Asks both apps (the cached one twice: a miss may fill, the second may hit) and compares status, headers and bytes. */
-async function same(apps: { cached: FastifyInstance; plain: FastifyInstance }, id: string, credential: { header: string; value: string }, what: string): Promise<string> {
+async function same(apps: { cached: FastifyInstance; byVersions: FastifyInstance; plain: FastifyInstance }, id: string, credential: { header: string; value: string }, what: string): Promise<string> {
   const ask = (app: FastifyInstance) => app.inject({ method: 'GET', url: `/v1/customers/${encodeURIComponent(id)}`, headers: { [credential.header]: credential.value } });
   const want = await ask(apps.plain);
-  for (const round of [1, 2]) {
-    const got = await ask(apps.cached);
+  for (const [round, app] of [[1, apps.cached], [2, apps.cached], [3, apps.byVersions], [4, apps.byVersions]] as const) {
+    const got = await ask(app);
     assert.equal(got.statusCode, want.statusCode, `${what}: status (round ${round})`);
     assert.equal(got.body, want.body, `${what}: body (round ${round})`);
     for (const h of ['content-type', 'x-kairos-served-by', 'x-kairos-source', 'content-length']) assert.equal(got.headers[h], want.headers[h], `${what}: ${h}`);
@@ -76,6 +86,7 @@ before(async () => {
 after(async () => {
   await apps.cached.close();
   await apps.plain.close();
+  await apps.byVersions.close();
   await driver.close();
 });
 
@@ -177,6 +188,7 @@ test('cached answers equal built ones while the state cache evicts the customers
     } finally {
       await local.cached.close();
       await local.plain.close();
+      await local.byVersions.close();
       await s.close();
     }
   } finally {
@@ -208,6 +220,7 @@ test('an entry with a TTL that expires by stream time alone (no write) is not se
     } finally {
       await local.cached.close();
       await local.plain.close();
+      await local.byVersions.close();
       await s.close();
     }
   } finally {

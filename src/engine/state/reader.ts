@@ -38,6 +38,12 @@ export interface StateReader {
    * reader without it never lets its answers be reused.
    */
   versions?(specs: readonly KeyValueStoreSpec<unknown>[], key: string): EntryVersions;
+  /**
+   * The state's stream time now, when `versions` would answer again the versions `taken` (an answer of this
+   * reader's `versions`) gives, checked on the entries it kept rather than by a lookup per store
+   * (TaskState.streamTimeIfUnchanged); undefined when any moved or `taken` is another state's. Optional.
+   */
+  streamTimeIfUnchanged?(taken: EntryVersions): number | undefined;
   /** Pending timers of a key (undefined where not known: a standby copy keeps timers only on disk). */
   timers(key: string): TimerInfo[] | undefined;
 }
@@ -77,6 +83,7 @@ export function stateReader(
       return (await state.scan(spec.name, range)).map((e) => ({ key: e.key, value: e.value as V }));
     },
     versions: (specs, key) => state.versionsOfKey(storeNames(specs), key),
+    streamTimeIfUnchanged: (taken) => state.streamTimeIfUnchanged(taken),
     timers: (key) => opts.timers?.(key),
   };
 }

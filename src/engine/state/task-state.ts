@@ -17,8 +17,9 @@ import { compareUtf8, SortedKeys } from './sorted-keys.js';
 const ABSENT: unique symbol = Symbol('absent');
 /**
  * `size`: estimated heap bytes of the entry (key, decoded value, bookkeeping), for the cache's memory budget.
- * `version`: a number no other entry of this process has had; a new one on every write of the entry and on every
- * load from RocksDB (see `TaskState.versionsOfKey`).
+ * `version`: a number no other entry of this process has had; a new one on every write of the entry, on every
+ * load from RocksDB, and when the entry leaves the cache (so one holding the object sees it is no longer the
+ * key's: `TaskState.versionsOfKey`, `streamTimeIfUnchanged`).
  * `used`: read since eviction last passed it (a second chance: eviction moves it to the recent end instead).
  */
 type Cached = { value: unknown; ts: number; dirty: boolean; used: boolean; version: number; size?: number };
@@ -157,6 +158,23 @@ export interface EntryVersions {
   readonly liveUntil: number;
 }
 
+/**
+ * A `versionsOfKey` answer that keeps what it read: the cache entries themselves, and for a key a complete store
+ * does not hold, the store (its absence version), so `TaskState.streamTimeIfUnchanged` checks them again without
+ * looking the key up in each store's Map.
+ */
+class TakenVersions implements EntryVersions {
+  constructor(
+    readonly state: TaskState,
+    readonly key: string,
+    readonly versions: (number | undefined)[],
+    readonly streamTime: number,
+    readonly liveUntil: number,
+    readonly entries: (Cached | undefined)[],
+    readonly absentFrom: (StoreState | undefined)[],
+  ) {}
+}
+
 export interface StateScan {
   readonly gte?: string;
   readonly gt?: string;
@@ -217,7 +235,11 @@ class StoreState {
   setEntry(key: string, e: Cached): void {
     const old = this.cache.get(key);
     if (old === undefined) this.index?.add(key);
-    else this.bytes -= old.size ?? 0;
+    else {
+      this.bytes -= old.size ?? 0;
+      // No longer the key's entry: a holder of the old object sees a version it never gave (TakenVersions).
+      if (old !== e) old.version = nextVersion();
+    }
     e.size ??= entrySize(key, e.value === ABSENT ? 0 : this.avgEncoded);
     this.bytes += e.size;
     this.cache.set(key, e);
@@ -234,6 +256,7 @@ class StoreState {
   dropEntry(key: string, e: Cached): void {
     this.cache.delete(key);
     this.bytes -= e.size ?? 0;
+    e.version = nextVersion();
     this.absentVersion = nextVersion();
     if (e.value !== ABSENT) {
       this.complete = false;
@@ -242,6 +265,7 @@ class StoreState {
   }
 
   clear(complete: boolean): void {
+    for (const e of this.cache.values()) e.version = nextVersion();
     this.cache.clear();
     this.bytes = 0;
     this.dirty.clear();
@@ -447,10 +471,13 @@ export class TaskState {
    */
   versionsOfKey(stores: readonly string[], key: string): EntryVersions {
     this.#checkOpen();
-    const versions = new Array<number | undefined>(stores.length);
+    const n = stores.length;
+    const versions = new Array<number | undefined>(n);
+    const entries = new Array<Cached | undefined>(n);
+    const absentFrom = new Array<StoreState | undefined>(n);
     const streamTime = this.#streamTime;
     let liveUntil = Infinity;
-    for (let i = 0; i < stores.length; i++) {
+    for (let i = 0; i < n; i++) {
       const s = this.#stores.get(stores[i] as string);
       if (s === undefined) {
         versions[i] = 0;
@@ -458,17 +485,47 @@ export class TaskState {
       }
       const e = s.cache.get(key);
       if (e === undefined) {
-        versions[i] = s.complete ? s.absentVersion : undefined;
+        if (s.complete) {
+          versions[i] = s.absentVersion;
+          absentFrom[i] = s;
+        } else versions[i] = undefined;
         continue;
       }
       versions[i] = e.version;
+      entries[i] = e;
       if (e.value === ABSENT) continue;
       const ttl = s.spec.kind === 'key-value' ? s.spec.ttlMs : s.spec.retentionMs;
       // Live until stream time reaches ts + ttl (see #live); an entry expired already stays so as time moves on.
       if (ttl !== undefined && e.ts + ttl > streamTime && e.ts + ttl < liveUntil) liveUntil = e.ts + ttl;
     }
-    return { versions, streamTime, liveUntil };
+    return new TakenVersions(this, key, versions, streamTime, liveUntil, entries, absentFrom);
   }
+
+  /**
+   * The stream time now, when `versionsOfKey` would answer the versions `taken` (an answer of this state's
+   * `versionsOfKey`) gives again: every entry it read is still the key's with that version, and every store that
+   * did not hold the key still does not. Checked on the entries `taken` kept, without looking the key up in each
+   * store (the query API's cached views check this per request). Undefined when any moved, when a version was not
+   * known, or when `taken` is not this open state's.
+   */
+  streamTimeIfUnchanged(taken: EntryVersions): number | undefined {
+    if (this.#closed || !(taken instanceof TakenVersions) || taken.state !== this) return undefined;
+    const { versions, entries, absentFrom } = taken;
+    for (let i = 0; i < versions.length; i++) {
+      const v = versions[i];
+      const e = entries[i];
+      if (e !== undefined) {
+        if (e.version !== v) return undefined;
+        continue;
+      }
+      const s = absentFrom[i];
+      if (s !== undefined) {
+        if (s.absentVersion !== v || s.cache.has(taken.key)) return undefined;
+      } else if (v !== 0) return undefined;
+    }
+    return this.#streamTime;
+  }
+
 
   /**
    * Called at the start of every commit, before it takes the changes: a writer that buffers its own (the task's

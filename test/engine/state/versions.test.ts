@@ -97,3 +97,89 @@ test('liveUntil: the stream time at which a live entry with a TTL expires', asyn
     t.remove();
   }
 });
+
+test('streamTimeIfUnchanged answers as comparing versionsOfKey again would, through writes, deletes, eviction, reload and clear', async () => {
+  const t = tempDir();
+  try {
+    const b = keyValueStore('b', jsonCodec<{ n: number }>());
+    const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [a, b, ttl], cacheMaxEntries: 6 });
+    const stores = ['a', 'b', 'fleeting', 'not-a-store'];
+    const keys = ['k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'];
+    // A small deterministic generator: the same sequence every run.
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    s.streamTime = 0;
+    const taken = new Map<string, ReturnType<TaskState['versionsOfKey']>>();
+    let agreed = 0;
+    let unchanged = 0;
+    for (let step = 0; step < 600; step++) {
+      const key = keys[rand(keys.length)] as string;
+      const store = (['a', 'b', 'fleeting'] as const)[rand(3)] as 'a' | 'b' | 'fleeting';
+      switch (rand(6)) {
+        case 0:
+          s.put(store, key, store === 'fleeting' ? `v${step}` : { n: step });
+          break;
+        case 1: {
+          const obj = (await s.get(store, key)) as { n: number } | string | undefined;
+          if (obj !== undefined && typeof obj === 'object') {
+            obj.n++;
+            s.put(store, key, obj);
+          }
+          break;
+        }
+        case 2:
+          s.delete(store, key);
+          break;
+        case 3:
+          await s.commit();
+          break;
+        case 4:
+          // Reads load and evict (6 entries per store at most).
+          await s.get(store, key);
+          break;
+        default:
+          s.streamTime += 100;
+      }
+      for (const k of keys) {
+        const now = s.versionsOfKey(stores, k);
+        const before = taken.get(k);
+        if (before !== undefined) {
+          const known = before.versions.every((v) => v !== undefined);
+          const same = known && before.versions.every((v, i) => v === now.versions[i]);
+          const answer = s.streamTimeIfUnchanged(before);
+          assert.equal(answer !== undefined, same, `step ${step}, ${k}: ${JSON.stringify(before.versions)} then ${JSON.stringify(now.versions)}`);
+          if (answer !== undefined) {
+            assert.equal(answer, now.streamTime);
+            unchanged++;
+          }
+          agreed++;
+        }
+        if (before === undefined || rand(3) === 0) taken.set(k, now);
+      }
+      if (step === 400) {
+        // Reopen-like: every entry leaves the cache at once.
+        await s.commit();
+        await s.restore([]);
+      }
+    }
+    assert.ok(agreed > 4000 && unchanged > 200 && unchanged < agreed, `${agreed} checks, ${unchanged} unchanged`);
+    // Another state's answer, and a closed state, are never unchanged.
+    const t2 = tempDir();
+    const other = await TaskState.open({ dir: t2.dir, taskId: '0_1', stores: [a, b, ttl] });
+    const mine = s.versionsOfKey(stores, 'k0');
+    assert.equal(other.streamTimeIfUnchanged(mine), undefined);
+    assert.equal(s.streamTimeIfUnchanged({ versions: [...mine.versions], streamTime: mine.streamTime, liveUntil: mine.liveUntil }), undefined, 'only an answer of versionsOfKey');
+    await other.close();
+    t2.remove();
+    const r = stateReader(s, { source: 'active', partition: 0 });
+    const viaReader = r.versions?.([a, b], 'k1');
+    assert.ok(viaReader !== undefined);
+    await s.close();
+    assert.equal(r.streamTimeIfUnchanged?.(viaReader), undefined, 'closed');
+  } finally {
+    t.remove();
+  }
+});
