@@ -113,3 +113,65 @@ const requestQueueStatus = patchRequestQueue();
 export function kafkajsRequestQueuePatch(): string {
   return requestQueueStatus;
 }
+
+/** A partition's part of a fetch response, as kafkajs hands it to the runner (its `Batch`). */
+export interface FetchedBatch {
+  readonly topic: string;
+  readonly partition: number;
+  /** Whether the batch has records kafkajs will hand to eachBatch. */
+  isEmpty(): boolean;
+}
+
+/** The payload of the consumer's FETCH event once patched: kafkajs' own fields, and the response's batches. */
+export interface FetchEventPayload {
+  readonly nodeId: number;
+  readonly duration: number;
+  /** Every partition of the response, before kafkajs hands any of them on (absent where the patch is not installed). */
+  readonly batches?: readonly FetchedBatch[];
+}
+
+/** The part of kafkajs 2.2.4's consumer Runner that `fetch` uses. */
+interface RunnerState {
+  running: boolean;
+  logger: { debug(message: string, extra: object): void };
+  consumerGroup: { groupId: string; memberId: string; fetch(nodeId: number): Promise<FetchedBatch[]> };
+  instrumentationEmitter: { emit(event: string, payload: object): void };
+  heartbeat(): Promise<void>;
+}
+
+/**
+ * kafkajs 2.2.4's `Runner.fetch`, with the response's batches in its FETCH event. kafkajs hands the batches of one
+ * response to eachBatch one by one, several at a time (partitionsConsumedConcurrently), so a task draining one
+ * input's batch could not know that another of its inputs has records in the same response, not yet handed on:
+ * the FETCH event, emitted after the response is decoded and before any batch is handed on, now says so (the
+ * runner marks those inputs behind, see runner.ts). Otherwise kafkajs' code, unchanged.
+ */
+async function fetchWithBatches(this: RunnerState, nodeId: number): Promise<FetchedBatch[]> {
+  if (!this.running) {
+    this.logger.debug('consumer not running, exiting', { groupId: this.consumerGroup.groupId, memberId: this.consumerGroup.memberId });
+    return [];
+  }
+  const startFetch = Date.now();
+  this.instrumentationEmitter.emit(CONSUMER_EVENTS.FETCH_START, { nodeId });
+  const batches = await this.consumerGroup.fetch(nodeId);
+  this.instrumentationEmitter.emit(CONSUMER_EVENTS.FETCH, { numberOfBatches: 0, duration: Date.now() - startFetch, nodeId, batches });
+  if (batches.length === 0) await this.heartbeat();
+  return batches;
+}
+
+const CONSUMER_EVENTS = require('kafkajs/src/consumer/instrumentationEvents.js').events as { FETCH: string; FETCH_START: string };
+
+function patchRunnerFetch(): string {
+  const mismatch = kafkajsVersionMismatch();
+  if (mismatch !== undefined) return `${mismatch}: its own consumer fetch is used (FETCH events without batches)`;
+  const Runner = require('kafkajs/src/consumer/runner.js') as { prototype: { fetch: (nodeId: number) => Promise<unknown> } };
+  Runner.prototype.fetch = fetchWithBatches as (this: unknown, nodeId: number) => Promise<unknown>;
+  return 'installed';
+}
+
+const runnerFetchStatus = patchRunnerFetch();
+
+/** 'installed' (the consumer's FETCH event carries the response's batches: {@link fetchWithBatches}), or why not. */
+export function kafkajsFetchPatch(): string {
+  return runnerFetchStatus;
+}

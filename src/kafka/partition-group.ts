@@ -10,6 +10,8 @@
  * - That holds right after a task opens (start, restore, rebalance): the lag of each input is read from the
  *   broker when the task opens, so the first batch of one input cannot run ahead of another input whose first
  *   fetch is late.
+ * - An input with records in a fetch response not yet handed on is behind too (the runner marks it when the
+ *   response comes, before kafkajs hands any of its batches on): records of one response keep their order.
  * - Internal inputs (repartition topics, written by other tasks whenever they commit) are never waited for:
  *   their records may come at any time, and the topologies' cross-task joins are order-insensitive.
  * - Waiting ends only by data (or by the broker saying the input is caught up); `maxIdleMs` is a last resort

@@ -36,6 +36,7 @@ import { isTopicName } from '../../schemas/contract.js';
 import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
 import { checkCopartitioned, ensureTopics, INTERNAL_TOPIC_CONFIGS, messageLimit, partitionOffsets, type NeededTopic } from './topics.js';
 import { GroupedCalls } from '../util/grouped-calls.js';
+import type { FetchEventPayload } from './kafkajs-preload.js';
 
 export interface KafkaRunnerOptions {
   readonly topology: Topology;
@@ -366,6 +367,21 @@ export class KafkaRunner {
         void hp.then((h) => h.exclusive(() => h.maybeCommit(true))).catch((err: unknown) => this.#log.warn({ err }, 'commit at rebalance failed'));
       }
     });
+    // Records of a task's input in a fetch response that kafkajs has not handed on yet (it hands a response's
+    // batches on one by one, several at a time): that input is behind until its batch is buffered, so a task
+    // draining another input's batch of the same response — a repartition record, or a newer record of another
+    // input — waits for them instead of moving stream time past them. The FETCH event carries the response's
+    // batches (kafkajs-preload.ts, fetchWithBatches) and comes before any of them is handed on; a batch that is
+    // handed on whole sets the input's lag again (#onBatch).
+    consumer.on(consumer.events.FETCH, (e) => {
+      const batches = (e.payload as FetchEventPayload).batches;
+      if (batches === undefined) return;
+      for (const b of batches) {
+        if (b.isEmpty()) continue;
+        const h = this.#taskNow(b.partition);
+        if (h !== undefined && !h.closed) h.group.setBehind(b.topic, true);
+      }
+    });
     // Batches kafkajs does not hand to eachBatch (only transaction markers or aborted records) still say how
     // far an input goes: without them a task could wait for records that never come. Only such a batch, and
     // only when it starts where the task has fetched to: one fetched before a seek back (a restore, a reset)
@@ -491,19 +507,36 @@ export class KafkaRunner {
         const h = this.#settledTasks.get(hp);
         if (h === undefined) {
           // Known from the next turn on (a rejected handle is no task: the standby copy answers, as in `reader`).
-          if (!this.#watchedTasks.has(hp)) {
-            this.#watchedTasks.add(hp);
-            hp.then(
-              (t) => this.#settledTasks.set(hp, t),
-              () => this.#settledTasks.set(hp, null),
-            );
-          }
+          this.#watch(hp);
           return undefined;
         }
         if (h !== null && !h.closed) return this.#activeReader(h);
       }
     }
     return this.#standbyReader(partition);
+  }
+
+  /**
+   * The open task of a partition when its handle has settled, without waiting (undefined while it opens, and for a
+   * partition this instance does not run).
+   */
+  #taskNow(partition: number): ActiveTask | undefined {
+    if (!this.#opened.has(partition)) return undefined;
+    const hp = this.#tasks.get(partition);
+    if (hp === undefined) return undefined;
+    const h = this.#settledTasks.get(hp);
+    if (h === undefined) this.#watch(hp);
+    return h ?? undefined;
+  }
+
+  /** Records a task handle in #settledTasks once it settles. */
+  #watch(hp: Promise<ActiveTask>): void {
+    if (this.#watchedTasks.has(hp)) return;
+    this.#watchedTasks.add(hp);
+    hp.then(
+      (t) => this.#settledTasks.set(hp, t),
+      () => this.#settledTasks.set(hp, null),
+    );
   }
 
   /** The handles #tasks holds, once settled (null: rejected), for `readerNow`. */
@@ -607,6 +640,8 @@ export class KafkaRunner {
       h = this.#openTask(partition);
       this.#tasks.set(partition, h);
       h.catch(() => this.#tasks.delete(partition));
+      // Settled handles are known synchronously (#taskNow, readerNow).
+      this.#watch(h);
     }
     return h;
   }

@@ -102,3 +102,48 @@ test('kafkajs-preload: pending requests still go out — when an answer frees a 
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(queue.throttleCheckTimeoutId, null);
 });
+
+test('kafkajs-preload: the consumer FETCH event carries the response\'s batches before kafkajs hands any on (mock cluster, one broker)', async (t) => {
+  const { kafkajsFetchPatch } = await import('../../src/kafka/kafkajs-preload.js');
+  const { startMockCluster } = await import('../../src/kafka/mock-cluster.js');
+  const { produce, testKafka } = await import('../support/kafka.js');
+  assert.equal(kafkajsFetchPatch(), 'installed');
+  const cluster = await startMockCluster({ brokers: 1 });
+  t.after(() => cluster.stop());
+  const kafka = testKafka(cluster.brokers);
+  // Topics created by the first produce (the mock's default: 4 partitions). One response holds records of several partitions (one broker leads them all).
+  for (const topic of ['a', 'b']) await produce(kafka, topic, [0, 1, 0, 1, 0].map((partition, i) => ({ partition, key: `k${i}`, value: `${topic}${i}` })));
+  const consumer = kafka.consumer({ groupId: 'fetch-patch', maxWaitTimeInMs: 50 });
+  t.after(() => consumer.disconnect());
+  // Per partition: records announced by FETCH events and not yet handed to eachBatch.
+  const announced = new Map<string, number>();
+  const seenBatches: number[] = [];
+  consumer.on(consumer.events.FETCH, (e) => {
+    const batches = (e.payload as { batches?: { topic: string; partition: number; messages: unknown[]; isEmpty(): boolean }[] }).batches;
+    assert.ok(batches !== undefined, 'FETCH carries the batches');
+    seenBatches.push(batches.length);
+    for (const b of batches) if (!b.isEmpty()) announced.set(`${b.topic}/${b.partition}`, (announced.get(`${b.topic}/${b.partition}`) ?? 0) + b.messages.length);
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topics: ['a', 'b'], fromBeginning: true });
+  let handed = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    void consumer.run({
+      partitionsConsumedConcurrently: 4,
+      eachBatch: async ({ batch }) => {
+        try {
+          const key = `${batch.topic}/${batch.partition}`;
+          const n = announced.get(key) ?? 0;
+          assert.ok(n >= batch.messages.length, `${key}: ${batch.messages.length} records handed on, ${n} announced`);
+          announced.set(key, n - batch.messages.length);
+          handed += batch.messages.length;
+          if (handed === 10) resolve();
+        } catch (err) {
+          reject(err as Error);
+        }
+      },
+    });
+  });
+  await done;
+  assert.ok(seenBatches.some((n) => n >= 4), `a response with every partition: ${seenBatches.join(',')}`);
+});

@@ -287,3 +287,51 @@ test('a caught-up task commits once its outputs have lingered outputLingerMs: a 
     dir.remove();
   }
 });
+
+test('records of two inputs in one fetch response are taken in event-time order: a newer basket event handed on first does not fire a timer an older order cancels (one broker)', async () => {
+  // One broker: every partition's records of a produce request come back in one fetch response, which kafkajs
+  // hands on batch by batch, several at a time.
+  const single = await startMockCluster({ brokers: 1 });
+  const dir = tempDir();
+  const kafka = testKafka(single.brokers);
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '3s' } } } }), 'kt');
+  const r = new KafkaRunner({ topology, kafka: testKafka(single.brokers), stateDir: dir.dir, ...mockRunnerDefaults(), idleAdvanceMs: 500, groupId: 'kairos-kt-one-response' });
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  try {
+    await r.start();
+    await producer.connect();
+    const base = Date.UTC(2026, 0, 5, 9, 0, 0);
+    const rounds = 12;
+    // x<i> and y<i> in one task (the mock's topics have 4 partitions): y<i> is the first y<i>-<n> of x<i>'s partition.
+    const ys = Array.from({ length: rounds }, (_, i) => {
+      for (let n = 0; ; n++) if (partitionOf(`y${i}-${n}`, 4) === partitionOf(`x${i}`, 4)) return `y${i}-${n}`;
+    });
+    for (let i = 0; i < rounds; i++) {
+      const y = ys[i] as string;
+      const t0 = base + i * 60_000;
+      // Round i: x<i> adds an item; once that is processed, one produce request carries x<i>'s order (1 s
+      // later, within the 3 s gap) and y<i>'s item added 10 s later, past x<i>'s timer.
+      await producer.send({ topic: 'shop.basket.v1', acks: -1, messages: [{ key: `x${i}`, value: JSON.stringify(added(`x${i}`, t0)) }] });
+      await new Promise((res) => setTimeout(res, 250));
+      const order: OrderEvent = { eventId: `o-x${i}`, orderId: `ord-x${i}`, customerId: `x${i}`, occurredAt: t0 + 1000, items: [{ sku: `sku-x${i}`, productId: 'p', quantity: 1, unitPrice: { amount: 1000, currency: 'EUR' } }] };
+      await producer.sendBatch({
+        acks: -1,
+        topicMessages: [
+          { topic: 'shop.basket.v1', messages: [{ key: y, value: JSON.stringify(added(y, t0 + 10_000)) }] },
+          { topic: 'shop.orders.v1', messages: [{ key: `x${i}`, value: JSON.stringify(order) }] },
+        ],
+      });
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    // Every y<i> is abandoned (the last by idle advance); no x<i> is: its order came before y<i>'s event.
+    const got = await collect(kafka, ['crm.triggers.v1'], (all) => all.filter((g) => json<Trigger>(g.message).customerId.startsWith('y')).length >= rounds);
+    const abandoned = got.map((g) => json<Trigger>(g.message)).filter((t) => t.type === 'BASKET_ABANDONED').map((t) => t.customerId);
+    assert.deepEqual(abandoned.filter((c) => c.startsWith('x')), [], 'no basket with an order in time is abandoned');
+    assert.equal(new Set(abandoned.filter((c) => c.startsWith('y'))).size, rounds);
+  } finally {
+    await producer.disconnect();
+    await r.stop();
+    await single.stop();
+    dir.remove();
+  }
+});
