@@ -372,7 +372,7 @@ export class KafkaRunner {
     // draining another input's batch of the same response — a repartition record, or a newer record of another
     // input — waits for them instead of moving stream time past them. The FETCH event carries the response's
     // batches (kafkajs-preload.ts, fetchWithBatches) and comes before any of them is handed on; a batch that is
-    // handed on whole sets the input's lag again (#onBatch).
+    // handed on whole sets the input's lag again (#eachBatch).
     consumer.on(consumer.events.FETCH, (e) => {
       const batches = (e.payload as FetchEventPayload).batches;
       if (batches === undefined) return;

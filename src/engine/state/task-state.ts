@@ -526,7 +526,6 @@ export class TaskState {
     return this.#streamTime;
   }
 
-
   /**
    * Called at the start of every commit, before it takes the changes: a writer that buffers its own (the task's
    * timers, whose queue is their truth while the task runs) puts them into the state then.
