@@ -111,8 +111,8 @@ async function createInputs(admin: Admin): Promise<void> {
  * Produces `inputs` chunk by chunk (liveChunks), each after the runner processed everything before it. Returns
  * how many chunks there were and how often the runner did not catch up within 30 s (then it goes on anyway).
  */
-async function feedLive(producer: Producer, registry: Registry, inputs: readonly Input[]): Promise<{ chunks: number; slow: number }> {
-  const chunks = liveChunks(inputs);
+async function feedLive(producer: Producer, registry: Registry, inputs: readonly Input[], chunking: (inputs: readonly Input[]) => Input[][] = liveChunks): Promise<{ chunks: number; slow: number }> {
+  const chunks = chunking(inputs);
   let produced = await processedCount(registry, INPUT_TOPICS);
   let slow = 0;
   for (const chunk of chunks) {
@@ -198,6 +198,41 @@ test('live: the runner runs first, the history arrives in event-time order in sm
       await out.stop();
     }
   });
+});
+
+/** Consecutive inputs (event-time order) in chunks of up to 25, whatever their topic and partition. */
+function mixedChunks(inputs: readonly Input[]): Input[][] {
+  const chunks: Input[][] = [];
+  for (let i = 0; i < inputs.length; i += 25) chunks.push(inputs.slice(i, i + 25));
+  return chunks;
+}
+
+test('live on one broker: each chunk is one produce request over several inputs, fetched in one response — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  // One broker leads every partition, so a chunk's records of all inputs come back in one fetch response, which
+  // kafkajs hands on batch by batch: the runner keeps them in event-time order (the FETCH event marks the inputs
+  // with records in it behind). Several brokers would fetch them in separate responses (README, Weak).
+  await mode(
+    t,
+    'live, one broker',
+    async ({ kafka, admin, dir, producer }) => {
+      const registry = new Registry();
+      await createInputs(admin);
+      const runner = inProcessRunner(kafka, join(dir, 'state'), { registry, maxWaitTimeInMs: 10 });
+      const out = await outputCollector(kafka);
+      try {
+        await runner.start();
+        const started = performance.now();
+        const fed = await feedLive(producer, registry, replayInputs(h), mixedChunks);
+        t.diagnostic(`live, one broker: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runner did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
+        const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
+        return { out, waited };
+      } finally {
+        await runner.stop();
+        await out.stop();
+      }
+    },
+    1,
+  );
 });
 
 test('catch-up: the whole history is on the topics before the runner starts — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
@@ -311,9 +346,10 @@ async function mode(
   t: TestContext,
   name: string,
   body: (x: { kafka: Kafka; admin: Admin; producer: Producer; dir: string; cluster: MockCluster }) => Promise<{ out: Outputs; waited: { ok: boolean; text: string } }>,
+  brokers?: number,
 ): Promise<void> {
   const dir = tempDir(`kairos-equivalence-${name.replace(/\W+/g, '-')}-`);
-  const cluster = await startMockCluster();
+  const cluster = await startMockCluster(brokers === undefined ? {} : { brokers });
   const kafka = testKafka(cluster.brokers);
   const admin = kafka.admin();
   const producer = kafka.producer({ allowAutoTopicCreation: true });
