@@ -108,7 +108,7 @@ async function createInputs(admin: Admin): Promise<void> {
 }
 
 /**
- * Produces `inputs` chunk by chunk (liveChunks), each after the runner processed everything before it. Returns
+ * Produces `inputs` chunk by chunk (`chunking`, liveChunks by default), each after the runner processed everything before it. Returns
  * how many chunks there were and how often the runner did not catch up within 30 s (then it goes on anyway).
  */
 async function feedLive(producer: Producer, registry: Registry, inputs: readonly Input[], chunking: (inputs: readonly Input[]) => Input[][] = liveChunks): Promise<{ chunks: number; slow: number }> {
@@ -179,25 +179,38 @@ test('replay (the reference) of the equivalence history exercises every trigger 
   assert.ok(restocks.some((r) => Number(r.split(' ')[1]) > 2), 'some restock wave has more than one page');
 });
 
+/**
+ * A live mode: the runner runs first, then the history is produced chunk by chunk (`chunking`), each chunk after
+ * the runner processed everything before it, on a mock cluster of `brokers` brokers.
+ */
+async function liveMode(t: TestContext, name: string, chunking: (inputs: readonly Input[]) => Input[][], brokers?: number): Promise<void> {
+  await mode(
+    t,
+    name,
+    async ({ kafka, admin, dir, producer }) => {
+      const registry = new Registry();
+      await createInputs(admin);
+      // The mock answers a fetch with no data only after its wait: a short one, as up to 1,595 chunks wait for it.
+      const runner = inProcessRunner(kafka, join(dir, 'state'), { registry, maxWaitTimeInMs: 10 });
+      const out = await outputCollector(kafka);
+      try {
+        await runner.start();
+        const started = performance.now();
+        const fed = await feedLive(producer, registry, replayInputs(h), chunking);
+        t.diagnostic(`${name}: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runner did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
+        const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
+        return { out, waited };
+      } finally {
+        await runner.stop();
+        await out.stop();
+      }
+    },
+    brokers,
+  );
+}
+
 test('live: the runner runs first, the history arrives in event-time order in small chunks — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
-  await mode(t, 'live', async ({ kafka, admin, dir, producer }) => {
-    const registry = new Registry();
-    await createInputs(admin);
-    // The mock answers a fetch with no data only after its wait: a short one, as 1,595 chunks wait for it.
-    const runner = inProcessRunner(kafka, join(dir, 'state'), { registry, maxWaitTimeInMs: 10 });
-    const out = await outputCollector(kafka);
-    try {
-      await runner.start();
-      const started = performance.now();
-      const fed = await feedLive(producer, registry, replayInputs(h));
-      t.diagnostic(`live: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runner did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
-      const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
-      return { out, waited };
-    } finally {
-      await runner.stop();
-      await out.stop();
-    }
-  });
+  await liveMode(t, 'live', liveChunks);
 });
 
 /** Consecutive inputs (event-time order) in chunks of up to 25, whatever their topic and partition. */
@@ -211,28 +224,7 @@ test('live on one broker: each chunk is one produce request over several inputs,
   // One broker leads every partition, so a chunk's records of all inputs come back in one fetch response, which
   // kafkajs hands on batch by batch: the runner keeps them in event-time order (the FETCH event marks the inputs
   // with records in it behind). Several brokers would fetch them in separate responses (README, Weak).
-  await mode(
-    t,
-    'live, one broker',
-    async ({ kafka, admin, dir, producer }) => {
-      const registry = new Registry();
-      await createInputs(admin);
-      const runner = inProcessRunner(kafka, join(dir, 'state'), { registry, maxWaitTimeInMs: 10 });
-      const out = await outputCollector(kafka);
-      try {
-        await runner.start();
-        const started = performance.now();
-        const fed = await feedLive(producer, registry, replayInputs(h), mixedChunks);
-        t.diagnostic(`live, one broker: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runner did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
-        const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
-        return { out, waited };
-      } finally {
-        await runner.stop();
-        await out.stop();
-      }
-    },
-    1,
-  );
+  await liveMode(t, 'live, one broker', mixedChunks, 1);
 });
 
 test('catch-up: the whole history is on the topics before the runner starts — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
