@@ -505,11 +505,8 @@ export class KafkaRunner {
       const hp = this.#tasks.get(partition);
       if (hp !== undefined) {
         const h = this.#settledTasks.get(hp);
-        if (h === undefined) {
-          // Known from the next turn on (a rejected handle is no task: the standby copy answers, as in `reader`).
-          this.#watch(hp);
-          return undefined;
-        }
+        // Not settled yet (a rejected handle is no task: the standby copy answers, as in `reader`).
+        if (h === undefined) return undefined;
         if (h !== null && !h.closed) return this.#activeReader(h);
       }
     }
@@ -524,24 +521,11 @@ export class KafkaRunner {
     if (!this.#opened.has(partition)) return undefined;
     const hp = this.#tasks.get(partition);
     if (hp === undefined) return undefined;
-    const h = this.#settledTasks.get(hp);
-    if (h === undefined) this.#watch(hp);
-    return h ?? undefined;
+    return this.#settledTasks.get(hp) ?? undefined;
   }
 
-  /** Records a task handle in #settledTasks once it settles. */
-  #watch(hp: Promise<ActiveTask>): void {
-    if (this.#watchedTasks.has(hp)) return;
-    this.#watchedTasks.add(hp);
-    hp.then(
-      (t) => this.#settledTasks.set(hp, t),
-      () => this.#settledTasks.set(hp, null),
-    );
-  }
-
-  /** The handles #tasks holds, once settled (null: rejected), for `readerNow`. */
+  /** The handles #tasks holds, once settled (null: rejected), for `readerNow` and `#taskNow` (set in #taskFor). */
   readonly #settledTasks = new WeakMap<Promise<ActiveTask>, ActiveTask | null>();
-  readonly #watchedTasks = new WeakSet<Promise<ActiveTask>>();
   /**
    * The last reader made per task state (active or standby copy), given again while the state's stream time (and
    * a standby copy's lag) are the ones it states: a reader is immutable and reads through to the state, so it is
@@ -635,14 +619,18 @@ export class KafkaRunner {
   }
 
   #taskFor(partition: number): Promise<ActiveTask> {
-    let h = this.#tasks.get(partition);
-    if (!h) {
-      h = this.#openTask(partition);
-      this.#tasks.set(partition, h);
-      h.catch(() => this.#tasks.delete(partition));
-      // Settled handles are known synchronously (#taskNow, readerNow).
-      this.#watch(h);
-    }
+    const known = this.#tasks.get(partition);
+    if (known) return known;
+    const h = this.#openTask(partition);
+    this.#tasks.set(partition, h);
+    // Settled handles are known synchronously (#taskNow, readerNow); a rejected one leaves #tasks.
+    h.then(
+      (t) => this.#settledTasks.set(h, t),
+      () => {
+        this.#settledTasks.set(h, null);
+        this.#tasks.delete(partition);
+      },
+    );
     return h;
   }
 
