@@ -12,10 +12,8 @@ import type { Scope } from './auth.js';
 import { CUSTOMER_STORES, customerView } from './views.js';
 
 interface Entry {
-  /** What the view was built from (the reader's `versions` answer), all known; `versions` is its versions. */
+  /** What the view was built from: the reader's `versions` answer (all known), its stream time. */
   readonly taken: EntryVersions;
-  readonly versions: readonly number[];
-  readonly streamTime: number;
   readonly liveUntil: number;
   readonly timers: readonly TimerInfo[] | null;
   readonly text: string;
@@ -51,7 +49,7 @@ function known(v: EntryVersions | undefined): readonly number[] | undefined {
   return v.versions as readonly number[];
 }
 
-function sameVersions(a: readonly number[], b: readonly (number | undefined)[]): boolean {
+function sameVersions(a: readonly (number | undefined)[], b: readonly (number | undefined)[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
@@ -87,10 +85,10 @@ export class CustomerViewCache {
     if (r.streamTimeIfUnchanged !== undefined) st = r.streamTimeIfUnchanged(cached.taken);
     else {
       const now = r.versions?.(CUSTOMER_STORES, customerId);
-      st = now !== undefined && sameVersions(cached.versions, now.versions) ? now.streamTime : undefined;
+      st = now !== undefined && sameVersions(cached.taken.versions, now.versions) ? now.streamTime : undefined;
     }
     if (st === undefined) return undefined;
-    if (st >= cached.streamTime && st < cached.liveUntil && sameTimers(cached.timers, r.timers(customerId))) {
+    if (st >= cached.taken.streamTime && st < cached.liveUntil && sameTimers(cached.timers, r.timers(customerId))) {
       this.hits++;
       // Marked, not moved: eviction gives it a second chance (#set), so a hit writes no Map.
       cached.used = true;
@@ -121,7 +119,7 @@ export class CustomerViewCache {
     const versions = known(before);
     const after = versions === undefined ? undefined : r.versions?.(CUSTOMER_STORES, customerId);
     if (before !== undefined && versions !== undefined && after !== undefined && after.streamTime === before.streamTime && sameVersions(versions, after.versions)) {
-      this.#set(id, { taken: after, versions, streamTime: before.streamTime, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text, used: true });
+      this.#set(id, { taken: after, liveUntil: Math.min(before.liveUntil, after.liveUntil), timers: view.timers, text, used: true });
     } else if (cached !== undefined) this.#drop(id, cached);
     return text;
   }
