@@ -22,7 +22,7 @@ import type { StreamTask } from '../engine/runtime/task.js';
 import type { PreparedCommit } from '../engine/state/task-state.js';
 import { OUTBOX_STORE, outboxBytes, outboxKey, type OutboxEntry, type OutboxGroup } from '../engine/state/outbox.js';
 import { dlqMessage, dlqTopic } from './dlq.js';
-import { PartitionGroup } from './partition-group.js';
+import { type Buffered, PartitionGroup } from './partition-group.js';
 import { sendBounded, type RecordCollector, type TopicMessages } from './record-collector.js';
 import type { RunnerMetrics } from './runner-metrics.js';
 import type { DecodeResult } from './serde.js';
@@ -241,7 +241,7 @@ export class ActiveTask {
    * not hold in memory once per batch instead of once per store and record (a RocksDB read costs a trip
    * through the thread pool, about 7 µs of this thread's time alone).
    */
-  add(topic: string, items: readonly { record: Fetched; timestamp: number }[]): void {
+  add(topic: string, items: readonly Buffered<Fetched>[]): void {
     this.group.add(topic, items);
     for (const { record: r } of items) {
       if (r.decoded.ok && r.rerouteTo === undefined) this.#unfetched.push({ topic: r.topic, key: r.decoded.key, value: r.decoded.value });

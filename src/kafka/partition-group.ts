@@ -12,6 +12,14 @@
  *   fetch is late.
  * - An input with records in a fetch response not yet handed on is behind too (the runner marks it when the
  *   response comes, before kafkajs hands any of its batches on): records of one response keep their order.
+ * - An input at its end counts as such for a record only when a fetch sent after the record came said so
+ *   (`confirm`, with fetches numbered by the runner; a record's `arrival` is the number of its response). The
+ *   records one producer request writes to several partitions are not seen at once by a consumer: a fetch may
+ *   read one partition after the write and another before it (one broker), or the partitions' leaders answer
+ *   in separate responses (several brokers). The record from the first half then waits for the next fetch of
+ *   the input that looked empty, which holds the other half. The price is one more fetch round trip for a
+ *   record whose task has an empty input; while records flow, that fetch comes back at once, and when they stop
+ *   it takes up to the fetch wait (maxWaitTimeInMs). Kafka Streams leaves this to `max.task.idle.ms`.
  * - Internal inputs (repartition topics, written by other tasks whenever they commit) are never waited for:
  *   their records may come at any time, and the topologies' cross-task joins are order-insensitive.
  * - Waiting ends only by data (or by the broker saying the input is caught up); `maxIdleMs` is a last resort
@@ -22,6 +30,8 @@ export interface Buffered<R> {
   readonly record: R;
   /** Event time used for the order: the value's, else the Kafka timestamp. */
   readonly timestamp: number;
+  /** The number of the fetch response that brought it (`confirm`); 0 or absent: it waits for no confirmation. */
+  readonly arrival?: number;
 }
 
 export interface GroupOptions {
@@ -49,6 +59,8 @@ interface Input<R> {
   head: number;
   /** Waited-for inputs only: more to fetch (true), at the end (false), unknown (undefined). */
   behind: boolean | undefined;
+  /** Waited-for inputs only: records that arrived up to this fetch number may pass it while it is empty (`confirm`). */
+  confirmed: number;
 }
 
 export class PartitionGroup<R> {
@@ -67,7 +79,7 @@ export class PartitionGroup<R> {
     for (const topic of [...o.waitFor, ...o.others]) {
       // A topic listed twice is one input, waited for if listed in waitFor.
       if (this.#byTopic.has(topic)) continue;
-      const input: Input<R> = { topic, waited: waitFor.has(topic), buf: [], head: 0, behind: undefined };
+      const input: Input<R> = { topic, waited: waitFor.has(topic), buf: [], head: 0, behind: undefined, confirmed: 0 };
       inputs.push(input);
       this.#byTopic.set(topic, input);
     }
@@ -89,6 +101,16 @@ export class PartitionGroup<R> {
     if (input?.waited === true) input.behind = behind;
   }
 
+  /**
+   * A fetch that began when `through` responses had come (the runner's count) answered for this input: a record
+   * that arrived with one of those responses (`Buffered.arrival` ≤ `through`) no longer waits for it while the
+   * input is at its end and has nothing buffered. Only ever moves forward.
+   */
+  confirm(topic: string, through: number): void {
+    const input = this.#byTopic.get(topic);
+    if (input?.waited === true && through > input.confirmed) input.confirmed = through;
+  }
+
   behind(topic: string): boolean | undefined {
     const input = this.#byTopic.get(topic);
     return input?.waited === true ? input.behind : undefined;
@@ -107,9 +129,11 @@ export class PartitionGroup<R> {
     return this.#inputs.every((input) => !input.waited || input.behind === false);
   }
 
-  /** Inputs the group waits for now (nothing buffered, more to come or unknown). */
-  lagging(): string[] {
-    return this.#inputs.filter((input) => input.waited && input.head === input.buf.length && input.behind !== false).map((input) => input.topic);
+  /** Inputs the group waits for now (nothing buffered, and more to come, unknown, or not confirmed for `arrival`). */
+  lagging(arrival = 0): string[] {
+    return this.#inputs
+      .filter((input) => input.waited && input.head === input.buf.length && (input.behind !== false || input.confirmed < arrival))
+      .map((input) => input.topic);
   }
 
   /** The next record in event-time order, or why there is none. Ties go to the input listed first. */
@@ -119,11 +143,16 @@ export class PartitionGroup<R> {
     let best: Input<R> | undefined;
     let bestTs = Infinity;
     let lags = false;
+    // The least confirmation of the waited-for inputs at their end with nothing buffered.
+    let confirmed = Infinity;
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i] as Input<R>;
       const head = input.buf[input.head];
       if (head === undefined) {
-        if (input.waited && input.behind !== false) lags = true;
+        if (input.waited) {
+          if (input.behind !== false) lags = true;
+          else if (input.confirmed < confirmed) confirmed = input.confirmed;
+        }
       } else if (head.timestamp < bestTs) {
         bestTs = head.timestamp;
         best = input;
@@ -133,11 +162,16 @@ export class PartitionGroup<R> {
       this.#waitingSince = undefined;
       return { kind: 'empty' };
     }
-    // Internal records wait too: a lagging external input's next record may be older still.
+    // Internal records wait too: a lagging external input's next record may be older still. So does a record
+    // that came after the last confirmation of an empty input (the other half of its producer's request).
+    if (!lags && confirmed !== Infinity) {
+      const arrival = best.buf[best.head]?.arrival;
+      if (arrival !== undefined && arrival > confirmed) lags = true;
+    }
     if (lags) {
       const now = this.#clock();
       this.#waitingSince ??= now;
-      if (now - this.#waitingSince < this.#maxIdleMs) return { kind: 'waiting', topics: this.lagging(), since: this.#waitingSince };
+      if (now - this.#waitingSince < this.#maxIdleMs) return { kind: 'waiting', topics: this.lagging(best.buf[best.head]?.arrival), since: this.#waitingSince };
       this.forcedCount++;
     }
     this.#waitingSince = undefined;

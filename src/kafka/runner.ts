@@ -37,6 +37,7 @@ import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
 import { checkCopartitioned, ensureTopics, INTERNAL_TOPIC_CONFIGS, messageLimit, partitionOffsets, type NeededTopic } from './topics.js';
 import { GroupedCalls } from '../util/grouped-calls.js';
 import type { FetchEventPayload } from './kafkajs-preload.js';
+import type { Buffered } from './partition-group.js';
 
 export interface KafkaRunnerOptions {
   readonly topology: Topology;
@@ -373,14 +374,35 @@ export class KafkaRunner {
     // input — waits for them instead of moving stream time past them. The FETCH event carries the response's
     // batches (kafkajs-preload.ts, fetchWithBatches) and comes before any of them is handed on; a batch that is
     // handed on whole sets the input's lag again (#eachBatch).
+    //
+    // Fetch responses are numbered as they come (#fetchCount); each batch's records carry their response's number
+    // (their arrival), and every input a response answers for is confirmed up to the count when its fetch began:
+    // an input at its end holds a record back until a fetch sent after the record came has answered for it
+    // (partition-group.ts), so the other half of a producer request that reached this response half-written, or
+    // whose partitions other brokers lead, comes first. A task left waiting only for that is drained here: no
+    // batch of this response may be its own.
+    consumer.on(consumer.events.FETCH_START, (e) => {
+      this.#fetchStarts.set(e.payload.nodeId, this.#fetchCount);
+    });
     consumer.on(consumer.events.FETCH, (e) => {
-      const batches = (e.payload as FetchEventPayload).batches;
+      const { batches, nodeId } = e.payload as FetchEventPayload;
       if (batches === undefined) return;
+      const arrival = ++this.#fetchCount;
+      const began = this.#fetchStarts.get(nodeId);
+      let waiting: Set<ActiveTask> | undefined;
+      let fed: Set<ActiveTask> | undefined;
       for (const b of batches) {
-        if (b.isEmpty()) continue;
         const h = this.#taskNow(b.partition);
-        if (h !== undefined && !h.closed) h.group.setBehind(b.topic, true);
+        if (!b.isEmpty()) {
+          this.#arrivals.set(b, arrival);
+          if (h === undefined || h.closed) continue;
+          h.group.setBehind(b.topic, true);
+          (fed ??= new Set()).add(h);
+        } else if (h === undefined || h.closed) continue;
+        if (began !== undefined) h.group.confirm(b.topic, began);
+        if (h.group.size > 0) (waiting ??= new Set()).add(h);
       }
+      if (waiting !== undefined) for (const h of waiting) if (fed?.has(h) !== true) this.#drainSoon(h);
     });
     // Batches kafkajs does not hand to eachBatch (only transaction markers or aborted records) still say how
     // far an input goes: without them a task could wait for records that never come. Only such a batch, and
@@ -526,6 +548,21 @@ export class KafkaRunner {
 
   /** The handles #tasks holds, once settled (null: rejected), for `readerNow` and `#taskNow` (set in #taskFor). */
   readonly #settledTasks = new WeakMap<Promise<ActiveTask>, ActiveTask | null>();
+  /** Fetch responses so far (their numbers, see the FETCH listener), and the count when each node's fetch began. */
+  #fetchCount = 0;
+  readonly #fetchStarts = new Map<number, number>();
+  /** The number of the response each fetched batch came in, for its records (`Buffered.arrival`). */
+  readonly #arrivals = new WeakMap<object, number>();
+
+  /** Processes what a task can now (a fetch confirmed an input it waited for), then commits if one is due. */
+  #drainSoon(h: ActiveTask): void {
+    void h
+      .exclusive(async () => {
+        if (!h.closed) await h.drain();
+      })
+      .then(() => this.#commitTogether(h, false))
+      .catch((err: unknown) => this.#log.error({ err, partition: h.partition }, 'processing after a fetch failed'));
+  }
   /**
    * The last reader made per task state (active or standby copy), given again while the state's stream time (and
    * a standby copy's lag) are the ones it states: a reader is immutable and reads through to the state, so it is
@@ -644,6 +681,7 @@ export class KafkaRunner {
     // Restore first, on the bare state, so the task starts with complete stores and timers.
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
     let behind: Map<string, boolean>;
+    let confirmedAt = 0;
     let restoredPositions: ReadonlyMap<string, string>;
     let committedEnds: ReadonlyMap<string, string>;
     const repair: RestoreRepair = new Map();
@@ -664,6 +702,8 @@ export class KafkaRunner {
       });
       this.#metrics?.restored.inc({ partition: String(partition) }, n);
       this.#metrics?.restoreRemaining.set({ partition: String(partition) }, 0);
+      // Records of the responses that came before the end offsets were asked for need no later fetch.
+      confirmedAt = this.#fetchCount;
       behind = await this.#initialLag(partition, bare);
       const positionsOf = (topics: readonly string[]): Map<string, string> =>
         new Map(
@@ -685,7 +725,10 @@ export class KafkaRunner {
       await txProducer.connect();
     }
     const handle = new ActiveTask(env, partition, txProducer);
-    for (const [topic, b] of behind) handle.group.setBehind(topic, b);
+    for (const [topic, b] of behind) {
+      handle.group.setBehind(topic, b);
+      handle.group.confirm(topic, confirmedAt);
+    }
     for (const [topic, offset] of restoredPositions) handle.fetchedTo.set(topic, BigInt(offset));
     const collector = this.#collector as RecordCollector;
     handle.task = await StreamTask.create({
@@ -757,7 +800,8 @@ export class KafkaRunner {
     const task = h;
     await task.exclusive(async () => {
       const { topic, partition } = batch;
-      const items: { record: Fetched; timestamp: number }[] = [];
+      const items: Buffered<Fetched>[] = [];
+      const arrival = this.#arrivals.get(batch) ?? 0;
       const external = this.#externalSources.includes(topic);
       // Whether to go on (kafkajs' isStale serialises the topic and partition to JSON on every call): it can only
       // change while this loop awaits, so it is asked again after an asynchronous decode, not per record.
@@ -770,7 +814,8 @@ export class KafkaRunner {
           live = isRunning() && !isStale();
         }
         const d = fetched.decoded;
-        items.push({ record: fetched, timestamp: d.ok && d.timestamp !== undefined ? d.timestamp : Number(m.timestamp) });
+        const timestamp = d.ok && d.timestamp !== undefined ? d.timestamp : Number(m.timestamp);
+        items.push({ record: fetched, timestamp, arrival });
       }
       task.add(topic, items);
       const last = items.at(-1);

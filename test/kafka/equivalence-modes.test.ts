@@ -227,6 +227,13 @@ test('live on one broker: each chunk is one produce request over several inputs,
   await liveMode(t, 'live, one broker', mixedChunks, 1);
 });
 
+test('live on three brokers: a chunk over several inputs is one produce request per broker, fetched in separate responses — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  // A task's inputs are led by different brokers, so a chunk comes back in several responses, in no fixed order:
+  // a record waits until every input the task has nothing buffered from was confirmed at its end by a fetch sent
+  // after the record came (partition-group.ts).
+  await liveMode(t, 'live, three brokers', mixedChunks, 3);
+});
+
 test('catch-up: the whole history is on the topics before the runner starts — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
   await mode(t, 'catch-up', async ({ kafka, admin, dir, producer }) => {
     await produceAll(producer, replayInputs(h));

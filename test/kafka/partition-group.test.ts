@@ -96,3 +96,42 @@ test('long buffers stay in order across the internal compaction of consumed head
   assert.equal(g.size, 0);
   assert.throws(() => g.add('nope', []), RangeError);
 });
+
+test('a record passes an input at its end only once a fetch sent after the record came answered for that input', () => {
+  const g = new PartitionGroup<string>({ waitFor: ['basket', 'orders'], others: ['repartition'] });
+  const at = (id: string, timestamp: number, arrival: number) => ({ record: id, timestamp, arrival });
+  g.setBehind('basket', false);
+  g.setBehind('orders', false);
+  // Response 3 (its fetch began when 2 had come) held the basket half of a producer request; the orders half
+  // was written just after the fetch read the orders partition.
+  g.confirm('basket', 2);
+  g.confirm('orders', 2);
+  g.add('basket', [at('b1', 30, 3)]);
+  const n = g.next();
+  assert.equal(n.kind, 'waiting');
+  assert.deepEqual(n.kind === 'waiting' ? n.topics : [], ['orders']);
+  // Response 4, begun when 3 had come, holds the older order: it goes first.
+  g.confirm('orders', 3);
+  g.add('orders', [at('o1', 20, 4)]);
+  assert.equal(taken(g.next()), 'o1');
+  // b1 came with 3 and orders is confirmed through 3; the basket input's own confirmation does not matter
+  // while it has records buffered.
+  assert.equal(taken(g.next()), 'b1');
+  // A repartition record waits like any other; records with no arrival (0) never wait.
+  g.add('repartition', [at('r1', 5, 5), item('r0', 6)]);
+  assert.equal(taken(g.next()), 'waiting');
+  g.confirm('basket', 4);
+  assert.equal(taken(g.next()), 'waiting', 'orders is confirmed only through 3 (o1 came with 4)');
+  g.confirm('orders', 5);
+  assert.equal(taken(g.next()), 'waiting', 'basket is confirmed only through 4');
+  g.confirm('basket', 5);
+  assert.deepEqual(drain(g), ['r1', 'r0']);
+  // Confirmations never move back, and a record with no arrival passes at once.
+  g.confirm('orders', 1);
+  g.add('repartition', [item('r2', 7)]);
+  assert.deepEqual(drain(g), ['r2']);
+  // An input that lags is waited for whatever its confirmation.
+  g.setBehind('orders', true);
+  g.add('basket', [at('b2', 40, 5)]);
+  assert.equal(taken(g.next()), 'waiting');
+});
