@@ -681,7 +681,7 @@ export class KafkaRunner {
     // Restore first, on the bare state, so the task starts with complete stores and timers.
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
     let behind: Map<string, boolean>;
-    let confirmedAt = 0;
+    let confirmedAt: number;
     let restoredPositions: ReadonlyMap<string, string>;
     let committedEnds: ReadonlyMap<string, string>;
     const repair: RestoreRepair = new Map();
