@@ -357,7 +357,8 @@ export class ActiveTask {
     if (this.#inflight !== undefined) return false;
     const now = Date.now();
     if (now - this.lastCommitAt >= this.#env.commitIntervalMs) return true;
-    return this.#outputsSince !== undefined && now - this.#outputsSince >= this.#env.outputLingerMs && this.group.caughtUp;
+    // Live (every input at its end): records held back for a fetch's confirmation do not hold the outputs.
+    return this.#outputsSince !== undefined && now - this.#outputsSince >= this.#env.outputLingerMs && this.group.atEnd;
   }
 
   /** The last commit is still writing (at least once: it runs while the task processes on). */

@@ -123,6 +123,14 @@ export class PartitionGroup<R> {
     return n;
   }
 
+  /**
+   * Every waited-for input known to be at its end, whatever is buffered: a live task. After a drain, what is
+   * still buffered then only waits for a fetch to confirm an empty input (`confirm`).
+   */
+  get atEnd(): boolean {
+    return this.#inputs.every((input) => !input.waited || input.behind === false);
+  }
+
   /** Nothing buffered and every waited-for input known to be at its end: the task has seen all there is. */
   get caughtUp(): boolean {
     if (this.size !== 0) return false;
