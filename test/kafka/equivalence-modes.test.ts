@@ -223,7 +223,7 @@ function mixedChunks(inputs: readonly Input[]): Input[][] {
 test('live on one broker: each chunk is one produce request over several inputs, fetched in one response — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
   // One broker leads every partition, so a chunk's records of all inputs come back in one fetch response, which
   // kafkajs hands on batch by batch: the runner keeps them in event-time order (the FETCH event marks the inputs
-  // with records in it behind). Several brokers would fetch them in separate responses (README, Weak).
+  // with records in it behind). Several brokers fetch them in separate responses: the next test.
   await liveMode(t, 'live, one broker', mixedChunks, 1);
 });
 
