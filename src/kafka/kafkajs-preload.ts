@@ -128,76 +128,33 @@ export interface FetchEventPayload {
   readonly duration: number;
   /** Every partition of the response, before kafkajs hands any of them on (absent where the patch is not installed). */
   readonly batches?: readonly FetchedBatch[];
-  /**
-   * Asks that every node's next fetch not wait for data (fetch wait 0): its answer, even an empty one, comes back
-   * after one round trip. For a consumer that needs to hear again from the nodes soon (the runner: records held
-   * back until later fetches confirm empty inputs, which other nodes may lead). Absent where the patch is not
-   * installed.
-   */
-  readonly fetchNextAtOnce?: () => void;
 }
 
 /** The part of kafkajs 2.2.4's consumer Runner that `fetch` uses. */
 interface RunnerState {
   running: boolean;
   logger: { debug(message: string, extra: object): void };
-  consumerGroup: ConsumerGroupState;
+  consumerGroup: { groupId: string; memberId: string; fetch(nodeId: number): Promise<FetchedBatch[]> };
   instrumentationEmitter: { emit(event: string, payload: object): void };
   heartbeat(): Promise<void>;
 }
-
-/** The part of kafkajs 2.2.4's ConsumerGroup that `fetch` uses, and what the patch keeps on it. */
-interface ConsumerGroupState {
-  groupId: string;
-  memberId: string;
-  /** The fetch wait kafkajs puts in every fetch request (read when the request is made). */
-  maxWaitTime: number;
-  fetch(nodeId: number): Promise<FetchedBatch[]>;
-  /** How often `fetchNextAtOnce` was called, and up to which call each node's fetches went without a wait. */
-  [AT_ONCE]?: { asked: number; served: Map<number, number> };
-  /** Fetches without a wait in flight, and the configured wait they put back. */
-  [AT_ONCE_FLIGHT]?: { count: number; wait: number };
-}
-
-const AT_ONCE = Symbol('kairos.fetchNextAtOnce');
-const AT_ONCE_FLIGHT = Symbol('kairos.fetchAtOnceInFlight');
 
 /**
  * kafkajs 2.2.4's `Runner.fetch`, with the response's batches in its FETCH event. kafkajs hands the batches of one
  * response to eachBatch one by one, several at a time (partitionsConsumedConcurrently), so a task draining one
  * input's batch could not know that another of its inputs has records in the same response, not yet handed on:
  * the FETCH event, emitted after the response is decoded and before any batch is handed on, now says so (the
- * runner marks those inputs behind, see runner.ts). The event also lets a listener ask for the node's next fetch
- * without a wait (`fetchNextAtOnce`): kafkajs reads the wait from its consumer group when it makes the request,
- * so it is 0 there while such a fetch is made, and the configured value again once none is in flight (a fetch of
- * another node made meanwhile may go without a wait too, which only answers it sooner). Otherwise kafkajs' code,
- * unchanged.
+ * runner marks those inputs behind, see runner.ts). Otherwise kafkajs' code, unchanged.
  */
 async function fetchWithBatches(this: RunnerState, nodeId: number): Promise<FetchedBatch[]> {
   if (!this.running) {
     this.logger.debug('consumer not running, exiting', { groupId: this.consumerGroup.groupId, memberId: this.consumerGroup.memberId });
     return [];
   }
-  const group = this.consumerGroup;
-  const asked = group[AT_ONCE];
-  const atOnce = asked !== undefined && (asked.served.get(nodeId) ?? 0) < asked.asked;
-  if (atOnce) asked.served.set(nodeId, asked.asked);
-  let flight: { count: number; wait: number } | undefined;
-  if (atOnce) {
-    flight = group[AT_ONCE_FLIGHT] ??= { count: 0, wait: group.maxWaitTime };
-    if (flight.count++ === 0) flight.wait = group.maxWaitTime;
-    group.maxWaitTime = 0;
-  }
   const startFetch = Date.now();
   this.instrumentationEmitter.emit(CONSUMER_EVENTS.FETCH_START, { nodeId });
-  let batches: FetchedBatch[];
-  try {
-    batches = await group.fetch(nodeId);
-  } finally {
-    if (flight !== undefined && --flight.count === 0) group.maxWaitTime = flight.wait;
-  }
-  const fetchNextAtOnce = (): void => void (group[AT_ONCE] ??= { asked: 0, served: new Map() }).asked++;
-  this.instrumentationEmitter.emit(CONSUMER_EVENTS.FETCH, { numberOfBatches: 0, duration: Date.now() - startFetch, nodeId, batches, fetchNextAtOnce });
+  const batches = await this.consumerGroup.fetch(nodeId);
+  this.instrumentationEmitter.emit(CONSUMER_EVENTS.FETCH, { numberOfBatches: 0, duration: Date.now() - startFetch, nodeId, batches });
   if (batches.length === 0) await this.heartbeat();
   return batches;
 }

@@ -380,13 +380,12 @@ export class KafkaRunner {
     // an input at its end holds a record back until a fetch sent after the record came has answered for it
     // (partition-group.ts), so the other half of a producer request that reached this response half-written, or
     // whose partitions other brokers lead, comes first. A task left waiting only for that is drained here: no
-    // batch of this response may be its own. After a response with records, the node's next fetch goes without
-    // a wait (fetchNextAtOnce), so that confirmation takes one round trip, not the fetch wait, when records stop.
+    // batch of this response may be its own.
     consumer.on(consumer.events.FETCH_START, (e) => {
       this.#fetchStarts.set(e.payload.nodeId, this.#fetchCount);
     });
     consumer.on(consumer.events.FETCH, (e) => {
-      const { batches, nodeId, fetchNextAtOnce } = e.payload as FetchEventPayload;
+      const { batches, nodeId } = e.payload as FetchEventPayload;
       if (batches === undefined) return;
       const arrival = ++this.#fetchCount;
       const began = this.#fetchStarts.get(nodeId);
@@ -404,8 +403,6 @@ export class KafkaRunner {
         if (h.group.size > 0) (waiting ??= new Set()).add(h);
       }
       if (waiting !== undefined) for (const h of waiting) if (fed?.has(h) !== true) this.#drainSoon(h);
-      // Records a task may hold back for the node's next answer: that answer is not to wait for new data.
-      if (fed !== undefined) fetchNextAtOnce?.();
     });
     // Batches kafkajs does not hand to eachBatch (only transaction markers or aborted records) still say how
     // far an input goes: without them a task could wait for records that never come. Only such a batch, and

@@ -147,34 +147,3 @@ test('kafkajs-preload: the consumer FETCH event carries the response\'s batches 
   await done;
   assert.ok(seenBatches.some((n) => n >= 4), `a response with every partition: ${seenBatches.join(',')}`);
 });
-
-test('kafkajs-preload: fetchNextAtOnce makes the next fetch of every node go without a wait, once; the configured wait comes back (mock cluster)', async (t) => {
-  const { startMockCluster } = await import('../../src/kafka/mock-cluster.js');
-  const { produce, testKafka } = await import('../support/kafka.js');
-  const cluster = await startMockCluster({ brokers: 1 });
-  t.after(() => cluster.stop());
-  const kafka = testKafka(cluster.brokers);
-  await produce(kafka, 'idle', [{ partition: 0, key: 'k', value: 'v' }]);
-  // A fetch wait far above a round trip: a fetch that waits is told from one that does not by its duration.
-  const consumer = kafka.consumer({ groupId: 'fetch-at-once', maxWaitTimeInMs: 2000 });
-  t.after(() => consumer.disconnect());
-  const durations: number[] = [];
-  const done = new Promise<void>((resolve) => {
-    consumer.on(consumer.events.FETCH, (e) => {
-      const p = e.payload as { duration: number; batches?: { isEmpty(): boolean }[]; fetchNextAtOnce?: () => void };
-      if (p.batches === undefined || p.batches.some((b) => !b.isEmpty())) return; // the record's own fetch
-      durations.push(p.duration);
-      // Asked after the first empty answer only.
-      if (durations.length === 1) p.fetchNextAtOnce?.();
-      if (durations.length === 3) resolve();
-    });
-  });
-  await consumer.connect();
-  await consumer.subscribe({ topics: ['idle'], fromBeginning: true });
-  void consumer.run({ eachBatch: async () => undefined });
-  await done;
-  const [first, atOnce, after] = durations as [number, number, number];
-  assert.ok(first >= 1500, `an empty fetch waits (${first} ms)`);
-  assert.ok(atOnce < 1000, `the fetch asked for at once does not (${atOnce} ms)`);
-  assert.ok(after >= 1500, `the next one waits again (${after} ms)`);
-});
