@@ -17,9 +17,11 @@
  *   records one producer request writes to several partitions are not seen at once by a consumer: a fetch may
  *   read one partition after the write and another before it (one broker), or the partitions' leaders answer
  *   in separate responses (several brokers). The record from the first half then waits for the next fetch of
- *   the input that looked empty, which holds the other half. The price is one more fetch round trip for a
- *   record whose task has an empty input; while records flow, that fetch comes back at once, and when they stop
- *   it takes up to the fetch wait (maxWaitTimeInMs). Kafka Streams leaves this to `max.task.idle.ms`.
+ *   the input that looked empty, which holds the other half unless the broker is still appending it (nothing
+ *   bounds that; a fetch that waits for data narrows it, one sent without a wait widened it: README, Weak).
+ *   The price is one more fetch round trip for a record whose task has an empty input; while records flow,
+ *   that fetch comes back at once, and when they stop it takes up to the fetch wait (maxWaitTimeInMs). Kafka
+ *   Streams leaves this to `max.task.idle.ms`.
  * - Internal inputs (repartition topics, written by other tasks whenever they commit) are never waited for:
  *   their records may come at any time, and the topologies' cross-task joins are order-insensitive.
  * - Waiting ends only by data (or by the broker saying the input is caught up); `maxIdleMs` is a last resort
