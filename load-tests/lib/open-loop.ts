@@ -234,12 +234,14 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   } else {
     idle.push(...conns);
     const interval = 1000 / spec.rate;
+    const total = Math.floor(spec.seconds * spec.rate);
     let sent = 0;
     await new Promise<void>((resolve) => {
       const tick = (): void => {
         const now = performance.now();
-        // (elapsed × rate, not elapsed ÷ interval: 1000 / (1000 / 300) is 299.99…)
-        const dueCount = Math.min(Math.floor(((Math.min(now, endMs) - t0) * spec.rate) / 1000), Math.floor(spec.seconds * spec.rate));
+        // (elapsed × rate, not elapsed ÷ interval: 1000 / (1000 / 300) is 299.99…; and at the end every request,
+        // not (endMs − t0) × rate: t0 + 1000 − t0 may be 999.99…, which sent one request fewer in a CI run)
+        const dueCount = now >= endMs ? total : Math.min(Math.floor(((now - t0) * spec.rate) / 1000), total);
         while (sent < dueCount) {
           const dueAt = t0 + sent * interval;
           sent++;

@@ -31,7 +31,7 @@ export const RUNTIME_VARS = {
   ),
   kafkaSaslUsername: v('KAFKA_SASL_USERNAME', Type.String({ minLength: 1 }), 'SASL user name'),
   kafkaSaslPassword: secretVar('KAFKA_SASL_PASSWORD', Type.String({ minLength: 1 }), 'SASL password (from a secret; never logged)'),
-  maxWaitTimeInMs: v('KAFKA_MAX_WAIT_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'longest fetch wait', 500),
+  maxWaitTimeInMs: v('KAFKA_MAX_WAIT_MS', Type.Integer({ minimum: 1, maximum: 60_000 }), 'longest fetch wait; also the longest a record waits, after records stop coming, for a fetch to confirm that an empty input of its task has nothing older (see *Record order*)', 500),
   sessionTimeout: v('KAFKA_SESSION_TIMEOUT_MS', Type.Integer({ minimum: 1000, maximum: 300_000 }), 'consumer group session timeout: how soon a dead instance\'s tasks move', 30_000),
   heartbeatInterval: v('KAFKA_HEARTBEAT_MS', Type.Integer({ minimum: 100, maximum: 60_000 }), 'consumer group heartbeat interval (well below the session timeout)', 3000),
   applicationId: v('KAIROS_APPLICATION_ID', Type.String({ pattern: '^[a-zA-Z0-9._-]{1,100}$' }), 'application id: consumer group `kairos-<id>`, changelog topics `<id>-<store>-changelog`', 'kairos'),
