@@ -135,8 +135,7 @@ export class PartitionGroup<R> {
 
   /** Nothing buffered and every waited-for input known to be at its end: the task has seen all there is. */
   get caughtUp(): boolean {
-    if (this.size !== 0) return false;
-    return this.#inputs.every((input) => !input.waited || input.behind === false);
+    return this.size === 0 && this.atEnd;
   }
 
   /** Inputs the group waits for now (nothing buffered, and more to come, unknown, or not confirmed for `arrival`). */
@@ -151,6 +150,7 @@ export class PartitionGroup<R> {
     // Once per record: one pass over the inputs, no lookups by name and no allocation unless an input lags.
     const inputs = this.#inputs;
     let best: Input<R> | undefined;
+    let bestHead: Buffered<R> | undefined;
     let bestTs = Infinity;
     let lags = false;
     // The least confirmation of the waited-for inputs at their end with nothing buffered.
@@ -166,6 +166,7 @@ export class PartitionGroup<R> {
       } else if (head.timestamp < bestTs) {
         bestTs = head.timestamp;
         best = input;
+        bestHead = head;
       }
     }
     if (best === undefined) {
@@ -174,14 +175,12 @@ export class PartitionGroup<R> {
     }
     // Internal records wait too: a lagging external input's next record may be older still. So does a record
     // that came after the last confirmation of an empty input (the other half of its producer's request).
-    if (!lags && confirmed !== Infinity) {
-      const arrival = best.buf[best.head]?.arrival;
-      if (arrival !== undefined && arrival > confirmed) lags = true;
-    }
+    const arrival = bestHead?.arrival;
+    if (!lags && arrival !== undefined && arrival > confirmed) lags = true;
     if (lags) {
       const now = this.#clock();
       this.#waitingSince ??= now;
-      if (now - this.#waitingSince < this.#maxIdleMs) return { kind: 'waiting', topics: this.lagging(best.buf[best.head]?.arrival), since: this.#waitingSince };
+      if (now - this.#waitingSince < this.#maxIdleMs) return { kind: 'waiting', topics: this.lagging(arrival), since: this.#waitingSince };
       this.forcedCount++;
     }
     this.#waitingSince = undefined;

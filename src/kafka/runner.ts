@@ -389,7 +389,7 @@ export class KafkaRunner {
       if (batches === undefined) return;
       const arrival = ++this.#fetchCount;
       const began = this.#fetchStarts.get(nodeId);
-      let waiting: Set<ActiveTask> | undefined;
+      let answered: Set<ActiveTask> | undefined;
       let fed: Set<ActiveTask> | undefined;
       for (const b of batches) {
         const h = this.#taskNow(b.partition);
@@ -400,9 +400,9 @@ export class KafkaRunner {
           (fed ??= new Set()).add(h);
         } else if (h === undefined || h.closed) continue;
         if (began !== undefined) h.group.confirm(b.topic, began);
-        if (h.group.size > 0) (waiting ??= new Set()).add(h);
+        (answered ??= new Set()).add(h);
       }
-      if (waiting !== undefined) for (const h of waiting) if (fed?.has(h) !== true) this.#drainSoon(h);
+      if (answered !== undefined) for (const h of answered) if (fed?.has(h) !== true && h.group.size > 0) this.#drainSoon(h);
     });
     // Batches kafkajs does not hand to eachBatch (only transaction markers or aborted records) still say how
     // far an input goes: without them a task could wait for records that never come. Only such a batch, and
