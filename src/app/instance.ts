@@ -147,6 +147,7 @@ export async function startInstance(
     maxWaitTimeInMs: config.maxWaitTimeInMs,
     idleAdvanceMs: config.idleAdvanceMs,
     maxTaskIdleMs: config.maxTaskIdleMs,
+    inputSettleMs: config.inputSettleMs,
     replicationFactor: config.replicationFactor,
     dlqRetentionMs: config.dlqRetentionMs,
     ...(config.topicPartitions === undefined ? {} : { topicPartitions: config.topicPartitions }),

@@ -37,6 +37,7 @@ import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
 import { checkCopartitioned, ensureTopics, INTERNAL_TOPIC_CONFIGS, messageLimit, partitionOffsets, type NeededTopic } from './topics.js';
 import { GroupedCalls } from '../util/grouped-calls.js';
 import type { FetchEventPayload } from './kafkajs-preload.js';
+import { FetchLog } from './fetch-log.js';
 import type { Buffered } from './partition-group.js';
 
 export interface KafkaRunnerOptions {
@@ -80,6 +81,12 @@ export interface KafkaRunnerOptions {
    * normally ends with the input's next fetch. @default 60000
    */
   readonly maxTaskIdleMs?: number;
+  /**
+   * Live input: a record passes an input of its task that has nothing buffered only once a fetch begun at least
+   * this long after the record came has answered for that input (fetch-log.ts; Kafka Streams'
+   * max.task.idle.ms). 0: a fetch begun after the record came. @default 0
+   */
+  readonly inputSettleMs?: number;
   /** Partitions of output (and input) topics the runner creates when missing; default: the inputs' count. */
   readonly topicPartitions?: number;
   /** Replication factor of the topics the runner creates; -1: the broker's default. @default -1 */
@@ -180,6 +187,7 @@ export class KafkaRunner {
     this.#repartitionTopics = new Set(options.topology.repartitionTopics);
     this.#sources = [...topologySources, this.#rerouteTopic];
     this.#commitIntervalMs = options.commitIntervalMs ?? 500;
+    this.#fetches = new FetchLog(options.inputSettleMs ?? 0);
   }
 
   get groupId(): string {
@@ -375,19 +383,19 @@ export class KafkaRunner {
     // batches (kafkajs-preload.ts, fetchWithBatches) and comes before any of them is handed on; a batch that is
     // handed on whole sets the input's lag again (#eachBatch).
     //
-    // Fetch responses are numbered as they come (#fetchCount); each batch's records carry their response's number
-    // (their arrival), and every input a response answers for is confirmed up to the count when its fetch began:
-    // an input at its end holds a record back until a fetch sent after the record came has answered for it
-    // (partition-group.ts), so the other half of a producer request that reached this response half-written, or
-    // whose partitions other brokers lead, comes first. A task left waiting only for that is drained here: no
-    // batch of this response may be its own.
+    // Fetch responses are numbered as they come (#fetches); each batch's records carry their response's number
+    // (their arrival), and every input a response answers for is confirmed up to the responses its fetch vouches
+    // for (those that came before it began; with inputSettleMs, at least that long before): an input at its end
+    // holds a record back until such a fetch has answered for it (partition-group.ts), so the other half of a
+    // producer request that reached this response half-written, or whose partitions other brokers lead, comes
+    // first. A task left waiting only for that is drained here: no batch of this response may be its own.
     consumer.on(consumer.events.FETCH_START, (e) => {
-      this.#fetchStarts.set(e.payload.nodeId, this.#fetchCount);
+      this.#fetchStarts.set(e.payload.nodeId, this.#fetches.settled());
     });
     consumer.on(consumer.events.FETCH, (e) => {
       const { batches, nodeId } = e.payload as FetchEventPayload;
       if (batches === undefined) return;
-      const arrival = ++this.#fetchCount;
+      const arrival = this.#fetches.arrived();
       const began = this.#fetchStarts.get(nodeId);
       let answered: Set<ActiveTask> | undefined;
       let fed: Set<ActiveTask> | undefined;
@@ -548,8 +556,11 @@ export class KafkaRunner {
 
   /** The handles #tasks holds, once settled (null: rejected), for `readerNow` and `#taskNow` (set in #taskFor). */
   readonly #settledTasks = new WeakMap<Promise<ActiveTask>, ActiveTask | null>();
-  /** Fetch responses so far (their numbers, see the FETCH listener), and the count when each node's fetch began. */
-  #fetchCount = 0;
+  /**
+   * Fetch responses so far (their numbers, see the FETCH listener), and for each node's fetch in flight the
+   * responses it vouches for (all that came before it began, or at least inputSettleMs before).
+   */
+  readonly #fetches: FetchLog;
   readonly #fetchStarts = new Map<number, number>();
   /** The number of the response each fetched batch came in, for its records (`Buffered.arrival`). */
   readonly #arrivals = new WeakMap<object, number>();
@@ -702,8 +713,9 @@ export class KafkaRunner {
       });
       this.#metrics?.restored.inc({ partition: String(partition) }, n);
       this.#metrics?.restoreRemaining.set({ partition: String(partition) }, 0);
-      // Records of the responses that came before the end offsets were asked for need no later fetch.
-      confirmedAt = this.#fetchCount;
+      // Records of the responses that came before the end offsets were asked for (at least inputSettleMs
+      // before) need no later fetch.
+      confirmedAt = this.#fetches.settled();
       behind = await this.#initialLag(partition, bare);
       const positionsOf = (topics: readonly string[]): Map<string, string> =>
         new Map(

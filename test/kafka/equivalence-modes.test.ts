@@ -87,7 +87,7 @@ const topology = () => buildTopology(resolveCampaigns(CAMPAIGNS), APP);
 /** Inputs and the repartition topics between tasks: the group has caught up when its offsets cover them all. */
 const CONSUMED = [...INPUT_TOPICS, ...topology().repartitionTopics];
 
-function inProcessRunner(kafka: Kafka, stateDir: string, o: { registry?: Registry; idleAdvanceMs?: number; maxWaitTimeInMs?: number } = {}): KafkaRunner {
+function inProcessRunner(kafka: Kafka, stateDir: string, o: { registry?: Registry; idleAdvanceMs?: number; maxWaitTimeInMs?: number; inputSettleMs?: number } = {}): KafkaRunner {
   return new KafkaRunner({
     topology: topology(),
     kafka,
@@ -95,6 +95,7 @@ function inProcessRunner(kafka: Kafka, stateDir: string, o: { registry?: Registr
     stateDir,
     ...mockRunnerDefaults(),
     ...(o.maxWaitTimeInMs === undefined ? {} : { maxWaitTimeInMs: o.maxWaitTimeInMs }),
+    ...(o.inputSettleMs === undefined ? {} : { inputSettleMs: o.inputSettleMs }),
     // Stream time follows the clock records, never the wall clock (but in the idle-start test).
     idleAdvanceMs: o.idleAdvanceMs ?? 1e12,
     ...(o.registry ? { registry: o.registry } : {}),
@@ -183,7 +184,7 @@ test('replay (the reference) of the equivalence history exercises every trigger 
  * A live mode: the runner runs first, then the history is produced chunk by chunk (`chunking`), each chunk after
  * the runner processed everything before it, on a mock cluster of `brokers` brokers.
  */
-async function liveMode(t: TestContext, name: string, chunking: (inputs: readonly Input[]) => Input[][], brokers?: number): Promise<void> {
+async function liveMode(t: TestContext, name: string, chunking: (inputs: readonly Input[]) => Input[][], brokers?: number, inputSettleMs?: number): Promise<void> {
   await mode(
     t,
     name,
@@ -191,7 +192,7 @@ async function liveMode(t: TestContext, name: string, chunking: (inputs: readonl
       const registry = new Registry();
       await createInputs(admin);
       // The mock answers a fetch with no data only after its wait: a short one, as up to 1,595 chunks wait for it.
-      const runner = inProcessRunner(kafka, join(dir, 'state'), { registry, maxWaitTimeInMs: 10 });
+      const runner = inProcessRunner(kafka, join(dir, 'state'), { registry, maxWaitTimeInMs: 10, ...(inputSettleMs === undefined ? {} : { inputSettleMs }) });
       const out = await outputCollector(kafka);
       try {
         await runner.start();
@@ -232,6 +233,12 @@ test('live on three brokers: a chunk over several inputs is one produce request 
   // a record waits until every input the task has nothing buffered from was confirmed at its end by a fetch sent
   // after the record came (partition-group.ts).
   await liveMode(t, 'live, three brokers', mixedChunks, 3);
+});
+
+test('live on three brokers with an input settle time (KAIROS_INPUT_SETTLE_MS 25): records wait for a fetch begun 25 ms after they came — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  // The bound for a broker still appending a producer request's other partitions (fetch-log.ts); here it must
+  // hold records back without losing, repeating or reordering any, and release each without waiting for more input.
+  await liveMode(t, 'live, three brokers, settle 25 ms', mixedChunks, 3, 25);
 });
 
 test('catch-up: the whole history is on the topics before the runner starts — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
