@@ -84,7 +84,16 @@ async function freshTopics(admin: Admin): Promise<void> {
   }
   if (o.partitions) {
     const n = Number(o.partitions);
-    await admin.createTopics({ waitForLeaders: true, topics: Object.keys(TOPICS).filter((t) => t !== 'crm.triggers.v1' && t !== 'crm.trigger-audit.v1').map((topic) => ({ topic, numPartitions: n })) });
+    const topics = Object.keys(TOPICS).filter((t) => t !== 'crm.triggers.v1' && t !== 'crm.trigger-audit.v1');
+    await admin.createTopics({ waitForLeaders: false, topics: topics.map((topic) => ({ topic, numPartitions: n })) });
+    // A broker may answer metadata for a topic it has just created with "does not host this topic-partition"
+    // for a moment (kafkajs' waitForLeaders then fails the run): wait until every partition has a leader.
+    for (let i = 0; ; i++) {
+      const meta = await admin.fetchTopicMetadata({ topics }).catch(() => undefined);
+      if (meta !== undefined && meta.topics.every((t) => t.partitions.length === n && t.partitions.every((p) => p.leader >= 0))) break;
+      if (i >= 150) throw new Error(`the input topics have no leader for every partition 30 s after their creation`);
+      await sleep(200);
+    }
     log(`created the input topics with ${n} partitions`);
   }
 }
