@@ -100,9 +100,21 @@ async function freshTopics(admin: Admin): Promise<void> {
 
 async function produce(kafka: Kafka, serde: TopicSerde, lines: readonly Line[], chunk: number, pauseMs: number): Promise<void> {
   const producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: !mock, ...(mock ? {} : { maxInFlightRequests: 1 }) });
+  // Produce requests per chunk: a chunk sent in more than one (a retry of some partitions, or several brokers)
+  // reaches the consumer in parts, which the runner's record order cannot always tell from late input.
+  let requests = 0;
+  const brokers = new Set<string>();
+  const split: string[] = [];
+  producer.on(producer.events.REQUEST, (e) => {
+    if (e.payload.apiName !== 'Produce') return;
+    requests++;
+    brokers.add(e.payload.broker);
+  });
   await producer.connect();
   try {
     for (let i = 0; i < lines.length; i += chunk) {
+      requests = 0;
+      brokers.clear();
       const byTopic = new Map<string, Message[]>();
       for (const l of lines.slice(i, i + chunk)) {
         if (!isTopicName(l.topic)) continue;
@@ -112,11 +124,13 @@ async function produce(kafka: Kafka, serde: TopicSerde, lines: readonly Line[], 
         list.push({ key: l.key, value: l.value === null ? null : await serde.encode(l.topic, l.value), ...(partition === undefined ? {} : { partition }) });
       }
       await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+      if (requests > brokers.size) split.push(`lines ${i + 1}–${Math.min(i + chunk, lines.length)}: ${requests} requests to ${brokers.size} broker(s)`);
       if (pauseMs > 0) await sleep(pauseMs);
     }
   } finally {
     await producer.disconnect();
   }
+  log(split.length === 0 ? `every chunk went in one produce request per broker` : `chunks sent in more than one produce request: ${split.join('; ')}`);
 }
 
 async function startEngine(brokers: string, stateDir: string): Promise<ChildProcess> {

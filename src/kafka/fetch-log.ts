@@ -61,3 +61,45 @@ export class FetchLog {
     return this.#settled;
   }
 }
+
+/**
+ * Records fetched for a task that is still opening (restoring, reading its inputs' end offsets, recovering its
+ * outbox). The FETCH event marks an input with records in a response behind until its batch is buffered, but
+ * there is no task to mark yet, and the end offsets the task reads while it opens may predate those records.
+ * Without this, another input's newer records, fetched later and confirmed by a fetch that found this input
+ * empty (its records already fetched, still waiting for the task to open), could run ahead of them. When the
+ * task opens, every input with such records at or beyond its position counts as behind until a batch of it is
+ * buffered whole.
+ */
+export class FetchedWhileOpening {
+  readonly #seen = new Map<number, Map<string, bigint>>();
+
+  /** A non-empty batch of `topic` for `partition`, whose task is not open, ending before offset `next`. */
+  add(partition: number, topic: string, next: bigint): void {
+    let topics = this.#seen.get(partition);
+    if (topics === undefined) this.#seen.set(partition, (topics = new Map()));
+    const known = topics.get(topic);
+    if (known === undefined || next > known) topics.set(topic, next);
+  }
+
+  /**
+   * The inputs of `partition` with records fetched at or beyond the task's position (`positions`, next offsets;
+   * an input without one reads whatever was fetched), and forgets the partition.
+   */
+  take(partition: number, positions: ReadonlyMap<string, string>): string[] {
+    const topics = this.#seen.get(partition);
+    this.#seen.delete(partition);
+    if (topics === undefined) return [];
+    const behind: string[] = [];
+    for (const [topic, next] of topics) {
+      const pos = positions.get(topic);
+      if (pos === undefined || next > BigInt(pos)) behind.push(topic);
+    }
+    return behind;
+  }
+
+  /** The partition's task closed: what was fetched for it says nothing about a later owner's task. */
+  forget(partition: number): void {
+    this.#seen.delete(partition);
+  }
+}

@@ -120,6 +120,8 @@ export interface FetchedBatch {
   readonly partition: number;
   /** Whether the batch has records kafkajs will hand to eachBatch. */
   isEmpty(): boolean;
+  /** The offset of its last record (of a non-empty batch). */
+  lastOffset(): string;
 }
 
 /** The payload of the consumer's FETCH event once patched: kafkajs' own fields, and the response's batches. */

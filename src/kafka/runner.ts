@@ -37,7 +37,7 @@ import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
 import { checkCopartitioned, ensureTopics, INTERNAL_TOPIC_CONFIGS, messageLimit, partitionOffsets, type NeededTopic } from './topics.js';
 import { GroupedCalls } from '../util/grouped-calls.js';
 import type { FetchEventPayload } from './kafkajs-preload.js';
-import { FetchLog } from './fetch-log.js';
+import { FetchedWhileOpening, FetchLog } from './fetch-log.js';
 import type { Buffered } from './partition-group.js';
 
 export interface KafkaRunnerOptions {
@@ -403,7 +403,12 @@ export class KafkaRunner {
         const h = this.#taskNow(b.partition);
         if (!b.isEmpty()) {
           this.#arrivals.set(b, arrival);
-          if (h === undefined || h.closed) continue;
+          if (h === undefined) {
+            // Its task is still opening (or not this instance's): the input counts as behind once it opens.
+            this.#fetchedWhileOpening.add(b.partition, b.topic, BigInt(b.lastOffset()) + 1n);
+            continue;
+          }
+          if (h.closed) continue;
           h.group.setBehind(b.topic, true);
           (fed ??= new Set()).add(h);
         } else if (h === undefined || h.closed) continue;
@@ -561,6 +566,8 @@ export class KafkaRunner {
    * responses it vouches for (all that came before it began, or at least inputSettleMs before).
    */
   readonly #fetches: FetchLog;
+  /** Inputs with records fetched for a task still opening (fetch-log.ts). */
+  readonly #fetchedWhileOpening = new FetchedWhileOpening();
   readonly #fetchStarts = new Map<number, number>();
   /** The number of the response each fetched batch came in, for its records (`Buffered.arrival`). */
   readonly #arrivals = new WeakMap<object, number>();
@@ -772,6 +779,9 @@ export class KafkaRunner {
     // offset commit can land after its last changelog write was restored here, and records between the two
     // would be skipped. A batch fetched before this seek is stale and dropped (eachBatch checks isStale()).
     for (const [topic, offset] of restoredPositions) this.#consumer?.seek({ topic, partition, offset });
+    // Records fetched while the task opened, not yet buffered: their inputs wait for them (fetch-log.ts). In the
+    // same turn as #opened.add, so no FETCH event falls between the two.
+    for (const topic of this.#fetchedWhileOpening.take(partition, restoredPositions)) handle.group.setBehind(topic, true);
     this.#opened.add(partition);
     this.#log.info({ partition, dir, lagging: [...behind].filter(([, b]) => b).map(([t]) => t) }, 'task opened');
     return handle;
@@ -1006,6 +1016,7 @@ export class KafkaRunner {
     if (!hp) return;
     this.#tasks.delete(partition);
     this.#opened.delete(partition);
+    this.#fetchedWhileOpening.forget(partition);
     // Per-task gauges go with the task: a frozen value here would double-count (or alert) once another
     // instance reports the same partition.
     const label = String(partition);

@@ -1,7 +1,7 @@
 /** The runner's count of fetch responses and what a fetch vouches for (src/kafka/fetch-log.ts). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FetchLog } from '../../src/kafka/fetch-log.js';
+import { FetchedWhileOpening, FetchLog } from '../../src/kafka/fetch-log.js';
 import { PartitionGroup } from '../../src/kafka/partition-group.js';
 
 test('without a settle time a fetch vouches for every response that came before it began', () => {
@@ -72,4 +72,39 @@ test('a record waits for a fetch begun a settle time after it came, then passes 
 test('a settle time must be a non-negative integer', () => {
   assert.throws(() => new FetchLog(-1), /non-negative integer/);
   assert.throws(() => new FetchLog(1.5), /non-negative integer/);
+});
+
+test('records fetched while a task opens make their inputs behind when it opens, if at or past its position', () => {
+  const w = new FetchedWhileOpening();
+  w.add(3, 'shop.orders.v1', 120n);
+  w.add(3, 'shop.orders.v1', 110n); // an older batch of the same input: the furthest one counts
+  w.add(3, 'shop.basket.v1', 50n);
+  w.add(3, 'shop.pageviews.v1', 7n);
+  w.add(5, 'shop.basket.v1', 9n);
+  // orders: fetched up to 120, the task reads from 100; basket: the batch ends before 50, the task reads from 50
+  // (a stale batch from before its seek); page views: no position, so whatever was fetched is still to read.
+  const behind = w.take(3, new Map([['shop.orders.v1', '100'], ['shop.basket.v1', '50']]));
+  assert.deepEqual(behind.sort(), ['shop.orders.v1', 'shop.pageviews.v1']);
+  assert.deepEqual(w.take(3, new Map()), [], 'taken once: the partition is forgotten');
+  w.forget(5);
+  assert.deepEqual(w.take(5, new Map()), [], 'a closed task forgets what was fetched for it');
+});
+
+test('an input behind for records fetched while its task opened holds another input\'s newer records until they are buffered', () => {
+  // The task opened with both inputs at their end by the broker's end offsets; orders records were fetched
+  // meanwhile, not yet buffered. A fetch that then finds orders empty (its records are already fetched) must
+  // not let a newer basket record pass them.
+  const w = new FetchedWhileOpening();
+  w.add(0, 'orders', 11n);
+  const g = new PartitionGroup<string>({ waitFor: ['basket', 'orders'], others: [] });
+  g.setBehind('basket', false);
+  g.setBehind('orders', false);
+  for (const topic of w.take(0, new Map([['orders', '10'], ['basket', '20']]))) g.setBehind(topic, true);
+  g.add('basket', [{ record: 'b-new', timestamp: 200, arrival: 5 }]);
+  g.confirm('orders', 9);
+  assert.equal(g.next().kind, 'waiting', 'the newer basket record waits');
+  g.add('orders', [{ record: 'o-old', timestamp: 100, arrival: 4 }]);
+  g.setBehind('orders', false);
+  const first = g.next();
+  assert.equal(first.kind === 'record' ? first.item.record : first.kind, 'o-old');
 });
