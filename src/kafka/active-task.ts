@@ -141,6 +141,12 @@ export class ActiveTask {
   raw: TopicMessages[] = [];
   /** Per input: the offset after the last record buffered (from the restored position when the task opened). */
   readonly fetchedTo = new Map<string, bigint>();
+  /**
+   * Per waited-for input: the highest end offset known (the end offsets read when the task opened, then every
+   * batch's high watermark). A batch says how far its input went when the broker read it, which can be before
+   * the task opened (a response that came while it restored): its stale high watermark must not undo a newer end.
+   */
+  readonly #knownEnd = new Map<string, bigint>();
   /** Processed since the last commit. */
   pending = false;
   lastCommitAt: number;
@@ -171,6 +177,17 @@ export class ActiveTask {
       others: env.internal.filter((t) => t !== env.rerouteTopic),
       maxIdleMs: env.maxTaskIdleMs,
     });
+  }
+
+  /**
+   * The end offset of `topic` as far as the task knows: the larger of `end` (a batch's high watermark, or the end
+   * offset read when the task opened) and every end it was told before.
+   */
+  knownEnd(topic: string, end: bigint): bigint {
+    const known = this.#knownEnd.get(topic);
+    if (known !== undefined && known >= end) return known;
+    this.#knownEnd.set(topic, end);
+    return end;
   }
 
   /** The sink for StreamTask output. */
@@ -257,6 +274,7 @@ export class ActiveTask {
     }
     let count = 0;
     const forcedBefore = this.group.forcedCount;
+    const lateBefore = this.group.lateCount;
     try {
       for (;;) {
         const n = this.group.next();
@@ -269,6 +287,7 @@ export class ActiveTask {
     } finally {
       this.#countProcessed();
     }
+    if (this.group.lateCount > lateBefore) this.#env.metrics?.lateRecords.inc({ partition: String(this.partition) }, this.group.lateCount - lateBefore);
     if (this.group.forcedCount > forcedBefore) {
       this.#env.metrics?.idleForced.inc({ partition: String(this.partition) }, this.group.forcedCount - forcedBefore);
       this.#log.warn({ waitedMs: this.#env.maxTaskIdleMs }, 'an input known to lag sent nothing for maxTaskIdleMs; processing without it (order by event time not guaranteed)');

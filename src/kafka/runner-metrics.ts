@@ -23,6 +23,7 @@ export interface RunnerMetrics {
   readonly standbyApplied: Counter<'partition'>;
   readonly rerouted: Counter<'topic'>;
   readonly idleForced: Counter<'partition'>;
+  readonly lateRecords: Counter<'partition'>;
   readonly producerReplaced: Counter<'reason'>;
 }
 
@@ -68,6 +69,12 @@ export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMe
     idleForced: new Counter({
       name: 'kairos_task_idle_forced_total',
       help: 'Times a task processed without an input known to lag, after maxTaskIdleMs (event-time order not guaranteed)',
+      labelNames: ['partition'],
+      registers,
+    }),
+    lateRecords: new Counter({
+      name: 'kairos_task_late_records_total',
+      help: 'Records a task took from an input with an event time below its stream time: out-of-order input, or records one input fetched later than a newer record of another',
       labelNames: ['partition'],
       registers,
     }),

@@ -422,14 +422,14 @@ export class KafkaRunner {
     // only when it starts where the task has fetched to: one fetched before a seek back (a restore, a reset)
     // says nothing about the records the task still has to read.
     consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
-      const { topic, partition, offsetLag, batchSize, firstOffset } = e.payload;
+      const { topic, partition, highWatermark, batchSize, firstOffset, lastOffset } = e.payload;
       const hp = this.#tasks.get(partition);
       if (!hp || !this.#opened.has(partition) || batchSize > 0) return;
       void hp
         .then((h) => {
           const to = h.fetchedTo.get(topic);
           if (to !== undefined && firstOffset !== null && BigInt(firstOffset) > to) return;
-          h.group.setBehind(topic, BigInt(offsetLag) > 0n);
+          h.group.setBehind(topic, h.knownEnd(topic, BigInt(highWatermark)) - BigInt(lastOffset) - 1n > 0n);
         })
         .catch(() => undefined);
     });
@@ -698,7 +698,7 @@ export class KafkaRunner {
     await this.#standby?.release(partition);
     // Restore first, on the bare state, so the task starts with complete stores and timers.
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
-    let behind: Map<string, boolean>;
+    let ends: Map<string, { readonly high: bigint; readonly behind: boolean }>;
     let confirmedAt: number;
     let restoredPositions: ReadonlyMap<string, string>;
     let committedEnds: ReadonlyMap<string, string>;
@@ -723,7 +723,7 @@ export class KafkaRunner {
       // Records of the responses that came before the end offsets were asked for (at least inputSettleMs
       // before) need no later fetch.
       confirmedAt = this.#fetches.settled();
-      behind = await this.#initialLag(partition, bare);
+      ends = await this.#initialEnds(partition, bare);
       const positionsOf = (topics: readonly string[]): Map<string, string> =>
         new Map(
           topics.flatMap((t) => {
@@ -744,8 +744,9 @@ export class KafkaRunner {
       await txProducer.connect();
     }
     const handle = new ActiveTask(env, partition, txProducer);
-    for (const [topic, b] of behind) {
-      handle.group.setBehind(topic, b);
+    for (const [topic, { high, behind }] of ends) {
+      handle.knownEnd(topic, high);
+      handle.group.setBehind(topic, behind);
       handle.group.confirm(topic, confirmedAt);
     }
     for (const [topic, offset] of restoredPositions) handle.fetchedTo.set(topic, BigInt(offset));
@@ -783,23 +784,24 @@ export class KafkaRunner {
     // same turn as #opened.add, so no FETCH event falls between the two.
     for (const topic of this.#fetchedWhileOpening.take(partition, restoredPositions)) handle.group.setBehind(topic, true);
     this.#opened.add(partition);
-    this.#log.info({ partition, dir, lagging: [...behind].filter(([, b]) => b).map(([t]) => t) }, 'task opened');
+    this.#log.info({ partition, dir, lagging: [...ends].filter(([, e]) => e.behind).map(([t]) => t) }, 'task opened');
     return handle;
   }
 
   /**
-   * Whether each waited-for input of a new task has records beyond the task's position (end offsets from the
-   * broker), so the first batches wait for each other instead of racing ahead by batch order — also right
-   * after a restore or a rebalance, when one input's first fetch comes late.
+   * Each waited-for input's end offset (from the broker) and whether it has records beyond the task's position,
+   * so the first batches wait for each other instead of racing ahead by batch order — also right after a
+   * restore or a rebalance, when one input's first fetch comes late. The end stays known to the task: a batch
+   * fetched before it opened carries an older high watermark (ActiveTask.knownEnd).
    */
-  async #initialLag(partition: number, state: TaskState): Promise<Map<string, boolean>> {
-    const behind = new Map<string, boolean>();
+  async #initialEnds(partition: number, state: TaskState): Promise<Map<string, { readonly high: bigint; readonly behind: boolean }>> {
+    const ends = new Map<string, { readonly high: bigint; readonly behind: boolean }>();
     for (const topic of [...this.#externalSources, this.#rerouteTopic]) {
       const o = await partitionOffsets(this.#admin as Admin, topic, partition, this.#log);
-      const pos = BigInt(state.position(topic, partition) ?? o.low);
-      behind.set(topic, BigInt(o.high) > pos);
+      const high = BigInt(o.high);
+      ends.set(topic, { high, behind: high > BigInt(state.position(topic, partition) ?? o.low) });
     }
-    return behind;
+    return ends;
   }
 
   /**
@@ -850,8 +852,10 @@ export class KafkaRunner {
       // Only a batch taken whole says how far the input goes: one cut short (a stale batch from before a seek,
       // or a stop) leaves records behind it, and marking the input caught up would let later records of other
       // inputs run ahead of them (stream time jumps, and their events are dropped as too late).
+      // Its high watermark is the end when the broker read it, which may be older than the end the task read
+      // when it opened (a response that came while it opened): the larger one counts.
       if (items.length === batch.messages.length) {
-        const lag = BigInt(batch.highWatermark) - BigInt(batch.lastOffset()) - 1n;
+        const lag = task.knownEnd(topic, BigInt(batch.highWatermark)) - BigInt(batch.lastOffset()) - 1n;
         task.group.setBehind(topic, lag > 0n);
         if (external) this.#metrics?.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(lag)));
       }

@@ -7,6 +7,7 @@ import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { partitionOf } from '../../src/kafka/partitioner.js';
+import type { FetchEventPayload } from '../../src/kafka/kafkajs-preload.js';
 import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
 import { tempDir } from '../helpers.js';
 import { collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
@@ -328,6 +329,86 @@ test('records of two inputs in one fetch response are taken in event-time order:
     const abandoned = got.map((g) => json<Trigger>(g.message)).filter((t) => t.type === 'BASKET_ABANDONED').map((t) => t.customerId);
     assert.deepEqual(abandoned.filter((c) => c.startsWith('x')), [], 'no basket with an order in time is abandoned');
     assert.equal(new Set(abandoned.filter((c) => c.startsWith('y'))).size, rounds);
+  } finally {
+    await producer.disconnect();
+    await r.stop();
+    await single.stop();
+    dir.remove();
+  }
+});
+
+test('a batch fetched while its task opened does not undo the end offsets the task read: a record of the other input that came meanwhile is waited for (one broker)', async () => {
+  // The first fetch response brings z's order (orders) and x's and y's items (basket), read before the task
+  // reads its inputs' end offsets; x's order, 1 s after x's item, is written in between. The orders batch's high
+  // watermark says "at its end" and was once taken for it: y's item (10 s later) then passed x's order, fired
+  // x's timer, and the order came late.
+  const single = await startMockCluster({ brokers: 1 });
+  const dir = tempDir();
+  const kafka = testKafka(single.brokers);
+  const registry = new Registry();
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  const base = Date.UTC(2026, 0, 5, 9, 0, 0);
+  const inPartitionOf = (prefix: string, key: string): string => {
+    for (let n = 0; ; n++) if (partitionOf(`${prefix}-${n}`, 4) === partitionOf(key, 4)) return `${prefix}-${n}`;
+  };
+  const x = 'x0';
+  const y = inPartitionOf('y', x);
+  const z = inPartitionOf('z', x);
+  const order = (customerId: string, at: number): OrderEvent => ({ eventId: `o-${customerId}`, orderId: `ord-${customerId}`, customerId, occurredAt: at, items: [{ sku: `sku-${customerId}`, productId: 'p', quantity: 1, unitPrice: { amount: 1000, currency: 'EUR' } }] });
+  let ordersFetched: () => void = () => undefined;
+  const fetched = new Promise<void>((resolve) => (ordersFetched = resolve));
+  // Once the runner's consumer has fetched the first orders record: x's order is written, then end offsets are read.
+  const meanwhile = fetched.then(() => producer.send({ topic: 'shop.orders.v1', acks: -1, messages: [{ key: x, value: JSON.stringify(order(x, base + 1000)) }] }));
+  const gated = new Proxy(kafka, {
+    get(t, k) {
+      if (k === 'consumer') {
+        return (config: ConsumerConfig) => {
+          const c = t.consumer(config);
+          c.on(c.events.FETCH, (e) => {
+            const { batches } = e.payload as FetchEventPayload;
+            if (batches?.some((b) => b.topic === 'shop.orders.v1' && !b.isEmpty()) === true) ordersFetched();
+          });
+          return c;
+        };
+      }
+      if (k === 'admin') {
+        return (...a: Parameters<Kafka['admin']>) => {
+          const admin = t.admin(...a);
+          return new Proxy(admin, {
+            get(at, ak) {
+              const v = Reflect.get(at, ak) as unknown;
+              if (typeof v !== 'function') return v;
+              if (ak !== 'fetchTopicOffsets') return (v as (...args: unknown[]) => unknown).bind(at);
+              return async (topic: string) => {
+                if (topic.startsWith('shop.')) await meanwhile;
+                return admin.fetchTopicOffsets(topic);
+              };
+            },
+          });
+        };
+      }
+      const v = Reflect.get(t, k) as unknown;
+      return typeof v === 'function' ? (v as (...args: unknown[]) => unknown).bind(t) : v;
+    },
+  });
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '3s' } } } }), 'kt');
+  const r = new KafkaRunner({ topology, kafka: gated, stateDir: dir.dir, ...mockRunnerDefaults(), idleAdvanceMs: 500, registry, groupId: 'kairos-kt-open-race' });
+  try {
+    await producer.connect();
+    await producer.sendBatch({
+      acks: -1,
+      topicMessages: [
+        { topic: 'shop.orders.v1', messages: [{ key: z, value: JSON.stringify(order(z, base - 5000)) }] },
+        { topic: 'shop.basket.v1', messages: [x, y].map((c, i) => ({ key: c, value: JSON.stringify(added(c, base + i * 10_000)) })) },
+      ],
+    });
+    await r.start();
+    // y is abandoned (by idle advance); x is not: its order, 1 s after its item, comes before y's item.
+    const got = await collect(kafka, ['crm.triggers.v1'], (all) => all.some((g) => json<Trigger>(g.message).customerId === y));
+    const abandoned = got.map((g) => json<Trigger>(g.message)).filter((t) => t.type === 'BASKET_ABANDONED').map((t) => t.customerId);
+    assert.deepEqual(abandoned, [y]);
+    const late = (await registry.getSingleMetric('kairos_task_late_records_total')?.get())?.values.reduce((n, v) => n + v.value, 0);
+    assert.equal(late, 0, 'no record was taken below stream time');
   } finally {
     await producer.disconnect();
     await r.stop();
