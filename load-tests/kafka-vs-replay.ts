@@ -31,7 +31,7 @@ import { isTopicName, TOPICS, type Trigger } from '../schemas/contract.js';
 import { run } from '../src/cli/main.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
-import { startKairos } from './lib/child.js';
+import { startKairos, type KairosChild } from './lib/child.js';
 import { AvroSerde, JsonSerde, type TopicSerde } from '../src/kafka/serde.js';
 
 const { values: o } = parseArgs({
@@ -133,7 +133,7 @@ async function produce(kafka: Kafka, serde: TopicSerde, lines: readonly Line[], 
   log(split.length === 0 ? `every chunk went in one produce request per broker` : `chunks sent in more than one produce request: ${split.join('; ')}`);
 }
 
-async function startEngine(brokers: string, stateDir: string): Promise<ChildProcess> {
+async function startEngine(brokers: string, stateDir: string): Promise<KairosChild> {
   const engine = await startKairos({
     label: 'engine',
     // a restore of a large changelog comes before the banner
@@ -155,7 +155,20 @@ async function startEngine(brokers: string, stateDir: string): Promise<ChildProc
     echo: true,
     onSpawn: (child) => children.push(child),
   });
-  return engine.process;
+  return engine;
+}
+
+/**
+ * Records the engine's tasks took below their stream time (kairos_task_late_records_total, summed over tasks):
+ * 0 when the input's events are in event-time order per customer and the runner kept them so.
+ */
+async function lateRecords(engine: KairosChild): Promise<number | undefined> {
+  if (engine.url === undefined || !engine.running()) return undefined;
+  const text = await fetch(`${engine.url}/metrics`).then((r) => r.text()).catch(() => undefined);
+  if (text === undefined) return undefined;
+  let n = 0;
+  for (const line of text.split('\n')) if (line.startsWith('kairos_task_late_records_total{')) n += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return n;
 }
 
 async function main(): Promise<number> {
@@ -177,19 +190,20 @@ async function main(): Promise<number> {
   const started = Date.now();
   const mode = o.mode as string;
   const stateDir = join(tmp, 'state-1');
+  let engine: KairosChild;
   if (mode === 'before') {
-    await startEngine(brokers, stateDir);
+    engine = await startEngine(brokers, stateDir);
     await sleep(3000);
     await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100);
   } else {
     await produce(kafka, serde, lines, 5000, 0);
     log(`produced ${lines.length} events`);
-    const engine = await startEngine(brokers, stateDir);
+    engine = await startEngine(brokers, stateDir);
     if (mode === 'kill') {
       await sleep(Number(o['kill-after-sec']) * 1000);
-      engine.kill('SIGKILL');
+      engine.process.kill('SIGKILL');
       log(`killed the engine after ${o['kill-after-sec']} s; starting a new one on an empty state directory`);
-      await startEngine(brokers, join(tmp, 'state-2'));
+      engine = await startEngine(brokers, join(tmp, 'state-2'));
     }
   }
   // The trigger topic may only now exist (the engine creates it; a broker without auto-creation has none
@@ -225,6 +239,8 @@ async function main(): Promise<number> {
     }
   }
   process.stderr.write('\n');
+  const late = await lateRecords(engine);
+  log(`records taken below their task's stream time (kairos_task_late_records_total${mode === 'kill' ? ', the last engine' : ''}): ${late ?? 'not read'}`);
   await consumer.disconnect();
   await admin.disconnect();
   const want = new Map(expected.map((t) => [t.triggerId, t]));
@@ -249,7 +265,7 @@ async function main(): Promise<number> {
     log(`${t[0]}: ${t[1].type} ${t[1].customerId} at ${new Date(t[1].occurredAt).toISOString()} caused by ${t[1].causedBy.eventId}`);
   }
   const equal = missing.length === 0 && extra.length === 0;
-  console.log(JSON.stringify({ input: o.input, mode, guarantee: o.guarantee, serde: o.serde, brokers: mock ? 'mock' : brokers, equal, rows, seconds: (Date.now() - started) / 1000 }));
+  console.log(JSON.stringify({ input: o.input, mode, guarantee: o.guarantee, serde: o.serde, brokers: mock ? 'mock' : brokers, equal, lateRecords: late, rows, seconds: (Date.now() - started) / 1000 }));
   return equal ? 0 : 1;
 }
 

@@ -147,6 +147,16 @@ export class ActiveTask {
    * the task opened (a response that came while it restored): its stale high watermark must not undo a newer end.
    */
   readonly #knownEnd = new Map<string, bigint>();
+  /** The waited-for inputs (external and reroute): their records make the task's stream time. */
+  readonly #waited: ReadonlySet<string>;
+  /** The largest event time processed from a waited-for input. */
+  #streamTime = -Infinity;
+  /**
+   * Records processed from a waited-for input with an event time below #streamTime: out-of-order input, or a
+   * record fetched after a newer one of another input passed it (kairos_task_late_records_total). Records taken
+   * again but already in the state (a fetch from the group's committed offsets after a rebalance) do not count.
+   */
+  #late = 0;
   /** Processed since the last commit. */
   pending = false;
   lastCommitAt: number;
@@ -172,8 +182,9 @@ export class ActiveTask {
     this.txProducer = txProducer;
     this.lastCommitAt = Date.now();
     this.#log = env.logger.child({ partition });
+    this.#waited = new Set([...env.external, env.rerouteTopic]);
     this.group = new PartitionGroup<Fetched>({
-      waitFor: [...env.external, env.rerouteTopic],
+      waitFor: [...this.#waited],
       others: env.internal.filter((t) => t !== env.rerouteTopic),
       maxIdleMs: env.maxTaskIdleMs,
     });
@@ -274,7 +285,7 @@ export class ActiveTask {
     }
     let count = 0;
     const forcedBefore = this.group.forcedCount;
-    const lateBefore = this.group.lateCount;
+    const lateBefore = this.#late;
     try {
       for (;;) {
         const n = this.group.next();
@@ -287,7 +298,7 @@ export class ActiveTask {
     } finally {
       this.#countProcessed();
     }
-    if (this.group.lateCount > lateBefore) this.#env.metrics?.lateRecords.inc({ partition: String(this.partition) }, this.group.lateCount - lateBefore);
+    if (this.#late > lateBefore) this.#env.metrics?.lateRecords.inc({ partition: String(this.partition) }, this.#late - lateBefore);
     if (this.group.forcedCount > forcedBefore) {
       this.#env.metrics?.idleForced.inc({ partition: String(this.partition) }, this.group.forcedCount - forcedBefore);
       this.#log.warn({ waitedMs: this.#env.maxTaskIdleMs }, 'an input known to lag sent nothing for maxTaskIdleMs; processing without it (order by event time not guaranteed)');
@@ -329,6 +340,10 @@ export class ActiveTask {
       this.#env.noteRerouted(r.topic, d.key ?? '', p, r.rerouteTo);
       this.task.state.setPosition(bufferTopic, p, nextOffset(m.offset));
       return;
+    }
+    if (this.#waited.has(bufferTopic)) {
+      if (timestamp < this.#streamTime) this.#late++;
+      else this.#streamTime = timestamp;
     }
     const processed = this.task.process({ topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp }, { topic: bufferTopic, partition: p, offset: m.offset });
     if (typeof processed !== 'boolean') return processed.then(() => this.#countOne(r.topic));

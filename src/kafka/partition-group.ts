@@ -74,13 +74,6 @@ export class PartitionGroup<R> {
   #waitingSince: number | undefined;
   /** How often the last-resort timeout was taken (for a metric). */
   forcedCount = 0;
-  /**
-   * Records taken from a waited-for input with an event time below the group's stream time (the largest event
-   * time taken from those inputs): out-of-order input, or a record that came after a newer one of another input
-   * had passed it (for a metric).
-   */
-  lateCount = 0;
-  #streamTime = -Infinity;
 
   constructor(o: GroupOptions) {
     const inputs: Input<R>[] = [];
@@ -191,10 +184,6 @@ export class PartitionGroup<R> {
       this.forcedCount++;
     }
     this.#waitingSince = undefined;
-    if (best.waited) {
-      if (bestTs < this.#streamTime) this.lateCount++;
-      else this.#streamTime = bestTs;
-    }
     return { kind: 'record', topic: best.topic, item: this.#take(best) };
   }
 

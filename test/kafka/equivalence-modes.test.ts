@@ -112,15 +112,25 @@ async function createInputs(admin: Admin): Promise<void> {
  * Produces `inputs` chunk by chunk (`chunking`, liveChunks by default), each after the runner processed everything before it. Returns
  * how many chunks there were and how often the runner did not catch up within 30 s (then it goes on anyway).
  */
-async function feedLive(producer: Producer, registry: Registry, inputs: readonly Input[], chunking: (inputs: readonly Input[]) => Input[][] = liveChunks): Promise<{ chunks: number; slow: number }> {
+async function feedLive(
+  producer: Producer,
+  registry: Registry | readonly Registry[],
+  inputs: readonly Input[],
+  chunking: (inputs: readonly Input[]) => Input[][] = liveChunks,
+  beforeChunk?: (index: number, chunks: number) => Promise<void>,
+): Promise<{ chunks: number; slow: number }> {
   const chunks = chunking(inputs);
-  let produced = await processedCount(registry, INPUT_TOPICS);
+  // Several runners (a rebalance): their counts together (records a moved task processes again count twice).
+  const registries = 'getSingleMetric' in registry ? [registry] : registry;
+  const processed = async (): Promise<number> => (await Promise.all(registries.map((r) => processedCount(r, INPUT_TOPICS)))).reduce((a, b) => a + b, 0);
+  let produced = await processed();
   let slow = 0;
-  for (const chunk of chunks) {
+  for (const [i, chunk] of chunks.entries()) {
+    await beforeChunk?.(i, chunks.length);
     await produceChunk(producer, chunk);
     produced += chunk.length;
     const deadline = Date.now() + 30_000;
-    while ((await processedCount(registry, INPUT_TOPICS)) < produced) {
+    while ((await processed()) < produced) {
       if (Date.now() > deadline) {
         slow++;
         break;
@@ -239,6 +249,51 @@ test('live on three brokers with an input settle time (KAIROS_INPUT_SETTLE_MS 25
   // The bound for a broker still appending a producer request's other partitions (fetch-log.ts); here it must
   // hold records back without losing, repeating or reordering any, and release each without waiting for more input.
   await liveMode(t, 'live, three brokers, settle 25 ms', mixedChunks, 3, 25);
+});
+
+test('rebalance while live, one broker: a second instance joins after a third of the chunks and the first leaves after two thirds — tasks move with their changelogs while input flows, Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  // Tasks open while chunks over several inputs keep coming (each one produce request, one fetch response):
+  // batches fetched before a task read its end offsets, records fetched while it restores, a new owner's first
+  // fetches. Two in-process runners in one group, each with its own state directory.
+  await mode(
+    t,
+    'rebalance while live',
+    async ({ kafka, admin, dir, producer }) => {
+      await createInputs(admin);
+      const registries = [new Registry(), new Registry()] as const;
+      const first = inProcessRunner(kafka, join(dir, 'state-a'), { registry: registries[0], maxWaitTimeInMs: 10 });
+      const second = inProcessRunner(kafka, join(dir, 'state-b'), { registry: registries[1], maxWaitTimeInMs: 10 });
+      const out = await outputCollector(kafka);
+      let firstRunning = false;
+      let secondRunning = false;
+      try {
+        await first.start();
+        firstRunning = true;
+        const started = performance.now();
+        const fed = await feedLive(producer, registries, replayInputs(h), mixedChunks, async (i, n) => {
+          if (i === Math.floor(n / 3)) {
+            await second.start();
+            secondRunning = true;
+            t.diagnostic(`rebalance while live: the second instance joined before chunk ${i} of ${n}`);
+          } else if (i === Math.floor((2 * n) / 3)) {
+            await first.stop();
+            firstRunning = false;
+            t.diagnostic(`rebalance while live: the first instance left before chunk ${i} of ${n}`);
+          }
+        });
+        t.diagnostic(`rebalance while live: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runners did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
+        const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
+        const late = await Promise.all(registries.map(async (r) => (await r.getSingleMetric('kairos_task_late_records_total')?.get())?.values.reduce((a, v) => a + v.value, 0) ?? 0));
+        t.diagnostic(`rebalance while live: records taken below their task's stream time ${late.join(' + ')}`);
+        return { out, waited };
+      } finally {
+        if (firstRunning) await first.stop();
+        if (secondRunning) await second.stop();
+        await out.stop();
+      }
+    },
+    1,
+  );
 });
 
 test('catch-up: the whole history is on the topics before the runner starts — Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {

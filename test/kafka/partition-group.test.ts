@@ -135,17 +135,3 @@ test('a record passes an input at its end only once a fetch sent after the recor
   g.add('basket', [at('b2', 40, 5)]);
   assert.equal(taken(g.next()), 'waiting');
 });
-
-test('records taken below stream time are counted: out-of-order input, or an input that came after a newer record of another passed it; internal records neither count nor move stream time', () => {
-  const g = new PartitionGroup<string>({ waitFor: ['basket', 'orders'], others: ['repartition'] });
-  g.setBehind('basket', false);
-  g.setBehind('orders', false);
-  g.add('basket', [item('b1', 10), item('b2', 50), item('b3', 40)]);
-  g.add('repartition', [item('r1', 90)]);
-  assert.deepEqual(drain(g), ['b1', 'b2', 'b3', 'r1']);
-  assert.equal(g.lateCount, 1, 'b3 (40) after b2 (50)');
-  // Stream time is 50 (r1's 90 does not count): an order at 45 that came after b2 is late, one at 60 is not.
-  g.add('orders', [item('o1', 45), item('o2', 60)]);
-  assert.deepEqual(drain(g), ['o1', 'o2']);
-  assert.equal(g.lateCount, 2);
-});
