@@ -78,7 +78,9 @@ function steps(quick: boolean, brokers: string | undefined): Step[] {
     { name: 'kafka-4', script: 'kafka-throughput.ts', args: [...kafkaSize, '--instances', '4', '--mode', 'child', '--seconds', '0'], what: 'four `kairos start` children, catch-up' },
     // api-latency's defaults (4,000 customers) since 7115d78; the first report's api figures used --customers 500,
     // because its readiness wait then never ended when a generated customer had no state.
-    { name: 'api', script: 'api-latency.ts', args: quick ? ['--seconds', '5'] : [], what: 'query API through instance A of two vs a bare fastify baseline, open-loop generator' },
+    // As deployed (bin/kairos.js runs dist/): tsx's transform adds a closure wrapper per function made per request
+    // (load-tests/README.md, *Where the query API's time goes*). The bench builds dist/ first.
+    { name: 'api', script: 'api-latency.ts', args: [...(quick ? ['--seconds', '5'] : []), '--dist'], what: 'query API (compiled dist/, as deployed) through instance A of two vs a bare fastify baseline, open-loop generator' },
     {
       name: 'restore',
       script: 'restore-time.ts',
@@ -376,6 +378,15 @@ async function main(): Promise<number> {
   mkdirSync(outDir, { recursive: true });
   const m = machine();
   log(`${String(m.nproc)} cores, ${String(m.cpuModel)}, ${String(m.ramGiB)} GiB, node ${String(m.node)}, commit ${String(m.gitCommit)}; steps: ${chosen.map((s) => s.name).join(', ')}`);
+  if (chosen.some((s) => s.args.includes('--dist'))) {
+    // The steps that run Kairos as deployed need a current dist/ (api-latency refuses a stale one).
+    log('npm run build (steps run from dist/)');
+    const built = spawnSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    if (built.status !== 0) {
+      process.stderr.write(`bench: npm run build failed (exit ${String(built.status)})\n`);
+      return 1;
+    }
+  }
   const fresh: Result[] = [];
   for (const s of chosen) fresh.push(await runStep(s));
   // --only updates those steps in the existing report; the other steps are kept from it (with their own date,

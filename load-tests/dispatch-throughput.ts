@@ -4,7 +4,7 @@
  * endpoint, a local SMTP server — without Kafka. Prints triggers/s and provider latency, and (with --baseline,
  * the default) the providers' own clients on the same endpoints, run just before: firebase-admin `sendEach` in
  * batches of 500 (one call at a time) with as many messages, and pooled nodemailer (same 10 connections, 64
- * mails in flight) with as many mails — and the dispatcher's ratio to each. The local FCM and SMTP endpoints run
+ * mails in flight) with the same mails (rendered beforehand) — and the dispatcher's ratio to each. The local FCM and SMTP endpoints run
  * in a child process of their own, so they do not share the dispatcher's event loop.
  *
  *   npx tsx load-tests/dispatch-throughput.ts [--triggers 3000] [--concurrency 256 = KAIROS_DISPATCH_CONCURRENCY's default] [--channels push,email,onsite] [--no-baseline]
@@ -27,6 +27,7 @@ import type { Channel } from '../schemas/contract.js';
 import type { ChannelSender } from '../src/dispatch/channel.js';
 import { DISPATCH_VARS } from '../src/dispatch/config.js';
 import { SmtpEmailSender, smtpOptions } from '../src/dispatch/email-smtp.js';
+import { render } from '../src/dispatch/templates.js';
 import { OnsiteRedisSender } from '../src/dispatch/onsite-redis.js';
 import { FCM_HOST, FcmPushSender } from '../src/dispatch/push-fcm.js';
 import { createRedis } from '../src/dispatch/redis-client.js';
@@ -121,14 +122,27 @@ if (values.baseline && channels.includes('push')) {
 }
 if (values.baseline && channels.includes('email')) {
   const transport = nodemailer.createTransport(smtpOptions(smtp.url, 10));
+  // The same mails the dispatcher sends (its templates, rendered before the clock starts; the same headers), so
+  // the ratio is the dispatcher's own work per mail (guards, Redis, rendering), not a difference of mail size.
+  const mails = triggers.map((t, k) => {
+    const profile = makeProfile(`bench${k}`);
+    const r = render({ trigger: t, live: undefined, locale: profile.locale, shopUrl: 'https://shop.test' });
+    const deliveryId = `base-${k}`;
+    return {
+      from: 'bench@shop.test',
+      to: profile.email as string,
+      subject: r.subject,
+      text: r.text,
+      html: r.html,
+      messageId: `<${deliveryId}@kairos.dispatch>`,
+      headers: { 'X-Kairos-Trigger-Id': t.triggerId, 'X-Kairos-Delivery-Id': deliveryId, 'Content-Language': r.language },
+    };
+  });
   const b0 = performance.now();
   let i = 0;
   await Promise.all(
     Array.from({ length: 64 }, async () => {
-      while (i < n) {
-        const k = i++;
-        await transport.sendMail({ from: 'bench@shop.test', to: `base${k}@example.com`, subject: 'Your basket', text: 'Still there', html: '<p>Still there</p>' });
-      }
+      while (i < n) await transport.sendMail(mails[i++] as (typeof mails)[number]);
     }),
   );
   baseline.email = n / ((performance.now() - b0) / 1000);

@@ -74,7 +74,7 @@ export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMe
     }),
     lateRecords: new Counter({
       name: 'kairos_task_late_records_total',
-      help: 'Records a task took from an input with an event time below its stream time: out-of-order input, or records one input fetched later than a newer record of another',
+      help: 'Records a task processed from an input with an event time below its stream time: out-of-order input, or records of one input fetched after a newer record of another passed them',
       labelNames: ['partition'],
       registers,
     }),
