@@ -3,14 +3,15 @@
  * `kairos start` (a child process, the production path), and the triggers compared by triggerId.
  *
  *   npx tsx load-tests/kafka-vs-replay.ts --input load-tests/scenarios/all-triggers.ndjson \
- *       [--brokers 127.0.0.1:9092] [--mode after|before|kill] [--kill-after-sec 4] [--partitions N]
+ *       [--brokers 127.0.0.1:9092] [--mode after|before|kill|rebalance] [--kill-after-sec 4] [--partitions N]
  *       [--guarantee at_least_once|exactly_once] [--serde json|avro --registry http://127.0.0.1:8081]
  *       [--config campaigns.json] [--timeout-sec 300] [--quiet-sec 8] [--partitioner murmur2|crc32]
  *
  * Without --brokers it starts librdkafka's mock cluster (kcat). On a broker it first DELETES the contract's
  * topics and the run's internal topics (a fresh application id per run), so point it at a test broker only.
  * Modes: after = produce everything, then start the engine (catch-up of a backlog); before = start the engine,
- * then produce in chunks; kill = produce, start, SIGKILL after --kill-after-sec, start again on an EMPTY
+ * then produce in chunks; rebalance = as before, with a second engine joining after a third of the chunks and the
+ * first stopping after two thirds (late records are the second engine's); kill = produce, start, SIGKILL after --kill-after-sec, start again on an EMPTY
  * state directory (restore from the changelogs). Idle advance is off in the engine (replay has no wall
  * clock), so both runners fire exactly the timers their stream time passes. With several partitions, stream
  * time is per partition in Kafka and global in replay: use one partition, or an input whose tail passes every
@@ -98,7 +99,14 @@ async function freshTopics(admin: Admin): Promise<void> {
   }
 }
 
-async function produce(kafka: Kafka, serde: TopicSerde, lines: readonly Line[], chunk: number, pauseMs: number): Promise<void> {
+async function produce(
+  kafka: Kafka,
+  serde: TopicSerde,
+  lines: readonly Line[],
+  chunk: number,
+  pauseMs: number,
+  beforeChunk?: (index: number, chunks: number) => Promise<void>,
+): Promise<void> {
   const producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: !mock, ...(mock ? {} : { maxInFlightRequests: 1 }) });
   // Produce requests per chunk: a chunk sent in more than one (a retry of some partitions, or several brokers)
   // reaches the consumer in parts, which the runner's record order cannot always tell from late input.
@@ -112,7 +120,9 @@ async function produce(kafka: Kafka, serde: TopicSerde, lines: readonly Line[], 
   });
   await producer.connect();
   try {
+    const chunks = Math.ceil(lines.length / chunk);
     for (let i = 0; i < lines.length; i += chunk) {
+      await beforeChunk?.(i / chunk, chunks);
       requests = 0;
       brokers.clear();
       const byTopic = new Map<string, Message[]>();
@@ -195,6 +205,21 @@ async function main(): Promise<number> {
     engine = await startEngine(brokers, stateDir);
     await sleep(3000);
     await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100);
+  } else if (mode === 'rebalance') {
+    // Live input while the group changes: a second engine joins after a third of the chunks (tasks move to it,
+    // restored from their changelogs), the first stops (SIGTERM) after two thirds (its tasks move too).
+    const first = await startEngine(brokers, stateDir);
+    engine = first;
+    await sleep(3000);
+    await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100, async (i, n) => {
+      if (i === Math.floor(n / 3)) {
+        engine = await startEngine(brokers, join(tmp, 'state-2'));
+        log(`a second engine joined before chunk ${i} of ${n}`);
+      } else if (i === Math.floor((2 * n) / 3)) {
+        const code = await first.stop();
+        log(`the first engine stopped before chunk ${i} of ${n} (exit ${String(code)})`);
+      }
+    });
   } else {
     await produce(kafka, serde, lines, 5000, 0);
     log(`produced ${lines.length} events`);
@@ -240,7 +265,7 @@ async function main(): Promise<number> {
   }
   process.stderr.write('\n');
   const late = await lateRecords(engine);
-  log(`records taken below their task's stream time (kairos_task_late_records_total${mode === 'kill' ? ', the last engine' : ''}): ${late ?? 'not read'}`);
+  log(`records taken below their task's stream time (kairos_task_late_records_total${mode === 'kill' || mode === 'rebalance' ? ', the last engine' : ''}): ${late ?? 'not read'}`);
   await consumer.disconnect();
   await admin.disconnect();
   const want = new Map(expected.map((t) => [t.triggerId, t]));
