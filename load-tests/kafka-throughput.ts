@@ -86,7 +86,7 @@ import { JsonSerde } from '../src/kafka/serde.js';
 import { basketsStore } from '../topologies/basket-abandonment/index.js';
 import { generateEvents, newStats, resolveOptions, type GeneratorStats } from './generate-events.js';
 import { AbandonmentOracle, compareTriggers, triggerKey, type Comparison } from './lib/abandonment-oracle.js';
-import { fmtBytes, fmtInt, fmtSecs, isUsageError, parseCount, table, UsageError } from './lib/common.js';
+import { fmtBytes, fmtInt, fmtSecs, isUsageError, parseCount, sumMetric, table, UsageError } from './lib/common.js';
 import { summarize } from './lib/cpu-profile.js';
 
 // kafkajs 2 warns once per producer that its default partitioner changed; every producer here and in the
@@ -374,16 +374,7 @@ interface RunnerCounters {
 }
 
 function parseCounters(text: string): RunnerCounters {
-  const sum = (name: string): number => {
-    let total = 0;
-    for (const line of text.split('\n')) {
-      if (!line.startsWith(name)) continue;
-      const rest = line.slice(name.length);
-      if (rest[0] !== ' ' && rest[0] !== '{') continue;
-      total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
-    }
-    return total;
-  };
+  const sum = (name: string): number => sumMetric(text, name);
   return {
     commits: sum('kairos_commit_duration_seconds_count'),
     commitSeconds: sum('kairos_commit_duration_seconds_sum'),

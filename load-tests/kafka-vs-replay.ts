@@ -33,6 +33,7 @@ import { run } from '../src/cli/main.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
 import { startKairos, type KairosChild } from './lib/child.js';
+import { sumMetric } from './lib/common.js';
 import { AvroSerde, JsonSerde, type TopicSerde } from '../src/kafka/serde.js';
 
 const { values: o } = parseArgs({
@@ -175,10 +176,7 @@ async function startEngine(brokers: string, stateDir: string): Promise<KairosChi
 async function lateRecords(engine: KairosChild): Promise<number | undefined> {
   if (engine.url === undefined || !engine.running()) return undefined;
   const text = await fetch(`${engine.url}/metrics`).then((r) => r.text()).catch(() => undefined);
-  if (text === undefined) return undefined;
-  let n = 0;
-  for (const line of text.split('\n')) if (line.startsWith('kairos_task_late_records_total{')) n += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return n;
+  return text === undefined ? undefined : sumMetric(text, 'kairos_task_late_records_total');
 }
 
 async function main(): Promise<number> {
@@ -201,17 +199,13 @@ async function main(): Promise<number> {
   const mode = o.mode as string;
   const stateDir = join(tmp, 'state-1');
   let engine: KairosChild;
-  if (mode === 'before') {
-    engine = await startEngine(brokers, stateDir);
-    await sleep(3000);
-    await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100);
-  } else if (mode === 'rebalance') {
-    // Live input while the group changes: a second engine joins after a third of the chunks (tasks move to it,
-    // restored from their changelogs), the first stops (SIGTERM) after two thirds (its tasks move too).
+  if (mode === 'before' || mode === 'rebalance') {
     const first = await startEngine(brokers, stateDir);
     engine = first;
     await sleep(3000);
-    await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100, async (i, n) => {
+    // rebalance: live input while the group changes: a second engine joins after a third of the chunks (tasks
+    // move to it, restored from their changelogs), the first stops (SIGTERM) after two thirds (its tasks move too).
+    const regroup = async (i: number, n: number): Promise<void> => {
       if (i === Math.floor(n / 3)) {
         engine = await startEngine(brokers, join(tmp, 'state-2'));
         log(`a second engine joined before chunk ${i} of ${n}`);
@@ -219,7 +213,8 @@ async function main(): Promise<number> {
         const code = await first.stop();
         log(`the first engine stopped before chunk ${i} of ${n} (exit ${String(code)})`);
       }
-    });
+    };
+    await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100, mode === 'rebalance' ? regroup : undefined);
   } else {
     await produce(kafka, serde, lines, 5000, 0);
     log(`produced ${lines.length} events`);

@@ -139,3 +139,15 @@ export function cpuProfileArgs(dir: string | undefined): string[] {
   const interval = process.env.KAIROS_BENCH_PROFILE_INTERVAL;
   return ['--cpu-prof', '--cpu-prof-dir', dir, ...(interval === undefined ? [] : ['--cpu-prof-interval', interval])];
 }
+
+/** The sum of every series of metric `name` (with or without labels) in a Prometheus text exposition. */
+export function sumMetric(text: string, name: string): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const rest = line.slice(name.length);
+    if (rest[0] !== ' ' && rest[0] !== '{') continue;
+    total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return total;
+}

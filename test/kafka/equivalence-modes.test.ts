@@ -38,6 +38,7 @@ import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster
 import { KafkaRunner } from '../../src/kafka/runner.js';
 import { sleep, tempDir, fastGroupEnv } from '../helpers.js';
 import { mockRunnerDefaults, testKafka } from '../support/kafka.js';
+import { metricValue } from '../support/dispatch.js';
 import { startChild, type ChildInstance } from '../support/instance.js';
 import { HOUR, INPUT_TOPICS, shopHistory, type Input, type ShopHistory } from '../support/shop-history.js';
 import {
@@ -109,19 +110,18 @@ async function createInputs(admin: Admin): Promise<void> {
 }
 
 /**
- * Produces `inputs` chunk by chunk (`chunking`, liveChunks by default), each after the runner processed everything before it. Returns
+ * Produces `inputs` chunk by chunk (`chunking`, liveChunks by default), each after the runners (`registries`: their processed counts) processed everything before it. Returns
  * how many chunks there were and how often the runner did not catch up within 30 s (then it goes on anyway).
  */
 async function feedLive(
   producer: Producer,
-  registry: Registry | readonly Registry[],
+  registries: readonly Registry[],
   inputs: readonly Input[],
   chunking: (inputs: readonly Input[]) => Input[][] = liveChunks,
   beforeChunk?: (index: number, chunks: number) => Promise<void>,
 ): Promise<{ chunks: number; slow: number }> {
   const chunks = chunking(inputs);
   // Several runners (a rebalance): their counts together (records a moved task processes again count twice).
-  const registries = 'getSingleMetric' in registry ? [registry] : registry;
   const processed = async (): Promise<number> => (await Promise.all(registries.map((r) => processedCount(r, INPUT_TOPICS)))).reduce((a, b) => a + b, 0);
   let produced = await processed();
   let slow = 0;
@@ -207,7 +207,7 @@ async function liveMode(t: TestContext, name: string, chunking: (inputs: readonl
       try {
         await runner.start();
         const started = performance.now();
-        const fed = await feedLive(producer, registry, replayInputs(h), chunking);
+        const fed = await feedLive(producer, [registry], replayInputs(h), chunking);
         t.diagnostic(`${name}: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runner did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
         const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
         return { out, waited };
@@ -283,7 +283,7 @@ test('rebalance while live, one broker: a second instance joins after a third of
         });
         t.diagnostic(`rebalance while live: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runners did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
         const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
-        const late = await Promise.all(registries.map(async (r) => (await r.getSingleMetric('kairos_task_late_records_total')?.get())?.values.reduce((a, v) => a + v.value, 0) ?? 0));
+        const late = await Promise.all(registries.map((r) => metricValue(r, 'kairos_task_late_records_total')));
         t.diagnostic(`rebalance while live: records taken below their task's stream time ${late.join(' + ')}`);
         return { out, waited };
       } finally {
@@ -386,7 +386,7 @@ test('idle start: the runner waits on empty topics (1 s idle advance), then olde
     try {
       await runner.start();
       await sleep(3000); // every task idle for three idle-advance periods before its first record
-      const fed = await feedLive(producer, registry, replayInputs(small));
+      const fed = await feedLive(producer, [registry], replayInputs(small));
       t.diagnostic(`idle start: ${fed.chunks} chunks produced after 3 s idle${fed.slow > 0 ? `; the runner did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
       waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
     } finally {
