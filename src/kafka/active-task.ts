@@ -157,6 +157,11 @@ export class ActiveTask {
    * again but already in the state (a fetch from the group's committed offsets after a rebalance) do not count.
    */
   #late = 0;
+  /**
+   * Records taken from the group that the state already holds (below the task's position): fetched again, as
+   * after a seek back or a fetch from the group's committed offsets (kairos_task_records_skipped_total).
+   */
+  #skipped = 0;
   /** Processed since the last commit. */
   pending = false;
   lastCommitAt: number;
@@ -286,6 +291,7 @@ export class ActiveTask {
     let count = 0;
     const forcedBefore = this.group.forcedCount;
     const lateBefore = this.#late;
+    const skippedBefore = this.#skipped;
     try {
       for (;;) {
         const n = this.group.next();
@@ -299,6 +305,7 @@ export class ActiveTask {
       this.#countProcessed();
     }
     if (this.#late > lateBefore) this.#env.metrics?.lateRecords.inc({ partition: String(this.partition) }, this.#late - lateBefore);
+    if (this.#skipped > skippedBefore) this.#env.metrics?.skippedRecords.inc({ partition: String(this.partition) }, this.#skipped - skippedBefore);
     if (this.group.forcedCount > forcedBefore) {
       this.#env.metrics?.idleForced.inc({ partition: String(this.partition) }, this.group.forcedCount - forcedBefore);
       this.#log.warn({ waitedMs: this.#env.maxTaskIdleMs }, 'an input known to lag sent nothing for maxTaskIdleMs; processing without it (order by event time not guaranteed)');
@@ -311,7 +318,10 @@ export class ActiveTask {
     const p = this.partition;
     const m = r.message;
     const done = this.task.state.position(bufferTopic, p);
-    if (done !== undefined && offsetBefore(m.offset, done)) return; // already in the state (restored or committed)
+    if (done !== undefined && offsetBefore(m.offset, done)) {
+      this.#skipped++; // already in the state (restored or committed)
+      return;
+    }
     const d = r.decoded;
     if (!d.ok) {
       this.#env.metrics?.failed.inc({ topic: r.topic, reason: d.reason });

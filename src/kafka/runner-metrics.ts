@@ -24,6 +24,7 @@ export interface RunnerMetrics {
   readonly rerouted: Counter<'topic'>;
   readonly idleForced: Counter<'partition'>;
   readonly lateRecords: Counter<'partition'>;
+  readonly skippedRecords: Counter<'partition'>;
   readonly producerReplaced: Counter<'reason'>;
 }
 
@@ -75,6 +76,12 @@ export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMe
     lateRecords: new Counter({
       name: 'kairos_task_late_records_total',
       help: 'Records a task processed from an input with an event time below its stream time: out-of-order input, or records of one input fetched after a newer record of another passed them',
+      labelNames: ['partition'],
+      registers,
+    }),
+    skippedRecords: new Counter({
+      name: 'kairos_task_records_skipped_total',
+      help: 'Records a task fetched again that its state already holds (below its position), skipped: fetched twice, read and decoded for nothing',
       labelNames: ['partition'],
       registers,
     }),

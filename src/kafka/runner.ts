@@ -441,6 +441,15 @@ export class KafkaRunner {
       for (const parts of Object.values(e.payload.memberAssignment)) for (const p of parts) assigned.add(p);
       this.#log.info({ partitions: [...assigned].sort((a, b) => a - b) }, 'assignment');
       for (const p of this.#tasks.keys()) if (!assigned.has(p)) void this.#closeTask(p);
+      // kafkajs starts every assigned partition from the group's committed offset after a join, also one whose
+      // task stays open here: the task fetches on from where it fetched to, so what it buffered or processed
+      // since its last commit is not fetched again (the seek applies before the generation's first fetch, and
+      // no batch of the old one is still being handed over: kafkajs stops its fetchers before it rejoins).
+      for (const p of assigned) {
+        const h = this.#taskNow(p);
+        if (h === undefined || h.closed) continue;
+        for (const [topic, to] of h.fetchedTo) consumer.seek({ topic, partition: p, offset: to.toString() });
+      }
       this.#assigned = assigned;
       // Open (and restore) every assigned task now, not on its first batch, so readiness means restored.
       for (const p of assigned) this.#taskFor(p).catch((err: unknown) => this.#log.error({ err, partition: p }, 'opening task failed'));

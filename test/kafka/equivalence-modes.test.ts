@@ -284,7 +284,8 @@ test('rebalance while live, one broker: a second instance joins after a third of
         t.diagnostic(`rebalance while live: ${fed.chunks} chunks produced in ${((performance.now() - started) / 1000).toFixed(1)} s${fed.slow > 0 ? `; the runners did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
         const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
         const late = await Promise.all(registries.map((r) => metricValue(r, 'kairos_task_late_records_total')));
-        t.diagnostic(`rebalance while live: records taken below their task's stream time ${late.join(' + ')}`);
+        const skipped = await Promise.all(registries.map((r) => metricValue(r, 'kairos_task_records_skipped_total')));
+        t.diagnostic(`rebalance while live: records taken below their task's stream time ${late.join(' + ')}; fetched again though in the state ${skipped.join(' + ')}`);
         return { out, waited };
       } finally {
         if (firstRunning) await first.stop();

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ConsumerConfig, Kafka, ProducerBatch, ProducerConfig, TopicPartitionOffsetAndMetadata } from 'kafkajs';
 import { Registry } from 'prom-client';
-import type { BasketEvent, OrderEvent, Trigger } from '../../schemas/contract.js';
+import type { BasketEvent, OrderEvent, PageviewEvent, Trigger } from '../../schemas/contract.js';
 import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
@@ -10,6 +10,7 @@ import { partitionOf } from '../../src/kafka/partitioner.js';
 import type { FetchEventPayload } from '../../src/kafka/kafkajs-preload.js';
 import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
 import { tempDir } from '../helpers.js';
+import { metricValue } from '../support/dispatch.js';
 import { collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
 
 let cluster: MockCluster;
@@ -19,6 +20,8 @@ before(async () => {
 after(async () => {
   await cluster.stop();
 });
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function runner(stateDir: string, extra: Partial<KafkaRunnerOptions> = {}): KafkaRunner {
   const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '3s' } } } }), extra.topology?.applicationId ?? 'kt');
@@ -416,6 +419,63 @@ test('a batch fetched while its task opened does not undo the end offsets the ta
     await producer.disconnect();
     await r.stop();
     await single.stop();
+    dir.remove();
+  }
+});
+
+test('a task kept through a rebalance fetches on from where it fetched to, not again from the group\'s committed offsets (nothing uncommitted is read twice)', async (t) => {
+  // Commits every 60 s: what the first instance processed before the second joins is not committed. Its tasks
+  // that stay open must not fetch it again (kafkajs starts every assigned partition from the committed offset
+  // after a rebalance; each such record would be fetched, decoded and skipped by position).
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'kkept';
+  const topology = (): KafkaRunnerOptions['topology'] => buildTopology(resolveCampaigns({ guards: { enabled: false } }), app);
+  const registries = [new Registry(), new Registry()] as const;
+  const a = runner(`${dir.dir}/a`, { topology: topology(), groupId: `kairos-${app}`, commitIntervalMs: 60_000, registry: registries[0] });
+  const b = runner(`${dir.dir}/b`, { topology: topology(), groupId: `kairos-${app}`, commitIntervalMs: 60_000, registry: registries[1] });
+  // Page views processed by both; the group reads the topic from its beginning (other tests' records too).
+  const viewsTopic = { topic: 'shop.pageviews.v1' };
+  const processed = async (): Promise<number> => (await metricValue(registries[0], 'kairos_records_processed_total', viewsTopic)) + (await metricValue(registries[1], 'kairos_records_processed_total', viewsTopic));
+  const admin = kafka.admin();
+  await admin.connect();
+  const onTopic = async (): Promise<number> => (await admin.fetchTopicOffsets(viewsTopic.topic)).reduce((n, o) => n + Number(o.high) - Number(o.low), 0);
+  const until = async (what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> => {
+    const since = Date.now();
+    while (!(await ok())) {
+      if (Date.now() - since > ms) assert.fail(`timed out waiting for ${what}`);
+      await sleep(50);
+    }
+  };
+  // Page views: browsing sessions end after 30 min, so no output (and no commit with it) during the test.
+  const views = (round: number, at: number) =>
+    Array.from({ length: 40 }, (_, i) => {
+      const customerId = `kv${i}`;
+      const e: PageviewEvent = { eventId: `pv-${customerId}-${round}`, customerId, occurredAt: at, productId: `p${round}` };
+      return { key: customerId, value: JSON.stringify(e) };
+    });
+  let bStarted = false;
+  try {
+    await a.start();
+    const now = Date.now();
+    for (let round = 0; round < 5; round++) await produce(kafka, 'shop.pageviews.v1', views(round, now + round));
+    const before = await onTopic();
+    await until('the first instance to process the page views', async () => (await processed()) >= before);
+    await b.start();
+    bStarted = true;
+    await until('both instances to hold tasks', async () => a.assignedPartitions.length > 0 && b.assignedPartitions.length > 0 && a.ready && b.ready);
+    t.diagnostic(`after the rebalance: first instance ${a.assignedPartitions.join(',')}, second ${b.assignedPartitions.join(',')}`);
+    // Records after the rebalance on every partition: once they are processed, anything fetched again before them was too.
+    await produce(kafka, 'shop.pageviews.v1', views(5, now + 5));
+    await until('the page views after the rebalance', async () => (await processed()) >= before + 40);
+    const skipped = [await metricValue(registries[0], 'kairos_task_records_skipped_total'), await metricValue(registries[1], 'kairos_task_records_skipped_total')];
+    t.diagnostic(`processed ${await processed()}, skipped as already in the state: ${skipped.join(' + ')}`);
+    assert.deepEqual(skipped, [0, 0], 'records fetched again after the rebalance');
+    assert.equal(await processed(), before + 40, 'each page view processed once');
+  } finally {
+    await a.stop();
+    if (bStarted) await b.stop();
+    await admin.disconnect();
     dir.remove();
   }
 });
