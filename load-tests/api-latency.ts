@@ -17,7 +17,7 @@
  */
 import { runQueueWaitMs, type LoadResult } from './lib/open-loop.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +28,7 @@ import { startMockCluster } from '../src/kafka/mock-cluster.js';
 import { generateEvents, resolveOptions } from './generate-events.js';
 import { startKairos } from './lib/child.js';
 import { cpuProfileArgs, fmtInt, REPO_ROOT } from './lib/common.js';
+import { assertFreshDist } from './lib/engine-build.js';
 
 const KEY = 'bench-api-key-0123456789abcdef';
 const log = (s: string): void => void process.stderr.write(`bench:api ${new Date().toISOString().slice(11, 23)} ${s}\n`);
@@ -57,19 +58,6 @@ interface Child {
 }
 
 /**
- * The newest modification time of the compiled sources' inputs (src, schemas, topologies), to refuse a stale dist/.
- */
-function newestSource(dir: string): number {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, e.name);
-    if (e.isDirectory()) newest = Math.max(newest, newestSource(path));
-    else if (e.name.endsWith('.ts') && !e.name.endsWith('.test.ts')) newest = Math.max(newest, statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-/**
  * How an instance is started: `kairos start` from the compiled dist/ (`--dist`: as bin/kairos.js runs it when
  * deployed), or from the TypeScript sources through tsx (the default). tsx compiles with esbuild's keepNames, which
  * wraps every function expression in a call that defines its name: a closure made per request costs about 0.6 µs
@@ -77,10 +65,7 @@ function newestSource(dir: string): number {
  */
 function instanceCommand(dist: boolean): string[] {
   if (!dist) return ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'bin.ts'), 'start'];
-  const main = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
-  if (!existsSync(main)) throw new Error('--dist: dist/ is not built; run npm run build');
-  const built = statSync(main).mtimeMs;
-  if (['src', 'schemas', 'topologies'].some((d) => newestSource(join(REPO_ROOT, d)) > built)) throw new Error('--dist: dist/ is older than the sources; run npm run build');
+  assertFreshDist();
   return [join(REPO_ROOT, 'bin', 'kairos.js'), 'start'];
 }
 

@@ -65,8 +65,8 @@ function steps(quick: boolean, brokers: string | undefined): Step[] {
     {
       name: 'replay',
       script: 'replay-throughput.ts',
-      args: quick ? ['--events', '200000', '--customers', '20000', '--no-profile', '--runs', '3'] : ['--no-profile', '--runs', '3'],
-      what: 'replay() with all four topologies, guards off, one core',
+      args: [...(quick ? ['--events', '200000', '--customers', '20000'] : []), '--no-profile', '--runs', '3', '--dist'],
+      what: 'replay() with all four topologies (compiled dist/, as deployed), guards off, one core',
     },
     {
       name: 'kafka-1',

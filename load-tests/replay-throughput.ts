@@ -11,8 +11,10 @@
  * Ends with one machine-readable JSON line on stdout. Progress goes to stderr.
  *
  *   npm run bench:replay -- [--events 1000000] [--customers 100000] [--seed 42] [--skus 20000] [--days 7]
- *                           [--runs 1] [--state-dir DIR] [--temp-state] [--no-profile] [--regenerate] [--keep]
+ *                           [--runs 1] [--state-dir DIR] [--temp-state] [--no-profile] [--regenerate] [--keep] [--dist]
  *
+ * --dist: the engine (and the decode-only passes) from the compiled dist/ as deployed (`npm run build` first; a stale
+ * dist/ is refused); by default from the TypeScript sources through tsx (lib/engine-build.ts says what that costs).
  * --temp-state: the measured runs use a temporary state, as `kairos replay` without --state-dir does (no final
  * commit: the state is removed unread), so no state size is reported.
  */
@@ -24,12 +26,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import type { BasketEvent, OrderEvent } from '../schemas/contract.js';
-import { buildTopology } from '../src/app/topology.js';
-import { resolveCampaigns } from '../src/config/campaigns.js';
-import { decodeEnvelopeLine } from '../src/replay/envelope.js';
-import { LazyNdjsonFile, NdjsonWriter } from '../src/replay/ndjson-writer.js';
-import { replay, type ReplayResult } from '../src/replay/replay.js';
-import { validateValue } from '../src/serde/validate.js';
+import type { ReplayResult } from '../src/replay/replay.js';
 import { formatStats, resolveOptions, type GenerateOptions } from './generate-events.js';
 import { AbandonmentOracle, compareTriggers, formatComparison, triggerKey, type Comparison } from './lib/abandonment-oracle.js';
 import {
@@ -47,6 +44,7 @@ import {
   isUsageError,
 } from './lib/common.js';
 import { profileRun, type CategoryTime } from './lib/cpu-profile.js';
+import { loadReplayEngine, type ReplayEngine } from './lib/engine-build.js';
 import { ensureEvents, type EventsFile } from './lib/events-cache.js';
 
 const HOUR = 3_600_000;
@@ -69,7 +67,8 @@ interface ReplayRun {
 }
 
 /** One replay of the file into NDJSON files in `outDir`, state in `stateDir` (which must not exist or be empty). */
-async function runReplay(input: string, until: number, stateDir: string | undefined, outDir: string, label: string): Promise<ReplayRun> {
+async function runReplay(engine: ReplayEngine, input: string, until: number, stateDir: string | undefined, outDir: string, label: string): Promise<ReplayRun> {
+  const { buildTopology, resolveCampaigns, NdjsonWriter, LazyNdjsonFile, replay } = engine;
   // Detection only: guards off (the generated stream carries no customer profiles, so every trigger would be
   // suppressed for lack of consent) — what is measured is the detection engine.
   const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }));
@@ -135,7 +134,7 @@ interface OutputSummary {
 }
 
 /** Reads back the outputs: counts, contract validation of every trigger and audit record, keys for the model. */
-async function summarizeOutputs(triggersPath: string, auditPath: string): Promise<OutputSummary> {
+async function summarizeOutputs(validateValue: ReplayEngine['validateValue'], triggersPath: string, auditPath: string): Promise<OutputSummary> {
   const byType = new Map<string, number>();
   const byDecision = new Map<string, number>();
   let invalid = 0;
@@ -173,7 +172,7 @@ interface DecodePhases {
 }
 
 /** Decode-only passes: what replay() pays per line before the engine sees a record. */
-async function decodePhases(path: string): Promise<DecodePhases> {
+async function decodePhases(decodeEnvelopeLine: ReplayEngine['decodeEnvelopeLine'], path: string): Promise<DecodePhases> {
   const time = async (label: string, perLine: (text: string, n: number) => void): Promise<number> => {
     const started = performance.now();
     let n = 0;
@@ -199,7 +198,7 @@ async function decodePhases(path: string): Promise<DecodePhases> {
 }
 
 /** The reference model over the same file. */
-async function runOracle(path: string, until: number): Promise<AbandonmentOracle> {
+async function runOracle(resolveCampaigns: ReplayEngine['resolveCampaigns'], path: string, until: number): Promise<AbandonmentOracle> {
   const params = resolveCampaigns({}).basketAbandonment?.params;
   if (!params) throw new Error('basket-abandonment is not configured');
   const oracle = new AbandonmentOracle(params);
@@ -228,9 +227,11 @@ async function main(argv: readonly string[]): Promise<number> {
       regenerate: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       'temp-state': { type: 'boolean', default: false },
+      dist: { type: 'boolean', default: false },
     },
     strict: true,
   });
+  const engine = await loadReplayEngine(values.dist);
   const opts = resolveOptions({
     events: parseCount('events', values.events, 1_000_000),
     customers: parseCount('customers', values.customers, 100_000),
@@ -255,7 +256,7 @@ async function main(argv: readonly string[]): Promise<number> {
     // removed without a final commit), so there is no state dir to measure.
     const timedDir = values['temp-state'] ? undefined : stateDir;
     log(`replay of ${input.path} (state ${timedDir === undefined ? 'temporary' : `in ${stateDir}`}, until ${isoOf(until)})`);
-    const run = await runReplay(input.path, until, timedDir, outDir, `replay 1/${runs}`);
+    const run = await runReplay(engine, input.path, until, timedDir, outDir, `replay 1/${runs}`);
     const r = run.result;
     if (r.errors > 0) {
       log(`${r.errors} bad lines, see ${run.errorsPath}`);
@@ -270,7 +271,7 @@ async function main(argv: readonly string[]): Promise<number> {
     for (let i = 2; i <= runs; i++) {
       rmSync(stateDir, { recursive: true, force: true });
       mkdirSync(stateDir, { recursive: true });
-      const again = await runReplay(input.path, until, timedDir, outDir, `replay ${i}/${runs}`);
+      const again = await runReplay(engine, input.path, until, timedDir, outDir, `replay ${i}/${runs}`);
       walls.push(again.wallMs);
       if ((await fileHash(again.triggersPath, again.auditPath)) !== outputHash) identical = false;
       rmSync(again.triggersPath, { force: true });
@@ -279,16 +280,16 @@ async function main(argv: readonly string[]): Promise<number> {
     const medianWallMs = median(walls);
 
     // 2. Outputs, and the reference model.
-    const out = await summarizeOutputs(run.triggersPath, run.auditPath);
+    const out = await summarizeOutputs(engine.validateValue, run.triggersPath, run.auditPath);
     log('reference model over the same events');
-    const oracle = await runOracle(input.path, until);
+    const oracle = await runOracle(engine.resolveCampaigns, input.path, until);
     const sentCheck = compareTriggers(oracle.sent, out.sentKeys);
     const suppressedCheck = compareTriggers(oracle.suppressed, out.suppressedKeys);
 
     // 3. Where the time goes.
     // As many decode passes as replay runs, median per phase: on a shared 2-core machine single passes are noisy.
     const passes: DecodePhases[] = [];
-    for (let i = 0; i < runs; i++) passes.push(await decodePhases(input.path));
+    for (let i = 0; i < runs; i++) passes.push(await decodePhases(engine.decodeEnvelopeLine, input.path));
     const phases: DecodePhases = {
       readMs: median(passes.map((x) => x.readMs)),
       parseMs: median(passes.map((x) => x.parseMs)),
@@ -299,12 +300,12 @@ async function main(argv: readonly string[]): Promise<number> {
       const profDir = `${stateDir}-profile`;
       rmSync(profDir, { recursive: true, force: true });
       log('second replay under the CPU profiler (slower than the measured run)');
-      const p = await profileRun(() => runReplay(input.path, until, profDir, outDir, 'profiled replay'));
+      const p = await profileRun(() => runReplay(engine, input.path, until, profDir, outDir, 'profiled replay'));
       rmSync(profDir, { recursive: true, force: true });
       profile = { categories: p.categories, totalMs: p.totalMs, wallMs: p.result.wallMs, topFunctions: p.topFunctions };
     }
 
-    report({ opts, input, run, walls, medianWallMs, identical, du, maxRss, out, sentCheck, suppressedCheck, oracle, phases, profile, stateDir, until });
+    report({ opts, input, run, walls, medianWallMs, identical, du, maxRss, out, sentCheck, suppressedCheck, oracle, phases, profile, stateDir, until, runtime: engine.runtime });
     const ok = out.invalid === 0 && agrees(sentCheck) && agrees(suppressedCheck) && identical;
     return ok ? 0 : 1;
   } finally {
@@ -339,6 +340,7 @@ interface Report {
   readonly profile: { categories: readonly CategoryTime[]; totalMs: number; wallMs: number; topFunctions: readonly { fn: string; ms: number }[] } | undefined;
   readonly stateDir: string;
   readonly until: number;
+  readonly runtime: ReplayEngine['runtime'];
 }
 
 function report(x: Report): void {
@@ -353,6 +355,7 @@ function report(x: Report): void {
   };
   p('');
   p('== Kairos replay throughput ==');
+  p(`engine       ${x.runtime === 'dist' ? 'the compiled dist/ (--dist), as bin/kairos.js runs it' : 'the TypeScript sources through tsx (--dist: the compiled build, as deployed)'}; the decode-only passes from the same build`);
   p(
     `input        ${fmtInt(r.lines)} events (${fmtBytes(x.input.bytes)} NDJSON), ${fmtInt(x.opts.customers)} customers (${fmtInt(x.input.stats.customersSeen)} with events), ` +
       `${fmtInt(x.opts.skus)} skus, seed ${x.opts.seed}; ${isoOf(x.input.stats.firstEventAt)} .. ${isoOf(x.input.stats.lastEventAt)}` +
@@ -411,6 +414,7 @@ function report(x: Report): void {
   p(
     JSON.stringify({
       bench: 'replay-throughput',
+      runtime: x.runtime,
       events: r.lines,
       customers: x.opts.customers,
       customersWithEvents: x.input.stats.customersSeen,

@@ -25,9 +25,9 @@ export interface ProfiledRun<T> {
 
 /** Categories, first match wins; `null` means "count for the caller". */
 const RULES: ReadonlyArray<readonly [RegExp, string | null]> = [
-  [/\/src\/replay\/envelope\.ts|\/src\/serde\/|@sinclair\/typebox/, 'decode: JSON.parse + contract validation'],
-  [/\/src\/replay\/ndjson-writer\.ts/, 'output: trigger/audit JSON + writes'],
-  [/\/src\/replay\/replay\.ts/, 'replay loop'],
+  [/\/src\/replay\/envelope\.[jt]s|\/src\/serde\/|@sinclair\/typebox/, 'decode: JSON.parse + contract validation'],
+  [/\/src\/replay\/ndjson-writer\.[jt]s/, 'output: trigger/audit JSON + writes'],
+  [/\/src\/replay\/replay\.[jt]s/, 'replay loop'],
   [/\/src\/engine\/(runtime|api)\//, 'engine: task, routing, timers'],
   [/\/src\/engine\/state\/|node_modules\/rocksdb\//, 'state: cache, codecs, RocksDB calls'],
   [/\/topologies\//, 'topologies: dedup, detection, guards, history'],
