@@ -372,8 +372,10 @@ export class KafkaRunner {
       rebalancingSince ??= Date.now();
       // Commit every task now, while the group rebalances: a task that moves is restored elsewhere from its
       // changelog, and the sooner its last changes are there the less the next owner has to redo.
+      // As every commit: an exactly-once commit that failed rebuilds the task from its last local commit (its
+      // outputs were taken from it; without the reset a kept task would go on past them).
       for (const hp of this.#tasks.values()) {
-        void hp.then((h) => h.exclusive(() => h.maybeCommit(true))).catch((err: unknown) => this.#log.warn({ err }, 'commit at rebalance failed'));
+        void hp.then((h) => h.exclusive(() => this.#commitOrReset(h, true))).catch((err: unknown) => this.#log.warn({ err }, 'commit at rebalance failed'));
       }
     });
     // Records of a task's input in a fetch response that kafkajs has not handed on yet (it hands a response's
@@ -443,12 +445,17 @@ export class KafkaRunner {
       for (const p of this.#tasks.keys()) if (!assigned.has(p)) void this.#closeTask(p);
       // kafkajs starts every assigned partition from the group's committed offset after a join, also one whose
       // task stays open here: the task fetches on from where it fetched to, so what it buffered or processed
-      // since its last commit is not fetched again (the seek applies before the generation's first fetch, and
-      // no batch of the old one is still being handed over: kafkajs stops its fetchers before it rejoins).
+      // since its last commit is not fetched again. The seek applies at the generation's first fetch of the
+      // partition. Only partitions of this assignment: kafkajs keeps a seek of a partition it does not hold for a
+      // later generation. A batch of the old generation still being handed over (kafkajs rejoins from inside a
+      // fetch after a leader change, while other brokers' batches are in eachBatch) stops at the seek, or, in
+      // the middle of an asynchronous decode, adds a record past it, which is then fetched again and skipped.
       for (const p of assigned) {
         const h = this.#taskNow(p);
         if (h === undefined || h.closed) continue;
-        for (const [topic, to] of h.fetchedTo) consumer.seek({ topic, partition: p, offset: to.toString() });
+        for (const [topic, to] of h.fetchedTo) {
+          if (e.payload.memberAssignment[topic]?.includes(p) === true) consumer.seek({ topic, partition: p, offset: to.toString() });
+        }
       }
       this.#assigned = assigned;
       // Open (and restore) every assigned task now, not on its first batch, so readiness means restored.
