@@ -11,7 +11,7 @@
  * topics and the run's internal topics (a fresh application id per run), so point it at a test broker only.
  * Modes: after = produce everything, then start the engine (catch-up of a backlog); before = start the engine,
  * then produce in chunks; rebalance = as before, with a second engine joining after a third of the chunks and the
- * first stopping after two thirds (late records are the second engine's); kill = produce, start, SIGKILL after --kill-after-sec, start again on an EMPTY
+ * first stopping after two thirds (late and re-fetched records are both engines', the first's read before it stops); kill = produce, start, SIGKILL after --kill-after-sec, start again on an EMPTY
  * state directory (restore from the changelogs). Idle advance is off in the engine (replay has no wall
  * clock), so both runners fire exactly the timers their stream time passes. With several partitions, stream
  * time is per partition in Kafka and global in replay: use one partition, or an input whose tail passes every
@@ -201,6 +201,8 @@ async function main(): Promise<number> {
   const mode = o.mode as string;
   const stateDir = join(tmp, 'state-1');
   let engine: KairosChild;
+  /** The first engine's counts in rebalance mode, read just before it stops. */
+  let firstCounts: Awaited<ReturnType<typeof recordCounts>>;
   if (mode === 'before' || mode === 'rebalance') {
     const first = await startEngine(brokers, stateDir);
     engine = first;
@@ -212,6 +214,7 @@ async function main(): Promise<number> {
         engine = await startEngine(brokers, join(tmp, 'state-2'));
         log(`a second engine joined before chunk ${i} of ${n}`);
       } else if (i === Math.floor((2 * n) / 3)) {
+        firstCounts = await recordCounts(first);
         const code = await first.stop();
         log(`the first engine stopped before chunk ${i} of ${n} (exit ${String(code)})`);
       }
@@ -261,10 +264,13 @@ async function main(): Promise<number> {
     }
   }
   process.stderr.write('\n');
-  const counts = await recordCounts(engine);
+  const last = await recordCounts(engine);
+  // Rebalance mode: both engines' counts (the first's read just before it stopped).
+  const counts = mode === 'rebalance' && last !== undefined && firstCounts !== undefined ? { late: firstCounts.late + last.late, skipped: firstCounts.skipped + last.skipped } : last;
   const late = counts?.late;
   log(
-    `${mode === 'kill' || mode === 'rebalance' ? 'the last engine: ' : ''}records taken below their task's stream time (kairos_task_late_records_total) ${late ?? 'not read'}, ` +
+    `${mode === 'kill' ? 'the last engine: ' : mode === 'rebalance' ? `both engines (first ${firstCounts === undefined ? 'not read' : `${firstCounts.late} late, ${firstCounts.skipped} fetched again`}): ` : ''}` +
+      `records taken below their task's stream time (kairos_task_late_records_total) ${late ?? 'not read'}, ` +
       `fetched again though in the state (kairos_task_records_skipped_total) ${counts?.skipped ?? 'not read'}`,
   );
   await consumer.disconnect();

@@ -372,10 +372,12 @@ export class KafkaRunner {
       rebalancingSince ??= Date.now();
       // Commit every task now, while the group rebalances: a task that moves is restored elsewhere from its
       // changelog, and the sooner its last changes are there the less the next owner has to redo.
-      // As every commit: an exactly-once commit that failed rebuilds the task from its last local commit (its
-      // outputs were taken from it; without the reset a kept task would go on past them).
+      // Complete, under the task's lock: closing a task that moves waits for it (its changelog, outputs and
+      // offsets are out before it closes). As every commit, an exactly-once commit that failed rebuilds the task
+      // from its last local commit (its outputs were taken from it; without the reset a kept task would go on
+      // past them).
       for (const hp of this.#tasks.values()) {
-        void hp.then((h) => h.exclusive(() => this.#commitOrReset(h, true))).catch((err: unknown) => this.#log.warn({ err }, 'commit at rebalance failed'));
+        void hp.then((h) => h.exclusive(() => this.#commitOrReset(h, true, true))).catch((err: unknown) => this.#log.warn({ err }, 'commit at rebalance failed'));
       }
     });
     // Records of a task's input in a fetch response that kafkajs has not handed on yet (it hands a response's
@@ -923,12 +925,12 @@ export class KafkaRunner {
 
   /**
    * Commits when due; an exactly-once commit that failed rebuilds the task from its last local commit. An
-   * at-least-once commit returns once it has taken its changes: its writes (changelog, RocksDB, outputs,
-   * offsets) run while the task processes the next batches, and the task's next commit waits for them.
+   * at-least-once commit returns once it has taken its changes (unless `wait`): its writes (changelog, RocksDB,
+   * outputs, offsets) run while the task processes the next batches, and the task's next commit waits for them.
    */
-  async #commitOrReset(task: ActiveTask, force: boolean): Promise<void> {
+  async #commitOrReset(task: ActiveTask, force: boolean, wait = false): Promise<void> {
     try {
-      await task.maybeCommit(force, false);
+      await task.maybeCommit(force, wait);
     } catch (err) {
       if (task.txProducer) await this.#resetTask(task);
       throw err;
