@@ -423,10 +423,10 @@ test('a batch fetched while its task opened does not undo the end offsets the ta
   }
 });
 
-test('a task kept through a rebalance fetches on from where it fetched to, not again from the group\'s committed offsets (nothing uncommitted is read twice)', async (t) => {
+test('a task kept through a rebalance fetches again from the group\'s committed offsets: what it processed since its last commit is skipped by position, counted in kairos_task_records_skipped_total, and processed once', async (t) => {
   // Commits every 60 s: what the first instance processed before the second joins is not committed. Its tasks
-  // that stay open must not fetch it again (kafkajs starts every assigned partition from the committed offset
-  // after a rebalance; each such record would be fetched, decoded and skipped by position).
+  // that stay open fetch it again (kafkajs starts every assigned partition from the committed offset after a
+  // rebalance); the state holds it already, so each such record is skipped and counted, never applied twice.
   const dir = tempDir();
   const kafka = testKafka(cluster.brokers);
   const app = 'kkept';
@@ -470,7 +470,10 @@ test('a task kept through a rebalance fetches on from where it fetched to, not a
     await until('the page views after the rebalance', async () => (await processed()) >= before + 40);
     const skipped = [await metricValue(registries[0], 'kairos_task_records_skipped_total'), await metricValue(registries[1], 'kairos_task_records_skipped_total')];
     t.diagnostic(`processed ${await processed()}, skipped as already in the state: ${skipped.join(' + ')}`);
-    assert.deepEqual(skipped, [0, 0], 'records fetched again after the rebalance');
+    // The first instance's kept tasks read their uncommitted records again; the second restored its tasks'
+    // positions from their changelogs (the first committed them when it let them go), so it reads none again.
+    assert.ok((skipped[0] ?? 0) > 0, 'the kept tasks fetched their uncommitted records again and skipped them');
+    assert.equal(skipped[1], 0, 'restored tasks start at their positions');
     assert.equal(await processed(), before + 40, 'each page view processed once');
   } finally {
     await a.stop();
