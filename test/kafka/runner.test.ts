@@ -9,7 +9,7 @@ import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster
 import { partitionOf } from '../../src/kafka/partitioner.js';
 import type { FetchEventPayload } from '../../src/kafka/kafkajs-preload.js';
 import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
-import { tempDir } from '../helpers.js';
+import { tempDir, until } from '../helpers.js';
 import { metricValue } from '../support/dispatch.js';
 import { collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
 
@@ -20,8 +20,6 @@ before(async () => {
 after(async () => {
   await cluster.stop();
 });
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function runner(stateDir: string, extra: Partial<KafkaRunnerOptions> = {}): KafkaRunner {
   const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '3s' } } } }), extra.topology?.applicationId ?? 'kt');
@@ -440,13 +438,6 @@ test('a task kept through a rebalance fetches again from the group\'s committed 
   const admin = kafka.admin();
   await admin.connect();
   const onTopic = async (): Promise<number> => (await admin.fetchTopicOffsets(viewsTopic.topic)).reduce((n, o) => n + Number(o.high) - Number(o.low), 0);
-  const until = async (what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> => {
-    const since = Date.now();
-    while (!(await ok())) {
-      if (Date.now() - since > ms) assert.fail(`timed out waiting for ${what}`);
-      await sleep(50);
-    }
-  };
   // Page views: browsing sessions end after 30 min, so no output (and no commit with it) during the test.
   const views = (round: number, at: number) =>
     Array.from({ length: 40 }, (_, i) => {
@@ -460,14 +451,14 @@ test('a task kept through a rebalance fetches again from the group\'s committed 
     const now = Date.now();
     for (let round = 0; round < 5; round++) await produce(kafka, 'shop.pageviews.v1', views(round, now + round));
     const before = await onTopic();
-    await until('the first instance to process the page views', async () => (await processed()) >= before);
+    await until('the first instance to process the page views', async () => (await processed()) >= before, 30_000, 50);
     await b.start();
     bStarted = true;
-    await until('both instances to hold tasks', async () => a.assignedPartitions.length > 0 && b.assignedPartitions.length > 0 && a.ready && b.ready);
+    await until('both instances to hold tasks', async () => a.assignedPartitions.length > 0 && b.assignedPartitions.length > 0 && a.ready && b.ready, 30_000, 50);
     t.diagnostic(`after the rebalance: first instance ${a.assignedPartitions.join(',')}, second ${b.assignedPartitions.join(',')}`);
     // Records after the rebalance on every partition: once they are processed, anything fetched again before them was too.
     await produce(kafka, 'shop.pageviews.v1', views(5, now + 5));
-    await until('the page views after the rebalance', async () => (await processed()) >= before + 40);
+    await until('the page views after the rebalance', async () => (await processed()) >= before + 40, 30_000, 50);
     const skipped = [await metricValue(registries[0], 'kairos_task_records_skipped_total'), await metricValue(registries[1], 'kairos_task_records_skipped_total')];
     t.diagnostic(`processed ${await processed()}, skipped as already in the state: ${skipped.join(' + ')}`);
     // The first instance's kept tasks read their uncommitted records again; the second restored its tasks'
