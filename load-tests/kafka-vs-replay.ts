@@ -3,7 +3,7 @@
  * `kairos start` (a child process, the production path), and the triggers compared by triggerId.
  *
  *   npx tsx load-tests/kafka-vs-replay.ts --input load-tests/scenarios/all-triggers.ndjson \
- *       [--brokers 127.0.0.1:9092] [--mode after|before|kill|rebalance] [--kill-after-sec 4] [--partitions N]
+ *       [--brokers 127.0.0.1:9092] [--mode after|before|kill|rebalance|pause] [--kill-after-sec 4] [--partitions N]
  *       [--guarantee at_least_once|exactly_once] [--serde json|avro --registry http://127.0.0.1:8081]
  *       [--config campaigns.json] [--timeout-sec 300] [--quiet-sec 8] [--partitioner murmur2|crc32]
  *
@@ -11,7 +11,11 @@
  * topics and the run's internal topics (a fresh application id per run), so point it at a test broker only.
  * Modes: after = produce everything, then start the engine (catch-up of a backlog); before = start the engine,
  * then produce in chunks; rebalance = as before, with a second engine joining after a third of the chunks and the
- * first stopping after two thirds (late and re-fetched records are both engines', the first's read before it stops); kill = produce, start, SIGKILL after --kill-after-sec, start again on an EMPTY
+ * first stopping after two thirds (late and re-fetched records are both engines', the first's read before it stops);
+ * pause = as before, with the first engine stopped (SIGSTOP) after a third of the chunks, a second one started at
+ * once (it gets every task when the first's 6 s session expires) and the first resumed (SIGCONT) after two thirds,
+ * at least 10 s after it stopped: it rejoins as a new member and takes tasks back (a lost membership); kill =
+ * produce, start, SIGKILL after --kill-after-sec, start again on an EMPTY
  * state directory (restore from the changelogs). Idle advance is off in the engine (replay has no wall
  * clock), so both runners fire exactly the timers their stream time passes. With several partitions, stream
  * time is per partition in Kafka and global in replay: use one partition, or an input whose tail passes every
@@ -58,6 +62,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const app = `kvr-${randomUUID().slice(0, 8)}`;
 const tmp = mkdtempSync(join(tmpdir(), 'kairos-kvr-'));
 const children: ChildProcess[] = [];
+const PAUSE_SESSION_MS = 6000;
 let mock: MockCluster | undefined;
 
 interface Line {
@@ -162,6 +167,8 @@ async function startEngine(brokers: string, stateDir: string): Promise<KairosChi
       ...(o.serde === 'avro' ? { SCHEMA_REGISTRY_URL: o.registry as string } : {}),
       ...(o.config ? { KAIROS_CAMPAIGNS: o.config } : {}),
       KAIROS_LOG_LEVEL: process.env.KAIROS_LOG_LEVEL ?? 'warn',
+      // pause: a session the pause outlasts (the broker's minimum, 6 s).
+      ...(o.mode === 'pause' ? { KAFKA_SESSION_TIMEOUT_MS: String(PAUSE_SESSION_MS), KAFKA_HEARTBEAT_MS: '1000' } : {}),
     },
     echo: true,
     onSpawn: (child) => children.push(child),
@@ -175,10 +182,12 @@ async function startEngine(brokers: string, stateDir: string): Promise<KairosChi
  * kept them so), and records fetched again that the state already held (kairos_task_records_skipped_total: 0
  * unless a task was reset or read from the group's committed offsets). Undefined when the engine does not answer.
  */
-async function recordCounts(engine: KairosChild): Promise<{ late: number; skipped: number } | undefined> {
+async function recordCounts(engine: KairosChild): Promise<{ late: number; skipped: number; lost: number } | undefined> {
   if (engine.url === undefined || !engine.running()) return undefined;
   const text = await fetch(`${engine.url}/metrics`).then((r) => r.text()).catch(() => undefined);
-  return text === undefined ? undefined : { late: sumMetric(text, 'kairos_task_late_records_total'), skipped: sumMetric(text, 'kairos_task_records_skipped_total') };
+  return text === undefined
+    ? undefined
+    : { late: sumMetric(text, 'kairos_task_late_records_total'), skipped: sumMetric(text, 'kairos_task_records_skipped_total'), lost: sumMetric(text, 'kairos_group_membership_lost_total') };
 }
 
 async function main(): Promise<number> {
@@ -201,11 +210,13 @@ async function main(): Promise<number> {
   const mode = o.mode as string;
   const stateDir = join(tmp, 'state-1');
   let engine: KairosChild;
-  /** The first engine's counts in rebalance mode, read just before it stops. */
+  /** The first engine's counts in rebalance mode, read just before it stops (pause: at the end). */
   let firstCounts: Awaited<ReturnType<typeof recordCounts>>;
-  if (mode === 'before' || mode === 'rebalance') {
-    const first = await startEngine(brokers, stateDir);
-    engine = first;
+  let first: KairosChild | undefined;
+  if (mode === 'before' || mode === 'rebalance' || mode === 'pause') {
+    const firstEngine = await startEngine(brokers, stateDir);
+    first = firstEngine;
+    engine = firstEngine;
     await sleep(3000);
     // rebalance: live input while the group changes: a second engine joins after a third of the chunks (tasks
     // move to it, restored from their changelogs), the first stops (SIGTERM) after two thirds (its tasks move too).
@@ -214,12 +225,25 @@ async function main(): Promise<number> {
         engine = await startEngine(brokers, join(tmp, 'state-2'));
         log(`a second engine joined before chunk ${i} of ${n}`);
       } else if (i === Math.floor((2 * n) / 3)) {
-        firstCounts = await recordCounts(first);
-        const code = await first.stop();
+        firstCounts = await recordCounts(firstEngine);
+        const code = await firstEngine.stop();
         log(`the first engine stopped before chunk ${i} of ${n} (exit ${String(code)})`);
       }
     };
-    await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100, mode === 'rebalance' ? regroup : undefined);
+    let pausedAt = 0;
+    const pause = async (i: number, n: number): Promise<void> => {
+      if (i === Math.floor(n / 3)) {
+        firstEngine.process.kill('SIGSTOP');
+        pausedAt = Date.now();
+        engine = await startEngine(brokers, join(tmp, 'state-2'));
+        log(`the first engine stopped (SIGSTOP) and a second one started before chunk ${i} of ${n}`);
+      } else if (i === Math.floor((2 * n) / 3)) {
+        await sleep(Math.max(0, pausedAt + PAUSE_SESSION_MS + 4000 - Date.now()));
+        firstEngine.process.kill('SIGCONT');
+        log(`the first engine resumed (SIGCONT) before chunk ${i} of ${n}, ${((Date.now() - pausedAt) / 1000).toFixed(1)} s after it stopped`);
+      }
+    };
+    await produce(kafka, serde, lines, Math.max(1, Math.ceil(lines.length / 50)), 100, mode === 'rebalance' ? regroup : mode === 'pause' ? pause : undefined);
   } else {
     await produce(kafka, serde, lines, 5000, 0);
     log(`produced ${lines.length} events`);
@@ -265,11 +289,18 @@ async function main(): Promise<number> {
   }
   process.stderr.write('\n');
   const last = await recordCounts(engine);
-  // Rebalance mode: both engines' counts (the first's read just before it stopped).
-  const counts = mode === 'rebalance' && last !== undefined && firstCounts !== undefined ? { late: firstCounts.late + last.late, skipped: firstCounts.skipped + last.skipped } : last;
+  if (mode === 'pause' && first !== undefined) {
+    firstCounts = await recordCounts(first);
+    log(`the first engine counted ${firstCounts?.lost ?? 'not read'} lost group membership(s) (kairos_group_membership_lost_total)`);
+  }
+  // Rebalance and pause modes: both engines' counts (rebalance: the first's read just before it stopped).
+  const counts =
+    (mode === 'rebalance' || mode === 'pause') && last !== undefined && firstCounts !== undefined
+      ? { late: firstCounts.late + last.late, skipped: firstCounts.skipped + last.skipped, lost: firstCounts.lost + last.lost }
+      : last;
   const late = counts?.late;
   log(
-    `${mode === 'kill' ? 'the last engine: ' : mode === 'rebalance' ? `both engines (first ${firstCounts === undefined ? 'not read' : `${firstCounts.late} late, ${firstCounts.skipped} fetched again`}): ` : ''}` +
+    `${mode === 'kill' ? 'the last engine: ' : mode === 'rebalance' || mode === 'pause' ? `both engines (first ${firstCounts === undefined ? 'not read' : `${firstCounts.late} late, ${firstCounts.skipped} fetched again`}): ` : ''}` +
       `records taken below their task's stream time (kairos_task_late_records_total) ${late ?? 'not read'}, ` +
       `fetched again though in the state (kairos_task_records_skipped_total) ${counts?.skipped ?? 'not read'}`,
   );
@@ -297,7 +328,7 @@ async function main(): Promise<number> {
     log(`${t[0]}: ${t[1].type} ${t[1].customerId} at ${new Date(t[1].occurredAt).toISOString()} caused by ${t[1].causedBy.eventId}`);
   }
   const equal = missing.length === 0 && extra.length === 0;
-  console.log(JSON.stringify({ input: o.input, mode, guarantee: o.guarantee, serde: o.serde, brokers: mock ? 'mock' : brokers, equal, lateRecords: late, skippedRecords: counts?.skipped, rows, seconds: (Date.now() - started) / 1000 }));
+  console.log(JSON.stringify({ input: o.input, mode, guarantee: o.guarantee, serde: o.serde, brokers: mock ? 'mock' : brokers, equal, lateRecords: late, skippedRecords: counts?.skipped, membershipLost: counts?.lost, rows, seconds: (Date.now() - started) / 1000 }));
   return equal ? 0 : 1;
 }
 

@@ -60,6 +60,11 @@ export interface TaskEnv {
   readonly commitOffsets: (offsets: readonly { topic: string; partition: number; offset: string }[]) => Promise<void>;
   /** Left the group: offsets are no longer committed. */
   readonly left: () => boolean;
+  /**
+   * The group membership may be lost unnoticed (nothing confirmed it for a session timeout): an at-least-once
+   * commit still writing then writes no commit marker (its changelog records are skipped by a restore).
+   */
+  readonly unconfirmed: () => boolean;
   /** Every topic whose consumed offsets are committed (external inputs, repartition topics, reroute topic). */
   readonly sources: readonly string[];
   /** External inputs: waited for by the event-time merge. */
@@ -427,6 +432,11 @@ export class ActiveTask {
    */
   #inflight: Promise<void> | undefined;
 
+  /** Waits for the commit still writing (at-least-once) to land or fail, without starting one. */
+  settle(): Promise<void> {
+    return this.#previous();
+  }
+
   /** Waits for the commit still writing. */
   async #previous(): Promise<void> {
     const inflight = this.#inflight;
@@ -519,14 +529,15 @@ export class ActiveTask {
       let changelogComplete = false;
       try {
         await prepared.finish({
-          ...(internalSent === undefined
-            ? {}
-            : {
-                beforeComplete: async () => {
-                  const r = await internalSent;
-                  if (!r.ok) throw r.error;
-                },
-              }),
+          beforeComplete: async () => {
+            if (internalSent !== undefined) {
+              const r = await internalSent;
+              if (!r.ok) throw r.error;
+            }
+            // The process may have stood still past its session while this commit wrote (another instance may
+            // own the task now and have written its changelog since): no marker, so the commit counts for nothing.
+            if (env.unconfirmed()) throw new Error('group membership not confirmed for a session timeout; commit held back');
+          },
           alongsideLocalWrite: async () => {
             changelogComplete = true;
             if (outgoing.length > 0) outputsSent = await settledOf(env.collector.send(outgoing));

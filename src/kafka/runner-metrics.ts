@@ -20,6 +20,7 @@ export interface RunnerMetrics {
   readonly rebalances: Counter;
   readonly rebalancePause: Histogram;
   readonly consumerRestarts: Counter;
+  readonly membershipLost: Counter;
   readonly standbyApplied: Counter<'partition'>;
   readonly rerouted: Counter<'topic'>;
   readonly idleForced: Counter<'partition'>;
@@ -87,6 +88,11 @@ export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMe
     }),
     producerReplaced: new Counter({ name: 'kairos_producer_replaced_total', help: 'Producers replaced after a failed produce request, by reason', labelNames: ['reason'], registers }),
     consumerRestarts: new Counter({ name: 'kairos_consumer_restarts_total', help: 'Consumers replaced after kafkajs crashed them with a non-retriable error', registers }),
+    membershipLost: new Counter({
+      name: 'kairos_group_membership_lost_total',
+      help: 'Group joins under a new member id (the membership was lost: an expired session or a replaced consumer); every open task was closed without a commit and restored',
+      registers,
+    }),
   };
 }
 

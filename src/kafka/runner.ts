@@ -140,6 +140,12 @@ export class KafkaRunner {
   readonly #log: Logger;
   readonly #metrics: RunnerMetrics | undefined;
   readonly #tasks = new Map<number, Promise<ActiveTask>>();
+  /** Tasks being closed (or reset): a task opens again once its previous handle has let go of its state directory. */
+  readonly #closing = new Map<number, Promise<void>>();
+  /** The consumer's member id at its last join (a join under another one: the membership was lost). */
+  #memberId: string | undefined;
+  /** When the coordinator last confirmed the membership: a join, or a heartbeat it answered (0: not yet). */
+  #confirmedAt = 0;
   /** Every topic the consumer reads: external inputs, repartition topics, the reroute topic. */
   readonly #sources: string[];
   readonly #externalSources: string[];
@@ -294,6 +300,7 @@ export class KafkaRunner {
       consumer: () => this.#consumer,
       commitOffsets: (offsets) => this.#offsetCommits.call(offsets),
       left: () => this.#left,
+      unconfirmed: () => this.#unconfirmed(),
       sources: this.#sources,
       external: this.#externalSources,
       internal: this.#internalSources,
@@ -444,7 +451,18 @@ export class KafkaRunner {
       const assigned = new Set<number>();
       for (const parts of Object.values(e.payload.memberAssignment)) for (const p of parts) assigned.add(p);
       this.#log.info({ partitions: [...assigned].sort((a, b) => a - b) }, 'assignment');
-      for (const p of this.#tasks.keys()) if (!assigned.has(p)) void this.#closeTask(p);
+      // A join under a new member id means the membership was lost (an expired session: kafkajs rejoins as a new
+      // member; a consumer replaced after a crash): another instance may have owned any task meanwhile and moved
+      // its changelog and offsets on. Every open task is closed without a commit (what it holds uncommitted may be
+      // stale) and opened again below, restored from its changelog, as Kafka Streams closes lost tasks dirty.
+      const lost = this.#memberId !== undefined && e.payload.memberId !== this.#memberId;
+      this.#memberId = e.payload.memberId;
+      this.#confirmedAt = Date.now();
+      if (lost) {
+        this.#metrics?.membershipLost.inc();
+        this.#log.warn({ tasks: [...this.#tasks.keys()].sort((a, b) => a - b) }, 'rejoined the group as a new member (the membership was lost); closing every open task without a commit to restore it');
+        for (const p of [...this.#tasks.keys()]) void this.#closeTask(p, undefined, true);
+      } else for (const p of this.#tasks.keys()) if (!assigned.has(p)) void this.#closeTask(p);
       // A task kept open here fetches again from the group's committed offsets (kafkajs starts every assigned
       // partition there after a join): what it processed since its last commit is skipped by position
       // (kairos_task_records_skipped_total). Seeking kept tasks to where they fetched to was tried and taken
@@ -454,6 +472,9 @@ export class KafkaRunner {
       for (const p of assigned) this.#taskFor(p).catch((err: unknown) => this.#log.error({ err, partition: p }, 'opening task failed'));
       this.#metrics?.tasks.set(assigned.size);
       this.#updateStandby();
+    });
+    consumer.on(consumer.events.HEARTBEAT, () => {
+      this.#confirmedAt = Date.now();
     });
     consumer.on(consumer.events.CRASH, (e) => {
       if (e.payload.restart || this.#stopping) return; // kafkajs restarts it itself
@@ -582,6 +603,7 @@ export class KafkaRunner {
 
   /** Processes what a task can now (a fetch confirmed an input it waited for), then commits if one is due. */
   #drainSoon(h: ActiveTask): void {
+    if (this.#unconfirmed()) return; // the next batch asks the coordinator first (#eachBatch)
     void h
       .exclusive(async () => {
         if (!h.closed) await h.drain();
@@ -653,7 +675,8 @@ export class KafkaRunner {
     await Promise.all(
       [...this.#tasks].map(async ([p, hp]) => {
         const h = await hp.catch(() => undefined);
-        if (h) await untilDeadline(h.exclusive(() => h.maybeCommit(true)), deadline, `final commit of task ${p}`, log);
+        // Not with a membership that may be lost (#unconfirmed): the next owner reads it again.
+        if (h && !this.#unconfirmed()) await untilDeadline(h.exclusive(() => h.maybeCommit(true)), deadline, `final commit of task ${p}`, log);
       }),
     );
     if (this.#consumer) await untilDeadline(this.#consumer.disconnect(), deadline, 'leaving the consumer group', log);
@@ -702,6 +725,8 @@ export class KafkaRunner {
     const env = this.#env as TaskEnv;
     const taskId = `task-${partition}`;
     const dir = join(this.#o.stateDir, this.#groupId, taskId);
+    // The previous handle of this task (closed for a rebalance, a lost membership or a reset) lets go first.
+    await this.#closing.get(partition);
     // A warm standby copy of this task becomes the starting point; the follower lets go of the directory.
     await this.#standby?.release(partition);
     // Restore first, on the bare state, so the task starts with complete stores and timers.
@@ -818,6 +843,10 @@ export class KafkaRunner {
    */
   async #eachBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
     if (batch.isEmpty()) return;
+    // After a pause longer than the session (a batch fetched before it, handed on after): ask the coordinator
+    // before processing. A lost membership throws here, and kafkajs rejoins (as a new member: every task is then
+    // closed without a commit and restored); a confirmed one goes on.
+    if (this.#unconfirmed()) await heartbeat();
     let h: ActiveTask | undefined;
     try {
       h = await this.#openWhileHeartbeating(batch.partition, heartbeat, isRunning);
@@ -919,6 +948,8 @@ export class KafkaRunner {
    * outputs, offsets) run while the task processes the next batches, and the task's next commit waits for them.
    */
   async #commitOrReset(task: ActiveTask, force: boolean, wait = false): Promise<void> {
+    // The membership may be lost: the changes wait (a join under a new member id drops them, a heartbeat lets them go).
+    if (this.#unconfirmed()) return;
     try {
       await task.maybeCommit(force, wait);
     } catch (err) {
@@ -989,6 +1020,7 @@ export class KafkaRunner {
   }
 
   async #punctuate(): Promise<void> {
+    if (this.#unconfirmed()) return; // no timers fire, no commit, until the membership is confirmed again
     for (const [p, hp] of this.#tasks) {
       if (!this.#assigned.has(p)) continue;
       try {
@@ -1014,18 +1046,50 @@ export class KafkaRunner {
     h.closed = true;
     this.#tasks.delete(h.partition);
     this.#opened.delete(h.partition);
-    await h.task.close().catch((err: unknown) => this.#log.warn({ err }, 'closing a failed task'));
-    await h.txProducer?.disconnect().catch(() => undefined);
+    await this.#whileClosing(
+      h.partition,
+      (async () => {
+        await h.task.close().catch((err: unknown) => this.#log.warn({ err }, 'closing a failed task'));
+        await h.txProducer?.disconnect().catch(() => undefined);
+      })(),
+    );
     for (const topic of this.#sources) {
       const next = committed.get(`${topic}\u0000${h.partition}`);
       if (next !== undefined) this.#consumer?.seek({ topic, partition: h.partition, offset: next });
     }
   }
 
-  /** Commits and closes a task; with a `deadline` (stop), closes its stores without the commit once it passes. */
-  async #closeTask(partition: number, deadline?: number): Promise<void> {
+  /**
+   * Whether the membership may be lost without the consumer knowing yet: nothing confirmed it for a session
+   * timeout (the process stood still — a long pause, a frozen VM — or the coordinator was out of reach). Until a
+   * heartbeat or a join confirms it again, nothing is processed or committed: another instance may run the tasks
+   * now, and a stale task's changelog records and outputs would land after that owner's.
+   */
+  #unconfirmed(): boolean {
+    return this.#confirmedAt > 0 && Date.now() - this.#confirmedAt > (this.#o.sessionTimeout ?? 30_000);
+  }
+
+  /** Registers a task's closing until it is done, for #openTask (`closing` never rejects). */
+  #whileClosing(partition: number, closing: Promise<void>): Promise<void> {
+    this.#closing.set(partition, closing);
+    void closing.then(() => {
+      if (this.#closing.get(partition) === closing) this.#closing.delete(partition);
+    });
+    return closing;
+  }
+
+  /**
+   * Commits and closes a task; with a `deadline` (stop), closes its stores without the commit once it passes.
+   * `dirty` (a lost membership): closes without a commit, once the commit still writing has landed or failed;
+   * what the task held uncommitted is dropped and read again by whoever owns the task now.
+   */
+  #closeTask(partition: number, deadline?: number, dirty = false): Promise<void> {
     const hp = this.#tasks.get(partition);
-    if (!hp) return;
+    if (!hp) return Promise.resolve();
+    return this.#whileClosing(partition, this.#closeHandle(partition, hp, deadline, dirty));
+  }
+
+  async #closeHandle(partition: number, hp: Promise<ActiveTask>, deadline: number | undefined, dirty: boolean): Promise<void> {
     this.#tasks.delete(partition);
     this.#opened.delete(partition);
     this.#fetchedWhileOpening.forget(partition);
@@ -1043,11 +1107,14 @@ export class KafkaRunner {
     }
     const closing = h
       .exclusive(async () => {
-        await h.maybeCommit(true);
+        if (dirty || this.#unconfirmed()) await h.settle();
+        else await h.maybeCommit(true);
         h.closed = true;
         await h.task.close();
+        // Exactly-once: nothing is sent between commits, so no transaction is open; the next producer with this
+        // transactional id fences this one.
         await h.txProducer?.disconnect();
-        this.#log.info({ partition }, 'task closed');
+        this.#log.info({ partition, dirty }, dirty ? 'task closed without a commit' : 'task closed');
       })
       .catch((err: unknown) => this.#log.error({ err, partition }, 'closing task failed'));
     if (deadline === undefined) return closing;

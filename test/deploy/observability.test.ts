@@ -48,6 +48,7 @@ const REQUIRED_ALERTS = [
   'KairosRestoreTrimmed',
   'KairosApiLatencyP99',
   'KairosConsumerRestarts',
+  'KairosGroupMembershipLost',
   'KairosInstanceDown',
 ];
 const REQUIRED_ROWS = ['Throughput', 'Lag', 'Triggers', 'State', 'Restore and rebalance', 'DLQ', 'Query API', 'Process'];

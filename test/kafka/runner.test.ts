@@ -9,7 +9,10 @@ import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster
 import { partitionOf } from '../../src/kafka/partitioner.js';
 import type { FetchEventPayload } from '../../src/kafka/kafkajs-preload.js';
 import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
-import { tempDir, until } from '../helpers.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fastGroupEnv, tempDir, until } from '../helpers.js';
+import { startChild } from '../support/instance.js';
 import { metricValue } from '../support/dispatch.js';
 import { collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
 
@@ -469,6 +472,88 @@ test('a task kept through a rebalance fetches again from the group\'s committed 
   } finally {
     await a.stop();
     if (bStarted) await b.stop();
+    await admin.disconnect();
+    dir.remove();
+  }
+});
+
+test('a task kept across a lost group membership (its process stopped past the session timeout while another instance owned the task) is closed without a commit and restored: its state holds what the other owner processed meanwhile', { timeout: 180_000 }, async (t) => {
+  // The first instance is a `kairos start` child, stopped with SIGSTOP once it has committed: its session expires,
+  // the second instance takes every task and processes a second basket event of each customer. Resumed, the
+  // first instance's consumer rejoins under a new member id and gets half of the tasks back; were its open tasks
+  // kept, they would go on from the second's committed offsets with baskets that lack the second items. (The
+  // second instance serves no API, so only the first instance's own customers are asked for.)
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'klost';
+  const group = `kairos-${app}`;
+  const key = 'lost-membership-key-0123456789';
+  const campaigns = { guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '1h' } } } };
+  writeFileSync(join(dir.dir, 'campaigns.json'), JSON.stringify(campaigns));
+  const basketTopic = 'shop.basket.v1';
+  const admin = kafka.admin();
+  await admin.connect();
+  const a = await startChild({
+    ...fastGroupEnv(cluster.brokers.join(',')),
+    KAIROS_APPLICATION_ID: app,
+    KAIROS_STATE_DIR: join(dir.dir, 'a'),
+    KAIROS_CAMPAIGNS: join(dir.dir, 'campaigns.json'),
+    KAIROS_HTTP_PORT: '0',
+    KAIROS_API_KEYS: `test:${key}:read`,
+    KAIROS_PUNCTUATE_MS: '200',
+    KAIROS_LOG_LEVEL: 'info',
+  });
+  const address = /metrics and health on http:\/\/([^;\s]+)/.exec(a.stderr())?.[1];
+  const partitions = (await admin.fetchTopicMetadata({ topics: [basketTopic] })).topics[0]?.partitions.length ?? 0;
+  // One customer per task.
+  const customers: string[] = [];
+  for (let i = 0; customers.length < partitions; i++) if (!customers.some((c) => partitionOf(c, partitions) === partitionOf(`lost-${i}`, partitions))) customers.push(`lost-${i}`);
+  const skus = async (customer: string): Promise<string> => {
+    const res = await fetch(`http://${address ?? ''}/v1/customers/${customer}`, { headers: { authorization: `Bearer ${key}` } });
+    if (res.status !== 200) return `HTTP ${res.status}`;
+    const body = (await res.json()) as { basket: { items: { sku: string }[] } | null };
+    return (body.basket?.items ?? []).map((i) => i.sku).sort().join('+');
+  };
+  const baskets = async (): Promise<string[]> => Promise.all(customers.map(skus));
+  const committed = async (): Promise<number> => {
+    const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [basketTopic] });
+    return (offsets?.partitions ?? []).reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
+  };
+  const items = (sku: string, at: number) => customers.map((c) => ({ key: c, value: JSON.stringify({ ...added(c, at), eventId: `${c}-${sku}`, sku }) }));
+  let b: KafkaRunner | undefined;
+  try {
+    assert.ok(address, 'the child printed its address');
+    const now = Date.now();
+    const before = await committed();
+    await produce(kafka, basketTopic, items('sku-a', now));
+    await until('the first instance to hold the first items', async () => (await baskets()).every((s) => s === 'sku-a'), 30_000, 100);
+    await until('the first items committed', async () => (await committed()) >= before + partitions, 30_000, 100);
+    a.child.kill('SIGSTOP');
+    b = runner(join(dir.dir, 'b'), { topology: buildTopology(resolveCampaigns(campaigns), app), groupId: group });
+    await b.start();
+    const second = b;
+    // The group completes the join once the stopped member's session expired: then every task is the second's.
+    await until('the second instance to hold every task (the stopped one\'s session expired)', () => second.ready && second.assignedPartitions.length === partitions, 60_000, 100);
+    await produce(kafka, basketTopic, items('sku-b', now + 1));
+    await until('the second items committed by the second instance', async () => (await committed()) >= before + 2 * partitions, 30_000, 100);
+    a.child.kill('SIGCONT');
+    await until('the first instance to rejoin and hold tasks again', () => second.assignedPartitions.length < partitions, 60_000, 100);
+    const kept = new Set(second.assignedPartitions);
+    const mine = customers.filter((c) => !kept.has(partitionOf(c, partitions)));
+    t.diagnostic(`the first instance took back the tasks of ${mine.join(', ')}`);
+    assert.ok(mine.length > 0);
+    // The first instance answers for its own tasks from their state: both items, the second from the changelog.
+    await until('both items in the baskets of the first instance\'s tasks', async () => (await Promise.all(mine.map(skus))).every((s) => s === 'sku-a+sku-b'), 30_000, 200);
+    const metrics = await (await fetch(`http://${address ?? ''}/metrics`)).text();
+    assert.match(metrics, /^kairos_group_membership_lost_total 1$/m, 'the first instance counted its lost membership once');
+  } catch (err) {
+    t.diagnostic(`baskets at the first instance: ${(await baskets().catch((e: unknown) => [String(e)])).join(', ')}; its log:\n${a.stderr().slice(-6000)}`);
+    throw err;
+  } finally {
+    await b?.stop();
+    a.child.kill('SIGCONT');
+    a.child.kill('SIGTERM');
+    await a.exited;
     await admin.disconnect();
     dir.remove();
   }
