@@ -19,7 +19,10 @@
  *   the same way once more outputs are out, and a third child on the first one's state directory (a local
  *   checkpoint behind the changelogs) restores the tail and finishes; the union of the outputs is compared;
  * - idle start: the runner starts on empty topics with a 1 s idle advance and waits, then a small history days
- *   in the past arrives.
+ *   in the past arrives;
+ * - lost membership while live: a `kairos start` child is stopped with SIGSTOP past its session while an
+ *   in-process runner takes every task, then resumed: it rejoins as a new member, holds its work until the
+ *   coordinator answered it, and restores the tasks it gets back (fails without that hold: 155 of 159 triggers).
  *
  * Stream time: replay has one, Kafka one per task. The history ends with one "clock" record per partition at
  * T_END (keyed so it hashes to that partition), so every task reaches T_END and both runners fire exactly the
@@ -36,7 +39,8 @@ import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { KafkaRunner } from '../../src/kafka/runner.js';
-import { sleep, tempDir, fastGroupEnv } from '../helpers.js';
+import { sumMetric } from '../../load-tests/lib/common.js';
+import { sleep, tempDir, fastGroupEnv, until } from '../helpers.js';
 import { mockRunnerDefaults, testKafka } from '../support/kafka.js';
 import { metricValue } from '../support/dispatch.js';
 import { startChild, type ChildInstance } from '../support/instance.js';
@@ -48,6 +52,7 @@ import {
   outputCollector,
   outputSummary,
   processedCount,
+  processedCountOf,
   produceAll,
   produceChunk,
   replayInputs,
@@ -110,19 +115,21 @@ async function createInputs(admin: Admin): Promise<void> {
 }
 
 /**
- * Produces `inputs` chunk by chunk (`chunking`, liveChunks by default), each after the runners (`registries`: their processed counts) processed everything before it. Returns
- * how many chunks there were and how often the runner did not catch up within 30 s (then it goes on anyway).
+ * Produces `inputs` chunk by chunk (`chunking`, liveChunks by default), each after the runners (`counted`: their
+ * registries, or a function reading a child's processed count) processed everything before it. Returns how many
+ * chunks there were and how often the runner did not catch up within 30 s (then it goes on anyway).
  */
 async function feedLive(
   producer: Producer,
-  registries: readonly Registry[],
+  counted: readonly (Registry | (() => Promise<number>))[],
   inputs: readonly Input[],
   chunking: (inputs: readonly Input[]) => Input[][] = liveChunks,
   beforeChunk?: (index: number, chunks: number) => Promise<void>,
 ): Promise<{ chunks: number; slow: number }> {
   const chunks = chunking(inputs);
   // Several runners (a rebalance): their counts together (records a moved task processes again count twice).
-  const processed = async (): Promise<number> => (await Promise.all(registries.map((r) => processedCount(r, INPUT_TOPICS)))).reduce((a, b) => a + b, 0);
+  const processed = async (): Promise<number> =>
+    (await Promise.all(counted.map((c) => (c instanceof Registry ? processedCount(c, INPUT_TOPICS) : c())))).reduce((a, b) => a + b, 0);
   let produced = await processed();
   let slow = 0;
   for (const [i, chunk] of chunks.entries()) {
@@ -290,6 +297,80 @@ test('rebalance while live, one broker: a second instance joins after a third of
       } finally {
         if (firstRunning) await first.stop();
         if (secondRunning) await second.stop();
+        await out.stop();
+      }
+    },
+    1,
+  );
+});
+
+test('a lost membership while live: the first instance (a child) is stopped with SIGSTOP past its session while a second takes every task, then resumed — it rejoins as a new member, restores the tasks it gets back, Kafka == replay', { timeout: TEST_TIMEOUT }, async (t) => {
+  // The first instance stops with work of its own in flight (batches fetched, changes and outputs not yet
+  // committed); resumed, it must neither process nor commit before the coordinator has answered it, and every task
+  // it gets back is restored from the changelog the second instance wrote meanwhile.
+  await mode(
+    t,
+    'lost membership while live',
+    async ({ kafka, admin, dir, producer, cluster }) => {
+      await createInputs(admin);
+      const campaigns = join(dir, 'campaigns.json');
+      writeFileSync(campaigns, JSON.stringify(CAMPAIGNS));
+      const first = await startChild({
+        ...fastGroupEnv(cluster.brokers.join(',')),
+        KAFKA_MAX_WAIT_MS: '10',
+        KAIROS_APPLICATION_ID: APP,
+        KAIROS_STATE_DIR: join(dir, 'state-a'),
+        KAIROS_CAMPAIGNS: campaigns,
+        KAIROS_HTTP_PORT: '0',
+        KAIROS_PUNCTUATE_MS: '200',
+        KAIROS_IDLE_ADVANCE_MS: String(1e12),
+        KAIROS_LOG_LEVEL: process.env.KAIROS_TEST_CHILD_LOG ?? 'warn',
+      });
+      const address = /metrics and health on http:\/\/([^;\s]+)/.exec(first.stderr())?.[1];
+      assert.ok(address, 'the child printed its address');
+      const metrics = async (): Promise<string> => (await fetch(`http://${address}/metrics`)).text();
+      // The child's processed count, read from its /metrics; while it is stopped, the last one read.
+      let paused = false;
+      let firstProcessed = 0;
+      const counting = async (): Promise<number> => {
+        if (!paused) firstProcessed = processedCountOf(await metrics(), INPUT_TOPICS);
+        return firstProcessed;
+      };
+      const registry = new Registry();
+      const second = inProcessRunner(kafka, join(dir, 'state-b'), { registry, maxWaitTimeInMs: 10 });
+      let secondRunning = false;
+      const out = await outputCollector(kafka);
+      try {
+        const fed = await feedLive(producer, [counting, registry], replayInputs(h), mixedChunks, async (i, n) => {
+          if (i === Math.floor(n / 3)) {
+            paused = true;
+            first.child.kill('SIGSTOP');
+            await second.start();
+            secondRunning = true;
+            // Once the stopped member's session expired (6 s) the group completes the join: every task is the second's.
+            await until('the second instance to hold every task', () => second.ready && second.assignedPartitions.length === 4, 60_000, 50);
+            t.diagnostic(`lost membership: the first instance stopped before chunk ${i} of ${n}; the second holds every task`);
+          } else if (i === Math.floor((2 * n) / 3)) {
+            first.child.kill('SIGCONT');
+            paused = false;
+            await until('the first instance to rejoin and take tasks back', () => second.assignedPartitions.length < 4, 60_000, 50);
+            t.diagnostic(`lost membership: the first instance resumed before chunk ${i} of ${n}; the second kept ${second.assignedPartitions.join(', ')}`);
+          }
+        });
+        t.diagnostic(`lost membership: ${fed.chunks} chunks${fed.slow > 0 ? `; the runners did not catch up with ${fed.slow} chunk(s) within 30 s` : ''}`);
+        const waited = await untilCaughtUp(admin, GROUP, CONSUMED, out);
+        const text = await metrics();
+        assert.equal(sumMetric(text, 'kairos_group_membership_lost_total'), 1, 'the first instance counted its lost membership');
+        t.diagnostic(`lost membership: records restored by the first instance ${sumMetric(text, 'kairos_restore_records_total')}, fetched again though in the state ${sumMetric(text, 'kairos_task_records_skipped_total')}`);
+        return { out, waited };
+      } catch (err) {
+        t.diagnostic(`first instance's log:\n${first.stderr().slice(-4000)}`);
+        throw err;
+      } finally {
+        if (secondRunning) await second.stop();
+        first.child.kill('SIGCONT');
+        first.child.kill('SIGTERM');
+        await first.exited;
         await out.stop();
       }
     },
