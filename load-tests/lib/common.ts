@@ -140,13 +140,21 @@ export function cpuProfileArgs(dir: string | undefined): string[] {
   return ['--cpu-prof', '--cpu-prof-dir', dir, ...(interval === undefined ? [] : ['--cpu-prof-interval', interval])];
 }
 
-/** The sum of every series of metric `name` (with or without labels) in a Prometheus text exposition. */
-export function sumMetric(text: string, name: string): number {
+/**
+ * The sum of every series of metric `name` (with or without labels) in a Prometheus text exposition; with
+ * `labels`, of the series that have each of them with that value.
+ */
+export function sumMetric(text: string, name: string, labels: Readonly<Record<string, string>> = {}): number {
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
   let total = 0;
   for (const line of text.split('\n')) {
     if (!line.startsWith(name)) continue;
     const rest = line.slice(name.length);
     if (rest[0] !== ' ' && rest[0] !== '{') continue;
+    if (wanted.length > 0) {
+      const set = rest[0] === '{' ? rest.slice(1, rest.indexOf('}')).split(',') : [];
+      if (!wanted.every((w) => set.includes(w))) continue;
+    }
     total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
   }
   return total;

@@ -61,10 +61,12 @@ export interface TaskEnv {
   /** Left the group: offsets are no longer committed. */
   readonly left: () => boolean;
   /**
-   * The group membership may be lost unnoticed (nothing confirmed it for a session timeout): an at-least-once
-   * commit still writing then writes no commit marker (its changelog records are skipped by a restore).
+   * The membership epoch now: it changes when the consumer rejoins as a new member (the membership was lost), and
+   * undefined while the membership may be lost unnoticed (nothing confirmed it for a session timeout). A commit
+   * whose task was opened in another epoch, or that finds none, sends no store records if it has not yet, and no
+   * commit marker (a restore skips store records after the last marker, unless a later owner's marker covers them).
    */
-  readonly unconfirmed: () => boolean;
+  readonly membershipEpoch: () => number | undefined;
   /** Every topic whose consumed offsets are committed (external inputs, repartition topics, reroute topic). */
   readonly sources: readonly string[];
   /** External inputs: waited for by the event-time merge. */
@@ -186,10 +188,14 @@ export class ActiveTask {
   #chain: Promise<void> = Promise.resolve();
   closed = false;
 
-  constructor(env: TaskEnv, partition: number, txProducer: Producer | undefined) {
+  /** The membership epoch the task was opened in (TaskEnv.membershipEpoch). */
+  readonly epoch: number;
+
+  constructor(env: TaskEnv, partition: number, txProducer: Producer | undefined, epoch: number) {
     this.#env = env;
     this.partition = partition;
     this.txProducer = txProducer;
+    this.epoch = epoch;
     this.lastCommitAt = Date.now();
     this.#log = env.logger.child({ partition });
     this.#waited = new Set([...env.external, env.rerouteTopic]);
@@ -449,6 +455,8 @@ export class ActiveTask {
   async commit(wait = true): Promise<void> {
     // One commit at a time, in order.
     await this.#previous();
+    // Nothing of a task whose membership may be lost goes out (see #checkMembership); its changes stay pending.
+    this.#checkMembership();
     const env = this.#env;
     const end = env.metrics?.commitSeconds.startTimer();
     this.pending = false;
@@ -534,9 +542,10 @@ export class ActiveTask {
               const r = await internalSent;
               if (!r.ok) throw r.error;
             }
-            // The process may have stood still past its session while this commit wrote (another instance may
-            // own the task now and have written its changelog since): no marker, so the commit counts for nothing.
-            if (env.unconfirmed()) throw new Error('group membership not confirmed for a session timeout; commit held back');
+            // The process may have stood still past its session while this commit wrote, or rejoined as a new member
+            // since (another instance may own the task now and have written its changelog): no marker, so the
+            // commit counts for nothing.
+            this.#checkMembership();
           },
           alongsideLocalWrite: async () => {
             changelogComplete = true;
@@ -587,6 +596,12 @@ export class ActiveTask {
         if (!this.closed) this.#env.onCommitLanded?.(this);
       });
     this.#inflight = inflight;
+  }
+
+  /** Throws unless the membership this task was opened in is still the confirmed one (TaskEnv.membershipEpoch). */
+  #checkMembership(): void {
+    const now = this.#env.membershipEpoch();
+    if (now !== this.epoch) throw new Error(now === undefined ? 'group membership not confirmed for a session timeout; commit held back' : 'the group membership this task was opened in was lost; commit dropped');
   }
 
   #counted(outputs: readonly PendingOutput[], raw: readonly TopicMessages[]): void {

@@ -144,8 +144,16 @@ export class KafkaRunner {
   readonly #closing = new Map<number, Promise<void>>();
   /** The consumer's member id at its last join (a join under another one: the membership was lost). */
   #memberId: string | undefined;
-  /** When the coordinator last confirmed the membership: a join, or a heartbeat it answered (0: not yet). */
+  /**
+   * When the coordinator last confirmed the membership: a join, or a heartbeat it answered (0: not yet) — the
+   * time the heartbeat was sent (#heartbeatSentAt), so an answer read after a pause does not vouch for the pause.
+   */
   #confirmedAt = 0;
+  #heartbeatSentAt: number | undefined;
+  /** Counts lost memberships: a task opened under an earlier one never commits (ActiveTask.epoch). */
+  #epoch = 0;
+  /** Per task, the latest open (#taskFor): an open superseded by a close meanwhile leaves its handle unopened. */
+  readonly #openGen = new Map<number, number>();
   /** Every topic the consumer reads: external inputs, repartition topics, the reroute topic. */
   readonly #sources: string[];
   readonly #externalSources: string[];
@@ -300,7 +308,7 @@ export class KafkaRunner {
       consumer: () => this.#consumer,
       commitOffsets: (offsets) => this.#offsetCommits.call(offsets),
       left: () => this.#left,
-      unconfirmed: () => this.#unconfirmed(),
+      membershipEpoch: () => (this.#unconfirmed() ? undefined : this.#epoch),
       sources: this.#sources,
       external: this.#externalSources,
       internal: this.#internalSources,
@@ -459,6 +467,7 @@ export class KafkaRunner {
       this.#memberId = e.payload.memberId;
       this.#confirmedAt = Date.now();
       if (lost) {
+        this.#epoch++;
         this.#metrics?.membershipLost.inc();
         this.#log.warn({ tasks: [...this.#tasks.keys()].sort((a, b) => a - b) }, 'rejoined the group as a new member (the membership was lost); closing every open task without a commit to restore it');
         for (const p of [...this.#tasks.keys()]) void this.#closeTask(p, undefined, true);
@@ -473,8 +482,11 @@ export class KafkaRunner {
       this.#metrics?.tasks.set(assigned.size);
       this.#updateStandby();
     });
+    consumer.on(consumer.events.REQUEST, (e) => {
+      if (e.payload.apiName === 'Heartbeat') this.#heartbeatSentAt = e.payload.sentAt;
+    });
     consumer.on(consumer.events.HEARTBEAT, () => {
-      this.#confirmedAt = Date.now();
+      this.#confirmedAt = this.#heartbeatSentAt ?? Date.now();
     });
     consumer.on(consumer.events.CRASH, (e) => {
       if (e.payload.restart || this.#stopping) return; // kafkajs restarts it itself
@@ -675,8 +687,8 @@ export class KafkaRunner {
     await Promise.all(
       [...this.#tasks].map(async ([p, hp]) => {
         const h = await hp.catch(() => undefined);
-        // Not with a membership that may be lost (#unconfirmed): the next owner reads it again.
-        if (h && !this.#unconfirmed()) await untilDeadline(h.exclusive(() => h.maybeCommit(true)), deadline, `final commit of task ${p}`, log);
+        // Not with a membership that may be lost (#current): the next owner reads it again.
+        if (h && this.#current(h)) await untilDeadline(h.exclusive(() => h.maybeCommit(true)), deadline, `final commit of task ${p}`, log);
       }),
     );
     if (this.#consumer) await untilDeadline(this.#consumer.disconnect(), deadline, 'leaving the consumer group', log);
@@ -707,20 +719,29 @@ export class KafkaRunner {
   #taskFor(partition: number): Promise<ActiveTask> {
     const known = this.#tasks.get(partition);
     if (known) return known;
-    const h = this.#openTask(partition);
+    const h = this.#openTask(partition, this.#supersede(partition));
     this.#tasks.set(partition, h);
-    // Settled handles are known synchronously (#taskNow, readerNow); a rejected one leaves #tasks.
+    // Settled handles are known synchronously (#taskNow, readerNow); a rejected one leaves #tasks (unless
+    // another open of the task took its place meanwhile).
     h.then(
       (t) => this.#settledTasks.set(h, t),
       () => {
         this.#settledTasks.set(h, null);
-        this.#tasks.delete(partition);
+        if (this.#tasks.get(partition) === h) this.#tasks.delete(partition);
       },
     );
     return h;
   }
 
-  async #openTask(partition: number): Promise<ActiveTask> {
+  /** A new generation of the task's open: an open still running under the previous one will not count as opened. */
+  #supersede(partition: number): number {
+    const gen = (this.#openGen.get(partition) ?? 0) + 1;
+    this.#openGen.set(partition, gen);
+    return gen;
+  }
+
+  async #openTask(partition: number, gen: number): Promise<ActiveTask> {
+    const epoch = this.#epoch;
     const app = this.#o.topology.applicationId;
     const env = this.#env as TaskEnv;
     const taskId = `task-${partition}`;
@@ -776,7 +797,7 @@ export class KafkaRunner {
       txProducer = this.#o.kafka.producer({ createPartitioner: murmur2Partitioner, transactionalId: `${this.#groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1 });
       await txProducer.connect();
     }
-    const handle = new ActiveTask(env, partition, txProducer);
+    const handle = new ActiveTask(env, partition, txProducer, epoch);
     for (const [topic, { high, behind }] of ends) {
       handle.knownEnd(topic, high);
       handle.group.setBehind(topic, behind);
@@ -812,6 +833,12 @@ export class KafkaRunner {
     // Fetch from the task's own positions, not from the group's committed offsets: a previous owner's last
     // offset commit can land after its last changelog write was restored here, and records between the two
     // would be skipped. A batch fetched before this seek is stale and dropped (eachBatch checks isStale()).
+    if (this.#openGen.get(partition) !== gen) {
+      // Closed (a rebalance, a lost membership) while it opened: #closeHandle closes this handle; a newer open
+      // seeks and counts as opened.
+      this.#log.info({ partition }, 'task closed while it opened');
+      return handle;
+    }
     for (const [topic, offset] of restoredPositions) this.#consumer?.seek({ topic, partition, offset });
     // Records fetched while the task opened, not yet buffered: their inputs wait for them (fetch-log.ts). In the
     // same turn as #opened.add, so no FETCH event falls between the two.
@@ -949,7 +976,7 @@ export class KafkaRunner {
    */
   async #commitOrReset(task: ActiveTask, force: boolean, wait = false): Promise<void> {
     // The membership may be lost: the changes wait (a join under a new member id drops them, a heartbeat lets them go).
-    if (this.#unconfirmed()) return;
+    if (!this.#current(task)) return;
     try {
       await task.maybeCommit(force, wait);
     } catch (err) {
@@ -1043,16 +1070,16 @@ export class KafkaRunner {
   /** Drops a task's uncommitted in-memory state and makes the consumer re-read from its last local commit. */
   async #resetTask(h: ActiveTask): Promise<void> {
     const committed = new Map(h.task.state.positions());
-    h.closed = true;
-    this.#tasks.delete(h.partition);
-    this.#opened.delete(h.partition);
-    await this.#whileClosing(
-      h.partition,
-      (async () => {
-        await h.task.close().catch((err: unknown) => this.#log.warn({ err }, 'closing a failed task'));
-        await h.txProducer?.disconnect().catch(() => undefined);
-      })(),
-    );
+    // Only while this handle is still the task's (a rebalance or a lost membership may have replaced it already).
+    const hp = this.#tasks.get(h.partition);
+    const current = hp !== undefined && this.#settledTasks.get(hp) === h;
+    if (current) {
+      this.#tasks.delete(h.partition);
+      this.#opened.delete(h.partition);
+      this.#supersede(h.partition);
+    }
+    await this.#whileClosing(h.partition, this.#release(h));
+    if (!current) return;
     for (const topic of this.#sources) {
       const next = committed.get(`${topic}\u0000${h.partition}`);
       if (next !== undefined) this.#consumer?.seek({ topic, partition: h.partition, offset: next });
@@ -1067,6 +1094,11 @@ export class KafkaRunner {
    */
   #unconfirmed(): boolean {
     return this.#confirmedAt > 0 && Date.now() - this.#confirmedAt > (this.#o.sessionTimeout ?? 30_000);
+  }
+
+  /** Whether a task may commit: it was opened under the membership the consumer holds now, and that one is confirmed. */
+  #current(h: ActiveTask): boolean {
+    return h.epoch === this.#epoch && !this.#unconfirmed();
   }
 
   /** Registers a task's closing until it is done, for #openTask (`closing` never rejects). */
@@ -1092,6 +1124,7 @@ export class KafkaRunner {
   async #closeHandle(partition: number, hp: Promise<ActiveTask>, deadline: number | undefined, dirty: boolean): Promise<void> {
     this.#tasks.delete(partition);
     this.#opened.delete(partition);
+    this.#supersede(partition); // an open still running does not count as opened (#openTask)
     this.#fetchedWhileOpening.forget(partition);
     // Per-task gauges go with the task: a frozen value here would double-count (or alert) once another
     // instance reports the same partition.
@@ -1107,13 +1140,9 @@ export class KafkaRunner {
     }
     const closing = h
       .exclusive(async () => {
-        if (dirty || this.#unconfirmed()) await h.settle();
+        if (dirty || !this.#current(h)) await h.settle();
         else await h.maybeCommit(true);
-        h.closed = true;
-        await h.task.close();
-        // Exactly-once: nothing is sent between commits, so no transaction is open; the next producer with this
-        // transactional id fences this one.
-        await h.txProducer?.disconnect();
+        await this.#release(h);
         this.#log.info({ partition, dirty }, dirty ? 'task closed without a commit' : 'task closed');
       })
       .catch((err: unknown) => this.#log.error({ err, partition }, 'closing task failed'));
@@ -1121,9 +1150,18 @@ export class KafkaRunner {
     const r = await untilDeadline(closing, deadline, `closing task ${partition}`, this.#log);
     if (r.done || h.closed) return;
     // A commit still waits on the broker: close the stores under it (its local write then fails, harmlessly).
-    h.closed = true;
-    await h.task.close().catch((err: unknown) => this.#log.warn({ err, partition }, 'closing the task state failed'));
+    await this.#release(h);
     this.#log.info({ partition }, 'task closed without its last commit');
+  }
+
+  /**
+   * Closes a task's state (dropping what is uncommitted) and its transactional producer. Exactly-once: nothing is
+   * sent between commits, so no transaction is open; the next producer with the task's transactional id fences this one.
+   */
+  async #release(h: ActiveTask): Promise<void> {
+    h.closed = true;
+    await h.task.close().catch((err: unknown) => this.#log.warn({ err, partition: h.partition }, 'closing the task state failed'));
+    await h.txProducer?.disconnect().catch(() => undefined);
   }
 }
 

@@ -115,16 +115,6 @@ export async function processedCount(registry: Registry, topics: readonly string
   return values.filter((v) => topics.includes(String(v.labels.topic))).reduce((a, v) => a + v.value, 0);
 }
 
-/** processedCount from a Prometheus text exposition (a child instance's /metrics). */
-export function processedCountOf(text: string, topics: readonly string[]): number {
-  let n = 0;
-  for (const m of text.matchAll(/^kairos_records_processed_total\{([^}]*)\} (\S+)$/gm)) {
-    const topic = /(?:^|,)topic="([^"]*)"/.exec(m[1] ?? '')?.[1];
-    if (topic !== undefined && topics.includes(topic)) n += Number(m[2]);
-  }
-  return n;
-}
-
 export interface Collector extends Outputs {
   /** Wall clock of the last output record read. */
   lastAt(): number;

@@ -9,6 +9,8 @@ export interface ChildInstance {
   readonly stderr: () => string;
   /** Resolves with the exit code (null when killed by a signal). */
   readonly exited: Promise<number | null>;
+  /** host:port of its HTTP server (metrics, query API), from the banner it prints when ready. */
+  readonly address: string;
 }
 
 export async function startChild(env: Record<string, string>, readyTimeoutMs = 60_000): Promise<ChildInstance> {
@@ -42,5 +44,7 @@ export async function startChild(env: Record<string, string>, readyTimeoutMs = 6
       reject(new Error(`instance exited (${String(code)}) before it was ready: ${err.slice(-2000)}`));
     });
   });
-  return { child, stderr: () => err, exited };
+  const address = /metrics and health on http:\/\/([^;\s]+)/.exec(err)?.[1];
+  if (address === undefined) throw new Error(`instance printed no address: ${err.slice(-2000)}`);
+  return { child, stderr: () => err, exited, address };
 }
