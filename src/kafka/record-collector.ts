@@ -180,6 +180,12 @@ export interface RecordCollectorOptions {
   readonly onReplaced?: (reason: string) => void;
   /** True once the runner stops: give up sooner. */
   readonly stopping?: () => boolean;
+  /**
+   * While true, no request goes out: each send fails at once (the runner: the group membership may be lost
+   * unnoticed, after a stall). Records queued behind a request in flight when the process stalled then never land
+   * after the next owner's.
+   */
+  readonly held?: () => boolean;
 }
 
 export class RecordCollector {
@@ -268,6 +274,7 @@ export class RecordCollector {
     let failures = 0;
     while (pending.length > 0) {
       const chunk = pending[0] as TopicMessages[];
+      if (this.#o.held?.() === true) throw new KairosError('KAIROS_ERR_KAFKA', 'produce held back: the group membership is not confirmed');
       try {
         this.requests++;
         const results = await this.#connected.sendBatch({ acks: -1, topicMessages: chunk.map((c) => ({ topic: c.topic, messages: [...c.messages] })) });

@@ -294,6 +294,7 @@ export class KafkaRunner {
       ...(this.#o.maxRequestBytes === undefined ? {} : { maxRequestBytes: this.#o.maxRequestBytes }),
       onReplaced: (reason) => this.#metrics?.producerReplaced.inc({ reason }),
       stopping: () => this.#stopping,
+      held: () => this.#unconfirmed(),
     });
     await this.#setupTopics(this.#admin);
     await this.#collector.connect();

@@ -123,6 +123,20 @@ test('any failed request replaces the producer and is repeated; a record too lar
   assert.equal(isTooLarge(new Error('timeout')), false);
 });
 
+test('while held (the runner: a membership not confirmed after a stall) no request goes out: each send fails at once, without replacing the producer; once released they go out again', async () => {
+  const broker = new ScriptedBroker();
+  let held = true;
+  const replaced: string[] = [];
+  const c = new RecordCollector({ kafka: broker.kafka(), idempotent: true, logger: silent, held: () => held, onReplaced: (r) => replaced.push(r) });
+  await c.connect();
+  await assert.rejects(c.send([{ topic: 't', messages: [msg(1)] }]), /produce held back/);
+  assert.deepEqual(broker.written, []);
+  assert.deepEqual(replaced, []);
+  held = false;
+  await c.send([{ topic: 't', messages: [msg(2)] }]);
+  assert.deepEqual(broker.written, ['k0002']);
+});
+
 test('sendBounded (exactly-once: through the transaction) cuts requests and reports where each partition got to', async () => {
   const broker = new ScriptedBroker();
   const p = broker.kafka().producer();
