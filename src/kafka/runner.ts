@@ -150,6 +150,8 @@ export class KafkaRunner {
    */
   #confirmedAt = 0;
   #heartbeatSentAt: number | undefined;
+  /** When the consumer last sent a JoinGroup request. */
+  #joinSentAt: number | undefined;
   /** Counts lost memberships: a task opened under an earlier one never commits (ActiveTask.epoch). */
   #epoch = 0;
   /** Per task, the latest open (#taskFor): an open superseded by a close meanwhile leaves its handle unopened. */
@@ -464,7 +466,10 @@ export class KafkaRunner {
       // member; a consumer replaced after a crash): another instance may have owned any task meanwhile and moved
       // its changelog and offsets on. Every open task is closed without a commit (what it holds uncommitted may be
       // stale) and opened again below, restored from its changelog, as Kafka Streams closes lost tasks dirty.
-      const lost = this.#memberId !== undefined && e.payload.memberId !== this.#memberId;
+      // Also a join asked for after a silence longer than the session: the coordinator has let the member go, even
+      // if it hands out the same id again (librdkafka's mock cluster reuses ids).
+      const silent = this.#confirmedAt > 0 && this.#joinSentAt !== undefined && this.#joinSentAt - this.#confirmedAt > (this.#o.sessionTimeout ?? 30_000);
+      const lost = (this.#memberId !== undefined && e.payload.memberId !== this.#memberId) || silent;
       this.#memberId = e.payload.memberId;
       this.#confirmedAt = Date.now();
       if (lost) {
@@ -485,6 +490,7 @@ export class KafkaRunner {
     });
     consumer.on(consumer.events.REQUEST, (e) => {
       if (e.payload.apiName === 'Heartbeat') this.#heartbeatSentAt = e.payload.sentAt;
+      else if (e.payload.apiName === 'JoinGroup') this.#joinSentAt = e.payload.sentAt;
     });
     consumer.on(consumer.events.HEARTBEAT, () => {
       this.#confirmedAt = this.#heartbeatSentAt ?? Date.now();
