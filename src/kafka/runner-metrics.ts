@@ -90,7 +90,7 @@ export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMe
     consumerRestarts: new Counter({ name: 'kairos_consumer_restarts_total', help: 'Consumers replaced after kafkajs crashed them with a non-retriable error', registers }),
     membershipLost: new Counter({
       name: 'kairos_group_membership_lost_total',
-      help: 'Group joins under a new member id (the membership was lost: an expired session or a replaced consumer); every open task was closed without a commit and restored',
+      help: 'Group joins after the membership was lost (a new member id, or a join asked for after a silence longer than the session: an expired session or a replaced consumer); every open task was closed without a commit and restored',
       registers,
     }),
   };

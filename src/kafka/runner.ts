@@ -311,7 +311,7 @@ export class KafkaRunner {
       consumer: () => this.#consumer,
       commitOffsets: (offsets) => this.#offsetCommits.call(offsets),
       left: () => this.#left,
-      membershipEpoch: () => (this.#unconfirmed() ? undefined : this.#epoch),
+      membershipEpoch: () => this.#membershipEpoch(),
       sources: this.#sources,
       external: this.#externalSources,
       internal: this.#internalSources,
@@ -1103,9 +1103,14 @@ export class KafkaRunner {
     return this.#confirmedAt > 0 && Date.now() - this.#confirmedAt > (this.#o.sessionTimeout ?? 30_000);
   }
 
+  /** The membership epoch now; undefined while it may be lost unnoticed (TaskEnv.membershipEpoch). */
+  #membershipEpoch(): number | undefined {
+    return this.#unconfirmed() ? undefined : this.#epoch;
+  }
+
   /** Whether a task may commit: it was opened under the membership the consumer holds now, and that one is confirmed. */
   #current(h: ActiveTask): boolean {
-    return h.epoch === this.#epoch && !this.#unconfirmed();
+    return h.epoch === this.#membershipEpoch();
   }
 
   /** Registers a task's closing until it is done, for #openTask (`closing` never rejects). */
