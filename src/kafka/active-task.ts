@@ -173,7 +173,12 @@ export class ActiveTask {
   pending = false;
   lastCommitAt: number;
   #lastPurgeAt = 0;
+  /** The cluster has no DeleteRecords (librdkafka's mock): consumed repartition records are never purged. */
   #purgeDisabled = false;
+  /** The last purge failed (logged once until one succeeds again). */
+  #purgeFailing = false;
+  /** The purge running, if any: neither the commit that started it nor the next one waits for it. */
+  #purging: Promise<void> | undefined;
   /** Exactly-once: the task's transactional producer and its open transaction. */
   readonly txProducer: Producer | undefined;
   txn: Transaction | undefined;
@@ -506,7 +511,7 @@ export class ActiveTask {
       this.#outboxUnsent = [];
       this.#counted(outputs, raw);
       end?.();
-      await this.#purge();
+      this.#purgeSoon();
       return;
     }
     const internal = topicMessages.filter((t) => this.#internal(t.topic));
@@ -580,7 +585,7 @@ export class ActiveTask {
       }
       this.#counted(outputs, raw);
       end?.();
-      await this.#purge();
+      this.#purgeSoon();
     })();
     if (wait) {
       await writes;
@@ -679,23 +684,73 @@ export class ActiveTask {
   /**
    * Deletes the repartition records this task consumed and committed (Kafka Streams purges them the same way):
    * the topics keep records without time retention, so a backfill's event-time timestamps cannot expire them.
+   * Started after a commit once `purgeIntervalMs` has passed; it runs beside the task's next commits (it deletes
+   * only below positions a complete commit made durable, which a restore never goes back behind). A failure is
+   * logged once, counted in `kairos_repartition_purge_failed_total` and retried at the next interval; only a
+   * cluster without DeleteRecords (librdkafka's mock) turns it off.
    */
-  async #purge(): Promise<void> {
-    const admin = this.#env.admin();
-    if (this.#purgeDisabled || !admin || Date.now() - this.#lastPurgeAt < this.#env.purgeIntervalMs) return;
+  #purgeSoon(): void {
+    if (this.#purging !== undefined || this.#purgeDisabled || !this.#env.admin() || Date.now() - this.#lastPurgeAt < this.#env.purgeIntervalMs) return;
+    // Positions taken now: those of the commit that just completed.
+    const positions = this.task.state.positions();
+    const targets = this.#env.internal.flatMap((topic) => {
+      const offset = positions.get(`${topic}\u0000${this.partition}`);
+      return offset === undefined ? [] : [{ topic, offset }];
+    });
+    if (targets.length === 0) return;
     this.#lastPurgeAt = Date.now();
-    for (const topic of this.#env.internal) {
-      // Committed positions only: records processed but not yet committed are read again after a crash.
-      const offset = this.task.state.positions().get(`${topic}\u0000${this.partition}`);
-      if (offset === undefined) continue;
+    this.#purging = this.#purge(targets).finally(() => {
+      this.#purging = undefined;
+    });
+  }
+
+  /** The purge still running, if any (never rejects): awaited before the task's state and clients close. */
+  purged(): Promise<void> {
+    return this.#purging ?? Promise.resolve();
+  }
+
+  async #purge(targets: readonly { topic: string; offset: string }[]): Promise<void> {
+    for (const { topic, offset } of targets) {
+      const admin = this.#env.admin();
+      if (!admin || this.closed) return;
       try {
+        // kafkajs' deleteTopicRecords looks the partition's leader up in the admin client's cached metadata
+        // before it asks the broker anything, and that cache holds only the topics last asked for: without this,
+        // a real broker's purge failed with "Could not find the leader for the partition" and was given up.
+        // Asked right before: the call's synchronous start finds the topic there.
+        await admin.fetchTopicMetadata({ topics: [topic] });
         await admin.deleteTopicRecords({ topic, partitions: [{ partition: this.partition, offset }] });
       } catch (err) {
-        // The mock cluster has no DeleteRecords; a broker without the ACL neither. The records then stay.
-        this.#purgeDisabled = true;
-        this.#log.info({ err: (err as Error).message, topic }, 'DeleteRecords refused; consumed repartition records are not purged');
+        if (apiUnsupported(err)) {
+          this.#purgeDisabled = true;
+          this.#log.info({ topic }, 'the cluster does not support DeleteRecords; consumed repartition records are not purged');
+          return;
+        }
+        this.#env.metrics?.purgeFailed.inc({ topic });
+        if (!this.#purgeFailing) this.#log.warn({ err: purgeError(err), topic, offset }, 'deleting consumed repartition records failed; retried every purge interval');
+        this.#purgeFailing = true;
         return;
       }
     }
+    if (this.#purgeFailing) this.#log.info('consumed repartition records purged again');
+    this.#purgeFailing = false;
   }
+}
+
+/** What a failed DeleteRecords says, with the partitions' own errors (kafkajs wraps them in one message). */
+function purgeError(err: unknown): string {
+  const e = err as Error & { partitions?: readonly { partition: number; error?: Error & { type?: string } }[] };
+  const parts = (e.partitions ?? []).filter((p) => p.error !== undefined).map((p) => `partition ${p.partition}: ${p.error?.type ?? p.error?.message ?? ''}`);
+  return parts.length > 0 ? `${e.message} (${parts.join('; ')})` : e.message;
+}
+
+/**
+ * The broker does not know the request's API (kafkajs' KafkaJSServerDoesNotSupportApiKey, which its retrier hands on
+ * as a KafkaJSNonRetriableError with the same message).
+ */
+function apiUnsupported(err: unknown): boolean {
+  for (let e = err as (Error & { cause?: unknown }) | undefined, depth = 0; e instanceof Error && depth < 5; e = e.cause as typeof e, depth++) {
+    if (e.name === 'KafkaJSServerDoesNotSupportApiKey' || e.message === 'The Kafka server does not support the requested API version') return true;
+  }
+  return false;
 }

@@ -27,6 +27,7 @@ export interface RunnerMetrics {
   readonly lateRecords: Counter<'partition'>;
   readonly skippedRecords: Counter<'partition'>;
   readonly producerReplaced: Counter<'reason'>;
+  readonly purgeFailed: Counter<'topic'>;
 }
 
 export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMetrics {
@@ -84,6 +85,12 @@ export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMe
       name: 'kairos_task_records_skipped_total',
       help: 'Records a task fetched again that its state already holds (below its position), skipped: fetched twice, read and decoded for nothing',
       labelNames: ['partition'],
+      registers,
+    }),
+    purgeFailed: new Counter({
+      name: 'kairos_repartition_purge_failed_total',
+      help: 'Deletions of consumed repartition records (DeleteRecords) the broker refused or that failed, by topic: the topics keep records without time retention, so they grow until a purge succeeds',
+      labelNames: ['topic'],
       registers,
     }),
     producerReplaced: new Counter({ name: 'kairos_producer_replaced_total', help: 'Producers replaced after a failed produce request, by reason', labelNames: ['reason'], registers }),

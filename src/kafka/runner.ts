@@ -1167,11 +1167,13 @@ export class KafkaRunner {
   }
 
   /**
-   * Closes a task's state (dropping what is uncommitted) and its transactional producer. Exactly-once: nothing is
+   * Closes a task's state (dropping what is uncommitted) and its transactional producer, once a purge of its consumed
+   * repartition records still running has ended (it stops at its next topic). Exactly-once: nothing is
    * sent between commits, so no transaction is open; the next producer with the task's transactional id fences this one.
    */
   async #release(h: ActiveTask): Promise<void> {
     h.closed = true;
+    await h.purged();
     await h.task.close().catch((err: unknown) => this.#log.warn({ err, partition: h.partition }, 'closing the task state failed'));
     await h.txProducer?.disconnect().catch(() => undefined);
   }

@@ -49,6 +49,7 @@ const REQUIRED_ALERTS = [
   'KairosApiLatencyP99',
   'KairosConsumerRestarts',
   'KairosGroupMembershipLost',
+  'KairosRepartitionPurgeFailing',
   'KairosInstanceDown',
 ];
 const REQUIRED_ROWS = ['Throughput', 'Lag', 'Triggers', 'State', 'Restore and rebalance', 'DLQ', 'Query API', 'Process'];

@@ -4,6 +4,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { BasketEvent, Trigger } from '../../schemas/contract.js';
 import { buildTopology } from '../../src/app/topology.js';
@@ -11,6 +12,7 @@ import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { partitionOf } from '../../src/kafka/partitioner.js';
 import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
+import { sumMetric } from '../../load-tests/lib/common.js';
 import { tempDir, until } from '../helpers.js';
 import { collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
 
@@ -153,6 +155,46 @@ test('start-up asks the broker for every missing topic with Kafka Streams\' sett
   } finally {
     await r.stop();
     await own.stop();
+    dir.remove();
+  }
+});
+
+test('on the mock cluster (no DeleteRecords) the purge of consumed repartition records turns itself off at its first try: logged once, no failure counted', async () => {
+  const dir = tempDir();
+  const registry = new Registry();
+  const kafka = testKafka(cluster.brokers);
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+  // Every commit purges (30 s by default): without the check for an unsupported API, each would fail and count.
+  const r = runner(dir.dir, 'kpurge', { registry, logger, purgeIntervalMs: 0, commitIntervalMs: 100 });
+  try {
+    await r.start();
+    const now = Date.now();
+    const customers = Array.from({ length: 12 }, (_, i) => `p${i}`);
+    await produce(kafka, 'shop.basket.v1', customers.map((c, i) => ({ key: c, value: JSON.stringify(added(c, now + i)) })));
+    // The adds reach the skus' tasks through the by-sku repartition topic; its offsets are committed with them.
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await until(
+        'the by-sku repartition records consumed and committed',
+        async () => {
+          const [t] = await admin.fetchOffsets({ groupId: 'kairos-kpurge', topics: ['kpurge-basket-price-drop.by-sku-repartition'] });
+          return (t?.partitions ?? []).reduce((n, p) => n + Math.max(0, Number(p.offset)), 0) >= customers.length;
+        },
+        60_000,
+      );
+    } finally {
+      await admin.disconnect();
+    }
+    await until('a purge tried', () => lines.some((l) => l.includes('does not support DeleteRecords')), 30_000);
+    // Commits go on (timers, the price index), and no further purge is tried.
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.equal(lines.filter((l) => l.includes('does not support DeleteRecords')).length, 4, 'once per task');
+    assert.equal(sumMetric(await registry.metrics(), 'kairos_repartition_purge_failed_total'), 0);
+    assert.ok(!lines.some((l) => l.includes('deleting consumed repartition records failed')), lines.filter((l) => l.includes('purge') || l.includes('repartition')).join('\n'));
+  } finally {
+    await r.stop();
     dir.remove();
   }
 });

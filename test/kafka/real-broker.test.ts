@@ -1,0 +1,105 @@
+/**
+ * What only a real Kafka broker shows: these tests run when KAIROS_TEST_REAL_BROKER names one (host:port; a TEST
+ * broker: they create and delete their own topics) and are skipped otherwise. CI has only librdkafka's mock
+ * cluster, which has no DeleteRecords; see README, *Kafka on a real broker*.
+ */
+import { randomUUID } from 'node:crypto';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Registry } from 'prom-client';
+import type { Admin } from 'kafkajs';
+import { isTopicName, type BasketEvent } from '../../schemas/contract.js';
+import { buildTopology } from '../../src/app/topology.js';
+import { resolveCampaigns } from '../../src/config/campaigns.js';
+import { KafkaRunner } from '../../src/kafka/runner.js';
+import { JsonSerde } from '../../src/kafka/serde.js';
+import { sumMetric } from '../../load-tests/lib/common.js';
+import { sleep, tempDir, until } from '../helpers.js';
+import { produce, silent, testKafka } from '../support/kafka.js';
+
+const broker = process.env.KAIROS_TEST_REAL_BROKER;
+const skip = broker === undefined ? 'set KAIROS_TEST_REAL_BROKER=host:port to run it against a real (test) broker' : false;
+
+/** The contract's topics (and their dead-letter topics) of earlier runs deleted, the inputs created anew with 4 partitions. */
+async function freshInputs(admin: Admin, inputs: readonly string[]): Promise<void> {
+  const doomed = (await admin.listTopics()).filter((t) => isTopicName(t) || t.endsWith('.dlq'));
+  if (doomed.length > 0) {
+    await admin.deleteTopics({ topics: doomed, timeout: 30_000 });
+    await until('old topics deleted', async () => !(await admin.listTopics()).some((t) => doomed.includes(t)), 30_000);
+  }
+  // Right after a delete the broker may still be removing the old partitions: retried for a while.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await admin.createTopics({ waitForLeaders: true, topics: inputs.map((topic) => ({ topic, numPartitions: 4 })) });
+      return;
+    } catch (err) {
+      if (attempt >= 30) throw err;
+      await sleep(1000);
+    }
+  }
+}
+
+test('on a real broker, consumed repartition records are deleted (DeleteRecords), with no purge failure', { skip, timeout: 180_000 }, async () => {
+  const brokers = [broker as string];
+  const app = `kpurge-${randomUUID().slice(0, 8)}`;
+  const dir = tempDir();
+  const registry = new Registry();
+  const kafka = testKafka(brokers);
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), app);
+  const byRecordKey = topology.repartitionTopics.find((t) => t.includes('basket-price-drop.by-sku'));
+  assert.ok(byRecordKey, `no by-sku repartition topic in ${topology.repartitionTopics.join(', ')}`);
+  const runner = new KafkaRunner({
+    topology,
+    kafka,
+    groupId: `kairos-${app}`,
+    stateDir: dir.dir,
+    serde: new JsonSerde(),
+    logger: silent,
+    maxWaitTimeInMs: 100,
+    punctuateIntervalMs: 200,
+    commitIntervalMs: 100,
+    // Every commit purges what it made durable (30 s by default).
+    purgeIntervalMs: 0,
+    registry,
+  });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await freshInputs(admin, topology.sourceTopics.filter((t) => isTopicName(t)));
+    await runner.start();
+    const now = Date.now();
+    const added: BasketEvent[] = Array.from({ length: 40 }, (_, i) => ({
+      eventId: `purge-${app}-${i}`,
+      customerId: `${app}-c${i}`,
+      occurredAt: now + i,
+      type: 'ITEM_ADDED',
+      sku: `${app}-sku${i}`,
+      quantity: 1,
+      unitPrice: { amount: 1000 + i, currency: 'EUR' },
+    }));
+    await produce(kafka, 'shop.basket.v1', added.map((e) => ({ key: e.customerId, value: JSON.stringify(e) })));
+    // Each add goes to the sku's task through the repartition topic; once committed, its records are deleted.
+    let offsets: { partition: number; low: string; high: string }[] = [];
+    await until(
+      'the by-sku repartition records consumed and deleted',
+      async () => {
+        try {
+          offsets = await admin.fetchTopicOffsets(byRecordKey);
+        } catch {
+          return false; // the topic's leaders not known to this client yet
+        }
+        const written = offsets.reduce((n, o) => n + Number(o.high), 0);
+        return written >= added.length && offsets.every((o) => o.low === o.high);
+      },
+      120_000,
+      500,
+    );
+    assert.equal(sumMetric(await registry.metrics(), 'kairos_repartition_purge_failed_total'), 0);
+  } finally {
+    await runner.stop();
+    const mine = (await admin.listTopics()).filter((t) => t.startsWith(`${app}-`));
+    if (mine.length > 0) await admin.deleteTopics({ topics: mine }).catch(() => undefined);
+    await admin.disconnect();
+    dir.remove();
+  }
+});
