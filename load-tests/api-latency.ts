@@ -26,9 +26,8 @@ import pino from 'pino';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster } from '../src/kafka/mock-cluster.js';
 import { generateEvents, resolveOptions } from './generate-events.js';
-import { startKairos } from './lib/child.js';
+import { kairosStartCommand, startKairos } from './lib/child.js';
 import { cpuProfileArgs, fmtInt, REPO_ROOT } from './lib/common.js';
-import { assertFreshDist } from './lib/engine-build.js';
 
 const KEY = 'bench-api-key-0123456789abcdef';
 const log = (s: string): void => void process.stderr.write(`bench:api ${new Date().toISOString().slice(11, 23)} ${s}\n`);
@@ -55,18 +54,6 @@ interface Child {
   readonly address: string;
   readonly proc: ChildProcess;
   stop(): Promise<void>;
-}
-
-/**
- * How an instance is started: `kairos start` from the compiled dist/ (`--dist`: as bin/kairos.js runs it when
- * deployed), or from the TypeScript sources through tsx (the default). tsx compiles with esbuild's keepNames, which
- * wraps every function expression in a call that defines its name: a closure made per request costs about 0.6 µs
- * more than in the compiled build (load-tests/README.md, issue 17).
- */
-function instanceCommand(dist: boolean): string[] {
-  if (!dist) return ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'bin.ts'), 'start'];
-  assertFreshDist();
-  return [join(REPO_ROOT, 'bin', 'kairos.js'), 'start'];
 }
 
 async function startChild(brokers: string, stateDir: string, port: number, command: readonly string[], maxWaitMs: number, profileDir?: string): Promise<Child> {
@@ -190,7 +177,7 @@ async function main(): Promise<void> {
   const seconds = Number(values.seconds);
   const rate = values.rate === undefined ? undefined : Number(values.rate);
   const forwardRate = values['forward-rate'] === undefined ? undefined : Number(values['forward-rate']);
-  const command = instanceCommand(values.dist);
+  const command = kairosStartCommand(values.dist);
   const maxWaitMs = Number(values['max-wait-ms']);
   const cluster = await startMockCluster();
   const stateRoot = mkdtempSync(join(tmpdir(), 'kairos-bench-api-'));

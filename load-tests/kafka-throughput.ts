@@ -21,8 +21,8 @@
  *     after the stream ended fire through idle advance + punctuation, reported separately.
  *
  * K = 1 runs the runner in this process (--mode inproc); K > 1 defaults to child processes (`node --import tsx
- * src/cli/bin.ts start`, as test/kafka/group.test.ts does), because runners sharing one event loop cannot use
- * the second core. `--mode child` with K = 1 gives the like-for-like baseline; `--mode inproc` with K > 1 runs
+ * src/cli/bin.ts start`, as test/kafka/group.test.ts does; with --dist `node bin/kairos.js start` from the compiled
+ * dist/, as deployed), because runners sharing one event loop cannot use the second core. `--mode child` with K = 1 gives the like-for-like baseline; `--mode inproc` with K > 1 runs
  * the runners in this process (one thread). In-process runners also report their consumer's fetches and
  * batches (kafkajs instrumentation events, through a wrapper around the Kafka client); every instance reports
  * commits and commit time (its Prometheus metrics). `--profile` samples both phases with V8's profiler (inproc).
@@ -80,13 +80,13 @@ import { changelogTopic } from '../src/engine/state/changelog.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster } from '../src/kafka/mock-cluster.js';
 import { murmur2Partitioner } from '../src/kafka/partitioner.js';
-import { startKairos } from './lib/child.js';
+import { kairosStartCommand, startKairos } from './lib/child.js';
 import { KafkaRunner } from '../src/kafka/runner.js';
 import { JsonSerde } from '../src/kafka/serde.js';
 import { basketsStore } from '../topologies/basket-abandonment/index.js';
 import { generateEvents, newStats, resolveOptions, type GeneratorStats } from './generate-events.js';
 import { AbandonmentOracle, compareTriggers, triggerKey, type Comparison } from './lib/abandonment-oracle.js';
-import { fmtBytes, fmtInt, fmtSecs, isUsageError, parseCount, sumMetric, table, UsageError } from './lib/common.js';
+import { fmtBytes, fmtInt, fmtSecs, isUsageError, parseCount, REPO_ROOT, sumMetric, table, UsageError } from './lib/common.js';
 import { summarize } from './lib/cpu-profile.js';
 
 // kafkajs 2 warns once per producer that its default partitioner changed; every producer here and in the
@@ -157,6 +157,8 @@ interface Options {
   readonly timeoutSec: number;
   /** A broker to run against instead of the mock cluster (its contract and kairos-* topics are deleted first). */
   readonly brokers: readonly string[] | undefined;
+  /** `node` arguments of a child instance: `kairos start` from the sources (tsx) or, with --dist, from dist/. */
+  readonly childCommand: readonly string[];
   /** Skip the bare-consumer baselines. */
   readonly noBaseline: boolean;
 }
@@ -185,6 +187,7 @@ function parseOptions(argv: readonly string[]): Options {
       'timeout-sec': { type: 'string' },
       brokers: { type: 'string' },
       'no-baseline': { type: 'boolean', default: false },
+      dist: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -196,7 +199,7 @@ function parseOptions(argv: readonly string[]): Options {
         '         [--rate 2000] [--seconds 20 (0 = no latency phase)] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]\n' +
         '         [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n' +
         '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n' +
-        '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 20)]\n',
+        '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 20)] [--dist (children from dist/, as deployed)]\n',
     );
     process.exit(0);
   }
@@ -215,6 +218,7 @@ function parseOptions(argv: readonly string[]): Options {
   if (profile && mode !== 'inproc') throw new UsageError('--profile needs --mode inproc (the runner must run in this process)');
   const partitionsConcurrently = values['partitions-concurrently'] === undefined ? undefined : Math.max(1, parseCount('partitions-concurrently', values['partitions-concurrently'], 1));
   if (partitionsConcurrently !== undefined && mode !== 'inproc') throw new UsageError('--partitions-concurrently needs --mode inproc (it wraps the runner\'s Kafka client)');
+  if (values.dist && mode !== 'child') throw new UsageError('--dist runs the instances from dist/ as children: give --mode child');
   const maxTaskIdleMs = values['max-task-idle-ms'] === undefined ? undefined : parseCount('max-task-idle-ms', values['max-task-idle-ms'], 0);
   if (maxTaskIdleMs !== undefined && mode !== 'inproc') throw new UsageError('--max-task-idle-ms needs --mode inproc (kairos start has no variable for it)');
   let campaigns = DEFAULT_CAMPAIGNS;
@@ -253,6 +257,7 @@ function parseOptions(argv: readonly string[]): Options {
     timeoutSec: parseCount('timeout-sec', values['timeout-sec'], 600),
     brokers: values.brokers === undefined ? undefined : values.brokers.split(',').map((b) => b.trim()).filter(Boolean),
     noBaseline: values['no-baseline'],
+    childCommand: kairosStartCommand(values.dist),
   };
 }
 
@@ -531,12 +536,13 @@ interface ChildHandle extends Instance {
   readonly output: () => string;
 }
 
-async function startChild(env: Record<string, string>, label: string, cleanup: Cleanup, readyTimeoutMs = 90_000): Promise<ChildHandle> {
+async function startChild(env: Record<string, string>, label: string, cleanup: Cleanup, command: readonly string[], readyTimeoutMs = 90_000): Promise<ChildHandle> {
   let assigned: number[] = [];
   let unhook = (): void => undefined;
   const k = await startKairos({
     label,
     env,
+    command,
     readyTimeoutMs,
     // KAIROS_BENCH_CHILD_LOGS=<dir>: every child's whole output (pino JSON at info) is written there on exit.
     logDir: process.env.KAIROS_BENCH_CHILD_LOGS,
@@ -569,7 +575,7 @@ async function startChild(env: Record<string, string>, label: string, cleanup: C
   return { label, pid: k.pid, child: k.process, output: k.tail, assigned: () => assigned, metrics, stop };
 }
 
-async function startChildren(brokers: readonly string[], stateRoot: string, k: number, cfg: PhaseConfig, cleanup: Cleanup): Promise<InstanceSet> {
+async function startChildren(brokers: readonly string[], stateRoot: string, k: number, cfg: PhaseConfig, cleanup: Cleanup, command: readonly string[]): Promise<InstanceSet> {
   const campaignsFile = join(stateRoot, `campaigns-${cfg.label}.json`);
   writeFileSync(campaignsFile, JSON.stringify(cfg.campaigns));
   const env = (i: number): Record<string, string> => ({
@@ -588,7 +594,7 @@ async function startChildren(brokers: readonly string[], stateRoot: string, k: n
     ...(cfg.commitIntervalMs === undefined ? {} : { KAIROS_COMMIT_INTERVAL_MS: String(cfg.commitIntervalMs) }),
     ...(cfg.outputLingerMs === undefined ? {} : { KAIROS_OUTPUT_LINGER_MS: String(cfg.outputLingerMs) }),
   });
-  const results = await Promise.allSettled(Array.from({ length: k }, (_, i) => startChild(env(i), `child-${i}`, cleanup)));
+  const results = await Promise.allSettled(Array.from({ length: k }, (_, i) => startChild(env(i), `child-${i}`, cleanup, command)));
   const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   const failed = results.find((r) => r.status === 'rejected');
   if (failed) {
@@ -607,8 +613,9 @@ function startInstances(
   cleanup: Cleanup,
   concurrency: number | undefined,
   maxTaskIdleMs: number | undefined,
+  childCommand: readonly string[],
 ): Promise<InstanceSet> {
-  return mode === 'inproc' ? startInproc(brokers, stateRoot, k, cfg, concurrency, maxTaskIdleMs) : startChildren(brokers, stateRoot, k, cfg, cleanup);
+  return mode === 'inproc' ? startInproc(brokers, stateRoot, k, cfg, concurrency, maxTaskIdleMs) : startChildren(brokers, stateRoot, k, cfg, cleanup, childCommand);
 }
 
 /** Samples RSS and CPU of every instance (and of the broker) during a phase. */
@@ -923,7 +930,7 @@ async function catchUp(
   log(`catch-up: ${fmtInt(records)} records of ${external.join(', ')}${repartition.length > 0 ? ` (+ repartition topics ${repartition.join(', ')})` : ''}, ${o.instances} instance(s), mode ${o.mode}`);
   const changelogsBefore = sumOffsets(await endOffsets(admin, (await admin.listTopics()).filter(isChangelog)));
   const t0 = performance.now();
-  const set = await startInstances(o.mode, brokers, stateRoot, o.instances, cfg, cleanup, o.partitionsConcurrently, o.maxTaskIdleMs);
+  const set = await startInstances(o.mode, brokers, stateRoot, o.instances, cfg, cleanup, o.partitionsConcurrently, o.maxTaskIdleMs, o.childCommand);
   const running = set;
   cleanup.add('stop catch-up instances', () => running.stop());
   // Profiled from ready (group joined, tasks opening) to caught up: the start-up is not what is measured.
@@ -1136,7 +1143,7 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
   const triggersBefore = sumOffsets(await endOffsets(admin, [TRIGGERS]));
   log(`latency: restarting ${o.instances} instance(s) with inactivityGap ${o.gap}, punctuation ${o.punctuateMs} ms, idle advance ${o.idleAdvanceMs} ms`);
   const t0 = performance.now();
-  const set = await startInstances(o.mode, brokers, stateRoot, o.instances, cfg, cleanup, o.partitionsConcurrently, o.maxTaskIdleMs);
+  const set = await startInstances(o.mode, brokers, stateRoot, o.instances, cfg, cleanup, o.partitionsConcurrently, o.maxTaskIdleMs, o.childCommand);
   cleanup.add('stop latency instances', () => set.stop());
   const restartMs = performance.now() - t0;
   // Settle: every assigned task open, offsets at the end, and the trigger topic quiet for 2 s (a restarted task
@@ -1535,7 +1542,7 @@ function report(
   const brokerText = cluster.mock ? 'kcat mock cluster, 3 brokers' : `broker ${cluster.brokers.join(',')}`;
   p(`== Kairos Kafka runner throughput (${cluster.mock ? 'librdkafka mock cluster via kcat' : `broker ${cluster.brokers.join(',')}`}) ==`);
   p(`machine      ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} cores, load average now ${loadAverage()}, node ${process.version}; broker: ${brokerText}, 4 partitions per topic`);
-  p(`mode         ${o.instances} instance(s), ${o.mode === 'inproc' ? 'in this process (one event loop)' : 'child processes (node --import tsx src/cli/bin.ts start)'}; group ${GROUP}; maxWaitTimeInMs 100; idempotent false; sessionTimeout ${SESSION_TIMEOUT_MS} ms, heartbeat ${HEARTBEAT_MS} ms`);
+  p(`mode         ${o.instances} instance(s), ${o.mode === 'inproc' ? 'in this process (one event loop)' : `child processes (node ${o.childCommand.map((a) => a.replace(`${REPO_ROOT}/`, '')).join(' ')})`}; group ${GROUP}; maxWaitTimeInMs 100; idempotent false; sessionTimeout ${SESSION_TIMEOUT_MS} ms, heartbeat ${HEARTBEAT_MS} ms`);
   p(`campaigns    ${o.campaignsSource}; the latency phase sets basket-abandonment inactivityGap ${o.gap}`);
   if (o.commitIntervalMs !== undefined) p(`setting      KafkaRunner commitIntervalMs ${o.commitIntervalMs} in the catch-up`);
   if (o.outputLingerMs !== undefined) p(`setting      KafkaRunner outputLingerMs ${o.outputLingerMs} in both phases`);

@@ -9,11 +9,24 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { REPO_ROOT } from './common.js';
+import { assertFreshDist } from './engine-build.js';
 
 /** What `kairos start` prints on stderr once it serves (src/cli/main.ts). */
 export const READY_BANNER = 'kairos: running against';
 /** `node` arguments that run the CLI from the sources. */
 export const SOURCE_COMMAND: readonly string[] = ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'bin.ts'), 'start'];
+
+/**
+ * How a benchmark starts `kairos start`: from the compiled dist/ (`dist`: as bin/kairos.js runs it when deployed;
+ * dist/ checked fresh first) or from the TypeScript sources through tsx. tsx compiles with esbuild's keepNames, which
+ * wraps every function expression in a call that defines its name: a closure made per request or record costs
+ * about 0.6 µs more than in the compiled build (load-tests/README.md, issue 17).
+ */
+export function kairosStartCommand(dist: boolean): readonly string[] {
+  if (!dist) return SOURCE_COMMAND;
+  assertFreshDist();
+  return [join(REPO_ROOT, 'bin', 'kairos.js'), 'start'];
+}
 
 export interface KairosChildOptions {
   readonly label: string;
