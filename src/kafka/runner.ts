@@ -1173,7 +1173,8 @@ export class KafkaRunner {
    */
   async #release(h: ActiveTask): Promise<void> {
     h.closed = true;
-    await h.purged();
+    // Bounded: a purge stops at its next topic, but a broker that does not answer would hold the close.
+    await untilDeadline(h.purged(), Date.now() + 2000, `task ${h.partition}'s purge of consumed repartition records`, this.#log);
     await h.task.close().catch((err: unknown) => this.#log.warn({ err, partition: h.partition }, 'closing the task state failed'));
     await h.txProducer?.disconnect().catch(() => undefined);
   }
