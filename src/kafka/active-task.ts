@@ -14,7 +14,7 @@
  * records may repeat, and the state never applies a record twice: a task skips records below its positions.
  * Exactly-once puts everything in one Kafka transaction of the task's own producer instead.
  */
-import type { Admin, Consumer, IHeaders, KafkaMessage, Message, Producer, Transaction } from 'kafkajs';
+import type { Consumer, IHeaders, KafkaMessage, Message, Producer, Transaction } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { OutputRecord } from '../engine/api/record.js';
 import type { PrefetchRecord } from '../engine/api/stores.js';
@@ -24,6 +24,7 @@ import { OUTBOX_STORE, outboxBytes, outboxKey, type OutboxEntry, type OutboxGrou
 import { dlqMessage, dlqTopic } from './dlq.js';
 import { type Buffered, PartitionGroup } from './partition-group.js';
 import { sendBounded, type RecordCollector, type TopicMessages } from './record-collector.js';
+import type { RepartitionPurger } from './purger.js';
 import type { RunnerMetrics } from './runner-metrics.js';
 import type { DecodeResult } from './serde.js';
 import { nextOffset, offsetBefore } from '../util/offsets.js';
@@ -51,7 +52,8 @@ export interface TaskEnv {
   readonly logger: Logger;
   readonly metrics: RunnerMetrics | undefined;
   readonly collector: RecordCollector;
-  readonly admin: () => Admin | undefined;
+  /** Deletes consumed repartition records (undefined before start and after stop). */
+  readonly purger: () => RepartitionPurger | undefined;
   readonly consumer: () => Consumer | undefined;
   /**
    * Commits consumed offsets for the group; the tasks committing together share one OffsetCommit request.
@@ -690,7 +692,7 @@ export class ActiveTask {
    * cluster without DeleteRecords (librdkafka's mock) turns it off.
    */
   #purgeSoon(): void {
-    if (this.#purging !== undefined || this.#purgeDisabled || !this.#env.admin() || Date.now() - this.#lastPurgeAt < this.#env.purgeIntervalMs) return;
+    if (this.#purging !== undefined || this.#purgeDisabled || !this.#env.purger() || Date.now() - this.#lastPurgeAt < this.#env.purgeIntervalMs) return;
     // Positions taken now: those of the commit that just completed.
     const positions = this.task.state.positions();
     const targets = this.#env.internal.flatMap((topic) => {
@@ -710,30 +712,25 @@ export class ActiveTask {
   }
 
   async #purge(targets: readonly { topic: string; offset: string }[]): Promise<void> {
-    for (const { topic, offset } of targets) {
-      const admin = this.#env.admin();
-      if (!admin || this.closed) return;
-      try {
-        // kafkajs' deleteTopicRecords looks the partition's leader up in the admin client's cached metadata
-        // before it asks the broker anything, and that cache holds only the topics last asked for: without this,
-        // a real broker's purge failed with "Could not find the leader for the partition" and was given up.
-        // Asked right before: the call's synchronous start finds the topic there.
-        await admin.fetchTopicMetadata({ topics: [topic] });
-        await admin.deleteTopicRecords({ topic, partitions: [{ partition: this.partition, offset }] });
-      } catch (err) {
-        if (apiUnsupported(err)) {
-          this.#purgeDisabled = true;
-          this.#log.info({ topic }, 'the cluster does not support DeleteRecords; consumed repartition records are not purged');
-          return;
-        }
-        this.#env.metrics?.purgeFailed.inc({ topic });
-        if (!this.#purgeFailing) this.#log.warn({ err: purgeError(err), topic, offset }, 'deleting consumed repartition records failed; retried every purge interval');
-        this.#purgeFailing = true;
+    const purger = this.#env.purger();
+    if (!purger || this.closed) return;
+    // All topics at once: the purger sends one request per topic for every task that asked meanwhile.
+    const results = await Promise.allSettled(targets.map(({ topic, offset }) => purger.purge(topic, this.partition, offset)));
+    let failed = false;
+    for (const [i, r] of results.entries()) {
+      if (r.status === 'fulfilled') continue;
+      const { topic, offset } = targets[i] as { topic: string; offset: string };
+      if (apiUnsupported(r.reason)) {
+        if (!this.#purgeDisabled) this.#log.info({ topic }, 'the cluster does not support DeleteRecords; consumed repartition records are not purged');
+        this.#purgeDisabled = true;
         return;
       }
+      this.#env.metrics?.purgeFailed.inc({ topic });
+      if (!this.#purgeFailing && !failed) this.#log.warn({ err: purgeError(r.reason), topic, offset }, 'deleting consumed repartition records failed; retried every purge interval');
+      failed = true;
     }
-    if (this.#purgeFailing) this.#log.info('consumed repartition records purged again');
-    this.#purgeFailing = false;
+    if (!failed && this.#purgeFailing) this.#log.info('consumed repartition records purged again');
+    this.#purgeFailing = failed;
   }
 }
 

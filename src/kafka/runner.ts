@@ -22,6 +22,7 @@ import { untilDeadline } from '../util/deadline.js';
 import { TaskState } from '../engine/state/task-state.js';
 import { stateReader, type StateReader } from '../engine/state/reader.js';
 import { murmur2Partitioner, partitionOf } from './partitioner.js';
+import { RepartitionPurger } from './purger.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import { KairosError } from '../errors.js';
 import { kairosStickyAssigner, type TaskRouting } from './assignor.js';
@@ -167,6 +168,7 @@ export class KafkaRunner {
   #env: TaskEnv | undefined;
   #collector: RecordCollector | undefined;
   #admin: Admin | undefined;
+  #purger: RepartitionPurger | undefined;
   #consumer: Consumer | undefined;
   #timer: NodeJS.Timeout | undefined;
   #partitions = 0;
@@ -300,6 +302,8 @@ export class KafkaRunner {
     });
     await this.#setupTopics(this.#admin);
     await this.#collector.connect();
+    this.#purger = new RepartitionPurger(kafka);
+    await this.#purger.connect();
     const app = this.#o.topology.applicationId;
     const repartition = new Set(this.#o.topology.repartitionTopics);
     this.#env = {
@@ -307,7 +311,7 @@ export class KafkaRunner {
       logger: this.#log,
       metrics: this.#metrics,
       collector: this.#collector,
-      admin: () => this.#admin,
+      purger: () => this.#purger,
       consumer: () => this.#consumer,
       commitOffsets: (offsets) => this.#offsetCommits.call(offsets),
       left: () => this.#left,
@@ -704,6 +708,7 @@ export class KafkaRunner {
     if (this.#routingFollower) await untilDeadline(this.#routingFollower.stop(), deadline, 'stopping the routing follower', log);
     for (const p of [...this.#tasks.keys()]) await this.#closeTask(p, deadline);
     if (this.#collector) await untilDeadline(this.#collector.disconnect(), deadline, 'disconnecting the producer', log);
+    if (this.#purger) await untilDeadline(this.#purger.disconnect(), deadline, 'disconnecting the purger\'s admin client', log);
     if (this.#admin) await untilDeadline(this.#admin.disconnect(), deadline, 'disconnecting the admin client', log);
     this.#log.info('kafka runner stopped');
   }
