@@ -72,7 +72,7 @@ import '../src/kafka/kafkajs-preload.js';
 import type { Admin, Consumer, Kafka, Message, Producer } from 'kafkajs';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { isTopicName, type BasketEvent, type OrderEvent, type Trigger } from '../schemas/contract.js';
+import { type BasketEvent, type OrderEvent, type Trigger } from '../schemas/contract.js';
 import { buildTopology } from '../src/app/topology.js';
 import { resolveCampaigns, type CampaignsConfigInput } from '../src/config/campaigns.js';
 import { toMs } from '../src/config/duration.js';
@@ -88,6 +88,7 @@ import { generateEvents, newStats, resolveOptions, type GeneratorStats } from '.
 import { AbandonmentOracle, compareTriggers, triggerKey, type Comparison } from './lib/abandonment-oracle.js';
 import { fmtBytes, fmtInt, fmtSecs, isUsageError, parseCount, REPO_ROOT, sumMetric, table, UsageError } from './lib/common.js';
 import { summarize } from './lib/cpu-profile.js';
+import { freshTestTopics } from './lib/test-broker.js';
 
 // kafkajs 2 warns once per producer that its default partitioner changed; every producer here and in the
 // runner uses the (Java-compatible) default, so the warning is noise. Inherited by the child instances.
@@ -720,25 +721,13 @@ interface BrokerSet {
  * created with 4 partitions (the mock cluster's count).
  */
 async function freshBrokerTopics(admin: Admin): Promise<void> {
-  const doomed = (await admin.listTopics()).filter((t) => isTopicName(t) || t.endsWith('.dlq') || t.startsWith(`${APP}-`));
-  if (doomed.length > 0) {
-    await admin.deleteTopics({ topics: doomed, timeout: 30_000 }).catch((err: unknown) => log(`deleteTopics: ${errText(err)}`));
-    for (let i = 0; i < 100 && (await admin.listTopics()).some((t) => doomed.includes(t)); i++) await sleep(200);
-    log(`deleted ${doomed.length} topics of earlier runs`);
-  }
-  await admin.deleteGroups([GROUP]).catch(() => undefined);
   const { external } = topicsOf(DEFAULT_CAMPAIGNS);
-  const topics = [...new Set([...external, TRIGGERS])].map((topic) => ({ topic, numPartitions: 4 }));
-  // Right after a delete the broker may still be removing the old partitions: retry for a while.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await admin.createTopics({ waitForLeaders: true, topics });
-      return;
-    } catch (err) {
-      if (attempt >= 30) throw err;
-      await sleep(1000);
-    }
-  }
+  await freshTestTopics(admin, {
+    also: (t) => t.startsWith(`${APP}-`),
+    create: [...new Set([...external, TRIGGERS])].map((topic) => ({ topic, numPartitions: 4 })),
+    log,
+  });
+  await admin.deleteGroups([GROUP]).catch(() => undefined);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

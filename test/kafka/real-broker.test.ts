@@ -7,37 +7,18 @@ import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
-import type { Admin } from 'kafkajs';
 import { isTopicName, type BasketEvent } from '../../schemas/contract.js';
 import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { KafkaRunner } from '../../src/kafka/runner.js';
 import { JsonSerde } from '../../src/kafka/serde.js';
 import { sumMetric } from '../../load-tests/lib/common.js';
-import { sleep, tempDir, until } from '../helpers.js';
+import { freshTestTopics } from '../../load-tests/lib/test-broker.js';
+import { tempDir, until } from '../helpers.js';
 import { produce, silent, testKafka } from '../support/kafka.js';
 
 const broker = process.env.KAIROS_TEST_REAL_BROKER;
 const skip = broker === undefined ? 'set KAIROS_TEST_REAL_BROKER=host:port to run it against a real (test) broker' : false;
-
-/** The contract's topics (and their dead-letter topics) of earlier runs deleted, the inputs created anew with 4 partitions. */
-async function freshInputs(admin: Admin, inputs: readonly string[]): Promise<void> {
-  const doomed = (await admin.listTopics()).filter((t) => isTopicName(t) || t.endsWith('.dlq'));
-  if (doomed.length > 0) {
-    await admin.deleteTopics({ topics: doomed, timeout: 30_000 });
-    await until('old topics deleted', async () => !(await admin.listTopics()).some((t) => doomed.includes(t)), 30_000);
-  }
-  // Right after a delete the broker may still be removing the old partitions: retried for a while.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await admin.createTopics({ waitForLeaders: true, topics: inputs.map((topic) => ({ topic, numPartitions: 4 })) });
-      return;
-    } catch (err) {
-      if (attempt >= 30) throw err;
-      await sleep(1000);
-    }
-  }
-}
 
 test('on a real broker, consumed repartition records are deleted (DeleteRecords), with no purge failure', { skip, timeout: 180_000 }, async () => {
   const brokers = [broker as string];
@@ -65,7 +46,8 @@ test('on a real broker, consumed repartition records are deleted (DeleteRecords)
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await freshInputs(admin, topology.sourceTopics.filter((t) => isTopicName(t)));
+    // The contract's topics of earlier runs deleted, the inputs created anew with 4 partitions.
+    await freshTestTopics(admin, { create: topology.sourceTopics.filter((t) => isTopicName(t)).map((topic) => ({ topic, numPartitions: 4 })) });
     await runner.start();
     const now = Date.now();
     const added: BasketEvent[] = Array.from({ length: 40 }, (_, i) => ({
