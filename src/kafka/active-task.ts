@@ -692,7 +692,8 @@ export class ActiveTask {
    * cluster without DeleteRecords (librdkafka's mock) turns it off.
    */
   #purgeSoon(): void {
-    if (this.#purging !== undefined || this.#purgeDisabled || !this.#env.purger() || Date.now() - this.#lastPurgeAt < this.#env.purgeIntervalMs) return;
+    const purger = this.#env.purger();
+    if (this.closed || this.#purging !== undefined || this.#purgeDisabled || !purger || Date.now() - this.#lastPurgeAt < this.#env.purgeIntervalMs) return;
     // Positions taken now: those of the commit that just completed.
     const positions = this.task.state.positions();
     const targets = this.#env.internal.flatMap((topic) => {
@@ -701,7 +702,7 @@ export class ActiveTask {
     });
     if (targets.length === 0) return;
     this.#lastPurgeAt = Date.now();
-    this.#purging = this.#purge(targets).finally(() => {
+    this.#purging = this.#purge(purger, targets).finally(() => {
       this.#purging = undefined;
     });
   }
@@ -711,9 +712,7 @@ export class ActiveTask {
     return this.#purging ?? Promise.resolve();
   }
 
-  async #purge(targets: readonly { topic: string; offset: string }[]): Promise<void> {
-    const purger = this.#env.purger();
-    if (!purger || this.closed) return;
+  async #purge(purger: RepartitionPurger, targets: readonly { topic: string; offset: string }[]): Promise<void> {
     // All topics at once: the purger sends one request per topic for every task that asked meanwhile.
     const results = await Promise.allSettled(targets.map(({ topic, offset }) => purger.purge(topic, this.partition, offset)));
     let failed = false;
