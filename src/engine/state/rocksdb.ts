@@ -25,12 +25,15 @@ interface NativeDb {
   close(cb: Callback): void;
   get(key: RocksKey, options: { asBuffer: true; fillCache?: boolean }, cb: Callback<Buffer>): void;
   getMany(keys: RocksKey[], options: { asBuffer: true }, cb: Callback<(Buffer | undefined)[]>): void;
-  batch(ops: readonly BatchOp[], options: { sync?: boolean }, cb: Callback): void;
   /**
-   * The binding's own calls, under abstract-leveldown's checks: that layer copies every batch operation into a
-   * new object and re-validates the keys (Buffers or strings) this wrapper already builds (a tenth of a commit's time).
+   * The binding's own calls (`_chainedBatch`, `_get`, `_getMany`), without abstract-leveldown's checks: that layer
+   * copies every batch operation into a new object and re-validates the keys (Buffers or strings) this wrapper
+   * already builds (a tenth of a commit's time). A write batch is filled with one binding call per operation
+   * (`batch_put(key, value)`): the array form (`_batch`) reads each operation's `type`, `key` and `value` as named
+   * properties in C++ (five N-API calls and a std::string per operation) and took 1.7× the main-thread time
+   * (load-tests/README.md, *Seventeenth session*).
    */
-  _batch(ops: readonly BatchOp[], options: { sync?: boolean }, cb: Callback): void;
+  _chainedBatch(): NativeBatch;
   _get(key: RocksKey, options: { asBuffer: true; fillCache?: boolean }, cb: Callback<Buffer>): void;
   _getMany(keys: RocksKey[], options: { asBuffer: true }, cb: Callback<(Buffer | undefined)[]>): void;
   iterator(options: {
@@ -46,6 +49,13 @@ interface NativeDb {
   }): NativeIterator;
   approximateSize(start: Buffer, end: Buffer, cb: Callback<number>): void;
   getProperty(property: string): string;
+}
+
+/** leveldown's ChainedBatch, through its binding calls (`_put`, `_del`, `_write`) without abstract-leveldown's checks. */
+interface NativeBatch {
+  _put(key: RocksKey, value: Buffer): void;
+  _del(key: RocksKey): void;
+  _write(options: { sync?: boolean }, cb: Callback): void;
 }
 
 interface NativeFactory {
@@ -139,8 +149,13 @@ export class RocksDb {
   batch(ops: readonly BatchOp[], sync = false): Promise<void> {
     if (ops.length === 0) return Promise.resolve();
     if (!this.#open) return Promise.reject(this.#closed());
+    const batch = this.#db._chainedBatch();
+    for (const op of ops) {
+      if (op.type === 'put') batch._put(op.key, op.value);
+      else batch._del(op.key);
+    }
     return new Promise((resolve, reject) =>
-      this.#db._batch(ops, { sync }, (err) => (err ? reject(io(`RocksDB batch write failed: ${err.message}`, err)) : resolve())),
+      batch._write({ sync }, (err) => (err ? reject(io(`RocksDB batch write failed: ${err.message}`, err)) : resolve())),
     );
   }
 
