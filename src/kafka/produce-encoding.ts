@@ -8,7 +8,8 @@
  * quarter of the runner's CPU (the changelogs, repartition topics and outputs are produced by the same process
  * that consumes). {@link fastProduceRequest} writes the same bytes — byte for byte, which the tests check
  * against kafkajs' own encoder on random requests — by measuring first and then writing into one buffer, and
- * computes the batch CRC-32C eight bytes at a time.
+ * computes the batch CRC-32C with the CPU's instruction (`@node-rs/crc32`; eight bytes at a time in JavaScript where
+ * its binary does not load).
  *
  * {@link installProduceEncoding} puts it in place of kafkajs' `produce/v3/request` module (the v4–v7 requests
  * kafkajs sends are v3 with another version number), which kafkajs loads lazily at the first produce, and lets
@@ -95,7 +96,7 @@ const CRC_TABLES: Int32Array[] = (() => {
   return tables;
 })();
 
-/** CRC-32C of `buf[start, end)`, as an unsigned 32-bit number (what kafkajs' crc32C returns). */
+/** CRC-32C in JavaScript: of `buf[start, end)`, as an unsigned 32-bit number (what kafkajs' crc32C returns). */
 export function crc32c(buf: Uint8Array, start = 0, end = buf.length): number {
   const [t0, t1, t2, t3, t4, t5, t6, t7] = CRC_TABLES as [Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array];
   let crc = -1;
@@ -114,6 +115,32 @@ export function crc32c(buf: Uint8Array, start = 0, end = buf.length): number {
   }
   for (; i < end; i++) crc = t0[(crc ^ buf[i]!) & 0xff]! ^ (crc >>> 8);
   return (crc ^ -1) >>> 0;
+}
+
+type NativeCrc32c = (input: Buffer, initialState?: number) => number;
+
+/**
+ * The CPU's CRC-32C instruction (SSE 4.2, ARMv8 CRC) through `@node-rs/crc32`, when its prebuilt binary loads on this
+ * platform; else undefined and {@link crc32c} in JavaScript is used. About ten times the JavaScript version on a
+ * record batch of a few kilobytes or more (load-tests/README.md, *Seventeenth session*), where it was 4–5 % of the
+ * runner's CPU in a live run.
+ */
+const nativeCrc32c: NativeCrc32c | undefined = (() => {
+  try {
+    const { crc32c: native } = require('@node-rs/crc32') as { crc32c: NativeCrc32c };
+    // The check value of CRC-32C: a binary that computes something else is not used.
+    return native(Buffer.from('123456789')) >>> 0 === 0xe3069283 ? native : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Whether record batch checksums are computed by the native CRC-32C (else in JavaScript). */
+export const nativeCrc32cInUse = nativeCrc32c !== undefined;
+
+/** CRC-32C of `buf[start, end)`, unsigned: natively when available, else {@link crc32c}. */
+export function batchCrc32c(buf: Buffer, start: number, end: number): number {
+  return nativeCrc32c === undefined ? crc32c(buf, start, end) : nativeCrc32c(buf.subarray(start, end)) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -311,7 +338,7 @@ function writeBatch(buf: Buffer, at: number, b: PlannedBatch, attributes: number
       at = writeVarBytes(buf, at, v, len);
     }
   }
-  buf.writeUInt32BE(crc32c(buf, bodyStart, at), crcAt);
+  buf.writeUInt32BE(batchCrc32c(buf, bodyStart, at), crcAt);
   return at;
 }
 

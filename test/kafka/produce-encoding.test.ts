@@ -2,8 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import {
+  batchCrc32c,
   crc32c,
   fastProduceRequest,
+  nativeCrc32cInUse,
   installProduceEncoding,
   kafkajsProduceModules,
   type ProduceRequestArgs,
@@ -137,6 +139,17 @@ test('crc32c (slicing by 8) equals kafkajs crc32C at every length and offset', (
   for (let n = 0; n < 70; n++) for (const start of [0, 1, 3, 7]) assert.equal(crc32c(buf, start, start + n), kafkajsCrc32c(buf.subarray(start, start + n)), `length ${n} at ${start}`);
   assert.equal(crc32c(buf), kafkajsCrc32c(buf));
   assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283); // the CRC-32C check value
+});
+
+test('batchCrc32c (the CPU instruction through @node-rs/crc32) equals kafkajs crc32C at every length and offset', (t) => {
+  // Its prebuilt binary covers the platforms CI and deployments run on; elsewhere the JavaScript version is used.
+  if (process.platform === 'linux' && process.arch === 'x64') assert.ok(nativeCrc32cInUse, '@node-rs/crc32 did not load: record batch checksums fall back to JavaScript');
+  else t.diagnostic(`native CRC-32C in use: ${nativeCrc32cInUse}`);
+  const rnd = mulberry32(5);
+  const buf = Buffer.from(Array.from({ length: 70_000 }, () => Math.floor(rnd() * 256)));
+  for (let n = 0; n < 70; n++) for (const start of [0, 1, 3, 7]) assert.equal(batchCrc32c(buf, start, start + n), kafkajsCrc32c(buf.subarray(start, start + n)), `length ${n} at ${start}`);
+  for (const [start, end] of [[0, buf.length], [13, 65_549], [4096, 4097]] as const) assert.equal(batchCrc32c(buf, start, end), kafkajsCrc32c(buf.subarray(start, end)));
+  assert.equal(batchCrc32c(Buffer.from('123456789'), 0, 9), 0xe3069283);
 });
 
 test('installed: kafkajs sends its produce requests through the one-pass encoder, and a mock cluster takes them', async (t) => {
