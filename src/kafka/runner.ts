@@ -330,6 +330,7 @@ export class KafkaRunner {
         // rather than with the next batch or punctuation.
         void this.#commitTogether(task, false).catch((err: unknown) => this.#log.warn({ err, partition: task.partition }, 'commit failed; retried with the next one'));
       },
+      commitWhileDraining: (task) => this.#commitOrReset(task, false, false),
       maxTaskIdleMs: this.#o.maxTaskIdleMs ?? 60_000,
       purgeIntervalMs: this.#o.purgeIntervalMs ?? 30_000,
       onOutput: this.#o.onOutput,

@@ -240,6 +240,49 @@ test('a commit sends its repartition records with its changelog entries in one r
   }
 });
 
+test('a long drain commits once its interval has passed: the offsets of one fetched batch are committed in steps, not only at its end', async () => {
+  // A cluster of its own: the 3,000 records would be a backlog for every later test of this file.
+  const own = await startMockCluster();
+  const dir = tempDir();
+  const kafka = testKafka(own.brokers);
+  const app = 'kdrain';
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '1h' } } } }), app);
+  const committed: number[] = [];
+  const recorded = new Proxy(kafka, {
+    get(t, k) {
+      if (k !== 'consumer') {
+        const v = Reflect.get(t, k) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+      }
+      return (config: ConsumerConfig) => {
+        const c = t.consumer(config);
+        const commitOffsets = c.commitOffsets.bind(c);
+        c.commitOffsets = async (offsets: TopicPartitionOffsetAndMetadata[]) => {
+          await commitOffsets(offsets);
+          for (const o of offsets) if (o.topic === 'shop.basket.v1' && o.partition === 0) committed.push(Number(o.offset));
+        };
+        return c;
+      };
+    },
+  });
+  // One producer request to partition 0: the mock cluster hands it to the runner as one batch, drained in one go.
+  const customers: string[] = [];
+  for (let i = 0; customers.length < 3000; i++) if (partitionOf(`dr${i}`, 4) === 0) customers.push(`dr${i}`);
+  const r = runner(dir.dir, { topology, groupId: 'kairos-kdrain', kafka: recorded, commitIntervalMs: 20 });
+  try {
+    await r.start();
+    const t0 = Date.now();
+    await produce(kafka, 'shop.basket.v1', customers.map((c, i) => ({ key: c, value: JSON.stringify(added(c, t0 + i)) })));
+    await until('the whole batch committed', () => committed.includes(customers.length), 60_000);
+    const steps = committed.filter((o) => o > 0 && o < customers.length);
+    assert.ok(steps.length > 0, `offsets committed for shop.basket.v1[0]: ${committed.join(', ')}; none inside the batch of ${customers.length}`);
+  } finally {
+    await r.stop();
+    dir.remove();
+    await own.stop();
+  }
+});
+
 test('a task that goes quiet deletes its last outbox entries with one more commit, so a new owner has nothing of it to send again', async () => {
   const dir = tempDir();
   const kafka = testKafka(cluster.brokers);
