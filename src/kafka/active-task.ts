@@ -326,11 +326,16 @@ export class ActiveTask {
         if (pending !== undefined) await pending;
         count++;
         this.pending = true;
-        // A long drain commits when its interval has passed, as the batches between fetches would: its repartition
-        // records reach the next tasks, and its outputs go out, while the rest of the buffer is processed. Before,
-        // the first commit of a catch-up on the broker came 2.8–7.4 s after start (load-tests/README.md,
-        // *Seventeenth session*). The commit takes the changes so far and writes them while the drain goes on.
-        if ((count & 255) === 0 && commitWhileDraining !== undefined && this.commitDue(false)) await commitWhileDraining(this);
+        if ((count & 255) === 0) {
+          // A long drain (the first fetches of a catch-up bring ~10,000 records per task) commits when its interval has
+          // passed, as the batches between fetches would: its repartition records reach the next tasks, and its
+          // outputs go out, while the rest of the buffer is processed. And it gives the event loop a turn: records
+          // that need no read run without one, and the commit's produce requests, RocksDB write and the fetch
+          // responses of the other partitions wait for it. Before, the first commit of a catch-up on the broker came
+          // 2.8–7.4 s after start (load-tests/README.md, *Seventeenth session*).
+          if (commitWhileDraining !== undefined && this.commitDue(false)) await commitWhileDraining(this);
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
       }
     } finally {
       this.#countProcessed();
