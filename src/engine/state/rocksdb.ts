@@ -30,8 +30,8 @@ interface NativeDb {
    * copies every batch operation into a new object and re-validates the keys (Buffers or strings) this wrapper
    * already builds (a tenth of a commit's time). A write batch is filled with one binding call per operation
    * (`batch_put(key, value)`): the array form (`_batch`) reads each operation's `type`, `key` and `value` as named
-   * properties in C++ (five N-API calls and a std::string per operation) and took 1.7× the main-thread time
-   * (load-tests/README.md, *Seventeenth session*).
+   * properties in C++ (five N-API calls and a std::string per operation) and takes about 2.5× the main-thread time
+   * (`load-tests/rocksdb-batch.ts`).
    */
   _chainedBatch(): NativeBatch;
   _get(key: RocksKey, options: { asBuffer: true; fillCache?: boolean }, cb: Callback<Buffer>): void;
