@@ -332,7 +332,7 @@ export class ActiveTask {
           // outputs go out, while the rest of the buffer is processed. And it gives the event loop a turn: records
           // that need no read run without one, and the commit's produce requests, RocksDB write and the fetch
           // responses of the other partitions wait for it. Before, the first commit of a catch-up on the broker came
-          // 2.8–7.4 s after start (load-tests/README.md, *Seventeenth session*).
+          // 2.7–7.4 s after start (load-tests/README.md, *Seventeenth session*).
           if (commitWhileDraining !== undefined && this.commitDue(false)) await commitWhileDraining(this);
           await new Promise<void>((resolve) => setImmediate(resolve));
         }
