@@ -25,7 +25,7 @@ import { TopologyTestDriver } from '../src/engine/testing/test-driver.js';
 import { startHttpServer } from '../src/http/server.js';
 import { generateEvents, resolveOptions } from './generate-events.js';
 import type { LoadResult } from './lib/open-loop.js';
-import { cpuProfileArgs, fmtInt, REPO_ROOT } from './lib/common.js';
+import { cpuProfileArgs, fmtInt, median, REPO_ROOT } from './lib/common.js';
 
 const KEY = 'bench-api-key-0123456789abcdef';
 const log = (s: string): void => void process.stderr.write(`bench:api-route ${new Date().toISOString().slice(11, 23)} ${s}\n`);
@@ -109,7 +109,6 @@ async function load(target: Server, paths: readonly string[], seconds: number, r
   return { ...r, cpuUs: (cpu * 1000) / Math.max(1, r.requests), cpuShare: cpu / wall };
 }
 
-const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? NaN;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

@@ -32,7 +32,7 @@ import type { BasketEvent, Trigger } from '../schemas/contract.js';
 import { toMs } from '../src/config/duration.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
-import { fmtInt, isUsageError, parseCount, table, UsageError } from './lib/common.js';
+import { fmtInt, isUsageError, median, parseCount, table, UsageError } from './lib/common.js';
 import { startKairos } from './lib/child.js';
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
@@ -432,11 +432,6 @@ async function main(): Promise<number> {
     if (cluster) await cluster.stop().catch(() => undefined);
     rmSync(root, { recursive: true, force: true });
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
 }
 
 main().then(

@@ -12,7 +12,7 @@
  */
 import { parseArgs } from 'node:util';
 import { fastProduceRequest, kafkajsProduceModules, type ProduceRequestArgs, type ProduceRequestFactory } from '../src/kafka/produce-encoding.js';
-import { parseCount } from './lib/common.js';
+import { median, parseCount } from './lib/common.js';
 
 const { values } = parseArgs({
   options: {
@@ -61,7 +61,6 @@ const mine = Buffer.from((await onePass(args).encode()).buffer);
 const theirs = Buffer.from((await own(args).encode()).buffer);
 if (!mine.equals(theirs)) throw new Error('the one-pass encoder and kafkajs disagree on this request');
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const base: number[] = [];
 const after: number[] = [];
 for (let r = 0; r < runs; r++) {

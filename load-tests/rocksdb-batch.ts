@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { RocksDb, type BatchOp } from '../src/engine/state/rocksdb.js';
-import { parseCount } from './lib/common.js';
+import { median, parseCount } from './lib/common.js';
 
 const { values } = parseArgs({ options: { ops: { type: 'string' }, batches: { type: 'string' }, 'value-bytes': { type: 'string' }, runs: { type: 'string' } } });
 const opsPerBatch = parseCount('--ops', values.ops, 1000);
@@ -63,8 +63,6 @@ async function measure(write: (ops: readonly BatchOp[]) => { returned: number; d
   const n = batches * opsPerBatch;
   return { inCallUs: (inCall * 1000) / n, writtenUs: ((performance.now() - t0) * 1000) / n };
 }
-
-const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 async function main(): Promise<void> {
   const raw = leveldown(join(dir, 'array-form'));

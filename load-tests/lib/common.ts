@@ -37,6 +37,14 @@ export function parseTime(name: string, text: string | undefined, fallback: numb
 }
 
 /** 1234567 → "1,234,567". */
+/**
+ * The benchmarks' "median of N runs": the middle value, the upper of the two middle ones for an even count (a value
+ * that was measured, not an average of two); NaN for none.
+ */
+export function median(xs: readonly number[]): number {
+  return [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? NaN;
+}
+
 export const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 /** Bytes → "12.3 MiB". */
