@@ -166,7 +166,8 @@ test('a runner restarted on its state dir loads the keys of each fetched batch w
  * The Kafka client the runner gets, with every acknowledged produce request (its records as `topic/partition`,
  * triggers as `trigger:customerId`) and offset commit written to `log`, in acknowledgement order.
  */
-function recording(kafka: Kafka, log: string[][]): Kafka {
+/** `kafka` whose producers' sends and consumers' offset commits are logged once acknowledged; `onOffsets` sees each commit's offsets. */
+function recording(kafka: Kafka, log: string[][], onOffsets?: (offsets: readonly TopicPartitionOffsetAndMetadata[]) => void): Kafka {
   const wrap = <T extends object>(target: T, name: 'sendBatch' | 'commitOffsets', entry: (arg: never) => string[]): T =>
     new Proxy(target, {
       get(t, k) {
@@ -189,7 +190,11 @@ function recording(kafka: Kafka, log: string[][]): Kafka {
           );
       }
       if (k === 'consumer') {
-        return (config: ConsumerConfig) => wrap(t.consumer(config), 'commitOffsets', (offsets: TopicPartitionOffsetAndMetadata[]) => offsets.map((o) => `offsets ${o.topic}/${o.partition}`));
+        return (config: ConsumerConfig) =>
+          wrap(t.consumer(config), 'commitOffsets', (offsets: TopicPartitionOffsetAndMetadata[]) => {
+            onOffsets?.(offsets);
+            return offsets.map((o) => `offsets ${o.topic}/${o.partition}`);
+          });
       }
       const v = Reflect.get(t, k) as unknown;
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
@@ -248,22 +253,8 @@ test('a long drain commits once its interval has passed: the offsets of one fetc
   const app = 'kdrain';
   const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '1h' } } } }), app);
   const committed: number[] = [];
-  const recorded = new Proxy(kafka, {
-    get(t, k) {
-      if (k !== 'consumer') {
-        const v = Reflect.get(t, k) as unknown;
-        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
-      }
-      return (config: ConsumerConfig) => {
-        const c = t.consumer(config);
-        const commitOffsets = c.commitOffsets.bind(c);
-        c.commitOffsets = async (offsets: TopicPartitionOffsetAndMetadata[]) => {
-          await commitOffsets(offsets);
-          for (const o of offsets) if (o.topic === 'shop.basket.v1' && o.partition === 0) committed.push(Number(o.offset));
-        };
-        return c;
-      };
-    },
+  const recorded = recording(kafka, [], (offsets) => {
+    for (const o of offsets) if (o.topic === 'shop.basket.v1' && o.partition === 0) committed.push(Number(o.offset));
   });
   // One producer request to partition 0: the mock cluster hands it to the runner as one batch, drained in one go.
   const customers: string[] = [];
