@@ -162,7 +162,15 @@ interface Options {
   readonly childCommand: readonly string[];
   /** Skip the bare-consumer baselines. */
   readonly noBaseline: boolean;
+  /**
+   * KafkaRunner processingGuarantee in both phases (KAIROS_PROCESSING_GUARANTEE for children). exactly_once needs a
+   * broker with transactions (not the mock cluster) and turns the idempotent producer on; at_least_once runs with it
+   * off, as every figure before this option did.
+   */
+  readonly guarantee: Guarantee;
 }
+
+type Guarantee = 'at_least_once' | 'exactly_once';
 
 function parseOptions(argv: readonly string[]): Options {
   const { values } = parseArgs({
@@ -184,6 +192,7 @@ function parseOptions(argv: readonly string[]): Options {
       'max-task-idle-ms': { type: 'string' },
       'commit-interval-ms': { type: 'string' },
       'output-linger-ms': { type: 'string' },
+      guarantee: { type: 'string' },
       campaigns: { type: 'string' },
       'timeout-sec': { type: 'string' },
       brokers: { type: 'string' },
@@ -200,7 +209,8 @@ function parseOptions(argv: readonly string[]): Options {
         '         [--rate 2000] [--seconds 20 (0 = no latency phase)] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]\n' +
         '         [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n' +
         '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n' +
-        '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 20)] [--dist (children from dist/, as deployed)]\n',
+        '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 20)] [--dist (children from dist/, as deployed)]\n' +
+        '         [--guarantee at_least_once|exactly_once (exactly_once: a real broker; idempotent producer on)]\n',
     );
     process.exit(0);
   }
@@ -220,6 +230,9 @@ function parseOptions(argv: readonly string[]): Options {
   const partitionsConcurrently = values['partitions-concurrently'] === undefined ? undefined : Math.max(1, parseCount('partitions-concurrently', values['partitions-concurrently'], 1));
   if (partitionsConcurrently !== undefined && mode !== 'inproc') throw new UsageError('--partitions-concurrently needs --mode inproc (it wraps the runner\'s Kafka client)');
   if (values.dist && mode !== 'child') throw new UsageError('--dist runs the instances from dist/ as children: give --mode child');
+  const guarantee = (values.guarantee ?? 'at_least_once') as Guarantee;
+  if (guarantee !== 'at_least_once' && guarantee !== 'exactly_once') throw new UsageError(`--guarantee must be at_least_once or exactly_once, got "${String(values.guarantee)}"`);
+  if (guarantee === 'exactly_once' && values.brokers === undefined) throw new UsageError('--guarantee exactly_once needs --brokers (the mock cluster has no transactions)');
   const maxTaskIdleMs = values['max-task-idle-ms'] === undefined ? undefined : parseCount('max-task-idle-ms', values['max-task-idle-ms'], 0);
   if (maxTaskIdleMs !== undefined && mode !== 'inproc') throw new UsageError('--max-task-idle-ms needs --mode inproc (kairos start has no variable for it)');
   let campaigns = DEFAULT_CAMPAIGNS;
@@ -258,6 +271,7 @@ function parseOptions(argv: readonly string[]): Options {
     timeoutSec: parseCount('timeout-sec', values['timeout-sec'], 600),
     brokers: values.brokers === undefined ? undefined : values.brokers.split(',').map((b) => b.trim()).filter(Boolean),
     noBaseline: values['no-baseline'],
+    guarantee,
     childCommand: kairosStartCommand(values.dist),
   };
 }
@@ -357,6 +371,7 @@ interface PhaseConfig {
   /** The runner's default when undefined. */
   readonly commitIntervalMs?: number | undefined;
   readonly outputLingerMs?: number | undefined;
+  readonly guarantee: Guarantee;
 }
 
 interface Instance {
@@ -498,7 +513,8 @@ async function startInproc(
         stateDir: join(stateRoot, `instance-${i}`),
         serde: new JsonSerde(),
         logger: quietLogger,
-        idempotent: false,
+        idempotent: cfg.guarantee === 'exactly_once',
+        processingGuarantee: cfg.guarantee,
         maxWaitTimeInMs: 100,
         sessionTimeout: SESSION_TIMEOUT_MS,
         heartbeatInterval: HEARTBEAT_MS,
@@ -581,7 +597,8 @@ async function startChildren(brokers: readonly string[], stateRoot: string, k: n
   writeFileSync(campaignsFile, JSON.stringify(cfg.campaigns));
   const env = (i: number): Record<string, string> => ({
     KAFKA_BROKERS: brokers.join(','),
-    KAFKA_IDEMPOTENT: 'false',
+    KAFKA_IDEMPOTENT: String(cfg.guarantee === 'exactly_once'),
+    KAIROS_PROCESSING_GUARANTEE: cfg.guarantee,
     KAFKA_MAX_WAIT_MS: '100',
     KAFKA_SESSION_TIMEOUT_MS: String(SESSION_TIMEOUT_MS),
     KAFKA_HEARTBEAT_MS: String(HEARTBEAT_MS),
@@ -909,7 +926,7 @@ async function catchUp(
   cluster: BrokerSet,
   cleanup: Cleanup,
 ): Promise<CatchUp> {
-  const cfg: PhaseConfig = { label: 'catch-up', campaigns: o.campaigns, punctuateMs: undefined, idleAdvanceMs: undefined, commitIntervalMs: o.commitIntervalMs, outputLingerMs: o.outputLingerMs };
+  const cfg: PhaseConfig = { label: 'catch-up', campaigns: o.campaigns, punctuateMs: undefined, idleAdvanceMs: undefined, commitIntervalMs: o.commitIntervalMs, outputLingerMs: o.outputLingerMs, guarantee: o.guarantee };
   // What the runner reads: the topology's external sources, and its internal repartition topics (written and
   // read back by the runner itself, so their end offsets move while it catches up).
   const { external, repartition } = topicsOf(cfg.campaigns);
@@ -1037,6 +1054,14 @@ async function startReader(kafka: Kafka, topics: readonly string[]): Promise<Top
   const consumer = kafka.consumer({ groupId: `bench-read-${randomUUID()}`, ...BIG_FETCH });
   await consumer.connect();
   await consumer.subscribe({ topics: [...topics], fromBeginning: true });
+  // Transaction markers (exactly-once) are not handed on but count towards the end offsets: every batch, one of
+  // only markers too, says how far the partition was read.
+  consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
+    const key = `${e.payload.topic}\u0000${e.payload.partition}`;
+    const to = Number(e.payload.lastOffset) + 1;
+    if (to > (next.get(key) ?? 0)) next.set(key, to);
+    waiter?.();
+  });
   let failed: unknown;
   await consumer.run({
     eachBatch: ({ batch }) => {
@@ -1124,6 +1149,7 @@ interface Latency {
 async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka, admin: Admin, stateRoot: string, cluster: BrokerSet, cleanup: Cleanup): Promise<Latency> {
   const cfg: PhaseConfig = {
     label: 'latency',
+    guarantee: o.guarantee,
     campaigns: withGap(o.campaigns, o.gap),
     punctuateMs: o.punctuateMs,
     idleAdvanceMs: o.idleAdvanceMs,
@@ -1531,7 +1557,7 @@ function report(
   const brokerText = cluster.mock ? 'kcat mock cluster, 3 brokers' : `broker ${cluster.brokers.join(',')}`;
   p(`== Kairos Kafka runner throughput (${cluster.mock ? 'librdkafka mock cluster via kcat' : `broker ${cluster.brokers.join(',')}`}) ==`);
   p(`machine      ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} cores, load average now ${loadAverage()}, node ${process.version}; broker: ${brokerText}, 4 partitions per topic`);
-  p(`mode         ${o.instances} instance(s), ${o.mode === 'inproc' ? 'in this process (one event loop)' : `child processes (node ${o.childCommand.map((a) => a.replace(`${REPO_ROOT}/`, '')).join(' ')})`}; group ${GROUP}; maxWaitTimeInMs 100; idempotent false; sessionTimeout ${SESSION_TIMEOUT_MS} ms, heartbeat ${HEARTBEAT_MS} ms`);
+  p(`mode         ${o.instances} instance(s), ${o.mode === 'inproc' ? 'in this process (one event loop)' : `child processes (node ${o.childCommand.map((a) => a.replace(`${REPO_ROOT}/`, '')).join(' ')})`}; group ${GROUP}; maxWaitTimeInMs 100; ${o.guarantee}, idempotent ${o.guarantee === 'exactly_once'}; sessionTimeout ${SESSION_TIMEOUT_MS} ms, heartbeat ${HEARTBEAT_MS} ms`);
   p(`campaigns    ${o.campaignsSource}; the latency phase sets basket-abandonment inactivityGap ${o.gap}`);
   if (o.commitIntervalMs !== undefined) p(`setting      KafkaRunner commitIntervalMs ${o.commitIntervalMs} in the catch-up`);
   if (o.outputLingerMs !== undefined) p(`setting      KafkaRunner outputLingerMs ${o.outputLingerMs} in both phases`);
@@ -1649,6 +1675,7 @@ function report(
       seed: o.seed,
       instances: o.instances,
       mode: o.mode,
+      guarantee: o.guarantee,
       ...(o.partitionsConcurrently === undefined ? {} : { partitionsConsumedConcurrently: o.partitionsConcurrently }),
       ...(o.maxTaskIdleMs === undefined ? {} : { maxTaskIdleMs: o.maxTaskIdleMs }),
       ...(o.commitIntervalMs === undefined ? {} : { commitIntervalMs: o.commitIntervalMs }),

@@ -162,6 +162,12 @@ export class ActiveTask {
    * the task opened (a response that came while it restored): its stale high watermark must not undo a newer end.
    */
   readonly #knownEnd = new Map<string, bigint>();
+  /**
+   * Per input: offsets [from, to) after the last record fetched that hold nothing to process: transaction markers
+   * and aborted records, which kafkajs does not hand on. Once every record before `from` is processed the
+   * position moves to `to` (#advanceTail), as the Java consumer's position moves past them.
+   */
+  readonly #unhanded = new Map<string, { readonly from: bigint; readonly to: bigint }>();
   /** The waited-for inputs (external and reroute): their records make the task's stream time. */
   readonly #waited: ReadonlySet<string>;
   /** The largest event time processed from a waited-for input. */
@@ -228,6 +234,40 @@ export class ActiveTask {
     if (known !== undefined && known >= end) return known;
     this.#knownEnd.set(topic, end);
     return end;
+  }
+
+  /**
+   * Offsets [from, to) of `topic` at the end of what was fetched hold only transaction markers or aborted
+   * records. Without this the committed offset of an input written in transactions (the runner's own repartition
+   * topics under exactly-once, or a transactional producer upstream) stays one marker short of its end for ever:
+   * a lag that never reaches 0, and a marker fetched again after every restart. `fromStart`: nothing of the
+   * input was fetched before (no position, nothing buffered), so the range begins where the task starts reading.
+   */
+  skipUnhanded(topic: string, from: bigint, to: bigint, fromStart: boolean): void {
+    if (to <= from) return;
+    if (fromStart && this.task.state.position(topic, this.partition) === undefined) {
+      this.#unhanded.delete(topic);
+      this.task.state.setPosition(topic, this.partition, String(to));
+      this.pending = true;
+      return;
+    }
+    // The newest range stands for the older ones: the position jumps over a range followed by records anyway.
+    this.#unhanded.set(topic, { from, to });
+    if (this.#advanceTail(topic)) this.pending = true;
+  }
+
+  /** Moves the position over the input's unhanded range once every record before it is processed. */
+  #advanceTail(topic: string): boolean {
+    const range = this.#unhanded.get(topic);
+    if (range === undefined) return false;
+    const at = this.task.state.position(topic, this.partition);
+    // Records before the range still to process (buffered, or fetched before the first position was set).
+    if (at === undefined || BigInt(at) < range.from) return false;
+    this.#unhanded.delete(topic);
+    // Processed beyond it: the range was before records that came later.
+    if (BigInt(at) > range.from) return false;
+    this.task.state.setPosition(topic, this.partition, String(range.to));
+    return true;
   }
 
   /** The sink for StreamTask output. */
@@ -481,6 +521,7 @@ export class ActiveTask {
     await this.#previous();
     // Nothing of a task whose membership may be lost goes out (see #checkMembership); its changes stay pending.
     this.#checkMembership();
+    for (const topic of [...this.#unhanded.keys()]) this.#advanceTail(topic);
     const env = this.#env;
     const end = env.metrics?.commitSeconds.startTimer();
     this.pending = false;

@@ -447,7 +447,9 @@ export class KafkaRunner {
     // Batches kafkajs does not hand to eachBatch (only transaction markers or aborted records) still say how
     // far an input goes: without them a task could wait for records that never come. Only such a batch, and
     // only when it starts where the task has fetched to: one fetched before a seek back (a restore, a reset)
-    // says nothing about the records the task still has to read.
+    // says nothing about the records the task still has to read. A batch that starts exactly there also moves
+    // the task's position past it once the records before are processed (ActiveTask.skipUnhanded), so the
+    // committed offset reaches the end of an input written in transactions.
     consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
       const { topic, partition, highWatermark, batchSize, firstOffset, lastOffset } = e.payload;
       const hp = this.#tasks.get(partition);
@@ -457,6 +459,15 @@ export class KafkaRunner {
           const to = h.fetchedTo.get(topic);
           if (to !== undefined && firstOffset !== null && BigInt(firstOffset) > to) return;
           h.group.setBehind(topic, h.knownEnd(topic, BigInt(highWatermark)) - BigInt(lastOffset) - 1n > 0n);
+          if (firstOffset === null || (to !== undefined && BigInt(firstOffset) !== to) || !this.#sources.includes(topic)) return;
+          const end = BigInt(lastOffset) + 1n;
+          return h.exclusive(async () => {
+            // Read again under the lock: a batch buffered meanwhile moved it, and this range is then behind it.
+            const now = h.fetchedTo.get(topic);
+            if (now !== to) return;
+            h.fetchedTo.set(topic, end);
+            h.skipUnhanded(topic, BigInt(firstOffset), end, to === undefined);
+          });
         })
         .catch(() => undefined);
     });
@@ -925,6 +936,13 @@ export class KafkaRunner {
         // given): the consumer fetches on; what is committed follows the task's own positions.
         resolveOffset(last.record.message.offset);
         task.fetchedTo.set(topic, BigInt(last.record.message.offset) + 1n);
+        // Markers or aborted records after the last record (a real broker returns them in the same batch).
+        const after = BigInt(last.record.message.offset) + 1n;
+        const end = BigInt(batch.lastOffset()) + 1n;
+        if (items.length === batch.messages.length && end > after) {
+          task.fetchedTo.set(topic, end);
+          task.skipUnhanded(topic, after, end, false);
+        }
       }
       // Only a batch taken whole says how far the input goes: one cut short (a stale batch from before a seek,
       // or a stop) leaves records behind it, and marking the input caught up would let later records of other

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fastGroupEnv, tempDir, until } from '../helpers.js';
 import { startChild } from '../support/instance.js';
 import { metricValue } from '../support/dispatch.js';
-import { collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
+import { appendTransactionMarker, collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
 
 let cluster: MockCluster;
 before(async () => {
@@ -271,6 +271,52 @@ test('a long drain commits once its interval has passed: the offsets of one fetc
     await r.stop();
     dir.remove();
     await own.stop();
+  }
+});
+
+test('an input written in transactions: the committed offset moves past the markers kafkajs does not hand on, so the group\'s lag reaches 0 and nothing before a marker is skipped', async () => {
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'kmarker';
+  const topic = 'shop.basket.v1';
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '2s' } } } }), app);
+  const r = runner(dir.dir, { topology, groupId: 'kairos-kmarker' });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await r.start();
+    // Two customers of one partition; each event followed by a commit marker, as a transactional producer leaves it.
+    const customers: string[] = [];
+    for (let i = 0; customers.length < 2; i++) if (partitionOf(`mk${i}`, 4) === 1) customers.push(`mk${i}`);
+    for (const c of customers) {
+      await produce(kafka, topic, [{ key: c, value: JSON.stringify(added(c, Date.now())) }]);
+      await appendTransactionMarker(kafka, topic, 1);
+    }
+    const end = async (): Promise<number> => Number((await admin.fetchTopicOffsets(topic)).find((o) => o.partition === 1)?.high);
+    const committed = async (): Promise<number> => Number((await admin.fetchOffsets({ groupId: 'kairos-kmarker', topics: [topic] }))[0]?.partitions.find((p) => p.partition === 1)?.offset);
+    let last = { committed: -1, end: -1 };
+    await until(
+      'the committed offset at the end offset, the last marker included',
+      async () => {
+        last = { committed: await committed(), end: await end() };
+        return last.committed === last.end;
+      },
+      20_000,
+    ).catch((err: unknown) => assert.fail(`${String(err)}: committed ${last.committed}, end ${last.end}`));
+    // The records before each marker were processed, not skipped by position: each customer's trigger fires.
+    const got = await collect(kafka, ['crm.triggers.v1'], (all) => all.filter((m) => json<Trigger>(m.message).customerId.startsWith('mk')).length >= customers.length, 25_000);
+    assert.deepEqual(
+      got
+        .map((m) => json<Trigger>(m.message))
+        .filter((t) => t.customerId.startsWith('mk'))
+        .map((t) => `${t.customerId} ${t.type}`)
+        .sort(),
+      customers.map((c) => `${c} BASKET_ABANDONED`).sort(),
+    );
+  } finally {
+    await admin.disconnect();
+    await r.stop();
+    dir.remove();
   }
 });
 
