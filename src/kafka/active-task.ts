@@ -178,6 +178,11 @@ export class ActiveTask {
    * again but already in the state (a fetch from the group's committed offsets after a rebalance) do not count.
    */
   #late = 0;
+  /** The record that set #streamTime (for the late-record log). */
+  #streamTimeSetBy: { readonly topic: string; readonly offset: string } | undefined;
+  /** When a late record was last logged (at most one a minute per task, with the count since). */
+  #lateLoggedAt = -Infinity;
+  #lateLogged = 0;
   /**
    * Records taken from the group that the state already holds (below the task's position): fetched again, as
    * after a seek back or a fetch from the group's committed offsets (kairos_task_records_skipped_total).
@@ -427,12 +432,40 @@ export class ActiveTask {
       return;
     }
     if (this.#waited.has(bufferTopic)) {
-      if (timestamp < this.#streamTime) this.#late++;
-      else this.#streamTime = timestamp;
+      if (timestamp < this.#streamTime) this.#noteLate(bufferTopic, m.offset, timestamp);
+      else {
+        this.#streamTime = timestamp;
+        this.#streamTimeSetBy = { topic: bufferTopic, offset: m.offset };
+      }
     }
     const processed = this.task.process({ topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp }, { topic: bufferTopic, partition: p, offset: m.offset });
     if (typeof processed !== 'boolean') return processed.then(() => this.#countOne(r.topic));
     this.#countOne(r.topic);
+  }
+
+  /**
+   * Counts a record taken below the task's stream time, and logs the first and then at most one a minute: out-of-
+   * order input upstream, or records of one input that reached the task after newer ones of another passed them
+   * (replay would have taken them in event-time order, so triggers may differ from replay's).
+   */
+  #noteLate(topic: string, offset: string, timestamp: number): void {
+    this.#late++;
+    const now = Date.now();
+    if (now - this.#lateLoggedAt < 60_000) return;
+    this.#log.warn(
+      {
+        topic,
+        offset,
+        timestamp,
+        streamTime: this.#streamTime,
+        streamTimeSetBy: this.#streamTimeSetBy,
+        lateSinceLastLog: this.#late - this.#lateLogged,
+        lagging: this.group.lagging(),
+      },
+      'record taken below the task\'s stream time (late): out of event-time order with the records before it',
+    );
+    this.#lateLoggedAt = now;
+    this.#lateLogged = this.#late;
   }
 
   #countOne(topic: string): void {
