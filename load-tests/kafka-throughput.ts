@@ -43,7 +43,10 @@
  *
  * --brokers host:port runs against that broker instead of the mock cluster. It must be a TEST broker: the
  * contract's topics, their .dlq topics and every kairos-* topic are deleted first (and the group), and the
- * inputs created with 4 partitions.
+ * inputs created with 4 partitions. --broker-pid gives its process (e.g. `cat /path/to/kafka.pid`) for a CPU
+ * figure. --guarantee exactly_once (a real broker only: kafkajs' transactions do not run against the mock) runs
+ * the instances with Kafka transactions and the idempotent producer; at_least_once (the default) runs them with
+ * the idempotent producer off, as every earlier figure did.
  *
  * Environment: KAIROS_BENCH_LOG (level of the in-process runners' and clients' logs on stderr, default warn),
  * KAIROS_BENCH_CHILD_LOGS=<dir> (each child's whole output is written there when it stops),
@@ -58,6 +61,7 @@
  *                          [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N]
  *                          [--max-task-idle-ms N] [--campaigns campaigns.json] [--brokers host:port] [--no-baseline]
  *                          [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases)]
+ *                          [--guarantee at_least_once|exactly_once] [--broker-pid N]
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -168,6 +172,8 @@ interface Options {
    * off, as every figure before this option did.
    */
   readonly guarantee: Guarantee;
+  /** With --brokers: the broker's process id, for its CPU figure (a broker not started here has none otherwise). */
+  readonly brokerPid: number | undefined;
 }
 
 type Guarantee = 'at_least_once' | 'exactly_once';
@@ -193,6 +199,7 @@ function parseOptions(argv: readonly string[]): Options {
       'commit-interval-ms': { type: 'string' },
       'output-linger-ms': { type: 'string' },
       guarantee: { type: 'string' },
+      'broker-pid': { type: 'string' },
       campaigns: { type: 'string' },
       'timeout-sec': { type: 'string' },
       brokers: { type: 'string' },
@@ -210,7 +217,8 @@ function parseOptions(argv: readonly string[]): Options {
         '         [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n' +
         '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n' +
         '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 20)] [--dist (children from dist/, as deployed)]\n' +
-        '         [--guarantee at_least_once|exactly_once (exactly_once: a real broker; idempotent producer on)]\n',
+        '         [--guarantee at_least_once|exactly_once (exactly_once: a real broker; idempotent producer on)]\n' +
+        '         [--broker-pid N (with --brokers: the broker\'s process, for its CPU figure)]\n',
     );
     process.exit(0);
   }
@@ -272,6 +280,7 @@ function parseOptions(argv: readonly string[]): Options {
     brokers: values.brokers === undefined ? undefined : values.brokers.split(',').map((b) => b.trim()).filter(Boolean),
     noBaseline: values['no-baseline'],
     guarantee,
+    brokerPid: values['broker-pid'] === undefined ? undefined : parseCount('broker-pid', values['broker-pid'], 0),
     childCommand: kairosStartCommand(values.dist),
   };
 }
@@ -1474,7 +1483,7 @@ async function main(argv: readonly string[], cleanup: Cleanup): Promise<number> 
     log(`mock cluster pid ${mock.pid}: ${mock.brokers.join(',')}`);
     cluster = { brokers: mock.brokers, pid: mock.pid, mock: true };
   } else {
-    cluster = { brokers: o.brokers, pid: 0, mock: false };
+    cluster = { brokers: o.brokers, pid: o.brokerPid ?? 0, mock: false };
   }
   const kafka = benchKafka(cluster.brokers, 'bench');
   const admin = kafka.admin();
@@ -1598,7 +1607,7 @@ function report(
   );
   for (const i of cu.perInstance) if (i.batches) p(`             ${formatBatches(i.label, i.batches)}`);
   p(
-    `             ${cluster.mock ? `broker (kcat pid ${cluster.pid}) CPU ${pct(cu.brokerCpuShare)} of one core; ` : ''}RSS of this process before the runner ${fmtBytes(rssAfterProduce)}; ` +
+    `             ${cluster.pid > 0 ? `broker (${cluster.mock ? 'kcat ' : ''}pid ${cluster.pid}) CPU ${pct(cu.brokerCpuShare)} of one core; ` : ''}RSS of this process before the runner ${fmtBytes(rssAfterProduce)}; ` +
       `${fmtInt(cu.changelogRecords)} changelog records written (${(cu.changelogRecords / Math.max(1, cu.records)).toFixed(2)} per input record)`,
   );
   const perInstance = cu.ratePerSec / o.instances;
@@ -1662,7 +1671,7 @@ function report(
       ).replace(/^/gm, '             '),
     );
     for (const i of lat.perInstance) if (i.batches) p(`             ${formatBatches(i.label, i.batches)}`);
-    p(`             broker CPU ${pct(lat.brokerCpuShare)} of one core`);
+    if (cluster.pid > 0) p(`             broker CPU ${pct(lat.brokerCpuShare)} of one core`);
     if (lat.profile) printProfile('the latency phase (this process: runner, stream producer and measuring consumer)', lat.profile);
   }
   p('');
