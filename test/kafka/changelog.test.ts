@@ -7,7 +7,8 @@ import { TaskState } from '../../src/engine/state/task-state.js';
 import { COMMIT_MARKER_KEY, KafkaChangelogWriter, producerSend, restoreFromChangelog } from '../../src/kafka/changelog.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { tempDir } from '../helpers.js';
-import { collect, json, silent, testKafka } from '../support/kafka.js';
+import pino from 'pino';
+import { appendTransactionMarker, collect, json, silent, testKafka } from '../support/kafka.js';
 
 let cluster: MockCluster;
 before(async () => {
@@ -104,6 +105,32 @@ test('a commit cut short (store records written, positions and marker not) is no
       assert.deepEqual([...(repair.get('kv') ?? [])].sort(), ['basket', 'other']);
       // The rewrite supersedes the cut-short records with the next commit.
       assert.equal(await fresh.rewrite(repair, false), 2);
+    } finally {
+      await fresh.close();
+    }
+  }));
+
+test('a changelog written in transactions (exactly-once) ends in markers kafkajs does not hand on: the restore reads through them with the batches that carry them, not by waiting out idle fetch rounds', { timeout: 120_000 }, () =>
+  withClients(async ({ kafka, producer, admin, source, target }) => {
+    const state = await TaskState.open({ dir: source, taskId: 'task-1', stores: [kv], changelog: new KafkaChangelogWriter(producerSend(producer), 'ktxn', 1) });
+    state.put('kv', 'basket', 'one unit', 1);
+    state.setPosition('shop.basket.v1', 1, '5');
+    await state.commit();
+    await state.close();
+    // What a transaction's end leaves on every partition it wrote (appended raw: the mock runs no transactions).
+    await appendTransactionMarker(kafka, 'ktxn-kv-changelog', 1);
+    await appendTransactionMarker(kafka, 'ktxn-_positions-changelog', 1);
+    const logged: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logged.push(line) });
+    const fresh = await TaskState.open({ dir: target, taskId: 'task-1', stores: [kv] });
+    try {
+      // Fetches that find nothing wait 2 s; without reading the markers the restore ends only by the fallback (5
+      // idle fetch rounds after data, logged), which this test refuses.
+      await restoreFromChangelog({ kafka, admin, state: fresh, applicationId: 'ktxn', stores: ['kv', '_positions'], partition: 1, groupId: 'ktxn', logger, transactional: true, maxWaitTimeInMs: 2000 });
+      assert.equal(await fresh.get('kv', 'basket'), 'one unit');
+      assert.equal(fresh.position('shop.basket.v1', 1), '5');
+      const idle = logged.filter((l) => l.includes('restore of it complete'));
+      assert.deepEqual(idle, [], 'the end was found by waiting out idle fetch rounds');
     } finally {
       await fresh.close();
     }
