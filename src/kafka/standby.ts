@@ -252,6 +252,15 @@ export class StandbyFollower {
     await c?.disconnect();
   }
 
+  /** Records of the changelog after what was read (`lastOffset`, else the copy's checkpoint) up to its high watermark. */
+  #setLag(partition: number, topic: string, highWatermark: string, lastOffset: string | undefined, state: TaskState): void {
+    let lags = this.#lag.get(partition);
+    if (!lags) this.#lag.set(partition, (lags = new Map()));
+    const high = BigInt(highWatermark);
+    const next = lastOffset !== undefined ? BigInt(lastOffset) + 1n : BigInt(state.position(topic, partition) ?? '0');
+    lags.set(topic, high > next ? high - next : 0n);
+  }
+
   async #startConsumer(): Promise<void> {
     const consumer = this.#o.kafka.consumer({
       groupId: `${this.#o.groupId}-standby-${randomUUID()}`,
@@ -267,6 +276,14 @@ export class StandbyFollower {
         for (const topic of this.#topics) consumer.seek({ topic, partition: p, offset: cut.state.position(topic, p) ?? '0' });
       }
     });
+    // A batch of transaction markers alone is not handed to eachBatch: without it an exactly-once changelog's copy
+    // would report a lag of its final markers for ever.
+    consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
+      const { topic, partition, batchSize, highWatermark, lastOffset, firstOffset } = e.payload;
+      const cut = states.get(partition);
+      if (batchSize > 0 || firstOffset === null || !cut || this.#consumer !== consumer) return;
+      this.#setLag(partition, topic, highWatermark, lastOffset, cut.state);
+    });
     await consumer.connect();
     await consumer.subscribe({ topics: this.#topics, fromBeginning: true });
     await consumer.run({
@@ -278,11 +295,8 @@ export class StandbyFollower {
           return;
         }
         const last = batch.messages.at(-1);
-        let lags = this.#lag.get(batch.partition);
-        if (!lags) this.#lag.set(batch.partition, (lags = new Map()));
-        const high = BigInt(batch.highWatermark);
-        const next = last ? BigInt(last.offset) + 1n : BigInt(cut.state.position(batch.topic, batch.partition) ?? '0');
-        lags.set(batch.topic, high > next ? high - next : 0n);
+        // The batch's last offset counts the transaction markers after its last record (exactly-once changelogs).
+        this.#setLag(batch.partition, batch.topic, batch.highWatermark, last ? batch.lastOffset() : undefined, cut.state);
         if (!last) return;
         const applied = await cut.take(batch.topic, this.#storeByTopic.get(batch.topic) as string, batch.messages);
         if (applied > 0) this.#o.onApplied?.(batch.partition, applied);
