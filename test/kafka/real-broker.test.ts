@@ -1,11 +1,12 @@
 /**
  * What only a real Kafka broker shows: these tests run when KAIROS_TEST_REAL_BROKER names one (host:port; a TEST
  * broker: they create and delete their own topics) and are skipped otherwise. CI has only librdkafka's mock
- * cluster, which has no DeleteRecords; see README, *Kafka on a real broker*.
+ * cluster, which has no DeleteRecords and runs no transactions; see README, *Kafka on a real broker*.
  */
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { Admin } from 'kafkajs';
 import { Registry } from 'prom-client';
 import { isTopicName, type BasketEvent } from '../../schemas/contract.js';
 import { buildTopology } from '../../src/app/topology.js';
@@ -20,13 +21,31 @@ import { produce, silent, testKafka } from '../support/kafka.js';
 const broker = process.env.KAIROS_TEST_REAL_BROKER;
 const skip = broker === undefined ? 'set KAIROS_TEST_REAL_BROKER=host:port to run it against a real (test) broker' : false;
 
-/** A runner of a fresh application on the broker, committing and punctuating often; and 40 new customers' adds. */
-function realRunner(app: string, stateDir: string, registry: Registry, extra: Partial<KafkaRunnerOptions> = {}): KafkaRunner {
-  return new KafkaRunner({
-    topology: buildTopology(resolveCampaigns({ guards: { enabled: false } }), app),
-    kafka: testKafka([broker as string]),
+interface RealRun {
+  readonly app: string;
+  readonly admin: Admin;
+  readonly registry: Registry;
+  readonly topology: ReturnType<typeof buildTopology>;
+  /** The 40 new customers' adds, produced once the runner started. */
+  readonly added: readonly BasketEvent[];
+}
+
+/**
+ * A runner of a fresh application (`<prefix>-<random>`) on the broker, committing and punctuating often, on the
+ * contract's topics created anew (4 partitions), with 40 new customers' ITEM_ADDED produced; stopped and its
+ * internal topics deleted after `body`.
+ */
+async function withRealRunner(prefix: string, extra: Partial<KafkaRunnerOptions>, body: (r: RealRun) => Promise<void>): Promise<void> {
+  const app = `${prefix}-${randomUUID().slice(0, 8)}`;
+  const dir = tempDir();
+  const registry = new Registry();
+  const kafka = testKafka([broker as string]);
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), app);
+  const runner = new KafkaRunner({
+    topology,
+    kafka,
     groupId: `kairos-${app}`,
-    stateDir,
+    stateDir: dir.dir,
     serde: new JsonSerde(),
     logger: silent,
     maxWaitTimeInMs: 100,
@@ -35,40 +54,38 @@ function realRunner(app: string, stateDir: string, registry: Registry, extra: Pa
     registry,
     ...extra,
   });
-}
-
-function adds(app: string): BasketEvent[] {
-  const now = Date.now();
-  return Array.from({ length: 40 }, (_, i) => ({
-    eventId: `add-${app}-${i}`,
-    customerId: `${app}-c${i}`,
-    occurredAt: now + i,
-    type: 'ITEM_ADDED',
-    sku: `${app}-sku${i}`,
-    quantity: 1,
-    unitPrice: { amount: 1000 + i, currency: 'EUR' },
-  }));
-}
-
-test('on a real broker, consumed repartition records are deleted (DeleteRecords), with no purge failure', { skip, timeout: 180_000 }, async () => {
-  const brokers = [broker as string];
-  const app = `kpurge-${randomUUID().slice(0, 8)}`;
-  const dir = tempDir();
-  const registry = new Registry();
-  const kafka = testKafka(brokers);
-  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), app);
-  const byRecordKey = topology.repartitionTopics.find((t) => t.includes('basket-price-drop.by-sku'));
-  assert.ok(byRecordKey, `no by-sku repartition topic in ${topology.repartitionTopics.join(', ')}`);
-  // Every commit purges what it made durable (30 s by default).
-  const runner = realRunner(app, dir.dir, registry, { purgeIntervalMs: 0 });
   const admin = kafka.admin();
   await admin.connect();
   try {
     // The contract's topics of earlier runs deleted, the inputs created anew with 4 partitions.
     await freshTestTopics(admin, { create: topology.sourceTopics.filter((t) => isTopicName(t)).map((topic) => ({ topic, numPartitions: 4 })) });
     await runner.start();
-    const added = adds(app);
+    const now = Date.now();
+    const added: BasketEvent[] = Array.from({ length: 40 }, (_, i) => ({
+      eventId: `add-${app}-${i}`,
+      customerId: `${app}-c${i}`,
+      occurredAt: now + i,
+      type: 'ITEM_ADDED',
+      sku: `${app}-sku${i}`,
+      quantity: 1,
+      unitPrice: { amount: 1000 + i, currency: 'EUR' },
+    }));
     await produce(kafka, 'shop.basket.v1', added.map((e) => ({ key: e.customerId, value: JSON.stringify(e) })));
+    await body({ app, admin, registry, topology, added });
+  } finally {
+    await runner.stop();
+    const mine = (await admin.listTopics()).filter((t) => t.startsWith(`${app}-`));
+    if (mine.length > 0) await admin.deleteTopics({ topics: mine }).catch(() => undefined);
+    await admin.disconnect();
+    dir.remove();
+  }
+}
+
+test('on a real broker, consumed repartition records are deleted (DeleteRecords), with no purge failure', { skip, timeout: 180_000 }, () =>
+  // Every commit purges what it made durable (30 s by default).
+  withRealRunner('kpurge', { purgeIntervalMs: 0 }, async ({ admin, registry, topology, added }) => {
+    const byRecordKey = topology.repartitionTopics.find((t) => t.includes('basket-price-drop.by-sku'));
+    assert.ok(byRecordKey, `no by-sku repartition topic in ${topology.repartitionTopics.join(', ')}`);
     // Each add goes to the sku's task through the repartition topic; once committed, its records are deleted.
     let offsets: { partition: number; low: string; high: string }[] = [];
     await until(
@@ -86,28 +103,10 @@ test('on a real broker, consumed repartition records are deleted (DeleteRecords)
       500,
     );
     assert.equal(sumMetric(await registry.metrics(), 'kairos_repartition_purge_failed_total'), 0);
-  } finally {
-    await runner.stop();
-    const mine = (await admin.listTopics()).filter((t) => t.startsWith(`${app}-`));
-    if (mine.length > 0) await admin.deleteTopics({ topics: mine }).catch(() => undefined);
-    await admin.disconnect();
-    dir.remove();
-  }
-});
+  }));
 
-test('on a real broker under exactly-once, the committed offsets of the repartition topics reach their end offsets, transaction markers included', { skip, timeout: 180_000 }, async () => {
-  const app = `keos-${randomUUID().slice(0, 8)}`;
-  const dir = tempDir();
-  const kafka = testKafka([broker as string]);
-  const runner = realRunner(app, dir.dir, new Registry(), { processingGuarantee: 'exactly_once', idempotent: true });
-  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), app);
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    await freshTestTopics(admin, { create: topology.sourceTopics.filter((t) => isTopicName(t)).map((topic) => ({ topic, numPartitions: 4 })) });
-    await runner.start();
-    const added = adds(app);
-    await produce(kafka, 'shop.basket.v1', added.map((e) => ({ key: e.customerId, value: JSON.stringify(e) })));
+test('on a real broker under exactly-once, the committed offsets of the repartition topics reach their end offsets, transaction markers included', { skip, timeout: 180_000 }, () =>
+  withRealRunner('keos', { processingGuarantee: 'exactly_once', idempotent: true }, async ({ app, admin, topology, added }) => {
     // Each commit of a task ends its transaction with a marker on every repartition partition it wrote: the tasks
     // reading them must commit past it, else the group's lag there never reaches 0.
     let short: string[] = [];
@@ -135,11 +134,4 @@ test('on a real broker under exactly-once, the committed offsets of the repartit
       60_000,
       500,
     ).catch((err: unknown) => assert.fail(`${String(err)}: ${short.join('; ')}`));
-  } finally {
-    await runner.stop();
-    const mine = (await admin.listTopics()).filter((t) => t.startsWith(`${app}-`));
-    if (mine.length > 0) await admin.deleteTopics({ topics: mine }).catch(() => undefined);
-    await admin.disconnect();
-    dir.remove();
-  }
-});
+  }));
