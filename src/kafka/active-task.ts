@@ -352,7 +352,10 @@ export class ActiveTask {
 
   /** Processes buffered records in event-time order until the group is empty or waits for a lagging input. */
   async drain(): Promise<number> {
-    if (this.#unfetched.length > 0) {
+    // Loaded once a record can run: until then the records wait for another input (the other batches of the same
+    // fetch response, a confirming fetch), and their keys are loaded with those of the records that come next, in
+    // one multi-get instead of one per batch.
+    if (this.#unfetched.length > 0 && this.group.ready) {
       const keys = this.#unfetched;
       this.#unfetched = [];
       await this.task.prefetch(keys);

@@ -147,7 +147,40 @@ export class PartitionGroup<R> {
 
   /** The next record in event-time order, or why there is none. Ties go to the input listed first. */
   next(): NextResult<R> {
-    // Once per record: one pass over the inputs, no lookups by name and no allocation unless an input lags.
+    const best = this.#choose();
+    if (best === undefined) {
+      this.#waitingSince = undefined;
+      return { kind: 'empty' };
+    }
+    if (this.#lags) {
+      const now = this.#clock();
+      this.#waitingSince ??= now;
+      if (now - this.#waitingSince < this.#maxIdleMs) return { kind: 'waiting', topics: this.lagging(this.#arrival), since: this.#waitingSince };
+      this.forcedCount++;
+    }
+    this.#waitingSince = undefined;
+    return { kind: 'record', topic: best.topic, item: this.#take(best) };
+  }
+
+  /**
+   * Whether `next()` would hand a record on now (also one the last-resort timeout would force), without taking
+   * it or starting a wait: a runner loads what the buffered records will read only once one of them can run, so
+   * the batches of one fetch response that wait for each other are loaded together.
+   */
+  get ready(): boolean {
+    if (this.#choose() === undefined) return false;
+    if (!this.#lags) return true;
+    const now = this.#clock();
+    return now - (this.#waitingSince ?? now) >= this.#maxIdleMs;
+  }
+
+  /** Set by #choose: whether its input has to wait, and the arrival of its head record. */
+  #lags = false;
+  #arrival: number | undefined;
+
+  /** The input whose head is next in event-time order (and #lags, #arrival), for `next` and `ready`. */
+  #choose(): Input<R> | undefined {
+    // Once per record: one pass over the inputs, no lookups by name and no allocation.
     const inputs = this.#inputs;
     let best: Input<R> | undefined;
     let bestHead: Buffered<R> | undefined;
@@ -169,22 +202,14 @@ export class PartitionGroup<R> {
         bestHead = head;
       }
     }
-    if (best === undefined) {
-      this.#waitingSince = undefined;
-      return { kind: 'empty' };
-    }
+    if (best === undefined) return undefined;
     // Internal records wait too: a lagging external input's next record may be older still. So does a record
     // that came after the last confirmation of an empty input (the other half of its producer's request).
     const arrival = bestHead?.arrival;
     if (!lags && arrival !== undefined && arrival > confirmed) lags = true;
-    if (lags) {
-      const now = this.#clock();
-      this.#waitingSince ??= now;
-      if (now - this.#waitingSince < this.#maxIdleMs) return { kind: 'waiting', topics: this.lagging(arrival), since: this.#waitingSince };
-      this.forcedCount++;
-    }
-    this.#waitingSince = undefined;
-    return { kind: 'record', topic: best.topic, item: this.#take(best) };
+    this.#lags = lags;
+    this.#arrival = arrival;
+    return best;
   }
 
   /** Drops everything buffered (a seek or a reset makes it stale). */

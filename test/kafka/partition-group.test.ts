@@ -135,3 +135,37 @@ test('a record passes an input at its end only once a fetch sent after the recor
   g.add('basket', [at('b2', 40, 5)]);
   assert.equal(taken(g.next()), 'waiting');
 });
+
+test('ready tells whether next() would hand a record on, without taking it or starting the wait', () => {
+  let now = 0;
+  const g = new PartitionGroup<string>({ waitFor: ['basket', 'orders'], others: ['repartition'], maxIdleMs: 1000, clock: () => now });
+  assert.equal(g.ready, false, 'nothing buffered');
+  g.setBehind('basket', false);
+  g.setBehind('orders', true);
+  g.add('basket', [item('b1', 10)]);
+  g.add('repartition', [item('r1', 5)]);
+  assert.equal(g.ready, false, 'an input lags');
+  now = 5000;
+  // ready did not start the wait: the last resort counts from the first next() that waited.
+  assert.equal(g.ready, false);
+  assert.equal(taken(g.next()), 'waiting');
+  assert.equal(g.size, 2);
+  now = 5999;
+  assert.equal(g.ready, false);
+  now = 6000;
+  assert.equal(g.ready, true, 'the last resort would take it now');
+  assert.equal(g.forcedCount, 0);
+  assert.equal(taken(g.next()), 'r1');
+  assert.equal(g.forcedCount, 1);
+  g.setBehind('orders', false);
+  assert.equal(g.ready, true);
+  assert.equal(g.ready, true, 'asking twice takes nothing');
+  assert.deepEqual(drain(g), ['b1']);
+  // A record that arrived after the last confirmation of an empty input waits, as next() says.
+  g.add('basket', [{ record: 'b2', timestamp: 20, arrival: 3 }]);
+  assert.equal(g.ready, false);
+  assert.equal(taken(g.next()), 'waiting');
+  g.confirm('orders', 3);
+  assert.equal(g.ready, true);
+  assert.equal(taken(g.next()), 'b2');
+});
