@@ -58,7 +58,7 @@
  *
  *   npm run bench:kafka -- [--events 200000] [--customers 20000] [--seed 42] [--instances 1] [--mode inproc|child]
  *                          [--rate 2000] [--seconds 20] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]
- *                          [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N]
+ *                          [--produce-batch 10000] [--tick-ms 20] [--warmup-sec 5] [--timeout-sec 600] [--profile] [--partitions-concurrently N]
  *                          [--max-task-idle-ms N] [--campaigns campaigns.json] [--brokers host:port] [--no-baseline]
  *                          [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases)]
  *                          [--guarantee at_least_once|exactly_once] [--broker-pid N]
@@ -147,6 +147,8 @@ interface Options {
   readonly idleAdvanceMs: number;
   readonly produceBatch: number;
   readonly tickMs: number;
+  /** Triggers of events sent in the first this many seconds of the stream are left out of `triggerWarm`. */
+  readonly warmupSec: number;
   /** Experiment: kafkajs partitionsConsumedConcurrently for the runner's consumer (inproc only). */
   readonly partitionsConcurrently: number | undefined;
   /** KafkaRunner commitIntervalMs (KAIROS_COMMIT_INTERVAL_MS for children; the runner's default when undefined). */
@@ -194,6 +196,7 @@ function parseOptions(argv: readonly string[]): Options {
       'idle-advance-ms': { type: 'string' },
       'produce-batch': { type: 'string' },
       'tick-ms': { type: 'string' },
+      'warmup-sec': { type: 'string' },
       'partitions-concurrently': { type: 'string' },
       'max-task-idle-ms': { type: 'string' },
       'commit-interval-ms': { type: 'string' },
@@ -214,7 +217,7 @@ function parseOptions(argv: readonly string[]): Options {
     process.stdout.write(
       'usage: tsx load-tests/kafka-throughput.ts [--events 200000] [--customers 20000] [--seed 42] [--instances 1] [--mode inproc|child]\n' +
         '         [--rate 2000] [--seconds 20 (0 = no latency phase)] [--gap 2s] [--punctuate-ms 100] [--idle-advance-ms 200]\n' +
-        '         [--produce-batch 10000] [--tick-ms 20] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n' +
+        '         [--produce-batch 10000] [--tick-ms 20] [--warmup-sec 5] [--timeout-sec 600] [--profile] [--partitions-concurrently N] [--max-task-idle-ms N] [--campaigns file.json]\n' +
         '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n' +
         '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 20)] [--dist (children from dist/, as deployed)]\n' +
         '         [--guarantee at_least_once|exactly_once (exactly_once: a real broker; idempotent producer on)]\n' +
@@ -269,6 +272,7 @@ function parseOptions(argv: readonly string[]): Options {
     idleAdvanceMs,
     produceBatch: Math.max(1, parseCount('produce-batch', values['produce-batch'], 10_000)),
     tickMs: Math.max(1, parseCount('tick-ms', values['tick-ms'], 20)),
+    warmupSec: parseCount('warmup-sec', values['warmup-sec'], 5),
     partitionsConcurrently,
     maxTaskIdleMs,
     commitIntervalMs: values['commit-interval-ms'] === undefined ? undefined : parseCount('commit-interval-ms', values['commit-interval-ms'], 500),
@@ -1144,6 +1148,8 @@ interface Latency {
   readonly pipeline: Dist;
   readonly triggerSteady: Dist;
   readonly triggerTail: Dist;
+  /** Of triggerSteady: events sent after the first warmupSec of the stream. */
+  readonly triggerWarm: Dist;
   readonly triggerAll: Dist;
   readonly triggers: number;
   readonly duplicates: number;
@@ -1278,6 +1284,7 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
   const start = performance.now();
   let lastLog = start;
   let lastSentAt = -Infinity;
+  const firstSentAt = Date.now();
   while (sent < total) {
     const elapsed = performance.now() - start;
     const due = Math.min(total, Math.floor((o.rate * elapsed) / 1000));
@@ -1337,12 +1344,18 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
   }));
   // Steady: due while events were still being sent (fired on stream time by later records on the partition);
   // tail: due after the last event (only idle advance + punctuation can fire them).
+  // Warm: the steady ones of events sent after the first --warmup-sec of the stream. The instance was restarted just
+  // before it (fresh process, cold caches): this part tells its first seconds from the rest.
   const steady: number[] = [];
+  const warm: number[] = [];
   const tail: number[] = [];
+  const warmFrom = firstSentAt + o.warmupSec * 1000;
   for (let i = 0; i < total; i++) {
     const due = triggerAt[i] as number;
     if (Number.isNaN(due)) continue;
-    (due <= lastSentAt ? steady : tail).push((triggerReadAt[i] as number) - due);
+    const latency = (triggerReadAt[i] as number) - due;
+    (due <= lastSentAt ? steady : tail).push(latency);
+    if (due <= lastSentAt && (sentAt[i] as number) >= warmFrom) warm.push(latency);
   }
   return {
     restartMs,
@@ -1353,6 +1366,7 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
     sendAck: dist(acks),
     pipeline: dist(pipeline),
     triggerSteady: dist(steady),
+    triggerWarm: dist(warm),
     triggerTail: dist(tail),
     triggerAll: dist(triggerLat),
     triggers,
@@ -1649,6 +1663,7 @@ function report(
           row('pipeline: send → changelog record read', lat.pipeline),
           row('trigger: read − (occurredAt + gap), all', lat.triggerAll),
           row('  due while events flowed (stream time)', lat.triggerSteady),
+          row(`    of events sent after the first ${o.warmupSec} s`, lat.triggerWarm),
           row('  due after the last event (idle advance)', lat.triggerTail),
           row('producer send → ack (acks -1)', lat.sendAck),
         ],
@@ -1739,6 +1754,7 @@ function report(
               triggerMs: round(lat.triggerAll),
               triggerSteadyMs: round(lat.triggerSteady),
               triggerTailMs: round(lat.triggerTail),
+              triggerWarmMs: round(lat.triggerWarm),
               sendAckMs: round(lat.sendAck),
               perInstance: lat.perInstance.map((i) => ({ ...i, cpuShare: Number(i.cpuShare.toFixed(2)) })),
               brokerCpuShare: Number(lat.brokerCpuShare.toFixed(2)),
