@@ -283,6 +283,16 @@ async function readRanges(
     await consumer.subscribe({ topics: [...todo.keys()], fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
       const seeked = new Set<string>();
+      // Every partition read to its end offset: the restore is done.
+      const allRead = (): boolean => [...todo.values()].every((x) => x.next >= x.end);
+      // A transactional (exactly-once) changelog ends in commit markers, which kafkajs never hands on: the end of
+      // a batch (its last offset counts its markers) or a batch of markers alone (no eachBatch, only the
+      // END_BATCH_PROCESS event below) says how far the partition was read, so the restore ends at once instead of
+      // after idle fetch rounds.
+      const readThrough = (t: { next: bigint; end: bigint }, lastOffset: string): void => {
+        const through = BigInt(lastOffset) + 1n;
+        if (through > t.next) t.next = through > t.end ? t.end : through;
+      };
       consumer
         .run({
           autoCommit: false,
@@ -306,17 +316,10 @@ async function readRanges(
             }
             // Transaction markers after the batch's last record are read too (kafkajs does not hand them on).
             readThrough(t, batch.lastOffset());
-            if ([...todo.values()].every((x) => x.next >= x.end)) resolve();
+            if (allRead()) resolve();
           },
         })
         .catch(reject);
-      // A transactional (exactly-once) changelog ends in commit markers, which kafkajs never hands on: the end of
-      // a batch (its last offset counts its markers) or a batch of markers alone (no eachBatch, only this event)
-      // says how far the partition was read, so the restore ends at once instead of after idle fetch rounds.
-      const readThrough = (t: { next: bigint; end: bigint }, lastOffset: string): void => {
-        const through = BigInt(lastOffset) + 1n;
-        if (through > t.next) t.next = through > t.end ? t.end : through;
-      };
       consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
         const { topic, partition, batchSize, firstOffset, lastOffset } = e.payload;
         const t = todo.get(topic);
@@ -324,7 +327,7 @@ async function readRanges(
         // not yet handed on).
         if (partition !== p || t === undefined || batchSize > 0 || firstOffset === null || BigInt(firstOffset) > t.next) return;
         readThrough(t, lastOffset);
-        if ([...todo.values()].every((x) => x.next >= x.end)) resolve();
+        if (allRead()) resolve();
       });
       // A transactional (exactly-once) changelog ends in commit markers, which are never delivered: a partition
       // a few offsets short of its end that fetches nothing for several rounds (after data came, or for long)
@@ -343,7 +346,7 @@ async function readRanges(
               t.next = t.end;
             }
           }
-          if ([...todo.values()].every((x) => x.next >= x.end)) resolve();
+          if (allRead()) resolve();
         });
       }
       consumer.on(consumer.events.GROUP_JOIN, () => {
