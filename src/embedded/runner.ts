@@ -12,6 +12,7 @@ import type { OutputRecord } from '../engine/api/record.js';
 import type { Topology } from '../engine/api/topology.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import { JsonSerde, type DecodeResult } from '../kafka/serde.js';
+import { bytesFingerprint } from '../util/crc32c.js';
 
 export interface EmbeddedRunnerOptions {
   readonly topology: Topology;
@@ -64,9 +65,10 @@ export class EmbeddedRunner {
       const task = this.#task;
       if (!task) throw new Error('embedded runner not started');
       if (!isTopicName(topic)) return { ok: false, reason: 'invalid', errors: [{ path: '/topic', message: `unknown topic ${topic}` }], retriable: false };
-      const d = this.#serde.decodeSync(topic, Buffer.from(key), Buffer.from(JSON.stringify(value)));
+      const bytes = Buffer.from(JSON.stringify(value));
+      const d = this.#serde.decodeSync(topic, Buffer.from(key), bytes);
       if (!d.ok) return d;
-      await task.process({ topic, partition: 0, offset: (this.#offset++).toString(), key: d.key, value: d.value, timestamp: d.timestamp ?? task.streamTime });
+      await task.process({ topic, partition: 0, offset: (this.#offset++).toString(), key: d.key, value: d.value, timestamp: d.timestamp ?? task.streamTime, fingerprint: bytesFingerprint(bytes) });
       return d;
     });
     this.#chain = run.catch(() => undefined);

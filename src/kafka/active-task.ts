@@ -27,6 +27,7 @@ import { sendBounded, type RecordCollector, type TopicMessages } from './record-
 import type { RepartitionPurger } from './purger.js';
 import type { RunnerMetrics } from './runner-metrics.js';
 import type { DecodeResult } from './serde.js';
+import { bytesFingerprint } from '../util/crc32c.js';
 import { nextOffset, offsetBefore } from '../util/offsets.js';
 import type { Settled } from '../util/grouped-calls.js';
 
@@ -441,7 +442,8 @@ export class ActiveTask {
         this.#streamTimeSetBy = { topic: bufferTopic, offset: m.offset };
       }
     }
-    const processed = this.task.process({ topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp }, { topic: bufferTopic, partition: p, offset: m.offset });
+    const record = { topic: r.topic, partition: r.partition, offset: r.offset, key: d.key, value: d.value, timestamp, fingerprint: m.value === null ? undefined : bytesFingerprint(m.value) };
+    const processed = this.task.process(record, { topic: bufferTopic, partition: p, offset: m.offset });
     if (typeof processed !== 'boolean') return processed.then(() => this.#countOne(r.topic));
     this.#countOne(r.topic);
   }

@@ -14,6 +14,7 @@ import type { OutputRecord } from '../engine/api/record.js';
 import type { Topology } from '../engine/api/topology.js';
 import { StreamTask } from '../engine/runtime/task.js';
 import { KairosError } from '../errors.js';
+import { bytesFingerprint } from '../util/crc32c.js';
 import { decodeEnvelopeLine, type DecodedRecord, type LineError } from './envelope.js';
 import type { LineSink, NdjsonWriter } from './ndjson-writer.js';
 
@@ -123,14 +124,16 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     const rl = createInterface({ input: stream, crlfDelay: Infinity });
     // Lines are decoded in chunks; the chunk's store keys are loaded with one multi-get, then its records
     // are processed one by one in line order.
-    let chunk: { line: number; record: DecodedRecord }[] = [];
+    let chunk: { line: number; record: DecodedRecord; fingerprint: number }[] = [];
     const processChunk = async (): Promise<void> => {
       await task.prefetch(chunk.map((c) => c.record));
-      for (const { line, record: r } of chunk) {
+      for (const { line, record: r, fingerprint } of chunk) {
         const timestamp = r.timestamp ?? (Number.isFinite(task.streamTime) ? task.streamTime : 0);
         streamTime = Math.max(streamTime, timestamp);
-        // Offsets are line numbers − 1, so a trigger's causedBy.offset points back at its input line.
-        const routed = await task.process({ topic: r.topic, partition: 0, offset: String(line - 1), key: r.key, value: r.value, timestamp });
+        // Offsets are line numbers − 1, so a trigger's causedBy.offset points back at its input line. A record
+        // processed without a promise is not awaited (an await is a turn of the microtask queue per record).
+        const done = task.process({ topic: r.topic, partition: 0, offset: String(line - 1), key: r.key, value: r.value, timestamp, fingerprint });
+        const routed = typeof done === 'boolean' ? done : await done;
         if (routed) processed++;
         else skipped++;
         // The local copy is not the durable one (a failed replay starts over): RocksDB writes while the next
@@ -151,7 +154,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
         opts.onError?.(decoded.error);
         continue;
       }
-      chunk.push({ line: lines, record: decoded.record });
+      // The line's fingerprint tells a redelivered (identical) line from another event reusing its eventId.
+      chunk.push({ line: lines, record: decoded.record, fingerprint: bytesFingerprint(text) });
       if (chunk.length >= CHUNK) await processChunk();
       if (opts.onProgress && (lines & 1023) === 0) {
         const now = performance.now();

@@ -11,6 +11,7 @@ import type { FetchEventPayload } from '../../src/kafka/kafkajs-preload.js';
 import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { bytesFingerprint } from '../../src/util/crc32c.js';
 import { fastGroupEnv, tempDir, until } from '../helpers.js';
 import { startChild } from '../support/instance.js';
 import { metricValue } from '../support/dispatch.js';
@@ -158,6 +159,40 @@ test('a runner restarted on its state dir loads the keys of each fetched batch w
   } finally {
     await first.stop();
     await second?.stop();
+    dir.remove();
+  }
+});
+
+test('a redelivered input record is told apart by the bytes of its message value: the same bytes a redelivery, other bytes under its eventId a conflict', async () => {
+  const dir = tempDir();
+  const kafka = testKafka(cluster.brokers);
+  const app = 'kfingerprint';
+  const duplicates: { topic: string; conflict: boolean }[] = [];
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), app, { onInputDuplicate: (d) => duplicates.push(d) });
+  const r = runner(dir.dir, { topology, groupId: 'kairos-kfingerprint' });
+  try {
+    await r.start();
+    const first = added('fp1', Date.now());
+    const bytes = JSON.stringify(first);
+    await produce(kafka, 'shop.basket.v1', [
+      { key: 'fp1', value: bytes },
+      { key: 'fp1', value: bytes },
+      { key: 'fp1', value: JSON.stringify({ ...first, quantity: 3 }) },
+    ]);
+    await until('two duplicates dropped', () => duplicates.length >= 2, 20_000);
+    assert.deepEqual(duplicates, [
+      { topic: 'shop.basket.v1', conflict: false },
+      { topic: 'shop.basket.v1', conflict: true },
+    ]);
+    const logged = await collect(kafka, [`${app}-shop.basket.v1.dedup-changelog`], (all) => all.length >= 1, 20_000);
+    // The stored form: flat, the message's CRC-32C as the id's fingerprint.
+    const value = logged.at(-1)?.message.value;
+    assert.ok(value !== null && value !== undefined);
+    const stored = JSON.parse(value.subarray(8).toString('utf8')) as unknown[];
+    assert.deepEqual(stored.slice(0, 2), [2, first.eventId]);
+    assert.equal(stored[3], bytesFingerprint(bytes));
+  } finally {
+    await r.stop();
     dir.remove();
   }
 });

@@ -19,7 +19,7 @@ import { TopologyTestDriver } from '../../src/engine/testing/test-driver.js';
 import { NdjsonWriter, type LineSink } from '../../src/replay/ndjson-writer.js';
 import { replay } from '../../src/replay/replay.js';
 import { basketsStore } from '../../topologies/basket-abandonment/index.js';
-import { DEDUP_TOPICS, dedupStore, dedupStoreName, fingerprint, type InputDuplicate, type SeenEvents } from '../../topologies/common/dedup.js';
+import { DEDUP_TOPICS, dedupStore, dedupStoreName, fingerprint, seenEventsCodec, type InputDuplicate, type SeenEvents } from '../../topologies/common/dedup.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { tempDir } from '../helpers.js';
 import { audits, triggers } from '../support/outputs.js';
@@ -392,6 +392,63 @@ test('replay: redelivered lines give the triggers of one delivery, and the summa
   const code = await run(['replay', '--input', input, '--config', configPath, '--output', join(dir, 'triggers.ndjson'), '--errors', join(dir, 'errors.ndjson')], { stdout, stderr });
   assert.equal(code, 0, stderr.text);
   assert.match(stderr.text, new RegExp(`, ${once.length} duplicates dropped;`));
+});
+
+test('stored form: one flat array with time differences, read back equal; the first form ([[id, at, hash], …]) is still read, its entries marked legacy', () => {
+  const seen: SeenEvents = new Map([
+    ['E1', { at: 1730678400000, hash: 0 }],
+    ['é"\\', { at: 1730678400000, hash: 4294967295 }],
+    ['E3', { at: 1730678461234, hash: 17 }],
+  ]);
+  const text = seenEventsCodec.encodeText?.(seen) ?? '';
+  assert.equal(text, '[2,"E1",1730678400000,0,"é\\"\\\\",0,4294967295,"E3",61234,17]');
+  assert.equal(seenEventsCodec.encode(seen).toString('utf8'), text);
+  assert.deepEqual(seenEventsCodec.decode(Buffer.from(text)), seen);
+  assert.deepEqual(seenEventsCodec.decode(Buffer.from('[2]')), new Map());
+  const legacy = seenEventsCodec.decode(Buffer.from('[["E1",1730678400000,12],["E2",1730678401000,34]]'));
+  assert.deepEqual(legacy, new Map([
+    ['E1', { at: 1730678400000, hash: 12, legacy: true }],
+    ['E2', { at: 1730678401000, hash: 34, legacy: true }],
+  ]));
+  // Written again, legacy entries take the flat form (their hashes kept, so still marked when read).
+  assert.equal(seenEventsCodec.encodeText?.(legacy), '[2,"E1",1730678400000,12,"E2",1000,34]');
+});
+
+test('a redelivery of an id first seen in the first stored form is dropped as a redelivery, never a conflict: its hash was of the value, not of bytes', async () => {
+  const duplicates: InputDuplicate[] = [];
+  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), 'dedup', { onInputDuplicate: (x) => duplicates.push(x) });
+  const d = await TopologyTestDriver.create(topology);
+  try {
+    // As an earlier version stored it (a hash that matches no fingerprint of this record).
+    d.task.state.put(dedupStoreName(BASKET), 'anna', seenEventsCodec.decode(Buffer.from(`[["old",${at(0)},1]]`)), at(0));
+    await d.pipe(BASKET, 'anna', basket('old', 'anna', 1, 'ITEM_ADDED', 'jacket').value);
+    // A new id: first seen now, so other content under it is a conflict again.
+    await d.pipe(BASKET, 'anna', basket('new', 'anna', 2, 'ITEM_ADDED', 'jacket').value);
+    await d.pipe(BASKET, 'anna', basket('new', 'anna', 2, 'ITEM_ADDED', 'jacket', { quantity: 5 }).value);
+    assert.deepEqual(duplicates, [
+      { topic: BASKET, conflict: false },
+      { topic: BASKET, conflict: true },
+    ]);
+    assert.equal((await d.store(basketsStore).get('anna'))?.items[0]?.quantity, 1, 'only "new" was applied');
+  } finally {
+    await d.close();
+  }
+});
+
+test('replay fingerprints input lines: an identical line is a redelivery, a line reusing an eventId with other content a conflict', async (t) => {
+  const { dir, remove } = tempDir();
+  t.after(remove);
+  const line = (i: Input): string => JSON.stringify({ topic: i.topic, key: i.key, value: i.value });
+  const first = basket('b1', 'anna', 0, 'ITEM_ADDED', 'jacket');
+  const other = basket('b1', 'anna', 0, 'ITEM_ADDED', 'jacket', { quantity: 5 });
+  const input = join(dir, 'in.ndjson');
+  writeFileSync(input, [line(first), line(first), line(other), line(view('v1', 'anna', 1, 'p-1'))].join('\n') + '\n');
+  const configPath = join(dir, 'config.json');
+  writeFileSync(configPath, JSON.stringify({ guards: { enabled: false } }));
+  const stderr = new Capture();
+  const code = await run(['replay', '--input', input, '--config', configPath, '--output', join(dir, 'triggers.ndjson')], { stdout: new Capture(), stderr });
+  assert.equal(code, 0, stderr.text);
+  assert.match(stderr.text, /, 2 duplicates dropped \(1 with other content\);/);
 });
 
 test('fingerprint: the FNV-1a of the value\'s JSON text, without building it — the same number as hashing JSON.stringify for escapes, surrogates, numbers, nesting, holes and non-plain values', () => {

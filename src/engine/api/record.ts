@@ -16,6 +16,13 @@ export interface StreamRecord<V = unknown> extends RecordOrigin {
   /** Event time in epoch milliseconds (the value's occurredAt/updatedAt). */
   readonly timestamp: number;
   readonly headers?: RecordHeaders;
+  /**
+   * A fingerprint of the bytes the runner read the record from (Kafka: the message value; replay: the input line),
+   * so a stage can tell a byte-identical redelivery from another record reusing its id without hashing the
+   * decoded value. Absent on records a processor made (forwards, repartitioned records) and where a runner had no
+   * bytes (the test drivers).
+   */
+  readonly fingerprint?: number;
 }
 
 /** What a processor forwards downstream or to a sink topic. */

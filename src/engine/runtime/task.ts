@@ -578,6 +578,9 @@ export class StreamTask {
       key: record.key,
       value: record.value,
       timestamp: record.timestamp,
+      // The runners' input records carry one (a processor's forwards have none): the same fields in the same
+      // order keep every record one shape for the processors' property loads.
+      fingerprint: undefined,
     };
     return record.headers === undefined ? stream : { ...stream, headers: record.headers };
   }
