@@ -426,8 +426,8 @@ test('a redelivery of an id first seen in the first stored form is dropped as a 
     await d.pipe(BASKET, 'anna', basket('new', 'anna', 2, 'ITEM_ADDED', 'jacket').value);
     await d.pipe(BASKET, 'anna', basket('new', 'anna', 2, 'ITEM_ADDED', 'jacket', { quantity: 5 }).value);
     assert.deepEqual(duplicates, [
-      { topic: BASKET, conflict: false },
-      { topic: BASKET, conflict: true },
+      { topic: BASKET, key: 'anna', conflict: false },
+      { topic: BASKET, key: 'anna', conflict: true },
     ]);
     assert.equal((await d.store(basketsStore).get('anna'))?.items[0]?.quantity, 1, 'only "new" was applied');
   } finally {

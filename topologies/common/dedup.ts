@@ -89,6 +89,8 @@ export function dedupStoreName(topic: string): string {
 /** A record dropped as a redelivery. `conflict`: its value differs from the first delivery's (which stays). */
 export interface InputDuplicate {
   readonly topic: string;
+  /** The record key (customerId, or sku for the catalog). */
+  readonly key: string;
   readonly conflict: boolean;
 }
 
@@ -182,7 +184,7 @@ class DedupProcessor implements Processor<unknown, unknown> {
           'input record with an eventId already seen but other content dropped (the first delivery wins)',
         );
       }
-      this.onDuplicate?.({ topic: this.topic, conflict });
+      this.onDuplicate?.({ topic: this.topic, key, conflict });
       return;
     }
     const seen: SeenEvents = stored ?? new Map();

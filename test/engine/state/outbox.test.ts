@@ -40,6 +40,27 @@ test('outbox codec: the binary form gives back every output (topic, key, value, 
   assert.deepEqual(outboxCodec.decode(outboxCodec.encode([])), []);
 });
 
+test('outbox codec: a group of 4 KiB or more is deflated (marker 0x02), read back equal, and refused when cut short', () => {
+  // Trigger-like JSON values: what an outbox group holds.
+  const big: OutboxGroup = Array.from({ length: 60 }, (_, i) => ({
+    topic: i % 2 === 0 ? 'crm.triggers.v1' : 'crm.trigger-audit.v1',
+    message: {
+      key: Buffer.from(`C${String(i).padStart(6, '0')}`),
+      value: Buffer.from(JSON.stringify({ triggerId: `t-${i}`, type: 'BASKET_ABANDONED', customerId: `C${i}`, explanation: { rule: 'items in the basket, then no basket activity and no order for inactivityGap' }, payload: { items: [{ sku: `sku-${i}`, quantity: 1 }] } })),
+      timestamp: String(1730678400000 + i),
+      ...(i === 7 ? { headers: { h: Buffer.from([0, 1, 2]) } } : {}),
+    },
+  }));
+  const bytes = outboxCodec.encode(big);
+  assert.equal(bytes[0], 0x02);
+  const payload = big.reduce((n, e) => n + (e.message.value as Buffer).length, 0);
+  assert.ok(payload >= 4096 && bytes.length * 4 < payload, `${bytes.length} bytes for ${payload} bytes of values`);
+  assert.deepEqual(view(outboxCodec.decode(bytes)), view(big));
+  assert.throws(() => outboxCodec.decode(bytes.subarray(0, bytes.length - 10)));
+  // Below 4 KiB the binary form stays as it is.
+  assert.equal(outboxCodec.encode(big.slice(0, 2))[0], 0x01);
+});
+
 test('outbox codec: entries earlier versions wrote (JSON, base64 bytes; one output, or a group) are read', () => {
   const b64 = (s: string): string => Buffer.from(s).toString('base64');
   const single = { topic: 'crm.triggers.v1', key: b64('C1'), value: b64('{"triggerId":"t"}'), timestamp: '5', headers: { h: b64('v'), l: [b64('1'), b64('2')] } };
