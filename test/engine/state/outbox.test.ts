@@ -22,6 +22,17 @@ const group: OutboxGroup = [
   { topic: 'crm.triggers.v1', message: { value: 'text value', headers: { list: ['x', 'y'] } } },
 ];
 
+/** Trigger-like JSON values, more than 4 KiB: a group that is stored deflated. */
+const big: OutboxGroup = Array.from({ length: 60 }, (_, i) => ({
+  topic: i % 2 === 0 ? 'crm.triggers.v1' : 'crm.trigger-audit.v1',
+  message: {
+    key: Buffer.from(`C${String(i).padStart(6, '0')}`),
+    value: Buffer.from(JSON.stringify({ triggerId: `t-${i}`, type: 'BASKET_ABANDONED', customerId: `C${i}`, explanation: { rule: 'items in the basket, then no basket activity and no order for inactivityGap' }, payload: { items: [{ sku: `sku-${i}`, quantity: 1 }] } })),
+    timestamp: String(1730678400000 + i),
+    ...(i === 7 ? { headers: { h: Buffer.from([0, 1, 2]) } } : {}),
+  },
+}));
+
 /** As kafkajs would see the message: bytes as Buffers (strings are sent as UTF-8), absent key as null. */
 function normalized(m: Message): unknown {
   const bytes = (v: Buffer | string): string => (typeof v === 'string' ? Buffer.from(v, 'utf8') : v).toString('hex');
@@ -41,16 +52,6 @@ test('outbox codec: the binary form gives back every output (topic, key, value, 
 });
 
 test('outbox codec: a group of 4 KiB or more is deflated (marker 0x02), read back equal, and refused when cut short', () => {
-  // Trigger-like JSON values: what an outbox group holds.
-  const big: OutboxGroup = Array.from({ length: 60 }, (_, i) => ({
-    topic: i % 2 === 0 ? 'crm.triggers.v1' : 'crm.trigger-audit.v1',
-    message: {
-      key: Buffer.from(`C${String(i).padStart(6, '0')}`),
-      value: Buffer.from(JSON.stringify({ triggerId: `t-${i}`, type: 'BASKET_ABANDONED', customerId: `C${i}`, explanation: { rule: 'items in the basket, then no basket activity and no order for inactivityGap' }, payload: { items: [{ sku: `sku-${i}`, quantity: 1 }] } })),
-      timestamp: String(1730678400000 + i),
-      ...(i === 7 ? { headers: { h: Buffer.from([0, 1, 2]) } } : {}),
-    },
-  }));
   const bytes = outboxCodec.encode(big);
   assert.equal(bytes[0], 0x02);
   const payload = big.reduce((n, e) => n + (e.message.value as Buffer).length, 0);
@@ -85,20 +86,22 @@ test('outbox codec: a truncated or padded binary entry is refused, not read shor
   assert.throws(() => outboxCodec.decode(Buffer.concat([bytes, Buffer.from([0])])), /after its last output/);
 });
 
-test('real RocksDB and changelog: an outbox group committed by one owner is scanned back whole by the next (a restore from the changelog alone)', async () => {
+test('real RocksDB and changelog: outbox groups (binary and deflated) committed by one owner are scanned back whole by the next (a restore from the changelog alone)', async () => {
   const t = tempDir();
   const changelog = new MemoryChangelog();
   try {
     const s1 = await TaskState.open({ dir: `${t.dir}/a`, taskId: '0_0', stores: [outboxSpec], changelog });
     s1.put(OUTBOX_STORE, '00000000001', group);
+    s1.put(OUTBOX_STORE, '00000000002', big);
     await s1.commit();
     await s1.close();
     // Another machine: an empty directory, restored from the changelog.
     const s2 = await TaskState.open({ dir: `${t.dir}/b`, taskId: '0_0', stores: [outboxSpec] });
     for await (const batch of changelog.read('0_0')) await s2.restore(batch);
     const entries = await s2.scan(OUTBOX_STORE);
-    assert.equal(entries.length, 1);
+    assert.equal(entries.length, 2);
     assert.deepEqual(view(entries[0]?.value as OutboxGroup), view(group));
+    assert.deepEqual(view(entries[1]?.value as OutboxGroup), view(big), 'the deflated group');
     await s2.close();
   } finally {
     t.remove();
