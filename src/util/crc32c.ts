@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 
-
+/** Slicing-by-8 tables of the JavaScript version. */
 const CRC_TABLES: Int32Array[] = (() => {
   const t0 = new Int32Array(256);
   for (let n = 0; n < 256; n++) {
@@ -71,7 +71,6 @@ export const nativeCrc32cInUse = nativeCrc32c !== undefined;
 export function batchCrc32c(buf: Buffer, start: number, end: number): number {
   return nativeCrc32c === undefined ? crc32c(buf, start, end) : nativeCrc32c(buf.subarray(start, end)) >>> 0;
 }
-
 
 /**
  * A fingerprint of bytes as read (a Kafka message value, a replay input line): their CRC-32C, unsigned. A string

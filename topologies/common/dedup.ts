@@ -86,7 +86,7 @@ export function dedupStoreName(topic: string): string {
   return `${topic}.dedup`;
 }
 
-/** A record dropped as a redelivery. `conflict`: its value differs from the first delivery's (which stays). */
+/** A record dropped as a redelivery. `conflict`: its fingerprint differs from the first delivery's (which stays). */
 export interface InputDuplicate {
   readonly topic: string;
   /** The record key (customerId, or sku for the catalog). */
