@@ -119,8 +119,8 @@ async function fileHash(...paths: string[]): Promise<string> {
   return h.digest('hex');
 }
 
+/** Lines of an output file, for reading back (untimed; the timed decode passes read as replay() does). */
 async function* lines(path: string): AsyncGenerator<string> {
-  // The same reader setup as replay() uses, so the decode passes compare like with like.
   const rl = createInterface({ input: createReadStream(path, { highWaterMark: 1 << 20 }), crlfDelay: Infinity });
   for await (const line of rl) yield line;
 }
@@ -172,11 +172,13 @@ interface DecodePhases {
 }
 
 /** Decode-only passes: what replay() pays per line before the engine sees a record. */
-async function decodePhases(decodeEnvelopeLine: ReplayEngine['decodeEnvelopeLine'], path: string): Promise<DecodePhases> {
+async function decodePhases(engine: Pick<ReplayEngine, 'decodeEnvelopeLine' | 'lineBatches'>, path: string): Promise<DecodePhases> {
+  const { decodeEnvelopeLine, lineBatches } = engine;
   const time = async (label: string, perLine: (text: string, n: number) => void): Promise<number> => {
     const started = performance.now();
     let n = 0;
-    for await (const text of lines(path)) perLine(text, ++n);
+    // The reader replay() uses (src/replay/lines.ts), so the passes compare like with like.
+    for await (const batch of lineBatches(createReadStream(path, { highWaterMark: 1 << 20 }))) for (const text of batch) perLine(text, ++n);
     const ms = performance.now() - started;
     log(`${label}: ${fmtInt(n)} lines in ${fmtSecs(ms)}`);
     return ms;
@@ -289,7 +291,7 @@ async function main(argv: readonly string[]): Promise<number> {
     // 3. Where the time goes.
     // As many decode passes as replay runs, median per phase: on a shared 2-core machine single passes are noisy.
     const passes: DecodePhases[] = [];
-    for (let i = 0; i < runs; i++) passes.push(await decodePhases(engine.decodeEnvelopeLine, input.path));
+    for (let i = 0; i < runs; i++) passes.push(await decodePhases(engine, input.path));
     const phases: DecodePhases = {
       readMs: median(passes.map((x) => x.readMs)),
       parseMs: median(passes.map((x) => x.parseMs)),
@@ -391,7 +393,7 @@ function report(x: Report): void {
     table(
       ['phase', 'time', 'share of replay'],
       [
-        ['read + split lines (fs + readline)', fmtSecs(phases.readMs), pct(phases.readMs)],
+        ['read + split lines (fs + lineBatches)', fmtSecs(phases.readMs), pct(phases.readMs)],
         ['JSON.parse', fmtSecs(phases.parseMs - phases.readMs), pct(phases.parseMs - phases.readMs)],
         ['contract validation + envelope checks', fmtSecs(phases.decodeMs - phases.parseMs), pct(phases.decodeMs - phases.parseMs)],
         ['engine + state + topology + output (replay − decode)', fmtSecs(engineMs), pct(engineMs)],

@@ -28,6 +28,7 @@ const RULES: ReadonlyArray<readonly [RegExp, string | null]> = [
   [/\/src\/replay\/envelope\.[jt]s|\/src\/serde\/|@sinclair\/typebox/, 'decode: JSON.parse + contract validation'],
   [/\/src\/replay\/ndjson-writer\.[jt]s/, 'output: trigger/audit JSON + writes'],
   [/\/src\/replay\/replay\.[jt]s/, 'replay loop'],
+  [/\/src\/replay\/lines\.[jt]s/, 'input: read + split lines'],
   [/\/src\/engine\/(runtime|api)\//, 'engine: task, routing, timers'],
   [/\/src\/engine\/state\/|node_modules\/rocksdb\//, 'state: cache, codecs, RocksDB calls'],
   [/\/topologies\//, 'topologies: dedup, detection, guards, history'],

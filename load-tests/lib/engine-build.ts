@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import type * as TopologyModule from '../../src/app/topology.js';
 import type * as CampaignsModule from '../../src/config/campaigns.js';
 import type * as EnvelopeModule from '../../src/replay/envelope.js';
+import type * as LinesModule from '../../src/replay/lines.js';
 import type * as WriterModule from '../../src/replay/ndjson-writer.js';
 import type * as ReplayModule from '../../src/replay/replay.js';
 import type * as ValidateModule from '../../src/serde/validate.js';
@@ -41,6 +42,7 @@ export interface ReplayEngine {
   readonly buildTopology: typeof TopologyModule.buildTopology;
   readonly resolveCampaigns: typeof CampaignsModule.resolveCampaigns;
   readonly decodeEnvelopeLine: typeof EnvelopeModule.decodeEnvelopeLine;
+  readonly lineBatches: typeof LinesModule.lineBatches;
   readonly NdjsonWriter: typeof WriterModule.NdjsonWriter;
   readonly LazyNdjsonFile: typeof WriterModule.LazyNdjsonFile;
   readonly replay: typeof ReplayModule.replay;
@@ -53,10 +55,11 @@ export async function loadReplayEngine(dist: boolean): Promise<ReplayEngine> {
   const root = dist ? join(REPO_ROOT, 'dist', 'src') : join(REPO_ROOT, 'src');
   // The compiled modules keep the sources' layout; from the sources tsx resolves `.js` to the `.ts` file.
   const load = <M>(path: string): Promise<M> => import(pathToFileURL(join(root, path)).href) as Promise<M>;
-  const [topology, campaigns, envelope, writer, replay, validate] = await Promise.all([
+  const [topology, campaigns, envelope, lines, writer, replay, validate] = await Promise.all([
     load<typeof TopologyModule>('app/topology.js'),
     load<typeof CampaignsModule>('config/campaigns.js'),
     load<typeof EnvelopeModule>('replay/envelope.js'),
+    load<typeof LinesModule>('replay/lines.js'),
     load<typeof WriterModule>('replay/ndjson-writer.js'),
     load<typeof ReplayModule>('replay/replay.js'),
     load<typeof ValidateModule>('serde/validate.js'),
@@ -66,6 +69,7 @@ export async function loadReplayEngine(dist: boolean): Promise<ReplayEngine> {
     buildTopology: topology.buildTopology,
     resolveCampaigns: campaigns.resolveCampaigns,
     decodeEnvelopeLine: envelope.decodeEnvelopeLine,
+    lineBatches: lines.lineBatches,
     NdjsonWriter: writer.NdjsonWriter,
     LazyNdjsonFile: writer.LazyNdjsonFile,
     replay: replay.replay,

@@ -6,7 +6,6 @@
 import { createReadStream, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { createGunzip } from 'node:zlib';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -16,6 +15,7 @@ import { StreamTask } from '../engine/runtime/task.js';
 import { KairosError } from '../errors.js';
 import { bytesFingerprint } from '../util/crc32c.js';
 import { decodeEnvelopeLine, type DecodedRecord, type LineError } from './envelope.js';
+import { lineBatches } from './lines.js';
 import type { LineSink, NdjsonWriter } from './ndjson-writer.js';
 
 export interface ReplayProgress {
@@ -121,7 +121,6 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   const commitBytes = task.state.cacheMaxBytes / 2;
   const { stream, size, bytesRead, readErrors } = openInput(opts.input);
   try {
-    const rl = createInterface({ input: stream, crlfDelay: Infinity });
     // Lines are decoded in chunks; the chunk's store keys are loaded with one multi-get, then its records
     // are processed one by one in line order.
     let chunk: { line: number; record: DecodedRecord; fingerprint: number }[] = [];
@@ -144,24 +143,27 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
       if (opts.triggers.buffered > 1 << 16) await opts.triggers.flush();
       if (opts.audit && opts.audit.buffered > 1 << 16) await opts.audit.flush();
     };
-    for await (const text of rl) {
-      lines++;
-      if (text.trim() === '') continue;
-      const decoded = decodeEnvelopeLine(text, lines);
-      if (!decoded.ok) {
-        errors++;
-        opts.errors.write({ line: lines, errors: decoded.error.errors, text: text.length > 10_000 ? text.slice(0, 10_000) + '…' : text });
-        opts.onError?.(decoded.error);
-        continue;
-      }
-      // The line's fingerprint tells a redelivered (identical) line from another event reusing its eventId.
-      chunk.push({ line: lines, record: decoded.record, fingerprint: bytesFingerprint(text) });
-      if (chunk.length >= CHUNK) await processChunk();
-      if (opts.onProgress && (lines & 1023) === 0) {
-        const now = performance.now();
-        if (now - lastProgress >= every) {
-          lastProgress = now;
-          opts.onProgress({ lines, processed, errors, triggers: opts.triggers.count, streamTime: task.streamTime, elapsedMs: now - started, fraction: size ? bytesRead() / size : undefined });
+    // Lines as node:readline splits them, a chunk's lines at a time (src/replay/lines.ts).
+    for await (const batch of lineBatches(stream)) {
+      for (const text of batch) {
+        lines++;
+        if (text.trim() === '') continue;
+        const decoded = decodeEnvelopeLine(text, lines);
+        if (!decoded.ok) {
+          errors++;
+          opts.errors.write({ line: lines, errors: decoded.error.errors, text: text.length > 10_000 ? text.slice(0, 10_000) + '…' : text });
+          opts.onError?.(decoded.error);
+          continue;
+        }
+        // The line's fingerprint tells a redelivered (identical) line from another event reusing its eventId.
+        chunk.push({ line: lines, record: decoded.record, fingerprint: bytesFingerprint(text) });
+        if (chunk.length >= CHUNK) await processChunk();
+        if (opts.onProgress && (lines & 1023) === 0) {
+          const now = performance.now();
+          if (now - lastProgress >= every) {
+            lastProgress = now;
+            opts.onProgress({ lines, processed, errors, triggers: opts.triggers.count, streamTime: task.streamTime, elapsedMs: now - started, fraction: size ? bytesRead() / size : undefined });
+          }
         }
       }
     }
