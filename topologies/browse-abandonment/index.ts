@@ -212,8 +212,10 @@ export class BrowseAbandonmentProcessor implements Processor<PageviewEvent | Bas
   }
 
   #prune(state: BrowseState): void {
+    // Most customers have none: no new array per page view.
+    if (state.conversions.length === 0) return;
     const h = this.#horizon(state);
-    state.conversions = state.conversions.filter((c) => c.at >= h);
+    if (state.conversions.some((c) => c.at < h)) state.conversions = state.conversions.filter((c) => c.at >= h);
   }
 
   async onTimer(timer: Timer): Promise<void> {

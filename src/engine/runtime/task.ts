@@ -288,7 +288,8 @@ export class StreamTask {
       return false;
     }
     this.state.setPosition(consumed.topic, consumed.partition, nextOffset(consumed.offset));
-    this.#origin = { topic: record.topic, partition: record.partition, offset: record.offset };
+    // The record is its own origin (topic, partition, offset): no object per record. Processors copy what they keep.
+    this.#origin = record;
     let drained: void | Promise<void>;
     try {
       for (const child of this.#topology.children.get(source) ?? []) this.#dispatch(child, record);
@@ -524,9 +525,19 @@ export class StreamTask {
   /** @internal */
   registerTimer(node: string, t: Timer): void {
     if (!Number.isFinite(t.time)) throw new RangeError(`timer "${t.name}" for key "${t.key}": time must be finite`);
-    const id = timerId(node, t.name, t.key);
-    const q: QueuedTimer = { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain, ...(t.data === undefined ? {} : { data: t.data }) };
-    // Replaces a pending timer of the same id in place.
+    const pending = this.#timers.find(node, t.name, t.key);
+    if (pending !== undefined && pending.domain === t.domain) {
+      // Re-armed (a session's end, moved on by each of its events): the same object, moved in the heap.
+      this.#timers.retime(pending, t.time, t.data);
+      this.#timerChanges.add(pending.id);
+      return;
+    }
+    const id = pending?.id ?? timerId(node, t.name, t.key);
+    const q: QueuedTimer =
+      t.data === undefined
+        ? { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain }
+        : { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain, data: t.data };
+    // Replaces a pending timer of the same id (another domain) in place.
     this.#timers.add(q);
     this.#timerChanges.add(id);
   }

@@ -6,11 +6,14 @@
  * re-registered timer (an abandonment timer re-armed on every event of its customer) moves in place and a
  * cancelled one leaves at once: no stale entries to skip or compact.
  */
-import type { Timer, TimerDomain } from '../api/processor.js';
+import type { Timer, TimerData, TimerDomain } from '../api/processor.js';
 
 export interface QueuedTimer extends Timer {
   readonly node: string;
   readonly id: string;
+  /** Changed in place by {@link TimerQueue.retime} (a re-armed timer keeps its object). */
+  time: number;
+  data?: TimerData;
 }
 
 export function timerId(node: string, name: string, key: string): string {
@@ -46,6 +49,14 @@ class IndexedHeap {
     const old = this.items[i] as QueuedTimer;
     this.items[i] = t;
     if (before(t, old)) this.#up(i);
+    else this.#down(i);
+  }
+
+  /** Moves `t`, whose time was `was` and is now `t.time`, to its place. */
+  moved(t: QueuedTimer, was: number): void {
+    const i = this.#at.get(t.id);
+    if (i === undefined) return;
+    if (t.time < was) this.#up(i);
     else this.#down(i);
   }
 
@@ -99,6 +110,11 @@ class IndexedHeap {
 
 export class TimerQueue {
   readonly #live = new Map<string, QueuedTimer>();
+  /**
+   * processor → timer name → key → timer: finds a timer without building its id (a string concatenation, and
+   * the hash of a new string, per registration: a session timer is re-armed on every page view).
+   */
+  readonly #byName = new Map<string, Map<string, Map<string, QueuedTimer>>>();
   readonly #byKey = new Map<string, Set<string>>();
   readonly #heaps: Record<TimerDomain, IndexedHeap> = { 'stream-time': new IndexedHeap(), 'wall-clock': new IndexedHeap() };
 
@@ -111,6 +127,11 @@ export class TimerQueue {
     const old = this.#live.get(t.id);
     if (old !== undefined && old.domain !== t.domain) this.#heaps[old.domain].delete(t.id);
     this.#live.set(t.id, t);
+    let names = this.#byName.get(t.node);
+    if (names === undefined) this.#byName.set(t.node, (names = new Map()));
+    let keys = names.get(t.name);
+    if (keys === undefined) names.set(t.name, (keys = new Map()));
+    keys.set(t.key, t);
     if (old === undefined || old.key !== t.key) {
       let ids = this.#byKey.get(t.key);
       if (!ids) this.#byKey.set(t.key, (ids = new Set()));
@@ -123,11 +144,26 @@ export class TimerQueue {
     return this.#live.get(id);
   }
 
+  /** The pending timer of `node` named `name` for `key`. */
+  find(node: string, name: string, key: string): QueuedTimer | undefined {
+    return this.#byName.get(node)?.get(name)?.get(key);
+  }
+
+  /** Re-arms a pending timer in place: a new time (and data), the same domain. */
+  retime(t: QueuedTimer, time: number, data: TimerData | undefined): void {
+    const was = t.time;
+    t.time = time;
+    if (data !== undefined || t.data !== undefined) t.data = data;
+    if (time !== was) this.#heaps[t.domain].moved(t, was);
+  }
+
   remove(id: string): QueuedTimer | undefined {
     const t = this.#live.get(id);
     if (!t) return undefined;
     this.#live.delete(id);
     this.#heaps[t.domain].delete(id);
+    const keys = this.#byName.get(t.node)?.get(t.name);
+    if (keys?.get(t.key) === t) keys.delete(t.key);
     const ids = this.#byKey.get(t.key);
     ids?.delete(id);
     if (ids?.size === 0) this.#byKey.delete(t.key);
