@@ -6,7 +6,7 @@
  *   triggers, audit ◄── .notify (customer task) ◄── to-customer repartition ◄──┘
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { jsonCodec, keyValueStore, NOT_LOADED, type KeyValueStore, type PrefetchRecord, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
+import { jsonCodec, keyValueStore, NOT_LOADED, type KeyValueStore, type NotLoaded, type PrefetchRecord, type Processor, type ProcessorContext, type StreamRecord, type Timer } from '../../src/engine/api/index.js';
 import type { BasketEvent, CatalogEvent, CustomerProfile, Money, OrderEvent, Trigger, TriggerAudit } from '../../schemas/contract.js';
 import { Duration, toMs } from '../../src/config/duration.js';
 import { applyBasketEvent, type BasketItem } from '../basket-abandonment/index.js';
@@ -585,6 +585,32 @@ function pruneNotified(state: CustomerState, olderThan: number): void {
 
 type IndexIn = StreamRecord<CatalogEvent> | StreamRecord<SubscriptionChange>;
 
+/** What the index reads for a subscription change (undefined: absent, or not needed by the change). */
+interface SubscriptionReads {
+  readonly key: string;
+  readonly existing: Subscriber | undefined;
+  /** The ended watch under the same key: read for an unsubscribe of a live watch. */
+  readonly old: Subscriber | undefined;
+  readonly sku: SkuState | undefined;
+  /** The sku's wave in progress: read for a subscribe that processed price events must be judged for. */
+  readonly wave: FanoutCursor | undefined;
+}
+
+/** A read the subscription change needs that is not in memory. */
+class Missing {
+  constructor(
+    readonly store: KeyValueStore<unknown>,
+    readonly key: string,
+  ) {}
+}
+
+/** Index of the first price event at or after `at` (the history is in event-time order); `prices.length` if none. */
+function firstPriceAtOrAfter(prices: readonly PriceEvent[], at: number): number {
+  let first = prices.length;
+  while (first > 0 && (prices[first - 1] as PriceEvent).occurredAt >= at) first--;
+  return first;
+}
+
 export class PriceIndexProcessor implements Processor<CatalogEvent | SubscriptionChange, DropCandidate> {
   #ctx!: ProcessorContext<DropCandidate>;
   readonly #settings: CampaignSettings<BasketPriceDropParams>;
@@ -597,9 +623,13 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     this.#ctx = ctx;
   }
 
-  async process(record: IndexIn): Promise<void> {
-    if (record.topic === CATALOG_TOPIC) await this.#catalog(record as StreamRecord<CatalogEvent>);
-    else await this.#subscription((record as StreamRecord<SubscriptionChange>).value);
+  process(record: IndexIn): void | Promise<void> {
+    if (record.topic === CATALOG_TOPIC) return this.#catalog(record as StreamRecord<CatalogEvent>);
+    const c = (record as StreamRecord<SubscriptionChange>).value;
+    // Without a promise when what the change reads is in memory (the common case: the runners load it ahead).
+    const reads = this.#subscriptionReads(c, (store, key) => store.peek(key));
+    if (!(reads instanceof Missing)) return this.#subscription(c, reads);
+    return this.#loadSubscriptionReads(c, reads).then((r) => this.#subscription(c, r));
   }
 
   async onTimer(timer: Timer): Promise<void> {
@@ -609,11 +639,58 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     await this.#step(timer.key, cursor);
   }
 
-  async #subscription(c: SubscriptionChange): Promise<void> {
+  /**
+   * What a subscription change reads, all of it before it writes (every read is of another store than the writes
+   * before it in the change's order, so reading first answers alike), through `peek`; or the first read it
+   * cannot answer from memory.
+   */
+  #subscriptionReads(c: SubscriptionChange, peek: <V>(store: KeyValueStore<V>, key: string) => V | undefined | NotLoaded): SubscriptionReads | Missing {
+    const subs = this.#ctx.getStore(subscribersStore);
+    const key = subscriberKey(c.sku, c.customerId);
+    const existing = peek(subs, key);
+    if (existing === NOT_LOADED) return new Missing(subs, key);
+    const none: SubscriptionReads = { key, existing, old: undefined, sku: undefined, wave: undefined };
+    if (c.op === 'unsubscribe') {
+      if (c.erase === true || existing === undefined) return none;
+      const ended = this.#ctx.getStore(endedStore);
+      const old = peek(ended, key);
+      if (old === NOT_LOADED) return new Missing(ended, key);
+      const skus = this.#ctx.getStore(skusStore);
+      const sku = peek(skus, c.sku);
+      if (sku === NOT_LOADED) return new Missing(skus, c.sku);
+      return { key, existing, old, sku, wave: undefined };
+    }
+    const skus = this.#ctx.getStore(skusStore);
+    const sku = peek(skus, c.sku);
+    if (sku === NOT_LOADED) return new Missing(skus, c.sku);
+    // The wave is read only for a change that price events already processed must be judged for.
+    if (firstPriceAtOrAfter(sku?.prices ?? [], c.changedAt ?? c.at) === (sku?.prices ?? []).length) return { key, existing, old: undefined, sku, wave: undefined };
+    const fanout = this.#ctx.getStore(fanoutStore);
+    const wave = peek(fanout, c.sku);
+    if (wave === NOT_LOADED) return new Missing(fanout, c.sku);
+    return { key, existing, old: undefined, sku, wave };
+  }
+
+  /** {@link #subscriptionReads} once what it misses is read from RocksDB, one key at a time as it needs them. */
+  async #loadSubscriptionReads(c: SubscriptionChange, first: Missing): Promise<SubscriptionReads> {
+    const read = new Map<string, unknown>();
+    const name = (store: KeyValueStore<unknown>, key: string): string => `${store.name}\u0000${key}`;
+    let missing = first;
+    for (;;) {
+      read.set(name(missing.store, missing.key), await missing.store.get(missing.key));
+      const r = this.#subscriptionReads(c, (store, key) => {
+        const k = name(store as KeyValueStore<unknown>, key);
+        return read.has(k) ? (read.get(k) as ReturnType<typeof store.peek>) : store.peek(key);
+      });
+      if (!(r instanceof Missing)) return r;
+      missing = r;
+    }
+  }
+
+  #subscription(c: SubscriptionChange, reads: SubscriptionReads): void {
     const subs = this.#ctx.getStore(subscribersStore);
     const ended = this.#ctx.getStore(endedStore);
-    const key = subscriberKey(c.sku, c.customerId);
-    const existing = await subs.get(key);
+    const { key, existing } = reads;
     if (c.op === 'unsubscribe') {
       subs.delete(key);
       if (c.erase === true) {
@@ -622,11 +699,11 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
       }
       if (existing === undefined) return;
       // Kept, with its log, for price events older than the end that reach the index later (DESIGN §4).
-      const old = await ended.get(key);
+      const old = reads.old;
       const changes = capChanges([...(old?.changes ?? []), ...changesOf(existing), { op: 'unsubscribe', at: c.at }]);
       ended.put(key, { since: existing.since, ...(existing.reference === undefined ? {} : { reference: existing.reference }), changes, until: c.at });
       const skus = this.#ctx.getStore(skusStore);
-      const sku = await skus.get(c.sku);
+      const sku = reads.sku;
       // The sku's row says whether waves must read `ended`: written (empty) when the catalog has not spoken yet.
       if (sku === undefined) skus.put(c.sku, {});
       else if (sku.noEnded === true) {
@@ -635,7 +712,7 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
       }
       return;
     }
-    const prices = (await this.#ctx.getStore(skusStore).get(c.sku))?.prices ?? [];
+    const prices = reads.sku?.prices ?? [];
     const at = c.changedAt ?? c.at;
     const before = existing === undefined ? [] : changesOf(existing);
     const changes = capChanges([...before, { op: 'subscribe', at, since: c.at, ...(c.reference === undefined ? {} : { reference: c.reference }) }]);
@@ -644,10 +721,9 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     // Price events at or after this change that the index already processed: judged now for this subscriber,
     // as their wave would have (a Kafka Streams foreign-key join re-evaluates from either side).
     // Most changes are newer than every price processed (read in event time): nothing to judge, no wave to read.
-    let first = prices.length;
-    while (first > 0 && (prices[first - 1] as PriceEvent).occurredAt >= at) first--;
+    const first = firstPriceAtOrAfter(prices, at);
     if (first === prices.length) return;
-    const wave = await this.#ctx.getStore(fanoutStore).get(c.sku);
+    const wave = reads.wave;
     const p = this.#settings.params;
     for (let i = first; i < prices.length; i++) {
       const e = prices[i] as PriceEvent;
