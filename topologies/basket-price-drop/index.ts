@@ -649,9 +649,8 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     const key = subscriberKey(c.sku, c.customerId);
     const existing = peek(subs, key);
     if (existing === NOT_LOADED) return new Missing(subs, key);
-    const none: SubscriptionReads = { key, existing, old: undefined, sku: undefined, wave: undefined };
     if (c.op === 'unsubscribe') {
-      if (c.erase === true || existing === undefined) return none;
+      if (c.erase === true || existing === undefined) return { key, existing, old: undefined, sku: undefined, wave: undefined };
       const ended = this.#ctx.getStore(endedStore);
       const old = peek(ended, key);
       if (old === NOT_LOADED) return new Missing(ended, key);
