@@ -766,14 +766,48 @@ export class KafkaRunner {
 
   async #openTask(partition: number, gen: number): Promise<ActiveTask> {
     const epoch = this.#epoch;
-    const app = this.#o.topology.applicationId;
-    const env = this.#env as TaskEnv;
-    const taskId = `task-${partition}`;
-    const dir = join(this.#o.stateDir, this.#groupId, taskId);
     // The previous handle of this task (closed for a rebalance, a lost membership or a reset) lets go first.
     await this.#closing.get(partition);
     // A warm standby copy of this task becomes the starting point; the follower lets go of the directory.
     await this.#standby?.release(partition);
+    // Exactly-once: the task's producer fences a previous owner first, so nothing it commits lands after the restore.
+    const txProducer = this.#o.processingGuarantee === 'exactly_once' ? await this.#fencingProducer(partition) : undefined;
+    try {
+      return await this.#openFenced(partition, gen, epoch, txProducer);
+    } catch (err) {
+      await txProducer?.disconnect().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * The transactional producer of a task (one per input partition: its id fences a previous owner of the same
+   * task), its transactional id initialised now. kafkajs initialises that id only at the first `transaction()`,
+   * which came after the restore, and never for a task with nothing to process: an owner paused past its session
+   * (a zombie) that woke up could still commit a transaction it had open, after the new owner had restored
+   * without it, and its outputs were sent twice (`kafka-vs-replay --mode pause --guarantee exactly_once`: 4
+   * triggers repeated). Initialising the id bumps the producer epoch, so the zombie's EndTxn is refused and the
+   * coordinator aborts its open transaction, as Kafka Streams' `initTransactions()` at task creation does. An
+   * empty transaction begun and aborted sends only the InitProducerId (kafkajs sends no EndTxn without partitions).
+   */
+  async #fencingProducer(partition: number): Promise<Producer> {
+    const producer = this.#o.kafka.producer({ createPartitioner: murmur2Partitioner, transactionalId: `${this.#groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1 });
+    try {
+      await producer.connect();
+      const txn = await producer.transaction();
+      await txn.abort();
+      return producer;
+    } catch (err) {
+      await producer.disconnect().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async #openFenced(partition: number, gen: number, epoch: number, txProducer: Producer | undefined): Promise<ActiveTask> {
+    const app = this.#o.topology.applicationId;
+    const env = this.#env as TaskEnv;
+    const taskId = `task-${partition}`;
+    const dir = join(this.#o.stateDir, this.#groupId, taskId);
     // Restore first, on the bare state, so the task starts with complete stores and timers.
     const bare = await TaskState.open({ dir, taskId, stores: StreamTask.storeSpecs(this.#o.topology) });
     let ends: Map<string, { readonly high: bigint; readonly behind: boolean }>;
@@ -814,12 +848,6 @@ export class KafkaRunner {
       committedEnds = positionsOf(this.#storeNames.filter((s) => s !== POSITIONS_STORE).map((s) => changelogTopic(app, s)));
     } finally {
       await bare.close();
-    }
-    let txProducer: Producer | undefined;
-    if (this.#o.processingGuarantee === 'exactly_once') {
-      // One transactional producer per input partition: its id fences a zombie owner of the same task.
-      txProducer = this.#o.kafka.producer({ createPartitioner: murmur2Partitioner, transactionalId: `${this.#groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1 });
-      await txProducer.connect();
     }
     const handle = new ActiveTask(env, partition, txProducer, epoch);
     for (const [topic, { high, behind }] of ends) {
