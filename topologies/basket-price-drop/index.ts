@@ -663,7 +663,8 @@ export class PriceIndexProcessor implements Processor<CatalogEvent | Subscriptio
     const sku = peek(skus, c.sku);
     if (sku === NOT_LOADED) return new Missing(skus, c.sku);
     // The wave is read only for a change that price events already processed must be judged for.
-    if (firstPriceAtOrAfter(sku?.prices ?? [], c.changedAt ?? c.at) === (sku?.prices ?? []).length) return { key, existing, old: undefined, sku, wave: undefined };
+    const prices = sku?.prices ?? [];
+    if (firstPriceAtOrAfter(prices, c.changedAt ?? c.at) === prices.length) return { key, existing, old: undefined, sku, wave: undefined };
     const fanout = this.#ctx.getStore(fanoutStore);
     const wave = peek(fanout, c.sku);
     if (wave === NOT_LOADED) return new Missing(fanout, c.sku);
