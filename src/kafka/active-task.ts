@@ -32,6 +32,7 @@ import { nextOffset, offsetBefore } from '../util/offsets.js';
 import type { Settled } from '../util/grouped-calls.js';
 
 /** Headers of a record routed to its key's task through the reroute topic. */
+
 export const REROUTE_HEADERS = { topic: 'kairos-reroute-topic', partition: 'kairos-reroute-partition', offset: 'kairos-reroute-offset' } as const;
 
 /** A fetched record as the group keeps it. */
@@ -91,6 +92,11 @@ export interface TaskEnv {
   readonly outputLingerMs: number;
   /** A commit that ran while the task processed on has landed (the runner then commits what became due meanwhile). */
   readonly onCommitLanded: ((task: ActiveTask) => void) | undefined;
+  /**
+   * A drain stopped at a record that waits for an input (the runner then reads the ends of the empty inputs whose
+   * confirmation alone holds it back, end-probe.ts, rather than waiting for the next fetch). Undefined: it waits.
+   */
+  readonly onHeld?: ((task: ActiveTask) => void) | undefined;
   /**
    * Commits the task, under the lock `drain` holds, when its commit became due while it drained a long buffer (the
    * first fetches of a catch-up bring megabytes per partition): at-least-once only; returns once the commit has
@@ -157,6 +163,11 @@ export class ActiveTask {
   raw: TopicMessages[] = [];
   /** Per input: the offset after the last record buffered (from the restored position when the task opened). */
   readonly fetchedTo = new Map<string, bigint>();
+  /**
+   * Per input the task had no position in and found empty when it opened: its end then. Until a batch of it
+   * comes (`fetchedTo`), nothing below it is left to fetch (end-probe.ts).
+   */
+  readonly emptyAtOpen = new Map<string, bigint>();
   /**
    * Per waited-for input: the highest end offset known (the end offsets read when the task opened, then every
    * batch's high watermark). A batch says how far its input went when the broker read it, which can be before
@@ -366,10 +377,14 @@ export class ActiveTask {
     const forcedBefore = this.group.forcedCount;
     const lateBefore = this.#late;
     const skippedBefore = this.#skipped;
+    let held: boolean;
     try {
       for (;;) {
         const n = this.group.next();
-        if (n.kind !== 'record') break;
+        if (n.kind !== 'record') {
+          held = n.kind === 'waiting';
+          break;
+        }
         // Awaited only when the task returned a promise (a timer due, a read from RocksDB).
         const pending = this.#processOne(n.topic, n.item.record, n.item.timestamp);
         if (pending !== undefined) await pending;
@@ -389,6 +404,7 @@ export class ActiveTask {
     } finally {
       this.#countProcessed();
     }
+    if (held) this.#env.onHeld?.(this);
     if (this.#late > lateBefore) this.#env.metrics?.lateRecords.inc({ partition: String(this.partition) }, this.#late - lateBefore);
     if (this.#skipped > skippedBefore) this.#env.metrics?.skippedRecords.inc({ partition: String(this.partition) }, this.#skipped - skippedBefore);
     if (this.group.forcedCount > forcedBefore) {

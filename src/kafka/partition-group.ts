@@ -145,6 +145,23 @@ export class PartitionGroup<R> {
       .map((input) => input.topic);
   }
 
+  /**
+   * The inputs whose confirmation alone holds the next record back: known at their end, nothing buffered, and
+   * confirmed only up to responses before the record's arrival. Empty when nothing is held back, or when an input
+   * is behind (or unknown): the fetch that brings its records decides then, not a confirmation (end-probe.ts).
+   */
+  unconfirmed(): string[] {
+    if (this.#choose() === undefined || !this.#lags) return [];
+    const arrival = this.#arrival ?? 0;
+    const topics: string[] = [];
+    for (const input of this.#inputs) {
+      if (!input.waited || input.head !== input.buf.length) continue;
+      if (input.behind !== false) return [];
+      if (input.confirmed < arrival) topics.push(input.topic);
+    }
+    return topics;
+  }
+
   /** The next record in event-time order, or why there is none. Ties go to the input listed first. */
   next(): NextResult<R> {
     const best = this.#choose();

@@ -25,6 +25,7 @@ export interface RunnerMetrics {
   readonly rerouted: Counter<'topic'>;
   readonly idleForced: Counter<'partition'>;
   readonly lateRecords: Counter<'partition'>;
+  readonly endProbes: Counter<'result'>;
   readonly skippedRecords: Counter<'partition'>;
   readonly producerReplaced: Counter<'reason'>;
   readonly purgeFailed: Counter<'topic'>;
@@ -73,6 +74,12 @@ export function runnerMetrics(registry: Registry, states?: OpenStates): RunnerMe
       name: 'kairos_task_idle_forced_total',
       help: 'Times a task processed without an input known to lag, after maxTaskIdleMs (event-time order not guaranteed)',
       labelNames: ['partition'],
+      registers,
+    }),
+    endProbes: new Counter({
+      name: 'kairos_input_end_probes_total',
+      help: 'Inputs a live task asked the end offset of because their confirmation alone held a record back, by result: confirmed (at its end: the record went on), behind (more to fetch: left to the fetch), failed (a request that failed: left to the next fetch)',
+      labelNames: ['result'],
       registers,
     }),
     lateRecords: new Counter({

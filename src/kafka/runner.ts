@@ -38,6 +38,7 @@ import { runnerMetrics, type RunnerMetrics } from './runner-metrics.js';
 import { checkCopartitioned, ensureTopics, INTERNAL_TOPIC_CONFIGS, messageLimit, partitionOffsets, type NeededTopic } from './topics.js';
 import { GroupedCalls } from '../util/grouped-calls.js';
 import type { FetchEventPayload } from './kafkajs-preload.js';
+import { EndProbe, kafkajsEnds } from './end-probe.js';
 import { FetchedWhileOpening, FetchLog } from './fetch-log.js';
 import type { Buffered } from './partition-group.js';
 
@@ -88,6 +89,11 @@ export interface KafkaRunnerOptions {
    * max.task.idle.ms). 0: a fetch begun after the record came. @default 0
    */
   readonly inputSettleMs?: number;
+  /**
+   * Confirms an empty input that alone holds a live record back with a ListOffsets request sent at once, instead
+   * of waiting for the next fetch response (end-probe.ts). @default true
+   */
+  readonly inputEndProbe?: boolean;
   /** Partitions of output (and input) topics the runner creates when missing; default: the inputs' count. */
   readonly topicPartitions?: number;
   /** Replication factor of the topics the runner creates; -1: the broker's default. @default -1 */
@@ -304,6 +310,18 @@ export class KafkaRunner {
     await this.#collector.connect();
     this.#purger = new RepartitionPurger(kafka);
     await this.#purger.connect();
+    const ends = this.#o.inputEndProbe === false ? undefined : kafkajsEnds(kafka, this.#log);
+    if (ends !== undefined) {
+      this.#endReader = ends;
+      this.#endProbe = new EndProbe<ActiveTask>({
+        readEnds: ends.readEnds,
+        settled: () => this.#fetches.settled(),
+        settleMs: this.#fetches.settleMs,
+        onConfirmed: (h) => this.#drainSoon(h),
+        logger: this.#log,
+        onResult: (result, n) => this.#metrics?.endProbes.inc({ result }, n),
+      });
+    }
     const app = this.#o.topology.applicationId;
     const repartition = new Set(this.#o.topology.repartitionTopics);
     this.#env = {
@@ -325,6 +343,7 @@ export class KafkaRunner {
       clock: this.#o.clock ?? Date.now,
       commitIntervalMs: this.#commitIntervalMs,
       outputLingerMs: this.#o.outputLingerMs ?? 20,
+      onHeld: (task) => this.#endProbe?.want(task),
       onCommitLanded: (task) => {
         // What became due while the commit was writing (outputs that lingered, the interval) commits now
         // rather than with the next batch or punctuation.
@@ -630,6 +649,9 @@ export class KafkaRunner {
    * responses it vouches for (all that came before it began, or at least inputSettleMs before).
    */
   readonly #fetches: FetchLog;
+  /** Reads the ends of empty inputs that hold live records back (end-probe.ts); undefined: off, or kafkajs differs. */
+  #endProbe: EndProbe<ActiveTask> | undefined;
+  #endReader: { close: () => Promise<void> } | undefined;
   /** Inputs with records fetched for a task still opening (fetch-log.ts). */
   readonly #fetchedWhileOpening = new FetchedWhileOpening();
   readonly #fetchStarts = new Map<number, number>();
@@ -704,6 +726,7 @@ export class KafkaRunner {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#timer) clearInterval(this.#timer);
+    this.#endProbe?.stop();
     const deadline = Date.now() + (this.#o.stopTimeoutMs ?? 25_000);
     const log = this.#log;
     // Every task's final commit at once (their requests are shared).
@@ -721,6 +744,7 @@ export class KafkaRunner {
     for (const p of [...this.#tasks.keys()]) await this.#closeTask(p, deadline);
     if (this.#collector) await untilDeadline(this.#collector.disconnect(), deadline, 'disconnecting the producer', log);
     if (this.#purger) await untilDeadline(this.#purger.disconnect(), deadline, 'disconnecting the purger\'s admin client', log);
+    if (this.#endReader) await untilDeadline(this.#endReader.close(), deadline, 'disconnecting the end-offset reader', log);
     if (this.#admin) await untilDeadline(this.#admin.disconnect(), deadline, 'disconnecting the admin client', log);
     this.#log.info('kafka runner stopped');
   }
@@ -854,6 +878,7 @@ export class KafkaRunner {
       handle.knownEnd(topic, high);
       handle.group.setBehind(topic, behind);
       handle.group.confirm(topic, confirmedAt);
+      if (!behind && !restoredPositions.has(topic)) handle.emptyAtOpen.set(topic, high);
     }
     for (const [topic, offset] of restoredPositions) handle.fetchedTo.set(topic, BigInt(offset));
     const collector = this.#collector as RecordCollector;

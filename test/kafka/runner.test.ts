@@ -12,7 +12,7 @@ import { KafkaRunner, type KafkaRunnerOptions } from '../../src/kafka/runner.js'
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bytesFingerprint } from '../../src/util/crc32c.js';
-import { fastGroupEnv, tempDir, until } from '../helpers.js';
+import { fastGroupEnv, sleep, tempDir, until } from '../helpers.js';
 import { startChild } from '../support/instance.js';
 import { metricValue } from '../support/dispatch.js';
 import { appendTransactionMarker, collect, json, mockRunnerDefaults, produce, testKafka } from '../support/kafka.js';
@@ -676,4 +676,51 @@ test('a task kept across a lost group membership (its process stopped past the s
     await admin.disconnect();
     dir.remove();
   }
+});
+
+test('a live record whose task has empty inputs goes on once their end offsets are read (kairos_input_end_probes_total), not after a further fetch, which the mock holds for maxWaitTimeInMs', async () => {
+  const kafka = testKafka(cluster.brokers);
+  const maxWait = 3000;
+  // From produce until its task has processed it (its stream time), for three records, each produced after a pause.
+  const liveDelays = async (probe: boolean): Promise<{ ms: number[]; confirmed: number }> => {
+    const dir = tempDir();
+    const app = `kprobe${probe ? 1 : 0}`;
+    const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), app);
+    const registry = new Registry();
+    const r = runner(dir.dir, { topology, groupId: `kairos-${app}`, maxWaitTimeInMs: maxWait, inputEndProbe: probe, registry });
+    try {
+      await r.start();
+      await until('the runner ready', () => r.ready, 30_000);
+      const processed = async (customer: string): Promise<number> => {
+        const at = Date.now();
+        await produce(kafka, 'shop.basket.v1', [{ key: customer, value: JSON.stringify(added(customer, at)) }]);
+        const t0 = performance.now();
+        const p = r.partitionOf(customer) as number;
+        await until(`${customer} processed`, () => (r.readerNow(p)?.streamTime ?? -Infinity) >= at, 60_000, 10);
+        return performance.now() - t0;
+      };
+      // The first record also waits for the group to read what earlier tests left on the topic.
+      await processed(`${app}-warm`);
+      const ms: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        await sleep(700);
+        ms.push(await processed(`${app}-live-${i}`));
+      }
+      return { ms, confirmed: await metricValue(registry, 'kairos_input_end_probes_total', { result: 'confirmed' }) };
+    } finally {
+      await r.stop();
+      dir.remove();
+    }
+  };
+  // A record reaches the runner with the fetch the mock holds until maxWait has passed (it does not answer when data
+  // comes meanwhile). Without the probe it then waits for the next fetch of each empty input, which finds nothing
+  // and is held maxWait again: at least maxWait in all. With it, it goes on as soon as it came, which for at
+  // least one of three records produced at different points of the fetch cycle is well before maxWait.
+  const on = await liveDelays(true);
+  const off = await liveDelays(false);
+  assert.ok(on.confirmed > 0, 'the probe confirmed inputs');
+  assert.equal(off.confirmed, 0);
+  const fmt = (ms: number[]): string => ms.map((x) => Math.round(x)).join(', ');
+  assert.ok(Math.min(...off.ms) >= maxWait - 100, `without the probe each record waited for a further fetch (${fmt(off.ms)} ms)`);
+  assert.ok(Math.min(...on.ms) < maxWait - 100, `with the probe a record went on once it came (${fmt(on.ms)} ms)`);
 });
