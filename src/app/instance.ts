@@ -148,7 +148,7 @@ export async function startInstance(
     idleAdvanceMs: config.idleAdvanceMs,
     maxTaskIdleMs: config.maxTaskIdleMs,
     inputSettleMs: config.inputSettleMs,
-    inputEndProbe: config.inputEndProbe === 'on',
+    inputEndProbeMs: config.inputEndProbeMs,
     replicationFactor: config.replicationFactor,
     dlqRetentionMs: config.dlqRetentionMs,
     ...(config.topicPartitions === undefined ? {} : { topicPartitions: config.topicPartitions }),

@@ -80,11 +80,11 @@ export const RUNTIME_VARS = {
     'live input: a record passes an input of its task that has nothing buffered only once a fetch begun at least this long after the record came has answered for it (Kafka Streams\' max.task.idle.ms); bounds the broker\'s append window of one producer request over several partitions, at about this much latency per record (see *Record order*); 0: a fetch begun after the record came',
     0,
   ),
-  inputEndProbe: v(
-    'KAIROS_INPUT_END_PROBE',
-    Type.Union([Type.Literal('on'), Type.Literal('off')]),
-    'live input: a record held back only until an empty input of its task is confirmed at its end gets that confirmation from a ListOffsets request sent at once (on) instead of the next fetch (off: it waits for the next record to reach the broker, up to KAFKA_MAX_WAIT_MS); see *Record order*',
-    'on',
+  inputEndProbeMs: v(
+    'KAIROS_INPUT_END_PROBE_MS',
+    Type.Integer({ minimum: 0, maximum: 60_000 }),
+    'live input: a record held back this long only until the empty inputs of its task are confirmed at their end gets that confirmation from a ListOffsets request instead of the next fetch, which comes with the next record or after KAFKA_MAX_WAIT_MS (see *Record order*); 0: the fetch only',
+    50,
   ),
   topicPartitions: v('KAIROS_TOPIC_PARTITIONS', Type.Integer({ minimum: 1, maximum: 10_000 }), 'partitions of missing output topics Kairos creates (and of missing inputs when none exists); the inputs\' count when unset'),
   replicationFactor: v('KAIROS_REPLICATION_FACTOR', Type.Integer({ minimum: -1, maximum: 32 }), 'replication factor of the topics Kairos creates (-1: the broker\'s default.replication.factor)', -1),

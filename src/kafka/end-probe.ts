@@ -1,25 +1,26 @@
 /**
- * Confirms the empty inputs of a live task with a ListOffsets request instead of the next fetch
+ * Confirms the empty inputs of a live task with a ListOffsets request when the next fetch is slow to do it
  * (partition-group.ts, *Record order*).
  *
  * A record that came while another input of its task had nothing buffered waits until a read of that input made
  * after the record came says it is still at its end: the other half of the producer request the record came with
- * may be on its way (a fetch can read one partition after the write and another before it). Until now only the
- * next fetch response could say so, and kafkajs sends that fetch once the batches of the last one are handed on,
- * and the broker holds it until new data comes or `maxWaitTimeInMs` (500 ms) passes. So every live record with an
- * empty input waited for the next record to reach the broker: about the gap between two producer requests (20 ms
- * p50 at 2,000 events/s in ticks of 20 ms, load-tests/README.md, *Twenty-second session*), up to the fetch wait
- * when input is sparse. A timer fires on stream time, so a trigger waited as long for the record that moved it.
+ * may be on its way (a fetch can read one partition after the write and another before it). The next fetch
+ * response says so, but kafkajs sends that fetch once the batches of the last one are handed on, and the broker
+ * holds it until new data comes or `maxWaitTimeInMs` (500 ms) passes: on sparse input every record waited up to
+ * the fetch wait, and a timer, which fires on stream time, as long for the record that moved it.
  *
- * A ListOffsets request sent after the record came reads each input's end (the last stable offset, as the
- * read_committed consumer sees it) just as a fetch would, and comes back at once. An input whose end is no further
- * than what its task has fetched holds nothing older than the records of the fetch responses that had come when
- * the request was sent (`FetchLog.settled()`, which with `inputSettleMs` counts only responses that came at least
- * that long before, so the probe waits that long first): it is confirmed up to them, exactly as a fetch sent then
- * would confirm it. An input with more to fetch is left to the fetch that brings it, and a failed request to the
- * next fetch: the probe only ever confirms what a fetch would have.
+ * So a record still held back only by such confirmations `delayMs` (50) after its task asked gets them from a
+ * ListOffsets request: it reads each input's end (the last stable offset, as the read_committed consumer sees
+ * it) just as a fetch would. An input whose end is no further than what its task has fetched holds nothing older
+ * than the records of the fetch responses that had come `delayMs` before the request went (and, with
+ * `inputSettleMs`, at least that long before: `FetchLog.settled()`), and is confirmed up to them, as a fetch
+ * sent then would have confirmed it. The delay bounds the broker's append window of the record's producer
+ * request, which a read right after the record came can fall into (2 of 3 live equivalence runs on the broker
+ * differed with a probe sent at once, load-tests/README.md, *Twenty-second session*); while records flow the
+ * next fetch confirms first and no request goes. An input with more to fetch is left to the fetch that brings
+ * it, and a failed request to the next fetch: the probe only ever confirms what a fetch would have.
  *
- * One request at a time per runner: tasks that ask while one is out go in the next, sent when it comes back.
+ * One request at a time per runner: the tasks whose delay has passed go in one request per broker.
  */
 import type { Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
@@ -35,107 +36,138 @@ export interface ProbedTask {
   readonly emptyAtOpen: ReadonlyMap<string, bigint>;
   readonly partition: number;
   readonly group: {
-    /** The inputs whose confirmation alone holds its next record back (partition-group.ts). */
-    unconfirmed(): readonly string[];
+    /** The inputs whose confirmation up to `through` would let its next record go (partition-group.ts). */
+    unconfirmed(through?: number): readonly string[];
     confirm(topic: string, through: number): void;
   };
 }
 
 export interface EndProbeOptions<T extends ProbedTask> {
   readonly readEnds: ReadEnds;
+  /** Fetch responses counted so far (FetchLog.count). */
+  readonly count: () => number;
   /** The fetch responses a read beginning now vouches for (FetchLog.settled). */
   readonly settled: () => number;
-  /** FetchLog.settleMs: a probe waits this long before it reads, so the records that asked for it are covered. */
-  readonly settleMs: number;
-  /** A task had an input confirmed: process what it can now. */
+  /** How long a task waits for a fetch to confirm its inputs before the probe reads their ends. */
+  readonly delayMs: number;
+  /** A task had its inputs confirmed: process what it can now. */
   readonly onConfirmed: (task: T) => void;
   readonly logger: Logger;
   readonly onResult?: (result: 'confirmed' | 'behind' | 'failed', n: number) => void;
+  readonly now?: () => number;
 }
 
 export class EndProbe<T extends ProbedTask> {
   readonly #o: EndProbeOptions<T>;
-  #wanted = new Set<T>();
+  readonly #now: () => number;
+  /** Tasks that asked, with when they first asked and the responses counted then (in the order they asked). */
+  #wanted = new Map<T, { readonly at: number; readonly count: number }>();
+  #timer: NodeJS.Timeout | undefined;
   #running = false;
   #stopped = false;
   #failures = 0;
 
   constructor(o: EndProbeOptions<T>) {
     this.#o = o;
+    this.#now = o.now ?? (() => performance.now());
   }
 
-  /** A task holds a record back only for the confirmation of empty inputs: read their ends soon. */
+  /** A task holds a record back only for the confirmation of empty inputs: read their ends if no fetch does soon. */
   want(task: T): void {
-    if (this.#stopped) return;
-    this.#wanted.add(task);
-    if (!this.#running) void this.#run();
+    if (this.#stopped || this.#wanted.has(task)) return;
+    this.#wanted.set(task, { at: this.#now(), count: this.#o.count() });
+    this.#schedule();
   }
 
   stop(): void {
     this.#stopped = true;
     this.#wanted.clear();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** The next request once the first task waiting has waited `delayMs` (none while one is out). */
+  #schedule(extraMs = 0): void {
+    if (this.#running || this.#timer !== undefined || this.#stopped) return;
+    const first = this.#wanted.values().next();
+    if (first.done === true) return;
+    const wait = Math.max(0, first.value.at + this.#o.delayMs - this.#now()) + extraMs;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#run();
+    }, wait);
   }
 
   async #run(): Promise<void> {
     this.#running = true;
+    let backoff = 0;
     try {
-      while (this.#wanted.size > 0 && !this.#stopped) {
-        if (this.#o.settleMs > 0) await new Promise((r) => setTimeout(r, this.#o.settleMs));
-        const tasks = [...this.#wanted];
-        this.#wanted.clear();
-        const asks: [T, readonly string[]][] = [];
-        const partitions = new Map<string, number[]>();
-        for (const task of tasks) {
-          if (task.closed) continue;
-          const topics = task.group.unconfirmed();
-          if (topics.length === 0) continue;
-          asks.push([task, topics]);
-          for (const topic of topics) {
-            let list = partitions.get(topic);
-            if (list === undefined) partitions.set(topic, (list = []));
-            list.push(task.partition);
-          }
-        }
-        if (asks.length === 0) continue;
-        // Taken before the request goes: the responses that had come by then are the ones its answer vouches for.
-        const through = this.#o.settled();
-        let ends: Map<string, Map<number, bigint>>;
-        try {
-          ends = await this.#o.readEnds(partitions);
-          this.#failures = 0;
-        } catch (err) {
-          if (this.#stopped) return;
-          // The next fetch confirms them as before; a broker that keeps failing is not asked in a tight loop.
-          this.#o.onResult?.('failed', 1);
-          if (this.#failures++ === 0) this.#o.logger.warn({ err: (err as Error).message }, 'reading input end offsets failed; empty inputs wait for the next fetch');
-          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * this.#failures)));
+      // The tasks that asked at least delayMs ago, and the responses that had come when the last of them asked.
+      const due = this.#now() - this.#o.delayMs;
+      let counted = 0;
+      const tasks: T[] = [];
+      for (const [task, w] of this.#wanted) {
+        if (w.at > due) break;
+        this.#wanted.delete(task);
+        counted = w.count;
+        if (!task.closed) tasks.push(task);
+      }
+      // What the request vouches for: taken before it goes (with inputSettleMs, only responses that old).
+      const through = Math.min(counted, this.#o.settled());
+      const asks: [T, readonly string[]][] = [];
+      const partitions = new Map<string, number[]>();
+      for (const task of tasks) {
+        const topics = task.group.unconfirmed(through);
+        if (topics.length === 0) {
+          // Held back by a record that came later (it asked while the task was waiting already): its own turn.
+          if (task.group.unconfirmed().length > 0) this.#wanted.set(task, { at: this.#now(), count: this.#o.count() });
           continue;
         }
-        let confirmed = 0;
-        let behind = 0;
-        for (const [task, topics] of asks) {
-          if (task.closed) continue;
-          let all = true;
-          for (const topic of topics) {
-            const end = ends.get(topic)?.get(task.partition);
-            // Nothing fetched since it opened: an input that was empty then is fetched to its end of then.
-            const fetched = task.fetchedTo.get(topic) ?? task.emptyAtOpen.get(topic);
-            if (end !== undefined && fetched !== undefined && end <= fetched) {
-              task.group.confirm(topic, through);
-              confirmed++;
-            } else {
-              all = false;
-              behind++;
-            }
-          }
-          // With one input still behind the record waits for the fetch that brings it, which drains the task.
-          if (all) this.#o.onConfirmed(task);
+        asks.push([task, topics]);
+        for (const topic of topics) {
+          let list = partitions.get(topic);
+          if (list === undefined) partitions.set(topic, (list = []));
+          list.push(task.partition);
         }
-        if (confirmed > 0) this.#o.onResult?.('confirmed', confirmed);
-        if (behind > 0) this.#o.onResult?.('behind', behind);
       }
+      if (asks.length === 0) return;
+      let ends: Map<string, Map<number, bigint>>;
+      try {
+        ends = await this.#o.readEnds(partitions);
+        this.#failures = 0;
+      } catch (err) {
+        if (this.#stopped) return;
+        // The next fetch confirms them as before; a broker that keeps failing is not asked in a tight loop.
+        this.#o.onResult?.('failed', 1);
+        if (this.#failures++ === 0) this.#o.logger.warn({ err: (err as Error).message }, 'reading input end offsets failed; empty inputs wait for the next fetch');
+        backoff = Math.min(1000, 50 * this.#failures);
+        return;
+      }
+      let confirmed = 0;
+      let behind = 0;
+      for (const [task, topics] of asks) {
+        if (task.closed) continue;
+        let all = true;
+        for (const topic of topics) {
+          // Nothing fetched since it opened: an input that was empty then is fetched to its end of then.
+          const end = ends.get(topic)?.get(task.partition);
+          const fetched = task.fetchedTo.get(topic) ?? task.emptyAtOpen.get(topic);
+          if (end !== undefined && fetched !== undefined && end <= fetched) {
+            task.group.confirm(topic, through);
+            confirmed++;
+          } else {
+            all = false;
+            behind++;
+          }
+        }
+        // With one input still behind the record waits for the fetch that brings it, which drains the task.
+        if (all) this.#o.onConfirmed(task);
+      }
+      if (confirmed > 0) this.#o.onResult?.('confirmed', confirmed);
+      if (behind > 0) this.#o.onResult?.('behind', behind);
     } finally {
       this.#running = false;
+      this.#schedule(backoff);
     }
   }
 }

@@ -147,12 +147,14 @@ export class PartitionGroup<R> {
 
   /**
    * The inputs whose confirmation alone holds the next record back: known at their end, nothing buffered, and
-   * confirmed only up to responses before the record's arrival. Empty when nothing is held back, or when an input
-   * is behind (or unknown): the fetch that brings its records decides then, not a confirmation (end-probe.ts).
+   * confirmed only up to responses before the record's arrival. Empty when nothing is held back, when an input
+   * is behind (or unknown): the fetch that brings its records decides then, not a confirmation (end-probe.ts),
+   * or when the record came after response `through`, so a confirmation up to it would not let it go.
    */
-  unconfirmed(): string[] {
+  unconfirmed(through = Infinity): string[] {
     if (this.#choose() === undefined || !this.#lags) return [];
     const arrival = this.#arrival ?? 0;
+    if (arrival > through) return [];
     const topics: string[] = [];
     for (const input of this.#inputs) {
       if (!input.waited || input.head !== input.buf.length) continue;

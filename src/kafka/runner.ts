@@ -90,10 +90,11 @@ export interface KafkaRunnerOptions {
    */
   readonly inputSettleMs?: number;
   /**
-   * Confirms an empty input that alone holds a live record back with a ListOffsets request sent at once, instead
-   * of waiting for the next fetch response (end-probe.ts). @default true
+   * A live record held back this long only by the confirmation of empty inputs gets it from a ListOffsets request
+   * rather than the next fetch, which comes with the next record or after maxWaitTimeInMs (end-probe.ts); 0: off.
+   * @default 50
    */
-  readonly inputEndProbe?: boolean;
+  readonly inputEndProbeMs?: number;
   /** Partitions of output (and input) topics the runner creates when missing; default: the inputs' count. */
   readonly topicPartitions?: number;
   /** Replication factor of the topics the runner creates; -1: the broker's default. @default -1 */
@@ -310,13 +311,15 @@ export class KafkaRunner {
     await this.#collector.connect();
     this.#purger = new RepartitionPurger(kafka);
     await this.#purger.connect();
-    const ends = this.#o.inputEndProbe === false ? undefined : kafkajsEnds(kafka, this.#log);
+    const probeMs = this.#o.inputEndProbeMs ?? 50;
+    const ends = probeMs > 0 ? kafkajsEnds(kafka, this.#log) : undefined;
     if (ends !== undefined) {
       this.#endReader = ends;
       this.#endProbe = new EndProbe<ActiveTask>({
         readEnds: ends.readEnds,
+        count: () => this.#fetches.count,
         settled: () => this.#fetches.settled(),
-        settleMs: this.#fetches.settleMs,
+        delayMs: probeMs,
         onConfirmed: (h) => this.#drainSoon(h),
         logger: this.#log,
         onResult: (result, n) => this.#metrics?.endProbes.inc({ result }, n),

@@ -45,7 +45,7 @@ test('partition group: the inputs whose confirmation alone holds the next record
   assert.equal(g.next().kind, 'record');
 });
 
-test('an input whose end is no further than its task fetched is confirmed up to the responses that had come when the request went; the task drains once all are', async () => {
+test('an input whose end is no further than its task fetched is confirmed up to the responses that had come when its task asked; the task drains once all are', async () => {
   const task = heldTask(3, { basket: 1n, orders: 40n, views: 9n });
   assert.deepEqual(task.group.unconfirmed(), ['orders', 'views']);
   let settled = 6;
@@ -58,8 +58,9 @@ test('an input whose end is no further than its task fetched is confirmed up to 
       settled = 99; // responses that came while the request was out vouch for nothing
       return r;
     },
+    count: () => settled,
     settled: () => settled,
-    settleMs: 0,
+    delayMs: 0,
     onConfirmed: (t) => drained.push(t.partition),
     logger: silent,
     onResult: (r, n) => results.push(`${r} ${n}`),
@@ -82,7 +83,7 @@ test('an input with records beyond what its task fetched is left to the fetch: n
   const task = heldTask(1, { basket: 1n, orders: 40n, views: 9n });
   const drained: number[] = [];
   const results: string[] = [];
-  const probe = new EndProbe({ readEnds: ends({ orders: { 1: 40n }, views: { 1: 10n } }), settled: () => 6, settleMs: 0, onConfirmed: (t) => drained.push(t.partition), logger: silent, onResult: (r, n) => results.push(`${r} ${n}`) });
+  const probe = new EndProbe({ readEnds: ends({ orders: { 1: 40n }, views: { 1: 10n } }), count: () => 6, settled: () => 6, delayMs: 0, onConfirmed: (t) => drained.push(t.partition), logger: silent, onResult: (r, n) => results.push(`${r} ${n}`) });
   probe.want(task);
   await flush();
   await flush();
@@ -95,7 +96,7 @@ test('an input the task never fetched counts as fetched to its end when the task
   const opened = heldTask(0, { basket: 1n }, { orders: 0n, views: 0n });
   const grew = heldTask(2, { basket: 1n }, { orders: 0n });
   const drained: number[] = [];
-  const probe = new EndProbe({ readEnds: ends({ orders: { 0: 0n, 2: 0n }, views: { 0: 0n, 2: 0n } }), settled: () => 6, settleMs: 0, onConfirmed: (t) => drained.push(t.partition), logger: silent });
+  const probe = new EndProbe({ readEnds: ends({ orders: { 0: 0n, 2: 0n }, views: { 0: 0n, 2: 0n } }), count: () => 6, settled: () => 6, delayMs: 0, onConfirmed: (t) => drained.push(t.partition), logger: silent });
   probe.want(opened);
   probe.want(grew);
   await flush();
@@ -113,11 +114,14 @@ test('one request at a time: tasks that ask while one is out go together in the 
     if (calls.length === 1) throw new Error('NOT_LEADER_OR_FOLLOWER');
     return new Map(['orders', 'views'].map((t) => [t, new Map([4, 5, 6].map((q) => [q, 1n]))]));
   };
-  const probe = new EndProbe({ readEnds, settled: () => 6, settleMs: 0, onConfirmed: (t) => drained.push(t.partition), logger: silent, onResult: (r, n) => results.push(`${r} ${n}`) });
+  const probe = new EndProbe({ readEnds, count: () => 6, settled: () => 6, delayMs: 0, onConfirmed: (t) => drained.push(t.partition), logger: silent, onResult: (r, n) => results.push(`${r} ${n}`) });
   const [a, b, c] = [4, 5, 6].map((p) => heldTask(p, { basket: 1n, orders: 1n, views: 1n })) as [ReturnType<typeof heldTask>, ReturnType<typeof heldTask>, ReturnType<typeof heldTask>];
   probe.want(a);
+  await new Promise((r) => setTimeout(r, 1));
+  assert.equal(calls.length, 1);
   probe.want(b);
   probe.want(c);
+  await new Promise((r) => setTimeout(r, 1));
   assert.equal(calls.length, 1, 'the others wait for the request that is out');
   await new Promise((r) => setTimeout(r, 150)); // the failure, its back-off (50 ms), the next request
   assert.deepEqual(
@@ -128,31 +132,50 @@ test('one request at a time: tasks that ask while one is out go together in the 
   assert.deepEqual(drained, [5, 6]);
   assert.deepEqual(a.group.unconfirmed(), ['orders', 'views'], 'asked only in the failed request: it waits for a fetch, or asks again');
   probe.want(a);
-  await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 30));
   assert.deepEqual(drained, [5, 6, 4]);
   probe.stop();
   probe.want(a);
   assert.equal(calls.length, 3, 'a stopped probe reads nothing');
 });
 
-test('with a settle time the probe reads that long after it was asked: the responses it vouches for are the settled ones', async () => {
-  const task = heldTask(1, { basket: 1n, orders: 9n, views: 9n });
-  let asked = 0;
-  let sentAt = 0;
+test('the probe reads only once a task has waited delayMs, and not at all when a fetch confirmed it meanwhile; it vouches for the responses that had come when the task asked', async () => {
   const t0 = performance.now();
-  const probe = new EndProbe({
-    readEnds: async (p) => {
-      sentAt = performance.now() - t0;
-      return ends({ orders: { 1: 9n }, views: { 1: 9n } })(p);
-    },
-    settled: () => ++asked && 5,
-    settleMs: 60,
-    onConfirmed: () => undefined,
-    logger: silent,
-  });
-  probe.want(task);
-  await new Promise((r) => setTimeout(r, 120));
-  assert.ok(sentAt >= 55, `sent after the settle time (${sentAt.toFixed(0)} ms)`);
-  assert.equal(asked, 1);
-  assert.deepEqual(task.group.unconfirmed(), []);
+  let sentAt = -1;
+  let count = 5;
+  const calls: ReadonlyMap<string, readonly number[]>[] = [];
+  const make = (): EndProbe<ReturnType<typeof heldTask>> =>
+    new EndProbe({
+      readEnds: async (p) => {
+        sentAt = performance.now() - t0;
+        return ends({ orders: { 1: 9n, 2: 9n }, views: { 1: 9n, 2: 9n } }, calls)(p);
+      },
+      count: () => count,
+      settled: () => 100,
+      delayMs: 60,
+      onConfirmed: () => undefined,
+      logger: silent,
+    });
+  const slow = heldTask(1, { basket: 1n, orders: 9n, views: 9n });
+  const probe = make();
+  probe.want(slow);
+  count = 50; // responses that come after the task asked vouch for nothing its request reads
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(calls.length, 0, 'not before delayMs');
+  await new Promise((r) => setTimeout(r, 80));
+  assert.ok(sentAt >= 55, `sent after the delay (${sentAt.toFixed(0)} ms)`);
+  assert.deepEqual(slow.group.unconfirmed(), []);
+  slow.group.add('basket', [{ record: 'b2', timestamp: 20, arrival: 6 }]);
+  slow.group.next();
+  assert.deepEqual(slow.group.unconfirmed(), ['orders', 'views'], 'confirmed up to 5, the count when it asked, not 50');
+  // A fetch confirms the inputs before the delay has passed: nothing to read.
+  const quick = heldTask(2, { basket: 1n, orders: 9n, views: 9n });
+  const probe2 = make();
+  probe2.want(quick);
+  quick.group.confirm('orders', 5);
+  quick.group.confirm('views', 5);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(calls.length, 1, 'no request for a task a fetch confirmed');
+  probe.stop();
+  probe2.stop();
 });

@@ -687,7 +687,7 @@ test('a live record whose task has empty inputs goes on once their end offsets a
     const app = `kprobe${probe ? 1 : 0}`;
     const topology = buildTopology(resolveCampaigns({ guards: { enabled: false } }), app);
     const registry = new Registry();
-    const r = runner(dir.dir, { topology, groupId: `kairos-${app}`, maxWaitTimeInMs: maxWait, inputEndProbe: probe, registry });
+    const r = runner(dir.dir, { topology, groupId: `kairos-${app}`, maxWaitTimeInMs: maxWait, inputEndProbeMs: probe ? 50 : 0, registry });
     try {
       await r.start();
       await until('the runner ready', () => r.ready, 30_000);
