@@ -83,8 +83,8 @@ export const RUNTIME_VARS = {
   inputEndProbeMs: v(
     'KAIROS_INPUT_END_PROBE_MS',
     Type.Integer({ minimum: 0, maximum: 60_000 }),
-    'live input: a record held back this long only until the empty inputs of its task are confirmed at their end gets that confirmation from a ListOffsets request instead of the next fetch, which comes with the next record or after KAFKA_MAX_WAIT_MS (see *Record order*); 0: the fetch only',
-    50,
+    'live input: a record held back this long (at least KAIROS_INPUT_SETTLE_MS) only until the empty inputs of its task are confirmed at their end gets that confirmation from a ListOffsets request instead of the next fetch, which comes with the next record or after KAFKA_MAX_WAIT_MS: lower latency on sparse input, with only this time as the bound of the broker\'s append window (see *Record order*); 0: the fetch only',
+    0,
   ),
   topicPartitions: v('KAIROS_TOPIC_PARTITIONS', Type.Integer({ minimum: 1, maximum: 10_000 }), 'partitions of missing output topics Kairos creates (and of missing inputs when none exists); the inputs\' count when unset'),
   replicationFactor: v('KAIROS_REPLICATION_FACTOR', Type.Integer({ minimum: -1, maximum: 32 }), 'replication factor of the topics Kairos creates (-1: the broker\'s default.replication.factor)', -1),

@@ -9,16 +9,21 @@
  * holds it until new data comes or `maxWaitTimeInMs` (500 ms) passes: on sparse input every record waited up to
  * the fetch wait, and a timer, which fires on stream time, as long for the record that moved it.
  *
- * So a record still held back only by such confirmations `delayMs` (50) after its task asked gets them from a
- * ListOffsets request: it reads each input's end (the last stable offset, as the read_committed consumer sees
- * it) just as a fetch would. An input whose end is no further than what its task has fetched holds nothing older
- * than the records of the fetch responses that had come `delayMs` before the request went (and, with
- * `inputSettleMs`, at least that long before: `FetchLog.settled()`), and is confirmed up to them, as a fetch
- * sent then would have confirmed it. The delay bounds the broker's append window of the record's producer
- * request, which a read right after the record came can fall into (2 of 3 live equivalence runs on the broker
- * differed with a probe sent at once, load-tests/README.md, *Twenty-second session*); while records flow the
- * next fetch confirms first and no request goes. An input with more to fetch is left to the fetch that brings
- * it, and a failed request to the next fetch: the probe only ever confirms what a fetch would have.
+ * With the probe on (`KAIROS_INPUT_END_PROBE_MS`, off by default), a record still held back only by such
+ * confirmations `delayMs` after its task asked gets them from a ListOffsets request: it reads each input's end
+ * (the last stable offset, as the read_committed consumer sees it) just as a fetch would. An input whose end is no
+ * further than what its task has fetched holds nothing older than the records of the fetch responses that had
+ * come `delayMs` before the request went (and, with `inputSettleMs`, at least that long before:
+ * `FetchLog.settled()`), and is confirmed up to them; an input with more to fetch is left to the fetch that brings
+ * it, and a failed request to the next fetch. While records flow the next fetch confirms first and no request goes.
+ *
+ * What it gives up, and why it is off by default: the fetch that comes back with the next record also says that
+ * the broker finished appending the record's own producer request (it handles one request per connection at a
+ * time), which a read after a fixed delay does not; only the delay bounds that append window, as
+ * `inputSettleMs` does for fetches. On the broker, live equivalence runs (`kafka-vs-replay.ts --mode before`, 32
+ * partitions) differed in 2 of 3 with a probe sent at once, 2 of 10 with a 50 ms delay (one of them by 162 late
+ * records across 16 tasks in one burst), 1 of 7 with the fetch only (load-tests/README.md, *Twenty-second
+ * session*). In return a record on sparse input waits about the delay instead of up to the fetch wait.
  *
  * One request at a time per runner: the tasks whose delay has passed go in one request per broker.
  */
@@ -48,7 +53,7 @@ export interface EndProbeOptions<T extends ProbedTask> {
   readonly count: () => number;
   /** The fetch responses a read beginning now vouches for (FetchLog.settled). */
   readonly settled: () => number;
-  /** How long a task waits for a fetch to confirm its inputs before the probe reads their ends. */
+  /** How long a task waits for a fetch to confirm its inputs before the probe reads their ends (> 0). */
   readonly delayMs: number;
   /** A task had its inputs confirmed: process what it can now. */
   readonly onConfirmed: (task: T) => void;

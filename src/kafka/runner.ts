@@ -90,9 +90,11 @@ export interface KafkaRunnerOptions {
    */
   readonly inputSettleMs?: number;
   /**
-   * A live record held back this long only by the confirmation of empty inputs gets it from a ListOffsets request
-   * rather than the next fetch, which comes with the next record or after maxWaitTimeInMs (end-probe.ts); 0: off.
-   * @default 50
+   * A live record held back this long (at least inputSettleMs) only by the confirmation of empty inputs gets it
+   * from a ListOffsets request rather than the next fetch, which comes with the next record or after
+   * maxWaitTimeInMs (end-probe.ts); 0: off. Off by default: the fetch that comes with the next record also says
+   * that the record's own producer request is appended whole, which a read after a fixed time does not.
+   * @default 0
    */
   readonly inputEndProbeMs?: number;
   /** Partitions of output (and input) topics the runner creates when missing; default: the inputs' count. */
@@ -311,7 +313,7 @@ export class KafkaRunner {
     await this.#collector.connect();
     this.#purger = new RepartitionPurger(kafka);
     await this.#purger.connect();
-    const probeMs = this.#o.inputEndProbeMs ?? 50;
+    const probeMs = (this.#o.inputEndProbeMs ?? 0) > 0 ? Math.max(this.#o.inputEndProbeMs ?? 0, this.#fetches.settleMs) : 0;
     const ends = probeMs > 0 ? kafkajsEnds(kafka, this.#log) : undefined;
     if (ends !== undefined) {
       this.#endReader = ends;
