@@ -9,7 +9,6 @@ import type { Logger } from 'pino';
 import { changelogTopic, POSITIONS_STORE, type ChangelogCheckpoint, type ChangelogEntry, type ChangelogSendOptions, type ChangelogWriter } from '../engine/state/changelog.js';
 import type { TaskState } from '../engine/state/task-state.js';
 import { KairosError } from '../errors.js';
-import type { FetchEventPayload } from './kafkajs-preload.js';
 import { partitionOffsets } from './topics.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, sendBounded, type ProducedOffsets, type TopicMessages } from './record-collector.js';
 
@@ -332,34 +331,24 @@ async function readRanges(
       });
       // A transactional (exactly-once) changelog ends in commit markers, which are never delivered: a partition
       // a few offsets short of its end that fetches nothing for several rounds (after data came, or for long)
-      // is complete. So is one further short, when nothing at all came in those rounds: the log cleaner removes
-      // the records of aborted transactions (and an idempotent producer's duplicates) but keeps their batch,
-      // empty, which kafkajs neither hands on nor reads past (no END_BATCH_PROCESS). A restore after an
-      // exactly-once owner was killed mid-transaction read up to such a batch and waited for ever (twenty-second
-      // session, on the broker: 44 offsets of an aborted transaction compacted to one empty batch). A response
-      // with no records for any partition cannot have left this one out for its size, so those rounds say the
-      // broker has nothing readable from there to the end offset.
+      // is complete.
       const idleRounds = new Map<string, number>();
       const seenData = new Set<string>();
-      consumer.on(consumer.events.FETCH, (e) => {
-        if (seeked.size < todo.size) return;
-        const batches = (e.payload as FetchEventPayload).batches;
-        const quiet = batches !== undefined && batches.every((b) => b.isEmpty());
-        for (const [topic, t] of todo) {
-          if (t.next >= t.end) continue;
-          if (!quiet && (!opts.transactional || t.end - t.next > 10n)) continue;
-          const n = (idleRounds.get(topic) ?? 0) + 1;
-          idleRounds.set(topic, n);
-          if ((seenData.has(topic) && n >= 5) || n >= 30) {
-            logger.info(
-              { topic, partition: p, at: t.next.toString(), end: t.end.toString() },
-              'changelog has no more records before its end offset (transaction markers, or batches the log cleaner emptied); restore of it complete',
-            );
-            t.next = t.end;
+      if (opts.transactional) {
+        consumer.on(consumer.events.FETCH, () => {
+          if (seeked.size < todo.size) return;
+          for (const [topic, t] of todo) {
+            if (t.next >= t.end || t.end - t.next > 10n) continue;
+            const n = (idleRounds.get(topic) ?? 0) + 1;
+            idleRounds.set(topic, n);
+            if ((seenData.has(topic) && n >= 5) || n >= 30) {
+              logger.info({ topic, partition: p, at: t.next.toString(), end: t.end.toString() }, 'changelog has no more records before its end offset (transaction markers); restore of it complete');
+              t.next = t.end;
+            }
           }
-        }
-        if (allRead()) resolve();
-      });
+          if (allRead()) resolve();
+        });
+      }
       consumer.on(consumer.events.GROUP_JOIN, () => {
         for (const [topic, t] of todo) {
           if (seeked.has(topic)) continue;
