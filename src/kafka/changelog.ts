@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { changelogTopic, POSITIONS_STORE, type ChangelogCheckpoint, type ChangelogEntry, type ChangelogSendOptions, type ChangelogWriter } from '../engine/state/changelog.js';
 import type { TaskState } from '../engine/state/task-state.js';
 import { KairosError } from '../errors.js';
+import type { FetchEventPayload } from './kafkajs-preload.js';
 import { partitionOffsets } from './topics.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, sendBounded, type ProducedOffsets, type TopicMessages } from './record-collector.js';
 
@@ -283,6 +284,8 @@ async function readRanges(
     await consumer.subscribe({ topics: [...todo.keys()], fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
       const seeked = new Set<string>();
+      const idleRounds = new Map<string, number>();
+      const seenData = new Set<string>();
       // Every partition read to its end offset: the restore is done.
       const allRead = (): boolean => [...todo.values()].every((x) => x.next >= x.end);
       // A transactional (exactly-once) changelog ends in commit markers, which kafkajs never hands on: the end of
@@ -329,26 +332,55 @@ async function readRanges(
         readThrough(t, lastOffset);
         if (allRead()) resolve();
       });
-      // A transactional (exactly-once) changelog ends in commit markers, which are never delivered: a partition
-      // a few offsets short of its end that fetches nothing for several rounds (after data came, or for long)
-      // is complete.
-      const idleRounds = new Map<string, number>();
-      const seenData = new Set<string>();
-      if (opts.transactional) {
-        consumer.on(consumer.events.FETCH, () => {
-          if (seeked.size < todo.size) return;
-          for (const [topic, t] of todo) {
-            if (t.next >= t.end || t.end - t.next > 10n) continue;
-            const n = (idleRounds.get(topic) ?? 0) + 1;
-            idleRounds.set(topic, n);
-            if ((seenData.has(topic) && n >= 5) || n >= 30) {
-              logger.info({ topic, partition: p, at: t.next.toString(), end: t.end.toString() }, 'changelog has no more records before its end offset (transaction markers); restore of it complete');
-              t.next = t.end;
-            }
+      // What a fetch at the restore's position says without a record to hand on (the response's batches, before
+      // kafkajs hands any on: kafkajs-preload.ts). Transaction markers and aborted records alone: the offsets
+      // through the last of them hold nothing to restore. Nothing at all at or after the position, below the end:
+      // the rest is batches the log cleaner emptied (an aborted transaction's records removed, the batch kept
+      // for its producer's state; kafkajs decodes no record from it and fetches the same offset again) — complete
+      // once two responses in a row that held no record for any partition (so none was cut short by the
+      // response's byte limit) said so. Only fetches at the position count: kafkajs leaves a partition out of
+      // its fetches while its last batch is being applied, and such rounds say nothing.
+      const quietAt = new Map<string, bigint>();
+      const quietRounds = new Map<string, number>();
+      consumer.on(consumer.events.FETCH, (e) => {
+        const { batches } = e.payload as FetchEventPayload;
+        if (batches === undefined) {
+          legacyIdleRound();
+          return;
+        }
+        const quiet = batches.every((b) => b.isEmptyIncludingFiltered());
+        for (const b of batches) {
+          const t = b.partition === p ? todo.get(b.topic) : undefined;
+          if (t === undefined || t.next >= t.end || !b.isEmpty() || BigInt(b.fetchedOffset) !== t.next) continue;
+          if (!b.isEmptyIncludingFiltered()) {
+            readThrough(t, b.lastOffset());
+            continue;
           }
-          if (allRead()) resolve();
-        });
-      }
+          const n = quietAt.get(b.topic) === t.next ? (quietRounds.get(b.topic) ?? 0) + (quiet ? 1 : 0) : quiet ? 1 : 0;
+          quietAt.set(b.topic, t.next);
+          quietRounds.set(b.topic, n);
+          if (n >= 2) {
+            logger.info({ topic: b.topic, partition: p, at: t.next.toString(), end: t.end.toString() }, 'changelog has no record from here to its end (batches emptied by the log cleaner); restore of it complete');
+            t.next = t.end;
+          }
+        }
+        if (allRead()) resolve();
+      });
+      // Without the response's batches (kafkajs other than 2.2.4): a transactional (exactly-once) changelog a few
+      // offsets short of its end (its last commit markers) that fetches nothing for several rounds is complete.
+      const legacyIdleRound = (): void => {
+        if (!opts.transactional || seeked.size < todo.size) return;
+        for (const [topic, t] of todo) {
+          if (t.next >= t.end || t.end - t.next > 10n) continue;
+          const n = (idleRounds.get(topic) ?? 0) + 1;
+          idleRounds.set(topic, n);
+          if ((seenData.has(topic) && n >= 5) || n >= 30) {
+            logger.info({ topic, partition: p, at: t.next.toString(), end: t.end.toString() }, 'changelog has no more records before its end offset (transaction markers); restore of it complete');
+            t.next = t.end;
+          }
+        }
+        if (allRead()) resolve();
+      };
       consumer.on(consumer.events.GROUP_JOIN, () => {
         for (const [topic, t] of todo) {
           if (seeked.has(topic)) continue;

@@ -118,9 +118,13 @@ export function kafkajsRequestQueuePatch(): string {
 export interface FetchedBatch {
   readonly topic: string;
   readonly partition: number;
+  /** The offset the fetch asked for (kafkajs' position of the partition then). */
+  readonly fetchedOffset: string;
   /** Whether the batch has records kafkajs will hand to eachBatch. */
   isEmpty(): boolean;
-  /** The offset of its last record (of a non-empty batch). */
+  /** Whether the response held nothing at or after the fetched offset: no record, no transaction marker. */
+  isEmptyIncludingFiltered(): boolean;
+  /** The offset of its last record or transaction marker (of a batch not empty including the filtered). */
   lastOffset(): string;
 }
 

@@ -1,10 +1,14 @@
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Admin, Kafka, Producer } from 'kafkajs';
 import assert from 'node:assert/strict';
 import { stringCodec } from '../../src/engine/api/codecs.js';
 import { keyValueStore } from '../../src/engine/api/stores.js';
 import { TaskState } from '../../src/engine/state/task-state.js';
-import { COMMIT_MARKER_KEY, KafkaChangelogWriter, producerSend, restoreFromChangelog } from '../../src/kafka/changelog.js';
+import { COMMIT_MARKER_KEY, KafkaChangelogWriter, producerSend, restoreFromChangelog, type ChangelogSend } from '../../src/kafka/changelog.js';
+import type { FetchedBatch } from '../../src/kafka/kafkajs-preload.js';
 import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { tempDir } from '../helpers.js';
 import pino from 'pino';
@@ -184,3 +188,142 @@ test('every commit marker names every store, also those its commit did not write
       await fresh.close();
     }
   }));
+
+/** A changelog partition as the broker serves it: records and markers by offset, and its end offset. */
+interface ScriptedLog {
+  readonly entries: { offset: bigint; key: Buffer | null; value: Buffer | null; control: boolean }[];
+  end: bigint;
+}
+
+/** kafkajs 2.2.4's Batch: what a consumer makes of one partition's part of a fetch response. */
+type KafkajsBatch = FetchedBatch & { readonly messages: readonly unknown[]; isEmptyDueToFiltering(): boolean; firstOffset(): string | null };
+const KafkajsBatch = createRequire(import.meta.url)('kafkajs/src/consumer/batch.js') as new (
+  topic: string,
+  fetchedOffset: string,
+  data: { partition: number; highWatermark: string; messages: readonly object[]; abortedTransactions: readonly object[] },
+) => KafkajsBatch;
+
+/**
+ * A Kafka whose consumers fetch partition `p` of `logs` in a loop as kafkajs 2.2.4's runner does (its own Batch per
+ * response; the FETCH event with the batches; a batch of markers alone resolved with END_BATCH_PROCESS; an empty
+ * one fetched again at the same offset; records to eachBatch): what a real broker serves after its log cleaner
+ * emptied an aborted transaction's batch, which librdkafka's mock cluster refuses to store.
+ */
+function scriptedKafka(logs: Map<string, ScriptedLog>, p: number, fetchedAt: string[]): { kafka: Kafka; admin: Admin } {
+  const events = { FETCH: 'consumer.fetch', END_BATCH_PROCESS: 'consumer.end_batch_process', GROUP_JOIN: 'consumer.group_join', CRASH: 'consumer.crash' };
+  const consumer = () => {
+    const on = new EventEmitter();
+    const position = new Map<string, bigint>();
+    let running = false;
+    return {
+      events,
+      on: (event: string, listener: (e: { payload: unknown }) => void) => on.on(event, listener),
+      connect: async () => undefined,
+      subscribe: async ({ topics }: { topics: string[] }) => void topics.forEach((t) => position.set(t, 0n)),
+      seek: ({ topic, offset }: { topic: string; offset: string }) => void position.set(topic, BigInt(offset)),
+      pause: () => undefined,
+      disconnect: async () => void (running = false),
+      run: async ({ eachBatch }: { eachBatch: (a: { batch: KafkajsBatch }) => Promise<void> }) => {
+        running = true;
+        void (async () => {
+          await delay(1);
+          on.emit(events.GROUP_JOIN, { payload: {} });
+          while (running) {
+            const batches = [...position].map(([topic, at]) => {
+              const log = logs.get(topic) as ScriptedLog;
+              const messages = log.entries
+                .filter((e) => e.offset >= at)
+                .map((e) => ({ offset: e.offset.toString(), key: e.key, value: e.value, timestamp: '0', headers: {}, isControlRecord: e.control, batchContext: { producerId: '7', inTransaction: true } }));
+              fetchedAt.push(`${topic}@${at}`);
+              return new KafkajsBatch(topic, at.toString(), { partition: p, highWatermark: log.end.toString(), messages, abortedTransactions: [] });
+            });
+            on.emit(events.FETCH, { payload: { nodeId: 0, duration: 0, batches } });
+            for (const b of batches) {
+              if (b.isEmptyDueToFiltering()) {
+                position.set(b.topic, BigInt(b.lastOffset()) + 1n);
+                on.emit(events.END_BATCH_PROCESS, { payload: { topic: b.topic, partition: p, batchSize: 0, firstOffset: b.firstOffset(), lastOffset: b.lastOffset() } });
+              } else if (!b.isEmpty()) {
+                await eachBatch({ batch: b });
+                position.set(b.topic, BigInt(b.lastOffset()) + 1n);
+              }
+            }
+            await delay(2);
+          }
+        })();
+      },
+    };
+  };
+  const admin = {
+    fetchTopicOffsets: async (topic: string) => {
+      const end = logs.get(topic)?.end.toString() ?? '0';
+      return [{ partition: p, offset: end, high: end, low: '0' }];
+    },
+  };
+  return { kafka: { consumer } as unknown as Kafka, admin: admin as unknown as Admin };
+}
+
+test('a restore reads past batches the log cleaner emptied (an aborted transaction kept for its producer, no record), with a marker after them or none (kafkajs Batch on a scripted fetch loop: the mock cluster refuses empty batches)', async () => {
+  const p = 2;
+  const logs = new Map<string, ScriptedLog>();
+  const log = (topic: string): ScriptedLog => logs.get(topic) ?? (logs.set(topic, { entries: [], end: 0n }).get(topic) as ScriptedLog);
+  const marker = (topic: string): void => {
+    const l = log(topic);
+    l.entries.push({ offset: l.end, key: Buffer.from([0, 0, 0, 1]), value: Buffer.alloc(6), control: true });
+    l.end += 1n;
+  };
+  // A committed transaction per commit: its records, then a commit marker on every partition it wrote.
+  const send: ChangelogSend = async (topicMessages) => {
+    const next = new Map<string, string>();
+    for (const { topic, messages } of topicMessages) {
+      const l = log(topic);
+      for (const m of messages) {
+        l.entries.push({ offset: l.end, key: Buffer.from(m.key as Buffer | string), value: m.value === null || m.value === undefined ? null : Buffer.from(m.value as Buffer | string), control: false });
+        l.end += 1n;
+      }
+      next.set(`${topic}\u0000${p}`, l.end.toString());
+      marker(topic);
+    }
+    return next;
+  };
+  const source = tempDir();
+  const target = tempDir();
+  try {
+    const state = await TaskState.open({ dir: source.dir, taskId: 'task-2', stores: [kv, other], changelog: new KafkaChangelogWriter(send, 'kclean', p) });
+    state.put('kv', 'basket', 'two units', 1);
+    state.put('other', 'wish', 'a jacket', 1);
+    state.setPosition('shop.basket.v1', p, '9');
+    await state.commit();
+    await state.close();
+    // Then a later owner's transaction, aborted, emptied by the cleaner: on `kv` with its abort marker after it,
+    // on `other` without (the cleaner removed the marker too), on the positions after a marker only.
+    const kvLog = log('kclean-kv-changelog');
+    kvLog.end += 43n;
+    kvLog.entries.push({ offset: kvLog.end, key: Buffer.from([0, 0, 0, 0]), value: Buffer.alloc(6), control: true });
+    kvLog.end += 1n;
+    log('kclean-other-changelog').end += 43n;
+    log('kclean-_positions-changelog').end += 12n;
+    const fetchedAt: string[] = [];
+    const { kafka, admin } = scriptedKafka(logs, p, fetchedAt);
+    const logged: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logged.push(line) });
+    const fresh = await TaskState.open({ dir: target.dir, taskId: 'task-2', stores: [kv, other] });
+    try {
+      const restored = await Promise.race([
+        restoreFromChangelog({ kafka, admin, state: fresh, applicationId: 'kclean', stores: ['kv', 'other', '_positions'], partition: p, groupId: 'kclean', logger, transactional: true }),
+        delay(20_000).then(() => assert.fail(`the restore did not end; fetched at ${[...new Set(fetchedAt)].join(', ')}`)),
+      ]);
+      assert.ok(restored >= 2, `restored ${restored}`);
+      assert.equal(await fresh.get('kv', 'basket'), 'two units');
+      assert.equal(await fresh.get('other', 'wish'), 'a jacket');
+      assert.equal(fresh.position('shop.basket.v1', p), '9');
+      const emptied = logged.filter((l) => l.includes('batches emptied by the log cleaner'));
+      assert.equal(emptied.length, 2, `the logs without a marker after their emptied batch, each once: ${emptied.join('')}`);
+      assert.ok(emptied.some((l) => l.includes('kclean-other-changelog')) && emptied.some((l) => l.includes('kclean-_positions-changelog')), emptied.join(''));
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    source.remove();
+    target.remove();
+  }
+});
