@@ -59,12 +59,10 @@ export interface EndProbeOptions<T extends ProbedTask> {
   readonly onConfirmed: (task: T) => void;
   readonly logger: Logger;
   readonly onResult?: (result: 'confirmed' | 'behind' | 'failed', n: number) => void;
-  readonly now?: () => number;
 }
 
 export class EndProbe<T extends ProbedTask> {
   readonly #o: EndProbeOptions<T>;
-  readonly #now: () => number;
   /** Tasks that asked, with when they first asked and the responses counted then (in the order they asked). */
   #wanted = new Map<T, { readonly at: number; readonly count: number }>();
   #timer: NodeJS.Timeout | undefined;
@@ -74,13 +72,12 @@ export class EndProbe<T extends ProbedTask> {
 
   constructor(o: EndProbeOptions<T>) {
     this.#o = o;
-    this.#now = o.now ?? (() => performance.now());
   }
 
   /** A task holds a record back only for the confirmation of empty inputs: read their ends if no fetch does soon. */
   want(task: T): void {
     if (this.#stopped || this.#wanted.has(task)) return;
-    this.#wanted.set(task, { at: this.#now(), count: this.#o.count() });
+    this.#wanted.set(task, { at: performance.now(), count: this.#o.count() });
     this.#schedule();
   }
 
@@ -96,7 +93,7 @@ export class EndProbe<T extends ProbedTask> {
     if (this.#running || this.#timer !== undefined || this.#stopped) return;
     const first = this.#wanted.values().next();
     if (first.done === true) return;
-    const wait = Math.max(0, first.value.at + this.#o.delayMs - this.#now()) + extraMs;
+    const wait = Math.max(0, first.value.at + this.#o.delayMs - performance.now()) + extraMs;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       void this.#run();
@@ -108,7 +105,7 @@ export class EndProbe<T extends ProbedTask> {
     let backoff = 0;
     try {
       // The tasks that asked at least delayMs ago, and the responses that had come when the last of them asked.
-      const due = this.#now() - this.#o.delayMs;
+      const due = performance.now() - this.#o.delayMs;
       let counted = 0;
       const tasks: T[] = [];
       for (const [task, w] of this.#wanted) {
@@ -125,7 +122,7 @@ export class EndProbe<T extends ProbedTask> {
         const topics = task.group.unconfirmed(through);
         if (topics.length === 0) {
           // Held back by a record that came later (it asked while the task was waiting already): its own turn.
-          if (task.group.unconfirmed().length > 0) this.#wanted.set(task, { at: this.#now(), count: this.#o.count() });
+          if (task.group.unconfirmed().length > 0) this.#wanted.set(task, { at: performance.now(), count: this.#o.count() });
           continue;
         }
         asks.push([task, topics]);

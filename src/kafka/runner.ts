@@ -313,12 +313,12 @@ export class KafkaRunner {
     await this.#collector.connect();
     this.#purger = new RepartitionPurger(kafka);
     await this.#purger.connect();
-    const probeMs = (this.#o.inputEndProbeMs ?? 0) > 0 ? Math.max(this.#o.inputEndProbeMs ?? 0, this.#fetches.settleMs) : 0;
-    const ends = probeMs > 0 ? kafkajsEnds(kafka, this.#log) : undefined;
-    if (ends !== undefined) {
-      this.#endReader = ends;
-      this.#endProbe = new EndProbe<ActiveTask>({
-        readEnds: ends.readEnds,
+    const asked = this.#o.inputEndProbeMs ?? 0;
+    const probeMs = asked > 0 ? Math.max(asked, this.#fetches.settleMs) : 0;
+    const reader = probeMs > 0 ? kafkajsEnds(kafka, this.#log) : undefined;
+    if (reader !== undefined) {
+      const probe = new EndProbe<ActiveTask>({
+        readEnds: reader.readEnds,
         count: () => this.#fetches.count,
         settled: () => this.#fetches.settled(),
         delayMs: probeMs,
@@ -326,6 +326,7 @@ export class KafkaRunner {
         logger: this.#log,
         onResult: (result, n) => this.#metrics?.endProbes.inc({ result }, n),
       });
+      this.#endProbe = { probe, close: reader.close };
     }
     const app = this.#o.topology.applicationId;
     const repartition = new Set(this.#o.topology.repartitionTopics);
@@ -348,7 +349,7 @@ export class KafkaRunner {
       clock: this.#o.clock ?? Date.now,
       commitIntervalMs: this.#commitIntervalMs,
       outputLingerMs: this.#o.outputLingerMs ?? 20,
-      onHeld: (task) => this.#endProbe?.want(task),
+      onHeld: (task) => this.#endProbe?.probe.want(task),
       onCommitLanded: (task) => {
         // What became due while the commit was writing (outputs that lingered, the interval) commits now
         // rather than with the next batch or punctuation.
@@ -655,8 +656,8 @@ export class KafkaRunner {
    */
   readonly #fetches: FetchLog;
   /** Reads the ends of empty inputs that hold live records back (end-probe.ts); undefined: off, or kafkajs differs. */
-  #endProbe: EndProbe<ActiveTask> | undefined;
-  #endReader: { close: () => Promise<void> } | undefined;
+  /** The end-offset probe and the close of its reader (`inputEndProbeMs`). */
+  #endProbe: { readonly probe: EndProbe<ActiveTask>; readonly close: () => Promise<void> } | undefined;
   /** Inputs with records fetched for a task still opening (fetch-log.ts). */
   readonly #fetchedWhileOpening = new FetchedWhileOpening();
   readonly #fetchStarts = new Map<number, number>();
@@ -731,7 +732,7 @@ export class KafkaRunner {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#timer) clearInterval(this.#timer);
-    this.#endProbe?.stop();
+    this.#endProbe?.probe.stop();
     const deadline = Date.now() + (this.#o.stopTimeoutMs ?? 25_000);
     const log = this.#log;
     // Every task's final commit at once (their requests are shared).
@@ -749,7 +750,7 @@ export class KafkaRunner {
     for (const p of [...this.#tasks.keys()]) await this.#closeTask(p, deadline);
     if (this.#collector) await untilDeadline(this.#collector.disconnect(), deadline, 'disconnecting the producer', log);
     if (this.#purger) await untilDeadline(this.#purger.disconnect(), deadline, 'disconnecting the purger\'s admin client', log);
-    if (this.#endReader) await untilDeadline(this.#endReader.close(), deadline, 'disconnecting the end-offset reader', log);
+    if (this.#endProbe) await untilDeadline(this.#endProbe.close(), deadline, 'disconnecting the end-offset reader', log);
     if (this.#admin) await untilDeadline(this.#admin.disconnect(), deadline, 'disconnecting the admin client', log);
     this.#log.info('kafka runner stopped');
   }
