@@ -286,6 +286,7 @@ async function main(): Promise<number> {
   });
   const quiet = Number(o['quiet-sec']) * 1000;
   const inputs = [...new Set(lines.map((l) => l.topic))].filter(isTopicName);
+  let readySince: number | undefined;
   for (;;) {
     await sleep(1000);
     // Done: the inputs and the repartition topics read to their ends by the group, the last engine ready (every
@@ -310,7 +311,12 @@ async function main(): Promise<number> {
       }
     }
     const ready = await engineReady(engine);
-    const idle = Date.now() - lastAt;
+    if (!ready) readySince = undefined;
+    else readySince ??= Date.now();
+    // Quiet since the last trigger and since the engine became ready: a restore that outlasts --quiet-sec used to
+    // end the run the moment the engine was ready, before it fired what its restored state had pending (an
+    // at-least-once kill -9 run "missed" 176 price drops and 32 restocks that way, twenty-third session).
+    const idle = Date.now() - Math.max(lastAt, readySince ?? Date.now());
     process.stderr.write(`[kafka-vs-replay] ${((Date.now() - started) / 1000).toFixed(0)} s: ${got.length} triggers read, input lag ${lag}, repartition lag ${internalLag} (beyond 2 a partition)${ready ? '' : ', engine not ready'}\r`);
     if (lag === 0 && internalLag === 0 && ready && idle > quiet) break;
     if (Date.now() - started > Number(o['timeout-sec']) * 1000) {
