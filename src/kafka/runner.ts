@@ -655,8 +655,10 @@ export class KafkaRunner {
    * responses it vouches for (all that came before it began, or at least inputSettleMs before).
    */
   readonly #fetches: FetchLog;
-  /** Reads the ends of empty inputs that hold live records back (end-probe.ts); undefined: off, or kafkajs differs. */
-  /** The end-offset probe and the close of its reader (`inputEndProbeMs`). */
+  /**
+   * Reads the ends of empty inputs that hold live records back (end-probe.ts), with the close of its reader;
+   * undefined: off (`inputEndProbeMs`), or kafkajs differs.
+   */
   #endProbe: { readonly probe: EndProbe<ActiveTask>; readonly close: () => Promise<void> } | undefined;
   /** Inputs with records fetched for a task still opening (fetch-log.ts). */
   readonly #fetchedWhileOpening = new FetchedWhileOpening();
