@@ -340,8 +340,8 @@ async function readRanges(
       // once two responses in a row that held no record for any partition (so none was cut short by the
       // response's byte limit) said so. Only fetches at the position count: kafkajs leaves a partition out of
       // its fetches while its last batch is being applied, and such rounds say nothing.
-      const quietAt = new Map<string, bigint>();
-      const quietRounds = new Map<string, number>();
+      // Per topic: the position of its last such fetch, and the quiet responses in a row that found nothing there.
+      const quietAt = new Map<string, { readonly at: bigint; readonly rounds: number }>();
       consumer.on(consumer.events.FETCH, (e) => {
         const { batches } = e.payload as FetchEventPayload;
         if (batches === undefined) {
@@ -356,10 +356,10 @@ async function readRanges(
             readThrough(t, b.lastOffset());
             continue;
           }
-          const n = quietAt.get(b.topic) === t.next ? (quietRounds.get(b.topic) ?? 0) + (quiet ? 1 : 0) : quiet ? 1 : 0;
-          quietAt.set(b.topic, t.next);
-          quietRounds.set(b.topic, n);
-          if (n >= 2) {
+          const last = quietAt.get(b.topic);
+          const rounds = (last?.at === t.next ? last.rounds : 0) + (quiet ? 1 : 0);
+          quietAt.set(b.topic, { at: t.next, rounds });
+          if (rounds >= 2) {
             logger.info({ topic: b.topic, partition: p, at: t.next.toString(), end: t.end.toString() }, 'changelog has no record from here to its end (batches emptied by the log cleaner); restore of it complete');
             t.next = t.end;
           }
