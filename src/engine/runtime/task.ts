@@ -63,11 +63,6 @@ const timerSpec: KeyValueStoreSpec<PersistedTimer> = { kind: 'key-value', name: 
 /** Timers whose keys are loaded with one multi-get before a wave of firings. */
 const PREFETCH_CHUNK = 256;
 
-interface Pending {
-  readonly node: string;
-  readonly record: StreamRecord;
-}
-
 export interface TaskStats {
   recordsProcessed: number;
   recordsSkipped: number;
@@ -86,7 +81,14 @@ export class StreamTask {
   readonly #contexts = new Map<string, NodeContext>();
   readonly #sourceByTopic = new Map<string, string>();
   readonly #timers = new TimerQueue();
-  readonly #queue: Pending[] = [];
+  /**
+   * Records waiting for a processor, first in first out: slots [#queueHead, #queueTail) of two parallel arrays,
+   * reused from slot 0 once the queue is empty (an object per queued record, and `shift()`, were a hot spot).
+   */
+  readonly #queueNodes: string[] = [];
+  readonly #queueRecords: (StreamRecord | undefined)[] = [];
+  #queueHead = 0;
+  #queueTail = 0;
   /** Records looped back from repartition topics and not prefetched yet (a fan-out wave's page). */
   #unfetched: StreamRecord[] = [];
   /** Timers whose keys were prefetched ahead of their firing. */
@@ -274,7 +276,11 @@ export class StreamTask {
     if (!this.#repartitionTopics.has(record.topic)) this.state.wallClockLag = Math.max(0, now - record.timestamp);
     if (record.timestamp > this.state.streamTime) {
       // Most records have no timer due before them: stream time moves without a trip through the timer loop.
-      if (this.#streamTimerDue(record.timestamp)) return this.advanceStreamTime(record.timestamp).then(() => this.#flow(source, record, consumed));
+      if (this.#streamTimerDue(record.timestamp)) {
+        const advanced = this.#advance(record.timestamp);
+        if (typeof advanced !== 'number') return advanced.then(() => this.#flow(source, record, consumed));
+        return this.#flow(source, record, consumed);
+      }
       this.state.streamTime = record.timestamp;
     }
     return this.#flow(source, record, consumed);
@@ -292,7 +298,8 @@ export class StreamTask {
     this.#origin = record;
     let drained: void | Promise<void>;
     try {
-      for (const child of this.#topology.children.get(source) ?? []) this.#dispatch(child, record);
+      const children = this.#topology.children.get(source);
+      if (children !== undefined) for (let i = 0; i < children.length; i++) this.#dispatch(children[i] as string, record);
       drained = this.#drain();
     } catch (err) {
       this.#origin = undefined;
@@ -320,10 +327,13 @@ export class StreamTask {
       this.#origin = undefined;
     }
     if (this.#streamTimerDue(this.state.streamTime)) {
-      return this.advanceStreamTime(this.state.streamTime).then(() => {
-        this.stats.recordsProcessed++;
-        return true;
-      });
+      const advanced = this.#advance(this.state.streamTime);
+      if (typeof advanced !== 'number') {
+        return advanced.then(() => {
+          this.stats.recordsProcessed++;
+          return true;
+        });
+      }
     }
     this.stats.recordsProcessed++;
     return true;
@@ -337,15 +347,45 @@ export class StreamTask {
   /** Moves stream time forward to `time` (never back) and fires the stream-time timers due by then. */
   async advanceStreamTime(time: number): Promise<number> {
     this.#checkOpen();
+    return this.#advance(time);
+  }
+
+  /**
+   * advanceStreamTime without a promise while every firing answers from memory (its keys loaded, its processor
+   * and what it forwards to done without waiting): a promise and a turn of the microtask queue per timer were
+   * the engine's largest allocation of a replay after the records themselves. Once something must be waited
+   * for, the rest runs in {@link #advanceAsync}.
+   */
+  #advance(time: number): number | Promise<number> {
     let fired = 0;
     for (;;) {
       const t = this.#timers.popDue('stream-time', time);
       if (!t) break;
-      if (!this.#timersFetched.delete(t) && this.#anyToFetch()) await this.#prefetchTimers(t, 'stream-time', time);
+      if (!this.#timersFetched.delete(t) && this.#anyToFetch()) return this.#advanceAsync(time, fired, t);
       // Stream time steps through each timer, so a timer sees the time it was due at.
+      this.state.streamTime = t.time;
+      const firing = this.#fire(t);
+      fired++;
+      if (firing !== undefined) return firing.then(() => this.#advanceAsync(time, fired, undefined));
+    }
+    this.state.streamTime = time;
+    return fired;
+  }
+
+  /** The rest of #advance: `due`, popped and not loaded yet, first. */
+  async #advanceAsync(time: number, firedBefore: number, due: QueuedTimer | undefined): Promise<number> {
+    let fired = firedBefore;
+    let t = due;
+    for (;;) {
+      if (t === undefined) {
+        t = this.#timers.popDue('stream-time', time);
+        if (!t) break;
+        if (!this.#timersFetched.delete(t) && this.#anyToFetch()) await this.#prefetchTimers(t, 'stream-time', time);
+      } else await this.#prefetchTimers(t, 'stream-time', time);
       this.state.streamTime = t.time;
       await this.#fire(t);
       fired++;
+      t = undefined;
     }
     this.state.streamTime = time;
     return fired;
@@ -437,7 +477,7 @@ export class StreamTask {
   async #init(): Promise<void> {
     for (const row of await this.state.scan(TIMER_STORE)) {
       const p = row.value as PersistedTimer;
-      this.#timers.add({ ...p, id: row.key });
+      this.#timers.add({ ...p, id: row.key, heapAt: -1 });
     }
     for (const node of this.#topology.nodes.values()) {
       if (node.kind !== 'processor') continue;
@@ -474,13 +514,23 @@ export class StreamTask {
     const children = this.#topology.children.get(node) ?? [];
     if (child !== undefined) {
       if (!children.includes(child)) throw new KairosError('KAIROS_ERR_TOPOLOGY', `"${node}" has no child "${child}"`);
-      this.#dispatch(child, this.#asStream(record));
+      this.#dispatch(child, this.#streamOf(record));
       return;
     }
     if (children.length === 0) return;
     // One record for all children, as a source record is: processors get it read-only.
-    const stream = this.#asStream(record);
-    for (const c of children) this.#dispatch(c, stream);
+    const stream = this.#streamOf(record);
+    for (let i = 0; i < children.length; i++) this.#dispatch(children[i] as string, stream);
+  }
+
+  /**
+   * The record as its children get it. The input record itself, forwarded unchanged (a stage that passes records
+   * on, like the input dedup), goes on as it is: it already holds the coordinates #asStream would copy into a new
+   * one (two objects per input record less).
+   */
+  #streamOf(record: OutputRecord): StreamRecord {
+    const origin: object | undefined = this.#origin;
+    return record === origin ? (record as StreamRecord) : this.#asStream(record);
   }
 
   /** @internal */
@@ -535,8 +585,8 @@ export class StreamTask {
     const id = pending?.id ?? timerId(node, t.name, t.key);
     const q: QueuedTimer =
       t.data === undefined
-        ? { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain }
-        : { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain, data: t.data };
+        ? { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain, heapAt: -1 }
+        : { node, id, name: t.name, key: t.key, time: t.time, domain: t.domain, data: t.data, heapAt: -1 };
     // Replaces a pending timer of the same id (another domain) in place.
     this.#timers.add(q);
     this.#timerChanges.add(id);
@@ -601,14 +651,21 @@ export class StreamTask {
     if (node?.kind === 'sink' && this.#loopback.has(node.topic)) {
       const source = this.#sourceByTopic.get(node.topic) as string;
       const looped: StreamRecord = { ...record, topic: node.topic };
-      for (const child of this.#topology.children.get(source) ?? []) this.#queue.push({ node: child, record: looped });
+      const children = this.#topology.children.get(source);
+      if (children !== undefined) for (let i = 0; i < children.length; i++) this.#enqueue(children[i] as string, looped);
       if (this.#prefetchStores.length > 0) this.#unfetched.push(looped);
       return;
     }
     if (node?.kind === 'sink') {
       this.#opts.collector.send(node.topic, { key: record.key, value: record.value, timestamp: record.timestamp, ...(record.headers ? { headers: record.headers } : {}) }, this.#origin);
       this.stats.recordsEmitted++;
-    } else this.#queue.push({ node: nodeName, record });
+    } else this.#enqueue(nodeName, record);
+  }
+
+  #enqueue(node: string, record: StreamRecord): void {
+    this.#queueNodes[this.#queueTail] = node;
+    this.#queueRecords[this.#queueTail] = record;
+    this.#queueTail++;
   }
 
   /**
@@ -616,7 +673,7 @@ export class StreamTask {
    * forward() stays synchronous. Returns a promise only once a processor (or a prefetch) did.
    */
   #drain(): void | Promise<void> {
-    while (this.#queue.length > 0) {
+    while (this.#queueHead < this.#queueTail) {
       const pending = this.#step();
       if (pending !== undefined) return this.#drainAsync(pending);
     }
@@ -625,7 +682,7 @@ export class StreamTask {
   /** #drain once something had to be waited for: the rest of the queue in one async loop. */
   async #drainAsync(first: Promise<unknown>): Promise<void> {
     await first;
-    while (this.#queue.length > 0) {
+    while (this.#queueHead < this.#queueTail) {
       const pending = this.#step();
       if (pending !== undefined) await pending;
     }
@@ -642,12 +699,17 @@ export class StreamTask {
       this.#unfetched = [];
       if (this.#anyToFetch()) return this.prefetch(records);
     }
-    const next = this.#queue.shift() as Pending;
-    const p = this.#processors.get(next.node) as Processor<unknown, unknown>;
-    return p.process(next.record);
+    const i = this.#queueHead++;
+    const node = this.#queueNodes[i] as string;
+    const record = this.#queueRecords[i] as StreamRecord;
+    this.#queueRecords[i] = undefined;
+    if (this.#queueHead === this.#queueTail) this.#queueHead = this.#queueTail = 0;
+    const p = this.#processors.get(node) as Processor<unknown, unknown>;
+    return p.process(record);
   }
 
-  async #fire(t: QueuedTimer): Promise<void> {
+  /** Fires a timer and processes what it forwards; a promise only once something had to be waited for. */
+  #fire(t: QueuedTimer): void | Promise<void> {
     this.#timerChanges.add(t.id);
     const p = this.#processors.get(t.node);
     if (!p?.onTimer) {
@@ -656,10 +718,33 @@ export class StreamTask {
     }
     const saved = this.#origin;
     this.#origin = undefined;
+    let pending: Promise<void> | undefined;
+    let drained = false;
     try {
-      await p.onTimer(publicTimer(t));
-      const drained = this.#drain();
-      if (drained !== undefined) await drained;
+      const fired = p.onTimer(publicTimer(t));
+      if (fired === undefined) {
+        drained = true;
+        pending = this.#drain() ?? undefined;
+      } else pending = fired;
+    } catch (err) {
+      this.#origin = saved;
+      throw err;
+    }
+    if (pending === undefined) {
+      this.#origin = saved;
+      this.stats.timersFired++;
+      return;
+    }
+    return this.#fireAsync(pending, drained, saved);
+  }
+
+  async #fireAsync(pending: Promise<void>, drained: boolean, saved: RecordOrigin | undefined): Promise<void> {
+    try {
+      await pending;
+      if (!drained) {
+        const rest = this.#drain();
+        if (rest !== undefined) await rest;
+      }
     } finally {
       this.#origin = saved;
     }

@@ -14,6 +14,11 @@ export interface QueuedTimer extends Timer {
   /** Changed in place by {@link TimerQueue.retime} (a re-armed timer keeps its object). */
   time: number;
   data?: TimerData;
+  /**
+   * Where the timer sits in its domain's heap (kept by the heap; -1 or absent when in none): a heap step moves
+   * a number on the timer instead of updating a Map entry keyed by the timer's id.
+   */
+  heapAt?: number;
 }
 
 export function timerId(node: string, name: string, key: string): string {
@@ -24,10 +29,12 @@ function before(a: QueuedTimer, b: QueuedTimer): boolean {
   return a.time < b.time || (a.time === b.time && a.id < b.id);
 }
 
-/** A binary min-heap that keeps each item's position, for removal and replacement in O(log n). */
+/**
+ * A binary min-heap that keeps each item's position on the item (`heapAt`), for removal and replacement in
+ * O(log n). A timer is in at most one heap at a time (its domain's).
+ */
 class IndexedHeap {
   readonly items: QueuedTimer[] = [];
-  readonly #at = new Map<string, number>();
 
   get size(): number {
     return this.items.length;
@@ -37,61 +44,63 @@ class IndexedHeap {
     return this.items[0];
   }
 
-  /** Adds the timer, or replaces the one with its id. */
-  set(t: QueuedTimer): void {
-    const i = this.#at.get(t.id);
-    if (i === undefined) {
+  /** Whether `t` (this object) is in this heap. */
+  #holds(t: QueuedTimer): boolean {
+    const i = t.heapAt;
+    return i !== undefined && i >= 0 && this.items[i] === t;
+  }
+
+  /** Adds the timer, in place of `old` (the pending timer with its id, if in this heap). */
+  set(t: QueuedTimer, old: QueuedTimer | undefined): void {
+    if (old === undefined || !this.#holds(old)) {
       this.items.push(t);
-      this.#at.set(t.id, this.items.length - 1);
-      this.#up(this.items.length - 1);
+      this.#up(this.items.length - 1, t);
       return;
     }
-    const old = this.items[i] as QueuedTimer;
-    this.items[i] = t;
-    if (before(t, old)) this.#up(i);
-    else this.#down(i);
+    const i = old.heapAt as number;
+    old.heapAt = -1;
+    if (before(t, old)) this.#up(i, t);
+    else this.#down(i, t);
   }
 
   /** Moves `t`, whose time was `was` and is now `t.time`, to its place. */
   moved(t: QueuedTimer, was: number): void {
-    const i = this.#at.get(t.id);
-    if (i === undefined) return;
-    if (t.time < was) this.#up(i);
-    else this.#down(i);
+    if (!this.#holds(t)) return;
+    const i = t.heapAt as number;
+    if (t.time < was) this.#up(i, t);
+    else this.#down(i, t);
   }
 
-  delete(id: string): void {
-    const i = this.#at.get(id);
-    if (i === undefined) return;
-    this.#at.delete(id);
+  delete(t: QueuedTimer): void {
+    if (!this.#holds(t)) return;
+    const i = t.heapAt as number;
+    t.heapAt = -1;
     const a = this.items;
     const last = a.pop() as QueuedTimer;
     if (i === a.length) return;
-    a[i] = last;
-    this.#at.set(last.id, i);
-    this.#up(i);
-    this.#down(i);
+    this.#up(i, last);
+    this.#down(last.heapAt as number, last);
   }
 
-  #up(i: number): void {
+  /** Places `t` at slot `i` or above, moving the parents it passes down. */
+  #up(i: number, t: QueuedTimer): void {
     const a = this.items;
-    const t = a[i] as QueuedTimer;
     while (i > 0) {
       const p = (i - 1) >> 1;
       const parent = a[p] as QueuedTimer;
       if (!before(t, parent)) break;
       a[i] = parent;
-      this.#at.set(parent.id, i);
+      parent.heapAt = i;
       i = p;
     }
     a[i] = t;
-    this.#at.set(t.id, i);
+    t.heapAt = i;
   }
 
-  #down(i: number): void {
+  /** Places `t` at slot `i` or below, moving the children it passes up. */
+  #down(i: number, t: QueuedTimer): void {
     const a = this.items;
     const n = a.length;
-    const t = a[i] as QueuedTimer;
     for (;;) {
       const l = 2 * i + 1;
       if (l >= n) break;
@@ -100,11 +109,11 @@ class IndexedHeap {
       const child = a[c] as QueuedTimer;
       if (!before(child, t)) break;
       a[i] = child;
-      this.#at.set(child.id, i);
+      child.heapAt = i;
       i = c;
     }
     a[i] = t;
-    this.#at.set(t.id, i);
+    t.heapAt = i;
   }
 }
 
@@ -125,7 +134,7 @@ export class TimerQueue {
   /** Adds a timer, replacing the one with its id (in place when the domain is the same). */
   add(t: QueuedTimer): void {
     const old = this.#live.get(t.id);
-    if (old !== undefined && old.domain !== t.domain) this.#heaps[old.domain].delete(t.id);
+    if (old !== undefined && old.domain !== t.domain) this.#heaps[old.domain].delete(old);
     this.#live.set(t.id, t);
     let names = this.#byName.get(t.node);
     if (names === undefined) this.#byName.set(t.node, (names = new Map()));
@@ -137,7 +146,7 @@ export class TimerQueue {
       if (!ids) this.#byKey.set(t.key, (ids = new Set()));
       ids.add(t.id);
     }
-    this.#heaps[t.domain].set(t);
+    this.#heaps[t.domain].set(t, old !== undefined && old.domain === t.domain ? old : undefined);
   }
 
   get(id: string): QueuedTimer | undefined {
@@ -161,7 +170,7 @@ export class TimerQueue {
     const t = this.#live.get(id);
     if (!t) return undefined;
     this.#live.delete(id);
-    this.#heaps[t.domain].delete(id);
+    this.#heaps[t.domain].delete(t);
     const keys = this.#byName.get(t.node)?.get(t.name);
     if (keys?.get(t.key) === t) keys.delete(t.key);
     const ids = this.#byKey.get(t.key);
