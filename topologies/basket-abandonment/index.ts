@@ -186,9 +186,15 @@ export class BasketAbandonmentProcessor implements Processor<BasketEvent | Order
     store.put(customerId, state);
   }
 
-  async onTimer(timer: Timer): Promise<void> {
+  onTimer(timer: Timer): void | Promise<void> {
     const store = this.#ctx.getStore(basketsStore);
-    const state = await store.get(timer.key);
+    // Without a promise when the customer's state is in memory (the runners load the keys of due timers ahead).
+    const stored = store.peek(timer.key);
+    if (stored !== NOT_LOADED) return this.#timer(timer, store, stored);
+    return store.get(timer.key).then((s) => this.#timer(timer, store, s));
+  }
+
+  #timer(timer: Timer, store: KeyValueStore<BasketState>, state: BasketState | undefined): void {
     if (!state || state.items.length === 0) return;
     const p = this.#settings.params;
     const type = state.lastActivityType === 'CHECKOUT_STARTED' ? 'CHECKOUT_ABANDONED' : 'BASKET_ABANDONED';

@@ -462,6 +462,40 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
     const value = record.value as BasketEvent | OrderEvent;
     const customerId = value.customerId;
     const state: CustomerState = stored ?? { items: [], notified: {} };
+    const ts = record.timestamp;
+    const order = state.lastOrder;
+    if (record.topic === BASKET_TOPIC && (order === undefined || (value as BasketEvent).occurredAt > order.at)) this.#applyToLine(state, value as BasketEvent, customerId, ts);
+    else this.#applyToLines(record, state, customerId, ts);
+    const olderThan = this.#ctx.streamTime() - this.#settings.params.stateTtl;
+    pruneNotified(state, olderThan);
+    prunePast(state, olderThan);
+    store.put(customerId, state);
+  }
+
+  /**
+   * A basket event after the latest order (most of them): only the line of its sku can change, so only that line
+   * is copied and compared (a view or a checkout changes none). Forwards and versions as {@link #applyToLines}
+   * gives them.
+   */
+  #applyToLine(state: CustomerState, e: BasketEvent, customerId: string, ts: number): void {
+    const sku = e.sku;
+    if (sku === undefined || (e.type !== 'ITEM_ADDED' && e.type !== 'ITEM_REMOVED' && e.type !== 'QUANTITY_CHANGED')) {
+      recordVersions(state, [], ts);
+      return;
+    }
+    const line = state.items.find((i) => i.sku === sku);
+    const old = line === undefined ? undefined : { ...line };
+    applyBasketEvent(state.items, e);
+    const now = state.items.find((i) => i.sku === sku);
+    if (now !== undefined) {
+      if (old === undefined || !sameMoney(old.unitPrice, now.unitPrice)) this.#subscribe(customerId, now, old !== undefined, ts);
+    } else if (old !== undefined) this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: ts }, timestamp: ts });
+    recordVersions(state, old === undefined ? [] : [[sku, old]], ts);
+  }
+
+  /** Any basket event or order: every line is compared before and after. */
+  #applyToLines(record: BasketIn, state: CustomerState, customerId: string, ts: number): void {
+    const value = record.value as BasketEvent | OrderEvent;
     const before = new Map(state.items.map((i) => [i.sku, { ...i }] as const));
     if (record.topic === BASKET_TOPIC) {
       const e = value as BasketEvent;
@@ -479,32 +513,29 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
       const bought = new Set(skus);
       state.items = state.items.filter((i) => !bought.has(i.sku));
     }
-    const ts = record.timestamp;
     const after = new Set<string>();
     for (const item of state.items) {
       after.add(item.sku);
       const old = before.get(item.sku);
       // A new line, or a re-add with another unit price (the reference moves to what the customer saw last).
-      if (old === undefined || !sameMoney(old.unitPrice, item.unitPrice)) {
-        const change: SubscriptionChange = {
-          op: 'subscribe',
-          customerId,
-          sku: item.sku,
-          at: item.addedAt,
-          ...(old === undefined ? {} : { changedAt: ts }),
-          ...(item.unitPrice === undefined ? {} : { reference: item.unitPrice }),
-        };
-        this.#ctx.forward({ key: item.sku, value: change, timestamp: ts });
-      }
+      if (old === undefined || !sameMoney(old.unitPrice, item.unitPrice)) this.#subscribe(customerId, item, old !== undefined, ts);
     }
     for (const sku of before.keys()) {
       if (!after.has(sku)) this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: ts }, timestamp: ts });
     }
     recordVersions(state, before, ts);
-    const olderThan = this.#ctx.streamTime() - this.#settings.params.stateTtl;
-    pruneNotified(state, olderThan);
-    prunePast(state, olderThan);
-    store.put(customerId, state);
+  }
+
+  #subscribe(customerId: string, item: BasketItem, readded: boolean, ts: number): void {
+    const change: SubscriptionChange = {
+      op: 'subscribe',
+      customerId,
+      sku: item.sku,
+      at: item.addedAt,
+      ...(readded ? { changedAt: ts } : {}),
+      ...(item.unitPrice === undefined ? {} : { reference: item.unitPrice }),
+    };
+    this.#ctx.forward({ key: item.sku, value: change, timestamp: ts });
   }
 }
 
@@ -512,7 +543,7 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
  * Remembers the versions of lines this event ended: a line that left the basket, or whose unit price or
  * quantity changed, keeps [from, ts) with what it was, so a late candidate is judged as of its own time.
  */
-function recordVersions(state: CustomerState, before: ReadonlyMap<string, BasketItem>, ts: number): void {
+function recordVersions(state: CustomerState, before: Iterable<readonly [sku: string, line: BasketItem]>, ts: number): void {
   // In place: the state is this event's to write. Most events (views, checkout) change no line: no allocation.
   const since = state.lineSince;
   let past = state.past;
@@ -915,10 +946,16 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
     this.#ctx = ctx;
   }
 
-  async process(record: StreamRecord<DropCandidate>): Promise<void> {
+  process(record: StreamRecord<DropCandidate>): void | Promise<void> {
     const c = record.value;
     const store = this.#ctx.getStore(customersStore);
-    const state = await store.get(c.customerId);
+    // Without a promise when the customer's state is in memory (the runners load a wave's page ahead).
+    const stored = store.peek(c.customerId);
+    if (stored !== NOT_LOADED) return this.#decide(c, store, stored);
+    return store.get(c.customerId).then((s) => this.#decide(c, store, s));
+  }
+
+  #decide(c: DropCandidate, store: KeyValueStore<CustomerState>, state: CustomerState | undefined): void {
     // The line as of the price change (DESIGN §4: the candidate may arrive after the basket moved on): not in
     // the basket then (not added yet, or removed or bought before it): nothing.
     const item = state === undefined ? undefined : lineAt(state, c.sku, c.occurredAt);
@@ -952,7 +989,8 @@ export class PriceDropNotifyProcessor implements Processor<DropCandidate, Out> {
       const first = entries.shift() as ChainEntry;
       if (fired.has(first) && first.droppedAt === undefined) base = { price: first.candidate.newPrice, at: first.candidate.occurredAt };
     }
-    state.chains = { ...(state.chains ?? {}), [c.sku]: { entries, ...(base === undefined ? {} : { base }) } };
+    // In place (the key keeps its position, a new sku goes last, as a copy with the key set would have it).
+    (state.chains ??= {})[c.sku] = base === undefined ? { entries } : { entries, base };
     store.put(c.customerId, state);
     for (const trigger of out) {
       const ts = trigger.occurredAt;

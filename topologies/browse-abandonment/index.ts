@@ -218,9 +218,15 @@ export class BrowseAbandonmentProcessor implements Processor<PageviewEvent | Bas
     if (state.conversions.some((c) => c.at < h)) state.conversions = state.conversions.filter((c) => c.at >= h);
   }
 
-  async onTimer(timer: Timer): Promise<void> {
+  onTimer(timer: Timer): void | Promise<void> {
     const store = this.#ctx.getStore(sessionsStore);
-    const state = await store.get(timer.key);
+    // Without a promise when the customer's state is in memory (the runners load the keys of due timers ahead).
+    const stored = store.peek(timer.key);
+    if (stored !== NOT_LOADED) return this.#timer(timer, store, stored);
+    return store.get(timer.key).then((s) => this.#timer(timer, store, s));
+  }
+
+  #timer(timer: Timer, store: KeyValueStore<BrowseState>, state: BrowseState | undefined): void {
     const s = state?.session;
     if (!state || !s) return;
     const p = this.#settings.params;

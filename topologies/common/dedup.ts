@@ -199,8 +199,9 @@ class DedupProcessor implements Processor<unknown, unknown> {
     this.#forward(record);
   }
 
+  /** The record itself: the task passes an input record forwarded unchanged on as it is, without a copy. */
   #forward(record: StreamRecord<unknown>): void {
-    this.#ctx.forward(record.headers === undefined ? { key: record.key, value: record.value, timestamp: record.timestamp } : { key: record.key, value: record.value, timestamp: record.timestamp, headers: record.headers });
+    this.#ctx.forward(record);
   }
 }
 
