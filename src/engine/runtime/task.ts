@@ -35,6 +35,8 @@ export interface TaskOptions {
   readonly clock: () => number;
   readonly changelog?: ChangelogWriter;
   readonly cacheMaxEntries?: number;
+  /** The state cache's memory budget in bytes (TaskStateOptions.cacheMaxBytes). */
+  readonly cacheMaxBytes?: number;
   /**
    * When no record arrived for this long (wall clock), stream time advances with the wall clock (minus the
    * lag last observed between wall clock and event time), so stream-time timers fire on quiet partitions.
@@ -159,6 +161,7 @@ export class StreamTask {
       stores,
       ...(opts.changelog ? { changelog: opts.changelog } : {}),
       ...(opts.cacheMaxEntries === undefined ? {} : { cacheMaxEntries: opts.cacheMaxEntries }),
+      ...(opts.cacheMaxBytes === undefined ? {} : { cacheMaxBytes: opts.cacheMaxBytes }),
     });
     const task = new StreamTask(opts, state);
     try {

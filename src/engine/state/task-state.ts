@@ -124,6 +124,14 @@ export interface CommitOptions {
    * @default false
    */
   readonly background?: boolean;
+  /**
+   * Take only this many bytes (the cache's size estimate) of uncommitted entries, those not read since the
+   * last eviction pass first, then the oldest in the cache: a spill, so the memory budget can be met by
+   * evicting them, while the entries in use stay uncommitted in the cache and are encoded once, at a later
+   * commit (or never, for a temporary state). Every position and the stream time go with it, so it is only
+   * for runners whose local copy is not the durable one and never resumes from a commit (replay).
+   */
+  readonly coldest?: number;
 }
 
 /** What a prepared commit's `finish` runs with it. */
@@ -705,7 +713,22 @@ export class TaskState {
     // A handler now, so a failure nobody awaits yet is not an unhandled rejection; #landed() rethrows it.
     done.catch(() => undefined);
     this.#writing = done.then(() => undefined);
+    this.#backgroundWrites++;
+    void done.finally(() => this.#backgroundWrites--).catch(() => undefined);
     return { changes: prepared.changes };
+  }
+
+  /** Background writes (CommitOptions.background) not landed yet. */
+  #backgroundWrites = 0;
+
+  /** A commit's background write has not landed yet: what it took is still in the cache, not evictable. */
+  get writingInBackground(): boolean {
+    return this.#backgroundWrites > 0;
+  }
+
+  /** Waits until the last commit's background write has landed (its failure is thrown here, once). */
+  async landed(): Promise<void> {
+    if (this.#writing) await this.#landed();
   }
 
   /**
@@ -717,7 +740,7 @@ export class TaskState {
    * If `finish()` fails, or `abandon()` is called, the taken changes stay uncommitted and go with the next
    * commit, with whatever was written since.
    */
-  async prepareCommit(options: Pick<CommitOptions, 'sweepLimit'> = {}): Promise<PreparedCommit> {
+  async prepareCommit(options: Pick<CommitOptions, 'sweepLimit' | 'coldest'> = {}): Promise<PreparedCommit> {
     this.#checkOpen();
     // One commit at a time, in order; a failed background write fails this commit.
     if (this.#writing) await this.#landed();
@@ -728,6 +751,7 @@ export class TaskState {
     const streamTime = this.#streamTime;
     const dropAfter: [StoreState, string][] = [];
     const taken: [StoreState, Set<string>][] = [];
+    const spill = options.coldest === undefined ? undefined : this.#coldest(options.coldest);
     for (const s of this.#stores.values()) {
       if (s.dirty.size === 0) continue;
       let encodedBytes = 0;
@@ -735,8 +759,13 @@ export class TaskState {
       // Changelog entries only where a changelog is written (not in replay). RocksDB keys go to the binding as
       // strings (it encodes them): a Buffer per key only for the changelog.
       const logged = this.#changelog !== undefined && s.spec.changelog !== false;
-      const keys = s.dirty;
-      s.dirty = new Set();
+      let keys = s.dirty;
+      if (spill === undefined) s.dirty = new Set();
+      else {
+        keys = spill.get(s) ?? new Set();
+        if (keys.size === 0) continue;
+        for (const key of keys) s.dirty.delete(key);
+      }
       taken.push([s, keys]);
       for (const key of keys) {
         const e = s.cache.get(key) as Cached;
@@ -779,7 +808,11 @@ export class TaskState {
       if (this.#changelog) entries.push({ store: POSITIONS_STORE, key: Buffer.from(LAG_CHANGELOG_KEY, 'utf8'), value: Buffer.from(String(lag), 'utf8'), timestamp: streamTime });
     }
     // Writes from now on count towards the next commit.
-    this.#dirtyBytes = 0;
+    if (spill === undefined) this.#dirtyBytes = 0;
+    else {
+      for (const [s, keys] of taken) for (const key of keys) this.#dirtyBytes -= s.cache.get(key)?.size ?? 0;
+      this.#dirtyBytes = Math.max(0, this.#dirtyBytes);
+    }
     let settled = false;
     let release: () => void = () => undefined;
     const giveBack = (): void => {
@@ -871,6 +904,30 @@ export class TaskState {
         settle();
       },
     };
+  }
+
+  /**
+   * Uncommitted keys worth at least `bytes` of the cache's estimate (or all there are), per store: first those
+   * not read since the last eviction pass, oldest in the cache first, from the largest stores down; then, if
+   * that is not enough, the others in the same order.
+   */
+  #coldest(bytes: number): Map<StoreState, Set<string>> {
+    const out = new Map<StoreState, Set<string>>();
+    let total = 0;
+    const stores = [...this.#stores.values()].filter((s) => s.dirty.size > 0).sort((a, b) => b.bytes - a.bytes);
+    for (const used of [false, true]) {
+      for (const s of stores) {
+        let keys = out.get(s);
+        for (const [key, e] of s.cache) {
+          if (total >= bytes) return out;
+          if (!e.dirty || e.used !== used || !s.dirty.has(key)) continue;
+          if (keys === undefined) out.set(s, (keys = new Set()));
+          keys.add(key);
+          total += e.size ?? 0;
+        }
+      }
+    }
+    return out;
   }
 
   /**
