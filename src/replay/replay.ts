@@ -141,11 +141,11 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
         if (routed) processed++;
         else skipped++;
         // The local copy is not the durable one (a failed replay starts over): RocksDB writes while the next
-        // records are processed. A cache over its memory budget spills: the coldest uncommitted entries, a fifth
-        // of the budget more than eviction needs, are written so they can be evicted, while the entries in use
-        // stay in memory, uncommitted, and are encoded at the end or never. (Before, a commit of every
-        // uncommitted entry whenever they reached half the budget: a 300k-event replay spent a fifth of its
-        // time encoding and writing entries that stayed in the cache.)
+        // records are processed. A cache over its memory budget spills: the coldest uncommitted entries, down to
+        // 70 % of the budget, are written and leave the cache, while the entries in use stay in memory,
+        // uncommitted, and are encoded at the end or never. (Before, a commit of every uncommitted entry whenever
+        // they reached half the budget, and of everything every 250,000 records: a 300k-event replay spent a
+        // third of its time encoding and writing entries that stayed in the cache.)
         if (Number.isFinite(commitEvery) && (processed + skipped) % commitEvery === 0) await task.commit({ background: true });
         else if (task.state.cacheBytes > budget) {
           // A spill still writing is waited for (its entries become evictable when it lands): a chunk whose

@@ -744,7 +744,8 @@ export class TaskState {
     this.#checkOpen();
     // One commit at a time, in order; a failed background write fails this commit.
     if (this.#writing) await this.#landed();
-    await this.#sweepExpired(options.sweepLimit ?? 1000);
+    // A spill is about memory: expired entries wait for a full commit (reads hide them already).
+    if (options.coldest === undefined) await this.#sweepExpired(options.sweepLimit ?? 1000);
     this.#beforePrepare?.();
     const ops: BatchOp[] = [];
     const entries: ChangelogEntry[] = [];
@@ -784,6 +785,16 @@ export class TaskState {
         }
       }
       if (encodedCount > 0) s.avgEncoded = Math.ceil(encodedBytes / encodedCount);
+      if (spill !== undefined && encodedCount > 0) {
+        // The entries a spill leaves uncommitted keep the estimate they got when written, from the average of
+        // some earlier commit (or a guess before the first): raised to the average just measured, so the budget
+        // counts what the cache holds. A full commit measures them all.
+        for (const key of s.dirty) {
+          const e = s.cache.get(key) as Cached;
+          const estimate = entrySize(key, e.value === ABSENT ? 0 : s.avgEncoded);
+          if ((e.size ?? 0) < estimate) s.resize(key, e, e.value === ABSENT ? 0 : s.avgEncoded);
+        }
+      }
     }
     const positions = new Map(this.#pendingPositions);
     for (const [k, v] of positions) {
@@ -879,6 +890,17 @@ export class TaskState {
         // A complete store needs no record of a deleted key: absent from the cache means absent.
         if (e !== undefined && !e.dirty && e.value === ABSENT) s.dropEntry(key, e);
       }
+      if (spill !== undefined) {
+        // What a spill wrote leaves the cache, unless it was written or read again meanwhile.
+        for (const [s, keys] of taken) {
+          for (const key of keys) {
+            const e = s.cache.get(key);
+            if (e === undefined || e.dirty || e.used) continue;
+            s.dropEntry(key, e);
+            this.stats.evicted++;
+          }
+        }
+      }
       for (const [k, v] of positions) {
         this.#positions.set(k, v);
         // Positions moved on since they were taken stay pending for the next commit.
@@ -909,7 +931,8 @@ export class TaskState {
   /**
    * Uncommitted keys worth at least `bytes` of the cache's estimate (or all there are), per store: first those
    * not read since the last eviction pass, oldest in the cache first, from the largest stores down; then, if
-   * that is not enough, the others in the same order.
+   * that is not enough, the others in the same order. The spill drops them from the cache once written, except
+   * those written or read again by then.
    */
   #coldest(bytes: number): Map<StoreState, Set<string>> {
     const out = new Map<StoreState, Set<string>>();
@@ -924,6 +947,8 @@ export class TaskState {
           if (keys === undefined) out.set(s, (keys = new Set()));
           keys.add(key);
           total += e.size ?? 0;
+          // Its second chance, as an eviction pass gives it: read again before the spill lands, it stays.
+          e.used = false;
         }
       }
     }
