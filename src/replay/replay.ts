@@ -148,9 +148,9 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
         // third of its time encoding and writing entries that stayed in the cache.)
         if (Number.isFinite(commitEvery) && (processed + skipped) % commitEvery === 0) await task.commit({ background: true });
         else if (task.state.cacheBytes > budget) {
-          // A spill still writing is waited for (its entries become evictable when it lands): a chunk whose
+          // A spill still writing is waited for (its entries leave the cache when it lands): a chunk whose
           // records need no read runs without a turn of the event loop, so the cache would grow past the budget.
-          if (task.state.writingInBackground) await task.state.landed();
+          await task.state.landed();
           if (task.state.cacheBytes > budget) await task.commit({ background: true, coldest: task.state.cacheBytes - budget * 0.7 });
         }
       }

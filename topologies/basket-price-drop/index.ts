@@ -489,7 +489,7 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
     const now = state.items.find((i) => i.sku === sku);
     if (now !== undefined) {
       if (old === undefined || !sameMoney(old.unitPrice, now.unitPrice)) this.#subscribe(customerId, now, old !== undefined, ts);
-    } else if (old !== undefined) this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: ts }, timestamp: ts });
+    } else if (old !== undefined) this.#unsubscribe(customerId, sku, ts);
     recordVersions(state, old === undefined ? [] : [[sku, old]], ts);
   }
 
@@ -521,7 +521,7 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
       if (old === undefined || !sameMoney(old.unitPrice, item.unitPrice)) this.#subscribe(customerId, item, old !== undefined, ts);
     }
     for (const sku of before.keys()) {
-      if (!after.has(sku)) this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: ts }, timestamp: ts });
+      if (!after.has(sku)) this.#unsubscribe(customerId, sku, ts);
     }
     recordVersions(state, before, ts);
   }
@@ -536,6 +536,10 @@ export class BasketWatchProcessor implements Processor<BasketEvent | OrderEvent 
       ...(item.unitPrice === undefined ? {} : { reference: item.unitPrice }),
     };
     this.#ctx.forward({ key: item.sku, value: change, timestamp: ts });
+  }
+
+  #unsubscribe(customerId: string, sku: string, ts: number): void {
+    this.#ctx.forward({ key: sku, value: { op: 'unsubscribe', customerId, sku, at: ts }, timestamp: ts });
   }
 }
 

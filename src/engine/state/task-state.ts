@@ -293,7 +293,6 @@ export class TaskState {
   readonly #cacheMaxBytes: number;
   /** An eviction pass found too few clean entries to reach the budget: retried after the next commit. */
   #budgetBlocked = false;
-  #dirtyBytes = 0;
   readonly #positionKeys = new Map<string, string[]>();
   readonly #positions = new Map<string, string>();
   readonly #pendingPositions = new Map<string, string>();
@@ -687,14 +686,6 @@ export class TaskState {
     return this.#cacheMaxBytes;
   }
 
-  /**
-   * Estimated heap bytes of the uncommitted entries (their size when they became dirty): a runner without a
-   * commit interval of its own (replay) commits when this nears the cache's budget.
-   */
-  get dirtyBytes(): number {
-    return this.#dirtyBytes;
-  }
-
   /** Number of uncommitted changes: the runner commits when this grows large. */
   get dirtyCount(): number {
     let n = 0;
@@ -713,17 +704,7 @@ export class TaskState {
     // A handler now, so a failure nobody awaits yet is not an unhandled rejection; #landed() rethrows it.
     done.catch(() => undefined);
     this.#writing = done.then(() => undefined);
-    this.#backgroundWrites++;
-    void done.finally(() => this.#backgroundWrites--).catch(() => undefined);
     return { changes: prepared.changes };
-  }
-
-  /** Background writes (CommitOptions.background) not landed yet. */
-  #backgroundWrites = 0;
-
-  /** A commit's background write has not landed yet: what it took is still in the cache, not evictable. */
-  get writingInBackground(): boolean {
-    return this.#backgroundWrites > 0;
   }
 
   /** Waits until the last commit's background write has landed (its failure is thrown here, once). */
@@ -763,8 +744,9 @@ export class TaskState {
       let keys = s.dirty;
       if (spill === undefined) s.dirty = new Set();
       else {
-        keys = spill.get(s) ?? new Set();
-        if (keys.size === 0) continue;
+        const picked = spill.get(s);
+        if (picked === undefined) continue;
+        keys = picked;
         for (const key of keys) s.dirty.delete(key);
       }
       taken.push([s, keys]);
@@ -817,12 +799,6 @@ export class TaskState {
       b.writeDoubleBE(lag, 0);
       ops.push({ type: 'put', key: LAG_KEY, value: b });
       if (this.#changelog) entries.push({ store: POSITIONS_STORE, key: Buffer.from(LAG_CHANGELOG_KEY, 'utf8'), value: Buffer.from(String(lag), 'utf8'), timestamp: streamTime });
-    }
-    // Writes from now on count towards the next commit.
-    if (spill === undefined) this.#dirtyBytes = 0;
-    else {
-      for (const [s, keys] of taken) for (const key of keys) this.#dirtyBytes -= s.cache.get(key)?.size ?? 0;
-      this.#dirtyBytes = Math.max(0, this.#dirtyBytes);
     }
     let settled = false;
     let release: () => void = () => undefined;
@@ -1022,7 +998,6 @@ export class TaskState {
     }
     await this.#db.batch(ops);
     for (const s of this.#stores.values()) s.clear(false);
-    this.#dirtyBytes = 0;
     await this.#checkComplete();
     return applied;
   }
@@ -1117,7 +1092,6 @@ export class TaskState {
   #write(s: StoreState, key: string, value: unknown, ts: number): void {
     const e = s.cache.get(key);
     if (e) {
-      if (!e.dirty) this.#dirtyBytes += e.size ?? 0;
       e.value = value;
       e.ts = ts;
       e.dirty = true;
@@ -1125,7 +1099,6 @@ export class TaskState {
     } else {
       const added: Cached = { value, ts, dirty: true, used: false, version: nextVersion() };
       s.setEntry(key, added);
-      this.#dirtyBytes += added.size ?? 0;
     }
     s.dirty.add(key);
   }
