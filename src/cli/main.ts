@@ -12,7 +12,7 @@ const USAGE = `kairos — real-time CRM trigger engine
 Usage:
   kairos replay --input events.ndjson [--output triggers.ndjson] [--audit audit.ndjson]
                 [--config campaigns.json] [--until <ms|ISO>] [--errors errors.ndjson]
-                [--state-dir dir] [--quiet]
+                [--state-dir dir] [--cache-mb N] [--quiet]
   kairos demo [--duration 60s] [--gap 15s] [--rate 2] [--port 9464] [--embedded] [--warehouse dir]
   kairos start        (configured by environment variables, see README: KAFKA_BROKERS, …)
   kairos dispatch     (channel dispatchers; environment variables, see README: KAFKA_BROKERS, REDIS_URL, …)

@@ -15,6 +15,15 @@ export function parseUntil(text: string): number {
   return t;
 }
 
+/** Parses --cache-mb: the state cache's memory budget in MiB, a whole number from 1 to 1,048,576. */
+export function parseCacheMb(text: string): number {
+  const mb = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(mb) || mb < 1 || mb > 1_048_576) {
+    throw new KairosError('KAIROS_ERR_USAGE', `--cache-mb must be a whole number of MiB from 1 to 1048576, got "${text}"`);
+  }
+  return mb * 1024 * 1024;
+}
+
 const MAX_PRINTED_ERRORS = 10;
 
 export async function replayCommand(args: readonly string[], io: Io): Promise<number> {
@@ -26,10 +35,12 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
     until: { type: 'string' },
     errors: { type: 'string' },
     'state-dir': { type: 'string' },
+    'cache-mb': { type: 'string' },
     quiet: { type: 'boolean', default: false },
   });
   if (values.input === undefined) throw new KairosError('KAIROS_ERR_USAGE', '--input is required (a file of NDJSON envelopes, or - for stdin)');
   const until = values.until === undefined ? undefined : parseUntil(values.until);
+  const cacheMaxBytes = values['cache-mb'] === undefined ? undefined : parseCacheMb(values['cache-mb']);
   const config = values.config === undefined ? resolveCampaigns({}) : loadCampaignsFile(values.config);
   // Input records dropped as redeliveries (same key and eventId within the dedup window), for the summary.
   const duplicates = { redelivery: 0, conflict: 0 };
@@ -52,6 +63,7 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
     errors: errorFile,
     ...(until === undefined ? {} : { until }),
     ...(values['state-dir'] === undefined ? {} : { stateDir: values['state-dir'] }),
+    ...(cacheMaxBytes === undefined ? {} : { cacheMaxBytes }),
     logger,
     onError: (e) => {
       if (values.quiet) return;

@@ -52,7 +52,13 @@ export interface ReplayOptions {
    * for a temporary state). @default Infinity
    */
   readonly commitEvery?: number;
-  /** The state cache's memory budget in bytes (TaskStateOptions.cacheMaxBytes). @default 128 MiB */
+  /**
+   * The state cache's memory budget in bytes (TaskStateOptions.cacheMaxBytes). A replay is one task holding the
+   * state of every partition, where `kairos start` splits it over one task per partition of 128 MiB each: a
+   * replay's default is that of 8 of them. Over it the replay spills its coldest entries to RocksDB and reads
+   * them back when needed, which for state read at random (customers) costs a read and a decode per miss.
+   * @default REPLAY_CACHE_MAX_BYTES (1 GiB)
+   */
   readonly cacheMaxBytes?: number;
   /** Called for each bad line (the CLI prints the first few). */
   readonly onError?: (e: LineError) => void;
@@ -80,6 +86,8 @@ export interface ReplayResult {
 }
 
 const CHUNK = 512;
+/** ReplayOptions.cacheMaxBytes by default. */
+export const REPLAY_CACHE_MAX_BYTES = 1024 * 1024 * 1024;
 const TRIGGERS = 'crm.triggers.v1';
 const AUDIT = 'crm.trigger-audit.v1';
 
@@ -114,7 +122,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     collector: { send: collect },
     idleAdvanceMs: Infinity,
     loopbackRepartition: true,
-    ...(opts.cacheMaxBytes === undefined ? {} : { cacheMaxBytes: opts.cacheMaxBytes }),
+    cacheMaxBytes: opts.cacheMaxBytes ?? REPLAY_CACHE_MAX_BYTES,
   });
   let lines = 0;
   let processed = 0;

@@ -50,14 +50,14 @@ const add = (customerId: string, atMin: number, eventId = `a-${customerId}-${atM
   value: { eventId, customerId, occurredAt: T0 + atMin * MIN, type: 'ITEM_ADDED', sku: 'sku-1', quantity: 1 },
 });
 
-test('kairos replay is deterministic: the same input gives byte-identical triggers and audit', async () => {
+test('kairos replay is deterministic: the same input gives byte-identical triggers and audit (also with the smallest --cache-mb)', async () => {
   const { dir, remove } = tempDir();
   try {
     const outputs: string[] = [];
     for (const n of [1, 2]) {
       const out = join(dir, `t${n}.ndjson`);
       const audit = join(dir, `a${n}.ndjson`);
-      const r = await kairos('replay', '--input', scenario, '--output', out, '--audit', audit, '--quiet');
+      const r = await kairos('replay', '--input', scenario, '--output', out, '--audit', audit, '--quiet', ...(n === 2 ? ['--cache-mb', '1'] : []));
       assert.equal(r.code, 0, r.stderr);
       outputs.push(readFileSync(out, 'utf8') + readFileSync(audit, 'utf8'));
     }
@@ -150,6 +150,11 @@ test('usage and config errors exit 2 and name the problem; a missing input exits
     const badUntil = await kairos('replay', '--input', scenario, '--until', 'soon');
     assert.equal(badUntil.code, 2);
     assert.match(badUntil.stderr, /--until must be epoch milliseconds or an ISO date-time, got "soon"/);
+    for (const bad of ['0', '1.5', 'big', '2000000']) {
+      const badCache = await kairos('replay', '--input', scenario, '--cache-mb', bad);
+      assert.equal(badCache.code, 2, bad);
+      assert.match(badCache.stderr, new RegExp(`--cache-mb must be a whole number of MiB from 1 to 1048576, got "${bad.replace('.', '\\.')}"`));
+    }
     const unknownFlag = await kairos('replay', '--input', scenario, '--speed', 'fast');
     assert.equal(unknownFlag.code, 2);
     assert.match(unknownFlag.stderr, /speed/);
