@@ -98,7 +98,8 @@ async function runReplay(engine: ReplayEngine, input: string, until: number, sta
         mem.sample();
         log(
           `${label}: ${fmtInt(p.lines)} lines (${((p.fraction ?? 0) * 100).toFixed(0)}%), ${fmtInt(p.lines / (p.elapsedMs / 1000))} lines/s, ` +
-            `${fmtInt(p.triggers)} triggers, rss ${fmtBytes(process.memoryUsage().rss)}, stream time ${isoOf(p.streamTime)}`,
+            `${fmtInt(p.triggers)} triggers, rss ${fmtBytes(process.memoryUsage().rss)}, state cache ${fmtBytes(p.cacheBytes)} of ${fmtBytes(p.cacheMaxBytes)}` +
+            `${p.cacheEvictions > 0 ? ` (${fmtInt(p.cacheEvictions)} spilled)` : ''}, stream time ${isoOf(p.streamTime)}`,
         );
       },
       onError: (e) => log(`${label}: bad line ${e.line}: ${e.errors.map((x) => `${x.path}: ${x.message}`).join('; ')}`),

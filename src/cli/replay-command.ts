@@ -4,7 +4,7 @@ import { buildTopology } from '../app/topology.js';
 import { loadCampaignsFile, resolveCampaigns } from '../config/campaigns.js';
 import { KairosError } from '../errors.js';
 import { LazyNdjsonFile, NdjsonWriter } from '../replay/ndjson-writer.js';
-import { replay } from '../replay/replay.js';
+import { replay, REPLAY_CACHE_MAX_BYTES } from '../replay/replay.js';
 import { parseFlags, type Io } from './main.js';
 
 /** Parses --until: epoch milliseconds or an ISO-8601 date-time. */
@@ -25,6 +25,7 @@ export function parseCacheMb(text: string): number {
 }
 
 const MAX_PRINTED_ERRORS = 10;
+const mib = (bytes: number): string => Math.round(bytes / 1048576).toLocaleString('en');
 
 export async function replayCommand(args: readonly string[], io: Io): Promise<number> {
   const { values } = parseFlags(args, {
@@ -78,7 +79,8 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
             io.stderr.write(
               `replay: ${p.lines.toLocaleString('en')} lines${p.fraction === undefined ? '' : ` (${(p.fraction * 100).toFixed(1)}%)`}, ` +
                 `${Math.round(p.lines / (p.elapsedMs / 1000)).toLocaleString('en')} lines/s, ${p.triggers} triggers, ${p.errors} bad lines, ` +
-                `stream time ${Number.isFinite(p.streamTime) ? new Date(p.streamTime).toISOString() : '-'}\n`,
+                `stream time ${Number.isFinite(p.streamTime) ? new Date(p.streamTime).toISOString() : '-'}, ` +
+                `state cache ${mib(p.cacheBytes)} of ${mib(p.cacheMaxBytes)} MiB${p.cacheEvictions > 0 ? ` (${p.cacheEvictions.toLocaleString('en')} entries spilled: --cache-mb raises it)` : ''}\n`,
             ),
         }),
   });
@@ -92,7 +94,8 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
         `${result.errors ? ` (written to ${errorsPath})` : ''}, ${duplicates.redelivery + duplicates.conflict} duplicates dropped` +
         `${duplicates.conflict ? ` (${duplicates.conflict} with other content)` : ''}; ${result.triggers} triggers, ${result.audits} audit records; ` +
         `stream time ${Number.isFinite(result.streamTime) ? new Date(result.streamTime).toISOString() : '-'}; ` +
-        `${secs.toFixed(2)} s, ${Math.round(result.lines / Math.max(secs, 1e-9))} lines/s; state ${result.stateBytes === undefined ? 'temporary (not kept: --state-dir keeps it)' : `${(result.stateBytes / 1048576).toFixed(1)} MiB`}\n`,
+        `${secs.toFixed(2)} s, ${Math.round(result.lines / Math.max(secs, 1e-9))} lines/s; state ${result.stateBytes === undefined ? 'temporary (not kept: --state-dir keeps it)' : `${(result.stateBytes / 1048576).toFixed(1)} MiB`}` +
+        `${result.cacheEvictions > 0 ? `; ${result.cacheEvictions.toLocaleString('en')} state entries spilled past the ${values['cache-mb'] ?? mib(REPLAY_CACHE_MAX_BYTES)} MiB cache (--cache-mb)` : ''}\n`,
     );
   }
   return result.errors > 0 ? 3 : 0;

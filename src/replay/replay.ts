@@ -27,6 +27,11 @@ export interface ReplayProgress {
   readonly elapsedMs: number;
   /** Fraction of the input read, when its size is known. */
   readonly fraction: number | undefined;
+  /** The state cache's estimated heap bytes, against its budget (ReplayOptions.cacheMaxBytes). */
+  readonly cacheBytes: number;
+  readonly cacheMaxBytes: number;
+  /** Entries spilled or evicted so far (read back from RocksDB when needed again). */
+  readonly cacheEvictions: number;
 }
 
 export interface ReplayOptions {
@@ -185,7 +190,18 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
           const now = performance.now();
           if (now - lastProgress >= every) {
             lastProgress = now;
-            opts.onProgress({ lines, processed, errors, triggers: opts.triggers.count, streamTime: task.streamTime, elapsedMs: now - started, fraction: size ? bytesRead() / size : undefined });
+            opts.onProgress({
+              lines,
+              processed,
+              errors,
+              triggers: opts.triggers.count,
+              streamTime: task.streamTime,
+              elapsedMs: now - started,
+              fraction: size ? bytesRead() / size : undefined,
+              cacheBytes: task.state.cacheBytes,
+              cacheMaxBytes: budget,
+              cacheEvictions: task.state.stats.evicted,
+            });
           }
         }
       }

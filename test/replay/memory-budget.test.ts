@@ -4,7 +4,7 @@ import { Readable, Writable } from 'node:stream';
 import { pino } from 'pino';
 import { buildTopology } from '../../src/app/topology.js';
 import { resolveCampaigns } from '../../src/config/campaigns.js';
-import { replay, type ReplayResult } from '../../src/replay/replay.js';
+import { replay, REPLAY_CACHE_MAX_BYTES, type ReplayProgress, type ReplayResult } from '../../src/replay/replay.js';
 import { NdjsonWriter, type LineSink } from '../../src/replay/ndjson-writer.js';
 import { generateEvents } from '../../load-tests/generate-events.js';
 
@@ -18,7 +18,8 @@ class Capture extends Writable {
 
 const nullSink: LineSink = { write: () => undefined, flush: () => Promise.resolve() };
 
-async function run(input: string, cacheMaxBytes: number | undefined): Promise<{ triggers: string; audit: string; result: ReplayResult }> {
+async function run(input: string, cacheMaxBytes: number | undefined): Promise<{ triggers: string; audit: string; result: ReplayResult; progress: ReplayProgress[] }> {
+  const progress: ReplayProgress[] = [];
   const triggersOut = new Capture();
   const auditOut = new Capture();
   const triggers = new NdjsonWriter(triggersOut, false, 'triggers');
@@ -31,10 +32,12 @@ async function run(input: string, cacheMaxBytes: number | undefined): Promise<{ 
     errors: nullSink,
     logger: pino({ level: 'silent' }),
     ...(cacheMaxBytes === undefined ? {} : { cacheMaxBytes }),
+    progressEveryMs: 0,
+    onProgress: (p) => progress.push(p),
   });
   await triggers.flush();
   await audit.flush();
-  return { triggers: triggersOut.text, audit: auditOut.text, result };
+  return { triggers: triggersOut.text, audit: auditOut.text, result, progress };
 }
 
 test('replay (real RocksDB) with a state cache far smaller than its state spills the coldest entries and reads them back: the same triggers and audit, byte for byte, as with all of it in memory', async () => {
@@ -48,4 +51,13 @@ test('replay (real RocksDB) with a state cache far smaller than its state spills
   assert.equal(tight.result.triggers, roomy.result.triggers);
   assert.equal(tight.triggers, roomy.triggers);
   assert.equal(tight.audit, roomy.audit);
+  // Progress shows the cache against its budget: the default 1 GiB, and the small one held (a spill brings the
+  // cache to 70 % of it; between spills it may pass it by what one chunk of records wrote).
+  assert.ok(roomy.progress.length >= 10 && tight.progress.length >= 10);
+  for (const p of roomy.progress) assert.equal(p.cacheMaxBytes, REPLAY_CACHE_MAX_BYTES);
+  assert.ok(roomy.progress.every((p) => p.cacheEvictions === 0 && p.cacheBytes > 0));
+  const last = tight.progress[tight.progress.length - 1] as ReplayProgress;
+  assert.equal(last.cacheMaxBytes, 256 * 1024);
+  assert.ok(last.cacheEvictions > 0);
+  assert.ok(tight.progress.every((p) => p.cacheBytes < 2 * 256 * 1024), `cache ${Math.max(...tight.progress.map((p) => p.cacheBytes))} B`);
 });
