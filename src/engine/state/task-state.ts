@@ -47,7 +47,7 @@ const ENTRY_OVERHEAD = 160;
 const DECODED_FACTOR = 1.3;
 const entrySize = (key: string, encodedBytes: number): number => ENTRY_OVERHEAD + 2 * key.length + DECODED_FACTOR * encodedBytes;
 /** One write in this many is encoded (and thrown away) to measure its store's values (StoreState.avgEncoded). */
-const SIZE_SAMPLE_EVERY = 16;
+const SIZE_SAMPLE_EVERY = 32;
 /** The moving average of sampled sizes weighs the last sample 1/SIZE_SAMPLE_WINDOW. */
 const SIZE_SAMPLE_WINDOW = 64;
 
@@ -249,7 +249,7 @@ class StoreState {
   bytes = 0;
   /**
    * Encoded bytes per value: the size estimate of a value not encoded yet. Measured by every commit (its
-   * average) and, between commits, by encoding one new entry's value in SIZE_SAMPLE_EVERY (a moving average), so
+   * average) and, between commits, by encoding one write in SIZE_SAMPLE_EVERY (a moving average of the new entries among them), so
    * a store a replay never commits is not counted at a guess.
    */
   avgEncoded = 128;

@@ -319,16 +319,16 @@ test('a spill (commit with coldest) writes only the uncommitted entries not read
     // The last 50 are in use: read since they were written.
     for (let i = 950; i < 1000; i++) assert.equal(s.peek('big', key(i)), 'x'.repeat(1000) + i);
     assert.equal(s.dirtyCount, 1000);
-    // Before any commit, one write in 16 was encoded to measure the store's values: every entry after the first
-    // sample is estimated from ~1 KB values, only the first 15 from the initial guess.
+    // Before any commit, one write in 32 was encoded to measure the store's values: every entry after the first
+    // sample is estimated from ~1 KB values, only the first 31 from the initial guess.
     const perEntry = s.cacheBytes / 1000;
     assert.ok(perEntry > 1300, `${Math.round(perEntry)} B per entry before any commit`);
     const bytes = s.cacheBytes - budget * 0.7;
     const { changes } = await s.commit({ coldest: bytes });
-    // Taken: the oldest unread entries, just enough for `bytes` (the 15 guessed small ones count less); written,
+    // Taken: the oldest unread entries, just enough for `bytes` (the 31 guessed small ones count less); written,
     // they left the cache.
     const expected = Math.ceil(bytes / perEntry);
-    assert.ok(changes >= expected && changes <= expected + 15, `the entries the spill asked for, no more: ${changes}, expected ${expected} to ${expected + 15}`);
+    assert.ok(changes >= expected && changes <= expected + 31, `the entries the spill asked for, no more: ${changes}, expected ${expected} to ${expected + 31}`);
     assert.equal(s.dirtyCount, 1000 - changes, 'what the spill did not take stays uncommitted');
     assert.equal(s.stats.evicted, changes);
     for (let i = 0; i < changes; i++) assert.equal(s.peek('big', key(i)), NOT_LOADED, `${key(i)} written and evicted`);
