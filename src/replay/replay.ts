@@ -4,7 +4,7 @@
  * Bad lines are reported with their line number and written to an error file; nothing is dropped silently.
  */
 import { createReadStream, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import type { Readable } from 'node:stream';
@@ -60,9 +60,10 @@ export interface ReplayOptions {
   /**
    * The state cache's memory budget in bytes (TaskStateOptions.cacheMaxBytes). A replay is one task holding the
    * state of every partition, where `kairos start` splits it over one task per partition of 128 MiB each: a
-   * replay's default is that of 8 of them. Over it the replay spills its coldest entries to RocksDB and reads
-   * them back when needed, which for state read at random (customers) costs a read and a decode per miss.
-   * @default REPLAY_CACHE_MAX_BYTES (1 GiB)
+   * replay's default is that of 8 of them, or an eighth of the machine's (or container's) memory if that is
+   * less. Over it the replay spills its coldest entries to RocksDB and reads them back when needed, which for
+   * state read at random (customers) costs a read and a decode per miss.
+   * @default REPLAY_CACHE_MAX_BYTES
    */
   readonly cacheMaxBytes?: number;
   /** Called for each bad line (the CLI prints the first few). */
@@ -91,8 +92,17 @@ export interface ReplayResult {
 }
 
 const CHUNK = 512;
-/** ReplayOptions.cacheMaxBytes by default. */
-export const REPLAY_CACHE_MAX_BYTES = 1024 * 1024 * 1024;
+/**
+ * ReplayOptions.cacheMaxBytes by default: 1 GiB, or an eighth of the memory this process may use if less (the
+ * process needs about twice its budget: README, replay).
+ */
+export const REPLAY_CACHE_MAX_BYTES = Math.min(1024 * 1024 * 1024, Math.floor(memoryLimit() / 8));
+
+/** The machine's memory, or the container's limit when one is set and lower. */
+function memoryLimit(): number {
+  const constrained = process.constrainedMemory?.() ?? 0;
+  return constrained > 0 ? Math.min(constrained, totalmem()) : totalmem();
+}
 const TRIGGERS = 'crm.triggers.v1';
 const AUDIT = 'crm.trigger-audit.v1';
 
