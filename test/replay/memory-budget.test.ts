@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pino } from 'pino';
 import { buildTopology } from '../../src/app/topology.js';
@@ -7,6 +8,25 @@ import { resolveCampaigns } from '../../src/config/campaigns.js';
 import { replay, REPLAY_CACHE_MAX_BYTES, type ReplayProgress, type ReplayResult } from '../../src/replay/replay.js';
 import { NdjsonWriter, type LineSink } from '../../src/replay/ndjson-writer.js';
 import { generateEvents } from '../../load-tests/generate-events.js';
+import { StreamTask } from '../../src/engine/runtime/task.js';
+import { TaskState } from '../../src/engine/state/task-state.js';
+import { tempDir } from '../helpers.js';
+
+/**
+ * Every live entry (expired ones are hidden, as from every read) of every store of a replay's state directory,
+ * with the stream time and positions committed there.
+ */
+async function stateOf(dir: string): Promise<string[]> {
+  const stores = StreamTask.storeSpecs(buildTopology(resolveCampaigns({ guards: { enabled: false } })));
+  const state = await TaskState.open({ dir, taskId: 'replay_0', stores });
+  try {
+    const out = [`streamTime=${state.streamTime}`, ...[...state.positions()].map(([k, v]) => `position ${k}=${v}`)];
+    for (const spec of stores) for (const e of await state.scan(spec.name)) out.push(`${spec.name}/${e.key}@${e.ts}=${JSON.stringify(e.value)}`);
+    return out;
+  } finally {
+    await state.close();
+  }
+}
 
 class Capture extends Writable {
   text = '';
@@ -18,7 +38,7 @@ class Capture extends Writable {
 
 const nullSink: LineSink = { write: () => undefined, flush: () => Promise.resolve() };
 
-async function run(input: string, cacheMaxBytes: number | undefined): Promise<{ triggers: string; audit: string; result: ReplayResult; progress: ReplayProgress[] }> {
+async function run(input: string, cacheMaxBytes: number | undefined, stateDir?: string): Promise<{ triggers: string; audit: string; result: ReplayResult; progress: ReplayProgress[] }> {
   const progress: ReplayProgress[] = [];
   const triggersOut = new Capture();
   const auditOut = new Capture();
@@ -33,6 +53,7 @@ async function run(input: string, cacheMaxBytes: number | undefined): Promise<{ 
     logger: pino({ level: 'silent' }),
     ...(cacheMaxBytes === undefined ? {} : { cacheMaxBytes }),
     progressEveryMs: 0,
+    ...(stateDir === undefined ? {} : { stateDir }),
     onProgress: (p) => progress.push(p),
   });
   await triggers.flush();
@@ -60,4 +81,21 @@ test('replay (real RocksDB) with a state cache far smaller than its state spills
   assert.equal(last.cacheMaxBytes, 256 * 1024);
   assert.ok(last.cacheEvictions > 0);
   assert.ok(tight.progress.every((p) => p.cacheBytes < 2 * 256 * 1024), `cache ${Math.max(...tight.progress.map((p) => p.cacheBytes))} B`);
+});
+
+test('replay with --state-dir and a small cache commits its final state in pieces: the same live state on disk, entry for entry, as one final commit of a cache that held it all', async () => {
+  const input = [...generateEvents({ events: 4_000, customers: 500, skus: 100, seed: 11 })].join('\n') + '\n';
+  const t = tempDir();
+  try {
+    const roomy = await run(input, undefined, join(t.dir, 'roomy'));
+    const tight = await run(input, 256 * 1024, join(t.dir, 'tight'));
+    assert.equal(roomy.result.cacheEvictions, 0);
+    assert.ok(tight.result.cacheEvictions > 1_000, `evictions: ${tight.result.cacheEvictions}`);
+    assert.equal(tight.triggers, roomy.triggers);
+    const [a, b] = [await stateOf(join(t.dir, 'roomy')), await stateOf(join(t.dir, 'tight'))];
+    assert.ok(a.length > 1_000, `entries on disk: ${a.length}`);
+    assert.deepEqual(b, a);
+  } finally {
+    t.remove();
+  }
 });
