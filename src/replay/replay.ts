@@ -87,7 +87,10 @@ export interface ReplayResult {
    * a temporary one, which is removed at the end without a final commit.
    */
   readonly stateBytes: number | undefined;
-  /** Entries the state's cache evicted to keep its memory budget (read back from RocksDB when needed again). */
+  /**
+   * Entries the state's cache evicted to keep its memory budget while the input was processed (read back from
+   * RocksDB when needed again).
+   */
   readonly cacheEvictions: number;
 }
 
@@ -226,6 +229,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     // The final commit makes the state dir whole for whoever reads it afterwards. A temporary state is removed
     // unread, so it gets none: for an input whose state fits the cache (no commit before the end) that write —
     // encoding every value, one RocksDB batch of every key, waiting for it — was a third of the replay.
+    // Entries evicted while processing (the final commit's pieces evict what they wrote, which is no spill).
+    const cacheEvictions = task.state.stats.evicted;
     if (!ownsDir) {
       // In pieces of FINAL_COMMIT_PIECE (or a quarter of the budget) of the cache's estimate (spills, each written before the next is
       // encoded), then the rest with the positions and stream time: one batch of a cache of a GiB held every value
@@ -250,7 +255,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
       streamTime: task.streamTime,
       elapsedMs: performance.now() - started,
       stateBytes,
-      cacheEvictions: task.state.stats.evicted,
+      cacheEvictions,
     };
     return result;
   } catch (err) {
