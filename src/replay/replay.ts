@@ -95,7 +95,10 @@ export interface ReplayResult {
 }
 
 const CHUNK = 512;
-/** The final commit of a replay with a state dir writes its entries in pieces of this many bytes (estimate), or a quarter of the budget. */
+/**
+ * The final commit of a replay with a state dir writes its entries in pieces of this many bytes of the cache's
+ * estimate, or of a quarter of the budget if less.
+ */
 const FINAL_COMMIT_PIECE = 64 * 1024 * 1024;
 /**
  * ReplayOptions.cacheMaxBytes by default: 1 GiB, or an eighth of the memory this process may use if less (the
@@ -108,6 +111,7 @@ function memoryLimit(): number {
   const constrained = process.constrainedMemory?.() ?? 0;
   return constrained > 0 ? Math.min(constrained, totalmem()) : totalmem();
 }
+
 const TRIGGERS = 'crm.triggers.v1';
 const AUDIT = 'crm.trigger-audit.v1';
 
@@ -232,9 +236,9 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     // Entries evicted while processing (the final commit's pieces evict what they wrote, which is no spill).
     const cacheEvictions = task.state.stats.evicted;
     if (!ownsDir) {
-      // In pieces of FINAL_COMMIT_PIECE (or a quarter of the budget) of the cache's estimate (spills, each written before the next is
-      // encoded), then the rest with the positions and stream time: one batch of a cache of a GiB held every value
-      // encoded at once, with RocksDB's copy of the batch, and took the 1M-event replay's RSS from 1.3 to 2.5 GB.
+      // In pieces (spills, each written before the next is encoded), then the rest with the positions and stream
+      // time: one batch of a cache of a GiB held every value encoded at once, with RocksDB's copy of the batch,
+      // and took the 1M-event replay's RSS from 1.3 to 2.5 GB.
       await task.state.landed();
       const piece = Math.min(FINAL_COMMIT_PIECE, budget / 4);
       while (task.state.cacheBytes > piece && task.state.dirtyCount > 0) await task.commit({ coldest: piece });

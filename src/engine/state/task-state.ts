@@ -249,8 +249,8 @@ class StoreState {
   bytes = 0;
   /**
    * Encoded bytes per value: the size estimate of a value not encoded yet. Measured by every commit (its
-   * average) and, between commits, by encoding one write in SIZE_SAMPLE_EVERY (a moving average of the new entries among them), so
-   * a store a replay never commits is not counted at a guess.
+   * average) and, between commits, by encoding one write in SIZE_SAMPLE_EVERY (a moving average of the new
+   * entries among them), so a store a replay never commits is not counted at a guess.
    */
   avgEncoded = 128;
   /** Writes since the last one sampled for its encoded size. */
@@ -258,7 +258,7 @@ class StoreState {
   /** Samples taken so far, up to SIZE_SAMPLE_WINDOW (the moving average's weight). */
   samples = 0;
 
-  /** Takes one write's encoded size into the moving average. */
+  /** Takes a new entry's encoded size into the moving average. */
   sampleSize(encodedBytes: number): void {
     if (this.samples < SIZE_SAMPLE_WINDOW) this.samples++;
     this.avgEncoded += (encodedBytes - this.avgEncoded) / this.samples;
