@@ -127,6 +127,26 @@ function stateMetrics(registry: Registry, states: OpenStates): void {
       for (const { partition, state } of await states()) this.set({ partition: String(partition) }, await state.approximateSize().catch(() => 0));
     },
   });
+  new Gauge({
+    name: 'kairos_state_cache_bytes',
+    help: "Estimated heap bytes of each open task's state cache (its budget: kairos_state_cache_budget_bytes)",
+    labelNames: ['partition'],
+    registers,
+    async collect() {
+      this.reset();
+      for (const { partition, state } of await states()) this.set({ partition: String(partition) }, state.cacheBytes);
+    },
+  });
+  new Gauge({
+    name: 'kairos_state_cache_budget_bytes',
+    help: "The state cache's memory budget per task (estimated heap); over it, clean entries are evicted",
+    registers,
+    async collect() {
+      const open = await states();
+      this.reset();
+      if (open.length > 0) this.set(Math.max(...open.map(({ state }) => state.cacheMaxBytes)));
+    },
+  });
   new Counter({
     name: 'kairos_state_cache_lookups_total',
     help: 'Store reads by result: hit (answered by the write-back cache) or miss (read from RocksDB), over open tasks',
@@ -145,7 +165,7 @@ function stateMetrics(registry: Registry, states: OpenStates): void {
     },
   });
   /** A counter of one TaskState statistic, summed over the open tasks when scraped. */
-  const statCounter = (name: string, help: string, stat: 'prefetched' | 'reads'): void => {
+  const statCounter = (name: string, help: string, stat: 'prefetched' | 'reads' | 'evicted'): void => {
     new Counter({
       name,
       help,
@@ -159,5 +179,6 @@ function stateMetrics(registry: Registry, states: OpenStates): void {
     });
   };
   statCounter('kairos_state_prefetched_total', 'Keys loaded from RocksDB ahead of processing, with one multi-get per fetched batch (the keys its records will read), over open tasks', 'prefetched');
+  statCounter('kairos_state_cache_evictions_total', 'Entries evicted from the state caches to keep their budget (read from RocksDB when needed again), over open tasks', 'evicted');
   statCounter('kairos_state_reads_total', 'Reads of RocksDB (a single get or a multi-get of any number of keys and stores; each is a trip through the thread pool), over open tasks', 'reads');
 }

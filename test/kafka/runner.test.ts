@@ -156,6 +156,11 @@ test('a runner restarted on its state dir loads the keys of each fetched batch w
     // One multi-get per fetched batch loads the keys of every store: far fewer RocksDB reads than keys.
     const reads = Number(/kairos_state_reads_total (\d+)/.exec(metrics)?.[1] ?? NaN);
     assert.ok(reads > 0 && reads < prefetched, `RocksDB reads: ${reads} for ${prefetched} keys`);
+    // The caches' estimated heap per task, against the budget (128 MiB per task by default); nothing evicted.
+    const cached = [...metrics.matchAll(/kairos_state_cache_bytes\{partition="\d+"\} (\d+(?:\.\d+)?)/g)].map((m) => Number(m[1]));
+    assert.ok(cached.length > 0 && cached.some((b) => b > 0), `cache bytes: ${cached.join(', ')}`);
+    assert.match(metrics, new RegExp(`kairos_state_cache_budget_bytes ${128 * 1024 * 1024}\\b`));
+    assert.match(metrics, /kairos_state_cache_evictions_total 0\b/);
   } finally {
     await first.stop();
     await second?.stop();
