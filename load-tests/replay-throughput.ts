@@ -96,6 +96,7 @@ async function runReplay(engine: ReplayEngine, input: string, until: number, sta
       logger,
       onProgress: (p) => {
         mem.sample();
+        if (p.phase === 'final-commit') return log(`${label}: writing the final state: ${fmtInt(p.uncommitted)} entries (${fmtBytes(p.cacheBytes)} of cache) left, rss ${fmtBytes(process.memoryUsage().rss)}`);
         log(
           `${label}: ${fmtInt(p.lines)} lines (${((p.fraction ?? 0) * 100).toFixed(0)}%), ${fmtInt(p.lines / (p.elapsedMs / 1000))} lines/s, ` +
             `${fmtInt(p.triggers)} triggers, rss ${fmtBytes(process.memoryUsage().rss)}, state cache ${fmtBytes(p.cacheBytes)} of ${fmtBytes(p.cacheMaxBytes)}` +

@@ -77,7 +77,9 @@ export async function replayCommand(args: readonly string[], io: Io): Promise<nu
       : {
           onProgress: (p) =>
             io.stderr.write(
-              `replay: ${p.lines.toLocaleString('en')} lines${p.fraction === undefined ? '' : ` (${(p.fraction * 100).toFixed(1)}%)`}, ` +
+              p.phase === 'final-commit'
+                ? `replay: writing the final state to ${values['state-dir'] ?? 'the state dir'}: ${p.uncommitted.toLocaleString('en')} entries (~${mib(p.cacheBytes)} MiB of cache) left\n`
+                : `replay: ${p.lines.toLocaleString('en')} lines${p.fraction === undefined ? '' : ` (${(p.fraction * 100).toFixed(1)}%)`}, ` +
                 `${Math.round(p.lines / (p.elapsedMs / 1000)).toLocaleString('en')} lines/s, ${p.triggers} triggers, ${p.errors} bad lines, ` +
                 `stream time ${Number.isFinite(p.streamTime) ? new Date(p.streamTime).toISOString() : '-'}, ` +
                 `state cache ${mib(p.cacheBytes)} of ${mib(p.cacheMaxBytes)} MiB${p.cacheEvictions > 0 ? ` (${p.cacheEvictions.toLocaleString('en')} entries spilled: --cache-mb raises it)` : ''}\n`,

@@ -92,6 +92,12 @@ test('replay with --state-dir and a small cache commits its final state in piece
     assert.equal(roomy.result.cacheEvictions, 0);
     assert.ok(tight.result.cacheEvictions > 1_000, `evictions: ${tight.result.cacheEvictions}`);
     assert.equal(tight.triggers, roomy.triggers);
+    // The final commit shows progress: once as it starts, then after each piece, with fewer entries left each time.
+    const writing = tight.progress.filter((p) => p.phase === 'final-commit');
+    assert.ok(writing.length >= 3, `final-commit progress: ${writing.length}`);
+    assert.ok((writing[0] as ReplayProgress).uncommitted > 100, `entries to write: ${(writing[0] as ReplayProgress).uncommitted}`);
+    for (let i = 1; i < writing.length; i++) assert.ok((writing[i] as ReplayProgress).uncommitted < (writing[i - 1] as ReplayProgress).uncommitted);
+    assert.ok(tight.progress.indexOf(writing[0] as ReplayProgress) > 0 && tight.progress.slice(0, tight.progress.indexOf(writing[0] as ReplayProgress)).every((p) => p.phase === 'input'));
     const [a, b] = [await stateOf(join(t.dir, 'roomy')), await stateOf(join(t.dir, 'tight'))];
     assert.ok(a.length > 1_000, `entries on disk: ${a.length}`);
     assert.deepEqual(b, a);
