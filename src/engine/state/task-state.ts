@@ -249,10 +249,18 @@ class StoreState {
   bytes = 0;
   /**
    * Encoded bytes per value: the size estimate of a value not encoded yet. Measured by every commit (its
-   * average) and, between commits, by encoding one write in SIZE_SAMPLE_EVERY (a moving average of the new
-   * entries among them), so a store a replay never commits is not counted at a guess.
+   * average) and, until a full commit has measured the store, by encoding one write in SIZE_SAMPLE_EVERY (a
+   * moving average of the new entries among them), so a store a replay never commits is not counted at a guess.
    */
   avgEncoded = 128;
+  /**
+   * A full commit (not a spill) has measured this store's values: every entry it took got its exact size and
+   * the average is theirs. From then on writes are not sampled: a task that commits every few hundred
+   * milliseconds (the Kafka runner) measures each entry it writes within that time anyway, and the sampling
+   * would encode values a second time (about 1 % of a catch-up's CPU). A replay, which commits at the end or
+   * spills only its coldest entries, keeps sampling.
+   */
+  measuredByCommit = false;
   /** Writes since the last one sampled for its encoded size. */
   writesSinceSample = 0;
   /** Samples taken so far, up to SIZE_SAMPLE_WINDOW (the moving average's weight). */
@@ -791,7 +799,10 @@ export class TaskState {
           if (logged) entries.push({ store: s.spec.name, key: Buffer.from(key, 'utf8'), value, timestamp: streamTime });
         }
       }
-      if (encodedCount > 0) s.avgEncoded = Math.ceil(encodedBytes / encodedCount);
+      if (encodedCount > 0) {
+        s.avgEncoded = Math.ceil(encodedBytes / encodedCount);
+        if (spill === undefined) s.measuredByCommit = true;
+      }
       if (spill !== undefined && encodedCount > 0) {
         // The entries a spill leaves uncommitted keep the estimate they got when written, from the average of
         // some earlier commit (or a guess before the first): raised to the average just measured, so the budget
@@ -1118,9 +1129,10 @@ export class TaskState {
     // The entry's size: measured for one write in SIZE_SAMPLE_EVERY; else a new entry gets the store's average
     // of new entries and a rewritten one keeps its last size (a key written often, whose value grows — a basket,
     // a customer's history — is measured again often; an average over all writes would count every entry at
-    // the size of the most written ones).
+    // the size of the most written ones). Once a full commit has measured the store, its commits measure
+    // every entry (StoreState.measuredByCommit).
     let encoded = value === ABSENT ? 0 : -1;
-    if (encoded < 0 && ++s.writesSinceSample >= SIZE_SAMPLE_EVERY) {
+    if (encoded < 0 && !s.measuredByCommit && ++s.writesSinceSample >= SIZE_SAMPLE_EVERY) {
       s.writesSinceSample = 0;
       encoded = this.#encodedLength(s, value);
     }

@@ -349,6 +349,38 @@ test('a spill (commit with coldest) writes only the uncommitted entries not read
   }
 });
 
+test('size sampling: one write in 32 is encoded until a full commit has measured the store (spills do not count); after it, writes are not encoded again and a new entry is estimated from that commit\'s average', async () => {
+  const t = tempDir();
+  let encodes = 0;
+  const codec = jsonCodec<string>();
+  const counted = keyValueStore('counted', { ...codec, encodeText: (v: string) => (encodes++, JSON.stringify(v)) });
+  const s = await TaskState.open({ dir: t.dir, taskId: '0_0', stores: [counted] });
+  try {
+    for (let i = 0; i < 320; i++) s.put('counted', `a${i}`, 'x'.repeat(500));
+    assert.equal(encodes, 10, 'one write in 32 sampled before any commit');
+    // A spill measures only the entries it takes: sampling goes on.
+    await s.commit({ coldest: 1 });
+    encodes = 0;
+    for (let i = 0; i < 64; i++) s.put('counted', `b${i}`, 'x'.repeat(500));
+    assert.equal(encodes, 2, 'still sampled after a spill');
+    encodes = 0;
+    await s.commit();
+    assert.equal(encodes, 383, 'the full commit encodes every uncommitted entry once');
+    encodes = 0;
+    const before = s.cacheBytes;
+    for (let i = 0; i < 320; i++) s.put('counted', `c${i}`, 'x'.repeat(500));
+    assert.equal(encodes, 0, 'no sampling once a full commit has measured the store');
+    // Estimated from the commit's average (~500 encoded bytes plus the key and the entry's overhead).
+    const perEntry = (s.cacheBytes - before) / 320;
+    assert.ok(perEntry > 500 && perEntry < 1200, `${Math.round(perEntry)} B per new entry`);
+    await s.commit();
+    assert.equal(encodes, 320);
+  } finally {
+    await s.close();
+    t.remove();
+  }
+});
+
 test('window store: fetch by time range, retention from window start', async () => {
   const t = tempDir();
   const spec = windowStore('views-per-hour', jsonCodec<number>(), { windowSizeMs: 3_600_000, retentionMs: 7_200_000 });
