@@ -80,6 +80,15 @@ export const DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024;
  * an error naming it.
  */
 export function chunkTopicMessages(topicMessages: readonly TopicMessages[], maxBatchBytes: number, maxRequestBytes = Math.max(maxBatchBytes, DEFAULT_MAX_REQUEST_BYTES)): TopicMessages[][] {
+  // Most commits are far below both bounds: then it is one request, without a batch count per record.
+  let total = 0;
+  let count = 0;
+  for (const { messages } of topicMessages) {
+    for (const m of messages) total += messageBytes(m);
+    count += messages.length;
+    if (total > maxBatchBytes) break;
+  }
+  if (total <= maxBatchBytes && total <= maxRequestBytes) return count === 0 ? [] : [byTopic(topicMessages)];
   const chunks: TopicMessages[][] = [];
   let current = new Map<string, Message[]>();
   let batches = new Map<string, number>();
@@ -115,15 +124,38 @@ export function chunkTopicMessages(topicMessages: readonly TopicMessages[], maxB
   return chunks;
 }
 
+/** The messages of each topic in one list, topics in order of first appearance, messages in order. */
+function byTopic(topicMessages: readonly TopicMessages[]): TopicMessages[] {
+  const lists = new Map<string, Message[]>();
+  for (const { topic, messages } of topicMessages) {
+    if (messages.length === 0) continue;
+    const list = lists.get(topic);
+    if (list === undefined) lists.set(topic, [...messages]);
+    else for (const m of messages) list.push(m);
+  }
+  return [...lists].map(([topic, messages]) => ({ topic, messages }));
+}
+
+/** Records per explicit partition, per topic (no string key per record). */
+function countsByPartition(topicMessages: readonly TopicMessages[]): Map<string, Map<number, number>> {
+  const counts = new Map<string, Map<number, number>>();
+  for (const { topic, messages } of topicMessages) {
+    let perPartition = counts.get(topic);
+    for (const m of messages) {
+      if (m.partition === undefined) continue;
+      if (perPartition === undefined) counts.set(topic, (perPartition = new Map()));
+      perPartition.set(m.partition, (perPartition.get(m.partition) ?? 0) + 1);
+    }
+  }
+  return counts;
+}
+
 function recordOffsets(chunk: readonly TopicMessages[], results: readonly RecordMetadata[], into: ProducedOffsets): void {
   // Counts per explicit partition: the offset after a partition's last record is its base offset + its count.
-  const counts = new Map<string, number>();
-  for (const { topic, messages } of chunk) {
-    for (const m of messages) if (m.partition !== undefined) counts.set(pk(topic, m.partition), (counts.get(pk(topic, m.partition)) ?? 0) + 1);
-  }
+  const counts = countsByPartition(chunk);
   for (const r of results) {
     if (r.baseOffset === undefined || r.baseOffset === '-1') continue;
-    const n = counts.get(pk(r.topicName, r.partition));
+    const n = counts.get(r.topicName)?.get(r.partition);
     if (n !== undefined) into.set(pk(r.topicName, r.partition), (BigInt(r.baseOffset) + BigInt(n)).toString());
   }
 }
@@ -134,10 +166,9 @@ function recordOffsets(chunk: readonly TopicMessages[], results: readonly Record
  */
 function offsetsOf(topicMessages: readonly TopicMessages[], all: ProducedOffsets): ProducedOffsets {
   const out: ProducedOffsets = new Map();
-  for (const { topic, messages } of topicMessages) {
-    for (const m of messages) {
-      if (m.partition === undefined) continue;
-      const k = pk(topic, m.partition);
+  for (const [topic, partitions] of countsByPartition(topicMessages)) {
+    for (const partition of partitions.keys()) {
+      const k = pk(topic, partition);
       const v = all.get(k);
       if (v !== undefined) out.set(k, v);
     }

@@ -90,6 +90,32 @@ class ScriptedBroker {
   }
 }
 
+test('one request for a commit within the bounds: every topic\'s messages in one list, topics in order of first appearance, messages in order, empty lists left out; above the bound the same order across requests', () => {
+  let seed = 7;
+  const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  for (let round = 0; round < 50; round++) {
+    const input = Array.from({ length: 1 + rand(8) }, () => ({
+      topic: `t${rand(4)}`,
+      messages: Array.from({ length: rand(6) }, (_, i) => ({ ...msg(round * 100 + i, rand(300)), ...(rand(3) === 0 ? { partition: undefined } : { partition: rand(3) }) })),
+    }));
+    const want = new Map<string, (string | Buffer | null | undefined)[]>();
+    for (const { topic, messages } of input) for (const m of messages) (want.get(topic) ?? want.set(topic, []).get(topic))?.push(m.key);
+    const total = input.reduce((n, t) => n + t.messages.reduce((a, m) => a + messageBytes(m), 0), 0);
+    for (const bound of [1_000_000, Math.max(400, Math.floor(total / 3))]) {
+      const chunks = chunkTopicMessages(input, bound);
+      if (bound >= total) assert.equal(chunks.length, want.size === 0 ? 0 : 1, 'one request within the bounds');
+      for (const c of chunks) {
+        assert.equal(new Set(c.map((t) => t.topic)).size, c.length, 'a topic once per request');
+        for (const t of c) assert.ok(t.messages.length > 0, 'no empty topic list');
+      }
+      if (bound >= total) assert.deepEqual(chunks[0]?.map((t) => t.topic) ?? [], [...want.keys()], 'topics in order of first appearance');
+      const got = new Map<string, (string | Buffer | null | undefined)[]>();
+      for (const c of chunks) for (const t of c) for (const m of t.messages) (got.get(t.topic) ?? got.set(t.topic, []).get(t.topic))?.push(m.key);
+      assert.deepEqual(got, want, `round ${round}, bound ${bound}`);
+    }
+  }
+});
+
 test('a request the broker refuses as too large halves the bound, replaces the producer and writes everything in order', async () => {
   const broker = new ScriptedBroker();
   const messages = Array.from({ length: 400 }, (_, i) => msg(i));
