@@ -1151,6 +1151,8 @@ interface Latency {
   /** Of triggerSteady: events sent after the first warmupSec of the stream. */
   readonly triggerWarm: Dist;
   readonly triggerAll: Dist;
+  /** triggerSteady's p99 for each second of due time since the first send (null: none due that second). */
+  readonly steadyP99BySecond: readonly (number | null)[];
   readonly triggers: number;
   readonly duplicates: number;
   readonly missing: number;
@@ -1357,6 +1359,15 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
     (due <= lastSentAt ? steady : tail).push(latency);
     if (due <= lastSentAt && (sentAt[i] as number) >= warmFrom) warm.push(latency);
   }
+  // p99 of each second of due time (steady triggers): whether the tail is spread evenly or comes in episodes.
+  const bySecond: number[][] = [];
+  for (let i = 0; i < total; i++) {
+    const due = triggerAt[i] as number;
+    if (Number.isNaN(due) || due > lastSentAt) continue;
+    const second = Math.floor((due - firstSentAt) / 1000);
+    (bySecond[second] ??= []).push((triggerReadAt[i] as number) - due);
+  }
+  const steadyP99BySecond = Array.from(bySecond, (xs) => (xs === undefined || xs.length === 0 ? null : Math.round(dist(xs).p99)));
   return {
     restartMs,
     flushedAtRestart,
@@ -1367,6 +1378,7 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
     pipeline: dist(pipeline),
     triggerSteady: dist(steady),
     triggerWarm: dist(warm),
+    steadyP99BySecond,
     triggerTail: dist(tail),
     triggerAll: dist(triggerLat),
     triggers,
@@ -1669,6 +1681,9 @@ function report(
         ],
       ).replace(/^/gm, '             '),
     );
+    const seconds = lat.steadyP99BySecond;
+    const over = seconds.filter((x) => x !== null && x > 250).length;
+    p(`             steady trigger p99 by second of due time (ms): ${seconds.map((x) => x ?? '–').join(' ')}; over 250 ms in ${over} of ${seconds.filter((x) => x !== null).length} seconds`);
     p(
       table(
         ['instance', 'partitions', 'peak RSS', 'CPU (of one core)', 'processed', 'emitted', 'commits', 'mean commit', 'commit time / wall'],
@@ -1755,6 +1770,7 @@ function report(
               triggerSteadyMs: round(lat.triggerSteady),
               triggerTailMs: round(lat.triggerTail),
               triggerWarmMs: round(lat.triggerWarm),
+              steadyP99BySecondMs: lat.steadyP99BySecond,
               sendAckMs: round(lat.sendAck),
               perInstance: lat.perInstance.map((i) => ({ ...i, cpuShare: Number(i.cpuShare.toFixed(2)) })),
               brokerCpuShare: Number(lat.brokerCpuShare.toFixed(2)),
