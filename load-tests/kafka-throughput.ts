@@ -405,19 +405,36 @@ interface RunnerCounters {
   readonly commitSeconds: number;
   readonly processed: number;
   readonly emitted: number;
+  /**
+   * V8's garbage collection in the instance (`kairos_nodejs_gc_duration_seconds`, prom-client's default metrics,
+   * which `kairos start` serves; 0 for in-process runners): time, pauses, and pauses of 10 ms or more / 100 ms or more.
+   */
+  readonly gcSeconds: number;
+  readonly gcPauses: number;
+  readonly gcOver10ms: number;
+  readonly gcOver100ms: number;
+  /** The longest event-loop delay since the last scrape (`kairos_nodejs_eventloop_lag_max_seconds`); NaN if not served. */
+  readonly loopLagMaxSeconds: number;
 }
 
 function parseCounters(text: string): RunnerCounters {
   const sum = (name: string): number => sumMetric(text, name);
+  const gc = 'kairos_nodejs_gc_duration_seconds';
+  const gcPauses = sum(`${gc}_count`);
   return {
     commits: sum('kairos_commit_duration_seconds_count'),
     commitSeconds: sum('kairos_commit_duration_seconds_sum'),
     processed: sum('kairos_records_processed_total'),
     emitted: sum('kairos_records_emitted_total'),
+    gcSeconds: sum(`${gc}_sum`),
+    gcPauses,
+    gcOver10ms: gcPauses - sumMetric(text, `${gc}_bucket`, { le: '0.01' }),
+    gcOver100ms: gcPauses - sumMetric(text, `${gc}_bucket`, { le: '0.1' }),
+    loopLagMaxSeconds: text.includes('kairos_nodejs_eventloop_lag_max_seconds') ? sum('kairos_nodejs_eventloop_lag_max_seconds') : NaN,
   };
 }
 
-const noCounters: RunnerCounters = { commits: 0, commitSeconds: 0, processed: 0, emitted: 0 };
+const noCounters: RunnerCounters = { commits: 0, commitSeconds: 0, processed: 0, emitted: 0, gcSeconds: 0, gcPauses: 0, gcOver10ms: 0, gcOver100ms: 0, loopLagMaxSeconds: NaN };
 
 async function counters(i: Instance): Promise<RunnerCounters> {
   try {
@@ -432,6 +449,12 @@ const minus = (a: RunnerCounters, b: RunnerCounters): RunnerCounters => ({
   commitSeconds: a.commitSeconds - b.commitSeconds,
   processed: a.processed - b.processed,
   emitted: a.emitted - b.emitted,
+  gcSeconds: a.gcSeconds - b.gcSeconds,
+  gcPauses: a.gcPauses - b.gcPauses,
+  gcOver10ms: a.gcOver10ms - b.gcOver10ms,
+  gcOver100ms: a.gcOver100ms - b.gcOver100ms,
+  // A gauge reset by each scrape: the later scrape's maximum is that of the time between the two.
+  loopLagMaxSeconds: a.loopLagMaxSeconds,
 });
 
 interface InstanceSet {
@@ -1701,6 +1724,12 @@ function report(
       ).replace(/^/gm, '             '),
     );
     for (const i of lat.perInstance) if (i.batches) p(`             ${formatBatches(i.label, i.batches)}`);
+    // Whether the instance itself stood still (a long GC, a blocked event loop) when the tail grew.
+    for (const { label, counters: c } of lat.perInstance) {
+      if (c.gcPauses === 0) continue;
+      const lag = Number.isNaN(c.loopLagMaxSeconds) ? '' : `; longest event-loop delay ${Math.round(c.loopLagMaxSeconds * 1000)} ms`;
+      p(`             ${label}: GC ${c.gcSeconds.toFixed(2)} s in ${fmtInt(c.gcPauses)} pauses (${fmtInt(c.gcOver10ms)} of 10 ms or more, ${fmtInt(c.gcOver100ms)} of 100 ms or more)${lag}`);
+    }
     if (cluster.pid > 0) p(`             broker CPU ${pct(lat.brokerCpuShare)} of one core`);
     if (lat.profile) printProfile('the latency phase (this process: runner, stream producer and measuring consumer)', lat.profile);
   }
