@@ -40,6 +40,12 @@
  * Baseline in the same run (before the catch-up): a bare kafkajs consumer (fresh group, eachBatch, no processing,
  * no commits, kafkajs' default fetch sizes) reads the same input topics, once as is and once JSON.parsing every
  * value; the summary gives Kairos' catch-up records/s per instance ÷ each (issue 16's R4). --no-baseline skips it.
+ * --peer "<command>" (with --brokers) also runs a peer stream processor on the same topics and records, after the
+ * bare consumers and before Kairos: the command (run by sh, in its own process) is given KAIROS_PEER_BROKERS,
+ * KAIROS_PEER_GROUP (its consumer group / application.id, a fresh kairos-peer-* name), KAIROS_PEER_TOPICS
+ * (comma-separated), KAIROS_PEER_OUTPUT (a topic created here) and KAIROS_PEER_STATE_DIR, prints a line with
+ * RUNNING when it has joined, and is measured as Kairos is: records from then until its group's committed offsets
+ * reach the end offsets. load-tests/peers/KafkaStreamsCount.java is Kafka Streams' stateful count for it.
  *
  * --brokers host:port runs against that broker instead of the mock cluster. It must be a TEST broker: the
  * contract's topics, their .dlq topics and every kairos-* topic are deleted first (and the group), and the
@@ -63,7 +69,7 @@
  *                          [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases)]
  *                          [--guarantee at_least_once|exactly_once] [--broker-pid N]
  */
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Profiler } from 'node:inspector';
@@ -176,6 +182,8 @@ interface Options {
   readonly guarantee: Guarantee;
   /** With --brokers: the broker's process id, for its CPU figure (a broker not started here has none otherwise). */
   readonly brokerPid: number | undefined;
+  /** With --brokers: a peer stream processor's command (sh -c), measured on the same topics before Kairos. */
+  readonly peer: string | undefined;
 }
 
 type Guarantee = 'at_least_once' | 'exactly_once';
@@ -203,6 +211,7 @@ function parseOptions(argv: readonly string[]): Options {
       'output-linger-ms': { type: 'string' },
       guarantee: { type: 'string' },
       'broker-pid': { type: 'string' },
+      peer: { type: 'string' },
       campaigns: { type: 'string' },
       'timeout-sec': { type: 'string' },
       brokers: { type: 'string' },
@@ -221,7 +230,8 @@ function parseOptions(argv: readonly string[]): Options {
         '         [--brokers host:port,... (a TEST broker: its contract and kairos-* topics are deleted first)] [--no-baseline]\n' +
         '         [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases; the runner\'s default 20)] [--dist (children from dist/, as deployed)]\n' +
         '         [--guarantee at_least_once|exactly_once (exactly_once: a real broker; idempotent producer on)]\n' +
-        '         [--broker-pid N (with --brokers: the broker\'s process, for its CPU figure)]\n',
+        '         [--broker-pid N (with --brokers: the broker\'s process, for its CPU figure)]\n' +
+        '         [--peer "<command>" (with --brokers: a peer stream processor on the same topics, e.g. load-tests/peers/KafkaStreamsCount.java)]\n',
     );
     process.exit(0);
   }
@@ -244,6 +254,7 @@ function parseOptions(argv: readonly string[]): Options {
   const guarantee = (values.guarantee ?? 'at_least_once') as Guarantee;
   if (guarantee !== 'at_least_once' && guarantee !== 'exactly_once') throw new UsageError(`--guarantee must be at_least_once or exactly_once, got "${String(values.guarantee)}"`);
   if (guarantee === 'exactly_once' && values.brokers === undefined) throw new UsageError('--guarantee exactly_once needs --brokers (the mock cluster has no transactions)');
+  if (values.peer !== undefined && values.brokers === undefined) throw new UsageError('--peer needs --brokers (a peer such as Kafka Streams creates its topics with CreateTopics, which the mock cluster does not have)');
   const maxTaskIdleMs = values['max-task-idle-ms'] === undefined ? undefined : parseCount('max-task-idle-ms', values['max-task-idle-ms'], 0);
   if (maxTaskIdleMs !== undefined && mode !== 'inproc') throw new UsageError('--max-task-idle-ms needs --mode inproc (kairos start has no variable for it)');
   let campaigns = DEFAULT_CAMPAIGNS;
@@ -285,6 +296,7 @@ function parseOptions(argv: readonly string[]): Options {
     noBaseline: values['no-baseline'],
     guarantee,
     brokerPid: values['broker-pid'] === undefined ? undefined : parseCount('broker-pid', values['broker-pid'], 0),
+    peer: values.peer,
     childCommand: kairosStartCommand(values.dist),
   };
 }
@@ -736,9 +748,9 @@ async function endOffsets(admin: Admin, topics: readonly string[]): Promise<Part
 const sumOffsets = (o: PartitionOffsets, topics?: readonly string[]): number =>
   [...o.entries()].filter(([t]) => topics === undefined || topics.includes(t)).reduce((a, [, m]) => a + [...m.values()].reduce((x, y) => x + y, 0), 0);
 
-async function committedOffsets(admin: Admin, topics: readonly string[]): Promise<PartitionOffsets> {
+async function committedOffsets(admin: Admin, topics: readonly string[], groupId = GROUP): Promise<PartitionOffsets> {
   const out: PartitionOffsets = new Map();
-  for (const t of await admin.fetchOffsets({ groupId: GROUP, topics: [...topics] })) {
+  for (const t of await admin.fetchOffsets({ groupId, topics: [...topics] })) {
     out.set(t.topic, new Map(t.partitions.map((p) => [p.partition, Math.max(0, Number(p.offset))])));
   }
   return out;
@@ -835,6 +847,101 @@ async function bareConsumer(kafka: Kafka, topics: readonly string[], records: nu
     return { label, records: count, ms, perSec: count / (ms / 1000), perSecFromFirst: count / ((tLast - (tFirst ?? t0)) / 1000) };
   } finally {
     await consumer.disconnect();
+  }
+}
+
+interface PeerResult {
+  readonly command: string;
+  readonly records: number;
+  /** From spawn to its RUNNING line. */
+  readonly startMs: number;
+  /** From its RUNNING line until its group's committed offsets reached the end offsets. */
+  readonly ms: number;
+  readonly perSec: number;
+  /** CPU (user + system, all its threads) over `ms` as a share of one core. */
+  readonly cpuShare: number;
+  readonly peakRss: number;
+}
+
+const PEER_OUTPUT = `${APP}-peer-output`;
+
+/**
+ * The --peer command on the same topics, measured as the catch-up measures Kairos: records ÷ the time from its
+ * RUNNING line (group joined) until its group's committed offsets reach the topics' end offsets. Its topics
+ * (kairos-peer-*) go with the next run's fresh topics; its state directory with this run's.
+ */
+async function peerCatchUp(command: string, brokers: readonly string[], admin: Admin, topics: readonly string[], stateRoot: string, cleanup: Cleanup, timeoutMs: number): Promise<PeerResult> {
+  const group = `${APP}-peer-${randomUUID().slice(0, 8)}`;
+  await admin.createTopics({ topics: [{ topic: PEER_OUTPUT, numPartitions: 4 }], waitForLeaders: true });
+  const ends = await endOffsets(admin, topics);
+  const records = sumOffsets(ends);
+  log(`peer: ${command} as group ${group} on ${fmtInt(records)} records of ${topics.join(', ')}`);
+  const t0 = performance.now();
+  // exec: the peer is the shell's process itself, so its pid gives its CPU and memory.
+  const child = spawn('sh', ['-c', `exec ${command}`], {
+    env: {
+      ...process.env,
+      KAIROS_PEER_BROKERS: brokers.join(','),
+      KAIROS_PEER_GROUP: group,
+      KAIROS_PEER_TOPICS: topics.join(','),
+      KAIROS_PEER_OUTPUT: PEER_OUTPUT,
+      KAIROS_PEER_STATE_DIR: join(stateRoot, 'peer'),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const unhook = cleanup.atExit(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let tail = '';
+  const keep = (chunk: Buffer): void => {
+    tail = (tail + chunk.toString('utf8')).slice(-4000);
+  };
+  child.stderr.on('data', keep);
+  const running = new Promise<number>((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      keep(chunk);
+      if (/\bRUNNING\b/.test(tail)) resolve(performance.now());
+    });
+    child.once('exit', (code, signal) => reject(new Error(`peer exited (${String(code ?? signal)}) before RUNNING: ${tail.slice(-1500)}`)));
+    child.once('error', reject);
+  });
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGTERM');
+    if ((await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)])) === false) {
+      log('peer did not stop within 30 s of SIGTERM; killed it');
+      child.kill('SIGKILL');
+      await exited;
+    }
+  };
+  try {
+    const tReady = await Promise.race([running, sleep(120_000).then(() => Promise.reject(new Error(`peer printed no RUNNING line within 120 s: ${tail.slice(-1500)}`)))]);
+    const cpu0 = procCpuMs(child.pid ?? 0);
+    let peakRss = 0;
+    let lastLog = tReady;
+    for (;;) {
+      peakRss = Math.max(peakRss, procMem(child.pid ?? 0).rss);
+      const committed = await committedOffsets(admin, topics, group).catch(() => new Map() as PartitionOffsets);
+      const now = performance.now();
+      const done = [...ends].every(([t, parts]) => [...parts].every(([p, end]) => (committed.get(t)?.get(p) ?? 0) >= end));
+      if (done) {
+        const ms = now - tReady;
+        const cpuShare = (procCpuMs(child.pid ?? 0) - cpu0) / ms;
+        log(`peer: ${fmtInt(records)} records in ${fmtSecs(ms)} after RUNNING → ${fmtInt(records / (ms / 1000))} records/s, CPU ${(100 * cpuShare).toFixed(0)}% of one core`);
+        return { command, records, startMs: tReady - t0, ms, perSec: records / (ms / 1000), cpuShare, peakRss };
+      }
+      if (now - lastLog > 2000) {
+        lastLog = now;
+        log(`peer: committed ${fmtInt(sumOffsets(committed))} / ${fmtInt(records)}`);
+      }
+      if (now - tReady > timeoutMs) throw new Error(`peer did not commit every record within ${timeoutMs} ms (committed ${sumOffsets(committed)} of ${records})`);
+      await sleep(100);
+    }
+  } finally {
+    await stop();
+    unhook();
+    await admin.deleteGroups([group]).catch(() => undefined);
   }
 }
 
@@ -1552,6 +1659,7 @@ async function main(argv: readonly string[], cleanup: Cleanup): Promise<number> 
     const records = sumOffsets(await endOffsets(admin, external));
     for (const parse of [false, true]) baselines.push(await bareConsumer(kafka, external, records, parse, o.timeoutSec * 1000));
   }
+  const peer = o.peer === undefined ? undefined : await peerCatchUp(o.peer, cluster.brokers, admin, topicsOf(o.campaigns).external, stateRoot, cleanup, o.timeoutSec * 1000);
   const cu = await catchUp(o, cluster.brokers, admin, stateRoot, cluster, cleanup);
 
   // The catch-up's triggers against the reference model: timers due by the last source event.
@@ -1588,7 +1696,7 @@ async function main(argv: readonly string[], cleanup: Cleanup): Promise<number> 
   }
 
   const lat = o.seconds > 0 && o.rate > 0 ? await latencyPhase(o, cluster.brokers, kafka, admin, stateRoot, cluster, cleanup) : undefined;
-  report(o, produced, rssAfterProduce, cu, model, triggersByType, lat, cluster, baselines);
+  report(o, produced, rssAfterProduce, cu, model, triggersByType, lat, cluster, baselines, peer);
   return 0;
 }
 
@@ -1602,6 +1710,7 @@ function report(
   lat: Latency | undefined,
   cluster: BrokerSet,
   baselines: readonly Baseline[],
+  peer: PeerResult | undefined,
 ): void {
   const p = (s = ''): void => {
     process.stdout.write(`${s}\n`);
@@ -1664,6 +1773,12 @@ function report(
     p(
       `baseline     ${b.label} (fresh group, kafkajs default fetch sizes, maxWaitTimeInMs 100, no commits) on the same topics: ${fmtInt(b.records)} records in ${fmtSecs(b.ms)} after run() → ` +
         `${fmtInt(b.perSec)} records/s (${fmtInt(b.perSecFromFirst)} from its first batch); Kairos per instance ÷ this = ${(perInstance / b.perSec).toFixed(3)}`,
+    );
+  }
+  if (peer) {
+    p(
+      `peer         ${peer.command}: ${fmtInt(peer.records)} records in ${fmtSecs(peer.ms)} after RUNNING (${fmtSecs(peer.startMs)} after spawn) → ${fmtInt(peer.perSec)} records/s, ` +
+        `CPU ${pct(peer.cpuShare)} of one core, peak RSS ${fmtBytes(peer.peakRss)}; Kairos per instance ÷ this = ${(perInstance / peer.perSec).toFixed(3)}`,
     );
   }
   p(
@@ -1772,6 +1887,12 @@ function report(
             bareConsumerPerSec: Math.round(baselines[0]?.perSec ?? 0),
             ratioToBareConsumer: Number(((cu.ratePerSec / o.instances) / (baselines[0]?.perSec ?? Infinity)).toFixed(4)),
             ...(baselines[1] ? { ratioToBareConsumerParse: Number(((cu.ratePerSec / o.instances) / baselines[1].perSec).toFixed(4)) } : {}),
+          }
+        : {}),
+      ...(peer
+        ? {
+            peer: { command: peer.command, records: peer.records, startMs: Math.round(peer.startMs), ms: Math.round(peer.ms), perSec: Math.round(peer.perSec), cpuShare: Number(peer.cpuShare.toFixed(2)), peakRss: peer.peakRss },
+            ratioToPeer: Number(((cu.ratePerSec / o.instances) / peer.perSec).toFixed(4)),
           }
         : {}),
       catchUpTriggersByType: triggersByType,
