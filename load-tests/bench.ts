@@ -5,11 +5,13 @@
  * machine may be shared.
  *
  *   npm run bench -- [--quick] [--only replay,kafka-1,kafka-2,kafka-4,api,restore,fanout,memory,dispatch,chaos] [--chaos]
- *                    [--out load-tests/reports] [--brokers host:port]
+ *                    [--out load-tests/reports] [--brokers host:port] [--peer "<command>"]
  *
  * --brokers: a real (test) broker for the Kafka steps and the restore (its contract and kairos-* topics are
  * deleted and recreated by those steps): catch-up, scaling and latency there, and the restore of the whole
- * --customers through the changelog, measured instead of extrapolated from the mock.
+ * --customers through the changelog, measured instead of extrapolated from the mock. --peer (with --brokers): a
+ * peer stream processor measured by kafka-1 on the same topics and records in the same run (kafka-throughput.ts
+ * --peer; load-tests/peers/KafkaStreamsCount.java is Kafka Streams' stateful count), with Kairos' ratio to it.
  *
  *   replay    load-tests/replay-throughput.ts --no-profile        (1M events / 100k customers; --quick 200k / 20k)
  *   kafka-1   load-tests/kafka-throughput.ts --instances 1 --mode inproc, with the latency phase (--rate 2000
@@ -59,7 +61,7 @@ interface Result {
   readonly tail: string;
 }
 
-function steps(quick: boolean, brokers: string | undefined): Step[] {
+function steps(quick: boolean, brokers: string | undefined, peer: string | undefined): Step[] {
   const kafkaSize = [...(quick ? ['--events', '50000', '--customers', '5000'] : []), ...(brokers === undefined ? [] : ['--brokers', brokers])];
   const list: Step[] = [
     {
@@ -71,7 +73,7 @@ function steps(quick: boolean, brokers: string | undefined): Step[] {
     {
       name: 'kafka-1',
       script: 'kafka-throughput.ts',
-      args: [...kafkaSize, '--instances', '1', '--mode', 'inproc', '--rate', '2000', '--tick-ms', '100', '--seconds', '10'],
+      args: [...kafkaSize, '--instances', '1', '--mode', 'inproc', '--rate', '2000', '--tick-ms', '100', '--seconds', '10', ...(peer === undefined ? [] : ['--peer', peer])],
       what: `KafkaRunner in process on ${brokers === undefined ? 'the mock cluster' : brokers}: catch-up, then a steady 2,000 events/s latency phase`,
     },
     { name: 'kafka-2', script: 'kafka-throughput.ts', args: [...kafkaSize, '--instances', '2', '--mode', 'child', '--seconds', '0'], what: 'two `kairos start` children, catch-up' },
@@ -217,7 +219,10 @@ function headline(results: readonly Result[]): string[][] {
       `${n0(kj.sourceRecords)} input records; per instance ${per.map((i) => n0(i.ratePerSec)).join(' / ')}; peak RSS ${per.map((i) => mib(i.peakRss)).join(' / ')}; model ${n0(get(kj, 'model', 'identical'))} of ${n0(get(kj, 'model', 'expected'))}` +
         (num(kj.bareConsumerPerSec) === undefined
           ? ''
-          : `; bare kafkajs consumer on the same topics ${n0(kj.bareConsumerPerSec)} records/s (same run), per instance ÷ it = **${(num(kj.ratioToBareConsumer) ?? 0).toFixed(3)}** (÷ one that JSON.parses: ${(num(kj.ratioToBareConsumerParse) ?? 0).toFixed(3)})`),
+          : `; bare kafkajs consumer on the same topics ${n0(kj.bareConsumerPerSec)} records/s (same run), per instance ÷ it = **${(num(kj.ratioToBareConsumer) ?? 0).toFixed(3)}** (÷ one that JSON.parses: ${(num(kj.ratioToBareConsumerParse) ?? 0).toFixed(3)})`) +
+        (num(get(kj, 'peer', 'perSec')) === undefined
+          ? ''
+          : `; peer \`${String(get(kj, 'peer', 'command'))}\` ${n0(get(kj, 'peer', 'perSec'))} records/s at ${(100 * (num(get(kj, 'peer', 'cpuShare')) ?? 0)).toFixed(0)} % of a core (same run), per instance ÷ it = **${(num(kj.ratioToPeer) ?? 0).toFixed(3)}**`),
     ]);
     const lat = get(kj, 'latency');
     if (lat) {
@@ -360,10 +365,15 @@ async function main(): Promise<number> {
       chaos: { type: 'boolean', default: false },
       out: { type: 'string' },
       brokers: { type: 'string' },
+      peer: { type: 'string' },
     },
     strict: true,
   });
-  const all = steps(values.quick, values.brokers);
+  if (values.peer !== undefined && values.brokers === undefined) {
+    process.stderr.write('bench: --peer needs --brokers (a peer such as Kafka Streams creates its topics with CreateTopics, which the mock cluster does not have)\n');
+    return 2;
+  }
+  const all = steps(values.quick, values.brokers, values.peer);
   let chosen: Step[];
   if (values.only !== undefined) {
     const names = values.only.split(',').map((x) => x.trim());
