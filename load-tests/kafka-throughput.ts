@@ -57,7 +57,9 @@
  * Environment: KAIROS_BENCH_LOG (level of the in-process runners' and clients' logs on stderr, default warn),
  * KAIROS_BENCH_CHILD_LOGS=<dir> (each child's whole output is written there when it stops),
  * KAIROS_BENCH_MODEL_DIFF=<file> (every abandonment trigger the model and the engine disagree on, as JSON),
- * KAIROS_BENCH_PROFILE_FILE=<file.cpuprofile> (with --profile: the raw V8 profile of the catch-up, from ready).
+ * KAIROS_BENCH_PROFILE_FILE=<file.cpuprofile> (with --profile: the raw V8 profile of the catch-up, from ready),
+ * KAIROS_BENCH_LATENCY_FILE=<file.json> (the latency phase's times of every event: sent, trigger due, trigger read,
+ * changelog record read).
  *
  * Progress on stderr; a summary and one JSON line on stdout. The cluster, the children and the temporary
  * directories are removed at the end, also on errors and on SIGINT/SIGTERM.
@@ -1334,6 +1336,7 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
   const sentAt = new Float64Array(total).fill(NaN);
   const pipeline: number[] = [];
   const seenChangelog = new Uint8Array(total);
+  const changelogReadAt = new Float64Array(total).fill(NaN);
   const triggerAt = new Float64Array(total).fill(NaN);
   const triggerReadAt = new Float64Array(total).fill(NaN);
   const triggerLat: number[] = [];
@@ -1362,6 +1365,7 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
             seenChangelog[i] = 1;
             const s = sentAt[i] as number;
             if (!Number.isNaN(s)) pipeline.push(readAt - s);
+            changelogReadAt[i] = readAt;
           }
         } else {
           for (const m of batch.messages) {
@@ -1496,6 +1500,14 @@ async function latencyPhase(o: Options, brokers: readonly string[], kafka: Kafka
     if (Number.isNaN(due) || due > lastSentAt) continue;
     const second = Math.floor((due - firstSentAt) / 1000);
     (bySecond[second] ??= []).push((triggerReadAt[i] as number) - due);
+  }
+  // KAIROS_BENCH_LATENCY_FILE=<file>: every event's times (wall clock ms; null where nothing came), to look at the
+  // latencies by send or due time.
+  const latencyFile = process.env.KAIROS_BENCH_LATENCY_FILE;
+  if (latencyFile !== undefined) {
+    const t = (x: number | undefined): number | null => (x === undefined || Number.isNaN(x) ? null : x);
+    const events = Array.from({ length: total }, (_, i) => [t(sentAt[i]), t(triggerAt[i]), t(triggerReadAt[i]), t(changelogReadAt[i])]);
+    writeFileSync(latencyFile, JSON.stringify({ columns: ['sentAt', 'triggerDueAt', 'triggerReadAt', 'changelogReadAt'], firstSentAt, lastSentAt, events }));
   }
   const steadyP99BySecond = Array.from(bySecond, (xs) => (xs === undefined || xs.length === 0 ? null : Math.round(dist(xs).p99)));
   return {
