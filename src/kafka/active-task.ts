@@ -93,13 +93,6 @@ export interface TaskEnv {
   /** A commit that ran while the task processed on has landed (the runner then commits what became due meanwhile). */
   readonly onCommitLanded: ((task: ActiveTask) => void) | undefined;
   /**
-   * The task's first external output since its last commit was written: the runner asks `commitDue` again once
-   * it has waited `outputLingerMs`, so the linger holds a trigger for about that long also when nothing else
-   * happens then (no fetch response, batch or commit landing: the last records of a burst, sparse input, timers
-   * fired by punctuation). Undefined: the linger is checked only when those happen.
-   */
-  readonly onLingering?: ((task: ActiveTask) => void) | undefined;
-  /**
    * A drain stopped at a record that waits for an input (the runner then reads the ends of the empty inputs whose
    * confirmation alone holds it back, end-probe.ts, rather than waiting for the next fetch). Undefined: it waits.
    */
@@ -317,9 +310,7 @@ export class ActiveTask {
   #outputsSince: number | undefined;
 
   #lingering(topic: string): void {
-    if (this.#outputsSince !== undefined || this.#internal(topic)) return;
-    this.#outputsSince = Date.now();
-    this.#env.onLingering?.(this);
+    if (this.#outputsSince === undefined && !this.#internal(topic)) this.#outputsSince = Date.now();
   }
 
   /** Runs `fn` on the task after everything queued before it. */

@@ -355,7 +355,6 @@ export class KafkaRunner {
         // rather than with the next batch or punctuation.
         void this.#commitTogether(task, false).catch((err: unknown) => this.#log.warn({ err, partition: task.partition }, 'commit failed; retried with the next one'));
       },
-      onLingering: (task) => this.#lingerTimer(task),
       commitWhileDraining: (task) => this.#commitOrReset(task, false, false),
       maxTaskIdleMs: this.#o.maxTaskIdleMs ?? 60_000,
       purgeIntervalMs: this.#o.purgeIntervalMs ?? 30_000,
@@ -666,21 +665,6 @@ export class KafkaRunner {
   readonly #fetchStarts = new Map<number, number>();
   /** The number of the response each fetched batch came in, for its records (`Buffered.arrival`). */
   readonly #arrivals = new WeakMap<object, number>();
-
-  /**
-   * A task's outputs have started to linger: once they have waited `outputLingerMs`, the commit is asked for again,
-   * as a fetch response, batch or commit landing would (`ActiveTask.commitDue` decides, so a commit still writing
-   * or an input not at its end holds it as before). Without it, the last outputs of a burst waited for the next
-   * punctuation (the interval of `punctuateIntervalMs` and `commitIntervalMs`, 500 ms by default) instead of the
-   * linger. One timer per task and linger (the outputs' first write sets it), unreferenced.
-   */
-  #lingerTimer(task: ActiveTask): void {
-    const ms = this.#env?.outputLingerMs ?? 20;
-    setTimeout(() => {
-      if (task.closed || this.#stopping || this.#unconfirmed() || this.#taskNow(task.partition) !== task) return;
-      void this.#commitTogether(task, false).catch((err: unknown) => this.#log.warn({ err, partition: task.partition }, 'commit failed; retried with the next one'));
-    }, ms + 1).unref();
-  }
 
   /** Processes what a task can now (a fetch confirmed an input it waited for), then commits if one is due. */
   #drainSoon(h: ActiveTask): void {

@@ -415,37 +415,6 @@ test('a caught-up task commits once its outputs have lingered outputLingerMs: a 
   }
 });
 
-test('the linger has its own timer: a trigger fired by the last record of a burst goes out without waiting for the next punctuation or commit interval (60 s here)', async () => {
-  const dir = tempDir();
-  const kafka = testKafka(cluster.brokers);
-  const app = 'klingertimer';
-  const topology = buildTopology(resolveCampaigns({ guards: { enabled: false }, campaigns: { 'basket-abandonment': { params: { inactivityGap: '2s' } } } }), app);
-  // No punctuation and no commit interval within the test: a commit can only come from a fetched batch, a commit
-  // landing, or the linger's timer.
-  const r = runner(dir.dir, { topology, groupId: 'kairos-klingertimer', commitIntervalMs: 60_000, punctuateIntervalMs: 60_000, outputLingerMs: 20 });
-  try {
-    await r.start();
-    // Two customers of one task: the second one's event, 10 s of event time later, fires the first one's timer.
-    const first = 'lt0';
-    let second = 'lt1';
-    for (let n = 1; partitionOf(second, 4) !== partitionOf(first, 4); n++) second = `lt${n}`;
-    const t0 = Date.now() - 60_000;
-    await produce(kafka, 'shop.basket.v1', [{ key: first, value: JSON.stringify(added(first, t0)) }]);
-    // The second event in a later fetch: no commit is due when either is processed (no outputs; the interval is
-    // 60 s), and the trigger the second one fires makes none due at once (it has not lingered yet). Nothing but
-    // the linger's own timer can make a commit due within the next 60 s, and outputs go out only with a commit.
-    await sleep(1500);
-    await produce(kafka, 'shop.basket.v1', [{ key: second, value: JSON.stringify(added(second, t0 + 10_000)) }]);
-    const got = await collect(kafka, ['crm.triggers.v1'], (all) => all.some((m) => json<Trigger>(m.message).customerId === first), 15_000);
-    const t = got.map((m) => json<Trigger>(m.message)).find((x) => x.customerId === first);
-    assert.equal(t?.type, 'BASKET_ABANDONED');
-    assert.equal(t?.occurredAt, t0 + 2000);
-  } finally {
-    await r.stop();
-    dir.remove();
-  }
-});
-
 test('records of two inputs in one fetch response are taken in event-time order: a newer basket event handed on first does not fire a timer an older order cancels (one broker)', async () => {
   // One broker: every partition's records of a produce request come back in one fetch response, which kafkajs
   // hands on batch by batch, several at a time.
