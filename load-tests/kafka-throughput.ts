@@ -937,6 +937,7 @@ async function peerCatchUp(command: string, brokers: readonly string[], admin: A
         lastLog = now;
         log(`peer: committed ${fmtInt(sumOffsets(committed))} / ${fmtInt(records)}`);
       }
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`peer exited (${String(child.exitCode ?? child.signalCode)}) before committing every record: ${tail.slice(-1500)}`);
       if (now - tReady > timeoutMs) throw new Error(`peer did not commit every record within ${timeoutMs} ms (committed ${sumOffsets(committed)} of ${records})`);
       await sleep(100);
     }
