@@ -71,7 +71,7 @@
  *                          [--commit-interval-ms N (catch-up)] [--output-linger-ms N (both phases)]
  *                          [--guarantee at_least_once|exactly_once] [--broker-pid N]
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Profiler } from 'node:inspector';
@@ -92,7 +92,7 @@ import { changelogTopic } from '../src/engine/state/changelog.js';
 import { createKafka } from '../src/kafka/client.js';
 import { startMockCluster } from '../src/kafka/mock-cluster.js';
 import { murmur2Partitioner } from '../src/kafka/partitioner.js';
-import { kairosStartCommand, startKairos } from './lib/child.js';
+import { kairosStartCommand, startKairos, startProgram } from './lib/child.js';
 import { KafkaRunner } from '../src/kafka/runner.js';
 import { JsonSerde } from '../src/kafka/serde.js';
 import { basketsStore } from '../topologies/basket-abandonment/index.js';
@@ -880,56 +880,44 @@ async function peerCatchUp(command: string, brokers: readonly string[], admin: A
   log(`peer: ${command} as group ${group} on ${fmtInt(records)} records of ${topics.join(', ')}`);
   const t0 = performance.now();
   // exec: the peer is the shell's process itself, so its pid gives its CPU and memory.
-  const child = spawn('sh', ['-c', `exec ${command}`], {
+  let unhook = (): void => undefined;
+  const child = await startProgram({
+    label: 'peer',
+    file: 'sh',
+    args: ['-c', `exec ${command}`],
     env: {
-      ...process.env,
       KAIROS_PEER_BROKERS: brokers.join(','),
       KAIROS_PEER_GROUP: group,
       KAIROS_PEER_TOPICS: topics.join(','),
       KAIROS_PEER_OUTPUT: PEER_OUTPUT,
       KAIROS_PEER_STATE_DIR: join(stateRoot, 'peer'),
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    ready: /\bRUNNING\b/,
+    readyOn: 'stdout',
+    readyTimeoutMs: 120_000,
+    onSpawn: (p) => {
+      unhook = cleanup.atExit(() => {
+        if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      });
+    },
+  }).catch(async (err: unknown) => {
+    unhook();
+    await admin.deleteGroups([group]).catch(() => undefined);
+    throw err;
   });
-  const unhook = cleanup.atExit(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  let tail = '';
-  const keep = (chunk: Buffer): void => {
-    tail = (tail + chunk.toString('utf8')).slice(-4000);
-  };
-  child.stderr.on('data', keep);
-  const running = new Promise<number>((resolve, reject) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      keep(chunk);
-      if (/\bRUNNING\b/.test(tail)) resolve(performance.now());
-    });
-    child.once('exit', (code, signal) => reject(new Error(`peer exited (${String(code ?? signal)}) before RUNNING: ${tail.slice(-1500)}`)));
-    child.once('error', reject);
-  });
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    child.kill('SIGTERM');
-    if ((await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)])) === false) {
-      log('peer did not stop within 30 s of SIGTERM; killed it');
-      child.kill('SIGKILL');
-      await exited;
-    }
-  };
   try {
-    const tReady = await Promise.race([running, sleep(120_000).then(() => Promise.reject(new Error(`peer printed no RUNNING line within 120 s: ${tail.slice(-1500)}`)))]);
-    const cpu0 = procCpuMs(child.pid ?? 0);
+    const tReady = performance.now();
+    const cpu0 = procCpuMs(child.pid);
     let peakRss = 0;
     let lastLog = tReady;
     for (;;) {
-      peakRss = Math.max(peakRss, procMem(child.pid ?? 0).rss);
+      peakRss = Math.max(peakRss, procMem(child.pid).rss);
       const committed = await committedOffsets(admin, topics, group).catch(() => new Map() as PartitionOffsets);
       const now = performance.now();
       const done = [...ends].every(([t, parts]) => [...parts].every(([p, end]) => (committed.get(t)?.get(p) ?? 0) >= end));
       if (done) {
         const ms = now - tReady;
-        const cpuShare = (procCpuMs(child.pid ?? 0) - cpu0) / ms;
+        const cpuShare = (procCpuMs(child.pid) - cpu0) / ms;
         log(`peer: ${fmtInt(records)} records in ${fmtSecs(ms)} after RUNNING → ${fmtInt(records / (ms / 1000))} records/s, CPU ${(100 * cpuShare).toFixed(0)}% of one core`);
         return { command, records, startMs: tReady - t0, ms, perSec: records / (ms / 1000), cpuShare, peakRss };
       }
@@ -937,12 +925,12 @@ async function peerCatchUp(command: string, brokers: readonly string[], admin: A
         lastLog = now;
         log(`peer: committed ${fmtInt(sumOffsets(committed))} / ${fmtInt(records)}`);
       }
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`peer exited (${String(child.exitCode ?? child.signalCode)}) before committing every record: ${tail.slice(-1500)}`);
+      if (!child.running()) throw new Error(`peer exited (${String(child.process.exitCode ?? child.process.signalCode)}) before committing every record: ${child.tail().slice(-1500)}`);
       if (now - tReady > timeoutMs) throw new Error(`peer did not commit every record within ${timeoutMs} ms (committed ${sumOffsets(committed)} of ${records})`);
       await sleep(100);
     }
   } finally {
-    await stop();
+    if ((await child.stop(30_000)) === 'killed') log('peer did not stop within 30 s of SIGTERM; killed it');
     unhook();
     await admin.deleteGroups([group]).catch(() => undefined);
   }

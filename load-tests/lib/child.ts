@@ -2,7 +2,8 @@
  * A `kairos start` child process for the benchmarks that run Kairos as it is deployed (kafka-throughput's child
  * mode, chaos, kafka-vs-replay, api-latency): spawned with the given environment, ready once it prints its
  * start-up banner, its output kept (the last 20 kB; all of it in `logDir` when it exits), its stdout lines (pino
- * JSON) handed to `onLine`, stopped with SIGTERM and, past a timeout, SIGKILL.
+ * JSON) handed to `onLine`, stopped with SIGTERM and, past a timeout, SIGKILL. `startProgram` is the same for any
+ * program that prints a line when it is ready (kafka-throughput's --peer).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -28,12 +29,10 @@ export function kairosStartCommand(dist: boolean): readonly string[] {
   return [join(REPO_ROOT, 'bin', 'kairos.js'), 'start'];
 }
 
-export interface KairosChildOptions {
+export interface ChildOptions {
   readonly label: string;
   /** Set over this process's environment. */
   readonly env: Readonly<Record<string, string>>;
-  /** `node` arguments: @default SOURCE_COMMAND */
-  readonly command?: readonly string[];
   /** @default 90000 */
   readonly readyTimeoutMs?: number;
   /** Writes the child's whole output to `<logDir>/<label>-<pid>.log` when it exits. */
@@ -48,7 +47,22 @@ export interface KairosChildOptions {
   readonly onSpawn?: (child: ChildProcess) => void;
 }
 
-export interface KairosChild {
+export interface KairosChildOptions extends ChildOptions {
+  /** `node` arguments: @default SOURCE_COMMAND */
+  readonly command?: readonly string[];
+}
+
+export interface ProgramOptions extends ChildOptions {
+  readonly file: string;
+  readonly args: readonly string[];
+  /** @default this process's */
+  readonly cwd?: string;
+  /** What the program prints once it is ready, and on which stream. */
+  readonly ready: string | RegExp;
+  readonly readyOn: 'stdout' | 'stderr';
+}
+
+export interface Child {
   readonly label: string;
   readonly pid: number;
   readonly process: ChildProcess;
@@ -56,17 +70,26 @@ export interface KairosChild {
   readonly exited: Promise<number | null>;
   /** The last 20 kB of its output. */
   tail(): string;
-  /** `http://host:port` of its metrics and health endpoints, from the banner. */
-  readonly url: string | undefined;
   running(): boolean;
   /** SIGTERM, then SIGKILL after `timeoutMs`; 'killed' when it had to be. */
   stop(timeoutMs?: number): Promise<number | null | 'killed'>;
 }
 
+export interface KairosChild extends Child {
+  /** `http://host:port` of its metrics and health endpoints, from the banner. */
+  readonly url: string | undefined;
+}
+
 /** Spawns `kairos start` and resolves once it is ready; rejects if it exits first or is not ready in time. */
 export async function startKairos(o: KairosChildOptions): Promise<KairosChild> {
-  const child = spawn(process.execPath, [...(o.command ?? SOURCE_COMMAND)], {
-    cwd: REPO_ROOT,
+  const child = await startProgram({ ...o, file: process.execPath, args: o.command ?? SOURCE_COMMAND, cwd: REPO_ROOT, ready: READY_BANNER, readyOn: 'stderr' });
+  return { ...child, url: /metrics and health on (http:\/\/[^\s;]+)/.exec(child.tail())?.[1] };
+}
+
+/** Spawns a program and resolves once it prints `ready`; rejects if it exits first or is not ready in time. */
+export async function startProgram(o: ProgramOptions): Promise<Child> {
+  const child = spawn(o.file, [...o.args], {
+    ...(o.cwd === undefined ? {} : { cwd: o.cwd }),
     env: { ...process.env, ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -104,14 +127,15 @@ export async function startKairos(o: KairosChildOptions): Promise<KairosChild> {
       child.kill('SIGKILL');
       reject(new Error(`${o.label} not ready within ${readyTimeoutMs} ms: ${tail.slice(-2000)}`));
     }, readyTimeoutMs);
+    const stream = o.readyOn === 'stdout' ? child.stdout : child.stderr;
     const check = (c: string): void => {
       seen += c;
-      if (!seen.includes(READY_BANNER)) return;
+      if (typeof o.ready === 'string' ? !seen.includes(o.ready) : !o.ready.test(seen)) return;
       clearTimeout(timer);
-      child.stderr.off('data', check);
+      stream.off('data', check);
       resolve();
     };
-    child.stderr.on('data', check);
+    stream.on('data', check);
     void exited.then((code) => {
       clearTimeout(timer);
       reject(new Error(`${o.label} exited (${String(code)}) before it was ready: ${tail.slice(-2000)}`));
@@ -124,7 +148,6 @@ export async function startKairos(o: KairosChildOptions): Promise<KairosChild> {
     process: child,
     exited,
     tail: () => tail,
-    url: /metrics and health on (http:\/\/[^\s;]+)/.exec(tail)?.[1],
     running,
     stop: async (timeoutMs = 20_000) => {
       if (!running()) return child.exitCode;
